@@ -1,0 +1,187 @@
+"""Executor base: run-directory checks, pass/task scheduling, global steps, the manifest.
+
+Subclasses only say how a list of tasks runs (``run_tasks``) and how a global stage's
+per-bucket resolve runs (``run_global``). Everything that decides correctness (what is pending,
+what is refused, when the run is committed) lives here, shared by local and Ray execution.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from curation.config import fingerprint
+from curation.errors import FatalError
+from curation.executors.plan import Plan, Segment, make_plan
+from curation.executors.shard import segment_schema
+from curation.io.atomic import read_json, write_json
+from curation.pipeline import PipelineConfig
+from curation.schema import SCHEMA_VERSION
+from curation.stages.dedup.base import GlobalStage
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class RunResult:
+    """What a run did: the run directory, its manifest, and whether anything had to be done."""
+
+    root: Path
+    manifest: dict[str, Any]
+    nothing_to_do: bool
+    tasks_run: int
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    if isinstance(data, list):
+        out = {}
+        for i, v in enumerate(data):
+            out.update(_flatten(v, f"{prefix}{i}."))
+        return out
+    return {prefix.rstrip("."): data}
+
+
+class Executor(ABC):
+    """Runs a pipeline into its run directory, resuming whatever a previous attempt finished."""
+
+    def __init__(self, config: PipelineConfig, overwrite: bool = False, progress: ProgressFn | None = None) -> None:
+        self.config = config
+        self.overwrite = overwrite
+        self.progress = progress or (lambda stats: None)
+
+    @abstractmethod
+    def run_tasks(self, plan: Plan, seg: Segment, tasks: list[int]) -> None:
+        """Run ``run_shard(plan, seg.index, t)`` for every ``t`` (calling ``self.progress``)."""
+
+    @abstractmethod
+    def run_global(self, plan: Plan, seg: Segment, stage: GlobalStage, stage_index: int) -> None:
+        """Group the keyed work files of ``seg`` by ``_bucket``, resolve each bucket, and write
+        the duplicates under ``layout.dups_dir(stage_index)/_task=K/``."""
+
+    def close(self) -> None:
+        """Release execution resources."""
+
+    # -- shared logic ---------------------------------------------------------------------------
+
+    def _identity(self, plan: Plan) -> dict[str, Any]:
+        inputs = [{"source": t.source, "bytes": t.size} for t in plan.tasks]
+        data = {"config": self.config.fingerprint_data(), "inputs": inputs, "schema_version": SCHEMA_VERSION}
+        return {**data, "fingerprint": fingerprint(data)}
+
+    def _check_run_dir(self, plan: Plan, identity: dict[str, Any]) -> None:
+        lay = plan.layout
+        if self.overwrite and lay.root.exists():
+            shutil.rmtree(lay.root)
+        if lay.run_json.exists():
+            old = read_json(lay.run_json)
+            if old.get("fingerprint") != identity["fingerprint"]:
+                a, b = _flatten({k: old.get(k) for k in ("config", "inputs")}), _flatten(
+                    {k: identity[k] for k in ("config", "inputs")})
+                changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+                raise FatalError(
+                    f"{lay.root} holds a run with a different config or inputs (fingerprint "
+                    f"{old.get('fingerprint', '?')[:12]} != {identity['fingerprint'][:12]}); changed: "
+                    f"{', '.join(changed[:10])}. Use a new output dir, or --overwrite to delete the old run."
+                )
+        elif lay.root.exists() and any(lay.root.iterdir()):
+            raise FatalError(f"{lay.root} is not empty and holds no run.json; refusing to write into it")
+        else:
+            write_json(lay.run_json, {**identity, "name": self.config.name, "full_config": self.config.to_mapping()})
+        # Temp files are only ever left by a killed attempt; none of them is live now.
+        for tmp in lay.root.rglob("*.tmp"):
+            tmp.unlink()
+
+    def run(self) -> RunResult:
+        plan = make_plan(self.config)
+        identity = self._identity(plan)
+        self._check_run_dir(plan, identity)
+        lay = plan.layout
+        if lay.manifest.exists():
+            log.info("run %s is complete: nothing to do", lay.root)
+            return RunResult(lay.root, read_json(lay.manifest), nothing_to_do=True, tasks_run=0)
+        tasks_run = 0
+        started = time.time()
+        for seg in plan.segments:
+            pending = [t.index for t in plan.tasks if not lay.marker(seg.index, t.index).exists()]
+            if pending:
+                log.info("pass %d: %d of %d tasks to run", seg.index, len(pending), len(plan.tasks))
+                self.run_tasks(plan, seg, pending)
+                tasks_run += len(pending)
+            if seg.key_for is not None:
+                stage_index, spec = seg.key_for
+                marker = lay.global_marker(stage_index)
+                if not marker.exists() or pending:
+                    shutil.rmtree(lay.dups_dir(stage_index), ignore_errors=True)
+                    t0 = time.time()
+                    stage = spec.build()
+                    self.run_global(plan, seg, stage, stage_index)
+                    write_json(marker, {"stage": spec.stage, "seconds": round(time.time() - t0, 3)})
+        manifest = build_manifest(plan, identity, wall_seconds=time.time() - started)
+        write_json(lay.manifest, manifest)  # the commit point of the run
+        return RunResult(lay.root, manifest, nothing_to_do=False, tasks_run=tasks_run)
+
+
+def build_manifest(plan: Plan, identity: dict[str, Any], wall_seconds: float) -> dict[str, Any]:
+    """Aggregate every task marker into the run manifest."""
+    lay = plan.layout
+    stages: dict[int, dict[str, Any]] = {}
+    domains: dict[str, dict[str, int]] = {}
+    shards: list[dict[str, Any]] = []
+    totals = {"input_files": len(plan.tasks), "input_bytes": sum(t.size for t in plan.tasks), "lines": 0,
+              "blank_lines": 0, "quarantined": 0, "docs_read": 0, "docs_out": 0}
+    quarantine_files, decision_files = [], []
+    for seg in plan.segments:
+        for t in plan.tasks:
+            m = read_json(lay.marker(seg.index, t.index))
+            for s in m["stages"]:
+                agg = stages.setdefault(s["index"], {"index": s["index"], "name": s["name"], "in": 0, "out": 0, "dropped": {}})
+                agg["in"] += s["in"]
+                agg["out"] += s["out"]
+                for r, n in s["dropped"].items():
+                    agg["dropped"][r] = agg["dropped"].get(r, 0) + n
+            decision_files += m["decisions"]
+            if seg.index == 0:
+                for k in ("lines", "blank_lines", "quarantined", "docs_read"):
+                    totals[k] += m[k]
+                if m["quarantined"]:
+                    quarantine_files.append(str(lay.quarantine(t.index).relative_to(lay.root)))
+            if seg.final:
+                totals["docs_out"] += m["docs_out"]
+                shards += m["outputs"]
+                for dom, d in m["domains"].items():
+                    agg_d = domains.setdefault(dom, {"docs": 0, "chars": 0, "tokens": 0})
+                    for k in agg_d:
+                        agg_d[k] += d[k]
+    final_schema: pa.Schema = segment_schema(plan, plan.segments[-1])
+    return {
+        "name": plan.config.name,
+        "schema_version": SCHEMA_VERSION,
+        "fingerprint": identity["fingerprint"],
+        "created_unix": round(time.time(), 3),
+        "wall_seconds": round(wall_seconds, 3),
+        "config": plan.config.to_mapping(),
+        "inputs": identity["inputs"],
+        "totals": totals,
+        "stages": [stages[k] for k in sorted(stages)],
+        "domains": dict(sorted(domains.items())),
+        "token_counter": plan.config.output.token_counter,
+        "schema": [{"name": f.name, "type": str(f.type)} for f in final_schema],
+        "shards": sorted(shards, key=lambda s: s["path"]),
+        "decisions": sorted(decision_files),
+        "quarantine": sorted(quarantine_files),
+    }

@@ -1,0 +1,47 @@
+"""Sequential in-process executor: same tasks and outputs as Ray, for debugging and unit tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curation.executors.base import Executor
+from curation.executors.plan import Plan, Segment
+from curation.executors.shard import run_shard
+from curation.executors.writers import RollingParquetWriter
+from curation.stages.dedup.base import DUPLICATE_SCHEMA, GlobalStage
+
+
+def key_read_columns(stage: GlobalStage) -> list[str]:
+    return ["id", "_task", "_row", *stage.key_columns()]
+
+
+def write_duplicates(plan: Plan, stage_index: int, dups: pa.Table) -> None:
+    """Write duplicates as ``_task=K/part-000.parquet`` folders (the layout Ray's partitioned write uses)."""
+    if len(dups) == 0:
+        return
+    tasks = dups.column("_task").to_numpy()
+    body = dups.drop_columns(["_task"])
+    for t in np.unique(tasks):
+        folder = plan.layout.dups_for_task(stage_index, int(t))
+        w = RollingParquetWriter(folder, "", body.schema, single_name="part-000.parquet")
+        w.write(body.filter(pa.array(tasks == t)))
+        w.close()
+
+
+class LocalExecutor(Executor):
+    """Runs every task in this process, one after another."""
+
+    def run_tasks(self, plan: Plan, seg: Segment, tasks: list[int]) -> None:
+        for t in tasks:
+            self.progress(run_shard(plan, seg.index, t))
+
+    def run_global(self, plan: Plan, seg: Segment, stage: GlobalStage, stage_index: int) -> None:
+        cols = key_read_columns(stage)
+        table = pa.concat_tables(
+            [pq.read_table(plan.layout.work(seg.index, t.index), columns=cols) for t in plan.tasks]
+        )
+        buckets = table.column("_bucket").to_numpy()
+        parts = [stage.resolve(table.filter(pa.array(buckets == b))) for b in np.unique(buckets)]
+        write_duplicates(plan, stage_index, pa.concat_tables(parts) if parts else DUPLICATE_SCHEMA.empty_table())

@@ -1,0 +1,163 @@
+"""The execution plan: input tasks, shard passes ("segments") split at global stages, run layout.
+
+A plan is plain data, pickled to workers. Stage objects are rebuilt from their specs on each
+worker (``build_stages``) so heavy models never travel through the object store.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import fsspec
+
+from curation.errors import ConfigError
+from curation.pipeline import PipelineConfig, StageSpec
+from curation.stages.dedup.base import GlobalStage
+from curation.registry import get_stage
+
+
+@dataclass(frozen=True)
+class Task:
+    """One input file: the unit of work, retry and resume."""
+
+    index: int
+    path: str  # full path or URL
+    source: str  # path relative to its pattern's fixed prefix; the documents' ``source``
+    size: int
+
+
+@dataclass
+class Segment:
+    """A shard pass: map stages run per task between two global stages.
+
+    Args:
+        index: Position among segments.
+        stages: ``(pipeline_index, spec)`` of the map stages in this pass.
+        drop_from: ``(pipeline_index, spec)`` of the global stage whose duplicates this pass drops first.
+        key_for: ``(pipeline_index, spec)`` of the global stage whose keys this pass adds last.
+    """
+
+    index: int
+    stages: list[tuple[int, StageSpec]] = field(default_factory=list)
+    drop_from: tuple[int, StageSpec] | None = None
+    key_for: tuple[int, StageSpec] | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.key_for is None
+
+
+@dataclass
+class Layout:
+    """Where everything of a run lives, relative to the run directory."""
+
+    root: Path
+
+    @property
+    def run_json(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    def work(self, seg: int, task: int) -> Path:
+        return self.root / "_work" / f"seg{seg}" / f"{task:05d}.parquet"
+
+    def marker(self, seg: int, task: int) -> Path:
+        return self.root / "_markers" / f"seg{seg}" / f"{task:05d}.json"
+
+    def dups_dir(self, stage_index: int) -> Path:
+        return self.root / "_work" / f"dups-stage{stage_index}"
+
+    def dups_for_task(self, stage_index: int, task: int) -> Path:
+        return self.dups_dir(stage_index) / f"_task={task}"
+
+    def global_marker(self, stage_index: int) -> Path:
+        return self.root / "_markers" / f"global-stage{stage_index}.json"
+
+    def shard_prefix(self, task: int) -> str:
+        return f"{task:05d}-"
+
+    @property
+    def shards_dir(self) -> Path:
+        return self.root / "shards"
+
+    def decisions(self, seg: int, task: int) -> Path:
+        return self.root / "decisions" / f"seg{seg}-{task:05d}.parquet"
+
+    def quarantine(self, task: int) -> Path:
+        return self.root / "quarantine" / f"{task:05d}.parquet"
+
+
+@dataclass
+class Plan:
+    config: PipelineConfig
+    tasks: list[Task]
+    segments: list[Segment]
+    root: str
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(Path(self.root))
+
+
+def _fixed_prefix(pattern: str) -> str:
+    """The part of a glob before its first wildcard, cut back to a directory."""
+    cut = min((i for i, ch in enumerate(pattern) if ch in "*?["), default=len(pattern))
+    head = pattern[:cut]
+    if cut == len(pattern):  # a plain file: its folder is the root
+        return head.rsplit("/", 1)[0] + "/" if "/" in head else ""
+    return head[: head.rfind("/") + 1] if "/" in head else ""
+
+
+def expand_inputs(patterns: list[str]) -> list[Task]:
+    """Expand globs/URLs into tasks, sorted and numbered; an empty match is an error."""
+    found: list[tuple[str, str, int]] = []
+    for pattern in patterns:
+        fs, _, paths = fsspec.get_fs_token_paths(pattern)
+        paths = [p for p in paths if not p.endswith(".tmp")]
+        if not paths:
+            raise ConfigError(f"input path {pattern!r} matches no file")
+        prefix = fs._strip_protocol(_fixed_prefix(pattern)) if _fixed_prefix(pattern) else ""
+        for p in sorted(paths):
+            info = fs.info(p)
+            if info.get("type") == "directory":
+                continue
+            rel = p[len(prefix):] if prefix and p.startswith(prefix) else p.rsplit("/", 1)[-1]
+            full = p if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol else fs.unstrip_protocol(p)
+            found.append((full, rel.lstrip("/"), int(info.get("size") or 0)))
+    sources = [s for _, s, _ in found]
+    dupes = sorted({s for s in sources if sources.count(s) > 1})
+    if dupes:
+        raise ConfigError(f"input patterns give files with the same relative name: {dupes[:5]}")
+    return [Task(index=i, path=p, source=s, size=n) for i, (p, s, n) in enumerate(found)]
+
+
+def make_segments(stages: list[StageSpec]) -> list[Segment]:
+    """Split the stage list at global stages into shard passes."""
+    segments = [Segment(index=0)]
+    for i, spec in enumerate(stages):
+        if issubclass(get_stage(spec.stage), GlobalStage):
+            segments[-1].key_for = (i, spec)
+            segments.append(Segment(index=len(segments), drop_from=(i, spec)))
+        else:
+            segments[-1].stages.append((i, spec))
+    return segments
+
+
+def make_plan(config: PipelineConfig) -> Plan:
+    # Validate every stage on the driver (dependencies, model files) before any work starts.
+    for spec in config.stages:
+        spec.build()
+    if "://" in config.output.dir:
+        raise ConfigError(f"output.dir {config.output.dir!r}: only local run directories are supported so far")
+    return Plan(config=config, tasks=expand_inputs(config.input.paths), segments=make_segments(config.stages),
+                root=str(Path(config.output.dir).resolve()))
+
+
+def local_files(pattern: str) -> list[str]:
+    """Sorted local files matching a glob, skipping temp files."""
+    return sorted(p for p in globlib.glob(pattern) if not p.endswith(".tmp"))

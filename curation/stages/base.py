@@ -1,0 +1,218 @@
+"""Stage base classes. A stage maps an Arrow batch to a batch and knows nothing about Ray.
+
+``Stage.process`` returns the kept rows and the dropped rows with a reason each; the executor
+turns drops into rows of the decisions table and counts them per stage and reason. ``Filter``
+owns that bookkeeping, so a subclass only decides: ``filter(doc) -> bool | (bool, reason)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation.errors import ConfigError
+
+
+@dataclass(kw_only=True)
+class NoConfig:
+    """Config of a stage that takes no parameters."""
+
+
+@dataclass
+class StageResult:
+    """What a stage did to one batch.
+
+    Args:
+        kept: Rows that continue, with any columns the stage adds.
+        dropped: Rows removed, in input order (same columns as ``kept``).
+        reasons: One reason per dropped row (``too_short``, ``exact_duplicate`` ...).
+        details: One JSON string (or None) per dropped row with the measured values.
+    """
+
+    kept: pa.Table
+    dropped: pa.Table
+    reasons: list[str]
+    details: list[str | None]
+
+
+class Stage(ABC):
+    """A batch-to-batch step. Subclasses set ``Config`` and implement ``process``.
+
+    Heavy resources (models, tokenizers) are loaded in ``setup()``, which the executor calls
+    once per worker before the first batch, never in ``__init__`` (stages are built on the
+    driver to validate the config, then rebuilt on workers).
+    """
+
+    name: ClassVar[str] = "unregistered"
+    Config: ClassVar[type] = NoConfig
+    #: Importable modules this stage needs; checked at construction for a clear early error.
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config if config is not None else self.Config()
+        missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ConfigError(f"stage {self.name!r} needs {', '.join(missing)}: pip install {' '.join(missing)}")
+
+    def setup(self) -> None:
+        """Load heavy resources; called once per worker."""
+
+    def output_columns(self) -> dict[str, pa.DataType]:
+        """Columns this stage adds to kept documents."""
+        return {}
+
+    @abstractmethod
+    def process(self, batch: pa.Table) -> StageResult:
+        """Map one batch of documents to kept and dropped rows."""
+
+
+@dataclass(slots=True)
+class Doc:
+    """The per-document view a ``Filter`` decides on. ``text`` may be rewritten in place."""
+
+    id: str
+    text: str
+    url: str | None = None
+    domain: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+FilterOutcome = bool | tuple[bool, str] | tuple[bool, str, dict[str, Any]]
+
+
+@dataclass
+class Decisions:
+    """A filter's verdicts for a batch: keep flags, reasons, details, added columns, new texts."""
+
+    keep: np.ndarray
+    reasons: list[str | None]
+    details: list[dict[str, Any] | None]
+    columns: dict[str, pa.Array] = field(default_factory=dict)
+    texts: list[str] | None = None  # set when the filter rewrote some texts
+
+
+class Filter(Stage):
+    """Base class of keep/drop stages: the subclass implements ``filter`` (or ``decide``)."""
+
+    def filter(self, doc: Doc) -> FilterOutcome:
+        """Decide on one document: True to keep, or (False, reason[, details])."""
+        raise NotImplementedError
+
+    def decide(self, batch: pa.Table) -> Decisions:
+        """Decide on a whole batch; the default calls ``filter`` per document."""
+        n = len(batch)
+        keep = np.ones(n, dtype=bool)
+        reasons: list[str | None] = [None] * n
+        details: list[dict[str, Any] | None] = [None] * n
+        texts = batch.column("text").to_pylist()
+        ids = batch.column("id").to_pylist()
+        urls = batch.column("url").to_pylist()
+        domains = batch.column("domain").to_pylist()
+        changed = False
+        for i in range(n):
+            doc = Doc(id=ids[i], text=texts[i], url=urls[i], domain=domains[i])
+            outcome = self.filter(doc)
+            if doc.text is not texts[i]:
+                texts[i] = doc.text
+                changed = True
+            if outcome is True:
+                continue
+            if outcome is False:
+                keep[i], reasons[i] = False, "filtered"
+            else:
+                keep[i] = bool(outcome[0])
+                if not keep[i]:
+                    reasons[i] = outcome[1]
+                    details[i] = outcome[2] if len(outcome) > 2 else None
+        return Decisions(keep=keep, reasons=reasons, details=details, texts=texts if changed else None)
+
+    def process(self, batch: pa.Table) -> StageResult:
+        d = self.decide(batch)
+        if d.texts is not None:
+            text = pa.array(d.texts, type=batch.schema.field("text").type)
+            batch = batch.set_column(batch.schema.get_field_index("text"), "text", text)
+            batch = batch.set_column(batch.schema.get_field_index("n_chars"), "n_chars", pc.utf8_length(text).cast(pa.int64()))
+        for name, values in d.columns.items():
+            batch = batch.append_column(name, values)
+        return split(batch, d.keep, d.reasons, d.details)
+
+
+def split(batch: pa.Table, keep: np.ndarray, reasons: Sequence[str | None],
+          details: Sequence[dict[str, Any] | None] | None = None) -> StageResult:
+    """Split a batch by a keep mask into a ``StageResult``."""
+    mask = pa.array(keep, type=pa.bool_())
+    drop_idx = np.flatnonzero(~keep)
+    det = details or [None] * len(keep)
+    return StageResult(
+        kept=batch.filter(mask),
+        dropped=batch.take(pa.array(drop_idx, type=pa.int64())),
+        reasons=[reasons[i] or "filtered" for i in drop_idx],
+        details=[None if det[i] is None else json.dumps(det[i], sort_keys=True) for i in drop_idx],
+    )
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A stage config as plain data (for fingerprints and logs)."""
+    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {}
+
+
+def is_per_document(stage: Stage) -> bool:
+    """True for filters that decide one document at a time (and so can be fused)."""
+    return isinstance(stage, Filter) and type(stage).decide is Filter.decide
+
+
+@dataclass
+class ChainStep:
+    """One filter's share of a fused chain run: documents in, and the ones it dropped."""
+
+    n_in: int
+    result: StageResult
+
+
+def run_chain(filters: Sequence[Filter], batch: pa.Table) -> tuple[pa.Table, list[ChainStep]]:
+    """Run per-document filters document-major: each document passes every filter before the next.
+
+    This is the order datatrove's own executor uses; it lets filters share per-text caches (its
+    word tokenisation is lru-cached per text) and stops at the first filter that drops a document.
+    """
+    n = len(batch)
+    texts = batch.column("text").to_pylist()
+    ids = batch.column("id").to_pylist()
+    urls = batch.column("url").to_pylist()
+    domains = batch.column("domain").to_pylist()
+    dropped_by = np.full(n, len(filters), dtype=np.int64)  # len(filters) = kept
+    reasons: list[str | None] = [None] * n
+    details: list[dict[str, Any] | None] = [None] * n
+    changed = False
+    for i in range(n):
+        doc = Doc(id=ids[i], text=texts[i], url=urls[i], domain=domains[i])
+        for j, f in enumerate(filters):
+            outcome = f.filter(doc)
+            if outcome is True or (outcome is not False and outcome[0]):
+                continue
+            dropped_by[i] = j
+            reasons[i] = "filtered" if outcome is False else outcome[1]
+            details[i] = outcome[2] if outcome is not False and len(outcome) > 2 else None
+            break
+        if doc.text is not texts[i]:
+            texts[i] = doc.text
+            changed = True
+    if changed:
+        text = pa.array(texts, type=batch.schema.field("text").type)
+        batch = batch.set_column(batch.schema.get_field_index("text"), "text", text)
+        batch = batch.set_column(batch.schema.get_field_index("n_chars"), "n_chars", pc.utf8_length(text).cast(pa.int64()))
+    steps = []
+    for j in range(len(filters)):
+        mine = dropped_by == j
+        res = split(batch, ~mine, reasons, details)
+        steps.append(ChainStep(n_in=int((dropped_by >= j).sum()), result=res))
+    return batch.filter(pa.array(dropped_by == len(filters))), steps

@@ -1,0 +1,38 @@
+"""FineWeb's extra rules via datatrove's ``FineWebQualityFilter`` (METHODS.md 8.4).
+
+``char_duplicates_ratio`` defaults to datatrove's 0.01, not the blog's 0.1 (discrepancy 6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from curation.registry import register_stage
+from curation.stages.filters._datatrove import DatatroveFilter
+
+
+@dataclass(kw_only=True)
+class FineWebQualityConfig:
+    """Line punctuation, short-line, duplicated-character and newline-ratio thresholds."""
+
+    line_punct_thr: float = 0.12
+    line_punct_exclude_zero: bool = False
+    short_line_thr: float = 0.67
+    short_line_length: int = 30
+    char_duplicates_ratio: float = 0.01
+    new_line_ratio: float = 0.3
+    language: str = "en"
+    word_tokenizer: str = "fast"  # "fast" (regex, see word_tokenizer.py) or "spacy" (datatrove default)
+
+
+@register_stage("fineweb_quality_v1")
+class FineWebQuality(DatatroveFilter):
+    """Drops list-like pages and pages with few punctuated or many duplicated lines."""
+
+    Config = FineWebQualityConfig
+
+    def make_filter(self) -> Any:
+        from datatrove.pipeline.filters import FineWebQualityFilter
+
+        return FineWebQualityFilter(**self._kwargs())

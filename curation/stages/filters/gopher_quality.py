@@ -1,0 +1,39 @@
+"""Gopher quality rules (Rae et al. 2021, App. A) via datatrove's ``GopherQualityFilter``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from curation.registry import register_stage
+from curation.stages.filters._datatrove import DatatroveFilter
+
+
+@dataclass(kw_only=True)
+class GopherQualityConfig:
+    """Thresholds as in METHODS.md 8.1 (datatrove defaults). ``None`` disables a rule."""
+
+    min_doc_words: int | None = 50
+    max_doc_words: int | None = 100_000
+    min_avg_word_length: int | None = 3
+    max_avg_word_length: int | None = 10
+    max_symbol_word_ratio: float | None = 0.1
+    max_bullet_lines_ratio: float | None = 0.9
+    max_ellipsis_lines_ratio: float | None = 0.3
+    max_non_alpha_words_ratio: float | None = 0.8
+    min_stop_words: int | None = 2
+    stop_words: list[str] | None = None
+    language: str = "en"
+    word_tokenizer: str = "fast"  # "fast" (regex, see word_tokenizer.py) or "spacy" (datatrove default)
+
+
+@register_stage("gopher_quality_v1")
+class GopherQuality(DatatroveFilter):
+    """Drops documents failing Gopher's word-count, word-length, symbol and stop-word rules."""
+
+    Config = GopherQualityConfig
+
+    def make_filter(self) -> Any:
+        from datatrove.pipeline.filters import GopherQualityFilter
+
+        return GopherQualityFilter(**self._kwargs())

@@ -1,0 +1,70 @@
+"""A regex word/sentence tokenizer for datatrove's filters, ~30x faster than spaCy's blank English.
+
+datatrove's English filters tokenise with ``spacy.blank("en")``, which is ~90% of their cost
+(0.2-0.3 MB/s per core on the sample corpus). datatrove lets a filter take a ``WordTokenizer``
+instance in place of a language code, so the rules stay datatrove's and only tokenisation changes.
+This tokenizer follows spaCy's English rules where they move the filters' statistics: URLs stay
+whole, punctuation is split off, contractions split (``do n't``, ``it 's``), letters joined by a
+hyphen are split around it. Sentences end after ``.``/``!``/``?`` tokens as in spaCy's sentencizer.
+``tests/curation/stages/filters/test_word_tokenizer.py`` measures decision agreement with spaCy.
+"""
+
+from __future__ import annotations
+
+import re
+
+from datatrove.utils.word_tokenizers import WordTokenizer
+
+_TOKEN = re.compile(
+    r"""(?:https?://|www\.)[^\s<>"']+?(?=[.,;:!?)\]}'"]*(?:\s|$))   # URL; trailing punctuation split off
+      | (?i:n't)(?=\W|$)                                             # contraction tail
+      | '(?i:s|re|ll|ve|m|d)(?=\W|$)                                 # clitics
+      | \d+(?:[.,:/]\d+)*                                            # numbers, times, dates
+      | (?:[^\W\d_]\.){2,}                                           # abbreviations like e.g. / U.S.
+      | \w+?(?=n't(?:\W|$))                                          # stem before n't
+      | \w+(?:\.\w+|['’](?!(?i:s|re|ll|ve|m|d)\b)\w+)*              # words (inner dots/apostrophes kept)
+      | \.\.\.+|…                                                    # ellipsis
+      | [^\w\s]                                                      # any other symbol alone
+    """,
+    re.VERBOSE,
+)
+# spaCy's sentencizer compares whole tokens to single characters, so "..." never ends a sentence.
+_SENT_END = frozenset({".", "!", "?", "‼", "‽", "。", "！", "？", "．"})
+_PUNCT = re.compile(r"^[^\w\s]+$")
+
+
+class FastEnglishTokenizer(WordTokenizer):
+    """Regex tokenizer with datatrove's ``WordTokenizer`` interface."""
+
+    def __init__(self) -> None:
+        super().__init__("en")
+
+    def __hash__(self) -> int:  # datatrove lru-caches on (text, mode, tokenizer)
+        return hash("curation.FastEnglishTokenizer")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FastEnglishTokenizer)
+
+    def word_tokenize(self, text: str) -> list[str]:
+        return _TOKEN.findall(text)
+
+    def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+        spans: list[tuple[int, int]] = []
+        start = None
+        seen_end = False
+        for m in _TOKEN.finditer(text):
+            tok = m.group()
+            if start is None:
+                start = m.start()
+            elif seen_end and not _PUNCT.match(tok):
+                spans.append((start, prev_end))
+                start, seen_end = m.start(), False
+            if tok in _SENT_END:
+                seen_end = True
+            prev_end = m.end()
+        if start is not None:
+            spans.append((start, prev_end))
+        return spans
+
+    def sent_tokenize(self, text: str) -> list[str]:
+        return [s for s in (text[a:b].strip() for a, b in self.span_tokenize(text)) if s]

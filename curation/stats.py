@@ -1,0 +1,118 @@
+"""Corpus statistics with DuckDB over a run directory, and a guarded read-only SQL entry point.
+
+Views: ``docs`` (kept documents, the shards), ``decisions`` (every dropped document with stage,
+reason and details), ``quarantine`` (unreadable input lines), ``shards`` and ``stages`` (from the
+manifest). User SQL must be a single SELECT; the connection can read only inside the run
+directory (``enable_external_access=false`` plus ``allowed_directories``) and its configuration
+is locked, so ``read_csv('/etc/passwd')``, ``COPY ... TO`` or ``SET`` are refused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from curation.errors import ConfigError
+from curation.schema import DECISION_SCHEMA, QUARANTINE_SCHEMA
+
+VIEWS = ("docs", "decisions", "quarantine", "shards", "stages")
+
+
+def _empty_select(schema: Any) -> str:
+    cols = ", ".join(f"CAST(NULL AS {_duck_type(f.type)}) AS \"{f.name}\"" for f in schema)
+    return f"SELECT {cols} WHERE false"
+
+
+def _duck_type(arrow_type: Any) -> str:
+    s = str(arrow_type)
+    return {"int64": "BIGINT", "int32": "INTEGER", "float": "FLOAT", "double": "DOUBLE", "bool": "BOOLEAN",
+            "uint64": "UBIGINT"}.get(s, "VARCHAR")
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def connect(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
+    """Open an in-memory DuckDB with the run's views, confined to the run directory."""
+    root = Path(run_dir).resolve()
+    manifest_path = root / "manifest.json"
+    if not manifest_path.exists():
+        raise ConfigError(f"{root} has no manifest.json: not a finished run (rerun `curate run` to finish it)")
+    manifest = json.loads(manifest_path.read_text())
+    con = duckdb.connect(":memory:")
+    for view, sub, schema in (("decisions", "decisions", DECISION_SCHEMA), ("quarantine", "quarantine", QUARANTINE_SCHEMA)):
+        files = sorted((root / sub).glob("*.parquet"))
+        src = (f"SELECT * FROM read_parquet({_sql_str(str(root / sub / '*.parquet'))}, union_by_name=true)"
+               if files else _empty_select(schema))
+        con.execute(f"CREATE VIEW {view} AS {src}")
+    if manifest["shards"]:
+        con.execute(f"CREATE VIEW docs AS SELECT * FROM read_parquet({_sql_str(str(root / 'shards' / '*.parquet'))}, "
+                    "union_by_name=true)")
+    else:
+        cols = ", ".join(f"CAST(NULL AS {_duck_type(c['type'])}) AS \"{c['name']}\"" for c in manifest["schema"])
+        con.execute(f"CREATE VIEW docs AS SELECT {cols} WHERE false")
+    con.execute("CREATE TABLE shards (path VARCHAR, rows BIGINT, bytes BIGINT, sha256 VARCHAR)")
+    con.executemany("INSERT INTO shards VALUES (?, ?, ?, ?)",
+                    [(s["path"], s["rows"], s["bytes"], s["sha256"]) for s in manifest["shards"]])
+    con.execute('CREATE TABLE stages (idx INTEGER, stage VARCHAR, "in" BIGINT, "out" BIGINT, dropped BIGINT)')
+    con.executemany("INSERT INTO stages VALUES (?, ?, ?, ?, ?)",
+                    [(s["index"], s["name"], s["in"], s["out"], sum(s["dropped"].values())) for s in manifest["stages"]])
+    # From here on only files under the run directory can be read, and nothing can be reconfigured.
+    con.execute(f"SET allowed_directories = [{_sql_str(str(root) + '/')}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def query(run_dir: str | Path, sql: str, limit: int | None = 10_000) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run one read-only SELECT over the run's views; anything else is refused with ConfigError."""
+    con = connect(run_dir)
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise ConfigError(f"SQL does not parse: {exc}") from exc
+    if len(statements) != 1:
+        raise ConfigError(f"exactly one SQL statement is allowed, got {len(statements)}")
+    if statements[0].type != duckdb.StatementType.SELECT:
+        raise ConfigError(f"only SELECT queries are allowed, got {statements[0].type.name}")
+    try:
+        rel = con.execute(sql)
+        cols = [d[0] for d in rel.description]
+        rows = rel.fetchmany(limit) if limit else rel.fetchall()
+    except duckdb.PermissionException as exc:
+        raise ConfigError(f"refused: {exc}") from exc
+    finally:
+        con.close()
+    return cols, rows
+
+
+def summary(run_dir: str | Path) -> dict[str, Any]:
+    """The tables ``curate stats`` prints: funnel, drop reasons, domains, quarantine."""
+    root = Path(run_dir).resolve()
+    manifest = json.loads((root / "manifest.json").read_text())
+    con = connect(root)
+    try:
+        reasons = con.execute(
+            "SELECT stage, reason, count(*) AS docs, sum(n_chars) AS chars FROM decisions "
+            "GROUP BY ALL ORDER BY docs DESC, stage, reason").fetchall()
+        domains = con.execute(
+            "SELECT domain, count(*) AS docs, sum(n_chars) AS chars, round(avg(n_chars)) AS mean_chars "
+            "FROM docs GROUP BY ALL ORDER BY docs DESC, domain").fetchall()
+        quarantine = con.execute(
+            "SELECT file, count(*) AS lines, min(error) AS first_error FROM quarantine GROUP BY ALL ORDER BY file").fetchall()
+    finally:
+        con.close()
+    tokens = {d: v["tokens"] for d, v in manifest["domains"].items()}
+    return {
+        "totals": manifest["totals"],
+        "funnel": [(s["name"], s["in"], s["out"], sum(s["dropped"].values())) for s in manifest["stages"]],
+        "reasons": reasons,
+        "domains": [(d, n, c, m, tokens.get(d, 0)) for d, n, c, m in domains],
+        "quarantine": quarantine,
+        "shards": len(manifest["shards"]),
+        "token_counter": manifest["token_counter"],
+    }

@@ -1,0 +1,72 @@
+"""Typed config loading: unknown keys and stage names are rejected by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from curation.config import apply_overrides
+from curation.errors import ConfigError
+from curation.pipeline import PipelineConfig, load_pipeline
+
+BASE = {"name": "t", "input": {"paths": ["x.jsonl"]}, "output": {"dir": "out"}}
+
+
+def test_quickstart_config_loads() -> None:
+    cfg = load_pipeline(Path(__file__).resolve().parents[2] / "pipelines" / "quickstart.yaml")
+    assert [s.stage for s in cfg.stages][:2] == ["text_length_v1", "language_id_v1"]
+    assert cfg.stages[0].config.min_chars == 200
+
+
+def test_unknown_top_level_key_lists_valid_keys() -> None:
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) 'outptu'.*valid keys: executor, input, name, output, seed"):
+        PipelineConfig.from_mapping({**BASE, "outptu": {}})
+
+
+def test_unknown_stage_param_names_stage_and_valid_keys() -> None:
+    data = {**BASE, "stages": [{"stage": "text_length_v1", "min_char": 3}]}
+    with pytest.raises(ConfigError, match=r"stages\[0\] \(text_length_v1\): unknown key\(s\) 'min_char'; valid keys: max_chars, min_chars"):
+        PipelineConfig.from_mapping(data)
+
+
+def test_wrong_stage_name_lists_valid_names() -> None:
+    with pytest.raises(ConfigError, match=r"unknown stage 'gopher_v1'; valid stages: .*gopher_quality_v1"):
+        PipelineConfig.from_mapping({**BASE, "stages": [{"stage": "gopher_v1"}]})
+
+
+def test_type_errors_name_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"input.batch_size: expected an integer, got 'big'"):
+        PipelineConfig.from_mapping({**BASE, "input": {"paths": ["x"], "batch_size": "big"}})
+    with pytest.raises(ConfigError, match=r"need 0 <= min_chars <= max_chars"):
+        PipelineConfig.from_mapping({**BASE, "stages": [{"stage": "text_length_v1", "min_chars": 5, "max_chars": 2}]})
+
+
+def test_missing_required_key() -> None:
+    with pytest.raises(ConfigError, match=r"missing required key\(s\) 'output'"):
+        PipelineConfig.from_mapping({"name": "t", "input": {"paths": ["x"]}})
+
+
+def test_dotted_overrides_and_roundtrip(tmp_path: Path) -> None:
+    data = apply_overrides({**BASE, "stages": [{"stage": "text_length_v1"}]},
+                           ["output.dir=/tmp/o", "stages.0.min_chars=7", "executor.kind=local"])
+    cfg = PipelineConfig.from_mapping(data)
+    assert cfg.output.dir == "/tmp/o" and cfg.stages[0].config.min_chars == 7 and cfg.executor.kind == "local"
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_mapping()))
+    assert load_pipeline(path).to_mapping() == cfg.to_mapping()
+
+
+def test_yaml_python_tags_are_not_executed(tmp_path: Path) -> None:
+    path = tmp_path / "evil.yaml"
+    path.write_text("name: !!python/object/apply:os.system ['touch /tmp/pwned']\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_pipeline(path)
+
+
+def test_fingerprint_ignores_executor_section() -> None:
+    a = PipelineConfig.from_mapping(BASE)
+    b = PipelineConfig.from_mapping({**BASE, "executor": {"kind": "local", "num_cpus": 7}})
+    c = PipelineConfig.from_mapping({**BASE, "output": {"dir": "out", "target_shard_bytes": 4096}})
+    assert a.fingerprint_data() == b.fingerprint_data() != c.fingerprint_data()
