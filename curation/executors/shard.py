@@ -32,8 +32,9 @@ from curation.stages.base import Stage, is_per_document, run_chain, split
 from curation.stages.dedup.base import GlobalStage
 from curation.tokens import token_counter
 
-#: Test hook: "kill:SEG:TASK" SIGKILLs the worker after the task's first batch is written,
-#: "raise:SEG:TASK" raises ValueError; fires once, guarded by the file named in CURATION_FAULT_ONCE.
+#: Fault-injection hook for the crash tests: "kill:SEG:TASK" SIGKILLs the worker after the task's
+#: first batch is written, "raise:SEG:TASK" raises ValueError at the start, "raise_before_marker:SEG:TASK"
+#: after the outputs are published but before the marker. With CURATION_FAULT_ONCE=PATH it fires once.
 FAULT_ENV = "CURATION_FAULT"
 
 _STAGE_CACHE: dict[tuple[str, int], list[Stage]] = {}
@@ -81,17 +82,18 @@ class _Counts:
 
 def _fault(seg: int, task: int, point: str) -> None:
     spec = os.environ.get(FAULT_ENV, "")
-    once = os.environ.get("CURATION_FAULT_ONCE")
     if not spec or spec.split(":")[1:] != [str(seg), str(task)]:
         return
+    kind = spec.split(":")[0]
+    fires = {"kill": "after_first_batch", "raise": "start", "raise_before_marker": "before_marker"}.get(kind) == point
+    once = os.environ.get("CURATION_FAULT_ONCE")
+    if not fires or (once and os.path.exists(once)):
+        return
     if once:
-        if os.path.exists(once):
-            return
         Path(once).touch()
-    if spec.startswith("kill:") and point == "after_first_batch":
+    if kind == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
-    if spec.startswith("raise:") and point == "start":
-        raise ValueError(f"injected failure in seg {seg} task {task}")
+    raise ValueError(f"injected failure in seg {seg} task {task} at {point}")
 
 
 def _groups(seg: Segment, stages: list[Stage]) -> list[list[tuple[tuple[int, Any], Stage]]]:
@@ -184,7 +186,20 @@ def get_reason(spec: Any) -> str:
 
 
 def run_shard(plan: Plan, seg_index: int, task_index: int) -> dict[str, Any]:
-    """Run one task of one pass to completion and return its stats (also saved in its marker)."""
+    """Run one task of one pass to completion and return its stats (also saved in its marker).
+
+    Errors other than our own come back as ``ShardError`` naming the pass, task and input file.
+    """
+    try:
+        return _run_shard(plan, seg_index, task_index)
+    except CurationError:
+        raise
+    except Exception as exc:
+        task = plan.tasks[task_index]
+        raise ShardError(f"pass {seg_index} task {task_index} ({task.source}): {type(exc).__name__}: {exc}") from exc
+
+
+def _run_shard(plan: Plan, seg_index: int, task_index: int) -> dict[str, Any]:
     seg, task, lay, out = plan.segments[seg_index], plan.tasks[task_index], plan.layout, plan.config.output
     started = time.time()
     _cleanup(plan, seg, task)
@@ -275,6 +290,7 @@ def run_shard(plan: Plan, seg_index: int, task_index: int) -> dict[str, Any]:
         domains=dict(domains),
         seconds=round(time.time() - started, 3),
     )
+    _fault(seg.index, task.index, "before_marker")
     write_json(lay.marker(seg.index, task.index), stats)  # the commit point of this task
     return stats
 

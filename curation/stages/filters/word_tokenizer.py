@@ -15,16 +15,22 @@ import re
 
 from datatrove.utils.word_tokenizers import WordTokenizer
 
+# Abbreviations spaCy keeps whole (a subset of its English tokenizer exceptions).
+_ABBREV = (r"Inc|Ltd|Co|Corp|Mr|Mrs|Ms|Dr|Jr|Sr|St|vs|etc|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec"
+           r"|Mt|No|Gov|Sen|Rep|Gen|Col|Lt|Sgt|Capt|Prof|Rev|Ph\.D|a\.m|p\.m|i\.e|e\.g|v|Fig|fig|approx|dept|est")
 _TOKEN = re.compile(
-    r"""(?:https?://|www\.)[^\s<>"']+?(?=[.,;:!?)\]}'"]*(?:\s|$))   # URL; trailing punctuation split off
-      | (?i:n't)(?=\W|$)                                             # contraction tail
-      | '(?i:s|re|ll|ve|m|d)(?=\W|$)                                 # clitics
-      | \d+(?:[.,:/]\d+)*                                            # numbers, times, dates
-      | (?:[^\W\d_]\.){2,}                                           # abbreviations like e.g. / U.S.
-      | \w+?(?=n't(?:\W|$))                                          # stem before n't
-      | \w+(?:\.\w+|['’](?!(?i:s|re|ll|ve|m|d)\b)\w+)*              # words (inner dots/apostrophes kept)
-      | \.\.\.+|…                                                    # ellipsis
-      | [^\w\s]                                                      # any other symbol alone
+    rf"""(?:https?://|www\.)[^\s<>"']+?(?=[.,;:!?)\]}}'"]*(?:\s|$))   # URL; trailing punctuation split off
+      | [\w.+-]+@\w[\w-]*(?:\.\w[\w-]*)+                              # e-mail address
+      | (?i:n't)(?=\W|$)                                              # contraction tail
+      | '(?i:s|re|ll|ve|m|d)(?=\W|$)                                  # clitics
+      | \b(?:{_ABBREV})\.(?=\s|$)                                     # known abbreviations
+      | \d+(?:[.,:/]\d+)*                                             # numbers, times, dates
+      | (?:[^\W\d_]\.){{2,}}                                          # initialisms like e.g. / U.S.
+      | \w+?(?=n't(?:\W|$))                                           # stem before n't
+      | \w+(?:(?:[./]|['’](?!(?i:s|re|ll|ve|m|d)\b)|(?<=[^\W\d_])-(?=\d))\w+)*  # words (MPL-2.0 stays whole)
+      | \.\.\.+|…                                                     # ellipsis
+      | -{{2,}}                                                       # a dash rule (spaCy splits other runs)
+      | [^\w\s]                                                       # any other symbol alone
     """,
     re.VERBOSE,
 )

@@ -1,0 +1,122 @@
+"""End-to-end runs with the in-process executor: outputs, manifest, reruns, refusals, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from curation.errors import ConfigError, FatalError, ShardError
+from tests.conftest import PROSE, pipeline_dict, write_jsonl
+from tests.curation.executors.runs import content, run_pipeline
+
+
+def test_tiny_run_outputs_and_manifest(tiny_corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = run_pipeline(pipeline_dict([str(tiny_corpus / "*")], out))
+    m = res.manifest
+    assert [r[0] for r in content(out)] == ["a1", "a2", "b2", "c2"]
+    assert m["totals"] == {"input_files": 3, "input_bytes": m["totals"]["input_bytes"], "lines": 7, "blank_lines": 0,
+                           "quarantined": 0, "docs_read": 7, "docs_out": 4}
+    assert [(s["name"], s["in"], s["out"], s["dropped"]) for s in m["stages"]] == [
+        ("input", 7, 7, {}), ("text_length_v1", 7, 6, {"too_short": 1}),
+        ("exact_dedup_v1", 6, 4, {"exact_duplicate": 2})]
+    assert m["domains"]["web"]["docs"] == 3 and m["domains"]["books"]["docs"] == 1
+    assert m["domains"]["books"]["tokens"] == len(PROSE[2].split())
+    for s in m["shards"]:
+        assert pq.read_metadata(out / s["path"]).num_rows == s["rows"]
+    dec = pq.read_table(out / "decisions").to_pylist()
+    by_id = {d["id"]: d for d in dec}
+    assert by_id["a3"]["reason"] == "too_short" and by_id["a3"]["text"] == "too short"
+    assert by_id["b1"]["reason"] == "exact_duplicate" and json.loads(by_id["b1"]["details"]) == {"dup_of": "a1"}
+    assert json.loads(by_id["c1"]["details"]) == {"dup_of": "a2"}
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_rerun_of_finished_run_does_nothing(tiny_corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run_pipeline(pipeline_dict([str(tiny_corpus / "*")], out))
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    res = run_pipeline(pipeline_dict([str(tiny_corpus / "*")], out))
+    assert res.nothing_to_do and res.tasks_run == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == mtimes
+
+
+def test_changed_config_or_inputs_are_refused(tiny_corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run_pipeline(pipeline_dict([str(tiny_corpus / "*")], out))
+    changed = pipeline_dict([str(tiny_corpus / "*")], out, stages=[{"stage": "text_length_v1", "min_chars": 5}])
+    with pytest.raises(FatalError, match=r"different config.*changed: config.stages.0.min_chars.*--overwrite"):
+        run_pipeline(changed)
+    write_jsonl(tiny_corpus / "d.jsonl", [{"text": "new"}])
+    with pytest.raises(FatalError, match=r"changed: .*inputs"):
+        run_pipeline(pipeline_dict([str(tiny_corpus / "*")], out))
+    assert run_pipeline(changed, overwrite=True).manifest["totals"]["input_files"] == 4
+
+
+def test_refuses_non_empty_dir_without_run(tiny_corpus: Path, tmp_path: Path) -> None:
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "important.txt").write_text("x")
+    with pytest.raises(FatalError, match="not empty"):
+        run_pipeline(pipeline_dict([str(tiny_corpus / "*")], tmp_path / "busy"))
+
+
+def test_crash_after_publish_before_marker_rewrites_same_files(tiny_corpus: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    golden = tmp_path / "golden"
+    run_pipeline(pipeline_dict([str(tiny_corpus / "*")], golden))
+    out = tmp_path / "run"
+    monkeypatch.setenv("CURATION_FAULT", "raise_before_marker:1:0")
+    with pytest.raises(ShardError, match="injected failure in seg 1 task 0"):
+        run_pipeline(pipeline_dict([str(tiny_corpus / "*")], out))
+    assert list((out / "shards").glob("00000-*.parquet"))  # published, but no marker
+    assert not (out / "_markers" / "seg1" / "00000.json").exists()
+    monkeypatch.delenv("CURATION_FAULT")
+    res = run_pipeline(pipeline_dict([str(tiny_corpus / "*")], out))
+    assert res.tasks_run == 3  # all of pass 1; pass 0 was complete
+    assert content(out) == content(golden)
+    assert sorted(p.name for p in (out / "shards").iterdir()) == sorted(p.name for p in (golden / "shards").iterdir())
+
+
+def test_stage_exception_fails_fast_naming_shard(tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CURATION_FAULT", "raise:0:1")
+    with pytest.raises(ShardError, match=r"pass 0 task 1 \(b.jsonl.gz\): ValueError: injected failure"):
+        run_pipeline(pipeline_dict([str(tiny_corpus / "*")], tmp_path / "run"))
+
+
+def test_bad_input_is_quarantined_and_counted(tmp_path: Path) -> None:
+    d = tmp_path / "in"
+    write_jsonl(d / "mixed.jsonl", [{"id": "ok", "text": PROSE[0]}, '{"text": broken', {"id": "e", "text": "   "},
+                                    {"id": "n", "text": None}, {"id": "m"}, b'{"text": "\xff"}', ""])
+    huge = "word " * 10_000_000  # 50 MB single document
+    write_jsonl(d / "huge.jsonl", [{"id": "huge", "text": huge}, {"id": "ok2", "text": PROSE[1]}])
+    res = run_pipeline(pipeline_dict([str(d / "*.jsonl")], tmp_path / "run", stages=[], ))
+    m = res.manifest
+    assert m["totals"]["quarantined"] == 3 and m["totals"]["blank_lines"] == 1 and m["totals"]["docs_out"] == 2
+    assert m["stages"][0]["dropped"] == {"empty": 2, "too_long": 1}
+    q = pq.read_table(tmp_path / "run" / "quarantine").to_pylist()
+    assert sorted((r["file"], r["line"]) for r in q) == [("mixed.jsonl", 2), ("mixed.jsonl", 5), ("mixed.jsonl", 6)]
+
+
+def test_too_many_malformed_lines_fail_the_run_naming_the_file(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in" / "junk.jsonl", ["not json"] * 9 + [{"text": "fine"}])
+    with pytest.raises(ShardError, match=r"junk.jsonl: 9 of 10 lines are malformed"):
+        run_pipeline(pipeline_dict([str(tmp_path / "in" / "*")], tmp_path / "run", stages=[]))
+
+
+def test_input_pattern_matching_nothing_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="matches no file"):
+        run_pipeline(pipeline_dict([str(tmp_path / "nothing*.jsonl")], tmp_path / "run"))
+
+
+def test_shard_rollover_by_size(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in" / "x.jsonl", [{"id": f"{i:03d}", "text": PROSE[i % 3] + f" {i}"} for i in range(60)])
+    res = run_pipeline(pipeline_dict([str(tmp_path / "in" / "x.jsonl")], tmp_path / "run", stages=[],
+                                     target_shard_bytes=8000))
+    shards = res.manifest["shards"]
+    assert len(shards) > 3 and sum(s["rows"] for s in shards) == 60
+    assert [s["path"] for s in shards] == [f"shards/00000-{i:03d}.parquet" for i in range(len(shards))]
+    assert os.path.getsize(tmp_path / "run" / shards[0]["path"]) == shards[0]["bytes"]

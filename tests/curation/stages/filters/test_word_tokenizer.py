@@ -1,0 +1,40 @@
+"""The fast tokenizer against spaCy (datatrove's default): tokens and filter decisions."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from curation.io.readers import InputConfig, read_documents
+from curation.registry import get_stage
+from curation.stages.filters.word_tokenizer import FastEnglishTokenizer
+from tests.conftest import SAMPLE
+
+
+def test_tokens_match_spacy_conventions() -> None:
+    tok = FastEnglishTokenizer()
+    text = "Don't stop-gap e.g. the U.S. at https://x.org/a?b=1. It's 3.14, ok!! (maybe) $5 50%"
+    assert tok.word_tokenize(text) == [
+        "Do", "n't", "stop", "-", "gap", "e.g.", "the", "U.S.", "at", "https://x.org/a?b=1", ".", "It", "'s",
+        "3.14", ",", "ok", "!", "!", "(", "maybe", ")", "$", "5", "50", "%"]
+    assert tok.sent_tokenize("Hello world. This is a test! Is it? yes... (maybe) so.") == [
+        "Hello world.", "This is a test!", "Is it?", "yes... (maybe) so."]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,minimum", [
+    ("gopher_quality_v1", 0.97), ("gopher_repetition_v1", 0.95), ("c4_quality_v1", 0.98), ("fineweb_quality_v1", 0.99)])
+def test_decisions_agree_with_spacy_on_prose(name: str, minimum: float) -> None:
+    """On the sample corpus's prose (code excluded: these rules are not meant for it)."""
+    cfg = InputConfig(paths=["-"])
+    files = sorted(p for p in SAMPLE.glob("*.jsonl.gz") if not p.name.startswith("code"))
+    table = pa.concat_tables([b.table for f in files for b in read_documents(str(f), f.name, cfg)])
+    table = table.slice(0, 600)
+    kept = {}
+    for tok in ("spacy", "fast"):
+        cls = get_stage(name)
+        stage = cls(cls.Config(word_tokenizer=tok))
+        stage.setup()
+        kept[tok] = set(stage.process(table).kept.column("id").to_pylist())
+    agreement = 1 - len(kept["spacy"] ^ kept["fast"]) / len(table)
+    assert agreement >= minimum, (name, agreement)
