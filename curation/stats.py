@@ -93,8 +93,8 @@ def query(run_dir: str | Path, sql: str, limit: int | None = 10_000) -> tuple[li
 def summary(run_dir: str | Path) -> dict[str, Any]:
     """The tables ``curate stats`` prints: funnel, drop reasons, domains, quarantine."""
     root = Path(run_dir).resolve()
-    manifest = json.loads((root / "manifest.json").read_text())
     con = connect(root)
+    manifest = json.loads((root / "manifest.json").read_text())
     try:
         reasons = con.execute(
             "SELECT stage, reason, count(*) AS docs, sum(n_chars) AS chars FROM decisions "

@@ -77,6 +77,8 @@ class RayExecutor(Executor):
     def run_tasks(self, plan: Plan, seg: Segment, tasks: list[int]) -> None:
         ray = self._ray()
         retries = self.config.executor.max_task_retries
+        # Fault-injection variables reach workers of an already running cluster only this way.
+        fault_env = {k: os.environ[k] for k in ("CURATION_FAULT", "CURATION_FAULT_ONCE") if k in os.environ}
         ds = ray.data.from_items([{"task": t} for t in tasks], override_num_blocks=len(tasks))
         ds = ds.map_batches(
             _shard_fn,
@@ -85,6 +87,7 @@ class RayExecutor(Executor):
             compute=ray.data.TaskPoolStrategy(size=self._concurrency(ray, len(tasks))),
             # Retries cover worker crashes only; exceptions fail fast (retry_exceptions is False).
             ray_remote_args_fn=lambda: {"max_retries": retries},
+            runtime_env={"env_vars": fault_env} if fault_env else None,
         )
         try:
             for row in ds.iter_rows():

@@ -33,7 +33,7 @@ from curation.stages.dedup.base import GlobalStage
 from curation.tokens import token_counter
 
 #: Fault-injection hook for the crash tests: "kill:SEG:TASK" SIGKILLs the worker after the task's
-#: first batch is written, "raise:SEG:TASK" raises ValueError at the start, "raise_before_marker:SEG:TASK"
+#: first batch is written, "hang:SEG:TASK" sleeps there, "raise:SEG:TASK" raises ValueError at the start, "raise_before_marker:SEG:TASK"
 #: after the outputs are published but before the marker. With CURATION_FAULT_ONCE=PATH it fires once.
 FAULT_ENV = "CURATION_FAULT"
 
@@ -85,7 +85,8 @@ def _fault(seg: int, task: int, point: str) -> None:
     if not spec or spec.split(":")[1:] != [str(seg), str(task)]:
         return
     kind = spec.split(":")[0]
-    fires = {"kill": "after_first_batch", "raise": "start", "raise_before_marker": "before_marker"}.get(kind) == point
+    fires = {"kill": "after_first_batch", "hang": "after_first_batch", "raise": "start",
+             "raise_before_marker": "before_marker"}.get(kind) == point
     once = os.environ.get("CURATION_FAULT_ONCE")
     if not fires or (once and os.path.exists(once)):
         return
@@ -93,6 +94,8 @@ def _fault(seg: int, task: int, point: str) -> None:
         Path(once).touch()
     if kind == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "hang":  # lets a test SIGKILL the driver while this task's temp file is open
+        time.sleep(3600)
     raise ValueError(f"injected failure in seg {seg} task {task} at {point}")
 
 

@@ -1,0 +1,78 @@
+"""DuckDB stats over a run, the read-only SQL guard, and shards readable by common tools."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from curation.errors import ConfigError
+from curation.stats import query, summary
+from tests.conftest import pipeline_dict
+from tests.curation.executors.runs import run_pipeline
+
+
+@pytest.fixture
+def run_dir(tiny_corpus: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "run"
+    run_pipeline(pipeline_dict([str(tiny_corpus / "*")], out))
+    return out
+
+
+def test_summary_and_queries(run_dir: Path) -> None:
+    s = summary(run_dir)
+    assert s["funnel"] == [("input", 7, 7, 0), ("text_length_v1", 7, 6, 1), ("exact_dedup_v1", 6, 4, 2)]
+    assert [(r[0], r[1], r[2]) for r in s["reasons"]] == [("exact_dedup_v1", "exact_duplicate", 2),
+                                                           ("text_length_v1", "too_short", 1)]
+    assert [(d[0], d[1]) for d in s["domains"]] == [("web", 3), ("books", 1)]
+    cols, rows = query(run_dir, "SELECT id, reason, json_extract_string(details, '$.dup_of') AS kept "
+                                "FROM decisions WHERE id = 'b1'")
+    assert cols == ["id", "reason", "kept"] and rows == [("b1", "exact_duplicate", "a1")]
+    _, rows = query(run_dir, "SELECT sum(rows) FROM shards")
+    assert rows == [(4,)]
+
+
+@pytest.mark.parametrize("sql,match", [
+    ("SELECT * FROM read_csv('/etc/passwd')", "Permission"),
+    ("SELECT * FROM read_text('/etc/hostname')", "Permission"),
+    ("x') UNION SELECT * FROM read_csv('/etc/passwd') --", "does not parse"),
+    ("COPY (SELECT 1) TO '/tmp/curation-x.csv'", "only SELECT"),
+    ("SELECT 1; DROP TABLE shards", "exactly one"),
+    ("SET enable_external_access = true", "only SELECT"),
+    ("ATTACH '/tmp/curation-x.db'", "only SELECT"),
+    ("INSTALL httpfs", "only SELECT"),
+    ("CREATE TABLE t AS SELECT 1", "only SELECT"),
+])
+def test_sql_guard_refuses(run_dir: Path, sql: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        query(run_dir, sql)
+    assert not Path("/tmp/curation-x.csv").exists()
+
+
+def test_files_outside_the_run_are_refused_even_other_runs(run_dir: Path, tmp_path: Path, tiny_corpus: Path) -> None:
+    sibling = tmp_path / "run-evil"  # sibling-prefix path of the run directory
+    run_pipeline(pipeline_dict([str(tiny_corpus / "*")], sibling))
+    with pytest.raises(ConfigError, match="Permission"):
+        query(run_dir, f"SELECT count(*) FROM read_parquet('{sibling}/shards/*.parquet')")
+    _, rows = query(run_dir, f"SELECT count(*) FROM read_parquet('{run_dir}/shards/*.parquet')")
+    assert rows == [(4,)]
+
+
+def test_unfinished_run_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no manifest.json"):
+        summary(tmp_path)
+
+
+def test_shards_load_unchanged_in_common_tools(run_dir: Path) -> None:
+    import datasets
+    import duckdb
+    import pandas as pd
+    import polars as pl
+
+    files = sorted(str(p) for p in (run_dir / "shards").glob("*.parquet"))
+    expected = sorted(["a1", "a2", "b2", "c2"])
+    assert sorted(pd.concat([pd.read_parquet(f) for f in files])["id"]) == expected
+    assert sorted(pl.read_parquet(files)["id"].to_list()) == expected
+    assert sorted(r[0] for r in duckdb.sql(f"SELECT id FROM read_parquet({files})").fetchall()) == expected
+    ds = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=str(run_dir.parent / "hf"))
+    assert sorted(ds["id"]) == expected and set(ds.column_names) >= {"text", "domain", "n_chars"}
