@@ -1,12 +1,23 @@
-"""Gopher repetition rules (Rae et al. 2021, Table A1) via datatrove's ``GopherRepetitionFilter``."""
+"""Gopher repetition rules (Rae et al. 2021, Table A1), with datatrove's exact semantics.
+
+``implementation: fast`` (default) computes datatrove's statistics with hashed n-grams
+(``_repetition.py``, same decisions, several times faster); ``datatrove`` runs datatrove's
+``GopherRepetitionFilter`` itself.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from curation.registry import register_stage
+from curation.stages.base import Doc, FilterOutcome
 from curation.stages.filters._datatrove import DatatroveFilter
+from curation.stages.filters._repetition import NgramStats
+
+_PARAGRAPH = re.compile(r"\n{2,}")
+_LINES = re.compile("\n+")
 
 
 @dataclass(kw_only=True)
@@ -23,12 +34,27 @@ class GopherRepetitionConfig:
     )
     language: str = "en"
     word_tokenizer: str = "fast"  # "fast" (regex, see word_tokenizer.py) or "spacy" (datatrove default)
+    implementation: str = "fast"  # "fast" (hashed n-grams) or "datatrove"
 
     def __post_init__(self) -> None:
         for name in ("top_n_grams", "dup_n_grams"):
             for pair in getattr(self, name):
                 if len(pair) != 2 or int(pair[0]) != pair[0] or pair[0] < 1:
                     raise ValueError(f"{name}: each entry must be [n, max_fraction], got {pair}")
+        if self.implementation not in ("fast", "datatrove"):
+            raise ValueError(f"implementation: {self.implementation!r} is not one of ['datatrove', 'fast']")
+
+
+def _duplicates(parts: list[str]) -> tuple[int, int]:
+    seen: set[str] = set()
+    count = chars = 0
+    for p in parts:
+        if p in seen:
+            count += 1
+            chars += len(p)
+        else:
+            seen.add(p)
+    return count, chars
 
 
 @register_stage("gopher_repetition_v1")
@@ -37,10 +63,46 @@ class GopherRepetition(DatatroveFilter):
 
     Config = GopherRepetitionConfig
 
+    def _kwargs(self) -> dict[str, Any]:
+        kw = super()._kwargs()
+        kw.pop("implementation")
+        kw["top_n_grams"] = tuple((int(n), float(f)) for n, f in kw["top_n_grams"])
+        kw["dup_n_grams"] = tuple((int(n), float(f)) for n, f in kw["dup_n_grams"])
+        return kw
+
     def make_filter(self) -> Any:
         from datatrove.pipeline.filters import GopherRepetitionFilter
 
-        kw = self._kwargs()
-        kw["top_n_grams"] = tuple((int(n), float(f)) for n, f in kw["top_n_grams"])
-        kw["dup_n_grams"] = tuple((int(n), float(f)) for n, f in kw["dup_n_grams"])
-        return GopherRepetitionFilter(**kw)
+        return GopherRepetitionFilter(**self._kwargs())
+
+    def filter(self, doc: Doc) -> FilterOutcome:
+        if self.config.implementation == "datatrove":
+            return super().filter(doc)
+        from datatrove.utils.text import split_into_words
+
+        if not hasattr(self, "_impl"):
+            self.setup()
+        c, text = self.config, doc.text
+        if not text:
+            return False, "empty"
+        paragraphs = _PARAGRAPH.split(text.strip())
+        dups, chars = _duplicates(paragraphs)
+        if c.dup_para_frac and dups / len(paragraphs) > c.dup_para_frac:
+            return False, "dup_para_frac"
+        if c.dup_para_char_frac and chars / len(text) > c.dup_para_char_frac:
+            return False, "dup_para_char_frac"
+        lines = _LINES.split(text)
+        dups, chars = _duplicates(lines)
+        if c.dup_line_frac and dups / len(lines) > c.dup_line_frac:
+            return False, "dup_line_frac"
+        if c.dup_line_char_frac and chars / len(text) > c.dup_line_char_frac:
+            return False, "dup_line_char_frac"
+        stats = NgramStats(split_into_words(text, self._impl.language))  # shares datatrove's per-text cache
+        for n, frac in self._impl.top_n_grams:
+            top = stats.top_ngram_chars(n)
+            if top is not None and top / len(text) > frac:
+                return False, f"top_{n}_gram"
+        for n, frac in self._impl.dup_n_grams:
+            if stats.duplicated_ngram_chars(n) / len(text) > frac:
+                return False, f"duplicated_{n}_n_grams"
+        return True
