@@ -14,28 +14,33 @@ the sample corpus). Here n-grams are 64-bit polynomial hashes computed with nump
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 _MASK = (1 << 64) - 1
 _BASE = 1_000_003  # odd multiplier for the character hash
+_BASE_INV = pow(_BASE, -1, 1 << 64)
 _TUPLE_BASE = np.uint64(0x9E3779B97F4A7C15)
 
 
 class NgramStats:
-    """Per-document helper holding word ids, lengths and character hashes."""
+    """Per-document helper: word ids, word lengths and prefix hashes of the concatenated words."""
 
     def __init__(self, words: list[str]) -> None:
-        ids: dict[str, int] = {}
         self.n = len(words)
-        self.ids = np.fromiter((ids.setdefault(w, len(ids)) for w in words), dtype=np.uint64, count=self.n)
-        vocab = list(ids)
-        lens = np.array([len(w) for w in vocab], dtype=np.int64)
-        hashes = np.array([_char_hash(w) for w in vocab], dtype=np.uint64)
-        pows = np.array([pow(_BASE, int(n), 1 << 64) for n in lens], dtype=np.uint64)
-        idx = self.ids.astype(np.int64)
-        self.lens = lens[idx]
-        self.char_hash = hashes[idx]
-        self.char_pow = pows[idx]
+        codes, _ = pd.factorize(pd.Series(words, dtype=object), sort=False)  # hash-based, in C
+        self.ids = codes.astype(np.uint64)
+        self.lens = np.fromiter(map(len, words), dtype=np.int64, count=self.n)
         self._cum = np.concatenate([[0], np.cumsum(self.lens)])
+        # Prefix hashes of S = "".join(words): hash(S[a:b]) = B^(b-1) * (Q[b] - Q[a]) with
+        # Q[k] = sum_{j<k} c_j * B^-j, all mod 2^64 (B is odd, so B^-1 exists).
+        chars = np.frombuffer("".join(words).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        chars = chars.astype(np.uint64) + np.uint64(1)
+        one = np.ones(1, dtype=np.uint64)  # explicit dtype: mixing Python ints would promote to float
+        with np.errstate(over="ignore"):
+            inv = np.cumprod(np.full(len(chars), _BASE_INV, dtype=np.uint64))  # B^-1 .. B^-L
+            weights = np.concatenate([one, inv[:-1]])  # B^0 .. B^-(L-1)
+            self._q = np.concatenate([np.zeros(1, dtype=np.uint64), np.cumsum(chars * weights, dtype=np.uint64)])
+            self._pow = np.concatenate([one, np.cumprod(np.full(len(chars), _BASE, dtype=np.uint64))])  # B^0..B^L
 
     def span_chars(self, start: np.ndarray | int, n: int) -> np.ndarray | int:
         """Characters of words[start:start+n] concatenated without separators."""
@@ -51,20 +56,21 @@ class NgramStats:
 
     def concat_hashes(self, n: int) -> np.ndarray:
         m = self.n - n + 1
-        h = np.zeros(m, dtype=np.uint64)
+        a = self._cum[:m]
+        b = self._cum[n:n + m]
         with np.errstate(over="ignore"):
-            for k in range(n):  # hash(a + b) = hash(a) * BASE^len(b) + hash(b), all mod 2^64
-                h = h * self.char_pow[k:k + m] + self.char_hash[k:k + m]
-        return h
+            h = self._pow[np.maximum(b - 1, 0)] * (self._q[b] - self._q[a])
+        return np.where(b > a, h, np.uint64(0))
 
     def top_ngram_chars(self, n: int) -> int | None:
         """Characters covered by the most frequent n-gram (its length with spaces times its count)."""
         if self.n - n + 1 <= 0:
             return None
-        h = self.tuple_hashes(n)
-        _, first, counts = np.unique(h, return_index=True, return_counts=True)
-        best = counts.max()
-        i = int(first[counts == best].min())  # Counter.most_common keeps first-seen order on ties
+        codes, _ = pd.factorize(self.tuple_hashes(n), sort=False)  # codes numbered in first-seen order
+        counts = np.bincount(codes)
+        k = int(counts.argmax())  # the first maximum = the earliest-seen n-gram, as Counter.most_common
+        best = int(counts[k])
+        i = int(np.argmax(codes == k))
         return int((self.span_chars(i, n) + n - 1) * best)
 
     def duplicated_ngram_chars(self, n: int) -> int:
@@ -72,8 +78,8 @@ class NgramStats:
         if self.n - n + 1 <= 0:
             return 0
         h = self.concat_hashes(n)
-        _, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
-        candidates = np.flatnonzero(counts[inverse] > 1)
+        codes, _ = pd.factorize(h, sort=False)
+        candidates = np.flatnonzero(np.bincount(codes)[codes] > 1)
         if len(candidates) == 0:
             return 0
         seen: set[int] = set()
@@ -88,10 +94,3 @@ class NgramStats:
             else:
                 seen.add(hv)
         return repeated
-
-
-def _char_hash(word: str) -> int:
-    h = 0
-    for ch in map(ord, word):
-        h = (h * _BASE + ch + 1) & _MASK
-    return h
