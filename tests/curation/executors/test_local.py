@@ -120,3 +120,15 @@ def test_shard_rollover_by_size(tmp_path: Path) -> None:
     assert len(shards) > 3 and sum(s["rows"] for s in shards) == 60
     assert [s["path"] for s in shards] == [f"shards/00000-{i:03d}.parquet" for i in range(len(shards))]
     assert os.path.getsize(tmp_path / "run" / shards[0]["path"]) == shards[0]["bytes"]
+
+
+def test_fsspec_url_inputs(tmp_path: Path) -> None:
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    payload = b'{"id": "m1", "text": "' + PROSE[0].encode() + b'"}\n{"id": "m2", "text": "tiny"}\n'
+    with fs.open("/bucket/in/x.jsonl", "wb") as fh:
+        fh.write(payload)
+    res = run_pipeline(pipeline_dict(["memory://bucket/in/*.jsonl"], tmp_path / "run"))
+    assert [r[0] for r in content(tmp_path / "run")] == ["m1"]
+    assert res.manifest["inputs"] == [{"source": "x.jsonl", "bytes": len(payload)}]
