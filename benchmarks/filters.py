@@ -37,7 +37,18 @@ def corpus_mb(folder: Path) -> tuple[float, int]:
     return total / 1e6, docs
 
 
+def quiet_datatrove() -> None:
+    """datatrove logs every task's stats through loguru; keep only warnings (timing is unaffected)."""
+    import sys
+
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+
+
 def run_datatrove(folder: Path, out: Path, tokenizer: str) -> tuple[float, int]:
+    quiet_datatrove()
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, GopherQualityFilter, GopherRepetitionFilter
     from datatrove.pipeline.readers import JsonlReader
