@@ -70,8 +70,8 @@ class Executor(ABC):
 
     @abstractmethod
     def run_global(self, plan: Plan, seg: Segment, stage: GlobalStage, stage_index: int) -> None:
-        """Group the keyed work files of ``seg`` by ``_bucket``, resolve each bucket, and write
-        the duplicates under ``layout.dups_dir(stage_index)/_task=K/``."""
+        """Run ``stage.run_global`` over the keyed work files of ``seg`` and write its resolved
+        rows under ``layout.dups_dir(stage_index)/_task=K/``."""
 
     def close(self) -> None:
         """Release execution resources."""

@@ -10,7 +10,8 @@ from curation.executors.base import Executor
 from curation.executors.plan import Plan, Segment
 from curation.executors.shard import run_shard
 from curation.executors.writers import RollingParquetWriter
-from curation.stages.dedup.base import DUPLICATE_SCHEMA, GlobalStage
+from curation.stages.dedup.base import GlobalStage
+from curation.stages.dedup.frame import LocalFrame
 
 
 def key_read_columns(stage: GlobalStage) -> list[str]:
@@ -18,7 +19,7 @@ def key_read_columns(stage: GlobalStage) -> list[str]:
 
 
 def write_duplicates(plan: Plan, stage_index: int, dups: pa.Table) -> None:
-    """Write duplicates as ``_task=K/part-000.parquet`` folders (the layout Ray's partitioned write uses)."""
+    """Write resolved rows as ``_task=K/part-000.parquet`` folders (the layout Ray's partitioned write uses)."""
     if len(dups) == 0:
         return
     tasks = dups.column("_task").to_numpy()
@@ -42,6 +43,5 @@ class LocalExecutor(Executor):
         table = pa.concat_tables(
             [pq.read_table(plan.layout.work(seg.index, t.index), columns=cols) for t in plan.tasks]
         )
-        buckets = table.column("_bucket").to_numpy()
-        parts = [stage.resolve(table.filter(pa.array(buckets == b))) for b in np.unique(buckets)]
-        write_duplicates(plan, stage_index, pa.concat_tables(parts) if parts else DUPLICATE_SCHEMA.empty_table())
+        result = stage.run_global(LocalFrame(table, num_buckets=stage.num_buckets)).table
+        write_duplicates(plan, stage_index, result.cast(stage.result_schema))

@@ -3,9 +3,9 @@
 Each task is one row of a Ray Data dataset, mapped by a stateless function that calls the same
 ``run_shard`` as the local executor, so a crashed worker's task is simply rerun by Ray (task
 outputs are deterministic and published by rename). A global stage reads the keyed work files
-with ``read_parquet``, groups by ``_bucket`` (a hash shuffle across workers: no single process
-holds every key), calls the stage's ``resolve`` per bucket and writes the duplicates
-partitioned by task.
+with ``read_parquet`` and runs its ``run_global`` on a ``RayFrame``, whose ``group`` is a Ray
+Data shuffle (no single process holds every key); the resolved rows are written partitioned by
+task.
 """
 
 from __future__ import annotations
@@ -22,11 +22,16 @@ from curation.errors import ShardError
 from curation.executors.base import Executor
 from curation.executors.local import key_read_columns
 from curation.executors.plan import Plan, Segment
+from curation.executors.ray_frame import RayFrame
 from curation.executors.shard import run_shard
 from curation.pipeline import PipelineConfig
 from curation.stages.dedup.base import GlobalStage
 
 log = logging.getLogger(__name__)
+
+
+def _cast(t: Any, schema: Any) -> Any:
+    return t.select(schema.names).cast(schema)
 
 
 def _shard_fn(batch: dict[str, Any], plan: Plan, seg: int) -> dict[str, Any]:
@@ -104,11 +109,13 @@ class RayExecutor(Executor):
         ds = ray.data.read_parquet(files).select_columns(key_read_columns(stage))
         # Few shuffle partitions: Ray's default (hundreds) costs seconds of overhead on small runs.
         partitions = max(1, min(stage.num_buckets, 2 * int(ray.cluster_resources().get("CPU", 1))))
-        dups = ds.groupby("_bucket", num_partitions=partitions).map_groups(stage.resolve, batch_format="pyarrow")
+        result = stage.run_global(RayFrame(ds, stage.num_buckets, partitions))
+        schema = stage.result_schema
+        out = result.ds.map_batches(_cast, fn_kwargs={"schema": schema}, batch_format="pyarrow", batch_size=None)
         final = plan.layout.dups_dir(stage_index)
         tmp = final.with_name(final.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
-        dups.write_parquet(str(tmp), partition_cols=["_task"])
+        out.write_parquet(str(tmp), partition_cols=["_task"])
         if tmp.exists():
             tmp.rename(final)
 

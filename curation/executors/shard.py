@@ -55,6 +55,8 @@ def segment_schema(plan: Plan, seg: Segment) -> pa.Schema:
     """Schema of a pass's output: base columns, every stage column so far, internal keys."""
     extra: dict[str, pa.DataType] = {}
     for s in plan.segments[: seg.index + 1]:
+        if s.drop_from is not None:
+            extra.update(s.drop_from[1].build().output_columns())
         for _, spec in s.stages:
             extra.update(spec.build().output_columns())
     if seg.final:
@@ -163,29 +165,20 @@ def _source_batches(plan: Plan, seg: Segment, task: Task, counts: _Counts, decid
         return
     lay = plan.layout
     stage_index, spec = seg.drop_from
+    gstage = spec.build()
+    assert isinstance(gstage, GlobalStage)
     dups_path = lay.dups_for_task(stage_index, task.index)
-    dup_rows = np.array([], dtype=np.int64)
-    dup_of: dict[int, str] = {}
+    schema = gstage.result_schema
     if dups_path.exists():
-        dups = pq.ParquetDataset(str(dups_path)).read(columns=["_row", "dup_of"])
-        dup_rows = dups.column("_row").to_numpy()
-        dup_of = dict(zip(dup_rows.tolist(), dups.column("dup_of").to_pylist()))
-    reason = get_reason(spec)
+        marks = pq.ParquetDataset(str(dups_path)).read(columns=[n for n in schema.names if n != "_task"])
+    else:
+        marks = schema.remove(schema.get_field_index("_task")).empty_table()
     pf = pq.ParquetFile(lay.work(seg.index - 1, task.index))
     for rb in pf.iter_batches(batch_size=cfg.batch_size):
         table = pa.Table.from_batches([rb])
-        rows = table.column("_row").to_numpy()
-        keep = ~np.isin(rows, dup_rows)
-        res = split(table, keep, [None if k else reason for k in keep],
-                    [None if k else {"dup_of": dup_of[r]} for k, r in zip(keep, rows)])
+        res = gstage.apply(table, marks)
         decide(stage_index, spec.stage, res, len(table))
         yield res.kept
-
-
-def get_reason(spec: Any) -> str:
-    stage = spec.build()
-    assert isinstance(stage, GlobalStage)
-    return stage.reason
 
 
 def run_shard(plan: Plan, seg_index: int, task_index: int) -> dict[str, Any]:

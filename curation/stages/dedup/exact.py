@@ -16,6 +16,7 @@ import xxhash
 
 from curation.registry import register_stage
 from curation.stages.dedup.base import DUPLICATE_SCHEMA, GlobalStage
+from curation.stages.dedup.frame import Frame
 
 _WS = re.compile(r"\s+")
 
@@ -54,17 +55,20 @@ class ExactDedup(GlobalStage):
         return text.lower() if mode == "lower" else text
 
     def key_columns(self) -> dict[str, pa.DataType]:
-        return {"_exact_hash": pa.uint64(), "_bucket": pa.int32()}
+        return {"_exact_hash": pa.uint64()}
 
     def add_keys(self, batch: pa.Table) -> pa.Table:
         hashes = np.fromiter(
             (xxhash.xxh3_64_intdigest(self._norm(t).encode("utf-8", "surrogatepass")) for t in batch.column("text").to_pylist()),
             dtype=np.uint64, count=len(batch),
         )
-        buckets = (hashes % np.uint64(self.num_buckets)).astype(np.int32)
-        return batch.append_column("_exact_hash", pa.array(hashes)).append_column("_bucket", pa.array(buckets))
+        return batch.append_column("_exact_hash", pa.array(hashes))
+
+    def run_global(self, keys: Frame) -> Frame:
+        return keys.group("_exact_hash", self.resolve)
 
     def resolve(self, group: pa.Table) -> pa.Table:
+        """Duplicates among rows that share a bucket of ``_exact_hash`` (all copies of a text do)."""
         h = group.column("_exact_hash").to_numpy()
         task = group.column("_task").to_numpy()
         row = group.column("_row").to_numpy()

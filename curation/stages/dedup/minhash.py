@@ -1,0 +1,179 @@
+"""MinHash signatures and LSH band keys, vectorised over a whole batch of documents with numpy.
+
+Why not a per-document library: measured on the sample corpus (``benchmarks/dedup_speed.py``),
+building Python shingle strings per document costs more than the hashing itself, so datasketch
+and rensa both spend most of their time in Python. Here a batch is tokenised by Arrow's RE2
+kernels, words are hashed once per distinct word, n-gram hashes come from array arithmetic, and
+each permutation is one multiply-add-shift over every shingle of the batch.
+
+Hash family: word n-grams are hashed to 32 bits ``x``; permutation ``k`` is
+``h_k(x) = ((a_k * x + b_k) mod 2**64) >> 32`` with random 64-bit ``a_k`` (odd) and ``b_k``, the
+multiply-add-shift scheme, which is 2-independent for 32-bit keys (Dietzfelbinger 1996) as the
+``(a x + b) mod p`` family datatrove and datasketch use.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+
+from curation.stages.dedup.frame import mix64
+
+_SPLIT = r"[^\pL\pN]+"  # words are runs of letters and digits; everything else separates
+_DIGITS = str.maketrans("123456789", "000000000")
+_NGRAM_MULT = np.uint64(0x9E3779B97F4A7C15)
+
+
+def normalise_word(word: str) -> str:
+    """Lowercase (done before), strip accents, digits to 0 (as datatrove's TextNormConfig)."""
+    if not word.isascii():
+        word = "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
+    return word.translate(_DIGITS)
+
+
+@dataclass
+class Shingles:
+    """Hashes of every shingle of a batch, flat, with ``offsets[i]:offsets[i+1]`` for document i."""
+
+    hashes: np.ndarray  # uint64, values < 2**32
+    offsets: np.ndarray  # int64, len = docs + 1
+
+
+def word_ids(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Per-word 64-bit hashes of every word of every text (flat) and per-document word offsets."""
+    lists = pc.split_pattern_regex(pc.utf8_lower(texts), _SPLIT)
+    flat = pc.list_flatten(lists)
+    parents = pc.list_parent_indices(lists).to_numpy()
+    nonempty = pc.greater(pc.utf8_length(flat), 0)
+    flat = flat.filter(nonempty)
+    parents = parents[nonempty.to_numpy(zero_copy_only=False)]
+    counts = np.bincount(parents, minlength=len(texts)) if len(parents) else np.zeros(len(texts), np.int64)
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    if len(flat) == 0:
+        return np.zeros(0, np.uint64), offsets
+    enc = pc.dictionary_encode(flat).combine_chunks() if isinstance(flat, pa.ChunkedArray) else pc.dictionary_encode(flat)
+    vocab = enc.dictionary.to_pylist()
+    # Hash each distinct word once; normalisation happens on the vocabulary, not per occurrence.
+    word_hash = np.fromiter((xxhash.xxh3_64_intdigest(normalise_word(w).encode("utf-8", "surrogatepass")) for w in vocab),
+                            dtype=np.uint64, count=len(vocab))
+    return word_hash[enc.indices.to_numpy()], offsets
+
+
+def shingle_hashes(texts: pa.Array, ngram: int) -> Shingles:
+    """32-bit hashes of the word ``ngram``-grams of each text. A text with 1..ngram-1 words has one
+    shingle (all its words); a text with no words has none."""
+    words, woff = word_ids(texts)
+    lengths = np.diff(woff)
+    n_sh = np.where(lengths >= ngram, lengths - ngram + 1, np.minimum(lengths, 1))
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(n_sh, out=offsets[1:])
+    out = np.empty(int(offsets[-1]), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        # Polynomial combination over the flat word array; windows crossing a document end are
+        # computed and then not selected.
+        acc = words.copy()
+        padded = np.concatenate([words, np.zeros(ngram, np.uint64)])
+        for j in range(1, ngram):
+            acc = acc * _NGRAM_MULT + padded[j: j + len(words)]
+        long_docs = np.flatnonzero(lengths >= ngram)
+        if len(long_docs):
+            cnt = n_sh[long_docs]
+            within = _ranges(cnt)
+            out[np.repeat(offsets[long_docs], cnt) + within] = acc[np.repeat(woff[long_docs], cnt) + within]
+        short_docs = np.flatnonzero((lengths > 0) & (lengths < ngram))
+        for i in short_docs:  # rare: texts shorter than one n-gram
+            h = np.uint64(0)
+            for w in words[woff[i]: woff[i + 1]]:
+                h = h * _NGRAM_MULT + w
+            out[offsets[i]] = h
+        out = mix64(out) >> np.uint64(32)
+    return Shingles(out, offsets)
+
+
+def _ranges(counts: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(c) for each c in counts."""
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    ends = np.cumsum(counts)
+    return np.arange(total, dtype=np.int64) - np.repeat(ends - counts, counts)
+
+
+def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(a, b)`` parameters of ``num_perm`` hash functions, fixed by ``seed``."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    a = rng.integers(0, 2**64 - 1, size=num_perm, dtype=np.uint64, endpoint=True) | np.uint64(1)
+    b = rng.integers(0, 2**64 - 1, size=num_perm, dtype=np.uint64, endpoint=True)
+    return a, b
+
+
+EMPTY = np.uint32(0xFFFFFFFF)
+
+
+def signatures(sh: Shingles, num_perm: int, seed: int) -> np.ndarray:
+    """MinHash signatures ``(docs, num_perm)`` uint32. Documents without shingles get all
+    ``0xFFFFFFFF`` (callers exclude them from banding)."""
+    docs = len(sh.offsets) - 1
+    sig = np.full((docs, num_perm), EMPTY, dtype=np.uint32)
+    has = np.diff(sh.offsets) > 0
+    if not has.any():
+        return sig
+    starts = sh.offsets[:-1][has]
+    a, b = permutations(num_perm, seed)
+    x = sh.hashes
+    # One permutation at a time into a reused buffer: 8x faster than a (perms x shingles) block,
+    # which spills out of cache (measured on the sample corpus).
+    buf = np.empty_like(x)
+    shift = np.uint64(32)
+    with np.errstate(over="ignore"):
+        for k in range(num_perm):
+            np.multiply(x, a[k], out=buf)
+            np.add(buf, b[k], out=buf)
+            np.right_shift(buf, shift, out=buf)
+            sig[has, k] = np.minimum.reduceat(buf, starts)
+    return sig
+
+
+def band_keys(sig: np.ndarray, bands: int, rows: int, seed: int) -> np.ndarray:
+    """``(docs, bands)`` uint64 keys: one hash of each band's ``rows`` values and its band index,
+    so equal keys mean (up to a 2**-64 collision) an equal band."""
+    docs = sig.shape[0]
+    view = sig[:, : bands * rows].reshape(docs, bands, rows).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        acc = np.broadcast_to(mix64(np.arange(bands, dtype=np.uint64) + np.uint64(seed)), (docs, bands)).copy()
+        for j in range(rows):
+            acc = mix64(acc ^ view[:, :, j])
+    return acc
+
+
+def candidate_probability(jaccard: float, bands: int, rows: int) -> float:
+    """P(two documents with this Jaccard share at least one band) = 1 - (1 - J^r)^b."""
+    return 1.0 - (1.0 - jaccard**rows) ** bands
+
+
+def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5) -> tuple[int, int]:
+    """``(bands, rows)`` with bands * rows <= num_perm minimising the weighted areas of false
+    positives (J < threshold) and false negatives (J >= threshold) under the S-curve, the rule
+    datasketch and text-dedup use."""
+
+    def area(f: object, lo: float, hi: float, n: int = 200) -> float:
+        xs = np.linspace(lo, hi, n + 1)
+        ys = np.array([f(x) for x in xs])  # type: ignore[operator]
+        return float(((ys[1:] + ys[:-1]) / 2 * np.diff(xs)).sum())
+
+    best, best_err = (1, num_perm), math.inf
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            fp = area(lambda j: candidate_probability(j, b, r), 0.0, threshold)
+            fn = area(lambda j: 1.0 - candidate_probability(j, b, r), threshold, 1.0)
+            err = fp_weight * fp + fn_weight * fn
+            if err < best_err - 1e-12:
+                best, best_err = (b, r), err
+    return best

@@ -1,0 +1,266 @@
+"""Near-duplicate removal with MinHash LSH, as a global stage that runs on any ``Frame``.
+
+Steps, with what each holds per document (B bands, K permutations):
+
+1. **Keys** (shard pass, per batch): word n-gram shingles -> K MinHash values -> B band keys.
+   Written to the task's work file: ``8 B`` bytes of band keys + 8 bytes of length per document;
+   the signature itself is never shuffled.
+2. **Candidates** (shuffle 1, grouped by band key): every document becomes B rows
+   ``(band_key, node)`` (16 bytes each); within a bucket, documents with an equal band key form
+   a candidate group and each member links to the group's smallest node (a star: k-1 edges for
+   k members, not k^2 pairs).
+3. **Components** (a few shuffles of the edge list, 16 bytes per edge): ``components.py``.
+   Edges exist only for documents with a candidate, so this is proportional to duplicates.
+4. **Keeper** (two shuffles): component labels are joined with each document's id and length
+   (by node), then grouped by component; the keeper is chosen by ``keep`` (``longest``: most
+   characters, ties by input order; ``first``: input order). Every member becomes a result row
+   with ``dup_cluster`` (the keeper's id) and ``dup_of`` (the keeper's id, null for the keeper).
+
+Nodes are ``(task << 32) | row`` (int64), so input order is node order. No step gathers data in
+one process; a group holds at most one candidate bucket's rows or one component's members.
+
+Transitivity is the standard one (as datatrove, text-dedup): A~B and B~C put A, B, C in one
+cluster even when J(A, C) is below the threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from curation.registry import register_stage
+from curation.stages.base import StageResult, split
+from curation.stages.dedup.base import GlobalStage, row_positions
+from curation.stages.dedup.components import connected_components, edges
+from curation.stages.dedup.frame import Frame
+from curation.stages.dedup.minhash import band_keys, candidate_probability, optimal_bands, shingle_hashes, signatures
+
+log = logging.getLogger(__name__)
+
+RESULT_SCHEMA = pa.schema(
+    [
+        pa.field("_task", pa.int32(), nullable=False),
+        pa.field("_row", pa.int64(), nullable=False),
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("dup_of", pa.string()),  # null for the cluster's keeper
+        pa.field("dup_cluster", pa.string(), nullable=False),
+        pa.field("dup_cluster_size", pa.int64(), nullable=False),
+    ]
+)
+
+_NODE_INFO = pa.schema(
+    [
+        pa.field("node", pa.int64(), nullable=False),
+        pa.field("label", pa.int64(), nullable=False),  # -1 on rows that carry id and length
+        pa.field("id", pa.string()),
+        pa.field("len", pa.int64(), nullable=False),
+    ]
+)
+
+
+@dataclass(kw_only=True)
+class NearDedupConfig:
+    """MinHash LSH near-duplicate removal.
+
+    Args:
+        threshold: Target Jaccard similarity of word n-gram sets; bands x rows are chosen for it.
+        num_perm: MinHash permutations (signature length).
+        ngram: Words per shingle (text is lowercased, accents stripped, digits mapped to 0).
+        bands, rows: Set both to override the choice from ``threshold``.
+        keep: Which member of a cluster stays: ``longest`` (ties by input order) or ``first``.
+        mode: ``drop`` removes the other members; ``mark`` keeps every document and only sets
+            ``dup_kept`` false on them.
+        seed: Seed of the hash functions (same seed, same signatures).
+        num_buckets: Parallelism of the shuffles.
+    """
+
+    threshold: float = 0.8
+    num_perm: int = 128
+    ngram: int = 5
+    bands: int | None = None
+    rows: int | None = None
+    keep: str = "longest"
+    mode: str = "drop"
+    seed: int = 42
+    num_buckets: int = 64
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.num_perm < 2 or self.ngram < 1 or self.num_buckets < 1:
+            raise ValueError("num_perm >= 2, ngram >= 1 and num_buckets >= 1 are required")
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("set both bands and rows, or neither")
+        if self.bands is not None and self.rows is not None and self.bands * self.rows > self.num_perm:
+            raise ValueError(f"bands * rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
+        if self.keep not in ("longest", "first"):
+            raise ValueError(f"keep: {self.keep!r} is not one of ['longest', 'first']")
+        if self.mode not in ("drop", "mark"):
+            raise ValueError(f"mode: {self.mode!r} is not one of ['drop', 'mark']")
+
+
+@register_stage("near_dedup_v1")
+class NearDedup(GlobalStage):
+    """Clusters documents whose MinHash bands collide and keeps one per cluster."""
+
+    Config = NearDedupConfig
+    reason = "near_duplicate"
+    result_schema = RESULT_SCHEMA
+
+    def __init__(self, config: NearDedupConfig | None = None) -> None:
+        super().__init__(config)
+        c = self.config
+        self.num_buckets = c.num_buckets
+        if c.bands is not None and c.rows is not None:
+            self.bands, self.rows = c.bands, c.rows
+        else:
+            self.bands, self.rows = optimal_bands(c.threshold, c.num_perm)
+
+    def s_curve(self) -> dict[float, float]:
+        """P(candidate) at a few Jaccard values, for the log and the run stats."""
+        return {j: round(candidate_probability(j, self.bands, self.rows), 4) for j in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)}
+
+    def describe(self) -> str:
+        curve = ", ".join(f"J={j}: {p:.3f}" for j, p in self.s_curve().items())
+        return (f"near_dedup: {self.bands} bands x {self.rows} rows of {self.config.num_perm} permutations, "
+                f"{self.config.ngram}-gram words, threshold {self.config.threshold}; P(candidate): {curve}")
+
+    # -- shard pass ---------------------------------------------------------------------------
+
+    def key_columns(self) -> dict[str, pa.DataType]:
+        return {"_nd_bands": pa.list_(pa.uint64()), "_nd_len": pa.int64()}
+
+    def add_keys(self, batch: pa.Table) -> pa.Table:
+        c = self.config
+        texts = batch.column("text").combine_chunks()
+        sh = shingle_hashes(texts, c.ngram)
+        sig = signatures(sh, c.num_perm, c.seed)
+        keys = band_keys(sig, self.bands, self.rows, c.seed)
+        has = np.diff(sh.offsets) > 0
+        offsets = np.arange(0, (len(batch) + 1) * self.bands, self.bands, dtype=np.int32)
+        bands = pa.ListArray.from_arrays(pa.array(offsets), pa.array(keys.reshape(-1), pa.uint64()),
+                                         mask=pa.array(~has))  # no words: no bands, never a candidate
+        return batch.append_column("_nd_bands", bands).append_column("_nd_len", batch.column("n_chars"))
+
+    # -- global step --------------------------------------------------------------------------
+
+    def run_global(self, keys: Frame) -> Frame:
+        log.info(self.describe())
+        candidates = keys.map(_explode).group("key", _star_edges)
+        stars = connected_components(candidates)
+        info = keys.map(self._node_info)
+        labels = stars.map(_label_rows)
+        joined = info.union(labels).group("node", _attach_label)
+        return joined.group("label", self._choose_keepers)
+
+    def _node_info(self, t: pa.Table) -> pa.Table:
+        length = t.column("_nd_len") if self.config.keep == "longest" else pa.array(np.zeros(len(t), np.int64))
+        return pa.table({"node": pa.array(_node(t), pa.int64()), "label": pa.array(np.full(len(t), -1, np.int64)),
+                         "id": t.column("id"), "len": length}, schema=_NODE_INFO)
+
+    def _choose_keepers(self, t: pa.Table) -> pa.Table:
+        node, label, length = (t.column(n).to_numpy() for n in ("node", "label", "len"))
+        ids = np.array(t.column("id").to_pylist(), dtype=object)
+        # Order members of each cluster by preference: longest first, then input order.
+        order = np.lexsort((node, -length, label))
+        node, label, ids = node[order], label[order], ids[order]
+        starts = np.flatnonzero(np.r_[True, label[1:] != label[:-1]])
+        run_of = np.cumsum(np.r_[True, label[1:] != label[:-1]]) - 1
+        sizes = np.diff(np.r_[starts, len(label)])
+        keeper_ids = ids[starts][run_of]
+        is_keeper = np.zeros(len(node), dtype=bool)
+        is_keeper[starts] = True
+        return pa.table(
+            {
+                "_task": pa.array(node >> 32, pa.int32()),
+                "_row": pa.array(node & 0xFFFFFFFF, pa.int64()),
+                "id": pa.array(ids, pa.string()),
+                "dup_of": pa.array(np.where(is_keeper, None, keeper_ids), pa.string()),
+                "dup_cluster": pa.array(keeper_ids, pa.string()),
+                "dup_cluster_size": pa.array(sizes[run_of], pa.int64()),
+            },
+            schema=RESULT_SCHEMA,
+        )
+
+    # -- applying pass ------------------------------------------------------------------------
+
+    def output_columns(self) -> dict[str, pa.DataType]:
+        return {"dup_cluster": pa.string(), "dup_cluster_size": pa.int64(), "dup_kept": pa.bool_()}
+
+    def apply(self, batch: pa.Table, marks: pa.Table) -> StageResult:
+        n = len(batch)
+        pos = row_positions(batch, marks)
+        found = pos >= 0
+        # A document in no cluster is its own cluster of one, and kept.
+        cluster = np.array(batch.column("id").to_pylist(), dtype=object)
+        size = np.ones(n, dtype=np.int64)
+        dup_of: list[str | None] = [None] * n
+        if found.any():
+            hit = pa.array(pos[found], pa.int64())
+            cluster[found] = marks.column("dup_cluster").take(hit).to_pylist()
+            size[found] = marks.column("dup_cluster_size").take(hit).to_numpy()
+            for i, d in zip(np.flatnonzero(found), marks.column("dup_of").take(hit).to_pylist()):
+                dup_of[i] = d
+        kept = np.array([d is None for d in dup_of], dtype=bool)
+        batch = (batch.append_column("dup_cluster", pa.array(cluster, pa.string()))
+                 .append_column("dup_cluster_size", pa.array(size, pa.int64()))
+                 .append_column("dup_kept", pa.array(kept)))
+        if self.config.mode == "mark":
+            return split(batch, np.ones(n, dtype=bool), [None] * n)
+        details = [None if k else {"dup_of": d, "dup_cluster_size": int(c)} for k, d, c in zip(kept, dup_of, size)]
+        return split(batch, kept, [None if k else self.reason for k in kept], details)
+
+
+def _node(t: pa.Table) -> np.ndarray:
+    return (t.column("_task").to_numpy().astype(np.int64) << 32) | t.column("_row").to_numpy().astype(np.int64)
+
+
+def _explode(t: pa.Table) -> pa.Table:
+    """One ``(key, node)`` row per band of every document that has bands."""
+    bands = t.column("_nd_bands").combine_chunks()
+    counts = bands.value_lengths().fill_null(0).to_numpy()
+    node = np.repeat(_node(t), counts)
+    return pa.table({"key": pa.array(bands.flatten().to_numpy().view(np.int64), pa.int64()),
+                     "node": pa.array(node, pa.int64())})
+
+
+def _star_edges(t: pa.Table) -> pa.Table:
+    """Within each set of rows with an equal band key, link every member to the smallest node."""
+    key, node = t.column("key").to_numpy(), t.column("node").to_numpy()
+    order = np.lexsort((node, key))
+    key, node = key[order], node[order]
+    first = np.r_[True, key[1:] != key[:-1]]
+    head = node[np.maximum.accumulate(np.where(first, np.arange(len(key)), 0))]
+    sel = ~first & (node != head)
+    return edges(node[sel], head[sel])
+
+
+def _label_rows(t: pa.Table) -> pa.Table:
+    """From star edges ``(node, centre)``: a label row for every node and for every centre."""
+    a, b = t.column("a").to_numpy(), t.column("b").to_numpy()
+    n = len(a) + len(b)
+    return pa.table({"node": pa.array(np.concatenate([a, b]), pa.int64()),
+                     "label": pa.array(np.concatenate([b, b]), pa.int64()),
+                     "id": pa.nulls(n, pa.string()), "len": pa.array(np.full(n, -1, np.int64))}, schema=_NODE_INFO)
+
+
+def _attach_label(t: pa.Table) -> pa.Table:
+    """Per node with a label row: its id and length (from its info row) and its component label."""
+    node, label = t.column("node").to_numpy(), t.column("label").to_numpy()
+    is_info = label < 0
+    lab_nodes, first = np.unique(node[~is_info], return_index=True)  # all label rows of a node agree
+    lab_values = label[~is_info][first]
+    info_idx = np.flatnonzero(is_info)
+    info_nodes = node[info_idx]
+    order = np.argsort(info_nodes, kind="stable")
+    at = np.searchsorted(info_nodes[order], lab_nodes)
+    ok = at < len(order)
+    ok[ok] = info_nodes[order][at[ok]] == lab_nodes[ok]
+    if not ok.all():
+        raise RuntimeError("near_dedup: a clustered node has no document row (work files changed during the run?)")
+    take = pa.array(info_idx[order][at], pa.int64())
+    return pa.table({"node": pa.array(lab_nodes, pa.int64()), "label": pa.array(lab_values, pa.int64()),
+                     "id": t.column("id").take(take), "len": t.column("len").take(take)}, schema=_NODE_INFO)
