@@ -15,6 +15,7 @@ multiply-add-shift scheme, which is 2-independent for 32-bit keys (Dietzfelbinge
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -26,15 +27,15 @@ import xxhash
 from curation.stages.dedup.frame import mix64
 
 _SPLIT = r"[^\pL\pN]+"  # words are runs of letters and digits; everything else separates
-_DIGITS = str.maketrans("123456789", "000000000")
+_DIGITS = re.compile(r"\d+")
 _NGRAM_MULT = np.uint64(0x9E3779B97F4A7C15)
 
 
 def normalise_word(word: str) -> str:
-    """Lowercase (done before), strip accents, digits to 0 (as datatrove's TextNormConfig)."""
+    """Lowercase (done before), strip accents, each run of digits to 0 (as datatrove's TextNormConfig)."""
     if not word.isascii():
         word = "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
-    return word.translate(_DIGITS)
+    return _DIGITS.sub("0", word) if any(c.isdigit() for c in word) else word
 
 
 @dataclass
@@ -45,8 +46,8 @@ class Shingles:
     offsets: np.ndarray  # int64, len = docs + 1
 
 
-def word_ids(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Per-word 64-bit hashes of every word of every text (flat) and per-document word offsets."""
+def split_words(texts: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """Lowercased words of every text, flat, and per-document offsets (Arrow's RE2 kernels)."""
     lists = pc.split_pattern_regex(pc.utf8_lower(texts), _SPLIT)
     flat = pc.list_flatten(lists)
     parents = pc.list_parent_indices(lists).to_numpy()
@@ -56,6 +57,26 @@ def word_ids(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     counts = np.bincount(parents, minlength=len(texts)) if len(parents) else np.zeros(len(texts), np.int64)
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
+    return flat, offsets
+
+
+def shingle_strings(texts: pa.Array, ngram: int) -> list[set[str]]:
+    """The exact shingle sets ``shingle_hashes`` hashes (for an exact-Jaccard oracle)."""
+    flat, offsets = split_words(texts)
+    words = [normalise_word(w) for w in flat.to_pylist()]
+    out = []
+    for i in range(len(offsets) - 1):
+        w = words[offsets[i]: offsets[i + 1]]
+        if len(w) >= ngram:
+            out.append({" ".join(w[j: j + ngram]) for j in range(len(w) - ngram + 1)})
+        else:
+            out.append({" ".join(w)} if w else set())
+    return out
+
+
+def word_ids(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Per-word 64-bit hashes of every word of every text (flat) and per-document word offsets."""
+    flat, offsets = split_words(texts)
     if len(flat) == 0:
         return np.zeros(0, np.uint64), offsets
     enc = pc.dictionary_encode(flat).combine_chunks() if isinstance(flat, pa.ChunkedArray) else pc.dictionary_encode(flat)

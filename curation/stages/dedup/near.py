@@ -70,6 +70,11 @@ class NearDedupConfig:
         num_perm: MinHash permutations (signature length).
         ngram: Words per shingle (text is lowercased, accents stripped, digits mapped to 0).
         bands, rows: Set both to override the choice from ``threshold``.
+        verify: Keep a candidate pair only if its signatures agree on >= ``threshold`` of the
+            permutations (estimated Jaccard). Lets the bands favour recall without merging
+            clusters through pairs below the threshold; costs one shuffle of the signatures.
+        max_group: Band groups larger than this (after merging identical signatures) are
+            verified against their smallest member only, bounding the pairwise work.
         keep: Which member of a cluster stays: ``longest`` (ties by input order) or ``first``.
         mode: ``drop`` removes the other members; ``mark`` keeps every document and only sets
             ``dup_kept`` false on them.
@@ -82,6 +87,8 @@ class NearDedupConfig:
     ngram: int = 5
     bands: int | None = None
     rows: int | None = None
+    verify: bool = True
+    max_group: int = 1000
     keep: str = "longest"
     mode: str = "drop"
     seed: int = 42
@@ -116,6 +123,9 @@ class NearDedup(GlobalStage):
         self.num_buckets = c.num_buckets
         if c.bands is not None and c.rows is not None:
             self.bands, self.rows = c.bands, c.rows
+        elif c.verify:
+            # Verification removes the false positives, so weight misses more when choosing bands.
+            self.bands, self.rows = optimal_bands(c.threshold, c.num_perm, fp_weight=0.2, fn_weight=0.8)
         else:
             self.bands, self.rows = optimal_bands(c.threshold, c.num_perm)
 
@@ -125,13 +135,18 @@ class NearDedup(GlobalStage):
 
     def describe(self) -> str:
         curve = ", ".join(f"J={j}: {p:.3f}" for j, p in self.s_curve().items())
+        verify = "verified by signature" if self.config.verify else "unverified"
         return (f"near_dedup: {self.bands} bands x {self.rows} rows of {self.config.num_perm} permutations, "
-                f"{self.config.ngram}-gram words, threshold {self.config.threshold}; P(candidate): {curve}")
+                f"{self.config.ngram}-gram words, threshold {self.config.threshold}, {verify}; "
+                f"P(candidate): {curve}")
 
     # -- shard pass ---------------------------------------------------------------------------
 
     def key_columns(self) -> dict[str, pa.DataType]:
-        return {"_nd_bands": pa.list_(pa.uint64()), "_nd_len": pa.int64()}
+        cols = {"_nd_bands": pa.list_(pa.uint64()), "_nd_len": pa.int64()}
+        if self.config.verify:
+            cols["_nd_sig"] = pa.list_(pa.uint32(), self.config.num_perm)
+        return cols
 
     def add_keys(self, batch: pa.Table) -> pa.Table:
         c = self.config
@@ -143,18 +158,61 @@ class NearDedup(GlobalStage):
         offsets = np.arange(0, (len(batch) + 1) * self.bands, self.bands, dtype=np.int32)
         bands = pa.ListArray.from_arrays(pa.array(offsets), pa.array(keys.reshape(-1), pa.uint64()),
                                          mask=pa.array(~has))  # no words: no bands, never a candidate
-        return batch.append_column("_nd_bands", bands).append_column("_nd_len", batch.column("n_chars"))
+        batch = batch.append_column("_nd_bands", bands).append_column("_nd_len", batch.column("n_chars"))
+        if c.verify:
+            sigs = pa.FixedSizeListArray.from_arrays(pa.array(sig.reshape(-1), pa.uint32()), c.num_perm)
+            batch = batch.append_column("_nd_sig", sigs)
+        return batch
 
     # -- global step --------------------------------------------------------------------------
 
     def run_global(self, keys: Frame) -> Frame:
         log.info(self.describe())
-        candidates = keys.map(_explode).group("key", _star_edges)
+        members = keys.map(_explode)
+        if self.config.verify:
+            grouped = members.group("key", _candidate_members)
+            with_sig = grouped.map(self._as_join_rows).union(keys.map(self._sig_rows)).group("node", _attach_sig)
+            candidates = with_sig.group("key", self._verified_edges)
+        else:
+            candidates = members.group("key", _star_edges)
         stars = connected_components(candidates)
         info = keys.map(self._node_info)
         labels = stars.map(_label_rows)
         joined = info.union(labels).group("node", _attach_label)
         return joined.group("label", self._choose_keepers)
+
+    # Verification: candidate memberships get their document's signature (a join by node), then
+    # each band group links the members whose signatures agree, as a spanning forest.
+
+    def _join_schema(self) -> pa.Schema:
+        return pa.schema([pa.field("key", pa.int64()), pa.field("node", pa.int64()),
+                          pa.field("sig", pa.list_(pa.uint32(), self.config.num_perm))])
+
+    def _as_join_rows(self, t: pa.Table) -> pa.Table:
+        return pa.table({"key": t.column("key"), "node": t.column("node"),
+                         "sig": pa.nulls(len(t), pa.list_(pa.uint32(), self.config.num_perm))}, schema=self._join_schema())
+
+    def _sig_rows(self, t: pa.Table) -> pa.Table:
+        has = t.column("_nd_bands").is_valid()
+        t = t.filter(has)
+        return pa.table({"key": pa.nulls(len(t), pa.int64()), "node": pa.array(_node(t), pa.int64()),
+                         "sig": t.column("_nd_sig")}, schema=self._join_schema())
+
+    def _verified_edges(self, t: pa.Table) -> pa.Table:
+        k = self.config.num_perm
+        key, node = t.column("key").to_numpy(), t.column("node").to_numpy()
+        sig = t.column("sig").combine_chunks().flatten().to_numpy().reshape(-1, k)
+        order = np.lexsort((node, key))
+        key, node, sig = key[order], node[order], sig[order]
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        out_a, out_b = [], []
+        for s, e in zip(starts, np.r_[starts[1:], len(key)]):
+            a, b = _group_forest(node[s:e], sig[s:e], self.config.threshold, self.config.max_group)
+            out_a.append(a)
+            out_b.append(b)
+        if not out_a:
+            return edges(np.zeros(0, np.int64), np.zeros(0, np.int64))
+        return edges(np.concatenate(out_a), np.concatenate(out_b))
 
     def _node_info(self, t: pa.Table) -> pa.Table:
         length = t.column("_nd_len") if self.config.keep == "longest" else pa.array(np.zeros(len(t), np.int64))
@@ -236,6 +294,82 @@ def _star_edges(t: pa.Table) -> pa.Table:
     head = node[np.maximum.accumulate(np.where(first, np.arange(len(key)), 0))]
     sel = ~first & (node != head)
     return edges(node[sel], head[sel])
+
+
+def _candidate_members(t: pa.Table) -> pa.Table:
+    """The ``(key, node)`` rows of band keys shared by at least two documents."""
+    key, node = t.column("key").to_numpy(), t.column("node").to_numpy()
+    order = np.argsort(key, kind="stable")
+    key, node = key[order], node[order]
+    first = np.r_[True, key[1:] != key[:-1]]
+    run = np.cumsum(first) - 1
+    sizes = np.bincount(run)
+    sel = sizes[run] >= 2
+    return pa.table({"key": pa.array(key[sel], pa.int64()), "node": pa.array(node[sel], pa.int64())})
+
+
+def _attach_sig(t: pa.Table) -> pa.Table:
+    """Membership rows of each node with that node's signature (from its signature row)."""
+    key = t.column("key")
+    is_sig = key.is_null().to_numpy(zero_copy_only=False)
+    node = t.column("node").to_numpy()
+    sig_idx = np.flatnonzero(is_sig)
+    mem_idx = np.flatnonzero(~is_sig)
+    order = np.argsort(node[sig_idx], kind="stable")
+    at = np.searchsorted(node[sig_idx][order], node[mem_idx])
+    at = np.minimum(at, max(0, len(order) - 1))
+    ok = (len(order) > 0) & (node[sig_idx][order][at] == node[mem_idx]) if len(mem_idx) else np.zeros(0, bool)
+    if not np.all(ok):
+        raise RuntimeError("near_dedup: a candidate node has no signature row")
+    take_sig = pa.array(sig_idx[order][at], pa.int64())
+    return pa.table({"key": key.take(pa.array(mem_idx, pa.int64())), "node": pa.array(node[mem_idx], pa.int64()),
+                     "sig": t.column("sig").take(take_sig)}, schema=t.schema)
+
+
+def _group_forest(node: np.ndarray, sig: np.ndarray, threshold: float, max_group: int) -> tuple[np.ndarray, np.ndarray]:
+    """Edges ``(member, root)`` spanning the components of the graph 'estimated Jaccard >=
+    threshold' among one band group's members (sorted by node)."""
+    if len(node) < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    # Identical signatures are one vertex (exact copies make the largest groups).
+    uniq, first, inverse = np.unique(sig, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    rep = node[first]  # the smallest node of each distinct signature (node is sorted)
+    a_list, b_list = [node[rep[inverse] != node]], [rep[inverse][rep[inverse] != node]]
+    m = len(uniq)
+    if m > 1:
+        need = int(np.ceil(threshold * sig.shape[1] - 1e-9))
+        if m <= max_group:
+            agree = (uniq[:, None, :] == uniq[None, :, :]).sum(axis=2) if m <= 64 else _agreements(uniq)
+            adj = agree >= need
+        else:  # bounded work: every distinct signature against the first one only
+            adj = np.zeros((m, m), dtype=bool)
+            ok = (uniq == uniq[0]).sum(axis=1) >= need
+            adj[0, ok] = adj[ok, 0] = True
+        labels = _matrix_components(adj)
+        root = np.zeros(m, dtype=np.int64)
+        for lab in np.unique(labels):
+            members = np.flatnonzero(labels == lab)
+            root[members] = rep[members].min()
+        sel = rep != root
+        a_list.append(rep[sel])
+        b_list.append(root[sel])
+    return np.concatenate(a_list), np.concatenate(b_list)
+
+
+def _agreements(uniq: np.ndarray) -> np.ndarray:
+    """Pairwise count of equal signature positions, one row at a time (bounded memory)."""
+    m = len(uniq)
+    out = np.empty((m, m), dtype=np.int32)
+    for i in range(m):
+        out[i] = (uniq == uniq[i]).sum(axis=1)
+    return out
+
+
+def _matrix_components(adj: np.ndarray) -> np.ndarray:
+    from scipy.sparse.csgraph import connected_components as cc
+
+    return cc(adj, directed=False)[1]
 
 
 def _label_rows(t: pa.Table) -> pa.Table:

@@ -132,3 +132,32 @@ def test_fsspec_url_inputs(tmp_path: Path) -> None:
     res = run_pipeline(pipeline_dict(["memory://bucket/in/*.jsonl"], tmp_path / "run"))
     assert [r[0] for r in content(tmp_path / "run")] == ["m1"]
     assert res.manifest["inputs"] == [{"source": "x.jsonl", "bytes": len(payload)}]
+
+
+def near_corpus(root: Path) -> Path:
+    d = root / "near"
+    write_jsonl(d / "a.jsonl", [{"id": "a1", "text": PROSE[0]}, {"id": "a2", "text": PROSE[1]}])
+    write_jsonl(d / "b.jsonl", [{"id": "b1", "text": PROSE[0] + " One more sentence for the longest copy."},
+                                {"id": "b2", "text": PROSE[2]}, {"id": "b3", "text": PROSE[1].lower()}])
+    return d
+
+
+def test_near_dedup_pipeline_shards_decisions_and_sql(tmp_path: Path) -> None:
+    from curation.stats import query
+
+    stages = [{"stage": "near_dedup_v1", "threshold": 0.7, "num_buckets": 4}]
+    out = tmp_path / "run"
+    res = run_pipeline(pipeline_dict([str(near_corpus(tmp_path) / "*.jsonl")], out, stages=stages))
+    assert [r[0] for r in content(out)] == ["a2", "b1", "b2"]  # b1 is the longest copy; a2 is first of an equal pair
+    assert res.manifest["stages"][-1]["dropped"] == {"near_duplicate": 2}
+    names = [c["name"] for c in res.manifest["schema"]]
+    assert names[-3:] == ["dup_cluster", "dup_cluster_size", "dup_kept"] and "_nd_bands" not in names
+    _, rows = query(out, "SELECT id, dup_cluster, dup_cluster_size, dup_kept FROM docs ORDER BY id")
+    assert rows == [("a2", "a2", 2, True), ("b1", "b1", 2, True), ("b2", "b2", 1, True)]
+    _, rows = query(out, "SELECT id, reason, json_extract_string(details, '$.dup_of') FROM decisions ORDER BY id")
+    assert rows == [("a1", "near_duplicate", "b1"), ("b3", "near_duplicate", "a2")]
+    # mark mode keeps everyone and flags the non-keepers
+    stages[0]["mode"] = "mark"
+    run_pipeline(pipeline_dict([str(near_corpus(tmp_path) / "*.jsonl")], tmp_path / "mark", stages=stages))
+    _, rows = query(tmp_path / "mark", "SELECT id, dup_cluster, dup_kept FROM docs ORDER BY id")
+    assert rows == [("a1", "b1", False), ("a2", "a2", True), ("b1", "b1", True), ("b2", "b2", True), ("b3", "a2", False)]

@@ -50,3 +50,19 @@ def test_stage_error_fails_fast_and_names_the_shard(ray_cluster: None, tiny_corp
     monkeypatch.setenv("CURATION_FAULT", "raise:0:2")
     with pytest.raises(ShardError, match=r"pass 0 task 2 \(c.jsonl.zst\): ValueError: injected failure"):
         run_pipeline(pipeline_dict([str(tiny_corpus / "*")], tmp_path / "run", kind="ray"))
+
+
+def test_near_dedup_on_ray_same_clusters_for_any_buckets_and_blocks(ray_cluster: None, tmp_path: Path) -> None:
+    from tests.curation.executors.test_local import near_corpus
+
+    corpus = str(near_corpus(tmp_path) / "*.jsonl")
+    stages = [{"stage": "near_dedup_v1", "threshold": 0.7, "mode": "mark", "num_buckets": 4}]
+    local = tmp_path / "local"
+    run_pipeline(pipeline_dict([corpus], local, stages=stages))
+    for buckets, conc in ((1, 1), (16, 2)):
+        stages[0]["num_buckets"] = buckets
+        out = tmp_path / f"ray{buckets}"
+        data = pipeline_dict([corpus], out, stages=stages, kind="ray")
+        data["executor"]["concurrency"] = conc
+        run_pipeline(data)
+        assert shard_bytes(out) == shard_bytes(local)
