@@ -59,6 +59,10 @@ class ExecutorConfig:
         num_cpus: CPUs for a local Ray cluster (None: all).
         concurrency: Shard tasks run at once (None: one per CPU).
         max_task_retries: Ray retries of a shard task after a worker crash.
+        global_in_driver_mb: A global step (dedup) whose key files total less than this many MB
+            on disk runs in the driver process on Arrow tables instead of as Ray shuffles (the
+            same result; a shuffle costs seconds of scheduling however little data it moves).
+            The driver then holds about 3x that size in memory. 0: always shuffle on Ray.
     """
 
     kind: str = "ray"
@@ -66,6 +70,7 @@ class ExecutorConfig:
     num_cpus: int | None = None
     concurrency: int | None = None
     max_task_retries: int = 3
+    global_in_driver_mb: float = 256.0
 
     def __post_init__(self) -> None:
         if self.kind not in ("ray", "local"):

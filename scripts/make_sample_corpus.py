@@ -97,6 +97,17 @@ def write_parts(records: list[dict], out: Path, domain: str, per_file: int) -> l
     return paths
 
 
+def unique_ids(records: list[dict], seen: dict[str, int]) -> list[dict]:
+    """Make ids unique: same-named functions in one module (methods of different classes) get
+    ``#2``, ``#3``... in input order, so ids can serve as keys downstream."""
+    for rec in records:
+        n = seen.get(rec["id"], 0) + 1
+        seen[rec["id"]] = n
+        if n > 1:
+            rec["id"] = f"{rec['id']}#{n}"
+    return records
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     ap.add_argument("--out", default="curation/data/sample")
@@ -111,8 +122,9 @@ def main() -> None:
     pkg = list(package_texts(args.min_chars))
     sources["readme"] = iter([r for r in pkg if r["domain"] == "readme"])
     sources["license"] = iter([r for r in pkg if r["domain"] == "license"])
+    seen: dict[str, int] = {}
     for domain, it in sources.items():
-        records = list(it)
+        records = unique_ids(list(it), seen)
         if args.max_per_domain and len(records) > args.max_per_domain:
             step = len(records) / args.max_per_domain  # an even spread, deterministic
             records = [records[int(i * step)] for i in range(args.max_per_domain)]

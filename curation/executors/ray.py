@@ -20,7 +20,7 @@ from typing import Any
 
 from curation.errors import ShardError
 from curation.executors.base import Executor
-from curation.executors.local import key_read_columns
+from curation.executors.local import LocalExecutor, key_read_columns
 from curation.executors.plan import Plan, Segment
 from curation.executors.ray_frame import RayFrame
 from curation.executors.shard import run_shard
@@ -104,8 +104,13 @@ class RayExecutor(Executor):
             raise ShardError(f"pass {seg.index} failed: {cause}") from exc
 
     def run_global(self, plan: Plan, seg: Segment, stage: GlobalStage, stage_index: int) -> None:
-        ray = self._ray()
         files = [str(plan.layout.work(seg.index, t.index)) for t in plan.tasks]
+        size_mb = sum(os.path.getsize(f) for f in files) / 1e6
+        if size_mb < self.config.executor.global_in_driver_mb:
+            log.info("global stage %s: %.1f MB of keys, resolved in the driver", stage.name, size_mb)
+            LocalExecutor.run_global(self, plan, seg, stage, stage_index)  # type: ignore[arg-type]
+            return
+        ray = self._ray()
         ds = ray.data.read_parquet(files).select_columns(key_read_columns(stage))
         # Few shuffle partitions: Ray's default (hundreds) costs seconds of overhead on small runs.
         partitions = max(1, min(stage.num_buckets, 2 * int(ray.cluster_resources().get("CPU", 1))))

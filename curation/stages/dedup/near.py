@@ -204,14 +204,18 @@ class NearDedup(GlobalStage):
         sig = t.column("sig").combine_chunks().flatten().to_numpy().reshape(-1, k)
         order = np.lexsort((node, key))
         key, node, sig = key[order], node[order], sig[order]
-        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        out_a, out_b = [], []
-        for s, e in zip(starts, np.r_[starts[1:], len(key)]):
+        first = np.r_[True, key[1:] != key[:-1]]
+        starts = np.flatnonzero(first)
+        sizes = np.diff(np.r_[starts, len(key)])
+        need = int(np.ceil(self.config.threshold * k - 1e-9))
+        # Pairs (most groups) in one vectorised comparison; larger groups one by one.
+        pair_starts = starts[sizes == 2]
+        agree = (sig[pair_starts] == sig[pair_starts + 1]).sum(axis=1) >= need
+        out_a, out_b = [node[pair_starts + 1][agree]], [node[pair_starts][agree]]
+        for s, e in zip(starts[sizes > 2], starts[sizes > 2] + sizes[sizes > 2]):
             a, b = _group_forest(node[s:e], sig[s:e], self.config.threshold, self.config.max_group)
             out_a.append(a)
             out_b.append(b)
-        if not out_a:
-            return edges(np.zeros(0, np.int64), np.zeros(0, np.int64))
         return edges(np.concatenate(out_a), np.concatenate(out_b))
 
     def _node_info(self, t: pa.Table) -> pa.Table:
@@ -367,9 +371,15 @@ def _agreements(uniq: np.ndarray) -> np.ndarray:
 
 
 def _matrix_components(adj: np.ndarray) -> np.ndarray:
-    from scipy.sparse.csgraph import connected_components as cc
-
-    return cc(adj, directed=False)[1]
+    """Component label (smallest member index) per vertex of a small dense adjacency matrix."""
+    m = len(adj)
+    adj = adj | np.eye(m, dtype=bool)
+    labels = np.arange(m)
+    while True:  # min-label propagation; converges in at most diameter steps
+        new = np.where(adj, labels[None, :], m).min(axis=1)
+        if np.array_equal(new, labels):
+            return labels
+        labels = new
 
 
 def _label_rows(t: pa.Table) -> pa.Table:

@@ -1,0 +1,87 @@
+"""Shared pieces of the dedup benchmarks: the corpus, the oracle, running our stage, peak memory."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def natural_corpus(out: Path) -> Path:
+    """The sample corpus at full size (every stdlib docstring, README and licence file, ~2,700 docs):
+    real text with natural near-duplicates (licence variants, vendored READMEs)."""
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_sample_corpus.py"), "--out", str(out),
+                    "--max-per-domain", "0", "--code-max-bytes", "200000"], check=True, capture_output=True)
+    return out
+
+
+def read_corpus(folder: Path) -> tuple[list[str], list[str]]:
+    ids, texts = [], []
+    for f in sorted(folder.glob("*.jsonl.gz")):
+        with gzip.open(f, "rt", encoding="utf-8") as fh:
+            for line in fh:
+                rec = json.loads(line)
+                ids.append(rec["id"])
+                texts.append(rec["text"])
+    return ids, texts
+
+
+def labels_from_clusters(ids: list[str], cluster_of: dict[str, str]) -> np.ndarray:
+    """One integer label per document (singletons get their own)."""
+    index = {d: i for i, d in enumerate(ids)}
+    return np.array([index[cluster_of.get(d, d)] for d in ids])
+
+
+def run_ours(folder: Path, out: Path, kind: str, threshold: float, num_perm: int = 128, verify: bool = True,
+             num_cpus: int = 2, extra: dict[str, Any] | None = None) -> dict[str, str]:
+    """Run near_dedup_v1 in mark mode through our runner; return {doc id: cluster id}."""
+    import duckdb
+
+    from curation.executors import make_executor
+    from curation.pipeline import PipelineConfig
+
+    stage = {"stage": "near_dedup_v1", "threshold": threshold, "num_perm": num_perm, "verify": verify,
+             "mode": "mark", "keep": "first", **(extra or {})}
+    cfg = PipelineConfig.from_mapping({
+        "name": "bench", "input": {"paths": [str(folder / "*.jsonl.gz")], "id_field": "id"},
+        "stages": [stage], "output": {"dir": str(out), "token_counter": "whitespace"},
+        "executor": {"kind": kind, "num_cpus": num_cpus},
+    })
+    ex = make_executor(cfg, overwrite=True)
+    try:
+        ex.run()
+    finally:
+        ex.close()
+    rows = duckdb.sql(f"SELECT id, dup_cluster FROM read_parquet('{out}/shards/*.parquet')").fetchall()
+    return dict(rows)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (VmHWM) and of its finished children, in MB.
+
+    ``ru_maxrss`` of this process is not used: on Linux it survives ``exec`` and so would report
+    the parent's peak. Ray workers are separate processes and are not included."""
+    own = 0.0
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                own = int(line.split()[1]) / 1024
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return max(own, kids)
+
+
+def tmpdir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))
