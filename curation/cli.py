@@ -112,6 +112,18 @@ def _print_stats(run_dir: str) -> None:
     for d, n, c, m, tok in s["domains"]:
         domains.add_row(d, str(n), str(c), str(int(m)), str(tok))
     console.print(domains)
+    for col, rows in s.get("scores", {}).items():
+        hist = Table(title=f"{col}: documents per score bin (kept/pool)")
+        hist.add_column("domain")
+        bins = [i / 10 for i in range(10)]
+        for b in bins:
+            hist.add_column(f"{b:.1f}", justify="right")
+        by_domain: dict[str, dict[float, tuple[int, int]]] = {}
+        for d, b, n, k in rows:
+            by_domain.setdefault(d, {})[b] = (k, n)
+        for d, cells in by_domain.items():
+            hist.add_row(d, *[f"{cells[b][0]}/{cells[b][1]}" if b in cells else "" for b in bins])
+        console.print(hist)
     if s["quarantine"]:
         q = Table(title="Quarantined input lines")
         for col in ("file", "lines", "first error"):
@@ -163,6 +175,53 @@ def query(run_dir: str = typer.Argument(..., help="A run directory."),
         for r in rows:
             t.add_row(*("" if v is None else str(v)[:200] for v in r))
         console.print(t)
+
+
+@app.command("train-scorer")
+def train_scorer(
+    out_dir: str = typer.Argument(..., help="Directory for model.bin and card.json."),
+    run: Optional[str] = typer.Option(None, "--run", help="PreSelect: a run whose docs have predictive_strength."),
+    positive_min: float = typer.Option(1.0, help="PreSelect: S >= this is positive (1.0 = perfect concordance)."),
+    positive: list[str] = typer.Option([], "--positive", help="Reference corpus files/globs (DCLM style)."),
+    negative: list[str] = typer.Option([], "--negative", help="Random/pool corpus files/globs (DCLM style)."),
+    max_per_class: Optional[int] = typer.Option(None, help="Cap each class at this many documents."),
+    valid_fraction: float = typer.Option(0.1, help="Held-out share for accuracy/AUC in the card."),
+    epoch: int = typer.Option(3), lr: float = typer.Option(0.1), word_ngrams: int = typer.Option(2),
+    dim: int = typer.Option(100), bucket: int = typer.Option(2_000_000, help="Hash buckets (model size)."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Train a fastText scorer: PreSelect labels from a run (--run) or reference-vs-random (--positive/--negative)."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from curation.scoring.classifier import FastTextSettings, preselect_labels, train_classifier
+    from curation.scoring.data import file_texts, run_documents
+
+    try:
+        settings = FastTextSettings(epoch=epoch, lr=lr, wordNgrams=word_ngrams, dim=dim, bucket=bucket, seed=seed)
+        if run and (positive or negative):
+            raise CurationError("give either --run (PreSelect) or --positive/--negative, not both")
+        if run:
+            docs = run_documents(run, ["id", "text", "predictive_strength"])
+            s = np.array([np.nan if v is None else v for v in docs["predictive_strength"]], dtype=np.float64)
+            pos, neg = preselect_labels(docs["id"], s, positive_min, max_per_class)
+            data = {"method": "preselect", "run": str(Path(run).resolve()), "positive_min": positive_min,
+                    "scored_docs": int((~np.isnan(s)).sum())}
+            positives, negatives = [docs["text"][i] for i in pos], [docs["text"][i] for i in neg]
+        elif positive and negative:
+            positives = file_texts(positive, limit=max_per_class, seed=seed)
+            negatives = file_texts(negative, limit=max_per_class if max_per_class else len(positives), seed=seed)
+            data = {"method": "reference_vs_random", "positive": positive, "negative": negative}
+        else:
+            raise CurationError("give --run RUN, or both --positive and --negative")
+        card = train_classifier(Path(out_dir), positives, negatives, settings, data, valid_fraction)
+    except (CurationError, ValueError) as exc:
+        _fail(exc)
+    m = card["metrics"]
+    console.print(f"trained on {m['train_docs']} docs in {m['train_seconds']} s: {out_dir}/model.bin; held-out "
+                  f"{m['valid_docs']} docs: accuracy {m.get('valid_accuracy', float('nan')):.3f}, "
+                  f"AUC {m.get('valid_auc', float('nan')):.3f} (card: {out_dir}/card.json)")
 
 
 @app.command("stages")

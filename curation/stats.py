@@ -90,6 +90,25 @@ def query(run_dir: str | Path, sql: str, limit: int | None = 10_000) -> tuple[li
     return cols, rows
 
 
+def score_columns(manifest: dict[str, Any]) -> list[str]:
+    """Columns holding scores in [0, 1]: fastText scores and PreSelect's predictive strength."""
+    return [f["name"] for f in manifest["schema"] if f["name"].startswith("score_") or f["name"] == "predictive_strength"]
+
+
+def score_histogram(con: duckdb.DuckDBPyConnection, column: str, bins: int = 10) -> list[tuple[Any, ...]]:
+    """Per domain and score bin: documents in the pool and how many were kept. The pool is the
+    kept documents plus those a ``select_v1`` on this column dropped (their score is in details)."""
+    sql = f"""
+        WITH pool AS (
+            SELECT domain, CAST("{column}" AS DOUBLE) AS s, 1 AS kept FROM docs
+            UNION ALL
+            SELECT domain, TRY_CAST(json_extract_string(details, '$.score') AS DOUBLE), 0 FROM decisions
+            WHERE json_extract_string(details, '$.column') = ?)
+        SELECT domain, LEAST(FLOOR(s * {bins}), {bins - 1}) / {bins} AS bin, count(*) AS docs, sum(kept) AS kept
+        FROM pool WHERE s IS NOT NULL GROUP BY ALL ORDER BY domain, bin"""
+    return [(d, round(float(b), 4), int(n), int(k)) for d, b, n, k in con.execute(sql, [column]).fetchall()]
+
+
 def summary(run_dir: str | Path) -> dict[str, Any]:
     """The tables ``curate stats`` prints: funnel, drop reasons, domains, quarantine."""
     root = Path(run_dir).resolve()
@@ -104,6 +123,7 @@ def summary(run_dir: str | Path) -> dict[str, Any]:
             "FROM docs GROUP BY ALL ORDER BY docs DESC, domain").fetchall()
         quarantine = con.execute(
             "SELECT file, count(*) AS lines, min(error) AS first_error FROM quarantine GROUP BY ALL ORDER BY file").fetchall()
+        scores = {col: score_histogram(con, col) for col in score_columns(manifest)}
     finally:
         con.close()
     tokens = {d: v["tokens"] for d, v in manifest["domains"].items()}
@@ -113,6 +133,7 @@ def summary(run_dir: str | Path) -> dict[str, Any]:
         "reasons": reasons,
         "domains": [(d, n, c, m, tokens.get(d, 0)) for d, n, c, m in domains],
         "quarantine": quarantine,
+        "scores": scores,
         "shards": len(manifest["shards"]),
         "token_counter": manifest["token_counter"],
     }

@@ -56,6 +56,12 @@ class RayFrame:
     def count(self) -> int:
         return int(self.ds.count())
 
+    def collect(self) -> pa.Table:
+        import ray
+
+        tables = [t for t in ray.get(self.ds.to_arrow_refs()) if t.num_columns]
+        return pa.concat_tables(tables) if tables else pa.table({})
+
     def checksum(self) -> tuple[int, int]:
         rows = self.ds.map_batches(_checksum_block, batch_format="pyarrow", batch_size=None).take_all()
         return sum_checksums([(int(r["rows"]), int(np.uint64(r["sum"]))) for r in rows])

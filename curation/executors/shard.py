@@ -252,6 +252,8 @@ def _run_shard(plan: Plan, seg_index: int, task_index: int) -> dict[str, Any]:
                 except Exception as exc:  # name the shard and stage; ValueError etc. are not retried
                     raise ShardError(f"stage {names} failed on {task.source} (task {task.index}, "
                                      f"docs {batch.column('id')[0]}..): {type(exc).__name__}: {exc}") from exc
+            if len(batch) == 0:
+                continue  # everything dropped: later stages never saw it, so it has none of their columns
             if gstage is not None:
                 batch = gstage.add_keys(batch)
             if seg.final and len(batch):

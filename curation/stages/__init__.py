@@ -1,3 +1,3 @@
 """Built-in stages; importing this package registers them."""
 
-from curation.stages import dedup, filters  # noqa: F401
+from curation.stages import dedup, filters, scoring  # noqa: F401

@@ -30,11 +30,12 @@ def test_quickstart_end_to_end(tmp_path: Path) -> None:
     assert 0 < t["docs_out"] < t["docs_read"]
     assert sum(s["rows"] for s in manifest["shards"]) == t["docs_out"]
     names = [s["name"] for s in manifest["stages"]]
-    assert names == ["input", "text_length_v1", "language_id_v1", "exact_dedup_v1", "gopher_repetition_v1",
-                     "gopher_quality_v1", "c4_quality_v1", "fineweb_quality_v1"]
+    assert names == ["input", "text_length_v1", "language_id_v1", "exact_dedup_v1", "near_dedup_v1",
+                     "gopher_repetition_v1", "gopher_quality_v1", "c4_quality_v1", "fineweb_quality_v1"]
     for a, b in zip(manifest["stages"], manifest["stages"][1:]):
         assert a["out"] == b["in"]  # the funnel is consistent from stage to stage
     assert manifest["stages"][3]["dropped"]["exact_duplicate"] > 0  # licence texts repeat across packages
+    assert manifest["stages"][4]["dropped"]["near_duplicate"] > 0  # ... and licence variants differ by a line
 
     r = curate("run", "pipelines/quickstart.yaml", "-o", f"output.dir={out}")
     assert r.returncode == 0 and "nothing to do" in r.stdout

@@ -56,6 +56,9 @@ class Frame(Protocol):
     def count(self) -> int:
         """Number of rows."""
 
+    def collect(self) -> pa.Table:
+        """All rows as one table in this process: only for results known to be small."""
+
     def checksum(self) -> tuple[int, int]:
         """(rows, order-independent 64-bit sum of row hashes) of integer columns: a cheap
         convergence test for iterative algorithms."""
@@ -110,6 +113,9 @@ class LocalFrame:
 
     def count(self) -> int:
         return len(self.table)
+
+    def collect(self) -> pa.Table:
+        return self.table
 
     def checksum(self) -> tuple[int, int]:
         return table_checksum(self.table)

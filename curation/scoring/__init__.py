@@ -1,0 +1,1 @@
+"""Scorer training (fastText) shared by the CLI and the scoring stages."""

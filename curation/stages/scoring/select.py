@@ -1,0 +1,135 @@
+"""Select documents by a score column: a fixed threshold, or the top fraction of characters.
+
+PreSelect keeps the top 10% of the pool *by characters* (METHODS.md 1.6): sort by score, walk
+down until the cumulative characters reach ``top_fraction`` of the total, and use the score
+there as the threshold. The threshold is estimated on a deterministic sample of the documents
+(``sample_fraction``; 1.0 = all), gathered in the driver: ``sample_fraction`` x 12 bytes per
+document. Documents with score >= threshold stay; the others are dropped with reason
+``below_threshold`` and ``{"score", "threshold"}`` in the decision details. A null score is
+dropped with reason ``no_score``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from curation.registry import register_stage
+from curation.stages.base import StageResult, split
+from curation.stages.dedup.base import GlobalStage, row_positions
+from curation.stages.dedup.frame import Frame, mix64
+
+log = logging.getLogger(__name__)
+
+RESULT_SCHEMA = pa.schema([
+    pa.field("_task", pa.int32(), nullable=False),
+    pa.field("_row", pa.int64(), nullable=False),
+    pa.field("id", pa.string(), nullable=False),
+    pa.field("reason", pa.string(), nullable=False),
+    pa.field("score", pa.float64()),
+    pa.field("threshold", pa.float64()),
+])
+
+
+@dataclass(kw_only=True)
+class SelectConfig:
+    """``column``: score column (e.g. ``score_preselect``). Exactly one of ``threshold`` (keep
+    score >= threshold) and ``top_fraction`` (keep the top share of characters)."""
+
+    column: str
+    threshold: float | None = None
+    top_fraction: float | None = None
+    sample_fraction: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if (self.threshold is None) == (self.top_fraction is None):
+            raise ValueError("set exactly one of threshold and top_fraction")
+        if self.top_fraction is not None and not 0.0 < self.top_fraction <= 1.0:
+            raise ValueError("top_fraction must be in (0, 1]")
+        if not 0.0 < self.sample_fraction <= 1.0:
+            raise ValueError("sample_fraction must be in (0, 1]")
+
+
+def top_fraction_threshold(scores: np.ndarray, chars: np.ndarray, fraction: float) -> float:
+    """The score at which documents sorted by score (descending) reach ``fraction`` of the characters."""
+    ok = ~np.isnan(scores)
+    scores, chars = scores[ok], chars[ok]
+    if len(scores) == 0:
+        return float("inf")
+    order = np.argsort(-scores, kind="stable")
+    cum = np.cumsum(chars[order])
+    k = int(np.searchsorted(cum, fraction * cum[-1], side="left"))
+    return float(scores[order][min(k, len(order) - 1)])
+
+
+@register_stage("select_v1")
+class Select(GlobalStage):
+    Config = SelectConfig
+    reason = "below_threshold"
+    result_schema = RESULT_SCHEMA
+
+    def key_columns(self) -> dict[str, pa.DataType]:
+        return {"_sel_score": pa.float64(), "_sel_chars": pa.int64()}
+
+    def add_keys(self, batch: pa.Table) -> pa.Table:
+        c = self.config
+        if c.column not in batch.column_names:
+            raise ValueError(f"select_v1: no column {c.column!r} (columns: {batch.column_names})")
+        score = batch.column(c.column).cast(pa.float64())
+        return batch.append_column("_sel_score", score).append_column("_sel_chars", batch.column("n_chars"))
+
+    def _sample(self, t: pa.Table) -> pa.Table:
+        node = (t.column("_task").to_numpy().astype(np.int64) << 32) | t.column("_row").to_numpy().astype(np.int64)
+        keep = (mix64(node + np.int64(self.config.seed)) % np.uint64(1_000_000)) < np.uint64(
+            int(self.config.sample_fraction * 1_000_000))
+        return t.select(["_sel_score", "_sel_chars"]).filter(pa.array(keep))
+
+    def threshold(self, keys: Frame) -> float:
+        c = self.config
+        if c.threshold is not None:
+            return c.threshold
+        sample = keys.map(self._sample).collect()
+        if len(sample) == 0:
+            if keys.count() == 0:
+                return 0.0
+            raise ValueError(f"select_v1: the sample (sample_fraction={c.sample_fraction}) holds no document; raise it")
+        scores = sample.column("_sel_score").to_numpy(zero_copy_only=False).astype(np.float64)
+        thr = top_fraction_threshold(scores, sample.column("_sel_chars").to_numpy().astype(np.float64), c.top_fraction or 1.0)
+        log.info("select_v1: top %.1f%% of characters of %s: threshold %.6g (from %d sampled documents)",
+                 100 * (c.top_fraction or 1.0), c.column, thr, len(sample))
+        return thr
+
+    def run_global(self, keys: Frame) -> Frame:
+        thr = self.threshold(keys)
+
+        def below(t: pa.Table) -> pa.Table:
+            s = t.column("_sel_score").to_numpy(zero_copy_only=False).astype(np.float64)
+            null = np.isnan(s)
+            drop = null | (s < thr)
+            n = int(drop.sum())
+            return pa.table({
+                "_task": t.column("_task").filter(pa.array(drop)), "_row": t.column("_row").filter(pa.array(drop)),
+                "id": t.column("id").filter(pa.array(drop)),
+                "reason": pa.array(np.where(null[drop], "no_score", self.reason), pa.string()),
+                "score": pa.array(s[drop], pa.float64(), from_pandas=True),
+                "threshold": pa.array(np.full(n, thr), pa.float64()),
+            }, schema=RESULT_SCHEMA)
+
+        return keys.map(below)
+
+    def apply(self, batch: pa.Table, marks: pa.Table) -> StageResult:
+        pos = row_positions(batch, marks)
+        keep = pos < 0
+        reasons: list[str | None] = [None] * len(batch)
+        details: list[dict[str, float | None] | None] = [None] * len(batch)
+        if (~keep).any():
+            hit = pa.array(pos[~keep], pa.int64())
+            for i, r, s, t in zip(np.flatnonzero(~keep), marks.column("reason").take(hit).to_pylist(),
+                                  marks.column("score").take(hit).to_pylist(), marks.column("threshold").take(hit).to_pylist()):
+                reasons[i] = r
+                details[i] = {"score": s, "threshold": t, "column": self.config.column}
+        return split(batch, keep, reasons, details)

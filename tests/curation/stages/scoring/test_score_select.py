@@ -1,0 +1,80 @@
+"""fasttext_score_v1 and select_v1: columns equal raw fastText, top-by-characters threshold, decisions, stats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from curation.errors import ConfigError
+from curation.scoring.classifier import FastTextSettings, normalise, train_classifier
+from curation.stages.scoring.fasttext_score import FastTextScore, FastTextScoreConfig, ScorerSpec
+from curation.stages.scoring.select import SelectConfig, top_fraction_threshold
+from tests.conftest import PROSE, pipeline_dict, write_jsonl
+from tests.curation.executors.runs import run_pipeline
+from tests.curation.scoring.test_classifier import sample_texts
+from tests.curation.stages.filters.helpers import batch_of
+
+
+@pytest.fixture(scope="module")
+def scorer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("scorer")
+    train_classifier(out, sample_texts("code"), sample_texts("python_docs")[:300], FastTextSettings(epoch=25, lr=0.5, bucket=200_000),
+                     {"method": "test"}, valid_fraction=0.0)
+    return out
+
+
+def test_score_column_equals_raw_fasttext(scorer: Path) -> None:
+    import fasttext
+
+    texts = sample_texts("code")[:5] + PROSE
+    stage = FastTextScore(FastTextScoreConfig(models=[ScorerSpec(name="code", path=str(scorer))]))
+    stage.setup()
+    got = stage.process(batch_of(texts)).kept.column("score_code").to_numpy()
+    raw = fasttext.load_model(str(scorer / "model.bin"))
+    for t, g in zip(texts, got):
+        labels, probs = raw.predict(normalise(t), k=-1)
+        # fastText's softmax can exceed 1 by ~1e-5; the column is clipped to [0, 1].
+        assert g == pytest.approx(min(1.0, dict(zip(labels, probs))["__label__1"]), abs=1e-6)
+    assert (got[:5] > 0.5).all() and (got[5:] < 0.5).all()
+
+
+def test_missing_model_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="train-scorer"):
+        FastTextScore(FastTextScoreConfig(models=[ScorerSpec(name="x", path=str(tmp_path / "nope"))]))
+
+
+def test_top_fraction_threshold_by_characters() -> None:
+    scores = np.array([0.9, 0.8, 0.7, 0.1, np.nan])
+    chars = np.array([100.0, 100.0, 100.0, 700.0, 50.0])
+    assert top_fraction_threshold(scores, chars, 0.3) == 0.7  # 300 of 1,000 characters
+    assert top_fraction_threshold(scores, chars, 0.25) == 0.7  # the document that crosses the line is kept
+    assert top_fraction_threshold(scores, chars, 1.0) == 0.1
+    with pytest.raises(ValueError):
+        SelectConfig(column="s", threshold=0.5, top_fraction=0.1)
+
+
+def test_score_then_select_pipeline_records_decisions_and_histograms(scorer: Path, tmp_path: Path) -> None:
+    from curation.stats import query, summary
+
+    code, prose = sample_texts("code")[:6], sample_texts("python_docs")[:14]
+    write_jsonl(tmp_path / "in" / "a.jsonl", [{"id": f"c{i}", "text": t, "domain": "code"} for i, t in enumerate(code)]
+                + [{"id": f"p{i}", "text": t, "domain": "docs"} for i, t in enumerate(prose)])
+    stages = [{"stage": "fasttext_score_v1", "models": [{"name": "code", "path": str(scorer)}]},
+              {"stage": "select_v1", "column": "score_code", "top_fraction": 0.5}]
+    out = tmp_path / "run"
+    res = run_pipeline(pipeline_dict([str(tmp_path / "in" / "*.jsonl")], out, stages=stages))
+    chars = {f"c{i}": len(t) for i, t in enumerate(code)} | {f"p{i}": len(t) for i, t in enumerate(prose)}
+    _, kept = query(out, "SELECT id, score_code FROM docs")
+    _, dropped = query(out, "SELECT id, reason, CAST(json_extract_string(details, '$.score') AS DOUBLE), "
+                            "CAST(json_extract_string(details, '$.threshold') AS DOUBLE) FROM decisions")
+    thr = dropped[0][3]
+    assert all(s >= thr for _, s in kept) and all(r == "below_threshold" and s < thr for _, r, s, _ in dropped)
+    kept_chars = sum(chars[i] for i, _ in kept)
+    assert kept_chars >= 0.5 * sum(chars.values())  # at least the top half of characters ...
+    smallest = min(chars[i] for i, _ in kept if _ == min(s for _, s in kept))
+    assert kept_chars - smallest < 0.5 * sum(chars.values())  # ... and no more than the document that crosses it
+    assert res.manifest["stages"][-1]["dropped"] == {"below_threshold": len(dropped)}
+    hist = summary(out)["scores"]["score_code"]
+    assert sum(n for *_, n, _ in hist) == 20 and sum(k for *_, k in hist) == len(kept)
