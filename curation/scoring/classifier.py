@@ -52,7 +52,8 @@ class FastTextSettings:
 def preselect_labels(ids: Sequence[str], strength: np.ndarray, positive_min: float = 1.0,
                      max_per_class: int | None = None) -> tuple[list[int], list[int]]:
     """Indices of positives (S >= positive_min) and of as many lowest-S negatives (ties by id).
-    Documents with a null S are never used."""
+    Classes are balanced as in the paper: when fewer negatives than positives exist, positives
+    are cut to match (in id order). Documents with a null S are never used."""
     s = np.asarray(strength, dtype=np.float64)
     valid = ~np.isnan(s)
     pos = [i for i in np.flatnonzero(valid & (s >= positive_min))]
@@ -61,7 +62,8 @@ def preselect_labels(ids: Sequence[str], strength: np.ndarray, positive_min: flo
         pos = pos[:max_per_class]
     rest = [i for i in np.flatnonzero(valid & (s < positive_min))]
     rest.sort(key=lambda i: (s[i], ids[i]))
-    return [int(i) for i in pos], [int(i) for i in rest[: len(pos)]]
+    n = min(len(pos), len(rest))
+    return [int(i) for i in pos[:n]], [int(i) for i in rest[:n]]
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -83,11 +85,16 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def positive_probability(model: Any, texts: Sequence[str]) -> np.ndarray:
-    """P(__label__1) for each text, through fastText's batch predict."""
+    """P(__label__1) for each text, through fastText's batch predict (labels come sorted by
+    probability, so the positive one is first or second)."""
+    if not texts:
+        return np.zeros(0, dtype=np.float64)
     labels, probs = model.predict([normalise(t) for t in texts], k=-1)
-    out = np.empty(len(texts), dtype=np.float64)
-    for i, (ls, ps) in enumerate(zip(labels, probs)):
-        out[i] = next((float(p) for lab, p in zip(ls, ps) if lab == POSITIVE), 0.0)
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim == 2 and probs.shape[1] == 2:
+        first = np.fromiter((ls[0] == POSITIVE for ls in labels), dtype=bool, count=len(texts))
+        return np.clip(np.where(first, probs[:, 0], probs[:, 1]), 0.0, 1.0)
+    out = np.array([next((float(p) for lab, p in zip(ls, ps) if lab == POSITIVE), 0.0) for ls, ps in zip(labels, probs)])
     return np.clip(out, 0.0, 1.0)
 
 

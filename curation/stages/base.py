@@ -149,8 +149,10 @@ class Filter(Stage):
 def split(batch: pa.Table, keep: np.ndarray, reasons: Sequence[str | None],
           details: Sequence[dict[str, Any] | None] | None = None) -> StageResult:
     """Split a batch by a keep mask into a ``StageResult``."""
-    mask = pa.array(keep, type=pa.bool_())
     drop_idx = np.flatnonzero(~keep)
+    if len(drop_idx) == 0:  # common for scoring stages: no copy of the (large) text column
+        return StageResult(kept=batch, dropped=batch.slice(0, 0), reasons=[], details=[])
+    mask = pa.array(keep, type=pa.bool_())
     det = details or [None] * len(keep)
     return StageResult(
         kept=batch.filter(mask),
