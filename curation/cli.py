@@ -52,6 +52,10 @@ def run(
         overrides.append(f"executor.kind={executor}")
     try:
         cfg = load_pipeline(config, overrides)
+        for spec in cfg.stages:  # global stages say what they will do (e.g. near-dedup's S-curve)
+            describe = getattr(spec.build(), "describe", None)
+            if describe is not None:
+                console.print(describe(), highlight=False, soft_wrap=True)
     except CurationError as exc:
         _fail(exc)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -24,6 +24,7 @@ def test_quickstart_end_to_end(tmp_path: Path) -> None:
     r = curate("run", "pipelines/quickstart.yaml", "-o", f"output.dir={out}")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Funnel" in r.stdout and "exact_dedup_v1" in r.stdout and "gopher_quality_v1" in r.stdout
+    assert "near_dedup: 16 bands x 8 rows of 128 permutations" in r.stdout and "J=0.8: 0.947" in r.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     t = manifest["totals"]
     assert t["input_files"] == 5 and t["docs_read"] == 1265 and t["quarantined"] == 0
