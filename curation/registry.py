@@ -35,7 +35,10 @@ def get_stage(name: str) -> type["Stage"]:
     try:
         return _STAGES[name]
     except KeyError:
-        raise ConfigError(f"unknown stage {name!r}; valid stages: {', '.join(sorted(_STAGES))}") from None
+        from curation.stages import UNAVAILABLE
+
+        missing = "".join(f"; stage group {g!r} could not be imported ({e})" for g, e in sorted(UNAVAILABLE.items()))
+        raise ConfigError(f"unknown stage {name!r}; valid stages: {', '.join(sorted(_STAGES))}{missing}") from None
 
 
 def stage_names() -> list[str]:

@@ -84,6 +84,11 @@ class RayExecutor(Executor):
         retries = self.config.executor.max_task_retries
         # Fault-injection variables reach workers of an already running cluster only this way.
         fault_env = {k: os.environ[k] for k in ("CURATION_FAULT", "CURATION_FAULT_ONCE") if k in os.environ}
+        # A pass asks for the most any of its stages needs (a GPU for LM scoring, say).
+        resources: dict[str, float] = {}
+        for _, spec in seg.stages:
+            for k, v in spec.build().resources().items():
+                resources[k] = max(resources.get(k, 0.0), v)
         ds = ray.data.from_items([{"task": t} for t in tasks], override_num_blocks=len(tasks))
         ds = ds.map_batches(
             _shard_fn,
@@ -91,7 +96,7 @@ class RayExecutor(Executor):
             batch_size=1,
             compute=ray.data.TaskPoolStrategy(size=self._concurrency(ray, len(tasks))),
             # Retries cover worker crashes only; exceptions fail fast (retry_exceptions is False).
-            ray_remote_args_fn=lambda: {"max_retries": retries},
+            ray_remote_args_fn=lambda: {"max_retries": retries, **resources},
             runtime_env={"env_vars": fault_env} if fault_env else None,
         )
         try:

@@ -70,6 +70,10 @@ class Stage(ABC):
         """Columns this stage adds to kept documents."""
         return {}
 
+    def resources(self) -> dict[str, float]:
+        """Ray resources a task running this stage needs (e.g. ``{"num_gpus": 1}``)."""
+        return {}
+
     @abstractmethod
     def process(self, batch: pa.Table) -> StageResult:
         """Map one batch of documents to kept and dropped rows."""

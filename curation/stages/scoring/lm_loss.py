@@ -43,7 +43,8 @@ class LMLossConfig:
     """``models``: reference LMs. ``block_size``/``stride``: strided scoring windows (the paper's
     1900/512). ``batch_size``: windows per forward pass. ``device``: auto|cpu|cuda. ``dtype``:
     auto (bf16 on CUDA, float32 on CPU)|float32|bfloat16|float16. ``max_tokens``: score at most
-    this many tokens per document (None: all)."""
+    this many tokens per document (None: all). ``num_gpus``: GPUs a Ray task running this stage
+    asks for (set 1 on GPU clusters: Ray hides GPUs from tasks that ask for none)."""
 
     models: list[LMSpec] = field(default_factory=list)
     block_size: int = 1900
@@ -52,6 +53,7 @@ class LMLossConfig:
     device: str = "auto"
     dtype: str = "auto"
     max_tokens: int | None = None
+    num_gpus: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -137,6 +139,9 @@ class LMLoss(Stage):
         device = ("cuda" if torch.cuda.is_available() else "cpu") if c.device == "auto" else c.device
         dtype = ("bfloat16" if device == "cuda" else "float32") if c.dtype == "auto" else c.dtype
         return device, dtype
+
+    def resources(self) -> dict[str, float]:
+        return {"num_gpus": self.config.num_gpus} if self.config.num_gpus else {}
 
     def setup(self) -> None:
         device, dtype = self._device()

@@ -84,7 +84,9 @@ class Select(GlobalStage):
 
     def _sample(self, t: pa.Table) -> pa.Table:
         node = (t.column("_task").to_numpy().astype(np.int64) << 32) | t.column("_row").to_numpy().astype(np.int64)
-        keep = (mix64(node + np.int64(self.config.seed)) % np.uint64(1_000_000)) < np.uint64(
+        with np.errstate(over="ignore"):  # salted: splitmix64 maps 0 to 0, so node 0 would always be sampled
+            salted = node.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15) * np.uint64(self.config.seed + 1)
+        keep = (mix64(salted) % np.uint64(1_000_000)) < np.uint64(
             int(self.config.sample_fraction * 1_000_000))
         return t.select(["_sel_score", "_sel_chars"]).filter(pa.array(keep))
 

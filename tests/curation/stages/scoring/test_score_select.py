@@ -78,3 +78,35 @@ def test_score_then_select_pipeline_records_decisions_and_histograms(scorer: Pat
     assert res.manifest["stages"][-1]["dropped"] == {"below_threshold": len(dropped)}
     hist = summary(out)["scores"]["score_code"]
     assert sum(n for *_, n, _ in hist) == 20 and sum(k for *_, k in hist) == len(kept)
+
+
+def _keys(scores: list[float | None], chars: list[int]) -> "pa.Table":
+    import pyarrow as pa
+
+    n = len(scores)
+    return pa.table({"id": [f"d{i}" for i in range(n)], "_task": pa.array([0] * n, pa.int32()),
+                     "_row": pa.array(range(n), pa.int64()), "_sel_score": pa.array(scores, pa.float64()),
+                     "_sel_chars": pa.array(chars, pa.int64())})
+
+
+def test_fixed_threshold_and_null_scores() -> None:
+    from curation.stages.dedup.frame import LocalFrame
+    from curation.stages.scoring.select import Select
+
+    stage = Select(SelectConfig(column="s", threshold=0.5))
+    out = stage.run_global(LocalFrame(_keys([0.9, 0.5, 0.49, None], [10, 10, 10, 10]))).collect()
+    assert out.select(["id", "reason", "threshold"]).to_pylist() == [
+        {"id": "d2", "reason": "below_threshold", "threshold": 0.5}, {"id": "d3", "reason": "no_score", "threshold": 0.5}]
+
+
+def test_sampled_threshold_is_close_to_the_exact_one() -> None:
+    from curation.stages.dedup.frame import LocalFrame
+    from curation.stages.scoring.select import Select
+
+    rng = np.random.default_rng(0)
+    scores, chars = rng.random(20_000).tolist(), rng.integers(100, 1000, 20_000).tolist()
+    exact = Select(SelectConfig(column="s", top_fraction=0.1)).threshold(LocalFrame(_keys(scores, chars)))
+    sampled = Select(SelectConfig(column="s", top_fraction=0.1, sample_fraction=0.1)).threshold(LocalFrame(_keys(scores, chars)))
+    assert exact == pytest.approx(0.9, abs=0.01) and sampled == pytest.approx(exact, abs=0.02)
+    with pytest.raises(ValueError, match="sample"):
+        Select(SelectConfig(column="s", top_fraction=0.1, sample_fraction=1e-6)).threshold(LocalFrame(_keys(scores[:5], chars[:5])))
