@@ -83,5 +83,17 @@ def peak_rss_mb() -> float:
     return max(own, kids)
 
 
+def run_child(script: str, method: str, folder: Path) -> dict[str, Any] | None:
+    """Run ``script --child METHOD --corpus FOLDER`` in a fresh process (so its peak memory is its
+    own) and return the JSON it prints after ``RESULT ``; None (after printing stderr) on failure."""
+    proc = subprocess.run([sys.executable, script, "--child", method, "--corpus", str(folder)],
+                          capture_output=True, text=True)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        print(f"{method}: failed\n{proc.stderr[-3000:]}")
+        return None
+    return json.loads(line[len("RESULT "):])
+
+
 def tmpdir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))

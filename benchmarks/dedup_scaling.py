@@ -15,7 +15,6 @@ import argparse
 import gzip
 import json
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._dedup_common import REPO, peak_rss_mb, run_ours, tmpdir  # noqa: E402
+from benchmarks._dedup_common import REPO, peak_rss_mb, run_child, run_ours, tmpdir  # noqa: E402
 
 
 def sentences() -> list[str]:
@@ -100,13 +99,9 @@ def main() -> None:
         folder = tmpdir(f"ds-corpus-{n}-")
         mb = make_corpus(n, folder)
         for method in args.methods.split(","):
-            proc = subprocess.run([sys.executable, __file__, "--child", method, "--corpus", str(folder)],
-                                  capture_output=True, text=True)
-            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-            if line is None:
-                print(f"{n:9d} {mb:7.1f} {method:12s} failed: {proc.stderr[-2000:]}")
+            res = run_child(__file__, method, folder)
+            if res is None:
                 continue
-            res = json.loads(line[len("RESULT "):])
             cores = 2 if method == "ours-ray" else 1
             print(f"{n:9d} {mb:7.1f} {method:12s} {res['seconds']:8.1f} {n / res['seconds']:8.0f} "
                   f"{mb / res['seconds'] / cores:10.2f} {res['peak_rss_mb']:8.0f} {res['removed']:8d}", flush=True)

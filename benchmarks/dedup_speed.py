@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._dedup_common import (  # noqa: E402
-    labels_from_clusters, natural_corpus, peak_rss_mb, read_corpus, run_ours, tmpdir,
+    labels_from_clusters, natural_corpus, peak_rss_mb, read_corpus, run_child, run_ours, tmpdir,
 )
 
 THRESHOLD = 0.8
@@ -151,13 +150,9 @@ def main() -> None:
           f"{'recall':>7s} {'removed':>8s}")
     rates = {}
     for method in args.methods.split(","):
-        proc = subprocess.run([sys.executable, __file__, "--child", method, "--corpus", str(folder)],
-                              capture_output=True, text=True)
-        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-        if line is None:
-            print(f"{method}: failed\n{proc.stderr[-3000:]}")
+        res = run_child(__file__, method, folder)
+        if res is None:
             continue
-        res = json.loads(line[len("RESULT "):])
         acc = cluster_accuracy(truth, labels_from_clusters(ids, res["clusters"]))
         cores = 2 if method == "ours-ray" else 1
         rates[method] = mb / res["seconds"] / cores

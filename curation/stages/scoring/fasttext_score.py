@@ -18,6 +18,7 @@ from curation.errors import ConfigError
 from curation.registry import register_stage
 from curation.scoring.classifier import positive_probability
 from curation.stages.base import Stage, StageResult, split
+from curation.stages.scoring.lm_loss import check_model_names
 
 _MODELS: dict[str, Any] = {}
 
@@ -47,11 +48,7 @@ class FastTextScoreConfig:
     models: list[ScorerSpec] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if not self.models:
-            raise ValueError("models: give at least one {name, path}")
-        names = [m.name for m in self.models]
-        if len(set(names)) != len(names):
-            raise ValueError(f"models: duplicate names in {names}")
+        check_model_names([m.name for m in self.models])
 
 
 @register_stage("fasttext_score_v1")

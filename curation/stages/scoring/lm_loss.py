@@ -28,6 +28,14 @@ from curation.stages.base import Stage, StageResult, split
 _CACHE: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
 
+def check_model_names(names: list[str]) -> None:
+    """A model list is non-empty and its names (column suffixes) are unique."""
+    if not names:
+        raise ValueError("models: give at least one {name, path}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"models: duplicate names in {names}")
+
+
 @dataclass(kw_only=True)
 class LMSpec:
     """One reference model: ``name`` (column suffix), ``path`` (hub id or local directory) and
@@ -56,11 +64,7 @@ class LMLossConfig:
     num_gpus: float = 0.0
 
     def __post_init__(self) -> None:
-        if not self.models:
-            raise ValueError("models: give at least one {name, path}")
-        names = [m.name for m in self.models]
-        if len(set(names)) != len(names):
-            raise ValueError(f"models: duplicate names in {names}")
+        check_model_names([m.name for m in self.models])
         if not 0 < self.stride <= self.block_size - 1:
             raise ValueError("stride must be in [1, block_size - 1]")
         if self.device not in ("auto", "cpu", "cuda"):
