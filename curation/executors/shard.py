@@ -218,8 +218,9 @@ def _run_shard(plan: Plan, seg_index: int, task_index: int) -> dict[str, Any]:
     domains: dict[str, dict[str, int]] = defaultdict(lambda: {"docs": 0, "chars": 0, "tokens": 0})
     count_tokens = token_counter(out.token_counter) if seg.final else None
 
-    def decide(index: int, name: str, res: Any, n_in: int) -> None:
-        counts.add(index, name, n_in, n_in - len(res.dropped), res.reasons)
+    def decide(index: int, name: str, res: Any, n_in: int, n_out: int | None = None) -> None:
+        # n_out: rows leaving the stage when it may add rows (rephrasing); chain steps leave it None.
+        counts.add(index, name, n_in, n_in - len(res.dropped) if n_out is None else n_out, res.reasons)
         if len(res.dropped):
             d = res.dropped
             dec_writer.write(pa.table({
@@ -241,7 +242,7 @@ def _run_shard(plan: Plan, seg_index: int, task_index: int) -> dict[str, Any]:
                     if len(group) == 1 and not is_per_document(group[0][1]):
                         (index, spec), stage = group[0]
                         res = stage.process(batch)
-                        decide(index, spec.stage, res, len(batch))
+                        decide(index, spec.stage, res, len(batch), len(res.kept))
                         batch = res.kept
                     else:
                         batch, steps = run_chain([stage for _, stage in group], batch)

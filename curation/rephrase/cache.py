@@ -1,0 +1,48 @@
+"""A resumable cache of generations: a crashed or repeated run never pays for a call twice.
+
+Keyed by (document id, chunk index, chunk text hash, template name@version, prompt hash, model,
+sampling parameters), so any change to what would be generated misses. One SQLite file in WAL
+mode, shared by the worker processes of a machine (point ``cache_dir`` at node-local disk on
+multi-node clusters: SQLite locking is not reliable on network file systems).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from curation.rephrase.backends import Generation
+
+
+def cache_key(doc_id: str, chunk: int, chunk_text: str, template_key: str, prompt_hash: str, model: str,
+              params: dict[str, Any]) -> str:
+    text_hash = hashlib.sha256(chunk_text.encode("utf-8", "surrogatepass")).hexdigest()
+    raw = json.dumps([doc_id, chunk, text_hash, template_key, prompt_hash, model, params], sort_keys=True)
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class GenerationCache:
+    def __init__(self, directory: str | Path) -> None:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(Path(directory) / "generations.sqlite"), timeout=60, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS gen (key TEXT PRIMARY KEY, text TEXT NOT NULL, tokens_in INTEGER, "
+                         "tokens_out INTEGER, finish_reason TEXT, seconds REAL)")
+
+    def get_many(self, keys: list[str]) -> dict[str, Generation]:
+        out: dict[str, Generation] = {}
+        for i in range(0, len(keys), 500):
+            part = keys[i: i + 500]
+            rows = self._db.execute(f"SELECT key, text, tokens_in, tokens_out, finish_reason, seconds FROM gen "
+                                    f"WHERE key IN ({','.join('?' * len(part))})", part).fetchall()
+            out.update({k: Generation(t, ti, to, fr, s) for k, t, ti, to, fr, s in rows})
+        return out
+
+    def put_many(self, items: dict[str, Generation]) -> None:
+        self._db.execute("BEGIN")
+        self._db.executemany("INSERT OR REPLACE INTO gen VALUES (?, ?, ?, ?, ?, ?)",
+                             [(k, g.text, g.tokens_in, g.tokens_out, g.finish_reason, g.seconds) for k, g in items.items()])
+        self._db.execute("COMMIT")

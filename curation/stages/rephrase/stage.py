@@ -1,0 +1,204 @@
+"""rephrase_v1: every document x template becomes a new synthetic row, with provenance.
+
+Per document and template: split into token chunks (``chunk_tokens``; ProX templates use line
+chunks with numbered lines), look each chunk up in the cache, send the misses to the backend in
+one batch, check every output, extract the answer (code block, ProX program) and reassemble. A
+synthetic row whose chunk failed a check is dropped with reason ``rephrase_<check>`` and the
+template in its details. Code templates gate their input too (``compile()`` and pylint score,
+as SwallowCode) and report the output's pylint score. Originals are kept (``keep_original``,
+WRAP's 1:1 real:synthetic mix) or dropped with reason ``rephrased``.
+
+Synthetic rows get ``_row = 2**31 + source_row * 16 + template_index`` so later global stages
+see distinct, deterministic positions (input files of up to 2**27 documents, 16 templates).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from curation.errors import ConfigError
+from curation.registry import register_stage
+from curation.rephrase.backends import BackendConfig, Generation, SamplingParams, make_backend
+from curation.rephrase.cache import GenerationCache, cache_key
+from curation.rephrase.checks import OutputChecks, check_code, check_output, extract_code_block
+from curation.rephrase.chunking import chunk_text, hf_counter, join_chunks
+from curation.rephrase.prox import document_decision, execute, number_lines
+from curation.rephrase.templates import Template, load_templates
+from curation.stages.base import Stage, StageResult, split
+
+_PROVENANCE = {
+    "rephrase_of": pa.string(), "rephrase_template": pa.string(), "rephrase_model": pa.string(),
+    "rephrase_params": pa.string(), "rephrase_prompt_hash": pa.string(), "rephrase_tokens_in": pa.int64(),
+    "rephrase_tokens_out": pa.int64(), "rephrase_seconds": pa.float64(), "rephrase_cached_chunks": pa.int32(),
+    "rephrase_pylint": pa.float64(),
+}
+
+
+@dataclass(kw_only=True)
+class RephraseConfig:
+    """``templates``: names (built-in or from ``templates_file``). ``tokenizer``: hub id or path
+    for chunking (default: the backend's model when it is local transformers, else whitespace
+    words). ``cache_dir``: generation cache (None: no cache)."""
+
+    templates: list[str] = field(default_factory=list)
+    templates_file: str | None = None
+    backend: BackendConfig
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    tokenizer: str | None = None
+    chunk_tokens: int = 300
+    prox_chunk_tokens: int = 1500
+    keep_original: bool = True
+    checks: OutputChecks = field(default_factory=OutputChecks)
+    code_input_gate: bool = True
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.templates:
+            raise ValueError("templates: give at least one template name")
+        if len(self.templates) > 16:
+            raise ValueError("templates: at most 16 per stage")
+
+
+@register_stage("rephrase_v1")
+class Rephrase(Stage):
+    Config = RephraseConfig
+
+    def __init__(self, config: RephraseConfig | None = None) -> None:
+        super().__init__(config)
+        known = load_templates(self.config.templates_file)
+        missing = [t for t in self.config.templates if t not in known]
+        if missing:
+            raise ConfigError(f"rephrase_v1: unknown templates {missing}; valid: {sorted(known)}")
+        self.templates: list[Template] = [known[t] for t in self.config.templates]
+        self._backend: Any = None
+        self._cache: GenerationCache | None = None
+        self._count: Any = None
+        self._split: Any = None
+
+    def output_columns(self) -> dict[str, pa.DataType]:
+        return dict(_PROVENANCE)
+
+    def setup(self) -> None:
+        c = self.config
+        self._backend = make_backend(c.backend)
+        self._cache = GenerationCache(c.cache_dir) if c.cache_dir else None
+        tok_path = c.tokenizer or (c.backend.model if c.backend.kind == "transformers" else None)
+        if tok_path:
+            from transformers import AutoTokenizer
+
+            self._count, self._split = hf_counter(AutoTokenizer.from_pretrained(tok_path))
+        else:
+            self._count, self._split = (lambda s: len(s.split())), None
+
+    # -- one batch -----------------------------------------------------------------------------
+
+    def process(self, batch: pa.Table) -> StageResult:
+        if self._backend is None:
+            self.setup()
+        c = self.config
+        ids = batch.column("id").to_pylist()
+        texts = batch.column("text").to_pylist()
+        params = asdict(c.sampling)
+        jobs: list[tuple[int, int, Any, str]] = []  # (doc, template, chunk, prompt text)
+        plans: dict[tuple[int, int], list[Any]] = {}
+        gate: dict[tuple[int, int], str] = {}
+        for d, text in enumerate(texts):
+            for ti, t in enumerate(self.templates):
+                if t.kind == "code" and c.code_input_gate:
+                    reason, _ = check_code(text, c.checks.pylint_min)
+                    if reason:
+                        gate[(d, ti)] = f"input_{reason}"
+                        continue
+                if t.kind == "prox":
+                    chunks = chunk_text(text, c.prox_chunk_tokens, self._count, mode="lines", encode_decode=self._split)
+                else:
+                    chunks = chunk_text(text, c.chunk_tokens, self._count, encode_decode=self._split)
+                plans[(d, ti)] = chunks
+                for ch in chunks:
+                    jobs.append((d, ti, ch, number_lines(ch.text) if t.kind == "prox" else ch.text))
+        keys = [cache_key(ids[d], ch.index, ch.text, self.templates[ti].key, self.templates[ti].prompt_hash(),
+                          self._backend.model, params) for d, ti, ch, _ in jobs]
+        cached = self._cache.get_many(keys) if self._cache else {}
+        todo = [i for i, k in enumerate(keys) if k not in cached]
+        results: dict[int, Generation | Exception] = {i: cached[keys[i]] for i in range(len(jobs)) if keys[i] in cached}
+        if todo:
+            convs = [self.templates[jobs[i][1]].messages(jobs[i][3]) for i in todo]
+            for i, g in zip(todo, self._backend.generate(convs, SamplingParams(**params))):
+                results[i] = g
+            if self._cache:
+                self._cache.put_many({keys[i]: results[i] for i in todo if isinstance(results[i], Generation)})
+        by_plan: dict[tuple[int, int], list[int]] = {}
+        for i, (d, ti, _, _) in enumerate(jobs):
+            by_plan.setdefault((d, ti), []).append(i)
+        return self._assemble(batch, texts, ids, plans, by_plan, jobs, results, set(i for i, k in enumerate(keys) if k in cached), gate)
+
+    def _assemble(self, batch: pa.Table, texts: list[str], ids: list[str], plans: dict, by_plan: dict, jobs: list,
+                  results: dict, cached: set[int], gate: dict) -> StageResult:
+        c = self.config
+        rows: list[dict[str, Any]] = []
+        reasons: list[str | None] = []
+        details: list[dict[str, Any] | None] = []
+        src = batch.to_pylist()
+        for d in range(len(texts)):
+            for ti, t in enumerate(self.templates):
+                reason, out_text, pylint, tin, tout, secs, ncached = gate.get((d, ti)), "", None, 0, 0, 0.0, 0
+                if reason is None:
+                    pieces, errors = [], 0
+                    for i in by_plan[(d, ti)]:
+                        g = results[i]
+                        ch = jobs[i][2]
+                        if isinstance(g, Exception):
+                            reason = "backend_error"
+                            break
+                        tin, tout, secs, ncached = tin + g.tokens_in, tout + g.tokens_out, secs + g.seconds, ncached + (i in cached)
+                        answer = g.text.strip()
+                        if t.extract == "code_block":
+                            answer = extract_code_block(g.text) or ""
+                        if t.extract == "program":
+                            res = execute(g.text, ch.text)
+                            pieces.append(res.text)
+                            errors += res.errors
+                            continue
+                        bad = check_output(answer, ch.text, t.system + "\n" + t.user, g.finish_reason, c.checks)
+                        if bad:
+                            reason = bad
+                            break
+                        pieces.append(answer)
+                    if reason is None and t.kind == "prox":
+                        reason, out_text = document_decision(texts[d], join_chunks(pieces, plans[(d, ti)]), errors)
+                    elif reason is None:
+                        out_text = join_chunks(pieces, plans[(d, ti)])
+                    if reason is None and t.kind == "code":
+                        reason, pylint = check_code(out_text, c.checks.pylint_min)
+                row = dict(src[d])
+                row.update(id=f"{ids[d]}#{t.name}", text=out_text, n_chars=len(out_text),
+                           _row=2**31 + int(src[d]["_row"]) * 16 + ti if "_row" in row else None,
+                           rephrase_of=ids[d], rephrase_template=t.key, rephrase_model=self._backend.model,
+                           rephrase_params=json.dumps(asdict(c.sampling), sort_keys=True),
+                           rephrase_prompt_hash=t.prompt_hash(), rephrase_tokens_in=tin, rephrase_tokens_out=tout,
+                           rephrase_seconds=round(secs, 4), rephrase_cached_chunks=ncached, rephrase_pylint=pylint)
+                if "_row" not in src[d]:
+                    row.pop("_row")
+                rows.append(row)
+                reasons.append(None if reason is None else f"rephrase_{reason}")
+                details.append(None if reason is None else {"template": t.key, "source": ids[d]})
+        schema = batch.schema
+        for name, dtype in _PROVENANCE.items():
+            schema = schema.append(pa.field(name, dtype))
+        originals = batch
+        for name, dtype in _PROVENANCE.items():
+            originals = originals.append_column(name, pa.nulls(len(batch), dtype))
+        synth = pa.Table.from_pylist(rows, schema=schema) if rows else schema.empty_table()
+        keep_synth = np.array([r is None for r in reasons], dtype=bool)
+        res_synth = split(synth, keep_synth, reasons, details)
+        keep_orig = np.full(len(batch), c.keep_original, dtype=bool)
+        res_orig = split(originals, keep_orig, [None if c.keep_original else "rephrased"] * len(batch))
+        return StageResult(kept=pa.concat_tables([res_orig.kept, res_synth.kept]),
+                           dropped=pa.concat_tables([res_orig.dropped, res_synth.dropped]),
+                           reasons=res_orig.reasons + res_synth.reasons, details=res_orig.details + res_synth.details)
+
