@@ -128,6 +128,13 @@ def _print_stats(run_dir: str) -> None:
         for d, cells in by_domain.items():
             hist.add_row(d, *[f"{cells[b][0]}/{cells[b][1]}" if b in cells else "" for b in bins])
         console.print(hist)
+    if s.get("rephrase"):
+        rt = Table(title="Rephrasing per template")
+        for col in ("template", "rewrites", "kept", "kept %", "tokens in", "tokens out", "seconds", "cached chunks"):
+            rt.add_column(col, justify="left" if col == "template" else "right")
+        for t, n, k, tin, tout, secs, cached in s["rephrase"]:
+            rt.add_row(str(t), str(n), str(k), f"{100 * k / n:.1f}" if n else "-", str(tin), str(tout), str(secs), str(cached))
+        console.print(rt)
     if s["quarantine"]:
         q = Table(title="Quarantined input lines")
         for col in ("file", "lines", "first error"):

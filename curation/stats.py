@@ -109,6 +109,25 @@ def score_histogram(con: duckdb.DuckDBPyConnection, column: str, bins: int = 10)
     return [(d, round(float(b), 4), int(n), int(k)) for d, b, n, k in con.execute(sql, [column]).fetchall()]
 
 
+def rephrase_stats(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
+    """Per template: rewrites kept and rejected, tokens in/out, backend seconds, cached chunks."""
+    sql = """
+        WITH rows AS (
+            SELECT rephrase_template AS template, 1 AS kept, rephrase_tokens_in AS tin, rephrase_tokens_out AS tout,
+                   rephrase_seconds AS secs, rephrase_cached_chunks AS cached
+            FROM docs WHERE rephrase_template IS NOT NULL
+            UNION ALL
+            SELECT json_extract_string(details, '$.template'), 0,
+                   TRY_CAST(json_extract_string(details, '$.tokens_in') AS BIGINT),
+                   TRY_CAST(json_extract_string(details, '$.tokens_out') AS BIGINT),
+                   TRY_CAST(json_extract_string(details, '$.seconds') AS DOUBLE), 0
+            FROM decisions WHERE stage = 'rephrase_v1' AND reason LIKE 'rephrase_%')
+        SELECT template, count(*) AS rewrites, sum(kept) AS kept, sum(tin) AS tokens_in, sum(tout) AS tokens_out,
+               round(sum(secs), 3) AS seconds, sum(cached) AS cached_chunks
+        FROM rows GROUP BY ALL ORDER BY template"""
+    return con.execute(sql).fetchall()
+
+
 def summary(run_dir: str | Path) -> dict[str, Any]:
     """The tables ``curate stats`` prints: funnel, drop reasons, domains, quarantine."""
     root = Path(run_dir).resolve()
@@ -124,6 +143,7 @@ def summary(run_dir: str | Path) -> dict[str, Any]:
         quarantine = con.execute(
             "SELECT file, count(*) AS lines, min(error) AS first_error FROM quarantine GROUP BY ALL ORDER BY file").fetchall()
         scores = {col: score_histogram(con, col) for col in score_columns(manifest)}
+        rephrase = rephrase_stats(con) if any(f["name"] == "rephrase_template" for f in manifest["schema"]) else []
     finally:
         con.close()
     tokens = {d: v["tokens"] for d, v in manifest["domains"].items()}
@@ -134,6 +154,7 @@ def summary(run_dir: str | Path) -> dict[str, Any]:
         "domains": [(d, n, c, m, tokens.get(d, 0)) for d, n, c, m in domains],
         "quarantine": quarantine,
         "scores": scores,
+        "rephrase": rephrase,
         "shards": len(manifest["shards"]),
         "token_counter": manifest["token_counter"],
     }

@@ -10,6 +10,7 @@ import yaml
 from curation.config import apply_overrides
 from curation.errors import ConfigError
 from curation.pipeline import PipelineConfig, load_pipeline
+from tests.conftest import REPO
 
 BASE = {"name": "t", "input": {"paths": ["x.jsonl"]}, "output": {"dir": "out"}}
 
@@ -70,3 +71,11 @@ def test_fingerprint_ignores_executor_section() -> None:
     b = PipelineConfig.from_mapping({**BASE, "executor": {"kind": "local", "num_cpus": 7}})
     c = PipelineConfig.from_mapping({**BASE, "output": {"dir": "out", "target_shard_bytes": 4096}})
     assert a.fingerprint_data() == b.fingerprint_data() != c.fingerprint_data()
+
+
+@pytest.mark.parametrize("name", ["quickstart", "preselect_candidates", "rephrase_wrap"])
+def test_bundled_pipelines_validate(name: str) -> None:
+    from curation.pipeline import load_pipeline
+
+    cfg = load_pipeline(str(REPO / "pipelines" / f"{name}.yaml"), [])
+    assert cfg.name == name and all(spec.build() is not None for spec in cfg.stages)

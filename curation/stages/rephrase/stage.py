@@ -186,7 +186,8 @@ class Rephrase(Stage):
                     row.pop("_row")
                 rows.append(row)
                 reasons.append(None if reason is None else f"rephrase_{reason}")
-                details.append(None if reason is None else {"template": t.key, "source": ids[d]})
+                details.append(None if reason is None else {"template": t.key, "source": ids[d], "tokens_in": tin,
+                                                            "tokens_out": tout, "seconds": round(secs, 4)})
         schema = batch.schema
         for name, dtype in _PROVENANCE.items():
             schema = schema.append(pa.field(name, dtype))

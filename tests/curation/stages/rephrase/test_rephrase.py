@@ -95,7 +95,8 @@ def test_hanging_server_times_out(openai_server: str, monkeypatch: pytest.Monkey
     res = stage(http("hang", openai_server, timeout_s=1.0, max_retries=1), ["wrap_easy"],
                 checks=LENIENT).process(positioned([PROSE[0]]))
     assert res.reasons == ["rephrase_backend_error"] and time.time() - t0 < 10
-    assert json.loads(res.details[0]) == {"source": "d0", "template": "wrap_easy@1"}
+    assert json.loads(res.details[0]) == {"source": "d0", "template": "wrap_easy@1", "tokens_in": 0, "tokens_out": 0,
+                                          "seconds": 0.0}
 
 
 def test_canary_in_the_system_prompt_never_reaches_kept_outputs(openai_server: str, tmp_path: Path,
@@ -134,3 +135,10 @@ def test_pipeline_funnel_counts_added_rows(openai_server: str, tmp_path: Path, m
     assert (st["rephrase_v1"]["in"], st["rephrase_v1"]["out"]) == (3, 9)
     # 'echo' returns the text unchanged: each original and its two rewrites are exact duplicates.
     assert st["exact_dedup_v1"]["dropped"] == {"exact_duplicate": 6} and res.manifest["totals"]["docs_out"] == 3
+    # Stop before exact dedup to see the per-template stats on kept rewrites.
+    res = run_pipeline(pipeline_dict([str(tmp_path / "in" / "*.jsonl")], tmp_path / "run2", stages=stages[:1]))
+    from curation.stats import summary
+
+    rows = summary(tmp_path / "run2")["rephrase"]
+    assert [(t, n, k, cached) for t, n, k, _, tout, _, cached in rows] == [("wrap_medium@1", 3, 3, 3), ("wrap_qa@1", 3, 3, 3)]
+    assert all(tout > 0 for *_, tout, _, _ in rows)  # served from the first run's cache, counts kept
