@@ -142,3 +142,11 @@ def test_pipeline_funnel_counts_added_rows(openai_server: str, tmp_path: Path, m
     rows = summary(tmp_path / "run2")["rephrase"]
     assert [(t, n, k, cached) for t, n, k, _, tout, _, cached in rows] == [("wrap_medium@1", 3, 3, 3), ("wrap_qa@1", 3, 3, 3)]
     assert all(tout > 0 for *_, tout, _, _ in rows)  # served from the first run's cache, counts kept
+
+
+def test_originals_can_be_replaced_by_their_rewrites(openai_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_OPENAI_KEY", API_KEY)
+    res = stage(http("echo", openai_server), ["wrap_hard"], keep_original=False).process(positioned(PROSE[:2]))
+    assert res.kept.column("id").to_pylist() == ["d0#wrap_hard", "d1#wrap_hard"]
+    assert res.dropped.column("id").to_pylist() == ["d0", "d1"] and res.reasons == ["rephrased", "rephrased"]
+    assert res.kept.column("text").to_pylist() == PROSE[:2]  # 'echo' returns the passage itself
