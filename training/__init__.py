@@ -1,1 +1,1 @@
-"""training: mixture-aware loading of curation shards and the training loop (issue 6; not yet built)."""
+"""training: a mixture-aware loader over curation shards, a small GPT and its training loop, the CMR law."""

@@ -1,0 +1,5 @@
+"""Loading curation shards for training: per-domain document index, tokenizers, the mixture loader."""
+
+from training.data.loader import LoaderConfig, MixtureLoader
+
+__all__ = ["LoaderConfig", "MixtureLoader"]

@@ -1,0 +1,210 @@
+"""MixtureLoader: packed fixed-length sequences from curation shards, domains sampled by token ratios.
+
+How it is deterministic and resumable:
+
+* **Index.** Each run's ``manifest.json`` lists its shards; the loader reads only the ``domain``
+  column of each shard to build, per domain, the ordered list of ``(shard, row)`` documents.
+* **Split without overlap.** Per domain and epoch the documents are permuted with a seed fixed by
+  ``(seed, domain, epoch)``; document ``i`` of that order belongs to stream
+  ``i % (world_size * num_workers)``. Stream ``rank * num_workers + w`` is worker ``w`` of ``rank``.
+  So no document (and so no sequence) is read by two ranks or workers in an epoch.
+* **Packing.** A stream tokenises its documents in order, appends EOS after each, and cuts the
+  token run into ``seq_len + 1`` windows (inputs and shifted targets); a document may span two
+  sequences, never two streams. A domain whose documents run out starts its next epoch.
+* **Mixing.** Sequence ``s`` of a rank comes from the domain drawn by an RNG seeded with
+  ``(seed, rank, s)``, with probabilities = the token ratios (all sequences have the same number
+  of tokens, so sequence shares are token shares); it is taken from worker ``s % num_workers``.
+* **State.** ``state_dict()`` holds the sequence counter and, per stream and domain, the epoch,
+  the position in the permutation and the leftover tokens: loading it continues sample for
+  sample. It also records the manifests' fingerprints, ratios, world size, workers, seq_len and
+  tokenizer, and ``load_state_dict`` refuses any change with a message naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from training.data.tokenizer import Tokenizer, make_tokenizer
+
+
+@dataclass(kw_only=True)
+class LoaderConfig:
+    """``runs``: curation run directories (their manifests). ``ratios``: domain -> weight (token
+    share, normalised; domains absent from the runs are an error). ``group_by``: the column naming
+    a document's domain (``domain``, or a skill column written by a curation stage)."""
+
+    runs: list[str]
+    ratios: dict[str, float]
+    seq_len: int = 256
+    batch_size: int = 8
+    tokenizer: str = "bytes"
+    token_column: str | None = None  # pre-tokenised list<int> column written by a curation stage
+    group_by: str = "domain"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.ratios or any(v < 0 for v in self.ratios.values()) or sum(self.ratios.values()) <= 0:
+            raise ValueError(f"ratios must be non-negative with a positive sum, got {self.ratios}")
+
+
+@dataclass
+class _DomainCursor:
+    epoch: int = 0
+    pos: int = 0  # next index into this stream's share of the epoch's permutation
+    buffer: list[int] = field(default_factory=list)
+
+
+class _Shards:
+    """Reads documents by (shard, row) with a small per-shard cache of text columns."""
+
+    def __init__(self, files: list[str], text_column: str) -> None:
+        self.files = files
+        self.text_column = text_column
+        self._cache: dict[int, list[Any]] = {}
+
+    def get(self, shard: int, row: int) -> Any:
+        if shard not in self._cache:
+            if len(self._cache) >= 8:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[shard] = pq.read_table(self.files[shard], columns=[self.text_column]).column(0).to_pylist()
+        return self._cache[shard][row]
+
+
+def build_index(runs: list[str], group_by: str) -> tuple[list[str], dict[str, np.ndarray], list[str]]:
+    """(shard files, domain -> array of (shard, row) pairs, manifest fingerprints)."""
+    files: list[str] = []
+    fingerprints: list[str] = []
+    refs: dict[str, list[tuple[int, int]]] = {}
+    for run in runs:
+        root = Path(run)
+        manifest_path = root / "manifest.json"
+        if not manifest_path.is_file():
+            raise FileNotFoundError(f"{run}: no manifest.json (is it a finished curation run?)")
+        manifest = json.loads(manifest_path.read_text())
+        fingerprints.append(hashlib.sha256(manifest_path.read_bytes()).hexdigest()[:16])
+        for shard in manifest["shards"]:
+            path = str(root / shard["path"])
+            col = pq.read_table(path, columns=[group_by]).column(0).to_pylist()
+            k = len(files)
+            files.append(path)
+            for row, dom in enumerate(col):
+                refs.setdefault(str(dom), []).append((k, row))
+    return files, {d: np.array(v, dtype=np.int64).reshape(-1, 2) for d, v in refs.items()}, fingerprints
+
+
+class MixtureLoader:
+    """Iterates batches ``(inputs, targets, domains)`` of shape ``(batch_size, seq_len)`` for one rank."""
+
+    def __init__(self, cfg: LoaderConfig, rank: int = 0, world_size: int = 1, num_workers: int = 1,
+                 tokenizer: Tokenizer | None = None) -> None:
+        if not 0 <= rank < world_size or num_workers < 1:
+            raise ValueError(f"need 0 <= rank < world_size and num_workers >= 1, got {rank}, {world_size}, {num_workers}")
+        self.cfg, self.rank, self.world_size, self.num_workers = cfg, rank, world_size, num_workers
+        self.tokenizer = tokenizer or make_tokenizer(cfg.tokenizer)
+        files, self.index, self.fingerprints = build_index(cfg.runs, cfg.group_by)
+        missing = sorted(set(cfg.ratios) - set(self.index))
+        if missing:
+            raise ValueError(f"ratios name domains the runs do not have: {missing}; they have {sorted(self.index)}")
+        self.domains = sorted(d for d, w in cfg.ratios.items() if w > 0)
+        total = sum(cfg.ratios[d] for d in self.domains)
+        self.probs = np.array([cfg.ratios[d] / total for d in self.domains])
+        self._shards = _Shards(files, cfg.token_column or "text")
+        self.n_streams = world_size * num_workers
+        self.sequence = 0  # sequences this rank has produced
+        self.cursors = {(w, d): _DomainCursor() for w in range(num_workers) for d in self.domains}
+        self.tokens_by_domain = {d: 0 for d in self.domains}
+        self._perm_cache: dict[tuple[str, int], np.ndarray] = {}
+
+    # -- sampling --------------------------------------------------------------------------------
+
+    def _domain_of(self, s: int) -> str:
+        rng = np.random.default_rng([self.cfg.seed, self.rank, s])
+        return self.domains[int(rng.choice(len(self.domains), p=self.probs))]
+
+    def _stream_docs(self, domain: str, epoch: int, stream: int) -> np.ndarray:
+        key = (domain, epoch)
+        if key not in self._perm_cache:
+            if len(self._perm_cache) > 4 * len(self.domains):
+                self._perm_cache.clear()
+            seed = int.from_bytes(hashlib.sha256(f"{self.cfg.seed}/{domain}/{epoch}".encode()).digest()[:8], "little")
+            perm = np.random.default_rng(seed).permutation(len(self.index[domain]))
+            self._perm_cache[key] = perm
+        return self._perm_cache[key][stream:: self.n_streams]
+
+    def _next_sequence(self, worker: int, domain: str) -> np.ndarray:
+        cur = self.cursors[(worker, domain)]
+        need = self.cfg.seq_len + 1
+        stream = self.rank * self.num_workers + worker
+        while len(cur.buffer) < need:
+            docs = self._stream_docs(domain, cur.epoch, stream)
+            if len(docs) == 0:
+                raise ValueError(f"domain {domain!r} has {len(self.index[domain])} documents, fewer than the "
+                                 f"{self.n_streams} rank x worker streams: each stream needs at least one")
+            if cur.pos >= len(docs):
+                cur.epoch, cur.pos = cur.epoch + 1, 0
+                continue
+            take = docs[cur.pos: cur.pos + 16]
+            cur.pos += len(take)
+            refs = self.index[domain][take]
+            items = [self._shards.get(int(s), int(r)) for s, r in refs]
+            toks = items if self.cfg.token_column else self.tokenizer.encode_batch(items)
+            for t in toks:
+                cur.buffer.extend(t)
+                cur.buffer.append(self.tokenizer.eos_id)
+        seq = np.array(cur.buffer[:need], dtype=np.int64)
+        # Keep the overlap token: the last target of this sequence is the first input of the next.
+        del cur.buffer[: need - 1]
+        return seq
+
+    def next_batch(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        seqs, doms = [], []
+        for _ in range(self.cfg.batch_size):
+            s = self.sequence
+            dom = self._domain_of(s)
+            seqs.append(self._next_sequence(s % self.num_workers, dom))
+            doms.append(dom)
+            self.tokens_by_domain[dom] += self.cfg.seq_len
+            self.sequence += 1
+        arr = np.stack(seqs)
+        return arr[:, :-1], arr[:, 1:], doms
+
+    def __iter__(self) -> MixtureLoader:
+        return self
+
+    def __next__(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        return self.next_batch()
+
+    def realised_shares(self) -> dict[str, float]:
+        total = sum(self.tokens_by_domain.values())
+        return {d: (n / total if total else 0.0) for d, n in self.tokens_by_domain.items()}
+
+    # -- resume ----------------------------------------------------------------------------------
+
+    def _identity(self) -> dict[str, Any]:
+        return {"manifests": self.fingerprints, "ratios": {d: float(p) for d, p in zip(self.domains, self.probs)},
+                "world_size": self.world_size, "num_workers": self.num_workers, "rank": self.rank,
+                "seq_len": self.cfg.seq_len, "batch_size": self.cfg.batch_size, "tokenizer": self.cfg.tokenizer,
+                "group_by": self.cfg.group_by, "seed": self.cfg.seed}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"identity": self._identity(), "sequence": self.sequence,
+                "tokens_by_domain": dict(self.tokens_by_domain),
+                "cursors": [{"worker": w, "domain": d, **asdict(c)} for (w, d), c in sorted(self.cursors.items())]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        mine, theirs = self._identity(), state["identity"]
+        changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if changed:
+            detail = "; ".join(f"{k}: saved {theirs.get(k)!r}, now {mine.get(k)!r}" for k in changed)
+            raise ValueError(f"cannot resume this loader: {detail}")
+        self.sequence = int(state["sequence"])
+        self.tokens_by_domain = {d: int(n) for d, n in state["tokens_by_domain"].items()}
+        for c in state["cursors"]:
+            self.cursors[(int(c["worker"]), c["domain"])] = _DomainCursor(int(c["epoch"]), int(c["pos"]), list(c["buffer"]))

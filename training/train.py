@@ -1,0 +1,205 @@
+"""The training loop: DDP (gloo on CPU, NCCL on GPU), bf16 autocast on CUDA, gradient accumulation,
+cosine or warmup-stable-decay schedule, exact checkpoint/resume, per-domain eval loss to JSONL.
+
+    python -m training.train training/configs/tiny.yaml                      # one process
+    torchrun --nproc_per_node 2 -m training.train training/configs/tiny.yaml  # DDP
+    python -m training.train CONFIG -o steps=200 -o out_dir=runs/train2       # overrides
+
+Resume: rerunning with the same ``out_dir`` continues from ``checkpoint.pt`` (model, optimiser,
+step, every rank's loader state), producing the batches an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from curation.config import apply_overrides, from_dict, load_yaml
+from training.data.loader import LoaderConfig, MixtureLoader
+from training.model import GPT, GPTConfig
+
+
+@dataclass(kw_only=True)
+class ScheduleConfig:
+    """``cosine``: warmup then cosine to ``min_lr_ratio``; ``wsd``: warmup, stable, then linear decay
+    over the last ``decay_fraction`` of steps. ``rewarm``: warm up again from step 0 of this run
+    (continual pre-training from a loaded checkpoint)."""
+
+    kind: str = "cosine"
+    lr: float = 3e-3
+    warmup_steps: int = 10
+    min_lr_ratio: float = 0.1
+    decay_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("cosine", "wsd"):
+            raise ValueError(f"schedule.kind: {self.kind!r} is not one of ['cosine', 'wsd']")
+
+
+def lr_at(step: int, total: int, s: ScheduleConfig) -> float:
+    if step < s.warmup_steps:
+        return s.lr * (step + 1) / s.warmup_steps
+    if s.kind == "cosine":
+        p = (step - s.warmup_steps) / max(1, total - s.warmup_steps)
+        return s.lr * (s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
+    decay_start = int(total * (1 - s.decay_fraction))
+    if step < decay_start:
+        return s.lr
+    p = (step - decay_start) / max(1, total - decay_start)
+    return s.lr * (1 - (1 - s.min_lr_ratio) * min(1.0, p))
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    data: LoaderConfig
+    model: GPTConfig = field(default_factory=GPTConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    out_dir: str = "runs/train"
+    steps: int = 100
+    grad_accum: int = 1
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 25
+    eval_batches: int = 2
+    checkpoint_every: int = 50
+    init_from: str | None = None  # a checkpoint.pt to continue pre-training from (weights only)
+    seed: int = 0
+
+
+def _dist() -> tuple[int, int, str]:
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if not dist.is_initialized():
+            dist.init_process_group(backend)
+        return dist.get_rank(), dist.get_world_size(), backend
+    return 0, 1, "none"
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def evaluate(model: torch.nn.Module, cfg: TrainConfig, device: str, rank: int, world: int) -> dict[str, float]:
+    """Mean next-token loss per domain on fixed held-out batches (a loader with its own seed,
+    restarted every time, so every evaluation sees the same sequences)."""
+    out: dict[str, float] = {}
+    model.eval()
+    for dom in sorted(d for d, w in cfg.data.ratios.items() if w > 0):
+        dcfg = LoaderConfig(**{**asdict(cfg.data), "ratios": {dom: 1.0}, "seed": cfg.data.seed + 10_007})
+        loader = MixtureLoader(dcfg, rank=rank, world_size=world)
+        losses = []
+        with torch.no_grad():
+            for _ in range(cfg.eval_batches):
+                x, y, _ = loader.next_batch()
+                _, loss = model(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
+                losses.append(float(loss))
+        value = torch.tensor(float(np.mean(losses)), device=device)
+        if world > 1:
+            dist.all_reduce(value)
+            value /= world
+        out[dom] = float(value)
+    model.train()
+    return out
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    rank, world, backend = _dist()
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    loader = MixtureLoader(cfg.data, rank=rank, world_size=world)
+    cfg.model.vocab_size = loader.tokenizer.vocab_size
+    cfg.model.seq_len = cfg.data.seq_len
+    model = GPT(cfg.model).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.schedule.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    step = 0
+    ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        loader.load_state_dict(ckpt["loaders"][rank])
+        step = int(ckpt["step"])
+    elif cfg.init_from:
+        model.load_state_dict(torch.load(cfg.init_from, map_location=device, weights_only=False)["model"])
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext()
+    log = open(out / "log.jsonl", "a", encoding="utf-8") if rank == 0 else None
+    t0, tokens_per_step = time.time(), cfg.data.batch_size * cfg.data.seq_len * cfg.grad_accum * world
+    last_loss = float("nan")
+    while step < cfg.steps:
+        lr = lr_at(step, cfg.steps, cfg.schedule)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        total = 0.0
+        for micro in range(cfg.grad_accum):
+            x, y, _ = loader.next_batch()
+            sync = micro == cfg.grad_accum - 1 or world == 1
+            ctx = nullcontext() if sync else ddp.no_sync()  # type: ignore[union-attr]
+            with ctx, autocast:
+                _, loss = ddp(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
+                (loss / cfg.grad_accum).backward()
+            total += float(loss) / cfg.grad_accum
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        last_loss = total
+        record: dict[str, Any] = {"step": step, "tokens": step * tokens_per_step, "lr": lr, "train_loss": total,
+                                  "tokens_per_s": round(step * tokens_per_step / max(1e-9, time.time() - t0))}
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            record["eval"] = evaluate(model, cfg, device, rank, world)
+            record["shares"] = loader.realised_shares()
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            states = [None] * world
+            if world > 1:
+                dist.all_gather_object(states, loader.state_dict())
+            else:
+                states = [loader.state_dict()]
+            if rank == 0:
+                _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                              "loaders": states, "config": asdict(cfg)}, ckpt_path)
+        if log:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+    if log:
+        log.close()
+    result = {"step": step, "train_loss": last_loss, "rank": rank, "world_size": world, "backend": backend,
+              "device": device, "shares": loader.realised_shares()}
+    if world > 1:
+        dist.barrier()
+    return result
+
+
+def load_config(path: str, overrides: list[str]) -> TrainConfig:
+    return from_dict(TrainConfig, apply_overrides(load_yaml(path), overrides), where=path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        raise SystemExit("usage: python -m training.train CONFIG.yaml [-o key=value ...]")
+    path, overrides = args[0], [args[i + 1] for i, a in enumerate(args) if a == "-o"]
+    result = train(load_config(path, overrides))
+    if result["rank"] == 0:
+        print(json.dumps(result))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
