@@ -141,6 +141,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     log = open(out / "log.jsonl", "a", encoding="utf-8") if rank == 0 else None
     t0, tokens_per_step = time.time(), cfg.data.batch_size * cfg.data.seq_len * cfg.grad_accum * world
     last_loss = float("nan")
+    if step == 0:  # the reference point of loss changes (the CMR fit measures from here)
+        base = evaluate(model, cfg, device, rank, world)
+        if log:
+            log.write(json.dumps({"config": asdict(cfg)}) + "\n")
+            log.write(json.dumps({"step": 0, "tokens": 0, "eval": base}) + "\n")
     while step < cfg.steps:
         lr = lr_at(step, cfg.steps, cfg.schedule)
         for g in opt.param_groups:

@@ -37,7 +37,8 @@ def test_two_process_gloo_ddp_loss_falls(quickstart_run: Path, tmp_path: Path) -
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["world_size"] == 2 and result["backend"] == "gloo"
     log = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
-    losses = [rec["train_loss"] for rec in log]
+    assert log[0]["config"]["data"]["ratios"] == {"python_docs": 0.8, "license": 0.2} and log[1]["step"] == 0
+    losses = [rec["train_loss"] for rec in log if "train_loss" in rec]
     assert losses[-1] < losses[0] - 1.0  # from ~ln(257) = 5.5 towards byte-level English
     evals = [rec["eval"] for rec in log if "eval" in rec]
     assert set(evals[-1]) == {"python_docs", "license"} and evals[-1]["python_docs"] < evals[0]["python_docs"] + 1e-9

@@ -41,7 +41,8 @@ class LoaderConfig:
     a document's domain (``domain``, or a skill column written by a curation stage)."""
 
     runs: list[str]
-    ratios: dict[str, float]
+    ratios: dict[str, float] = field(default_factory=dict)
+    ratios_file: str | None = None  # JSON/YAML {ratios: {...}} (e.g. from `training.cmr predict --mixture`)
     seq_len: int = 256
     batch_size: int = 8
     tokenizer: str = "bytes"
@@ -50,6 +51,10 @@ class LoaderConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.ratios_file:
+            import yaml
+
+            self.ratios = {str(k): float(v) for k, v in yaml.safe_load(Path(self.ratios_file).read_text())["ratios"].items()}
         if not self.ratios or any(v < 0 for v in self.ratios.values()) or sum(self.ratios.values()) <= 0:
             raise ValueError(f"ratios must be non-negative with a positive sum, got {self.ratios}")
 

@@ -1,0 +1,71 @@
+"""CMR law: recover a known critical ratio from synthetic curves; a real (tiny) sweep fits and plots."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from training.cmr import critical_ratio, dom_curve, fit_cmr, fit_dom, fit_gen, gen_curve
+
+
+def test_curve_fits_recover_their_parameters() -> None:
+    t = np.linspace(1, 100, 60)
+    dom = dom_curve(t, -0.4, 0.35, 0.02)
+    assert np.allclose(dom_curve(t, *fit_dom(t, dom)), dom, atol=1e-6)
+    gen = gen_curve(t, 0.6, 0.2, -0.45, 0.3, 0.0)  # rises, then falls back
+    assert np.allclose(gen_curve(t, *fit_gen(t, gen)), gen, atol=1e-4)
+
+
+def test_critical_ratio_recovered_within_5_percent() -> None:
+    # Ground truth: dL_gen(R, T) = k R T^-0.3 (the early rise fades), dL_dom = -0.5 R T^0.4.
+    # Feasible iff k R T^-0.3 <= eps, so R_CMR(T) = (eps / k) T^0.3 exactly.
+    k, eps = 0.2, 0.05
+    rng = np.random.default_rng(0)
+    t = np.linspace(1, 50, 40)
+    ratios = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    curves = {r: (t, k * r * t ** -0.3 + rng.normal(0, 1e-4, len(t)), -0.5 * r * t ** 0.4) for r in ratios}
+    fit = fit_cmr(curves, eps, token_unit=2e8)
+    for tokens in (5 * 2e8, 20 * 2e8, 40 * 2e8):
+        truth = eps / k * (tokens / 2e8) ** 0.3
+        got, extrapolated = fit.predict(tokens)
+        assert abs(got - truth) / truth < 0.05 and not extrapolated, (tokens, got, truth)
+    assert fit.predict(60 * 2e8)[1]  # beyond the runs: flagged as extrapolation
+    assert critical_ratio(10.0, [0.1, 0.2], [[1.0, 0.0, 0.0, 0.0, 0.0]] * 2, [[-1.0, 0.0, 0.0]] * 2, eps) == 0.0
+
+
+@pytest.mark.slow
+def test_real_sweep_on_cpu_fits_a_ratio_and_plots(quickstart_run: Path, tmp_path: Path) -> None:
+    cfg = yaml.safe_load((REPO / "training" / "configs" / "tiny.yaml").read_text())
+    cfg["data"].update(runs=[str(quickstart_run)], seq_len=64, batch_size=8, ratios={"python_docs": 1.0})
+    cfg.update(steps=80, eval_every=8, eval_batches=2, checkpoint_every=80, out_dir=str(tmp_path / "general"))
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    run = lambda *a: subprocess.run([sys.executable, *a], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)  # noqa: E731
+    r = run("-m", "training.train", str(base))
+    assert r.returncode == 0, r.stderr[-2000:]
+    cfg.update(init_from=str(tmp_path / "general" / "checkpoint.pt"), steps=48, schedule={"kind": "wsd", "lr": 2e-3, "warmup_steps": 4})
+    cpt = tmp_path / "cpt.yaml"
+    cpt.write_text(yaml.safe_dump(cfg))
+    r = run("-m", "training.cmr", "sweep", str(cpt), "--general", "python_docs", "--domain", "license",
+            "--ratios", "0.125,0.25,0.5,0.75", "--out", str(tmp_path / "sweep"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    runs = sorted(str(p) for p in (tmp_path / "sweep").iterdir())
+    r = run("-m", "training.cmr", "fit", *runs, "--general", "python_docs", "--domain", "license", "--eps", "0.05",
+            "--token-unit", "1000", "--out", str(tmp_path / "fit.json"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "fit.png").stat().st_size > 10_000
+    r = run("-m", "training.cmr", "predict", str(tmp_path / "fit.json"), "--tokens", "30000", "--mixture",
+            str(tmp_path / "mix.json"))
+    pred = json.loads(r.stdout)
+    assert 0.0 <= pred["critical_ratio"] <= 1.0
+    mix = json.loads((tmp_path / "mix.json").read_text())["ratios"]
+    assert set(mix) == {"python_docs", "license"} and abs(sum(mix.values()) - 1) < 1e-6

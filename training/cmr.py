@@ -1,0 +1,211 @@
+"""Critical Mixture Ratio (CMR) law for continual pre-training (METHODS.md 3; treat the paper's numbers
+as unverified, the functional forms and the definition are what matter).
+
+    python -m training.cmr sweep training/configs/cpt_general_domain.yaml --general python_docs \
+        --domain license --ratios 0.125,0.25,0.5,0.75 --out runs/cmr-sweep
+    python -m training.cmr fit runs/cmr-sweep/r* --general python_docs --domain license --out runs/cmr-fit.json
+    python -m training.cmr predict runs/cmr-fit.json --tokens 2000000 --mixture runs/mixture.yaml
+
+Per mixture ratio R (domain share), loss changes from the start of continual pre-training, with T in
+``token_unit`` tokens:
+    dL_dom(T) = a1 * T**s1 + b1                  (falls)
+    dL_gen(T) = a2 * T**s2 + a3 * T**s3 + b2     (rises, then partly recovers)
+R is feasible at T when dL_gen(T) <= eps and dL_dom(T) < 0; the critical ratio R_CMR(T) is the
+largest feasible R (linear interpolation of dL_gen between measured ratios), and
+    R_CMR(T) = a4 * T**s4 + b3
+is fitted over T and extrapolated to the target budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def dom_curve(t: np.ndarray, a1: float, s1: float, b1: float) -> np.ndarray:
+    return a1 * np.power(t, s1) + b1
+
+
+def gen_curve(t: np.ndarray, a2: float, s2: float, a3: float, s3: float, b2: float) -> np.ndarray:
+    return a2 * np.power(t, s2) + a3 * np.power(t, s3) + b2
+
+
+def cmr_curve(t: np.ndarray, a4: float, s4: float, b3: float) -> np.ndarray:
+    return a4 * np.power(t, s4) + b3
+
+
+def _fit(fn: Callable[..., np.ndarray], t: np.ndarray, y: np.ndarray, starts: Sequence[Sequence[float]]) -> list[float]:
+    """Least squares from several starting points; the best fit wins (power laws have local minima)."""
+    from scipy.optimize import curve_fit
+
+    best, best_err = None, math.inf
+    for p0 in starts:
+        try:
+            params, _ = curve_fit(fn, t, y, p0=list(p0), maxfev=20000)
+        except (RuntimeError, ValueError, FloatingPointError):
+            continue
+        err = float(np.mean((fn(t, *params) - y) ** 2))
+        if np.all(np.isfinite(params)) and err < best_err:
+            best, best_err = params, err
+    if best is None:
+        raise ValueError("curve fit failed from every starting point")
+    return [float(p) for p in best]
+
+
+def fit_dom(t: np.ndarray, dl: np.ndarray) -> list[float]:
+    return _fit(dom_curve, t, dl, [(-0.5, 0.3, 0.0), (-1.0, 0.5, 0.0), (-0.1, 0.1, 0.0), (0.5, -0.3, -0.5)])
+
+
+def fit_gen(t: np.ndarray, dl: np.ndarray) -> list[float]:
+    return _fit(gen_curve, t, dl, [(0.5, 0.2, -0.2, 0.5, 0.0), (1.0, 0.1, -0.5, 0.4, 0.0), (0.2, 0.5, -0.05, 1.0, 0.0),
+                                   (0.1, -0.3, 0.01, 0.5, 0.0), (0.1, -0.5, -0.01, 0.2, 0.0)])
+
+
+def critical_ratio(t: float, ratios: Sequence[float], gen_fits: Sequence[list[float]], dom_fits: Sequence[list[float]],
+                   eps: float) -> float:
+    """Largest R whose fitted general-loss increase at ``t`` stays within ``eps`` (and whose domain
+    loss falls); between two measured ratios the crossing is interpolated linearly. 0 if none."""
+    order = np.argsort(ratios)
+    rs = np.asarray(ratios, dtype=float)[order]
+    g = np.array([gen_curve(np.array([t]), *gen_fits[i])[0] for i in order])
+    d = np.array([dom_curve(np.array([t]), *dom_fits[i])[0] for i in order])
+    ok = (g <= eps) & (d < 0)
+    if not ok.any():
+        return 0.0
+    k = int(np.flatnonzero(ok).max())
+    if k == len(rs) - 1 or g[k + 1] <= eps:
+        return float(rs[k])
+    # g crosses eps between rs[k] (feasible) and rs[k+1] (infeasible)
+    return float(rs[k] + (eps - g[k]) * (rs[k + 1] - rs[k]) / (g[k + 1] - g[k]))
+
+
+@dataclass
+class CMRFit:
+    ratios: list[float]
+    dom: list[list[float]]
+    gen: list[list[float]]
+    cmr: list[float]
+    eps: float
+    token_unit: float
+    t_max: float
+    grid: list[tuple[float, float]]
+    general: str = "general"
+    domain: str = "domain"
+
+    def predict(self, tokens: float) -> tuple[float, bool]:
+        """(critical ratio at this many tokens, whether that is an extrapolation beyond the runs)."""
+        t = tokens / self.token_unit
+        r = float(cmr_curve(np.array([t]), *self.cmr)[0])
+        return min(1.0, max(0.0, r)), t > self.t_max
+
+
+def fit_cmr(curves: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]], eps: float, token_unit: float,
+            general: str = "general", domain: str = "domain") -> CMRFit:
+    """``curves``: ratio -> (T, dL_gen, dL_dom), T already in ``token_unit`` units."""
+    ratios = sorted(curves)
+    gen = [fit_gen(*curves[r][:2]) for r in ratios]
+    dom = [fit_dom(curves[r][0], curves[r][2]) for r in ratios]
+    t_min = max(float(curves[r][0].min()) for r in ratios)
+    t_max = min(float(curves[r][0].max()) for r in ratios)
+    grid_t = np.linspace(t_min, t_max, 25)
+    grid_r = np.array([critical_ratio(float(t), ratios, gen, dom, eps) for t in grid_t])
+    cmr = _fit(cmr_curve, grid_t, grid_r, [(0.1, 0.3, 0.0), (0.5, 0.1, 0.0), (-0.5, -0.5, 0.5)])
+    return CMRFit(ratios=ratios, dom=dom, gen=gen, cmr=cmr, eps=eps, token_unit=token_unit, t_max=t_max,
+                  grid=[(float(t), float(r)) for t, r in zip(grid_t, grid_r)], general=general, domain=domain)
+
+
+def curves_from_log(log: Path, general: str, domain: str, token_unit: float) -> tuple[float, tuple[np.ndarray, ...]]:
+    """(R, (T, dL_gen, dL_dom)) from a training log.jsonl whose first record holds the config."""
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    ratios = records[0]["config"]["data"]["ratios"]
+    r = ratios.get(domain, 0.0) / sum(ratios.values())
+    evals = [(rec["tokens"], rec["eval"]) for rec in records[1:] if "eval" in rec]
+    base = next((e for tok, e in evals if tok == 0), None)
+    if base is None:
+        raise ValueError(f"{log}: no step-0 evaluation to measure loss changes from")
+    pts = [(tok / token_unit, e[general] - base[general], e[domain] - base[domain]) for tok, e in evals if tok > 0]
+    t, g, d = (np.array(x) for x in zip(*pts))
+    return r, (t, g, d)
+
+
+def plot(fit: CMRFit, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = np.array([p[0] for p in fit.grid])
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    for r, g in zip(fit.ratios, fit.gen):
+        ax[0].plot(t, gen_curve(t, *g), label=f"R={r:g}")
+    ax[0].axhline(fit.eps, color="k", ls="--", label="eps")
+    ax[0].set(xlabel=f"T ({fit.token_unit:g} tokens)", ylabel="general loss change", title="dL_gen per ratio")
+    ax[0].legend()
+    ax[1].plot(t, [p[1] for p in fit.grid], "o", label="critical ratio (from fits)")
+    ax[1].plot(t, cmr_curve(t, *fit.cmr), "-", label="R_CMR(T) power law")
+    ax[1].set(xlabel=f"T ({fit.token_unit:g} tokens)", ylabel="R", title="critical mixture ratio")
+    ax[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m training.cmr")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("fit", help="fit the CMR law from training logs of runs at different ratios")
+    f.add_argument("runs", nargs="+", type=Path)
+    f.add_argument("--general", required=True)
+    f.add_argument("--domain", required=True)
+    f.add_argument("--eps", type=float, default=0.05)
+    f.add_argument("--token-unit", type=float, default=2e8, help="tokens per unit of T (the paper: 0.2B)")
+    f.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("predict", help="critical ratio for a token budget; optionally write a mixture file")
+    p.add_argument("fit", type=Path)
+    p.add_argument("--tokens", type=float, required=True)
+    p.add_argument("--mixture", type=Path, help="write {ratios: {GENERAL: 1-R, DOMAIN: R}} here (data.ratios_file)")
+    s = sub.add_parser("sweep", help="run the continual pre-training runs the fit needs")
+    s.add_argument("config", type=Path)
+    s.add_argument("--general", required=True)
+    s.add_argument("--domain", required=True)
+    s.add_argument("--ratios", default="0.125,0.25,0.5,0.75")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("-o", action="append", default=[], help="extra overrides for every run")
+    a = ap.parse_args(argv)
+    if a.cmd == "sweep":
+        for r in (float(x) for x in a.ratios.split(",")):
+            ratios = json.dumps({a.general: 1 - r, a.domain: r})
+            cmd = [sys.executable, "-m", "training.train", str(a.config), "-o", f"out_dir={a.out}/r{r:g}",
+                   "-o", f"data.ratios={ratios}"] + [x for o in a.o for x in ("-o", o)]
+            subprocess.run(cmd, check=True)
+        return
+    if a.cmd == "fit":
+        curves = {}
+        for run in a.runs:
+            r, c = curves_from_log(run / "log.jsonl", a.general, a.domain, a.token_unit)
+            curves[r] = c
+        fit = fit_cmr(curves, a.eps, a.token_unit, a.general, a.domain)
+        a.out.write_text(json.dumps(fit.__dict__, indent=1))
+        plot(fit, a.out.with_suffix(".png"))
+        print(json.dumps({"ratios": fit.ratios, "cmr": fit.cmr, "grid": fit.grid[:: max(1, len(fit.grid) // 5)],
+                          "plot": str(a.out.with_suffix(".png"))}))
+        return
+    data: dict[str, Any] = json.loads(a.fit.read_text())
+    fit = CMRFit(**{**data, "grid": [tuple(g) for g in data["grid"]]})
+    r, extrapolated = fit.predict(a.tokens)
+    print(json.dumps({"tokens": a.tokens, "critical_ratio": r, "extrapolated": extrapolated}))
+    if a.mixture:
+        a.mixture.write_text(json.dumps({"ratios": {fit.general: round(1 - r, 6), fit.domain: round(r, 6)}}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
