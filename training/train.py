@@ -78,6 +78,8 @@ class TrainConfig:
 
 
 def _dist() -> tuple[int, int, str]:
+    if dist.is_initialized():  # set up by a launcher (Ray Train)
+        return dist.get_rank(), dist.get_world_size(), str(dist.get_backend())
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if not dist.is_initialized():

@@ -65,3 +65,16 @@ def test_schedules() -> None:
     assert lr_at(100, 100, cos) == pytest.approx(0.1)
     wsd = ScheduleConfig(kind="wsd", lr=1.0, warmup_steps=10, decay_fraction=0.2, min_lr_ratio=0.0)
     assert lr_at(50, 100, wsd) == 1.0 and lr_at(79, 100, wsd) == 1.0 and lr_at(90, 100, wsd) == pytest.approx(0.5)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ray_train_launcher_runs_the_same_loop(ray_cluster: None, quickstart_run: Path, tmp_path: Path) -> None:
+    from training.ray_launch import launch
+
+    cfg = load_config(str(write_cfg(tmp_path, quickstart_run, steps=6, eval_every=6, checkpoint_every=6)), [])
+    launch(cfg, workers=2)
+    log = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    ckpt = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=False)
+    assert log[-1]["step"] == 6 and len(ckpt["loaders"]) == 2  # two ranks, each with its own loader state
+    assert ckpt["loaders"][0]["identity"]["world_size"] == 2
