@@ -28,6 +28,7 @@ import torch.distributed as dist
 from curation.config import apply_overrides, from_dict, load_yaml
 from training.data.loader import LoaderConfig, MixtureLoader
 from training.model import GPT, GPTConfig
+from training.skillit import SkillGraph, SkillItConfig, SkillItSampler
 
 
 @dataclass(kw_only=True)
@@ -74,6 +75,8 @@ class TrainConfig:
     eval_batches: int = 2
     checkpoint_every: int = 50
     init_from: str | None = None  # a checkpoint.pt to continue pre-training from (weights only)
+    skillit: SkillItConfig | None = None  # online mixture updates from per-domain eval losses
+    eval_runs: list[str] | None = None  # held-out curation runs for the per-domain eval loss
     seed: int = 0
 
 
@@ -95,12 +98,14 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 
 def evaluate(model: torch.nn.Module, cfg: TrainConfig, device: str, rank: int, world: int) -> dict[str, float]:
-    """Mean next-token loss per domain on fixed held-out batches (a loader with its own seed,
-    restarted every time, so every evaluation sees the same sequences)."""
+    """Mean next-token loss per domain on fixed batches: from ``eval_runs`` (held-out curation runs)
+    when given, else from the training runs with another seed (not held out). The loader restarts
+    every time, so every evaluation sees the same sequences."""
     out: dict[str, float] = {}
     model.eval()
     for dom in sorted(d for d, w in cfg.data.ratios.items() if w > 0):
-        dcfg = LoaderConfig(**{**asdict(cfg.data), "ratios": {dom: 1.0}, "seed": cfg.data.seed + 10_007})
+        dcfg = LoaderConfig(**{**asdict(cfg.data), "ratios": {dom: 1.0}, "ratios_file": None,
+                               "runs": cfg.eval_runs or cfg.data.runs, "seed": cfg.data.seed + 10_007})
         loader = MixtureLoader(dcfg, rank=rank, world_size=world)
         losses = []
         with torch.no_grad():
@@ -130,11 +135,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.schedule.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     step = 0
     ckpt_path = out / "checkpoint.pt"
+    sampler = None
+    if cfg.skillit:
+        s = cfg.skillit
+        sampler = SkillItSampler(SkillGraph.load(s.graph), eta=s.eta, window=s.window, normalize_loss=s.normalize_loss)
+        loader.set_ratios(sampler.mixture())
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         loader.load_state_dict(ckpt["loaders"][rank])
+        if sampler is not None:
+            sampler.load_state_dict(ckpt["skillit"])
         step = int(ckpt["step"])
     elif cfg.init_from:
         model.load_state_dict(torch.load(cfg.init_from, map_location=device, weights_only=False)["model"])
@@ -145,6 +157,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     last_loss = float("nan")
     if step == 0:  # the reference point of loss changes (the CMR fit measures from here)
         base = evaluate(model, cfg, device, rank, world)
+        if sampler is not None:
+            sampler.observe(base)
         if log:
             log.write(json.dumps({"config": asdict(cfg)}) + "\n")
             log.write(json.dumps({"step": 0, "tokens": 0, "eval": base}) + "\n")
@@ -171,6 +185,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if step % cfg.eval_every == 0 or step == cfg.steps:
             record["eval"] = evaluate(model, cfg, device, rank, world)
             record["shares"] = loader.realised_shares()
+            if sampler is not None:
+                sampler.observe(record["eval"])
+        if sampler is not None and cfg.skillit and step % cfg.skillit.update_every == 0:
+            loader.set_ratios(sampler.update(step))  # every rank computes the same (all-reduced) update
+            record["skillit"] = sampler.updates[-1]
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             states = [None] * world
             if world > 1:
@@ -179,7 +198,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 states = [loader.state_dict()]
             if rank == 0:
                 _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                              "loaders": states, "config": asdict(cfg)}, ckpt_path)
+                              "loaders": states, "config": asdict(cfg),
+                              "skillit": sampler.state_dict() if sampler else None}, ckpt_path)
         if log:
             log.write(json.dumps(record) + "\n")
             log.flush()

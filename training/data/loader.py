@@ -120,6 +120,7 @@ class MixtureLoader:
         self.domains = sorted(d for d, w in cfg.ratios.items() if w > 0)
         total = sum(cfg.ratios[d] for d in self.domains)
         self.probs = np.array([cfg.ratios[d] / total for d in self.domains])
+        self.init_probs = self.probs.copy()  # the identity; ``set_ratios`` (Skill-It) changes ``probs``
         self._shards = _Shards(files, cfg.token_column or "text")
         self.n_streams = world_size * num_workers
         self.sequence = 0  # sequences this rank has produced
@@ -186,6 +187,17 @@ class MixtureLoader:
     def __next__(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
         return self.next_batch()
 
+    def set_ratios(self, ratios: dict[str, float]) -> None:
+        """Change the mixture from the next sequence on (online schedules such as Skill-It); the
+        new ratios are part of ``state_dict`` so a resumed run draws the same domains."""
+        unknown = sorted(set(ratios) - set(self.domains))
+        if unknown:
+            raise ValueError(f"set_ratios: {unknown} are not among this loader's domains {self.domains}")
+        w = np.array([max(0.0, float(ratios.get(d, 0.0))) for d in self.domains])
+        if w.sum() <= 0:
+            raise ValueError("set_ratios: weights must have a positive sum")
+        self.probs = w / w.sum()
+
     def realised_shares(self) -> dict[str, float]:
         total = sum(self.tokens_by_domain.values())
         return {d: (n / total if total else 0.0) for d, n in self.tokens_by_domain.items()}
@@ -193,13 +205,13 @@ class MixtureLoader:
     # -- resume ----------------------------------------------------------------------------------
 
     def _identity(self) -> dict[str, Any]:
-        return {"manifests": self.fingerprints, "ratios": {d: float(p) for d, p in zip(self.domains, self.probs)},
+        return {"manifests": self.fingerprints, "ratios": {d: float(p) for d, p in zip(self.domains, self.init_probs)},
                 "world_size": self.world_size, "num_workers": self.num_workers, "rank": self.rank,
                 "seq_len": self.cfg.seq_len, "batch_size": self.cfg.batch_size, "tokenizer": self.cfg.tokenizer,
                 "group_by": self.cfg.group_by, "seed": self.cfg.seed}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"identity": self._identity(), "sequence": self.sequence,
+        return {"identity": self._identity(), "sequence": self.sequence, "probs": self.probs.tolist(),
                 "tokens_by_domain": dict(self.tokens_by_domain),
                 "cursors": [{"worker": w, "domain": d, **asdict(c)} for (w, d), c in sorted(self.cursors.items())]}
 
@@ -210,6 +222,7 @@ class MixtureLoader:
             detail = "; ".join(f"{k}: saved {theirs.get(k)!r}, now {mine.get(k)!r}" for k in changed)
             raise ValueError(f"cannot resume this loader: {detail}")
         self.sequence = int(state["sequence"])
+        self.probs = np.asarray(state.get("probs", self.init_probs), dtype=np.float64)
         self.tokens_by_domain = {d: int(n) for d, n in state["tokens_by_domain"].items()}
         for c in state["cursors"]:
             self.cursors[(int(c["worker"]), c["domain"])] = _DomainCursor(int(c["epoch"]), int(c["pos"]), list(c["buffer"]))
