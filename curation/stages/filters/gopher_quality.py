@@ -25,6 +25,11 @@ class GopherQualityConfig:
     stop_words: list[str] | None = None
     language: str = "en"
     word_tokenizer: str = "fast"  # "fast" (regex, see word_tokenizer.py) or "spacy" (datatrove default)
+    implementation: str = "fast"  # "fast" (memoised per-word checks, same decisions) or "datatrove"
+
+    def __post_init__(self) -> None:
+        if self.implementation not in ("fast", "datatrove"):
+            raise ValueError(f"implementation: {self.implementation!r} is not one of ['datatrove', 'fast']")
 
 
 @register_stage("gopher_quality_v1")
@@ -36,4 +41,9 @@ class GopherQuality(DatatroveFilter):
     def make_filter(self) -> Any:
         from datatrove.pipeline.filters import GopherQualityFilter
 
-        return GopherQualityFilter(**self._kwargs())
+        kwargs = self._kwargs()
+        if kwargs.pop("implementation") == "fast":
+            from curation.stages.filters._gopher_quality import make_fast_filter
+
+            return make_fast_filter(**kwargs)
+        return GopherQualityFilter(**kwargs)
