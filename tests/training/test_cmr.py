@@ -69,3 +69,7 @@ def test_real_sweep_on_cpu_fits_a_ratio_and_plots(quickstart_run: Path, tmp_path
     assert 0.0 <= pred["critical_ratio"] <= 1.0
     mix = json.loads((tmp_path / "mix.json").read_text())["ratios"]
     assert set(mix) == {"python_docs", "license"} and abs(sum(mix.values()) - 1) < 1e-6
+    from training.data.loader import LoaderConfig, MixtureLoader
+
+    loader = MixtureLoader(LoaderConfig(runs=[str(quickstart_run)], ratios_file=str(tmp_path / "mix.json")))
+    assert loader.cfg.ratios == mix  # the mixture file is what the loader takes

@@ -29,7 +29,7 @@ def write_cfg(tmp: Path, run: Path, **over) -> Path:  # noqa: ANN003
 
 @pytest.mark.slow
 def test_two_process_gloo_ddp_loss_falls(quickstart_run: Path, tmp_path: Path) -> None:
-    path = write_cfg(tmp_path, quickstart_run, steps=40, eval_every=20, checkpoint_every=40)
+    path = write_cfg(tmp_path, quickstart_run, steps=40, eval_every=20, checkpoint_every=40, grad_accum=2)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
                         "-m", "training.train", str(path)], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
