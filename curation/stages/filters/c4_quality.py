@@ -29,6 +29,11 @@ class C4QualityConfig:
     filter_policy: bool = True
     language: str = "en"
     word_tokenizer: str = "fast"  # "fast" (regex, see word_tokenizer.py) or "spacy" (datatrove default)
+    implementation: str = "fast"  # "fast" (stops counting sentences once enough, same results) or "datatrove"
+
+    def __post_init__(self) -> None:
+        if self.implementation not in ("fast", "datatrove"):
+            raise ValueError(f"implementation: {self.implementation!r} is not one of ['datatrove', 'fast']")
 
 
 @register_stage("c4_quality_v1")
@@ -40,4 +45,9 @@ class C4Quality(DatatroveFilter):
     def make_filter(self) -> Any:
         from datatrove.pipeline.filters import C4QualityFilter
 
-        return C4QualityFilter(**self._kwargs())
+        kwargs = self._kwargs()
+        if kwargs.pop("implementation") == "fast":
+            from curation.stages.filters._c4 import make_fast_filter
+
+            return make_fast_filter(**kwargs)
+        return C4QualityFilter(**kwargs)
