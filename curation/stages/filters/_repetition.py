@@ -78,6 +78,9 @@ class NgramStats:
         if self.n - n + 1 <= 0:
             return 0
         h = self.concat_hashes(n)
+        s = np.sort(h)
+        if not (s[1:] == s[:-1]).any():  # no repeat at all (the common case): skip the factorize
+            return 0
         codes, _ = pd.factorize(h, sort=False)
         candidates = np.flatnonzero(np.bincount(codes)[codes] > 1)
         if len(candidates) == 0:
