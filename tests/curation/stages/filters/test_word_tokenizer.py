@@ -38,3 +38,19 @@ def test_decisions_agree_with_spacy_on_prose(name: str, minimum: float) -> None:
         kept[tok] = set(stage.process(table).kept.column("id").to_pylist())
     agreement = 1 - len(kept["spacy"] ^ kept["fast"]) / len(table)
     assert agreement >= minimum, (name, agreement)
+
+
+def test_chunked_fast_path_gives_the_regex_tokens() -> None:
+    import gzip
+    import json
+
+    from curation.stages.filters.word_tokenizer import FastEnglishTokenizer
+    from tests.conftest import SAMPLE
+
+    tok = FastEnglishTokenizer()
+    texts = ["Don't won't y'all o'clock ain't", "mail a.b+c@example.co.uk, or x@y", "a\u00a0b\u2003c\x1cd e\u0301",
+             "U.S. e.g. Dr. Smith vs. Jones etc.", "http://x.com/a?b=c. www.y.org, (see https://z.io/p)", "--- … — –"]
+    for f in sorted(SAMPLE.glob("*.jsonl.gz")):
+        with gzip.open(f, "rt", encoding="utf-8") as fh:
+            texts += [json.loads(line)["text"] for line in fh]
+    assert all(tok.word_tokenize(t) == tok.word_tokenize_regex(t) for t in texts)
