@@ -103,7 +103,7 @@ def evaluate(model: torch.nn.Module, cfg: TrainConfig, device: str, rank: int, w
     every time, so every evaluation sees the same sequences."""
     out: dict[str, float] = {}
     model.eval()
-    for dom in sorted(d for d, w in cfg.data.ratios.items() if w > 0):
+    for dom in sorted(cfg.data.ratios):  # every listed domain, also those weighted 0 (a graph estimate needs them)
         dcfg = LoaderConfig(**{**asdict(cfg.data), "ratios": {dom: 1.0}, "ratios_file": None,
                                "runs": cfg.eval_runs or cfg.data.runs, "seed": cfg.data.seed + 10_007})
         loader = MixtureLoader(dcfg, rank=rank, world_size=world)

@@ -68,3 +68,18 @@ def test_online_run_resumes_with_the_same_weights_and_batches(sample_run: Path, 
     log = [json.loads(x) for x in (tmp_path / "a" / "out" / "log.jsonl").read_text().splitlines()]
     weights = [r["skillit"]["weights"] for r in log if "skillit" in r]
     assert len(weights) == 3 and weights[0] != weights[1]
+
+
+@pytest.mark.slow
+def test_linear_skills_graph_from_short_runs(sample_run: Path, tmp_path: Path) -> None:
+    from training.skills_graph import main as graph_main
+
+    cfg = write_cfg(tmp_path, sample_run, steps=10, eval_every=10)
+    out = tmp_path / "graph.json"
+    graph_main(["linear", str(cfg), "--skills", "python_docs,code,license", "--steps", "8", "--out", str(out)])
+    g = SkillGraph.load(out)
+    assert g.A.shape == (3, 3) and (np.diag(g.A) > 0).all()  # training on a skill lowers its own loss
+    assert (tmp_path / "graph.png").stat().st_size > 5_000
+    assert len(json.loads(out.read_text())["runs"]) == 3
+    sampler = SkillItSampler(g, eta=0.5, window=3)  # the estimate feeds Skill-It directly
+    assert abs(sum(sampler.mixture().values()) - 1) < 1e-9
