@@ -235,6 +235,29 @@ def train_scorer(
                   f"AUC {m.get('valid_auc', float('nan')):.3f} (card: {out_dir}/card.json)")
 
 
+@app.command("skill-order")
+def skill_order_cmd(
+    run: str = typer.Argument(..., help="A finished run whose docs have a skill column."),
+    out: str = typer.Argument(..., help="New directory for the ordered shards and manifest."),
+    graph: str = typer.Option(..., help="Skills graph JSON (train_skills, eval_skills, A)."),
+    losses: str = typer.Option(..., help="JSON {skill: initial eval loss}."),
+    rounds: int = typer.Option(4), chars_per_round: int = typer.Option(1_000_000),
+    eta: float = typer.Option(0.5), window: int = typer.Option(3), alpha: float = typer.Option(0.1),
+    column: str = typer.Option("skill", help="Column holding the skill (e.g. domain)."),
+) -> None:
+    """Write a run's documents as shards in Skill-It curriculum order, one shard per round."""
+    from curation.skill_order import skill_order
+
+    try:
+        res = skill_order(run, out, json.loads(open(graph).read()), json.loads(open(losses).read()), rounds,
+                          chars_per_round, eta, window, alpha, column)
+    except (CurationError, ValueError, FileExistsError) as exc:
+        _fail(exc)
+    for r in res["rounds"]:
+        mix = ", ".join(f"{k} {v:.2f}" for k, v in r["planned_mixture"].items())
+        console.print(f"round {r['round']}: {r['shard']}  planned {mix}")
+
+
 @app.command("stages")
 def list_stages() -> None:
     """List the registered stage names."""

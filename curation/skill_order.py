@@ -1,0 +1,113 @@
+"""Skill-ordered shards: plan a Skill-It schedule offline and write a run's documents in curriculum order.
+
+    curate skill-order runs/quickstart runs/ordered --graph graph.json --losses losses.json \
+        --rounds 4 --chars-per-round 200000
+
+Round ``t`` uses the Skill-It mixture p_t = softmax(eta * A @ sum of the last ``window`` loss vectors)
+(METHODS.md 2.3). Without a model in the loop, the losses of later rounds are *predicted* with the
+linearised model the rule is derived from, L_{t+1} = L_t * (1 - alpha * A^T p_t) (clipped at 0), so
+the schedule shifts towards skills whose prerequisites have been covered. Each round's documents
+(drawn per skill in a seeded order, never reused) go to one shard, ``shards/round-RRR.parquet``, and
+the manifest lists the rounds in order with their planned mixture and the characters actually
+written per skill, so any loader that reads the shards in order follows the schedule.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curation.executors.writers import file_digest
+from curation.io.atomic import write_json
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max())
+    return z / z.sum()
+
+
+def plan_mixtures(a: np.ndarray, losses: np.ndarray, rounds: int, eta: float, window: int,
+                  alpha: float) -> list[np.ndarray]:
+    """Per-round mixtures over training skills, with predicted losses between rounds."""
+    history = [losses.astype(np.float64)]
+    out = []
+    for _ in range(rounds):
+        p = _softmax(eta * a @ np.sum(history[-window:], axis=0))
+        out.append(p)
+        history.append(np.clip(history[-1] * (1 - alpha * a.T @ p), 0.0, None))
+    return out
+
+
+def skill_order(run: str | Path, out: str | Path, graph: dict[str, Any], losses: dict[str, float], rounds: int,
+                chars_per_round: int, eta: float = 0.5, window: int = 3, alpha: float = 0.1, column: str = "skill",
+                seed: int = 0) -> dict[str, Any]:
+    run, out = Path(run), Path(out)
+    if (out / "manifest.json").exists():
+        raise FileExistsError(f"{out} already holds a manifest; choose a new directory")
+    manifest = json.loads((run / "manifest.json").read_text())
+    table = pa.concat_tables([pq.read_table(run / s["path"]) for s in manifest["shards"]])
+    if column not in table.column_names:
+        raise ValueError(f"{run}: no column {column!r} (tag skills first with skill_tag_v1, or use column: domain)")
+    skills = list(graph["train_skills"])
+    a = np.asarray(graph["A"], dtype=np.float64)
+    l0 = np.array([float(losses[s]) for s in graph["eval_skills"]])
+    mixtures = plan_mixtures(a, l0, rounds, eta, window, alpha)
+    rng = np.random.default_rng(seed)
+    col = table.column(column).to_numpy(zero_copy_only=False)
+    chars = table.column("n_chars").to_numpy()
+    pools = {s: list(rng.permutation(np.flatnonzero(col == s))) for s in skills}
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    rounds_out, shards = [], []
+    for r, p in enumerate(mixtures):
+        take: list[int] = []
+        written: dict[str, int] = {}
+        for s, share in zip(skills, p):
+            budget, got = share * chars_per_round, 0
+            # Whole documents: take the next one while that ends closer to the budget than stopping.
+            while pools[s] and (got + int(chars[pools[s][-1]])) - budget < budget - got:
+                i = int(pools[s].pop())
+                take.append(i)
+                got += int(chars[i])
+            written[s] = got
+        if not take:
+            break  # every pool is empty
+        order = rng.permutation(len(take))
+        rows = table.take(pa.array(np.asarray(take)[order], pa.int64()))
+        path = out / "shards" / f"round-{r:03d}.parquet"
+        tmp = path.with_name(path.name + ".tmp")
+        pq.write_table(rows, tmp, compression="zstd")
+        tmp.replace(path)
+        rel = str(path.relative_to(out))
+        shards.append({"path": rel, "rows": len(rows), "bytes": path.stat().st_size, "sha256": file_digest(path)})
+        total = sum(written.values()) or 1
+        rounds_out.append({"round": r, "shard": rel, "planned_mixture": dict(zip(skills, map(float, p))),
+                           "chars": written, "realised_mixture": {s: c / total for s, c in written.items()}})
+    result = {
+        "name": f"{manifest.get('name', 'run')}-skill-ordered", "schema_version": manifest.get("schema_version"),
+        "source_run": str(run.resolve()), "source_fingerprint": manifest.get("fingerprint"),
+        "created_unix": round(time.time(), 3), "order": "sequential",
+        "schedule": {"method": "skill-it-offline", "eta": eta, "window": window, "alpha": alpha, "column": column,
+                     "chars_per_round": chars_per_round, "graph": graph, "initial_losses": losses},
+        "rounds": rounds_out, "shards": shards,
+        "domains": _domains(out, shards),
+        "totals": {"docs_out": sum(s["rows"] for s in shards)},
+    }
+    write_json(out / "manifest.json", result)  # written last: the commit point
+    return result
+
+
+def _domains(out: Path, shards: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    dom: dict[str, dict[str, int]] = {}
+    for s in shards:
+        t = pq.read_table(out / s["path"], columns=["domain", "n_chars"])
+        for d, n in zip(t.column("domain").to_pylist(), t.column("n_chars").to_pylist()):
+            e = dom.setdefault(d, {"docs": 0, "chars": 0})
+            e["docs"] += 1
+            e["chars"] += int(n)
+    return dom
