@@ -77,15 +77,25 @@ class ExecutorConfig:
             raise ValueError(f"kind: {self.kind!r} is not one of ['local', 'ray']")
 
 
+RESOURCE_KEYS = {"num_cpus", "num_gpus", "memory"}
+
+
 @dataclass(kw_only=True)
 class StageSpec:
     """One stage of the pipeline: its registered name and its validated config."""
 
     stage: str
     config: Any
+    #: Ray resources each task of a pass with this stage asks for: num_cpus, num_gpus, memory (bytes).
+    #: Where and how fast, not what: excluded from the run fingerprint.
+    resources: dict[str, float] = field(default_factory=dict)
 
     def build(self) -> Stage:
         return get_stage(self.stage)(self.config)
+
+    def task_resources(self) -> dict[str, float]:
+        """The stage's own needs (e.g. lm_loss's num_gpus) overridden by the config's ``resources``."""
+        return {**self.build().resources(), **self.resources}
 
 
 @dataclass(kw_only=True)
@@ -110,21 +120,29 @@ class PipelineConfig:
             loc = f"{where}.stages[{i}]"
             if not isinstance(item, dict) or "stage" not in item:
                 raise ConfigError(f"{loc}: expected a mapping with a 'stage' key")
-            params = {k: v for k, v in item.items() if k != "stage"}
+            params = {k: v for k, v in item.items() if k not in ("stage", "resources")}
+            resources = item.get("resources") or {}
+            bad = sorted(set(resources) - RESOURCE_KEYS) if isinstance(resources, dict) else ["(not a mapping)"]
+            if bad:
+                raise ConfigError(f"{loc}.resources: unknown keys {bad}; valid: {sorted(RESOURCE_KEYS)}")
             stage_cls = get_stage(item["stage"])
-            specs.append(StageSpec(stage=item["stage"], config=from_dict(stage_cls.Config, params, f"{loc} ({item['stage']})")))
+            specs.append(StageSpec(stage=item["stage"], config=from_dict(stage_cls.Config, params, f"{loc} ({item['stage']})"),
+                                   resources={k: float(v) for k, v in resources.items()}))
         cfg = from_dict(_PipelineFields, data, where)
         return cls(stages=specs, **{k: getattr(cfg, k) for k in ("name", "input", "output", "executor", "seed")})
 
     def to_mapping(self) -> dict[str, Any]:
         out = {k: to_dict(getattr(self, k)) for k in ("name", "seed", "input", "output", "executor")}
-        out["stages"] = [{"stage": s.stage, **to_dict(s.config)} for s in self.stages]
+        out["stages"] = [{"stage": s.stage, **to_dict(s.config), **({"resources": s.resources} if s.resources else {})}
+                         for s in self.stages]
         return out
 
     def fingerprint_data(self) -> dict[str, Any]:
         """What decides the output; the executor section (where and how fast) is excluded."""
         data = self.to_mapping()
         data.pop("executor")
+        for stage in data["stages"]:
+            stage.pop("resources", None)
         return data
 
 

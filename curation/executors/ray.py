@@ -87,7 +87,7 @@ class RayExecutor(Executor):
         # A pass asks for the most any of its stages needs (a GPU for LM scoring, say).
         resources: dict[str, float] = {}
         for _, spec in seg.stages:
-            for k, v in spec.build().resources().items():
+            for k, v in spec.task_resources().items():
                 resources[k] = max(resources.get(k, 0.0), v)
         ds = ray.data.from_items([{"task": t} for t in tasks], override_num_blocks=len(tasks))
         ds = ds.map_batches(

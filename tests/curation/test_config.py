@@ -79,3 +79,21 @@ def test_bundled_pipelines_validate(name: str) -> None:
 
     cfg = load_pipeline(str(REPO / "pipelines" / f"{name}.yaml"), [])
     assert cfg.name == name and all(spec.build() is not None for spec in cfg.stages)
+
+
+def test_stage_resources_are_validated_kept_and_not_fingerprinted() -> None:
+    base = {"name": "r", "input": {"paths": ["x.jsonl"]}, "output": {"dir": "out"},
+            "stages": [{"stage": "text_length_v1", "min_chars": 5}]}
+    a = PipelineConfig.from_mapping(base)
+    with_res = {**base, "stages": [{"stage": "text_length_v1", "min_chars": 5, "resources": {"num_cpus": 2, "memory": 1e9}}]}
+    b = PipelineConfig.from_mapping(with_res)
+    assert b.stages[0].task_resources() == {"num_cpus": 2.0, "memory": 1e9}
+    assert b.to_mapping()["stages"][0]["resources"] == {"num_cpus": 2.0, "memory": 1e9}
+    assert a.fingerprint_data() == b.fingerprint_data()  # where and how fast, not what
+    with pytest.raises(ConfigError, match=r"unknown keys \['gpus'\]"):
+        PipelineConfig.from_mapping({**base, "stages": [{"stage": "text_length_v1", "resources": {"gpus": 1}}]})
+    from curation.stages.scoring.lm_loss import LMLossConfig, LMSpec
+    from curation.pipeline import StageSpec
+
+    spec = StageSpec(stage="lm_loss_v1", config=LMLossConfig(models=[LMSpec(name="m", path="p")], num_gpus=1))
+    assert spec.task_resources() == {"num_gpus": 1}
