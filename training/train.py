@@ -97,22 +97,27 @@ def _atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def evaluate(model: torch.nn.Module, cfg: TrainConfig, device: str, rank: int, world: int) -> dict[str, float]:
-    """Mean next-token loss per domain on fixed batches: from ``eval_runs`` (held-out curation runs)
-    when given, else from the training runs with another seed (not held out). The loader restarts
-    every time, so every evaluation sees the same sequences."""
-    out: dict[str, float] = {}
-    model.eval()
-    for dom in sorted(cfg.data.ratios):  # every listed domain, also those weighted 0 (a graph estimate needs them)
+def eval_sets(cfg: TrainConfig, rank: int, world: int) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """Fixed evaluation batches per domain, built once: from ``eval_runs`` (held-out curation runs)
+    when given, else from the training runs with another seed (then not held out). Every listed
+    domain gets a set, also those weighted 0 (a skills-graph estimate needs them)."""
+    out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for dom in sorted(cfg.data.ratios):
         dcfg = LoaderConfig(**{**asdict(cfg.data), "ratios": {dom: 1.0}, "ratios_file": None,
                                "runs": cfg.eval_runs or cfg.data.runs, "seed": cfg.data.seed + 10_007})
         loader = MixtureLoader(dcfg, rank=rank, world_size=world)
-        losses = []
+        out[dom] = [loader.next_batch()[:2] for _ in range(cfg.eval_batches)]
+    return out
+
+
+def evaluate(model: torch.nn.Module, sets: dict[str, list[tuple[np.ndarray, np.ndarray]]], device: str,
+             world: int) -> dict[str, float]:
+    """Mean next-token loss per domain on its fixed batches, averaged over ranks."""
+    out: dict[str, float] = {}
+    model.eval()
+    for dom, batches in sets.items():
         with torch.no_grad():
-            for _ in range(cfg.eval_batches):
-                x, y, _ = loader.next_batch()
-                _, loss = model(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
-                losses.append(float(loss))
+            losses = [float(model(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))[1]) for x, y in batches]
         value = torch.tensor(float(np.mean(losses)), device=device)
         if world > 1:
             dist.all_reduce(value)
@@ -129,6 +134,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     loader = MixtureLoader(cfg.data, rank=rank, world_size=world)
+    evals = eval_sets(cfg, rank, world)
     cfg.model.vocab_size = loader.tokenizer.vocab_size
     cfg.model.seq_len = cfg.data.seq_len
     model = GPT(cfg.model).to(device)
@@ -156,7 +162,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     t0, tokens_per_step = time.time(), cfg.data.batch_size * cfg.data.seq_len * cfg.grad_accum * world
     last_loss = float("nan")
     if step == 0:  # the reference point of loss changes (the CMR fit measures from here)
-        base = evaluate(model, cfg, device, rank, world)
+        base = evaluate(model, evals, device, world)
         if sampler is not None:
             sampler.observe(base)
         if log:
@@ -183,7 +189,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         record: dict[str, Any] = {"step": step, "tokens": step * tokens_per_step, "lr": lr, "train_loss": total,
                                   "tokens_per_s": round(step * tokens_per_step / max(1e-9, time.time() - t0))}
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            record["eval"] = evaluate(model, cfg, device, rank, world)
+            record["eval"] = evaluate(model, evals, device, world)
             record["shares"] = loader.realised_shares()
             if sampler is not None:
                 sampler.observe(record["eval"])
