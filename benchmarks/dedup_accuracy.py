@@ -26,6 +26,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--corpus", type=Path)
     ap.add_argument("--thresholds", default="0.7,0.8")
+    ap.add_argument("--margins", help="also sweep verify_margin, e.g. 0,0.02,0.04 (default bands, 128 perms)")
     args = ap.parse_args()
     from curation.stages.dedup.evaluate import cluster_accuracy, jaccard_pairs, oracle_clusters
     from curation.stages.dedup.near import NearDedup, NearDedupConfig
@@ -40,13 +41,15 @@ def main() -> None:
     settings = [("128 perms, chosen bands, verified", {}),
                 ("112 perms, 14 x 8, unverified", {"num_perm": 112, "bands": 14, "rows": 8, "verify": False}),
                 ("256 perms, chosen bands, verified", {"num_perm": 256})]
+    if args.margins:
+        settings = [(f"128 perms, verify_margin {m}", {"verify_margin": float(m)}) for m in args.margins.split(",")]
     for threshold in (float(x) for x in args.thresholds.split(",")):
         truth = oracle_clusters(len(ids), i, j, jac, threshold)
         for name, extra in settings:
             stage = NearDedup(NearDedupConfig(threshold=threshold, **extra))
             clusters = run_ours(folder, tmpdir("da-run-"), "local", threshold, verify=extra.get("verify", True),
                                 num_perm=extra.get("num_perm", 128),
-                                extra={k: v for k, v in extra.items() if k in ("bands", "rows")})
+                                extra={k: v for k, v in extra.items() if k in ("bands", "rows", "verify_margin")})
             acc = cluster_accuracy(truth, labels_from_clusters(ids, clusters))
             label = f"{name} ({stage.bands}x{stage.rows})"
             print(f"{threshold:9.2f} {label:34s} {acc.precision:9.3f} {acc.recall:7.3f} "
