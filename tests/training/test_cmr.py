@@ -63,8 +63,8 @@ def test_real_sweep_on_cpu_fits_a_ratio_and_plots(quickstart_run: Path, tmp_path
             "--token-unit", "1000", "--out", str(tmp_path / "fit.json"))
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "fit.png").stat().st_size > 10_000
-    r = run("-m", "training.cmr", "predict", str(tmp_path / "fit.json"), "--tokens", "30000", "--mixture",
-            str(tmp_path / "mix.json"))
+    r = run("-m", "training.cli", "cmr", "predict", str(tmp_path / "fit.json"), "--tokens", "30000", "--mixture",
+            str(tmp_path / "mix.json"))  # the `train` console script's entry point
     pred = json.loads(r.stdout)
     assert 0.0 <= pred["critical_ratio"] <= 1.0
     mix = json.loads((tmp_path / "mix.json").read_text())["ratios"]
