@@ -108,9 +108,13 @@ class Rephrase(Stage):
         plans: dict[tuple[int, int], list[Any]] = {}
         gate: dict[tuple[int, int], str] = {}
         for d, text in enumerate(texts):
+            input_reason: str | None = None
+            if c.code_input_gate and any(t.kind == "code" for t in self.templates):
+                # Once per document: pylint is a subprocess, and SGCR + SCOR would otherwise run it twice.
+                input_reason, _ = check_code(text, c.checks.pylint_min)
             for ti, t in enumerate(self.templates):
                 if t.kind == "code" and c.code_input_gate:
-                    reason, _ = check_code(text, c.checks.pylint_min)
+                    reason = input_reason
                     if reason:
                         gate[(d, ti)] = f"input_{reason}"
                         continue
