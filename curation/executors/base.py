@@ -145,6 +145,7 @@ def build_manifest(plan: Plan, identity: dict[str, Any], wall_seconds: float) ->
     totals = {"input_files": len(plan.tasks), "input_bytes": sum(t.size for t in plan.tasks), "lines": 0,
               "blank_lines": 0, "quarantined": 0, "docs_read": 0, "docs_out": 0}
     quarantine_files, decision_files = [], []
+    nodes: dict[str, int] = {}  # Ray node id -> tasks it ran (all passes); "local" outside Ray
     for seg in plan.segments:
         for t in plan.tasks:
             m = read_json(lay.marker(seg.index, t.index))
@@ -155,6 +156,8 @@ def build_manifest(plan: Plan, identity: dict[str, Any], wall_seconds: float) ->
                 for r, n in s["dropped"].items():
                     agg["dropped"][r] = agg["dropped"].get(r, 0) + n
             decision_files += m["decisions"]
+            node = m.get("node") or "local"
+            nodes[node] = nodes.get(node, 0) + 1
             if seg.index == 0:
                 for k in ("lines", "blank_lines", "quarantined", "docs_read"):
                     totals[k] += m[k]
@@ -184,4 +187,5 @@ def build_manifest(plan: Plan, identity: dict[str, Any], wall_seconds: float) ->
         "shards": sorted(shards, key=lambda s: s["path"]),
         "decisions": sorted(decision_files),
         "quarantine": sorted(quarantine_files),
+        "nodes": dict(sorted(nodes.items())),
     }

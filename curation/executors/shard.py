@@ -288,10 +288,21 @@ def _run_shard(plan: Plan, seg_index: int, task_index: int) -> dict[str, Any]:
         decisions=[str(Path(f["path"]).relative_to(lay.root)) for f in dec_files],
         domains=dict(domains),
         seconds=round(time.time() - started, 3),
+        node=_node_id(),
     )
     _fault(seg.index, task.index, "before_marker")
     write_json(lay.marker(seg.index, task.index), stats)  # the commit point of this task
     return stats
+
+
+def _node_id() -> str | None:
+    """The Ray node running this task (None outside Ray): markers say where each task ran."""
+    import sys
+
+    ray = sys.modules.get("ray")  # never import Ray just to ask; the local executor has none
+    if ray is None or not ray.is_initialized():
+        return None
+    return ray.get_runtime_context().get_node_id()
 
 
 def dumps(stats: dict[str, Any]) -> str:
