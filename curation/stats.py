@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 
 from curation.errors import ConfigError
+from curation.io.storage import is_remote, run_path
 from curation.schema import DECISION_SCHEMA, QUARANTINE_SCHEMA
 
 VIEWS = ("docs", "decisions", "quarantine", "shards", "stages")
@@ -36,14 +37,21 @@ def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def _root(run_dir: str | Path) -> Path:
+    root = run_path(run_dir)
+    return root if is_remote(root) else root.resolve()
+
+
 def connect(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
     """Open an in-memory DuckDB with the run's views, confined to the run directory."""
-    root = Path(run_dir).resolve()
+    root = _root(run_dir)
     manifest_path = root / "manifest.json"
     if not manifest_path.exists():
         raise ConfigError(f"{root} has no manifest.json: not a finished run (rerun `curate run` to finish it)")
     manifest = json.loads(manifest_path.read_text())
     con = duckdb.connect(":memory:")
+    if is_remote(root):  # DuckDB reads the object store through the same fsspec filesystem
+        con.register_filesystem(root.fs)  # type: ignore[attr-defined]
     for view, sub, schema in (("decisions", "decisions", DECISION_SCHEMA), ("quarantine", "quarantine", QUARANTINE_SCHEMA)):
         files = sorted((root / sub).glob("*.parquet"))
         src = (f"SELECT * FROM read_parquet({_sql_str(str(root / sub / '*.parquet'))}, union_by_name=true)"
@@ -130,7 +138,7 @@ def rephrase_stats(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
 
 def summary(run_dir: str | Path) -> dict[str, Any]:
     """The tables ``curate stats`` prints: funnel, drop reasons, domains, quarantine."""
-    root = Path(run_dir).resolve()
+    root = _root(run_dir)
     con = connect(root)
     manifest = json.loads((root / "manifest.json").read_text())
     try:

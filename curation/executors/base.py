@@ -8,7 +8,6 @@ what is refused, when the run is committed) lives here, shared by local and Ray 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from curation.errors import FatalError
 from curation.executors.plan import Plan, Segment, make_plan
 from curation.executors.shard import segment_schema
 from curation.io.atomic import read_json, write_json
+from curation.io.storage import is_remote, remove_tree
 from curation.pipeline import PipelineConfig
 from curation.schema import SCHEMA_VERSION
 from curation.stages.dedup.base import GlobalStage
@@ -86,7 +86,7 @@ class Executor(ABC):
     def _check_run_dir(self, plan: Plan, identity: dict[str, Any]) -> None:
         lay = plan.layout
         if self.overwrite and lay.root.exists():
-            shutil.rmtree(lay.root)
+            remove_tree(lay.root)
         if lay.run_json.exists():
             old = read_json(lay.run_json)
             if old.get("fingerprint") != identity["fingerprint"]:
@@ -102,9 +102,11 @@ class Executor(ABC):
             raise FatalError(f"{lay.root} is not empty and holds no run.json; refusing to write into it")
         else:
             write_json(lay.run_json, {**identity, "name": self.config.name, "full_config": self.config.to_mapping()})
-        # Temp files are only ever left by a killed attempt; none of them is live now.
-        for tmp in lay.root.rglob("*.tmp"):
-            tmp.unlink()
+        # Temp files are only ever left by a killed attempt; none of them is live now (an object
+        # store holds none: its writers stage them locally).
+        if not is_remote(lay.root):
+            for tmp in lay.root.rglob("*.tmp"):
+                tmp.unlink()
 
     def run(self) -> RunResult:
         plan = make_plan(self.config)
@@ -126,7 +128,7 @@ class Executor(ABC):
                 stage_index, spec = seg.key_for
                 marker = lay.global_marker(stage_index)
                 if not marker.exists() or pending:
-                    shutil.rmtree(lay.dups_dir(stage_index), ignore_errors=True)
+                    remove_tree(lay.dups_dir(stage_index))
                     t0 = time.time()
                     stage = spec.build()
                     self.run_global(plan, seg, stage, stage_index)

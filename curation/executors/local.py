@@ -10,6 +10,7 @@ from curation.executors.base import Executor
 from curation.executors.plan import Plan, Segment
 from curation.executors.shard import run_shard
 from curation.executors.writers import RollingParquetWriter
+from curation.io.storage import arrow_source
 from curation.stages.dedup.base import GlobalStage
 from curation.stages.dedup.frame import LocalFrame
 
@@ -40,8 +41,10 @@ class LocalExecutor(Executor):
 
     def run_global(self, plan: Plan, seg: Segment, stage: GlobalStage, stage_index: int) -> None:
         cols = key_read_columns(stage)
-        table = pa.concat_tables(
-            [pq.read_table(plan.layout.work(seg.index, t.index), columns=cols) for t in plan.tasks]
-        )
+        tables = []
+        for t in plan.tasks:
+            path, fs = arrow_source(plan.layout.work(seg.index, t.index))
+            tables.append(pq.read_table(path, columns=cols, filesystem=fs))
+        table = pa.concat_tables(tables)
         result = stage.run_global(LocalFrame(table, num_buckets=stage.num_buckets)).table
         write_duplicates(plan, stage_index, result.cast(stage.result_schema))

@@ -13,6 +13,7 @@ from pathlib import Path
 import fsspec
 
 from curation.errors import ConfigError
+from curation.io.storage import is_url, run_path
 from curation.pipeline import PipelineConfig, StageSpec
 from curation.stages.dedup.base import GlobalStage
 from curation.registry import get_stage
@@ -51,7 +52,8 @@ class Segment:
 
 @dataclass
 class Layout:
-    """Where everything of a run lives, relative to the run directory."""
+    """Where everything of a run lives, relative to the run directory (a ``Path`` or, for an
+    object-store URL, a ``UPath``: see ``curation.io.storage``)."""
 
     root: Path
 
@@ -101,7 +103,7 @@ class Plan:
 
     @property
     def layout(self) -> Layout:
-        return Layout(Path(self.root))
+        return Layout(run_path(self.root))
 
 
 def _fixed_prefix(pattern: str) -> str:
@@ -152,10 +154,10 @@ def make_plan(config: PipelineConfig) -> Plan:
     # Validate every stage on the driver (dependencies, model files) before any work starts.
     for spec in config.stages:
         spec.build()
-    if "://" in config.output.dir:
-        raise ConfigError(f"output.dir {config.output.dir!r}: only local run directories are supported so far")
+    out = config.output.dir
+    root = out.rstrip("/") if is_url(out) else str(Path(out.removeprefix("file://")).resolve())
     return Plan(config=config, tasks=expand_inputs(config.input.paths), segments=make_segments(config.stages),
-                root=str(Path(config.output.dir).resolve()))
+                root=root)
 
 
 def local_files(pattern: str) -> list[str]:

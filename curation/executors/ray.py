@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import warnings
 from typing import Any
 
@@ -24,6 +23,7 @@ from curation.executors.local import LocalExecutor, key_read_columns
 from curation.executors.plan import Plan, Segment
 from curation.executors.ray_frame import RayFrame
 from curation.executors.shard import run_shard
+from curation.io.storage import arrow_source, forward_env, is_remote, remove_tree
 from curation.pipeline import PipelineConfig
 from curation.stages.dedup.base import GlobalStage
 
@@ -55,6 +55,7 @@ class RayExecutor(Executor):
             # Hub look-ups hang without this on machines with no network (ENVIRONMENT-NOTES).
             env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "CURATION_LID_MODEL", "CURATION_FAULT",
                                                "CURATION_FAULT_ONCE") if k in os.environ}
+            env.update(forward_env())  # object-store endpoint/region (never credentials)
             ray.init(
                 address=ex.address,
                 num_cpus=ex.num_cpus if ex.address is None else None,
@@ -109,24 +110,28 @@ class RayExecutor(Executor):
             raise ShardError(f"pass {seg.index} failed: {cause}") from exc
 
     def run_global(self, plan: Plan, seg: Segment, stage: GlobalStage, stage_index: int) -> None:
-        files = [str(plan.layout.work(seg.index, t.index)) for t in plan.tasks]
-        size_mb = sum(os.path.getsize(f) for f in files) / 1e6
+        works = [plan.layout.work(seg.index, t.index) for t in plan.tasks]
+        size_mb = sum(w.stat().st_size for w in works) / 1e6
         if size_mb < self.config.executor.global_in_driver_mb:
             log.info("global stage %s: %.1f MB of keys, resolved in the driver", stage.name, size_mb)
             LocalExecutor.run_global(self, plan, seg, stage, stage_index)  # type: ignore[arg-type]
             return
         ray = self._ray()
-        ds = ray.data.read_parquet(files).select_columns(key_read_columns(stage))
+        files, fs = [arrow_source(w)[0] for w in works], arrow_source(works[0])[1]
+        ds = ray.data.read_parquet(files, filesystem=fs).select_columns(key_read_columns(stage))
         # Few shuffle partitions: Ray's default (hundreds) costs seconds of overhead on small runs.
         partitions = max(1, min(stage.num_buckets, 2 * int(ray.cluster_resources().get("CPU", 1))))
         result = stage.run_global(RayFrame(ds, stage.num_buckets, partitions))
         schema = stage.result_schema
         out = result.ds.map_batches(_cast, fn_kwargs={"schema": schema}, batch_format="pyarrow", batch_size=None)
         final = plan.layout.dups_dir(stage_index)
-        tmp = final.with_name(final.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        out.write_parquet(str(tmp), partition_cols=["_task"])
-        if tmp.exists():
+        # Locally the folder appears by one rename; an object store has no folder rename, and
+        # needs none: the global marker written after this is the commit point either way.
+        tmp = final if is_remote(final) else final.with_name(final.name + ".partial")
+        remove_tree(tmp)
+        path, fs = arrow_source(tmp)
+        out.write_parquet(path, partition_cols=["_task"], filesystem=fs)
+        if tmp != final and tmp.exists():
             tmp.rename(final)
 
     def close(self) -> None:

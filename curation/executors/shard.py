@@ -24,9 +24,10 @@ import pyarrow.parquet as pq
 
 from curation.errors import CurationError, ShardError
 from curation.executors.plan import Plan, Segment, Task
-from curation.executors.writers import RollingParquetWriter, file_digest
+from curation.executors.writers import RollingParquetWriter
 from curation.io.atomic import TMP_SUFFIX, write_json
 from curation.io.readers import read_documents
+from curation.io.storage import arrow_source, is_remote
 from curation.schema import DECISION_SCHEMA, QUARANTINE_SCHEMA, base_schema
 from curation.stages.base import Stage, is_per_document, run_chain, split
 from curation.stages.dedup.base import GlobalStage
@@ -118,9 +119,11 @@ def _cleanup(plan: Plan, seg: Segment, task: Task) -> None:
     victims = [lay.work(seg.index, task.index), lay.decisions(seg.index, task.index), lay.marker(seg.index, task.index)]
     if seg.index == 0:
         victims.append(lay.quarantine(task.index))
+    remote = is_remote(lay.root)  # object stores hold no temp files (storage.local_temp)
     for path in victims:
         path.unlink(missing_ok=True)
-        path.with_name(path.name + TMP_SUFFIX).unlink(missing_ok=True)
+        if not remote:
+            path.with_name(path.name + TMP_SUFFIX).unlink(missing_ok=True)
     if seg.final and lay.shards_dir.exists():
         for path in lay.shards_dir.glob(lay.shard_prefix(task.index) + "*"):
             path.unlink()
@@ -170,15 +173,16 @@ def _source_batches(plan: Plan, seg: Segment, task: Task, counts: _Counts, decid
     dups_path = lay.dups_for_task(stage_index, task.index)
     schema = gstage.result_schema
     if dups_path.exists():
-        marks = pq.ParquetDataset(str(dups_path)).read(columns=[n for n in schema.names if n != "_task"])
+        src, fs = arrow_source(dups_path)
+        marks = pq.ParquetDataset(src, filesystem=fs).read(columns=[n for n in schema.names if n != "_task"])
     else:
         marks = schema.remove(schema.get_field_index("_task")).empty_table()
-    pf = pq.ParquetFile(lay.work(seg.index - 1, task.index))
-    for rb in pf.iter_batches(batch_size=cfg.batch_size):
-        table = pa.Table.from_batches([rb])
-        res = gstage.apply(table, marks)
-        decide(stage_index, spec.stage, res, len(table))
-        yield res.kept
+    with lay.work(seg.index - 1, task.index).open("rb") as fh:
+        for rb in pq.ParquetFile(fh).iter_batches(batch_size=cfg.batch_size):
+            table = pa.Table.from_batches([rb])
+            res = gstage.apply(table, marks)
+            decide(stage_index, spec.stage, res, len(table))
+            yield res.kept
 
 
 def run_shard(plan: Plan, seg_index: int, task_index: int) -> dict[str, Any]:
@@ -283,9 +287,9 @@ def _run_shard(plan: Plan, seg_index: int, task_index: int) -> dict[str, Any]:
         quarantined=len(quarantine),
         stages=[counts.stages[k] for k in sorted(counts.stages)],
         docs_out=sum(f["rows"] for f in files),
-        outputs=[{"path": str(Path(f["path"]).relative_to(lay.root)), "rows": f["rows"], "bytes": f["bytes"],
-                  "sha256": file_digest(Path(f["path"]))} for f in files],
-        decisions=[str(Path(f["path"]).relative_to(lay.root)) for f in dec_files],
+        outputs=[{"path": str(f["path"].relative_to(lay.root)), "rows": f["rows"], "bytes": f["bytes"],
+                  "sha256": f["sha256"]} for f in files],
+        decisions=[str(f["path"].relative_to(lay.root)) for f in dec_files],
         domains=dict(domains),
         seconds=round(time.time() - started, 3),
         node=_node_id(),

@@ -1,4 +1,7 @@
-"""Parquet writers that publish atomically: ``NAME.tmp`` while open, renamed when closed."""
+"""Parquet writers that publish atomically: ``NAME.tmp`` while open, renamed when closed.
+
+On an object store the temp file is local and uploaded when closed (``curation.io.storage``).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.io.atomic import TMP_SUFFIX, publish
+from curation.io.atomic import publish
+from curation.io.storage import is_remote, local_temp
 from curation.schema import conform
 
 
@@ -33,6 +37,7 @@ class RollingParquetWriter:
         self.target_bytes, self.compression, self.single_name = target_bytes, compression, single_name
         self._writer: pq.ParquetWriter | None = None
         self._path: Path | None = None
+        self._tmp: Path | None = None
         self._bytes = 0
         self._rows = 0
         self.files: list[dict[str, Any]] = []
@@ -42,15 +47,19 @@ class RollingParquetWriter:
             return self.folder / self.single_name
         return self.folder / f"{self.prefix}{len(self.files):03d}.parquet"
 
+    def _open(self) -> None:
+        if not is_remote(self.folder):
+            self.folder.mkdir(parents=True, exist_ok=True)
+        self._path = self._next_path()
+        self._tmp = local_temp(self._path)
+        self._writer = pq.ParquetWriter(self._tmp, self.schema, compression=self.compression)
+
     def write(self, table: pa.Table) -> None:
         if len(table) == 0:
             return
         table = conform(table, self.schema)
         if self._writer is None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self._path = self._next_path()
-            tmp = self._path.with_name(self._path.name + TMP_SUFFIX)
-            self._writer = pq.ParquetWriter(tmp, self.schema, compression=self.compression)
+            self._open()
         self._writer.write_table(table, row_group_size=max(1, min(len(table), 64 * 1024)))
         self._bytes += table.nbytes
         self._rows += len(table)
@@ -58,25 +67,24 @@ class RollingParquetWriter:
             self._finish()
 
     def _finish(self) -> None:
-        assert self._writer is not None and self._path is not None
+        assert self._writer is not None and self._path is not None and self._tmp is not None
         self._writer.close()
-        publish(self._path.with_name(self._path.name + TMP_SUFFIX), self._path)
-        self.files.append({"path": self._path, "rows": self._rows, "bytes": self._path.stat().st_size})
-        self._writer, self._path, self._bytes, self._rows = None, None, 0, 0
+        # Size and digest come from the local temp file: no read-back from an object store.
+        size, digest = self._tmp.stat().st_size, file_digest(self._tmp)
+        publish(self._tmp, self._path)
+        self.files.append({"path": self._path, "rows": self._rows, "bytes": size, "sha256": digest})
+        self._writer, self._path, self._tmp, self._bytes, self._rows = None, None, None, 0, 0
 
     def close(self, write_empty: bool = False) -> list[dict[str, Any]]:
         """Publish the open file; with ``write_empty`` an empty file is written if nothing was."""
         if self._writer is None and write_empty and not self.files:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self._path = self._next_path()
-            tmp = self._path.with_name(self._path.name + TMP_SUFFIX)
-            self._writer = pq.ParquetWriter(tmp, self.schema, compression=self.compression)
+            self._open()
         if self._writer is not None:
             self._finish()
         return self.files
 
     def abort(self) -> None:
-        if self._writer is not None and self._path is not None:
+        if self._writer is not None and self._tmp is not None:
             self._writer.close()
-            self._path.with_name(self._path.name + TMP_SUFFIX).unlink(missing_ok=True)
-            self._writer = None
+            self._tmp.unlink(missing_ok=True)
+            self._writer, self._tmp = None, None

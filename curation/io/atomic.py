@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from curation.io.storage import is_remote, local_temp, run_path, upload
+
 TMP_SUFFIX = ".tmp"
 
 
@@ -26,24 +28,26 @@ def _fsync_dir(path: Path) -> None:
 
 @contextmanager
 def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
-    """Open ``path + '.tmp'`` for binary writing; on success fsync and rename onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + TMP_SUFFIX)
+    """Open a temp file for binary writing; on success publish it as ``path`` (``publish``)."""
+    path = run_path(path) if isinstance(path, str) else path
+    if not is_remote(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = local_temp(path)
     try:
         with open(tmp, "wb") as fh:
             yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        publish(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
 def publish(tmp: str | Path, final: str | Path) -> None:
-    """Rename a finished temp file onto its final name (same folder, atomic)."""
+    """Make a finished temp file visible as ``final``: fsync and rename in the same folder, or
+    one upload to an object store (``storage.local_temp`` made ``tmp`` local in that case)."""
+    if is_remote(final):  # type: ignore[arg-type]
+        upload(Path(tmp), final)  # type: ignore[arg-type]
+        return
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, final)
@@ -57,5 +61,6 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    with open(path, encoding="utf-8") as fh:
+    path = run_path(path) if isinstance(path, str) else path
+    with path.open(encoding="utf-8") as fh:
         return json.load(fh)
