@@ -86,3 +86,15 @@ def arrow_source(path: Path) -> tuple[str, Any]:
 def forward_env() -> dict[str, str]:
     """Object-store settings of this process that workers on other nodes must see too."""
     return {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+
+
+def read_parquet(path: str, columns: list[str] | None = None) -> Any:
+    """``pyarrow.parquet.read_table`` for a local path or an fsspec URL."""
+    import pyarrow.parquet as pq
+
+    if not is_url(path):
+        return pq.read_table(path, columns=columns)
+    import fsspec
+
+    fs, inner = fsspec.core.url_to_fs(path)
+    return pq.read_table(inner, columns=columns, filesystem=fs)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
+from curation.io.storage import read_parquet, run_path
 
 from training.data.tokenizer import Tokenizer, make_tokenizer
 
@@ -78,7 +78,7 @@ class _Shards:
         if shard not in self._cache:
             if len(self._cache) >= 8:
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[shard] = pq.read_table(self.files[shard], columns=[self.text_column]).column(0).to_pylist()
+            self._cache[shard] = read_parquet(self.files[shard], columns=[self.text_column]).column(0).to_pylist()
         return self._cache[shard][row]
 
 
@@ -88,15 +88,15 @@ def build_index(runs: list[str], group_by: str) -> tuple[list[str], dict[str, np
     fingerprints: list[str] = []
     refs: dict[str, list[tuple[int, int]]] = {}
     for run in runs:
-        root = Path(run)
+        root = run_path(run)  # a local folder or an object-store URL (s3://, gs://)
         manifest_path = root / "manifest.json"
-        if not manifest_path.is_file():
+        if not manifest_path.exists():
             raise FileNotFoundError(f"{run}: no manifest.json (is it a finished curation run?)")
         manifest = json.loads(manifest_path.read_text())
         fingerprints.append(hashlib.sha256(manifest_path.read_bytes()).hexdigest()[:16])
         for shard in manifest["shards"]:
             path = str(root / shard["path"])
-            col = pq.read_table(path, columns=[group_by]).column(0).to_pylist()
+            col = read_parquet(path, columns=[group_by]).column(0).to_pylist()
             k = len(files)
             files.append(path)
             for row, dom in enumerate(col):
