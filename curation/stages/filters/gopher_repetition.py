@@ -103,6 +103,6 @@ class GopherRepetition(DatatroveFilter):
             if top is not None and top / len(text) > frac:
                 return False, f"top_{n}_gram"
         for n, frac in self._impl.dup_n_grams:
-            if stats.duplicated_ngram_chars(n) / len(text) > frac:
+            if stats.duplicated_ngram_exceeds(n, frac, len(text)):
                 return False, f"duplicated_{n}_n_grams"
         return True

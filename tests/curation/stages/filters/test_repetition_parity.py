@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from curation.io.readers import InputConfig, read_documents
 from curation.stages.base import Doc
@@ -23,6 +25,19 @@ def test_ngram_stats_match_datatrove_helpers() -> None:
     # concatenation without separators makes ["ab","c"] and ["a","bc"] the same 2-gram, as in datatrove
     words = ["ab", "c", "x", "a", "bc", "y"]
     assert NgramStats(words).duplicated_ngram_chars(2) == find_all_duplicate(words, 2) == 3
+
+
+@settings(max_examples=300, deadline=None)
+@given(words=st.lists(st.sampled_from(["a", "b", "ab", "c", "bc", "the", "cat"]), min_size=0, max_size=60),
+       n=st.integers(1, 8), frac=st.floats(0, 1))
+def test_duplicated_ngram_bound_never_changes_a_decision(words: list[str], n: int, frac: float) -> None:
+    from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplicate
+
+    exact = find_all_duplicate(words, n)
+    text_chars = max(1, sum(map(len, words)) + len(words))
+    stats = NgramStats(words)
+    assert stats.duplicated_ngram_chars(n) == exact
+    assert stats.duplicated_ngram_exceeds(n, frac, text_chars) == (exact / text_chars > frac)
 
 
 @pytest.mark.slow
