@@ -41,8 +41,11 @@ class NgramStats:
         with np.errstate(over="ignore"):
             inv = np.cumprod(np.full(len(chars), _BASE_INV, dtype=np.uint64))  # B^-1 .. B^-L
             weights = np.concatenate([one, inv[:-1]])  # B^0 .. B^-(L-1)
-            self._q = np.concatenate([np.zeros(1, dtype=np.uint64), np.cumsum(chars * weights, dtype=np.uint64)])
-            self._pow = np.concatenate([one, np.cumprod(np.full(len(chars), _BASE, dtype=np.uint64))])  # B^0..B^L
+            q = np.concatenate([np.zeros(1, dtype=np.uint64), np.cumsum(chars * weights, dtype=np.uint64)])
+            pw = np.concatenate([one, np.cumprod(np.full(len(chars), _BASE, dtype=np.uint64))])  # B^0..B^L
+        # Only word boundaries are ever used: gather them once, so each n needs slices only.
+        self._q_at = q[self._cum]
+        self._pow_at = pw[np.maximum(self._cum - 1, 0)]
 
     def span_chars(self, start: np.ndarray | int, n: int) -> np.ndarray | int:
         """Characters of words[start:start+n] concatenated without separators."""
@@ -58,11 +61,29 @@ class NgramStats:
 
     def concat_hashes(self, n: int) -> np.ndarray:
         m = self.n - n + 1
-        a = self._cum[:m]
-        b = self._cum[n:n + m]
         with np.errstate(over="ignore"):
-            h = self._pow[np.maximum(b - 1, 0)] * (self._q[b] - self._q[a])
-        return np.where(b > a, h, np.uint64(0))
+            h = self._pow_at[n:n + m] * (self._q_at[n:n + m] - self._q_at[:m])
+        return np.where(self._cum[n:n + m] > self._cum[:m], h, np.uint64(0))
+
+    def top_ngram_exceeds(self, n: int, max_fraction: float, text_chars: int) -> bool:
+        """``top_ngram_chars(n) / text_chars > max_fraction``, usually without identifying the n-gram.
+
+        The top n-gram covers (its length with spaces) x (its count) characters: at most the largest
+        count times the longest n-gram, both from one sort. Only over the limit is it identified.
+        """
+        m = self.n - n + 1
+        if m <= 0:
+            return False
+        s = np.sort(self.tuple_hashes(n))
+        edges = np.empty(m + 1, dtype=bool)
+        edges[0] = edges[m] = True
+        np.not_equal(s[1:], s[:-1], out=edges[1:m])
+        starts = np.flatnonzero(edges)  # runs of equal hashes start here (plus the end)
+        most = int((starts[1:] - starts[:-1]).max())
+        bound = most * (int((self._cum[n:n + m] - self._cum[:m]).max()) + n - 1)
+        if bound / text_chars <= max_fraction:
+            return False
+        return self.top_ngram_chars(n) / text_chars > max_fraction  # type: ignore[operator]
 
     def top_ngram_chars(self, n: int) -> int | None:
         """Characters covered by the most frequent n-gram (its length with spaces times its count)."""

@@ -99,8 +99,7 @@ class GopherRepetition(DatatroveFilter):
             return False, "dup_line_char_frac"
         stats = NgramStats(split_into_words(text, self._impl.language))  # shares datatrove's per-text cache
         for n, frac in self._impl.top_n_grams:
-            top = stats.top_ngram_chars(n)
-            if top is not None and top / len(text) > frac:
+            if stats.top_ngram_exceeds(n, frac, len(text)):
                 return False, f"top_{n}_gram"
         for n, frac in self._impl.dup_n_grams:
             if stats.duplicated_ngram_exceeds(n, frac, len(text)):

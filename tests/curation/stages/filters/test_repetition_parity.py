@@ -31,13 +31,16 @@ def test_ngram_stats_match_datatrove_helpers() -> None:
 @given(words=st.lists(st.sampled_from(["a", "b", "ab", "c", "bc", "the", "cat"]), min_size=0, max_size=60),
        n=st.integers(1, 8), frac=st.floats(0, 1))
 def test_duplicated_ngram_bound_never_changes_a_decision(words: list[str], n: int, frac: float) -> None:
-    from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplicate
+    from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplicate, find_top_duplicate, get_n_grams
 
     exact = find_all_duplicate(words, n)
     text_chars = max(1, sum(map(len, words)) + len(words))
     stats = NgramStats(words)
     assert stats.duplicated_ngram_chars(n) == exact
     assert stats.duplicated_ngram_exceeds(n, frac, text_chars) == (exact / text_chars > frac)
+    top = find_top_duplicate(get_n_grams(words, n)) if len(words) >= n else None
+    assert stats.top_ngram_chars(n) == top
+    assert stats.top_ngram_exceeds(n, frac, text_chars) == (top is not None and top / text_chars > frac)
 
 
 @pytest.mark.slow
