@@ -12,6 +12,7 @@ hyphen are split around it. Sentences end after ``.``/``!``/``?`` tokens as in s
 from __future__ import annotations
 
 import re
+from itertools import chain
 
 from datatrove.utils.word_tokenizers import WordTokenizer
 
@@ -37,6 +38,7 @@ _TOKEN = re.compile(
 # spaCy's sentencizer compares whole tokens to single characters, so "..." never ends a sentence.
 _SENT_END = frozenset({".", "!", "?", "‼", "‽", "。", "！", "？", "．"})
 _PUNCT = re.compile(r"^[^\w\s]+$")
+_MEMO_MAX = 200_000  # distinct chunks (~45 MB); cleared when full
 
 
 class FastEnglishTokenizer(WordTokenizer):
@@ -44,6 +46,7 @@ class FastEnglishTokenizer(WordTokenizer):
 
     def __init__(self) -> None:
         super().__init__("en")
+        self._memo: dict[str, list[str]] = {}
 
     def __hash__(self) -> int:  # datatrove lru-caches on (text, mode, tokenizer)
         return hash("curation.FastEnglishTokenizer")
@@ -54,15 +57,19 @@ class FastEnglishTokenizer(WordTokenizer):
     def word_tokenize(self, text: str) -> list[str]:
         # No token spans whitespace and every lookaround sees whitespace and a chunk edge alike, so
         # tokenising whitespace-separated chunks one by one gives the same tokens; a chunk of
-        # letters only is one token under every alternative, so it skips the regex (2x faster).
-        out: list[str] = []
-        find = _TOKEN.findall
-        for chunk in text.split():
-            if chunk.isalpha():
-                out.append(chunk)
-            else:
-                out.extend(find(chunk))
-        return out
+        # letters only is one token under every alternative. Chunks repeat heavily, so each
+        # distinct chunk's tokens are memoised and the text is assembled by C-level loops.
+        chunks = text.split()
+        memo = self._memo
+        missing = set(chunks).difference(memo)
+        if missing:
+            if len(memo) + len(missing) > _MEMO_MAX:  # bound the memo on endless vocabularies
+                memo.clear()
+                missing = set(chunks)
+            find = _TOKEN.findall
+            for chunk in missing:
+                memo[chunk] = [chunk] if chunk.isalpha() else find(chunk)
+        return list(chain.from_iterable(map(memo.__getitem__, chunks)))
 
     @staticmethod
     def word_tokenize_regex(text: str) -> list[str]:
