@@ -54,3 +54,15 @@ def test_chunked_fast_path_gives_the_regex_tokens() -> None:
         with gzip.open(f, "rt", encoding="utf-8") as fh:
             texts += [json.loads(line)["text"] for line in fh]
     assert all(tok.word_tokenize(t) == tok.word_tokenize_regex(t) for t in texts)
+
+
+def test_chunk_memo_is_bounded_and_never_changes_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    from curation.stages.filters import word_tokenizer
+    from curation.stages.filters.word_tokenizer import FastEnglishTokenizer
+
+    monkeypatch.setattr(word_tokenizer, "_MEMO_MAX", 8)
+    tok = FastEnglishTokenizer()
+    texts = ["Don't stop, it's fine.", "a b c d e f g h i j k (l) m.", "Dr. Who's e.g. U.S. x@y.com", "Don't stop, it's fine."]
+    for t in texts:
+        assert tok.word_tokenize(t) == tok.word_tokenize_regex(t)
+        assert len(tok._memo) <= max(8, len(set(t.split())))  # cleared when full, never grows past a text
