@@ -2,6 +2,7 @@
 
     curate run pipelines/quickstart.yaml                 # local Ray, in process
     curate run pipelines/quickstart.yaml --ray-address auto -o output.dir=/data/run1
+    curate submit pipelines/quickstart.yaml --address http://HEAD:8265 -o output.dir=s3://bucket/run1
     curate stats runs/quickstart
     curate query runs/quickstart "SELECT reason, count(*) FROM decisions GROUP BY 1"
 """
@@ -256,6 +257,50 @@ def skill_order_cmd(
     for r in res["rounds"]:
         mix = ", ".join(f"{k} {v:.2f}" for k, v in r["planned_mixture"].items())
         console.print(f"round {r['round']}: {r['shard']}  planned {mix}")
+
+
+@app.command()
+def submit(
+    config: str = typer.Argument(..., help="Pipeline YAML inside the working dir (pipelines/*.yaml)."),
+    address: str = typer.Option(..., "--address", envvar="RAY_API_SERVER_ADDRESS",
+                                help="Ray dashboard / job server, e.g. http://HEAD:8265."),
+    override: list[str] = typer.Option([], "--set", "-o", help="Dotted override KEY=VALUE, repeatable."),
+    working_dir: Optional[str] = typer.Option(None, "--working-dir", help="Directory uploaded as the job's "
+                                              "working_dir (default: the current one)."),
+    exclude: list[str] = typer.Option([], "--exclude", help="More gitignore-style paths not to upload."),
+    token_env: str = typer.Option("RAY_AUTH_TOKEN", "--token-env", help="Variable holding the cluster's auth "
+                                  "token (also read: RAY_AUTH_TOKEN_PATH, a file)."),
+    python: str = typer.Option("python", "--python", help="Python on the cluster that runs `-m curation.cli`."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run dir first."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Stream the logs until the job ends."),
+) -> None:
+    """Run a pipeline on a remote Ray cluster (Ray Jobs API); streams its logs, exits 1 if the job fails."""
+    from rich.markup import escape
+
+    from curation.submit import submit as submit_job
+
+    try:
+        res = submit_job(address, config, override, working_dir=working_dir, excludes=exclude, token_env=token_env,
+                         python=python, overwrite=overwrite, wait=wait)
+    except CurationError as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2)
+    except KeyboardInterrupt:
+        console.print("[yellow]stopped following the job; it keeps running[/] (ray job stop/logs ID --address ...)")
+        raise typer.Exit(130)
+    run_dir = escape(res.run_dir)
+    if not os.path.isabs(res.run_dir) and "://" not in res.run_dir:
+        console.print(f"[yellow]warning:[/] output.dir {run_dir} is relative: it lies in the job's working dir "
+                      "on the head node; use an absolute shared path or s3:// URL", highlight=False, soft_wrap=True)
+    if res.status is None:
+        console.print(f"submitted {res.job_id}; run directory: {run_dir}", highlight=False, soft_wrap=True)
+    elif res.ok:
+        console.print(f"[green]job {res.job_id} succeeded[/]; run directory: {run_dir}", highlight=False,
+                      soft_wrap=True)
+    else:
+        console.print(f"[bold red]job {res.job_id} {res.status}:[/] {escape(res.message)}", highlight=False,
+                      soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command("stages")
