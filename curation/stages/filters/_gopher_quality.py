@@ -35,8 +35,9 @@ def make_fast_filter(**kwargs: Any) -> Any:
             n_words = len(words)
             counts = Counter(words)  # per distinct word from here on (C-speed counting)
             n_non_symbol = total_len = n_alpha = 0
+            memo, compute = self._flags.get, self._word_flags
             for w, c in counts.items():
-                non_symbol, alpha, length = self._word_flags(w)
+                non_symbol, alpha, length = memo(w) or compute(w)
                 if non_symbol:
                     n_non_symbol += c
                     total_len += length * c
