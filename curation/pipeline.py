@@ -77,7 +77,7 @@ class ExecutorConfig:
             raise ValueError(f"kind: {self.kind!r} is not one of ['local', 'ray']")
 
 
-RESOURCE_KEYS = {"num_cpus", "num_gpus", "memory"}
+RESOURCE_KEYS = {"num_cpus", "num_gpus", "memory", "concurrency"}
 
 
 @dataclass(kw_only=True)
@@ -86,8 +86,9 @@ class StageSpec:
 
     stage: str
     config: Any
-    #: Ray resources each task of a pass with this stage asks for: num_cpus, num_gpus, memory (bytes).
-    #: Where and how fast, not what: excluded from the run fingerprint.
+    #: Ray resources each task of a pass with this stage asks for: num_cpus, num_gpus, memory (bytes),
+    #: and ``concurrency``: at most this many of the pass's tasks at once (the pool of worker processes
+    #: that each load the stage's model once). Where and how fast, not what: not fingerprinted.
     resources: dict[str, float] = field(default_factory=dict)
 
     def build(self) -> Stage:
@@ -95,7 +96,13 @@ class StageSpec:
 
     def task_resources(self) -> dict[str, float]:
         """The stage's own needs (e.g. lm_loss's num_gpus) overridden by the config's ``resources``."""
-        return {**self.build().resources(), **self.resources}
+        return {k: v for k, v in {**self.build().resources(), **self.resources}.items() if k != "concurrency"}
+
+    @property
+    def concurrency(self) -> int | None:
+        """The most tasks of a pass with this stage that may run at once (None: no limit)."""
+        c = self.resources.get("concurrency")
+        return None if c is None else int(c)
 
 
 @dataclass(kw_only=True)
@@ -125,6 +132,10 @@ class PipelineConfig:
             bad = sorted(set(resources) - RESOURCE_KEYS) if isinstance(resources, dict) else ["(not a mapping)"]
             if bad:
                 raise ConfigError(f"{loc}.resources: unknown keys {bad}; valid: {sorted(RESOURCE_KEYS)}")
+            for key, value in resources.items():
+                if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or (
+                        key == "concurrency" and (value < 1 or int(value) != value)):
+                    raise ConfigError(f"{loc}.resources.{key}: expected a {'positive integer' if key == 'concurrency' else 'non-negative number'}, got {value!r}")
             stage_cls = get_stage(item["stage"])
             specs.append(StageSpec(stage=item["stage"], config=from_dict(stage_cls.Config, params, f"{loc} ({item['stage']})"),
                                    resources={k: float(v) for k, v in resources.items()}))

@@ -76,9 +76,11 @@ class RayExecutor(Executor):
         ctx.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
         return ray
 
-    def _concurrency(self, ray: Any, n_tasks: int) -> int:
+    def _concurrency(self, ray: Any, n_tasks: int, seg: Segment | None = None) -> int:
         wanted = self.config.executor.concurrency or int(ray.cluster_resources().get("CPU", 1))
-        return max(1, min(wanted, n_tasks))
+        # A stage's resources.concurrency caps its pass (e.g. as many model copies as GPUs or memory allow).
+        caps = [spec.concurrency for _, spec in (seg.stages if seg else []) if spec.concurrency is not None]
+        return max(1, min([wanted, n_tasks, *caps]))
 
     def run_tasks(self, plan: Plan, seg: Segment, tasks: list[int]) -> None:
         ray = self._ray()
@@ -95,7 +97,7 @@ class RayExecutor(Executor):
             _shard_fn,
             fn_kwargs={"plan": plan, "seg": seg.index},
             batch_size=1,
-            compute=ray.data.TaskPoolStrategy(size=self._concurrency(ray, len(tasks))),
+            compute=ray.data.TaskPoolStrategy(size=self._concurrency(ray, len(tasks), seg)),
             # Retries cover worker crashes only; exceptions fail fast (retry_exceptions is False).
             ray_remote_args_fn=lambda: {"max_retries": retries, **resources},
             runtime_env={"env_vars": fault_env} if fault_env else None,

@@ -34,7 +34,7 @@ from curation.stages.dedup.base import GlobalStage
 from curation.tokens import token_counter
 
 #: Fault-injection hook for the crash tests: "kill:SEG:TASK" SIGKILLs the worker after the task's
-#: first batch is written, "hang:SEG:TASK" sleeps there, "raise:SEG:TASK" raises ValueError at the start, "raise_before_marker:SEG:TASK"
+#: first batch is written, "hang:SEG:TASK" sleeps there, "sleep:SEG:TASK" (TASK may be *) waits 1 s there, "raise:SEG:TASK" raises ValueError at the start, "raise_before_marker:SEG:TASK"
 #: after the outputs are published but before the marker. With CURATION_FAULT_ONCE=PATH it fires once.
 FAULT_ENV = "CURATION_FAULT"
 
@@ -85,11 +85,15 @@ class _Counts:
 
 def _fault(seg: int, task: int, point: str) -> None:
     spec = os.environ.get(FAULT_ENV, "")
-    if not spec or spec.split(":")[1:] != [str(seg), str(task)]:
+    parts = spec.split(":")
+    if not spec or len(parts) != 3 or parts[1] != str(seg) or parts[2] not in (str(task), "*"):
         return
-    kind = spec.split(":")[0]
+    kind = parts[0]
     fires = {"kill": "after_first_batch", "hang": "after_first_batch", "raise": "start",
-             "raise_before_marker": "before_marker"}.get(kind) == point
+             "raise_before_marker": "before_marker", "sleep": "after_first_batch"}.get(kind) == point
+    if fires and kind == "sleep":  # a slow task (concurrency tests): every matching task, every time
+        time.sleep(1.0)
+        return
     once = os.environ.get("CURATION_FAULT_ONCE")
     if not fires or (once and os.path.exists(once)):
         return
@@ -291,6 +295,7 @@ def _run_shard(plan: Plan, seg_index: int, task_index: int) -> dict[str, Any]:
                   "sha256": f["sha256"]} for f in files],
         decisions=[str(f["path"].relative_to(lay.root)) for f in dec_files],
         domains=dict(domains),
+        started_unix=round(started, 3),
         seconds=round(time.time() - started, 3),
         node=_node_id(),
     )

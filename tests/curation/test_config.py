@@ -90,6 +90,12 @@ def test_stage_resources_are_validated_kept_and_not_fingerprinted() -> None:
     assert b.stages[0].task_resources() == {"num_cpus": 2.0, "memory": 1e9}
     assert b.to_mapping()["stages"][0]["resources"] == {"num_cpus": 2.0, "memory": 1e9}
     assert a.fingerprint_data() == b.fingerprint_data()  # where and how fast, not what
+    c = PipelineConfig.from_mapping({**base, "stages": [{"stage": "text_length_v1", "resources": {"num_cpus": 1, "concurrency": 3}}]})
+    assert c.stages[0].concurrency == 3 and c.stages[0].task_resources() == {"num_cpus": 1.0}
+    assert a.stages[0].concurrency is None
+    for bad in ({"concurrency": 0}, {"concurrency": 1.5}, {"num_cpus": -1}, {"memory": "lots"}):
+        with pytest.raises(ConfigError, match=r"resources\.(concurrency|num_cpus|memory)"):
+            PipelineConfig.from_mapping({**base, "stages": [{"stage": "text_length_v1", "resources": bad}]})
     with pytest.raises(ConfigError, match=r"unknown keys \['gpus'\]"):
         PipelineConfig.from_mapping({**base, "stages": [{"stage": "text_length_v1", "resources": {"gpus": 1}}]})
     from curation.stages.scoring.lm_loss import LMLossConfig, LMSpec

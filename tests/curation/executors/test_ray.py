@@ -28,6 +28,25 @@ def test_ray_equals_local_for_any_concurrency(ray_cluster: None, tiny_corpus: Pa
         assert res.manifest["stages"] == run_pipeline(pipeline_dict([str(tiny_corpus / "*")], local)).manifest["stages"]
 
 
+def test_stage_concurrency_caps_its_pass(ray_cluster: None, tiny_corpus: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    local = tmp_path / "local"
+    run_pipeline(pipeline_dict([str(tiny_corpus / "*")], local))
+    out = tmp_path / "capped"
+    data = pipeline_dict([str(tiny_corpus / "*")], out, kind="ray")
+    data["executor"]["concurrency"] = 3
+    data["stages"][0]["resources"] = {"concurrency": 1, "num_cpus": 0.5}  # one model copy at a time, say
+    monkeypatch.setenv("CURATION_FAULT", "sleep:0:*")  # every task of pass 0 takes >= 1 s
+    run_pipeline(data)
+    assert shard_bytes(out) == shard_bytes(local)
+    spans = sorted((m["started_unix"], m["started_unix"] + m["seconds"])
+                   for m in (json.loads(p.read_text()) for p in (out / "_markers" / "seg0").glob("*.json")))
+    assert len(spans) == 3
+    assert all(a[1] <= b[0] + 0.01 for a, b in zip(spans, spans[1:]))  # never two tasks of the pass at once
+
+
 @pytest.mark.fault
 def test_worker_sigkill_mid_task_is_retried_with_identical_output(ray_cluster: None, tiny_corpus: Path, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
