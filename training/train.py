@@ -180,7 +180,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             with ctx, autocast:
                 _, loss = ddp(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
                 (loss / cfg.grad_accum).backward()
-            total += float(loss) / cfg.grad_accum
+            total += loss.item() / cfg.grad_accum
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
