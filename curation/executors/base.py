@@ -7,6 +7,7 @@ what is refused, when the run is committed) lives here, shared by local and Ray 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -25,6 +26,7 @@ from curation.io.atomic import read_json, write_json
 from curation.io.storage import is_remote, remove_tree
 from curation.pipeline import PipelineConfig
 from curation.schema import SCHEMA_VERSION
+from curation.stages.base import config_dict
 from curation.stages.dedup.base import GlobalStage
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,45 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): data}
 
 
+#: Stage config fields that name model files or folders (fastText, lid.176, LMs, centroids, templates).
+ARTIFACT_FIELDS = {"model", "model_path", "path", "centroids", "templates_file", "tokenizer"}
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _artifact_digest(path: Path) -> str:
+    """sha256 of a file's bytes; for a folder (a Hugging Face model dir), of its files' names and sizes
+    and modification times (hashing gigabytes of weights on every launch would cost minutes)."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        if path.is_file():
+            with open(path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+        else:
+            for f in sorted(p for p in path.rglob("*") if p.is_file()):
+                fst = f.stat()
+                h.update(f"{f.relative_to(path)}\0{fst.st_size}\0{fst.st_mtime_ns}\n".encode())
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+def artifact_digests(config: PipelineConfig) -> dict[str, str]:
+    """Digests of the local files and folders that stage configs name (fastText models, centroids,
+    model dirs): a changed model behind the same path must not resume into the old run's outputs."""
+    out: dict[str, str] = {}
+    for i, spec in enumerate(config.stages):
+        for key, value in _flatten(config_dict(spec.config)).items():
+            # Only fields that name a model or its data (never caches such as rephrase's cache_dir).
+            if key.rsplit(".", 1)[-1] not in ARTIFACT_FIELDS or not isinstance(value, str) or "://" in value:
+                continue
+            path = Path(value)
+            if value and path.exists():
+                out[f"stages.{i}.{key}"] = _artifact_digest(path)
+    return out
+
+
 class Executor(ABC):
     """Runs a pipeline into its run directory, resuming whatever a previous attempt finished."""
 
@@ -81,6 +122,9 @@ class Executor(ABC):
     def _identity(self, plan: Plan) -> dict[str, Any]:
         inputs = [{"source": t.source, "bytes": t.size} for t in plan.tasks]
         data = {"config": self.config.fingerprint_data(), "inputs": inputs, "schema_version": SCHEMA_VERSION}
+        artifacts = artifact_digests(self.config)
+        if artifacts:  # only then, so runs that name no model file keep their fingerprints
+            data["artifacts"] = artifacts
         return {**data, "fingerprint": fingerprint(data)}
 
     def _check_run_dir(self, plan: Plan, identity: dict[str, Any]) -> None:
@@ -90,8 +134,8 @@ class Executor(ABC):
         if lay.run_json.exists():
             old = read_json(lay.run_json)
             if old.get("fingerprint") != identity["fingerprint"]:
-                a, b = _flatten({k: old.get(k) for k in ("config", "inputs")}), _flatten(
-                    {k: identity[k] for k in ("config", "inputs")})
+                keys = ("config", "inputs", "artifacts")
+                a, b = _flatten({k: old.get(k) for k in keys}), _flatten({k: identity.get(k) for k in keys})
                 changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
                 raise FatalError(
                     f"{lay.root} holds a run with a different config or inputs (fingerprint "

@@ -110,3 +110,20 @@ def test_sampled_threshold_is_close_to_the_exact_one() -> None:
     assert exact == pytest.approx(0.9, abs=0.01) and sampled == pytest.approx(exact, abs=0.02)
     with pytest.raises(ValueError, match="sample"):
         Select(SelectConfig(column="s", top_fraction=0.1, sample_fraction=1e-6)).threshold(LocalFrame(_keys(scores[:5], chars[:5])))
+
+
+def test_a_retrained_model_behind_the_same_path_is_not_resumed_into(tmp_path: Path) -> None:
+    from curation.errors import FatalError
+
+    model = tmp_path / "model"
+    train_classifier(model, sample_texts("code")[:50], sample_texts("python_docs")[:50], FastTextSettings(epoch=2),
+                     {"method": "test"}, valid_fraction=0.0)
+    write_jsonl(tmp_path / "in" / "a.jsonl", [{"id": "p", "text": PROSE[0]}])
+    data = pipeline_dict([str(tmp_path / "in" / "*.jsonl")], tmp_path / "run",
+                         stages=[{"stage": "fasttext_score_v1", "models": [{"name": "code", "path": str(model)}]}])
+    run_pipeline(data)
+    assert run_pipeline(data).nothing_to_do
+    train_classifier(model, sample_texts("code")[:60], sample_texts("python_docs")[:60], FastTextSettings(epoch=3),
+                     {"method": "test"}, valid_fraction=0.0)
+    with pytest.raises(FatalError, match=r"changed: artifacts\.stages\.0\.models\.0\.path"):
+        run_pipeline(data)
