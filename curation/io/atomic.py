@@ -1,7 +1,8 @@
 """Effectively-once file writes: write to ``NAME.tmp`` in the same folder, fsync, rename.
 
 A reader never sees a half-written file: every reader in this package ignores ``*.tmp``, and
-the executor deletes stale temp files of a task before rerunning it.
+the executor deletes stale temp files of a task before rerunning it. For an object-store URL the
+temp file is local and the finished file is uploaded in one piece (``curation.io.storage``).
 """
 
 from __future__ import annotations
