@@ -22,6 +22,7 @@ from curation.config import fingerprint
 from curation.errors import FatalError
 from curation.executors.plan import Plan, Segment, make_plan
 from curation.executors.shard import segment_schema
+from curation.executors.writers import file_digest
 from curation.io.atomic import read_json, write_json
 from curation.io.storage import is_remote, remove_tree
 from curation.pipeline import PipelineConfig
@@ -69,16 +70,14 @@ def _artifact_digest(path: Path) -> str:
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
-        h = hashlib.sha256()
         if path.is_file():
-            with open(path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
+            _DIGESTS[key] = file_digest(path)
         else:
+            h = hashlib.sha256()
             for f in sorted(p for p in path.rglob("*") if p.is_file()):
                 fst = f.stat()
                 h.update(f"{f.relative_to(path)}\0{fst.st_size}\0{fst.st_mtime_ns}\n".encode())
-        _DIGESTS[key] = h.hexdigest()
+            _DIGESTS[key] = h.hexdigest()
     return _DIGESTS[key]
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from curation.executors.base import Executor
 from curation.executors.plan import Plan, Segment
 from curation.executors.shard import run_shard
 from curation.executors.writers import RollingParquetWriter
-from curation.io.storage import arrow_source
+from curation.io.storage import read_parquet
 from curation.stages.dedup.base import GlobalStage
 from curation.stages.dedup.frame import LocalFrame
 
@@ -41,10 +40,8 @@ class LocalExecutor(Executor):
 
     def run_global(self, plan: Plan, seg: Segment, stage: GlobalStage, stage_index: int) -> None:
         cols = key_read_columns(stage)
-        tables = []
-        for t in plan.tasks:
-            path, fs = arrow_source(plan.layout.work(seg.index, t.index))
-            tables.append(pq.read_table(path, columns=cols, filesystem=fs))
-        table = pa.concat_tables(tables)
+        table = pa.concat_tables(
+            [read_parquet(str(plan.layout.work(seg.index, t.index)), columns=cols) for t in plan.tasks]
+        )
         result = stage.run_global(LocalFrame(table, num_buckets=stage.num_buckets)).table
         write_duplicates(plan, stage_index, result.cast(stage.result_schema))

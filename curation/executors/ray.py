@@ -119,7 +119,8 @@ class RayExecutor(Executor):
             LocalExecutor.run_global(self, plan, seg, stage, stage_index)  # type: ignore[arg-type]
             return
         ray = self._ray()
-        files, fs = [arrow_source(w)[0] for w in works], arrow_source(works[0])[1]
+        fs = arrow_source(works[0])[1]  # every work file lives in the same run directory
+        files = [arrow_source(w)[0] for w in works]
         ds = ray.data.read_parquet(files, filesystem=fs).select_columns(key_read_columns(stage))
         # Few shuffle partitions: Ray's default (hundreds) costs seconds of overhead on small runs.
         partitions = max(1, min(stage.num_buckets, 2 * int(ray.cluster_resources().get("CPU", 1))))
