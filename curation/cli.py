@@ -88,6 +88,12 @@ def run(
         console.print(f"[green]nothing to do:[/] {result.root} is complete")
     else:
         console.print(f"[green]done[/] in {result.manifest['wall_seconds']:.1f} s: {result.root}")
+    totals = result.manifest["totals"]
+    if totals["docs_out"] == 0:  # a normal outcome (e.g. a strict filter), not an error: say why
+        why = ("every document was dropped; see decisions" if totals["docs_read"]
+               else "no document was read from the inputs; see quarantine")
+        console.print(f"[yellow]0 documents kept:[/] {why} (curate stats {result.root})", highlight=False,
+                      soft_wrap=True)
     _print_stats(str(result.root))
 
 
