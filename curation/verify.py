@@ -133,7 +133,11 @@ def _check_shards(root: Path, manifest: dict[str, Any], report: Report) -> dict[
         if not path.exists():
             report.problems.append(f"{rel}: missing (manifest.json lists it)")
             continue
-        real_size, real_sha = _digest(path)
+        try:
+            real_size, real_sha = _digest(path)
+        except OSError as exc:  # e.g. an object replaced while being read
+            report.problems.append(f"{rel}: unreadable ({type(exc).__name__}: {exc})")
+            continue
         if real_size != size:
             report.problems.append(f"{rel}: size {real_size} bytes, manifest.json says {size}")
         elif real_sha != sha:
@@ -244,7 +248,11 @@ def _check_markers(root: Path, manifest: dict[str, Any], shards: dict[str, dict[
 def verify_run(run_dir: str | Path) -> Report:
     """Check a run directory (local path or URL) against its manifest; see the module docstring."""
     root = run_path(run_dir)
-    root = root if is_remote(root) else root.resolve()
+    if is_remote(root):
+        # fsspec caches listings and object versions per process: verify what is there now.
+        root.fs.invalidate_cache()  # type: ignore[attr-defined]
+    else:
+        root = root.resolve()
     has_run, has_manifest = (root / "run.json").exists(), (root / "manifest.json").exists()
     if not has_run and not has_manifest:
         raise NotARunError(f"{root} is not a run directory: it has neither run.json nor manifest.json")

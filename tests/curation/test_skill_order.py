@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation.skill_order import plan_mixtures, skill_order
+from curation.verify import verify_run
 from tests.conftest import REPO, SAMPLE
 from tests.curation.executors.runs import run_pipeline
 
@@ -52,6 +53,8 @@ def test_ordered_shards_follow_the_schedule(tmp_path: Path) -> None:
         for skill, share in rnd["planned_mixture"].items():
             assert rnd["realised_mixture"][skill] == pytest.approx(share, abs=0.08)  # whole documents overshoot a little
     assert len(ids) == len(set(ids))  # no document twice
+    report = verify_run(tmp_path / "out")  # a derived dataset: its shards match its manifest
+    assert report.ok and report.shards == 3 and not report.has_run_json, report.problems
     with pytest.raises(FileExistsError):
         skill_order(run, tmp_path / "out", GRAPH, LOSSES, 1, 1000, column="domain")
 

@@ -71,7 +71,8 @@ def test_clean_run_verifies_ok(golden_run: Path) -> None:
     assert r.exit_code == 0, r.output
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"OK {golden_run}: {len(m['shards'])} shards ")
-    assert f"({m['totals']['docs_out']} rows" in lines[0] and "5 markers agree" in lines[0]  # 2 passes x 2 tasks + 1 global
+    # 2 passes x 2 tasks + 1 global-stage marker
+    assert f"({m['totals']['docs_out']} rows" in lines[0] and "5 markers agree" in lines[0]
 
 
 def _first_shard(run: Path) -> str:
@@ -106,7 +107,8 @@ def _edit_sha(run: Path) -> str:
 def _dotdot(run: Path) -> str:
     (run.parent / "outside.parquet").write_bytes((run / _first_shard(run)).read_bytes())
     _edit_manifest(run, lambda m: m["shards"][0].update(path="../outside.parquet"))
-    return rf"^MISMATCH {re.escape(str(run))}/manifest.json: unsafe path '\.\./outside\.parquet': empty, '\.' or '\.\.' component"
+    return (rf"^MISMATCH {re.escape(str(run))}/manifest.json: unsafe path '\.\./outside\.parquet': "
+            r"empty, '\.' or '\.\.' component")
 
 
 def _absolute(run: Path) -> str:
@@ -208,7 +210,8 @@ def test_safe_shard_path_refuses(tmp_path: Path, rel: str) -> None:
 
 
 def test_safe_shard_path_accepts_plain_relative_paths(tmp_path: Path) -> None:
-    assert safe_shard_path(tmp_path, "shards/00000-000.parquet") == str(tmp_path.resolve() / "shards/00000-000.parquet")
+    rel = "shards/00000-000.parquet"
+    assert safe_shard_path(tmp_path, rel) == str(tmp_path.resolve() / rel)
     assert safe_shard_path("s3://bucket/run/", "shards/a.parquet") == "s3://bucket/run/shards/a.parquet"
     with pytest.raises(ValueError, match="not a non-empty string"):
         safe_shard_path(tmp_path, None)
@@ -234,3 +237,29 @@ def test_safe_shard_path_stays_inside_the_run(rel: str) -> None:
         return
     assert Path(full).parent.resolve().is_relative_to(root) and ".." not in Path(full).parts
     assert safe_shard_path("s3://bucket/r1", rel).startswith("s3://bucket/r1/")
+
+
+# -- object-store runs ------------------------------------------------------------------------------
+
+from tests.curation.io.test_object_store import s3  # noqa: E402,F401  (the moto S3 server fixture)
+
+
+@pytest.mark.slow
+def test_s3_run_verifies_and_mismatches_are_named(s3: Any, tmp_path: Path) -> None:
+    url = "s3://runs/verify-me"
+    run_pipeline(pipeline_dict(_corpus(tmp_path / "in"), tmp_path / "unused", target_shard_bytes=1024)
+                 | {"output": {"dir": url, "token_counter": "whitespace", "target_shard_bytes": 1024}})
+    r = curate_verify(url)
+    assert r.exit_code == 0 and r.output.startswith(f"OK {url}: "), r.output
+    m = json.loads(s3.cat("runs/verify-me/manifest.json"))
+    first = m["shards"][0]["path"]
+    s3.pipe(f"runs/verify-me/{first}", b"PAR1 not the shard")
+    s3.pipe("runs/verify-me/shards/zz-extra.parquet", b"x")
+    s3.pipe("runs/other-run/x.parquet", b"x")
+    m["shards"][1]["path"] = "../other-run/x.parquet"
+    s3.pipe("runs/verify-me/manifest.json", json.dumps(m).encode())
+    r = curate_verify(url)
+    assert r.exit_code == 1, r.output
+    assert f"MISMATCH {first}: size 18 bytes, manifest.json says {m['shards'][0]['bytes']}" in r.output
+    assert "MISMATCH shards/zz-extra.parquet: unexpected file" in r.output
+    assert f"MISMATCH {url}/manifest.json: unsafe path '../other-run/x.parquet'" in r.output

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from curation.verify import verify_run
 from tests.conftest import REPO, pipeline_dict
 from tests.curation.executors.runs import run_pipeline
 
@@ -25,6 +26,8 @@ def _assert_empty_run(out: Path, docs_read: int) -> None:
     assert m["stages"][1]["dropped"] == {"too_short": docs_read}
     assert len(list((out / "_markers").glob("global-stage*.json"))) == 2
     assert m["decisions"]  # every drop is recorded
+    report = verify_run(out)
+    assert report.ok and report.shards == 0, report.problems
 
 
 def test_run_keeping_no_document_exits_0_and_says_so(tiny_corpus: Path, tmp_path: Path) -> None:
