@@ -5,6 +5,7 @@
     curate submit pipelines/quickstart.yaml --address http://HEAD:8265 -o output.dir=s3://bucket/run1
     curate stats runs/quickstart
     curate query runs/quickstart "SELECT reason, count(*) FROM decisions GROUP BY 1"
+    curate verify runs/quickstart                        # re-hash shards, check manifest vs markers
 """
 
 from __future__ import annotations
@@ -88,6 +89,12 @@ def run(
         console.print(f"[green]nothing to do:[/] {result.root} is complete")
     else:
         console.print(f"[green]done[/] in {result.manifest['wall_seconds']:.1f} s: {result.root}")
+    totals = result.manifest["totals"]
+    if totals["docs_out"] == 0:  # a normal outcome (e.g. a strict filter), not an error: say why
+        why = ("every document was dropped; see decisions" if totals["docs_read"]
+               else "no document was read from the inputs; see quarantine")
+        console.print(f"[yellow]0 documents kept:[/] {why} (curate stats {result.root})", highlight=False,
+                      soft_wrap=True)
     _print_stats(str(result.root))
 
 
@@ -328,6 +335,27 @@ def submit(
         console.print(f"[bold red]job {res.job_id} {res.status}:[/] {escape(res.message)}", highlight=False,
                       soft_wrap=True)
         raise typer.Exit(1)
+
+
+@app.command()
+def verify(run_dir: str = typer.Argument(..., help="A run directory (local path or s3:// URL).")) -> None:
+    """Re-hash every shard and check manifest, markers and files agree; exit 1 naming each mismatch."""
+    from rich.markup import escape
+
+    from curation.verify import NotARunError, verify_run
+
+    try:
+        report = verify_run(run_dir)
+    except NotARunError as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    for line in report.problems:  # one line each, never wrapped: scripts grep these
+        console.print(f"[bold red]MISMATCH[/] {escape(line)}", highlight=False, soft_wrap=True)
+    if not report.ok:
+        console.print(f"[bold red]FAILED[/] {escape(report.root)}: {len(report.problems)} problems",
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(escape(report.summary()), highlight=False, soft_wrap=True)
 
 
 @app.command("stages")

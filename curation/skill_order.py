@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from curation.executors.writers import file_digest
 from curation.io.atomic import write_json
+from curation.io.manifest import safe_shard_path
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -50,8 +51,13 @@ def skill_order(run: str | Path, out: str | Path, graph: dict[str, Any], losses:
     run, out = Path(run), Path(out)
     if (out / "manifest.json").exists():
         raise FileExistsError(f"{out} already holds a manifest; choose a new directory")
+    if not (run / "manifest.json").is_file():
+        raise ValueError(f"{run} has no manifest.json: not a finished run")
     manifest = json.loads((run / "manifest.json").read_text())
-    table = pa.concat_tables([pq.read_table(run / s["path"]) for s in manifest["shards"]])
+    if not manifest.get("shards"):
+        raise ValueError(f"{run}: the run kept 0 documents (every document was dropped; see its decisions): "
+                         "nothing to order")
+    table = pa.concat_tables([pq.read_table(safe_shard_path(run, s["path"])) for s in manifest["shards"]])
     if column not in table.column_names:
         raise ValueError(f"{run}: no column {column!r} (tag skills first with skill_tag_v1, or use column: domain)")
     skills = list(graph["train_skills"])

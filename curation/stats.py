@@ -64,8 +64,9 @@ def connect(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
         cols = ", ".join(f"CAST(NULL AS {_duck_type(c['type'])}) AS \"{c['name']}\"" for c in manifest["schema"])
         con.execute(f"CREATE VIEW docs AS SELECT {cols} WHERE false")
     con.execute("CREATE TABLE shards (path VARCHAR, rows BIGINT, bytes BIGINT, sha256 VARCHAR)")
-    con.executemany("INSERT INTO shards VALUES (?, ?, ?, ?)",
-                    [(s["path"], s["rows"], s["bytes"], s["sha256"]) for s in manifest["shards"]])
+    if manifest["shards"]:  # a run that kept no document has none (executemany refuses an empty list)
+        con.executemany("INSERT INTO shards VALUES (?, ?, ?, ?)",
+                        [(s["path"], s["rows"], s["bytes"], s["sha256"]) for s in manifest["shards"]])
     con.execute('CREATE TABLE stages (idx INTEGER, stage VARCHAR, "in" BIGINT, "out" BIGINT, dropped BIGINT)')
     con.executemany("INSERT INTO stages VALUES (?, ?, ?, ?, ?)",
                     [(s["index"], s["name"], s["in"], s["out"], sum(s["dropped"].values())) for s in manifest["stages"]])

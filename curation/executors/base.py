@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from curation.config import fingerprint
 from curation.errors import FatalError
@@ -173,12 +174,25 @@ class Executor(ABC):
                 if not marker.exists() or pending:
                     remove_tree(lay.dups_dir(stage_index))
                     t0 = time.time()
-                    stage = spec.build()
-                    self.run_global(plan, seg, stage, stage_index)
+                    if work_rows(plan, seg) == 0:
+                        # Every document was dropped before this stage: there is nothing to resolve,
+                        # and the next pass reads "no duplicates" from the absent dups folder.
+                        log.info("global stage %s: no documents reached it", spec.stage)
+                    else:
+                        self.run_global(plan, seg, spec.build(), stage_index)
                     write_json(marker, {"stage": spec.stage, "seconds": round(time.time() - t0, 3)})
         manifest = build_manifest(plan, identity, wall_seconds=time.time() - started)
         write_json(lay.manifest, manifest)  # the commit point of the run
         return RunResult(lay.root, manifest, nothing_to_do=False, tasks_run=tasks_run)
+
+
+def work_rows(plan: Plan, seg: Segment) -> int:
+    """Rows in the keyed work files of a pass (read from the Parquet footers only)."""
+    total = 0
+    for t in plan.tasks:
+        with plan.layout.work(seg.index, t.index).open("rb") as fh:
+            total += pq.ParquetFile(fh).metadata.num_rows
+    return total
 
 
 def build_manifest(plan: Plan, identity: dict[str, Any], wall_seconds: float) -> dict[str, Any]:

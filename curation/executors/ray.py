@@ -22,7 +22,7 @@ from curation.executors.base import Executor
 from curation.executors.local import LocalExecutor, key_read_columns
 from curation.executors.plan import Plan, Segment
 from curation.executors.ray_frame import RayFrame
-from curation.executors.shard import run_shard
+from curation.executors.shard import fault_injection_env, run_shard
 from curation.io.storage import arrow_source, forward_env, is_remote, remove_tree
 from curation.pipeline import PipelineConfig
 from curation.stages.dedup.base import GlobalStage
@@ -52,9 +52,9 @@ class RayExecutor(Executor):
 
         if not ray.is_initialized():
             ex = self.config.executor
-            # Hub look-ups hang without this on machines with no network (ENVIRONMENT-NOTES).
-            env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "CURATION_LID_MODEL", "CURATION_FAULT",
-                                               "CURATION_FAULT_ONCE") if k in os.environ}
+            # Hub look-ups hang without this on machines with no network.
+            env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "CURATION_LID_MODEL") if k in os.environ}
+            env.update(fault_injection_env())  # empty unless a test enabled fault injection
             env.update(forward_env())  # object-store endpoint/region (never credentials)
             ray.init(
                 address=ex.address,
@@ -86,7 +86,7 @@ class RayExecutor(Executor):
         ray = self._ray()
         retries = self.config.executor.max_task_retries
         # Fault-injection variables reach workers of an already running cluster only this way.
-        fault_env = {k: os.environ[k] for k in ("CURATION_FAULT", "CURATION_FAULT_ONCE") if k in os.environ}
+        fault_env = fault_injection_env()
         # A pass asks for the most any of its stages needs (a GPU for LM scoring, say).
         resources: dict[str, float] = {}
         for _, spec in seg.stages:

@@ -34,9 +34,24 @@ from curation.stages.dedup.base import GlobalStage
 from curation.tokens import token_counter
 
 #: Fault-injection hook for the crash tests: "kill:SEG:TASK" SIGKILLs the worker after the task's
-#: first batch is written, "hang:SEG:TASK" sleeps there, "sleep:SEG:TASK" (TASK may be *) waits 1 s there, "raise:SEG:TASK" raises ValueError at the start, "raise_before_marker:SEG:TASK"
-#: after the outputs are published but before the marker. With CURATION_FAULT_ONCE=PATH it fires once.
+#: first batch is written, "hang:SEG:TASK" sleeps there, "sleep:SEG:TASK" (TASK may be *) waits 1 s
+#: there, "raise:SEG:TASK" raises ValueError at the start, "raise_before_marker:SEG:TASK" after the
+#: outputs are published but before the marker. With CURATION_FAULT_ONCE=PATH it fires once.
 FAULT_ENV = "CURATION_FAULT"
+#: The hook is inert unless this is also "1". A stray CURATION_FAULT in a production environment
+#: (a copied shell profile, a leaked CI variable) must never kill or stall a real run, so only the
+#: tests that exercise crashes set both. A second variable rather than "are we under pytest?",
+#: because the hook must also fire in Ray workers and in `curate run` subprocesses started by tests.
+FAULT_ENABLE_ENV = "CURATION_ENABLE_FAULT_INJECTION"
+#: What the Ray executor forwards to its workers, and only when injection is enabled.
+FAULT_VARS = (FAULT_ENV, "CURATION_FAULT_ONCE", FAULT_ENABLE_ENV)
+
+
+def fault_injection_env() -> dict[str, str]:
+    """The fault-injection variables of this process when injection is enabled; else nothing."""
+    if os.environ.get(FAULT_ENABLE_ENV) != "1":
+        return {}
+    return {k: os.environ[k] for k in FAULT_VARS if k in os.environ}
 
 _STAGE_CACHE: dict[tuple[str, int], list[Stage]] = {}
 
@@ -84,6 +99,8 @@ class _Counts:
 
 
 def _fault(seg: int, task: int, point: str) -> None:
+    if os.environ.get(FAULT_ENABLE_ENV) != "1":
+        return
     spec = os.environ.get(FAULT_ENV, "")
     parts = spec.split(":")
     if not spec or len(parts) != 3 or parts[1] != str(seg) or parts[2] not in (str(task), "*"):

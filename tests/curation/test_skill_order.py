@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from curation.skill_order import plan_mixtures, skill_order
+from curation.verify import verify_run
 from tests.conftest import REPO, SAMPLE
 from tests.curation.executors.runs import run_pipeline
 
@@ -51,5 +53,44 @@ def test_ordered_shards_follow_the_schedule(tmp_path: Path) -> None:
         for skill, share in rnd["planned_mixture"].items():
             assert rnd["realised_mixture"][skill] == pytest.approx(share, abs=0.08)  # whole documents overshoot a little
     assert len(ids) == len(set(ids))  # no document twice
+    report = verify_run(tmp_path / "out")  # a derived dataset: its shards match its manifest
+    assert report.ok and report.shards == 3 and not report.has_run_json, report.problems
     with pytest.raises(FileExistsError):
         skill_order(run, tmp_path / "out", GRAPH, LOSSES, 1, 1000, column="domain")
+
+
+def _skill_order_cli(run: Path, out: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    (tmp_path / "g.json").write_text(json.dumps(GRAPH))
+    (tmp_path / "l.json").write_text(json.dumps(LOSSES))
+    return subprocess.run([sys.executable, "-m", "curation.cli", "skill-order", str(run), str(out), "--graph",
+                           str(tmp_path / "g.json"), "--losses", str(tmp_path / "l.json"), "--column", "domain"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+
+
+def test_run_with_no_kept_document_gets_a_clear_message(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run_pipeline({"name": "s", "input": {"paths": [str(SAMPLE / "license-000.jsonl.gz")]},
+                  "stages": [{"stage": "text_length_v1", "min_chars": 10**9}],
+                  "output": {"dir": str(run), "token_counter": "whitespace"}, "executor": {"kind": "local"}})
+    with pytest.raises(ValueError, match="kept 0 documents"):
+        skill_order(run, tmp_path / "out", GRAPH, LOSSES, 1, 1000, column="domain")
+    r = _skill_order_cli(run, tmp_path / "out", tmp_path)
+    assert r.returncode == 2 and "kept 0 documents" in r.stdout and "Traceback" not in r.stdout + r.stderr
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("evil", ["../outside.parquet", "ABS", "shards/../../outside.parquet",
+                                  "shards\\..\\..\\outside.parquet", "file:///etc/passwd"])
+def test_manifest_shard_paths_outside_the_run_are_refused(tmp_path: Path, evil: str) -> None:
+    # A parquet file beside the run that an edited manifest points at: it must never be read.
+    outside = tmp_path / "outside.parquet"
+    pq.write_table(pa.table({"id": ["x"], "domain": ["code"], "n_chars": [10], "text": ["secret"]}), outside)
+    run = tmp_path / "run"
+    run.mkdir()
+    path = str(outside) if evil == "ABS" else evil
+    (run / "manifest.json").write_text(json.dumps({"name": "evil", "shards": [{"path": path}]}))
+    with pytest.raises(ValueError, match=r"manifest.json: unsafe path"):
+        skill_order(run, tmp_path / "out", GRAPH, LOSSES, 1, 1000, column="domain")
+    r = _skill_order_cli(run, tmp_path / "out", tmp_path)
+    assert r.returncode == 2 and "unsafe path" in r.stdout, r.stdout + r.stderr
+    assert not (tmp_path / "out" / "manifest.json").exists()

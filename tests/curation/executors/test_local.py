@@ -69,6 +69,7 @@ def test_crash_after_publish_before_marker_rewrites_same_files(tiny_corpus: Path
     golden = tmp_path / "golden"
     run_pipeline(pipeline_dict([str(tiny_corpus / "*")], golden))
     out = tmp_path / "run"
+    monkeypatch.setenv("CURATION_ENABLE_FAULT_INJECTION", "1")
     monkeypatch.setenv("CURATION_FAULT", "raise_before_marker:1:0")
     with pytest.raises(ShardError, match="injected failure in seg 1 task 0"):
         run_pipeline(pipeline_dict([str(tiny_corpus / "*")], out))
@@ -82,6 +83,7 @@ def test_crash_after_publish_before_marker_rewrites_same_files(tiny_corpus: Path
 
 
 def test_stage_exception_fails_fast_naming_shard(tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CURATION_ENABLE_FAULT_INJECTION", "1")
     monkeypatch.setenv("CURATION_FAULT", "raise:0:1")
     with pytest.raises(ShardError, match=r"pass 0 task 1 \(b.jsonl.gz\): ValueError: injected failure"):
         run_pipeline(pipeline_dict([str(tiny_corpus / "*")], tmp_path / "run"))
@@ -161,3 +163,20 @@ def test_near_dedup_pipeline_shards_decisions_and_sql(tmp_path: Path) -> None:
     run_pipeline(pipeline_dict([str(near_corpus(tmp_path) / "*.jsonl")], tmp_path / "mark", stages=stages))
     _, rows = query(tmp_path / "mark", "SELECT id, dup_cluster, dup_kept FROM docs ORDER BY id")
     assert rows == [("a1", "b1", False), ("a2", "a2", True), ("b1", "b1", True), ("b2", "b2", True), ("b3", "a2", False)]
+
+
+@pytest.mark.parametrize("enable", [None, "0", "true"])
+def test_fault_variables_alone_are_inert(tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         enable: str | None) -> None:
+    """CURATION_FAULT fires only with CURATION_ENABLE_FAULT_INJECTION=1 (exactly), never from a stray variable."""
+    if enable is None:
+        monkeypatch.delenv("CURATION_ENABLE_FAULT_INJECTION", raising=False)
+    else:
+        monkeypatch.setenv("CURATION_ENABLE_FAULT_INJECTION", enable)
+    monkeypatch.setenv("CURATION_FAULT", "raise:0:*")
+    monkeypatch.setenv("CURATION_FAULT_ONCE", str(tmp_path / "fired"))
+    res = run_pipeline(pipeline_dict([str(tiny_corpus / "*")], tmp_path / "run"))
+    assert res.manifest["totals"]["docs_out"] == 4 and not (tmp_path / "fired").exists()
+    from curation.executors.shard import fault_injection_env
+
+    assert fault_injection_env() == {}  # nothing is forwarded to Ray workers either

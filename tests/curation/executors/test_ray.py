@@ -38,6 +38,7 @@ def test_stage_concurrency_caps_its_pass(ray_cluster: None, tiny_corpus: Path, t
     data = pipeline_dict([str(tiny_corpus / "*")], out, kind="ray")
     data["executor"]["concurrency"] = 3
     data["stages"][0]["resources"] = {"concurrency": 1, "num_cpus": 0.5}  # one model copy at a time, say
+    monkeypatch.setenv("CURATION_ENABLE_FAULT_INJECTION", "1")
     monkeypatch.setenv("CURATION_FAULT", "sleep:0:*")  # every task of pass 0 takes >= 1 s
     run_pipeline(data)
     assert shard_bytes(out) == shard_bytes(local)
@@ -54,6 +55,7 @@ def test_worker_sigkill_mid_task_is_retried_with_identical_output(ray_cluster: N
     run_pipeline(pipeline_dict([str(tiny_corpus / "*")], golden))
     out = tmp_path / "run"
     once = tmp_path / "fired"
+    monkeypatch.setenv("CURATION_ENABLE_FAULT_INJECTION", "1")
     monkeypatch.setenv("CURATION_FAULT", "kill:1:1")  # SIGKILL the worker after task 1 of pass 1 wrote a batch
     monkeypatch.setenv("CURATION_FAULT_ONCE", str(once))
     run_pipeline(pipeline_dict([str(tiny_corpus / "*")], out, kind="ray"))
@@ -67,9 +69,18 @@ def test_worker_sigkill_mid_task_is_retried_with_identical_output(ray_cluster: N
 
 def test_stage_error_fails_fast_and_names_the_shard(ray_cluster: None, tiny_corpus: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CURATION_ENABLE_FAULT_INJECTION", "1")
     monkeypatch.setenv("CURATION_FAULT", "raise:0:2")
     with pytest.raises(ShardError, match=r"pass 0 task 2 \(c.jsonl.zst\): ValueError: injected failure"):
         run_pipeline(pipeline_dict([str(tiny_corpus / "*")], tmp_path / "run", kind="ray"))
+
+
+def test_fault_variable_alone_is_inert_on_ray_workers(ray_cluster: None, tiny_corpus: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CURATION_ENABLE_FAULT_INJECTION", raising=False)
+    monkeypatch.setenv("CURATION_FAULT", "raise:0:*")
+    res = run_pipeline(pipeline_dict([str(tiny_corpus / "*")], tmp_path / "run", kind="ray"))
+    assert res.manifest["totals"]["docs_out"] == 4
 
 
 def test_near_dedup_on_ray_same_clusters_for_any_buckets_and_blocks(ray_cluster: None, tmp_path: Path) -> None:

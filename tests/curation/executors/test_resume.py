@@ -37,7 +37,7 @@ def test_driver_sigkill_then_rerun_matches_clean_run(tmp_path: Path) -> None:
     data["executor"]["concurrency"] = 2
     config = tmp_path / "p.yaml"
     config.write_text(yaml.safe_dump(data))
-    env = {**os.environ, "CURATION_FAULT": "hang:0:3", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "CURATION_FAULT": "hang:0:3", "CURATION_ENABLE_FAULT_INJECTION": "1", "HF_HUB_OFFLINE": "1"}
     proc = _curate(config, env)
     deadline = time.time() + 120
     markers = out / "_markers" / "seg0"
