@@ -159,9 +159,14 @@ def test_cache_entries_belong_to_one_endpoint(openai_server: str, tmp_path: Path
 
 
 @pytest.mark.slow
-def test_a_ray_worker_without_the_key_fails_naming_variable_and_node(ray_cluster: None, openai_server: str,
-                                                                     tmp_path: Path,
+def test_a_ray_worker_without_the_key_fails_naming_variable_and_node(openai_server: str, tmp_path: Path,
+                                                                     request: pytest.FixtureRequest,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    monkeypatch.delenv("TEST_OPENAI_KEY", raising=False)
+    if not ray.is_initialized():  # another test may have started Ray already (ray.data.llm does); reuse it then
+        request.getfixturevalue("ray_cluster")
     # The driver has the key; the cluster's workers were started without it and the executor never forwards it.
     monkeypatch.setenv("TEST_OPENAI_KEY", API_KEY)
     data = rephrase_run(tmp_path, {"model": "echo", "base_url": openai_server}, kind="ray")
