@@ -3,21 +3,35 @@
 ``generate(conversations, params)`` returns one ``Generation`` (or the exception that ended its
 retries) per conversation, in order. The HTTP backend keeps ``concurrency`` requests in flight,
 retries transient failures (connection errors, timeouts, 408/409/429/5xx) with exponential
-backoff, and fails fast on other 4xx; the API key comes from an environment variable, never
-from the config file. Models are loaded once per worker process.
+backoff, and fails fast on other 4xx. HTTP 401/403 raise ``BackendAuthError`` at once: a refused
+key fails every request alike, so it stops the run instead of dropping documents one by one.
+
+API keys: the key comes from the environment variable named by ``api_key_env``, never from the
+config file, and it is read in the process that sends the requests. On a Ray cluster that is a
+worker on any node, and the executor does not forward it (a runtime environment is shown in the
+dashboard and job records): every node that may run the stage must have the variable in the
+environment it was started with (``export OPENAI_API_KEY=...`` before ``ray start``, or an env
+entry from a Kubernetes Secret in the pod spec). A node without it fails its first task with a
+``ConfigError`` naming the variable and the node. ``api_key_env: null`` sends no key.
+Models are loaded once per worker process.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
-from curation.errors import ConfigError
+from curation.errors import ConfigError, FatalError
 
 _TRANSIENT = {408, 409, 429, 500, 502, 503, 504}
+_AUTH = {401, 403}
 _MODELS: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
 
@@ -35,7 +49,8 @@ class SamplingParams:
 class BackendConfig:
     """``kind``: transformers | openai | vllm. ``model``: hub id or local path (transformers,
     vllm) or the server's model name (openai). ``base_url``: e.g. http://127.0.0.1:8000/v1.
-    ``api_key_env``: environment variable holding the API key (unset: no auth header)."""
+    ``api_key_env``: environment variable holding the API key; it must be set (non-empty) wherever
+    the openai backend runs, on every node of a Ray cluster. None (YAML ``null``): send no key."""
 
     kind: str = "transformers"
     model: str = ""
@@ -71,6 +86,46 @@ class BackendError(RuntimeError):
     """A request failed for good (non-transient status, or retries exhausted)."""
 
 
+class BackendSkipped(BackendError):
+    """A request not sent (or not retried) because its batch had already failed."""
+
+
+class BackendAuthError(FatalError):
+    """The server refused the credentials (HTTP 401/403). Never retried and never a per-document
+    drop: every request would fail the same way, so the task (and the run) fails."""
+
+
+#: Called with the index of a conversation whose request failed for good; True stops the batch.
+StopFn = Callable[[int], bool]
+
+
+def node_description() -> str:
+    """This process's machine, for errors raised on workers ("host X", plus the Ray node id)."""
+    where = f"host {socket.gethostname()}"
+    ray = sys.modules.get("ray")  # never import Ray just to ask
+    if ray is not None and ray.is_initialized():
+        where += f" (Ray node {ray.get_runtime_context().get_node_id()})"
+    return where
+
+
+def api_key(cfg: BackendConfig) -> str | None:
+    """The key named by ``cfg.api_key_env`` from this process's environment (None: no key wanted).
+
+    Raises ``ConfigError`` naming the variable and this node when it is named but unset or empty,
+    before any request: a missing key would otherwise turn every rewrite into a 401.
+    """
+    if not cfg.api_key_env:
+        return None
+    key = os.environ.get(cfg.api_key_env)
+    if not key:
+        raise ConfigError(
+            f"backend.api_key_env names {cfg.api_key_env}, which is not set on {node_description()}: export "
+            f"{cfg.api_key_env} in the environment of every process that runs the openai backend (on a Ray "
+            f"cluster: on each node, before `ray start`), or set backend.api_key_env: null for a server that "
+            f"needs no key")
+    return key
+
+
 class OpenAIBackend:
     """Chat completions over HTTP (vLLM, SGLang, TGI, any OpenAI-compatible server)."""
 
@@ -79,50 +134,73 @@ class OpenAIBackend:
 
         self.cfg = cfg
         self.model = cfg.model
+        self.endpoint = cfg.base_url.rstrip("/")  # type: ignore[union-attr]
         headers = {"Content-Type": "application/json"}
-        key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
+        key = api_key(cfg)
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        self._client = httpx.Client(base_url=cfg.base_url.rstrip("/"), headers=headers,  # type: ignore[union-attr]
-                                    timeout=httpx.Timeout(cfg.timeout_s))
+        self._client = httpx.Client(base_url=self.endpoint, headers=headers, timeout=httpx.Timeout(cfg.timeout_s))
 
-    def _one(self, messages: list[dict[str, str]], p: SamplingParams) -> Generation:
+    def _one(self, messages: list[dict[str, str]], p: SamplingParams, stop: threading.Event) -> Generation:
         import httpx
 
         body = {"model": self.cfg.model, "messages": messages, "temperature": p.temperature, "top_p": p.top_p,
                 "max_tokens": p.max_tokens, "seed": p.seed, **self.cfg.extra}
         last: Exception | None = None
         for attempt in range(self.cfg.max_retries + 1):
-            if attempt:
-                time.sleep(self.cfg.backoff_s * 2 ** (attempt - 1))
+            # A stopped batch has already failed: waiting out retries would only delay the error.
+            if stop.is_set() or (attempt and stop.wait(self.cfg.backoff_s * 2 ** (attempt - 1))):
+                raise BackendSkipped("not sent: the batch stopped after too many backend errors" if last is None else
+                                   f"not retried: the batch stopped after too many backend errors; this request's "
+                                   f"last error: {type(last).__name__}: {last}")
             t0 = time.perf_counter()
             try:
                 r = self._client.post("/chat/completions", json=body)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 last = exc
                 continue
+            if r.status_code in _AUTH:
+                sent = f"the key from ${self.cfg.api_key_env}" if self.cfg.api_key_env else "no key (api_key_env: null)"
+                raise BackendAuthError(f"HTTP {r.status_code} from {self.endpoint}/chat/completions: the server "
+                                       f"refused {sent}; check the key and backend.base_url: {r.text[:200]}")
             if r.status_code in _TRANSIENT:
                 last = BackendError(f"HTTP {r.status_code}: {r.text[:200]}")
                 continue
             if r.status_code != 200:
-                raise BackendError(f"HTTP {r.status_code} from {self.cfg.base_url}: {r.text[:500]}")
+                raise BackendError(f"HTTP {r.status_code} from {self.endpoint}: {r.text[:500]}")
             data = r.json()
             choice = data["choices"][0]
             usage = data.get("usage") or {}
             return Generation(text=choice["message"]["content"] or "", tokens_in=int(usage.get("prompt_tokens", 0)),
                               tokens_out=int(usage.get("completion_tokens", 0)), finish_reason=choice.get("finish_reason"),
                               seconds=time.perf_counter() - t0)
-        raise BackendError(f"gave up after {self.cfg.max_retries + 1} attempts: {type(last).__name__}: {last}")
+        raise BackendError(f"{self.endpoint}: gave up after {self.cfg.max_retries + 1} attempts: "
+                           f"{type(last).__name__}: {last}")
 
-    def generate(self, conversations: list[list[dict[str, str]]], params: SamplingParams) -> list[Generation | Exception]:
-        def run(messages: list[dict[str, str]]) -> Generation | Exception:
-            try:
-                return self._one(messages, params)
-            except BackendError as exc:
-                return exc
-
-        with ThreadPoolExecutor(max_workers=max(1, self.cfg.concurrency)) as pool:
-            return list(pool.map(run, conversations))
+    def generate(self, conversations: list[list[dict[str, str]]], params: SamplingParams,
+                 should_stop: StopFn | None = None) -> list[Generation | Exception]:
+        """One result per conversation, in order. ``should_stop(i)`` is asked (in this thread) after
+        each request that failed for good; once it says True the remaining requests are not sent
+        and come back as ``BackendError``. ``BackendAuthError`` is raised, never returned."""
+        out: list[Generation | Exception | None] = [None] * len(conversations)
+        stop = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=max(1, self.cfg.concurrency))
+        try:
+            futures = {pool.submit(self._one, m, params, stop): i for i, m in enumerate(conversations)}
+            for fut in as_completed(futures):
+                i = futures[fut]
+                try:
+                    out[i] = fut.result()
+                except BackendError as exc:
+                    out[i] = exc
+                    if should_stop is not None and not stop.is_set() and should_stop(i):
+                        stop.set()
+        except BaseException:
+            stop.set()  # a refused key (or an interrupt): send nothing more, retry nothing
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return out  # type: ignore[return-value]
 
 
 def render_chat(tokenizer: Any, messages: list[dict[str, str]]) -> str:
@@ -138,6 +216,7 @@ class TransformersBackend:
     def __init__(self, cfg: BackendConfig) -> None:
         self.cfg = cfg
         self.model = cfg.model
+        self.endpoint = None  # local: the model path alone names what generates
 
     def _load(self) -> tuple[Any, Any, str]:
         import torch
@@ -157,7 +236,8 @@ class TransformersBackend:
         tok, model = _MODELS[key]
         return tok, model, device
 
-    def generate(self, conversations: list[list[dict[str, str]]], params: SamplingParams) -> list[Generation | Exception]:
+    def generate(self, conversations: list[list[dict[str, str]]], params: SamplingParams,
+                 should_stop: StopFn | None = None) -> list[Generation | Exception]:
         import torch
 
         tok, model, device = self._load()
@@ -194,9 +274,11 @@ class VLLMBackend:
     def __init__(self, cfg: BackendConfig) -> None:
         self.cfg = cfg
         self.model = cfg.model
+        self.endpoint = None
         self._llm: Any = None
 
-    def generate(self, conversations: list[list[dict[str, str]]], params: SamplingParams) -> list[Generation | Exception]:
+    def generate(self, conversations: list[list[dict[str, str]]], params: SamplingParams,
+                 should_stop: StopFn | None = None) -> list[Generation | Exception]:
         try:
             import vllm
         except ImportError as exc:

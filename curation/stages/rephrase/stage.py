@@ -10,6 +10,16 @@ WRAP's 1:1 real:synthetic mix) or dropped with reason ``rephrased``.
 
 Synthetic rows get ``_row = 2**31 + source_row * 16 + template_index`` so later global stages
 see distinct, deterministic positions (input files of up to 2**27 documents, 16 templates).
+
+Backend failures never pass silently. A rewrite whose request failed for good (retries
+exhausted, server down, non-transient 4xx) is dropped with reason ``rephrase_backend_error``, but
+when more than ``max_backend_error_fraction`` of the rewrites a batch tried (document x template,
+cached ones included) end that way, the batch raises ``ShardError`` naming the input file and the
+first errors: the task fails, its shard gets no completion marker, and a rerun once the backend
+is fixed redoes it (generations already made come from the cache). Remaining requests of such a
+batch are not sent once the limit is passed. A refused key (HTTP 401/403) raises
+``BackendAuthError`` at once, and a named ``backend.api_key_env`` that is not set fails
+``setup()`` on the worker, before any document (see ``curation.rephrase.backends``).
 """
 
 from __future__ import annotations
@@ -21,9 +31,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from curation.errors import ConfigError
+from curation.errors import ConfigError, ShardError
 from curation.registry import register_stage
-from curation.rephrase.backends import BackendConfig, Generation, SamplingParams, make_backend
+from curation.rephrase.backends import (BackendAuthError, BackendConfig, BackendSkipped, Generation, SamplingParams,
+                                       make_backend)
 from curation.rephrase.cache import GenerationCache, cache_key
 from curation.rephrase.checks import OutputChecks, check_code, check_output, extract_code_block
 from curation.rephrase.chunking import chunk_text, hf_counter, join_chunks
@@ -43,7 +54,9 @@ _PROVENANCE = {
 class RephraseConfig:
     """``templates``: names (built-in or from ``templates_file``). ``tokenizer``: hub id or path
     for chunking (default: the backend's model when it is local transformers, else whitespace
-    words). ``cache_dir``: generation cache (None: no cache)."""
+    words). ``cache_dir``: generation cache (None: no cache). ``max_backend_error_fraction``: a
+    batch fails (and with it the task and the run) when more than this share of the rewrites it
+    tried failed at the backend; 0 fails on the first such error, 1 only drops them."""
 
     templates: list[str] = field(default_factory=list)
     templates_file: str | None = None
@@ -56,12 +69,20 @@ class RephraseConfig:
     checks: OutputChecks = field(default_factory=OutputChecks)
     code_input_gate: bool = True
     cache_dir: str | None = None
+    max_backend_error_fraction: float = 0.02
 
     def __post_init__(self) -> None:
         if not self.templates:
             raise ValueError("templates: give at least one template name")
+        if not 0.0 <= self.max_backend_error_fraction <= 1.0:
+            raise ValueError(f"max_backend_error_fraction: {self.max_backend_error_fraction} is not in [0, 1]")
         if len(self.templates) > 16:
             raise ValueError("templates: at most 16 per stage")
+
+
+def _source(batch: pa.Table) -> str:
+    """The input file a batch came from (documents of one batch share it)."""
+    return str(batch.column("source")[0].as_py()) if "source" in batch.column_names and len(batch) else "?"
 
 
 @register_stage("rephrase_v1")
@@ -125,21 +146,57 @@ class Rephrase(Stage):
                 plans[(d, ti)] = chunks
                 for ch in chunks:
                     jobs.append((d, ti, ch, number_lines(ch.text) if t.kind == "prox" else ch.text))
+        endpoint = getattr(self._backend, "endpoint", None)
         keys = [cache_key(ids[d], ch.index, ch.text, self.templates[ti].key, self.templates[ti].prompt_hash(),
-                          self._backend.model, params) for d, ti, ch, _ in jobs]
+                          self._backend.model, params, endpoint) for d, ti, ch, _ in jobs]
         cached = self._cache.get_many(keys) if self._cache else {}
         todo = [i for i, k in enumerate(keys) if k not in cached]
         results: dict[int, Generation | Exception] = {i: cached[keys[i]] for i in range(len(jobs)) if keys[i] in cached}
+        allowed = c.max_backend_error_fraction * len(plans)  # rewrites tried: every (doc, template) not gated
         if todo:
+            failed: set[tuple[int, int]] = set()
+
+            def should_stop(k: int) -> bool:  # the k-th request failed for good: is the batch lost already?
+                failed.add(jobs[todo[k]][:2])
+                return len(failed) > allowed
+
             convs = [self.templates[jobs[i][1]].messages(jobs[i][3]) for i in todo]
-            for i, g in zip(todo, self._backend.generate(convs, SamplingParams(**params))):
+            try:
+                generated = self._backend.generate(convs, SamplingParams(**params), should_stop=should_stop)
+            except BackendAuthError as exc:
+                self._backend = None  # the next batch (a rerun in this process) reads the key again
+                raise BackendAuthError(f"rephrase_v1 on {_source(batch)} (documents {ids[0]}..): "
+                                       f"{exc}") from None
+            for i, g in zip(todo, generated):
                 results[i] = g
-            if self._cache:
+            if self._cache:  # before any failure below: a rerun pays only for what did not come back
                 self._cache.put_many({keys[i]: results[i] for i in todo if isinstance(results[i], Generation)})
+            self._check_errors(batch, ids, jobs, results, len(plans), allowed)
         by_plan: dict[tuple[int, int], list[int]] = {}
         for i, (d, ti, _, _) in enumerate(jobs):
             by_plan.setdefault((d, ti), []).append(i)
         return self._assemble(batch, texts, ids, plans, by_plan, jobs, results, set(i for i, k in enumerate(keys) if k in cached), gate)
+
+    def _check_errors(self, batch: pa.Table, ids: list[str], jobs: list, results: dict, tried: int,
+                      allowed: float) -> None:
+        """Raise ``ShardError`` when more than the allowed share of this batch's rewrites hit backend errors."""
+        errors: dict[tuple[int, int], Exception] = {}
+        for i in sorted(results):
+            g = results[i]
+            if isinstance(g, Exception):
+                errors.setdefault(jobs[i][:2], g)  # a rewrite is lost by any of its chunks failing
+        if len(errors) <= allowed:
+            return
+        # Real failures first: requests skipped once the limit was passed say nothing about the cause.
+        ordered = sorted(errors.items(), key=lambda item: isinstance(item[1], BackendSkipped))
+        skipped = sum(isinstance(e, BackendSkipped) for e in errors.values())
+        first = "; ".join(f"{ids[d]}#{self.templates[ti].name}: {type(e).__name__}: {e}" for (d, ti), e in ordered[:3])
+        raise ShardError(
+            f"rephrase_v1: {len(errors)} of {tried} rewrites in a batch of {_source(batch)} (documents "
+            f"{ids[0]}..{ids[-1]}) failed at the backend"
+            f"{f' ({skipped} not sent once the limit was passed)' if skipped else ''}, over "
+            f"max_backend_error_fraction={self.config.max_backend_error_fraction}; first errors: {first}. "
+            f"The shard is not marked complete: fix the backend and rerun to redo it")
 
     def _assemble(self, batch: pa.Table, texts: list[str], ids: list[str], plans: dict, by_plan: dict, jobs: list,
                   results: dict, cached: set[int], gate: dict) -> StageResult:

@@ -10,6 +10,11 @@ The ``model`` field of a request picks the behaviour, so one server covers every
   echo      reply with the user text (a perfect 'paraphrase')
   code      reply with a fixed, clean Python module in a code block
   badcode   reply with a code block that does not compile
+  forbidden answer 403 (a key the server knows but that may not use this model)
+  failsome  answer 500 to every attempt of a request whose user text contains FAIL; echo otherwise
+  fail      answer 500 to every attempt
+
+``GET /health`` reports the number of requests that passed the key check, so tests can see what was sent.
 """
 
 from __future__ import annotations
@@ -57,6 +62,10 @@ def build_app(model_dir: str, api_key: str | None) -> FastAPI:
         finish, n_in, n_out = "stop", sum(len(m["content"].split()) for m in messages), 0
         if mode.startswith("flaky-") and attempts[key] <= int(mode.split("-")[1]):
             return JSONResponse({"error": {"message": "overloaded"}}, status_code=503)
+        if mode == "forbidden":
+            return JSONResponse({"error": {"message": "this key may not use this model"}}, status_code=403)
+        if mode == "fail" or (mode == "failsome" and "FAIL" in user):
+            return JSONResponse({"error": {"message": "internal error"}}, status_code=500)
         if mode == "hang":
             await asyncio.sleep(60)  # never blocks the other requests (a sync sleep would stall the server)
         if mode in ("tiny",) or mode.startswith("flaky-"):
@@ -66,7 +75,7 @@ def build_app(model_dir: str, api_key: str | None) -> FastAPI:
             text, finish, n_in, n_out = g.text, g.finish_reason, g.tokens_in, g.tokens_out
         elif mode == "leak":
             text = "\n".join(m["content"] for m in messages)
-        elif mode == "echo":
+        elif mode in ("echo", "failsome"):
             text = user.split("\n\n", 1)[-1] if "\n\n" in user else user
         elif mode == "code":
             text = f"[Improved Code]\n```python\n{CLEAN_CODE}```\n"

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from curation.errors import ConfigError
+from curation.rephrase.backends import Generation
+from curation.rephrase.cache import GenerationCache, cache_key
 from curation.rephrase.checks import OutputChecks, check_code, check_output, comment_ratio, extract_code_block
 from curation.rephrase.chunking import chunk_text, join_chunks
 from curation.rephrase.prox import document_decision, execute, number_lines
@@ -100,3 +102,15 @@ def test_prox_program_execution_and_fallbacks() -> None:
     long = " ".join(["word"] * 100)
     assert document_decision(long, "only five words left here", 0)[0] == "prox_dropped"
     assert document_decision("a b c d e f g h i j k l", "a b c d e f g h i j", 0)[0] == "prox_too_short"
+
+
+def test_cache_keys_separate_endpoints_serving_the_same_model_name(tmp_path: Path) -> None:
+    args = ("d0", 0, "Some text.", "wrap_easy@1", "prompt-hash", "served-name", {"temperature": 0.2})
+    a = cache_key(*args, endpoint="http://10.0.0.1:8000/v1")
+    b = cache_key(*args, endpoint="http://10.0.0.2:8000/v1")
+    cache = GenerationCache(tmp_path)
+    cache.put_many({a: Generation("written by server A", 3, 4, "stop", 0.1)})
+    assert cache.get_many([b]) == {}  # server B's lookup never sees A's generation
+    assert cache.get_many([a])[a].text == "written by server A"
+    assert cache_key(*args, endpoint="http://10.0.0.1:8000/v1/") == a  # a trailing slash is the same endpoint
+    assert cache_key(*args) == cache_key(*args, endpoint=None) not in (a, b)  # local models: no endpoint

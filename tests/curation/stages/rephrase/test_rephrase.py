@@ -4,6 +4,7 @@ provenance rows, cache resume, canary, SwallowCode gates, and a pipeline run wit
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from curation.rephrase.backends import BackendConfig, SamplingParams
+from curation.errors import ShardError
+from curation.rephrase.backends import BackendAuthError, BackendConfig, SamplingParams
 from curation.rephrase.checks import OutputChecks
 from curation.rephrase.chunking import chunk_text
 from curation.stages.rephrase.stage import Rephrase, RephraseConfig
@@ -40,7 +42,7 @@ def stage(backend: BackendConfig, templates: list[str], tmp: Path | None = None,
 
 
 def http(model: str, url: str, **kw: Any) -> BackendConfig:
-    return BackendConfig(kind="openai", model=model, base_url=url, api_key_env="TEST_OPENAI_KEY", backoff_s=0.05, **kw)
+    return BackendConfig(kind="openai", model=model, base_url=url, api_key_env="TEST_OPENAI_KEY", **{"backoff_s": 0.05, **kw})
 
 
 def test_transformers_backend_rows_provenance_and_cache(chat_model: Path, tmp_path: Path) -> None:
@@ -81,19 +83,31 @@ def test_http_retries_transient_failures_and_rejects_a_bad_key(openai_server: st
     res = stage(http("flaky-2", openai_server, max_retries=3), ["wrap_easy"], checks=LENIENT,
                 tokenizer=str(chat_model)).process(positioned([PROSE[0]]))
     assert len(res.kept) == 2 and not res.reasons  # two 503s, then an answer
+    # Retries exhausted: the synthetic row is dropped, named, when the config tolerates every error...
     res = stage(http("flaky-5", openai_server, max_retries=2), ["wrap_easy"], checks=LENIENT,
-                tokenizer=str(chat_model)).process(positioned([PROSE[0]]))
-    assert res.reasons == ["rephrase_backend_error"]  # retries exhausted: the synthetic row is dropped, named
+                tokenizer=str(chat_model), max_backend_error_fraction=1.0).process(positioned([PROSE[0]]))
+    assert res.reasons == ["rephrase_backend_error"]
+    # ... and by default 1 lost rewrite of 1 fails the batch (the shard), naming the input file and the error.
+    with pytest.raises(ShardError, match=r"1 of 1 rewrites in a batch of t \(documents d0\.\.d0\).*"
+                                         r"max_backend_error_fraction=0\.02.*d0#wrap_easy.*gave up after 3 attempts.*HTTP 503"):
+        stage(http("flaky-9", openai_server, max_retries=2), ["wrap_easy"], checks=LENIENT,
+              tokenizer=str(chat_model)).process(positioned([PROSE[0]]))  # flaky-9: a fresh request, 3 more 503s
+    # A refused key stops the batch at once (never retried, never a per-document drop), naming endpoint and status.
     monkeypatch.setenv("TEST_OPENAI_KEY", "wrong")
-    res = stage(http("echo", openai_server), ["wrap_easy"], checks=LENIENT).process(positioned([PROSE[0]]))
-    assert res.reasons == ["rephrase_backend_error"]  # 401 is not retried
+    st = stage(http("echo", openai_server, backoff_s=5.0), ["wrap_easy"], checks=LENIENT,
+               max_backend_error_fraction=1.0)
+    t0 = time.time()
+    with pytest.raises(BackendAuthError, match=rf"HTTP 401 from {re.escape(openai_server)}/chat/completions.*"
+                                               r"TEST_OPENAI_KEY"):
+        st.process(positioned(PROSE))
+    assert time.time() - t0 < 4  # one backoff of 5 s would show a retry
 
 
 def test_hanging_server_times_out(openai_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_OPENAI_KEY", API_KEY)
     t0 = time.time()
     res = stage(http("hang", openai_server, timeout_s=1.0, max_retries=1), ["wrap_easy"],
-                checks=LENIENT).process(positioned([PROSE[0]]))
+                checks=LENIENT, max_backend_error_fraction=1.0).process(positioned([PROSE[0]]))
     assert res.reasons == ["rephrase_backend_error"] and time.time() - t0 < 10
     assert json.loads(res.details[0]) == {"source": "d0", "template": "wrap_easy@1", "tokens_in": 0, "tokens_out": 0,
                                           "seconds": 0.0}
