@@ -136,9 +136,13 @@ def _zstd_chunks(raw: TrackedFile) -> Iterator[bytes]:
     dctx = zstandard.ZstdDecompressor()
     dobj = dctx.decompressobj()
     in_frame = False
+    pending: list[bytes] = []  # small outputs gathered into about CHUNK_BYTES (fewer, larger splits)
+    size = 0
     while True:
         data = raw.read(_ZSTD_FEED)
         if not data:
+            if pending:
+                yield b"".join(pending)
             if in_frame:
                 raise StreamCorrupt("truncated zstd stream: the last frame has no end")
             return
@@ -146,10 +150,15 @@ def _zstd_chunks(raw: TrackedFile) -> Iterator[bytes]:
             try:
                 out = dobj.decompress(data)
             except zstandard.ZstdError as exc:
+                if pending:
+                    yield b"".join(pending)
                 raise StreamCorrupt(f"ZstdError: {exc}") from exc
             in_frame = True
-            if out:
-                yield out
+            pending.append(out)
+            size += len(out)
+            if size >= CHUNK_BYTES:
+                yield b"".join(pending)
+                pending, size = [], 0
             if dobj.eof:  # frame complete: the rest belongs to the next frame
                 data = dobj.unused_data
                 dobj = dctx.decompressobj()
@@ -163,27 +172,35 @@ def iter_lines(chunks: Iterator[bytes], max_line_bytes: int) -> Iterator[bytes |
 
     A final line without a newline is yielded when non-empty, as ``for line in fh`` does.
     """
-    parts: list[bytes] = []  # pieces of the current line, total under the cap
-    size = 0  # bytes of the current line so far
-    head: bytes | None = None  # set once the current line went over the cap
+    cap = max_line_bytes
+    parts: list[bytes] = []  # pieces of the line that spans chunks, total under the cap
+    size = 0  # bytes of that line so far
+    head: bytes | None = None  # set once that line went over the cap
+
+    def extend(piece: bytes) -> None:
+        nonlocal parts, size, head
+        size += len(piece)
+        if head is None and size > cap:
+            head = b"".join(parts)[:OVERSIZE_HEAD]
+            head += piece[: OVERSIZE_HEAD - len(head)]
+            parts = []
+        elif head is None:
+            parts.append(piece)
+
     for chunk in chunks:
         pieces = chunk.split(b"\n")
-        for i, piece in enumerate(pieces):
-            size += len(piece)
-            if head is None:
-                if size > max_line_bytes:
-                    head = b"".join(parts)[:OVERSIZE_HEAD]
-                    head += piece[: OVERSIZE_HEAD - len(head)]
-                    parts = []
-                else:
-                    parts.append(piece)
-            if i == len(pieces) - 1:
-                break  # the chunk's last piece continues in the next chunk
-            if head is None:
-                yield parts[0] if len(parts) == 1 else b"".join(parts)
-            else:
-                yield Oversize(size, head)
-            parts, size, head = [], 0, None
+        extend(pieces[0])
+        if len(pieces) == 1:
+            continue  # no newline: the line goes on in the next chunk
+        yield (b"".join(parts) if len(parts) != 1 else parts[0]) if head is None else Oversize(size, head)
+        parts, size, head = [], 0, None
+        middle = pieces[1:-1]  # whole lines inside this chunk: the hot path
+        if middle and max(map(len, middle)) <= cap:
+            yield from middle
+        else:
+            for piece in middle:
+                yield piece if len(piece) <= cap else Oversize(len(piece), piece[:OVERSIZE_HEAD])
+        extend(pieces[-1])
     if head is not None:
         yield Oversize(size, head)
     elif size:
