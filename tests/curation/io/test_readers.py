@@ -310,3 +310,21 @@ def test_truncated_input_through_a_local_run(tmp_path: Path, mode: str) -> None:
     assert 1000 < read < 3000 and f"{read} lines read before it" in q[0]["error"]
     assert m["totals"]["docs_out"] == read + 1 and m["totals"]["quarantined"] == 1
     assert m["totals"]["lines"] == 1 + read + 1  # ok.jsonl, the lines read, the corruption row
+
+
+def test_corrupt_file_counts_as_one_malformed_line_toward_the_threshold(tmp_path: Path) -> None:
+    # Nothing of a footer-less Parquet file is readable: 1 of 1 lines is malformed, over the default 0.5.
+    from curation.errors import ShardError
+    from tests.conftest import pipeline_dict
+    from tests.curation.executors.runs import run_pipeline
+
+    (tmp_path / "in").mkdir()
+    _truncated_parquet(tmp_path / "in")
+    cfg = pipeline_dict([str(tmp_path / "in" / "*")], tmp_path / "run", stages=[])
+    cfg["input"]["on_corrupt_file"] = "quarantine"
+    with pytest.raises(ShardError, match=r"t.parquet: 1 of 1 lines are malformed, over input.max_malformed_fraction"):
+        run_pipeline(cfg)
+    cfg["input"]["max_malformed_fraction"] = 1.0
+    cfg["output"]["dir"] = str(tmp_path / "run2")
+    m = run_pipeline(cfg).manifest
+    assert m["totals"]["quarantined"] == 1 and m["totals"]["lines"] == 1 and m["totals"]["docs_out"] == 0
