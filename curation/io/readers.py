@@ -1,26 +1,35 @@
-"""Readers: JSONL (plain, .gz, .zst) and Parquet, local paths or fsspec URLs, into document batches.
+"""Readers: JSONL (plain, .gz, .zst, .bz2, .xz) and Parquet, local paths or fsspec URLs, into document batches.
 
-Bad input never crashes a run and is never dropped silently: a malformed line (bad JSON, invalid
-UTF-8, not an object, missing or non-string text) becomes a quarantine row naming file, line and
-field, and is counted. Each line is decoded on its own, so one bad byte loses only its line.
+No input line can fail a run, and none is dropped silently: a line that is over
+``max_line_bytes``, not UTF-8, not JSON (including nesting too deep or a number too long), not an
+object, or whose text/id/domain/url field has an unusable type or a lone surrogate becomes a
+quarantine row naming file, line and field, and is counted; the rest of the file goes on. Each
+line is decoded on its own, so one bad byte loses only its line. A leading byte-order mark is
+stripped. A duplicate key keeps its last value, as every JSON parser in Python does.
+
+A corrupt or truncated file (compressed stream or Parquet) fails the run naming the file, or with
+``on_corrupt_file: quarantine`` keeps what was readable and adds one quarantine row whose ``line``
+is the first line not read and whose error says how many lines were read before the damage.
 """
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any, Literal
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.errors import ShardError
+from curation.io.linestream import Oversize, StreamCorrupt, TrackedFile, iter_lines, open_chunks
+from curation.io.records import BadRecord, may_hold_surrogates, normalise, printable
 from curation.schema import base_schema
 
 _RAW_EXCERPT = 1000
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(kw_only=True)
@@ -38,6 +47,11 @@ class InputConfig:
         batch_size: Documents per batch handed to the stages (memory is bounded by this).
         max_malformed_fraction: A file whose quarantined share of lines exceeds this fails the run.
         max_chars: Documents longer than this are dropped with reason ``too_long`` before any stage.
+        max_line_bytes: A JSONL line longer than this (in bytes, after decompression) is
+            quarantined without being decoded or held in memory whole.
+        on_corrupt_file: ``fail`` (a truncated or damaged file fails the run, naming it) or
+            ``quarantine`` (keep the lines read before the damage and record the rest as one
+            quarantine row; it counts as one malformed line toward ``max_malformed_fraction``).
     """
 
     paths: list[str]
@@ -50,6 +64,8 @@ class InputConfig:
     batch_size: int = 1000
     max_malformed_fraction: float = 0.5
     max_chars: int = 2_000_000
+    max_line_bytes: int = 64 * 1024 * 1024
+    on_corrupt_file: Literal["fail", "quarantine"] = "fail"
 
     def __post_init__(self) -> None:
         if not self.paths:
@@ -60,16 +76,28 @@ class InputConfig:
             raise ValueError("batch_size must be >= 1")
         if not 0.0 <= self.max_malformed_fraction <= 1.0:
             raise ValueError("max_malformed_fraction must be in [0, 1]")
+        if self.max_line_bytes < 1:
+            raise ValueError("max_line_bytes must be >= 1")
+        if self.on_corrupt_file not in ("fail", "quarantine"):
+            raise ValueError(f"on_corrupt_file: {self.on_corrupt_file!r} is not one of ['fail', 'quarantine']")
+
+
+class CorruptInputError(ShardError):
+    """An input file is truncated or damaged and ``on_corrupt_file`` is ``fail``."""
 
 
 @dataclass
 class ReadBatch:
-    """A batch of normalised documents plus what was quarantined while reading it."""
+    """A batch of normalised documents plus what was quarantined while reading it.
+
+    ``len(table) + quarantined + blank == lines`` for every batch.
+    """
 
     table: pa.Table
     quarantine: list[dict[str, Any]] = field(default_factory=list)
     lines: int = 0  # input lines/rows consumed, including quarantined and blank ones
     blank: int = 0
+    quarantined: int = 0  # input lines/rows the quarantine rows stand for (a whole-file row stands for all)
 
 
 def detect_format(path: str, configured: str) -> str:
@@ -100,7 +128,7 @@ class _Builder:
         self.schema = base_schema()
         self.cols: dict[str, list[Any]] = {f.name: [] for f in self.schema}
 
-    def add(self, **row: Any) -> None:
+    def add(self, row: dict[str, Any]) -> None:
         for name, values in self.cols.items():
             values.append(row[name])
 
@@ -113,112 +141,213 @@ class _Builder:
         return table
 
 
-def _normalise(record: dict[str, Any], source: str, pos: int, cfg: InputConfig) -> dict[str, Any]:
-    """Map an input record to base-schema fields. Raises KeyError/TypeError naming the field."""
-    if cfg.text_field not in record:
-        raise KeyError(cfg.text_field)
-    text = record[cfg.text_field]
-    if text is None:
-        text = ""  # null text is an empty document: dropped later with reason 'empty'
-    if not isinstance(text, str):
-        raise TypeError(f"field {cfg.text_field!r} is {type(text).__name__}, expected a string")
-    doc_id = record.get(cfg.id_field) if cfg.id_field else None
-    doc_id = f"{source}:{pos}" if doc_id is None or doc_id == "" else str(doc_id)
-    domain = record.get(cfg.domain_field) if cfg.domain_field else None
-    url = record.get(cfg.url_field) if cfg.url_field else None
-    used = {cfg.text_field, cfg.id_field, cfg.domain_field, cfg.url_field}
-    rest = {k: v for k, v in record.items() if k not in used}
-    return dict(
-        id=doc_id,
-        text=text,
-        source=source,
-        domain=str(domain) if domain not in (None, "") else cfg.domain,
-        url=str(url) if url not in (None, "") else None,
-        metadata=json.dumps(rest, ensure_ascii=False, sort_keys=True, default=str) if rest else None,
-        n_chars=len(text),
-    )
-
-
 def _quarantine(file: str, line: int | None, field_name: str | None, error: str, raw: Any) -> dict[str, Any]:
     if isinstance(raw, bytes):
         raw = raw[: _RAW_EXCERPT * 4].rstrip(b"\r\n").decode("utf-8", errors="replace")
-    return {"file": file, "line": line, "field": field_name, "error": error,
-            "raw": None if raw is None else str(raw)[:_RAW_EXCERPT]}
+    # printable(): a lone surrogate in any of these would make the quarantine table unwritable.
+    return {"file": printable(file), "line": line, "field": None if field_name is None else printable(field_name),
+            "error": printable(error), "raw": None if raw is None else printable(str(raw)[:_RAW_EXCERPT])}
 
 
-@contextmanager
-def _open_lines(path: str) -> Iterator[IO[bytes]]:
-    """Binary line stream of a possibly compressed file (gz, bz2, xz via fsspec; zstd by hand,
-    because fsspec's zstd file object cannot be iterated by line)."""
-    if path.lower().endswith((".zst", ".zstd")):
-        import zstandard
+def _corrupt(path: str, source: str, cfg: InputConfig, done: int, unit: str, cause: str, raw: Any) -> dict[str, Any]:
+    """The quarantine row of a damaged file, or CorruptInputError when the policy is ``fail``."""
+    what = f"{done} {unit}s read before it; the rest of the file is lost"
+    if cfg.on_corrupt_file == "fail":
+        raise CorruptInputError(f"{path}: corrupt or truncated file after {unit} {done} ({cause}); {what}. "
+                                f"Set input.on_corrupt_file: quarantine to keep the readable part")
+    return _quarantine(source, done + 1, None, f"corrupt or truncated file ({cause}); {what}", raw)
 
-        with fsspec.open(path, "rb") as raw:
-            reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-            yield io.BufferedReader(reader)  # type: ignore[arg-type]
-    else:
-        with fsspec.open(path, "rb", compression="infer") as fh:
-            yield fh
+
+def _parse_line(line: bytes, source: str, line_no: int, cfg: InputConfig) -> dict[str, Any]:
+    """One non-blank JSONL line as a base-schema row; raises BadRecord for anything unusable."""
+    try:
+        record = json.loads(line.decode("utf-8"))  # strict: one bad byte loses this line only
+    except UnicodeDecodeError as exc:
+        raise BadRecord(None, f"invalid UTF-8: {exc.reason} at byte {exc.start}") from exc
+    except json.JSONDecodeError as exc:
+        raise BadRecord(None, f"malformed JSON: {exc.msg} at column {exc.colno}") from exc
+    except ValueError as exc:  # e.g. an integer over Python's 4300-digit conversion limit
+        raise BadRecord(None, f"malformed JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise BadRecord(None, "malformed JSON: nesting too deep") from exc
+    if not isinstance(record, dict):
+        raise BadRecord(None, f"expected a JSON object, got {type(record).__name__}")
+    return normalise(record, source, line_no, cfg, check_utf8=may_hold_surrogates(line))
 
 
 def _read_jsonl(path: str, source: str, cfg: InputConfig) -> Iterator[ReadBatch]:
     builder = _Builder()
     batch = ReadBatch(table=pa.table({}))
-    with _open_lines(path) as fh:
-        for line_no, raw in enumerate(fh, start=1):
+    line_no = 0
+    with open_chunks(path) as chunks:
+        try:
+            for raw in iter_lines(chunks, cfg.max_line_bytes):
+                line_no += 1
+                batch.lines += 1
+                row, bad = _line_row(raw, source, line_no, cfg)
+                if row is not None:
+                    builder.add(row)
+                elif bad is not None:
+                    batch.quarantine.append(bad)
+                    batch.quarantined += 1
+                else:
+                    batch.blank += 1
+                if len(builder) >= cfg.batch_size:
+                    batch.table = builder.flush()
+                    yield batch
+                    batch = ReadBatch(table=pa.table({}))
+        except StreamCorrupt as exc:
+            batch.quarantine.append(_corrupt(path, source, cfg, line_no, "line", str(exc), None))
             batch.lines += 1
-            stripped = raw.strip()
-            if not stripped:
-                batch.blank += 1
-                continue
-            try:
-                record = json.loads(stripped.decode("utf-8"))  # strict: one bad byte loses this line only
-                if not isinstance(record, dict):
-                    raise TypeError(f"expected a JSON object, got {type(record).__name__}")
-                builder.add(**_normalise(record, source, line_no, cfg))
-            except UnicodeDecodeError as exc:
-                batch.quarantine.append(_quarantine(source, line_no, None, f"invalid UTF-8: {exc.reason} at byte {exc.start}", raw))
-            except json.JSONDecodeError as exc:
-                batch.quarantine.append(_quarantine(source, line_no, None, f"malformed JSON: {exc.msg} at column {exc.colno}", raw))
-            except KeyError as exc:
-                batch.quarantine.append(_quarantine(source, line_no, str(exc.args[0]), f"missing field {exc.args[0]!r}", raw))
-            except TypeError as exc:
-                batch.quarantine.append(_quarantine(source, line_no, cfg.text_field if "field" in str(exc) else None, str(exc), raw))
-            if len(builder) >= cfg.batch_size:
-                batch.table = builder.flush()
-                yield batch
-                batch = ReadBatch(table=pa.table({}))
+            batch.quarantined += 1
     batch.table = builder.flush()
     yield batch
 
 
+def _line_row(raw: bytes | Oversize, source: str, line_no: int,
+              cfg: InputConfig) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``(row, None)`` for a document, ``(None, quarantine_row)`` for a bad line, ``(None, None)`` for a blank one."""
+    if isinstance(raw, Oversize):
+        return None, _quarantine(source, line_no, None, f"line is {raw.size} bytes, over input.max_line_bytes="
+                                 f"{cfg.max_line_bytes}; not decoded", raw.head)
+    stripped = raw.strip()
+    if stripped.startswith(_BOM):  # a byte-order mark (file start, or files concatenated)
+        stripped = stripped[len(_BOM):].strip()
+    if not stripped:
+        return None, None
+    try:
+        return _parse_line(stripped, source, line_no, cfg), None
+    except BadRecord as exc:
+        return None, _quarantine(source, line_no, exc.field, exc.message, raw)
+    except MemoryError:
+        raise
+    except Exception as exc:  # last line of defence: one line never fails the file
+        return None, _quarantine(source, line_no, None, f"unreadable line: {type(exc).__name__}: {exc}", raw)
+
+
+def _stringish(dtype: pa.DataType) -> bool:
+    if pa.types.is_dictionary(dtype):
+        return _stringish(dtype.value_type)
+    return pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_string_view(dtype)
+
+
+def _schema_problem(pf: pq.ParquetFile, cfg: InputConfig) -> str | None:
+    """Why no row of this file can be a document (no usable text column), or None."""
+    names = pf.schema_arrow.names
+    rows = pf.metadata.num_rows
+    count = names.count(cfg.text_field)
+    if count == 0:
+        return f"missing column {cfg.text_field!r} ({rows} rows); columns: {names}"
+    if count > 1:
+        return f"column {cfg.text_field!r} appears {count} times ({rows} rows)"
+    text_type = pf.schema_arrow.field(cfg.text_field).type
+    if not _stringish(text_type):
+        return f"column {cfg.text_field!r} has type {text_type}, expected string ({rows} rows)"
+    return None
+
+
 def _read_parquet(path: str, source: str, cfg: InputConfig) -> Iterator[ReadBatch]:
+    done = 0  # rows read so far
     with fsspec.open(path, "rb") as fh:
-        pf = pq.ParquetFile(fh)
-        names = pf.schema_arrow.names
-        if cfg.text_field not in names:
-            # A file without the text column is quarantined whole, with its row count, not skipped.
-            q = _quarantine(source, None, cfg.text_field,
-                            f"missing column {cfg.text_field!r} ({pf.metadata.num_rows} rows); columns: {names}", None)
-            yield ReadBatch(table=base_schema().empty_table(), quarantine=[q], lines=pf.metadata.num_rows)
+        raw = TrackedFile(fh)  # tells a transport failure (re-raised) from a damaged file
+        try:
+            pf = pq.ParquetFile(raw)
+            problem = _schema_problem(pf, cfg)
+            batches = pf.iter_batches(batch_size=cfg.batch_size)
+        except MemoryError:
+            raise
+        except Exception as exc:
+            if raw.failed:
+                raise
+            yield _corrupt_batch(path, source, cfg, 0, exc)
             return
-        text_type = pf.schema_arrow.field(cfg.text_field).type
-        if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
-            q = _quarantine(source, None, cfg.text_field,
-                            f"column {cfg.text_field!r} has type {text_type}, expected string "
-                            f"({pf.metadata.num_rows} rows)", None)
-            yield ReadBatch(table=base_schema().empty_table(), quarantine=[q], lines=pf.metadata.num_rows)
+        if problem is not None:
+            # A file without a usable text column is quarantined whole, with its row count, not skipped.
+            rows = pf.metadata.num_rows
+            q = _quarantine(source, None, cfg.text_field, problem, None)
+            yield ReadBatch(table=base_schema().empty_table(), quarantine=[q], lines=rows, quarantined=rows)
             return
-        row = 0
-        for record_batch in pf.iter_batches(batch_size=cfg.batch_size):
-            builder = _Builder()
-            batch = ReadBatch(table=pa.table({}))
-            for record in record_batch.to_pylist():
-                row += 1
-                batch.lines += 1
-                try:
-                    builder.add(**_normalise(record, source, row, cfg))
-                except (KeyError, TypeError) as exc:
-                    batch.quarantine.append(_quarantine(source, row, cfg.text_field, str(exc), None))
-            batch.table = builder.flush()
-            yield batch
+        while True:
+            try:
+                record_batch = next(batches)
+            except StopIteration:
+                return
+            except MemoryError:
+                raise
+            except Exception as exc:
+                if raw.failed:
+                    raise
+                yield _corrupt_batch(path, source, cfg, done, exc)
+                return
+            yield _parquet_batch(record_batch, source, done, cfg)
+            done += record_batch.num_rows
+
+
+def _corrupt_batch(path: str, source: str, cfg: InputConfig, done: int, exc: Exception) -> ReadBatch:
+    q = _corrupt(path, source, cfg, done, "row", f"{type(exc).__name__}: {exc}", None)
+    return ReadBatch(table=base_schema().empty_table(), quarantine=[q], lines=1, quarantined=1)
+
+
+def _parquet_batch(record_batch: pa.RecordBatch, source: str, start: int, cfg: InputConfig) -> ReadBatch:
+    builder = _Builder()
+    batch = ReadBatch(table=pa.table({}), lines=record_batch.num_rows)
+    for offset, record in enumerate(_records(record_batch)):
+        row = start + offset + 1
+        try:
+            if isinstance(record, BadRecord):
+                raise record
+            builder.add(normalise(record, source, row, cfg))
+            continue
+        except BadRecord as exc:
+            q = _quarantine(source, row, exc.field, exc.message, _excerpt(record))
+        except MemoryError:
+            raise
+        except Exception as exc:  # last line of defence: one row never fails the file
+            q = _quarantine(source, row, None, f"unreadable row: {type(exc).__name__}: {exc}", _excerpt(record))
+        batch.quarantine.append(q)
+        batch.quarantined += 1
+    batch.table = builder.flush()
+    return batch
+
+
+def _records(record_batch: pa.RecordBatch) -> list[dict[str, Any] | BadRecord]:
+    """Rows as dicts; a value Python cannot represent (e.g. an out-of-range date) spoils only its row."""
+    try:
+        return record_batch.to_pylist()
+    except MemoryError:
+        raise
+    except Exception:
+        pass
+    names = record_batch.schema.names
+    bad: dict[int, BadRecord] = {}
+    columns: list[list[Any]] = []
+    for name, column in zip(names, record_batch.columns):
+        try:
+            columns.append(column.to_pylist())
+            continue
+        except MemoryError:
+            raise
+        except Exception:
+            pass
+        values: list[Any] = []
+        for i in range(len(column)):
+            try:
+                values.append(column[i].as_py())
+            except MemoryError:
+                raise
+            except Exception as exc:
+                values.append(None)
+                bad.setdefault(i, BadRecord(name, f"column {name!r}: value cannot be read "
+                                                  f"({type(exc).__name__}: {exc})"))
+        columns.append(values)
+    return [bad.get(i) or dict(zip(names, values)) for i, values in enumerate(zip(*columns))] \
+        if columns else [{} for _ in range(record_batch.num_rows)]
+
+
+def _excerpt(record: Any) -> str | None:
+    if not isinstance(record, dict):
+        return None
+    try:
+        return json.dumps(record, ensure_ascii=False, default=str)[:_RAW_EXCERPT]
+    except (ValueError, TypeError, RecursionError):
+        return None
