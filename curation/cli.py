@@ -300,6 +300,8 @@ def submit(
     python: str = typer.Option("python", "--python", help="Python on the cluster that runs `-m curation.cli`."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run dir first."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Stream the logs until the job ends."),
+    insecure: bool = typer.Option(False, "--insecure", help="Allow sending the token over plain http:// to a "
+                                  "non-loopback host (readable by anyone on the network path)."),
 ) -> None:
     """Run a pipeline on a remote Ray cluster (Ray Jobs API); streams its logs, exits 1 if the job fails."""
     from rich.markup import escape
@@ -308,9 +310,9 @@ def submit(
 
     try:
         res = submit_job(address, config, override, working_dir=working_dir, excludes=exclude, token_env=token_env,
-                         python=python, overwrite=overwrite, wait=wait)
+                         python=python, overwrite=overwrite, wait=wait, insecure=insecure)
     except CurationError as exc:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]stopped following the job; it keeps running[/] (ray job stop/logs ID --address ...)")
