@@ -130,3 +130,14 @@ def test_readme_covers_every_deploy_file() -> None:
     files = [p.relative_to(DEPLOY).as_posix() for p in DEPLOY.rglob("*")
              if p.is_file() and not p.name.startswith(".") and p.name != "README.md"]
     assert files and [f for f in files if f"`{f}`" not in readme] == []
+
+
+def test_readmes_never_advise_a_public_dashboard_without_the_warning() -> None:
+    # Whoever holds the token runs arbitrary code through the dashboard / job server: a README that tells
+    # people to bind it to every interface must say, in the same paragraph, where that is safe.
+    for readme in (REPO / "README.md", DEPLOY / "README.md"):
+        for para in readme.read_text().split("\n\n"):
+            if "dashboard-host=0.0.0.0" in para or "dashboard-host: \"0.0.0.0\"" in para:
+                assert not para.lstrip().startswith("```"), f"{readme.name}: a command binding the dashboard publicly"
+                assert all(w in " ".join(para.split()) for w in ("arbitrary code", "TLS", "private network")), \
+                    f"{readme.name}: no security note next to --dashboard-host=0.0.0.0:\n{para}"
