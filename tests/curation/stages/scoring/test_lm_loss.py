@@ -99,3 +99,25 @@ def test_config_errors() -> None:
         LMLossConfig(models=[LMSpec(name="a", path="x")], device="tpu")
     with pytest.raises(ValueError, match="dtype"):
         LMLossConfig(models=[LMSpec(name="a", path="x")], dtype="fp8")
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_models_load_in_the_requested_dtype(tiny_lms: dict[str, Path], dtype: str) -> None:
+    # from_pretrained(dtype=...): the keyword transformers 4.56 introduced in place of torch_dtype=.
+    import torch
+
+    _, model = load_lm(str(tiny_lms["small"]), "cpu", dtype)
+    assert {p.dtype for p in model.parameters()} == {getattr(torch, dtype)}
+
+
+def test_transformers_lower_bound_knows_the_dtype_keyword() -> None:
+    import tomllib
+
+    from tests.conftest import REPO
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    specs = [s for deps in [project["dependencies"], *project["optional-dependencies"].values()] for s in deps
+             if s.startswith("transformers")]
+    assert specs and all(s.startswith("transformers>=") for s in specs), specs
+    lows = [tuple(int(x) for x in s.split(">=")[1].split(",")[0].split(".")[:2]) for s in specs]
+    assert all(low >= (4, 56) for low in lows), specs
