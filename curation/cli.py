@@ -2,7 +2,7 @@
 
     curate run pipelines/quickstart.yaml                 # local Ray, in process
     curate run pipelines/quickstart.yaml --ray-address auto -o output.dir=/data/run1
-    curate submit pipelines/quickstart.yaml --address http://HEAD:8265 -o output.dir=s3://bucket/run1
+    curate submit pipelines/quickstart.yaml --address http://127.0.0.1:8265 -o output.dir=s3://bucket/run1  # tunnel
     curate stats runs/quickstart
     curate query runs/quickstart "SELECT reason, count(*) FROM decisions GROUP BY 1"
 """
@@ -290,7 +290,8 @@ def skill_order_cmd(
 def submit(
     config: str = typer.Argument(..., help="Pipeline YAML inside the working dir (pipelines/*.yaml)."),
     address: str = typer.Option(..., "--address", envvar="RAY_API_SERVER_ADDRESS",
-                                help="Ray dashboard / job server, e.g. http://HEAD:8265."),
+                                help="Ray dashboard / job server: https://HEAD:8265, or "
+                                "http://127.0.0.1:8265 through a tunnel."),
     override: list[str] = typer.Option([], "--set", "-o", help="Dotted override KEY=VALUE, repeatable."),
     working_dir: Optional[str] = typer.Option(None, "--working-dir", help="Directory uploaded as the job's "
                                               "working_dir (default: the current one)."),
