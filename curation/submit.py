@@ -16,7 +16,9 @@ the dashboard / job server must carry ``Authorization: Bearer TOKEN``. The token
 ``$RAY_AUTH_TOKEN`` (or the variable named by ``token_env``), else from the file named by
 ``$RAY_AUTH_TOKEN_PATH``, and sent as that header; with neither, Ray's own client adds
 ``~/.ray/auth_token`` when ``RAY_AUTH_MODE=token`` is set here. The token never goes into the
-job's runtime_env (the dashboard would show it): the cluster's own processes already have it.
+job's runtime_env (the dashboard would show it): the cluster's own processes already have it. Nor does it
+go over plain http to any host but loopback (a tunnel) unless ``insecure`` is set: whoever reads it can run
+code on the cluster. Files that commonly hold credentials (``SECRET_EXCLUDES``) are never uploaded.
 """
 
 from __future__ import annotations
