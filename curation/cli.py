@@ -2,7 +2,7 @@
 
     curate run pipelines/quickstart.yaml                 # local Ray, in process
     curate run pipelines/quickstart.yaml --ray-address auto -o output.dir=/data/run1
-    curate submit pipelines/quickstart.yaml --address http://HEAD:8265 -o output.dir=s3://bucket/run1
+    curate submit pipelines/quickstart.yaml --address http://127.0.0.1:8265 -o output.dir=s3://bucket/run1  # tunnel
     curate stats runs/quickstart
     curate query runs/quickstart "SELECT reason, count(*) FROM decisions GROUP BY 1"
     curate verify runs/quickstart                        # re-hash shards, check manifest vs markers
@@ -297,7 +297,8 @@ def skill_order_cmd(
 def submit(
     config: str = typer.Argument(..., help="Pipeline YAML inside the working dir (pipelines/*.yaml)."),
     address: str = typer.Option(..., "--address", envvar="RAY_API_SERVER_ADDRESS",
-                                help="Ray dashboard / job server, e.g. http://HEAD:8265."),
+                                help="Ray dashboard / job server: https://HEAD:8265, or "
+                                "http://127.0.0.1:8265 through a tunnel."),
     override: list[str] = typer.Option([], "--set", "-o", help="Dotted override KEY=VALUE, repeatable."),
     working_dir: Optional[str] = typer.Option(None, "--working-dir", help="Directory uploaded as the job's "
                                               "working_dir (default: the current one)."),
@@ -307,6 +308,8 @@ def submit(
     python: str = typer.Option("python", "--python", help="Python on the cluster that runs `-m curation.cli`."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run dir first."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Stream the logs until the job ends."),
+    insecure: bool = typer.Option(False, "--insecure", help="Allow sending the token over plain http:// to a "
+                                  "non-loopback host (readable by anyone on the network path)."),
 ) -> None:
     """Run a pipeline on a remote Ray cluster (Ray Jobs API); streams its logs, exits 1 if the job fails."""
     from rich.markup import escape
@@ -315,9 +318,9 @@ def submit(
 
     try:
         res = submit_job(address, config, override, working_dir=working_dir, excludes=exclude, token_env=token_env,
-                         python=python, overwrite=overwrite, wait=wait)
+                         python=python, overwrite=overwrite, wait=wait, insecure=insecure)
     except CurationError as exc:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]stopped following the job; it keeps running[/] (ray job stop/logs ID --address ...)")

@@ -16,29 +16,39 @@ the dashboard / job server must carry ``Authorization: Bearer TOKEN``. The token
 ``$RAY_AUTH_TOKEN`` (or the variable named by ``token_env``), else from the file named by
 ``$RAY_AUTH_TOKEN_PATH``, and sent as that header; with neither, Ray's own client adds
 ``~/.ray/auth_token`` when ``RAY_AUTH_MODE=token`` is set here. The token never goes into the
-job's runtime_env (the dashboard would show it): the cluster's own processes already have it.
+job's runtime_env (the dashboard would show it): the cluster's own processes already have it. Nor does it
+go over plain http to any host but loopback (a tunnel) unless ``insecure`` is set: whoever reads it can run
+code on the cluster. Files that commonly hold credentials (``SECRET_EXCLUDES``) are never uploaded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import re
 import shlex
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from curation.errors import CurationError
 
-# Never uploaded: virtualenvs, git history, local run outputs, caches (gitignore syntax,
+# Files that commonly hold credentials, at any depth: the upload lands on the head node and in the
+# cluster's package store, readable by every job, so these never leave this machine. SSH keys are named
+# explicitly (not ``id_*``) so that a source file such as ``id_map.py`` still travels.
+SECRET_EXCLUDES = [".env", "*.pem", "*.key", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", ".ssh/", ".aws/",
+                   "credentials*"]
+# Never uploaded: virtualenvs, git history, local run outputs, caches, secrets (gitignore syntax,
 # relative to the working dir; Ray also honours the repository's .gitignore files).
 DEFAULT_EXCLUDES = [".git", ".venv", "venv", "/runs/", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache",
-                    ".mypy_cache", ".hypothesis", "*.egg-info", "/build/", "/dist/", ".cache"]
+                    ".mypy_cache", ".hypothesis", "*.egg-info", "/build/", "/dist/", ".cache", *SECRET_EXCLUDES]
 TOKEN_ENV = "RAY_AUTH_TOKEN"
 
 
@@ -70,6 +80,70 @@ def auth_headers(token_env: str = TOKEN_ENV) -> dict[str, str]:
         except OSError as exc:
             raise SubmitError(f"RAY_AUTH_TOKEN_PATH={path} cannot be read: {exc}") from None
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def sends_token(token_env: str = TOKEN_ENV) -> bool:
+    """Whether a request to the job server would carry a token: ours, or the one Ray's client adds itself."""
+    if auth_headers(token_env):
+        return True
+    try:  # Ray adds ~/.ray/auth_token (or $RAY_AUTH_TOKEN) whenever its token mode is on here
+        from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled
+    except ImportError:  # a Ray without token auth, or one that moved it: trust the documented switch
+        return os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
+    return bool(get_auth_headers_if_auth_enabled({}))
+
+
+def check_transport(address: str, token: bool, insecure: bool = False) -> None:
+    """Refuse to send a token in clear text (plain http, or no scheme, which Ray reads as http) off this host.
+
+    Loopback is fine: a ``kubectl port-forward`` or ``ray dashboard`` SSH tunnel ends there and encrypts the rest.
+    """
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        scheme, rest = "http", address
+    if scheme.lower() != "http" or not token or insecure:
+        return
+    host = urlsplit(f"http://{rest}").hostname or ""  # strips user@, :port and the [] of IPv6
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host.lower() in ("localhost", "localhost.")
+    if not loopback:
+        raise SubmitError(f"refusing to send the cluster token over plain http to {host}: anyone on the path can "
+                          "read it and run code on the cluster; use https://, a tunnel to 127.0.0.1 "
+                          "(kubectl port-forward, ray dashboard), or --insecure on a network you trust")
+
+
+def excluded_paths(wd: Path, excludes: list[str]) -> list[str]:
+    """The top-most paths under ``wd`` (relative; directories end in /) that the upload leaves out.
+
+    Walks with Ray's own traversal and matcher (excludes, .gitignore, .rayignore), so the list is what Ray
+    actually skips: a path is excluded when its parent was visited and it was not.
+    """
+    from ray._private.runtime_env.packaging import _dir_travel, _get_excludes
+
+    visited: set[Path] = set()
+    include_gitignore = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1"
+    _dir_travel(wd, [_get_excludes(wd, excludes)], visited.add, include_gitignore=include_gitignore)
+    out = []
+    for d in sorted(p for p in visited if p.is_dir()):
+        for child in sorted(d.iterdir()):
+            if child not in visited:
+                out.append(child.relative_to(wd).as_posix() + ("/" if child.is_dir() else ""))
+    return sorted(out)
+
+
+def describe_excluded(wd: Path, excluded: list[str]) -> str:
+    """One line naming what is not uploaded: credential files in full, the rest by name with a count."""
+    from ray._private.runtime_env.packaging import _get_excludes
+
+    secret = _get_excludes(wd, SECRET_EXCLUDES)
+    secrets = [p for p in excluded if secret(wd / p)]
+    names = Counter(p.rstrip("/").rsplit("/", 1)[-1] + ("/" if p.endswith("/") else "")
+                    for p in excluded if p not in secrets)
+    rest = ", ".join(n if c == 1 else f"{n} x{c}" for n, c in sorted(names.items()))
+    parts = ([f"credentials/keys: {', '.join(secrets)}"] if secrets else []) + ([rest] if rest else [])
+    return "; ".join(parts) or "nothing"
 
 
 def entrypoint(config: str, overrides: list[str], python: str = "python", overwrite: bool = False) -> str:
@@ -109,24 +183,29 @@ def submit(
     python: str = "python",
     overwrite: bool = False,
     wait: bool = True,
+    insecure: bool = False,
     echo: Callable[[str], None] | None = None,
     client: Any = None,
 ) -> SubmitResult:
-    """Submit ``curate run CONFIG`` as a Ray job at ``address`` (http://HEAD:8265) and follow it.
+    """Submit ``curate run CONFIG`` as a Ray job at ``address`` (https://HEAD:8265) and follow it.
 
     Logs stream to ``echo`` (stdout by default) until the job is terminal; the result's ``status``
-    says how it ended. Raises SubmitError if the job cannot be submitted.
+    says how it ended. Raises SubmitError if the job cannot be submitted, or if a token would go over
+    plain http to another host and ``insecure`` is not set.
     """
     overrides = list(overrides or [])
     out = echo or (lambda s: (sys.stdout.write(s), sys.stdout.flush()))
     rel_config, run_dir, wd = prepare(config, overrides, working_dir)
+    check_transport(address, sends_token(token_env), insecure)
+    runtime_env = {"working_dir": str(wd), "excludes": DEFAULT_EXCLUDES + list(excludes or [])}
+    _quiet_ray_client_logs()
+    # Said before connecting, so that a key lying in the working dir is seen even when the cluster is not reached.
+    out(f"uploading {wd} to {address}; not uploaded: "
+        f"{describe_excluded(wd, excluded_paths(wd, runtime_env['excludes']))}\n")
     if client is None:
         client = connect(address, token_env)
     job_id = f"curate-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    runtime_env = {"working_dir": str(wd), "excludes": DEFAULT_EXCLUDES + list(excludes or [])}
     cmd = entrypoint(rel_config, overrides, python=python, overwrite=overwrite)
-    out(f"uploading {wd} to {address} (excluding .git, .venv, runs/, caches, .gitignore'd files)\n")
-    _quiet_ray_client_logs()
     try:
         client.submit_job(entrypoint=cmd, runtime_env=runtime_env, submission_id=job_id,
                           metadata={"curation_config": rel_config, "curation_run_dir": str(run_dir)})

@@ -15,6 +15,26 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device (False without torch)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip `gpu`-marked tests, with the reason shown by -rs, where there is no CUDA device.
+
+    torch is imported only when such a test was collected, so a CPU-only selection stays fast.
+    """
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu and not cuda_available():
+        for item in gpu:
+            item.add_marker(pytest.mark.skip(reason="gpu: needs a CUDA device, and torch sees none"))
 SAMPLE = REPO / "curation" / "data" / "sample"
 
 # Real English prose long enough for the Gopher/C4/FineWeb rules (>= 50 words, 5 sentences).

@@ -36,17 +36,20 @@ def test_summary_and_queries(run_dir: Path) -> None:
     ("SELECT * FROM read_csv('/etc/passwd')", "Permission"),
     ("SELECT * FROM read_text('/etc/hostname')", "Permission"),
     ("x') UNION SELECT * FROM read_csv('/etc/passwd') --", "does not parse"),
-    ("COPY (SELECT 1) TO '/tmp/curation-x.csv'", "only SELECT"),
-    ("SELECT 1; DROP TABLE shards", "exactly one"),
+    # Writes inside the run directory, where DuckDB's own directory limit would let them through: only the
+    # statement guard stops them, so the unchanged file listing below is a real check.
+    ("COPY (SELECT 1) TO '{run}/x.csv'", "only SELECT"),
+    ("SELECT 1; COPY (SELECT 1) TO '{run}/x.csv'", "exactly one"),
     ("SET enable_external_access = true", "only SELECT"),
-    ("ATTACH '/tmp/curation-x.db'", "only SELECT"),
+    ("ATTACH '{run}/x.db'", "only SELECT"),
     ("INSTALL httpfs", "only SELECT"),
     ("CREATE TABLE t AS SELECT 1", "only SELECT"),
 ])
 def test_sql_guard_refuses(run_dir: Path, sql: str, match: str) -> None:
+    before = sorted(run_dir.rglob("*"))
     with pytest.raises(ConfigError, match=match):
-        query(run_dir, sql)
-    assert not Path("/tmp/curation-x.csv").exists()
+        query(run_dir, sql.format(run=run_dir))
+    assert sorted(run_dir.rglob("*")) == before
 
 
 def test_files_outside_the_run_are_refused_even_other_runs(run_dir: Path, tmp_path: Path, tiny_corpus: Path) -> None:

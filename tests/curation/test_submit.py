@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from curation.errors import ConfigError
-from curation.submit import DEFAULT_EXCLUDES, SubmitError, auth_headers, entrypoint, prepare
+from curation.submit import (DEFAULT_EXCLUDES, SubmitError, auth_headers, check_transport, entrypoint,
+                             excluded_paths, prepare)
 from tests.conftest import REPO
 from tests.curation.cluster import RayTestCluster
 
@@ -48,6 +51,78 @@ def test_token_comes_from_the_env_var_or_the_token_file(tmp_path: Path, monkeypa
     assert auth_headers() == {"Authorization": "Bearer abc"}
     monkeypatch.setenv("MY_TOKEN", "xyz")
     assert auth_headers("MY_TOKEN") == {"Authorization": "Bearer xyz"}
+
+
+def _client_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """This process's environment without any cluster token (HOME too: Ray reads ~/.ray/auth_token)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    return {**env, "HOME": str(tmp_path), **extra}
+
+
+@pytest.mark.parametrize("address", ["http://cluster-head.invalid:8265", "cluster-head.invalid:8265",
+                                     "HTTP://10.0.0.5:8265/", "http://user@[2001:db8::1]:8265"])
+def test_token_is_never_sent_over_plain_http_to_another_host(address: str) -> None:
+    with pytest.raises(SubmitError, match="refusing to send the cluster token over plain http"):
+        check_transport(address, token=True)
+    check_transport(address, token=True, insecure=True)  # the user's explicit choice
+    check_transport(address, token=False)  # nothing secret goes out
+
+
+@pytest.mark.parametrize("address", ["https://cluster-head.example:8265", "http://127.0.0.1:8265",
+                                     "http://127.8.9.10:8265", "http://localhost:8265", "http://[::1]:8265",
+                                     "localhost:8265"])
+def test_token_may_go_to_loopback_or_over_https(address: str) -> None:
+    check_transport(address, token=True)
+
+
+def test_submit_refuses_plain_http_with_a_token_in_one_line(tmp_path: Path) -> None:
+    # .invalid never resolves: no request leaves this machine, with or without the refusal.
+    args = ("submit", "pipelines/quickstart.yaml", "--address", "http://cluster-head.invalid:8265")
+    r = curate(*args, env=_client_env(tmp_path, RAY_AUTH_TOKEN="s3cret"))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stdout.startswith("error: refusing to send the cluster token over plain http to cluster-head.invalid")
+    assert len(r.stdout.strip().splitlines()) == 1 and "s3cret" not in r.stdout + r.stderr
+    r = curate(*args, "--insecure", env=_client_env(tmp_path, RAY_AUTH_TOKEN="s3cret"))
+    assert r.returncode == 2 and "refusing" not in r.stdout and "connecting to the Ray job server" in r.stdout, \
+        r.stdout + r.stderr
+
+
+def _workdir_with_secrets(tmp_path: Path) -> Path:
+    wd = tmp_path / "wd"
+    for rel in (".env", "deploy/tls.pem", "deploy/tls.key", ".ssh/id_ed25519", "keys/id_rsa", "keys/id_rsa.pub",
+                ".aws/config", "credentials.json", "conf/credentials", "curation/id_map.py", "curation/keys.py",
+                "notes.env.md", "curation/__pycache__/x.pyc"):
+        (wd / rel).parent.mkdir(parents=True, exist_ok=True)
+        (wd / rel).write_text("SECRET" if "id_map" not in rel and "keys.py" not in rel else "x = 1\n")
+    (wd / "pipelines").mkdir()
+    (wd / "pipelines/quickstart.yaml").write_text((REPO / "pipelines/quickstart.yaml").read_text())
+    return wd
+
+
+def test_credential_files_are_never_uploaded(tmp_path: Path) -> None:
+    from ray._private.runtime_env.packaging import _zip_files
+
+    wd = _workdir_with_secrets(tmp_path)
+    # Ray's own packer, as the job upload calls it: the zip is what would reach the cluster.
+    _zip_files(str(wd), DEFAULT_EXCLUDES, str(tmp_path / "pkg.zip"), include_gitignore=True)
+    uploaded = set(zipfile.ZipFile(tmp_path / "pkg.zip").namelist())
+    assert uploaded == {"curation/id_map.py", "curation/keys.py", "notes.env.md", "pipelines/quickstart.yaml"}
+    assert excluded_paths(wd, DEFAULT_EXCLUDES) == [
+        ".aws/config", ".env", ".ssh/id_ed25519", "conf/credentials", "credentials.json", "curation/__pycache__/",
+        "deploy/tls.key", "deploy/tls.pem", "keys/id_rsa", "keys/id_rsa.pub"]
+
+
+def test_submit_names_what_it_leaves_out(tmp_path: Path) -> None:
+    wd = _workdir_with_secrets(tmp_path)
+    # Port 9 on loopback refuses at once: the listing is printed before connecting.
+    r = curate("submit", str(wd / "pipelines/quickstart.yaml"), "--working-dir", str(wd),
+               "--address", "http://127.0.0.1:9", env=_client_env(tmp_path))
+    assert r.returncode == 2 and "connecting to the Ray job server" in r.stdout, r.stdout + r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if "not uploaded:" in ln)
+    assert line.endswith("not uploaded: credentials/keys: .aws/config, .env, .ssh/id_ed25519, conf/credentials, "
+                         "credentials.json, deploy/tls.key, deploy/tls.pem, keys/id_rsa, keys/id_rsa.pub; "
+                         "__pycache__/"), line
+    assert "SECRET" not in r.stdout + r.stderr  # names, never contents
 
 
 def test_bad_override_fails_before_anything_is_uploaded() -> None:

