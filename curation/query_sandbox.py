@@ -16,6 +16,7 @@ inside the ``with`` block becomes a one-line ``ConfigError`` (the CLI prints it 
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 import tempfile
 import threading
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -59,9 +61,43 @@ def _error(exc: duckdb.Error, limits: Limits, timed_out: bool) -> ConfigError:
     if isinstance(exc, duckdb.OutOfMemoryException):
         return ConfigError(f"query stopped: over the memory limit (--memory-limit {limits.memory_limit}) or the "
                            f"spill limit (--spill-limit {limits.spill_limit}): {one_line(exc)}")
+    if OUTSIDE in str(exc):  # our filesystem's PermissionError, wrapped by DuckDB with its Python traceback
+        line = next(s for s in str(exc).splitlines() if OUTSIDE in s)
+        return ConfigError(f"refused: Permission Error: {line.split('PermissionError:')[-1].strip()}")
     if isinstance(exc, duckdb.PermissionException):
         return ConfigError(f"refused: {one_line(exc)}")
     return ConfigError(one_line(exc))
+
+
+OUTSIDE = "outside the run directory"
+
+
+def confined_filesystem(root: Path) -> Any:
+    """The run's fsspec filesystem, refusing every path that is not ``root`` or under it.
+
+    DuckDB's ``allowed_directories`` compares URL strings: ``s3://bucket/run/../other/x`` passes its
+    prefix check, and whether a store or proxy folds the ``..`` is not ours to bet on. Every fsspec
+    call (open, info, ls, glob, find) strips the protocol through ``_strip_protocol``, so checking there
+    confines them all; a path with a ``..`` segment is refused outright.
+    """
+    fs = root.fs  # type: ignore[attr-defined]
+    base = fs._strip_protocol(str(root)).rstrip("/")
+    parent = type(fs)
+
+    class Confined(parent):  # type: ignore[misc, valid-type]
+        cachable = False  # never hand this instance to other users of the same storage options
+
+        @classmethod
+        def _strip_protocol(cls, path: Any) -> Any:
+            if isinstance(path, list):
+                return [cls._strip_protocol(p) for p in path]
+            stripped = super()._strip_protocol(path)
+            if ".." in stripped.split("/") or not (stripped == base or stripped.startswith(base + "/")):
+                raise PermissionError(f"{path} is {OUTSIDE} {root}")
+            return stripped
+
+    Confined.__name__ = f"Confined{parent.__name__}"
+    return Confined(**fs.storage_options)
 
 
 def _configure(con: duckdb.DuckDBPyConnection, root: Path, spill_dir: str, limits: Limits) -> None:
@@ -99,7 +135,7 @@ def open_sandbox(root: Path, limits: Limits) -> Iterator[duckdb.DuckDBPyConnecti
     timer: threading.Timer | None = None
     try:
         if is_remote(root):  # DuckDB reads the object store through the same fsspec filesystem
-            con.register_filesystem(root.fs)  # type: ignore[attr-defined]
+            con.register_filesystem(confined_filesystem(root))
         _configure(con, root, spill_dir, limits)
         if limits.timeout_s is not None:
             def stop() -> None:
