@@ -55,9 +55,14 @@ def one_line(exc: BaseException) -> str:
     return " ".join(keep) or type(exc).__name__
 
 
+OUTSIDE = "outside the run directory"
+
+
 def _error(exc: duckdb.Error, limits: Limits, timed_out: bool) -> ConfigError:
-    if timed_out or isinstance(exc, duckdb.InterruptException):
+    if timed_out and limits.timeout_s is not None:
         return ConfigError(f"query stopped: it ran past the time limit (--timeout {limits.timeout_s:g} s)")
+    if isinstance(exc, duckdb.InterruptException):
+        return ConfigError("query interrupted")
     if isinstance(exc, duckdb.OutOfMemoryException):
         return ConfigError(f"query stopped: over the memory limit (--memory-limit {limits.memory_limit}) or the "
                            f"spill limit (--spill-limit {limits.spill_limit}): {one_line(exc)}")
@@ -67,9 +72,6 @@ def _error(exc: duckdb.Error, limits: Limits, timed_out: bool) -> ConfigError:
     if isinstance(exc, duckdb.PermissionException):
         return ConfigError(f"refused: {one_line(exc)}")
     return ConfigError(one_line(exc))
-
-
-OUTSIDE = "outside the run directory"
 
 
 def confined_filesystem(root: Path) -> Any:

@@ -258,6 +258,7 @@ def test_cli_stats_limits(base_run: Path) -> None:
 # --- object stores: the run's prefix only --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_s3_run_cannot_read_other_prefixes_or_buckets(s3: Any, base_run: Path) -> None:
     s3.put(str(base_run) + "/", "runs/sql-run/", recursive=True)
     s3.put(str(base_run) + "/", "runs/sql-run-evil/", recursive=True)  # a sibling whose name extends the run's
