@@ -107,7 +107,8 @@ def _print_stats(run_dir: str, limits: Any = None) -> None:
     for col in ("stage", "in", "out", "dropped", "kept %"):
         funnel.add_column(col, justify="left" if col == "stage" else "right")
     for name, n_in, n_out, dropped in s["funnel"]:
-        funnel.add_row(Text(str(name)), str(n_in), str(n_out), str(dropped), f"{100 * n_out / n_in:.1f}" if n_in else "-")
+        kept = f"{100 * n_out / n_in:.1f}" if n_in else "-"
+        funnel.add_row(Text(str(name)), str(n_in), str(n_out), str(dropped), kept)
     console.print(funnel)
     reasons = Table(title="Drop reasons")
     for col in ("stage", "reason", "docs", "chars"):
@@ -138,7 +139,8 @@ def _print_stats(run_dir: str, limits: Any = None) -> None:
         for col in ("template", "rewrites", "kept", "kept %", "tokens in", "tokens out", "seconds", "cached chunks"):
             rt.add_column(col, justify="left" if col == "template" else "right")
         for t, n, k, tin, tout, secs, cached in s["rephrase"]:
-            rt.add_row(Text(str(t)), str(n), str(k), f"{100 * k / n:.1f}" if n else "-", str(tin), str(tout), str(secs), str(cached))
+            rt.add_row(Text(str(t)), str(n), str(k), f"{100 * k / n:.1f}" if n else "-", str(tin), str(tout),
+                       str(secs), str(cached))
         console.print(rt)
     if s["quarantine"]:
         q = Table(title="Quarantined input lines")

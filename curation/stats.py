@@ -95,7 +95,8 @@ def _build_views(con: duckdb.DuckDBPyConnection, root: Path, manifest: dict[str,
 
 
 @contextmanager
-def open_run(run_dir: str | Path, limits: Limits | None = None) -> Iterator[tuple[duckdb.DuckDBPyConnection, dict[str, Any]]]:
+def open_run(run_dir: str | Path,
+             limits: Limits | None = None) -> Iterator[tuple[duckdb.DuckDBPyConnection, dict[str, Any]]]:
     """The run's views on a sandboxed connection (confined and locked first), and its manifest."""
     root = _root(run_dir)
     manifest = _load_manifest(root)

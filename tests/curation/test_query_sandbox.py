@@ -102,9 +102,11 @@ def test_manifest_column_names_cannot_inject_sql(empty_run: Path, tmp_path: Path
     manifest["schema"].append({"name": column, "type": "double"})
     (run / "manifest.json").write_text(json.dumps(manifest))
 
-    s = summary(run)
-    cols, rows = query(run, "SELECT * FROM docs")
-    assert not target.exists() and not inside.exists()
+    try:
+        s = summary(run)
+        cols, rows = query(run, "SELECT * FROM docs")
+    finally:  # checked even when the calls fail: before the fix the COPY ran, then the call crashed
+        assert not target.exists() and not inside.exists()
     assert cols[-1] == column and rows == []  # the name is data: one odd but harmless column
     if column.startswith("score_"):
         assert s["scores"] == {column: []}
@@ -185,7 +187,8 @@ def test_files_inside_the_run_stay_readable(run_copy: Path) -> None:
 def test_limits_are_set_and_locked(run_copy: Path) -> None:
     cols, rows = query(run_copy, "SELECT current_setting('memory_limit'), current_setting('threads'), "
                                  "current_setting('max_temp_directory_size'), current_setting('lock_configuration'), "
-                                 "current_setting('enable_external_access'), current_setting('autoload_known_extensions')",
+                                 "current_setting('enable_external_access'), "
+                                 "current_setting('autoload_known_extensions')",
                        limits=Limits(memory_limit="512MB", threads=1, spill_limit="100MB"))
     assert rows == [("488.2 MiB", 1, "95.3 MiB", True, False, False)]
 
