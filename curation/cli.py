@@ -98,10 +98,14 @@ def run(
     _print_stats(str(result.root))
 
 
-def _print_stats(run_dir: str) -> None:
+def _print_stats(run_dir: str, limits: Any = None) -> None:
+    from rich.text import Text
+
+    from curation.query_sandbox import Limits
     from curation.stats import summary
 
-    s = summary(run_dir)
+    # Right after `curate run` the run is this process's own output: no time budget, caps still hold.
+    s = summary(run_dir, limits if limits is not None else Limits(timeout_s=None))
     t = s["totals"]
     console.print(f"input: {t['input_files']} files, {t['input_bytes'] / 1e6:.2f} MB, {t['lines']} lines, "
                   f"{t['quarantined']} quarantined, {t['blank_lines']} blank; output: {t['docs_out']} docs "
@@ -110,19 +114,20 @@ def _print_stats(run_dir: str) -> None:
     for col in ("stage", "in", "out", "dropped", "kept %"):
         funnel.add_column(col, justify="left" if col == "stage" else "right")
     for name, n_in, n_out, dropped in s["funnel"]:
-        funnel.add_row(name, str(n_in), str(n_out), str(dropped), f"{100 * n_out / n_in:.1f}" if n_in else "-")
+        kept = f"{100 * n_out / n_in:.1f}" if n_in else "-"
+        funnel.add_row(Text(str(name)), str(n_in), str(n_out), str(dropped), kept)
     console.print(funnel)
     reasons = Table(title="Drop reasons")
     for col in ("stage", "reason", "docs", "chars"):
         reasons.add_column(col)
     for row in s["reasons"]:
-        reasons.add_row(*map(str, row))
+        reasons.add_row(*(Text(str(v)) for v in row))
     console.print(reasons)
     domains = Table(title=f"Kept documents per domain (tokens: {s['token_counter']})")
     for col in ("domain", "docs", "chars", "mean chars", "tokens"):
         domains.add_column(col)
     for d, n, c, m, tok in s["domains"]:
-        domains.add_row(d, str(n), str(c), str(int(m)), str(tok))
+        domains.add_row(Text(str(d)), str(n), str(c), str(int(m)), str(tok))
     console.print(domains)
     for col, rows in s.get("scores", {}).items():
         hist = Table(title=f"{col}: documents per score bin (kept/pool)")
@@ -134,51 +139,78 @@ def _print_stats(run_dir: str) -> None:
         for d, b, n, k in rows:
             by_domain.setdefault(d, {})[b] = (k, n)
         for d, cells in by_domain.items():
-            hist.add_row(d, *[f"{cells[b][0]}/{cells[b][1]}" if b in cells else "" for b in bins])
+            hist.add_row(Text(str(d)), *[f"{cells[b][0]}/{cells[b][1]}" if b in cells else "" for b in bins])
         console.print(hist)
     if s.get("rephrase"):
         rt = Table(title="Rephrasing per template")
         for col in ("template", "rewrites", "kept", "kept %", "tokens in", "tokens out", "seconds", "cached chunks"):
             rt.add_column(col, justify="left" if col == "template" else "right")
         for t, n, k, tin, tout, secs, cached in s["rephrase"]:
-            rt.add_row(str(t), str(n), str(k), f"{100 * k / n:.1f}" if n else "-", str(tin), str(tout), str(secs), str(cached))
+            rt.add_row(Text(str(t)), str(n), str(k), f"{100 * k / n:.1f}" if n else "-", str(tin), str(tout),
+                       str(secs), str(cached))
         console.print(rt)
     if s["quarantine"]:
         q = Table(title="Quarantined input lines")
         for col in ("file", "lines", "first error"):
             q.add_column(col)
         for row in s["quarantine"]:
-            q.add_row(*map(str, row))
+            q.add_row(*(Text(str(v)) for v in row))
         console.print(q)
+
+
+def _sql_fail(exc: Exception) -> None:
+    """One line on stdout, exit 2: markup in DuckDB's message is printed as text, long lines are not wrapped."""
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(' '.join(str(exc).split()))}", soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _limits(timeout: float, memory_limit: str, threads: int, spill_limit: str) -> Any:
+    from curation.query_sandbox import Limits
+
+    return Limits(timeout_s=timeout or None, memory_limit=memory_limit, threads=threads, spill_limit=spill_limit)
+
+
+_TIMEOUT = typer.Option(60.0, "--timeout", help="Stop the query after this many seconds (0: no limit).")
+_MEMORY = typer.Option("2GB", "--memory-limit", help="DuckDB memory limit (e.g. 512MB, 4GB).")
+_THREADS = typer.Option(min(4, os.cpu_count() or 1), "--threads", help="DuckDB worker threads.")
+_SPILL = typer.Option("10GB", "--spill-limit", help="Most disk the query may spill to (private temp dir).")
 
 
 @app.command()
 def stats(run_dir: str = typer.Argument(..., help="A run directory."),
-          as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables.")) -> None:
+          as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+          timeout: float = _TIMEOUT, memory_limit: str = _MEMORY, threads: int = _THREADS,
+          spill_limit: str = _SPILL) -> None:
     """Print the funnel, drop reasons and per-domain sizes of a finished run."""
+    limits = _limits(timeout, memory_limit, threads, spill_limit)
     try:
         if as_json:
             from curation.stats import summary
 
-            print(json.dumps(summary(run_dir), default=str, indent=1))
+            print(json.dumps(summary(run_dir, limits), default=str, indent=1))
         else:
-            _print_stats(run_dir)
+            _print_stats(run_dir, limits)
     except CurationError as exc:
-        _fail(exc)
+        _sql_fail(exc)
 
 
 @app.command()
 def query(run_dir: str = typer.Argument(..., help="A run directory."),
           sql: str = typer.Argument(..., help="One SELECT over docs, decisions, quarantine, shards, stages."),
           limit: int = typer.Option(50, help="Print at most this many rows."),
-          fmt: str = typer.Option("table", "--format", help="table, csv or json.")) -> None:
-    """Run a read-only SQL query over a run (DuckDB; files outside the run are refused)."""
+          fmt: str = typer.Option("table", "--format", help="table, csv or json."),
+          timeout: float = _TIMEOUT, memory_limit: str = _MEMORY, threads: int = _THREADS,
+          spill_limit: str = _SPILL) -> None:
+    """Run a read-only SQL query over a run (DuckDB; files outside the run are refused; time, memory and
+    spill are capped)."""
     from curation.stats import query as run_query
 
     try:
-        cols, rows = run_query(run_dir, sql, limit=limit)
+        cols, rows = run_query(run_dir, sql, limit=limit, limits=_limits(timeout, memory_limit, threads, spill_limit))
     except CurationError as exc:
-        _fail(exc)
+        _sql_fail(exc)
     if fmt == "json":
         print(json.dumps([dict(zip(cols, r)) for r in rows], default=str))
     elif fmt == "csv":
@@ -188,11 +220,13 @@ def query(run_dir: str = typer.Argument(..., help="A run directory."),
         w.writerow(cols)
         w.writerows(rows)
     else:
+        from rich.text import Text
+
         t = Table()
         for c in cols:
-            t.add_column(c)
-        for r in rows:
-            t.add_row(*("" if v is None else str(v)[:200] for v in r))
+            t.add_column(Text(str(c)))
+        for r in rows:  # values are data: Text keeps a '[/x]' in a document from being read as markup
+            t.add_row(*(Text("" if v is None else str(v)[:200]) for v in r))
         console.print(t)
 
 

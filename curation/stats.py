@@ -2,14 +2,18 @@
 
 Views: ``docs`` (kept documents, the shards), ``decisions`` (every dropped document with stage,
 reason and details), ``quarantine`` (unreadable input lines), ``shards`` and ``stages`` (from the
-manifest). User SQL must be a single SELECT; the connection can read only inside the run
-directory (``enable_external_access=false`` plus ``allowed_directories``) and its configuration
-is locked, so ``read_csv('/etc/passwd')``, ``COPY ... TO`` or ``SET`` are refused.
+manifest). User SQL must be a single SELECT. The connection is confined and locked before any view
+is built (``curation.query_sandbox``): it reads only inside the run directory, within a time,
+memory and spill budget, so ``read_csv('/etc/passwd')``, ``COPY ... TO`` or ``SET`` are refused.
+Views are built from data: file paths are quoted string literals, column names quoted identifiers,
+manifest rows bound parameters; an edited manifest cannot inject SQL.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,24 +21,31 @@ import duckdb
 
 from curation.errors import ConfigError
 from curation.io.storage import is_remote, run_path
+from curation.query_sandbox import Limits, one_line, open_sandbox
 from curation.schema import DECISION_SCHEMA, QUARANTINE_SCHEMA
 
 VIEWS = ("docs", "decisions", "quarantine", "shards", "stages")
+_DUCK_TYPES = {"int64": "BIGINT", "int32": "INTEGER", "float": "FLOAT", "double": "DOUBLE", "bool": "BOOLEAN",
+               "uint64": "UBIGINT"}
 
 
-def _empty_select(schema: Any) -> str:
-    cols = ", ".join(f"CAST(NULL AS {_duck_type(f.type)}) AS \"{f.name}\"" for f in schema)
-    return f"SELECT {cols} WHERE false"
-
-
-def _duck_type(arrow_type: Any) -> str:
-    s = str(arrow_type)
-    return {"int64": "BIGINT", "int32": "INTEGER", "float": "FLOAT", "double": "DOUBLE", "bool": "BOOLEAN",
-            "uint64": "UBIGINT"}.get(s, "VARCHAR")
+def _ident(name: str) -> str:
+    """A SQL identifier for any string (embedded double quotes doubled)."""
+    return '"' + str(name).replace('"', '""') + '"'
 
 
 def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def _duck_type(arrow_type: Any) -> str:
+    """A fixed DuckDB type name for an Arrow type string; anything unknown reads as VARCHAR."""
+    return _DUCK_TYPES.get(str(arrow_type), "VARCHAR")
+
+
+def _empty_select(fields: list[tuple[str, Any]]) -> str:
+    cols = ", ".join(f"CAST(NULL AS {_duck_type(t)}) AS {_ident(n)}" for n, t in fields)
+    return f"SELECT {cols} WHERE false"
 
 
 def _root(run_dir: str | Path) -> Path:
@@ -42,60 +53,73 @@ def _root(run_dir: str | Path) -> Path:
     return root if is_remote(root) else root.resolve()
 
 
-def connect(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
-    """Open an in-memory DuckDB with the run's views, confined to the run directory."""
-    root = _root(run_dir)
-    manifest_path = root / "manifest.json"
-    if not manifest_path.exists():
+def _load_manifest(root: Path) -> dict[str, Any]:
+    path = root / "manifest.json"
+    if not path.exists():
         raise ConfigError(f"{root} has no manifest.json: not a finished run (rerun `curate run` to finish it)")
-    manifest = json.loads(manifest_path.read_text())
-    con = duckdb.connect(":memory:")
-    if is_remote(root):  # DuckDB reads the object store through the same fsspec filesystem
-        con.register_filesystem(root.fs)  # type: ignore[attr-defined]
-    for view, sub, schema in (("decisions", "decisions", DECISION_SCHEMA), ("quarantine", "quarantine", QUARANTINE_SCHEMA)):
-        files = sorted((root / sub).glob("*.parquet"))
-        src = (f"SELECT * FROM read_parquet({_sql_str(str(root / sub / '*.parquet'))}, union_by_name=true)"
-               if files else _empty_select(schema))
-        con.execute(f"CREATE VIEW {view} AS {src}")
-    if manifest["shards"]:
-        con.execute(f"CREATE VIEW docs AS SELECT * FROM read_parquet({_sql_str(str(root / 'shards' / '*.parquet'))}, "
-                    "union_by_name=true)")
-    else:
-        cols = ", ".join(f"CAST(NULL AS {_duck_type(c['type'])}) AS \"{c['name']}\"" for c in manifest["schema"])
-        con.execute(f"CREATE VIEW docs AS SELECT {cols} WHERE false")
+    try:
+        manifest = json.loads(path.read_text())
+        for key in ("shards", "stages", "schema", "totals", "domains"):
+            if not isinstance(manifest.get(key), (list, dict)):
+                raise ConfigError(f"{path}: field {key!r} is missing or not a list/object")
+        return manifest
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise ConfigError(f"{path}: not a valid manifest ({exc})") from exc
+
+
+def _parquet_view(con: duckdb.DuckDBPyConnection, view: str, folder: Path, empty: str) -> None:
+    """``view`` over every ``*.parquet`` in ``folder``, listed here and passed as quoted literals (file names
+    are data: a quote in a name stays inside its literal, a glob character matches nothing else)."""
+    files = sorted(str(p) for p in folder.glob("*.parquet"))
+    src = (f"SELECT * FROM read_parquet([{', '.join(_sql_str(f) for f in files)}], union_by_name=true)"
+           if files else empty)
+    con.execute(f"CREATE VIEW {view} AS {src}")
+
+
+def _build_views(con: duckdb.DuckDBPyConnection, root: Path, manifest: dict[str, Any]) -> None:
+    for view, schema in (("decisions", DECISION_SCHEMA), ("quarantine", QUARANTINE_SCHEMA)):
+        _parquet_view(con, view, root / view, _empty_select([(f.name, f.type) for f in schema]))
+    try:
+        docs_empty = _empty_select([(c["name"], c["type"]) for c in manifest["schema"]])
+        shards = [(s["path"], s["rows"], s["bytes"], s["sha256"]) for s in manifest["shards"]]
+        stages = [(s["index"], s["name"], s["in"], s["out"], sum(s["dropped"].values())) for s in manifest["stages"]]
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{root / 'manifest.json'}: malformed entry ({exc!r})") from exc
+    _parquet_view(con, "docs", root / "shards", docs_empty)
     con.execute("CREATE TABLE shards (path VARCHAR, rows BIGINT, bytes BIGINT, sha256 VARCHAR)")
-    if manifest["shards"]:  # a run that kept no document has none (executemany refuses an empty list)
-        con.executemany("INSERT INTO shards VALUES (?, ?, ?, ?)",
-                        [(s["path"], s["rows"], s["bytes"], s["sha256"]) for s in manifest["shards"]])
+    if shards:  # a run that kept nothing has no shards (executemany refuses an empty list)
+        con.executemany("INSERT INTO shards VALUES (?, ?, ?, ?)", shards)
     con.execute('CREATE TABLE stages (idx INTEGER, stage VARCHAR, "in" BIGINT, "out" BIGINT, dropped BIGINT)')
-    con.executemany("INSERT INTO stages VALUES (?, ?, ?, ?, ?)",
-                    [(s["index"], s["name"], s["in"], s["out"], sum(s["dropped"].values())) for s in manifest["stages"]])
-    # From here on only files under the run directory can be read, and nothing can be reconfigured.
-    con.execute(f"SET allowed_directories = [{_sql_str(str(root) + '/')}]")
-    con.execute("SET enable_external_access = false")
-    con.execute("SET lock_configuration = true")
-    return con
+    if stages:
+        con.executemany("INSERT INTO stages VALUES (?, ?, ?, ?, ?)", stages)
 
 
-def query(run_dir: str | Path, sql: str, limit: int | None = 10_000) -> tuple[list[str], list[tuple[Any, ...]]]:
+@contextmanager
+def open_run(run_dir: str | Path,
+             limits: Limits | None = None) -> Iterator[tuple[duckdb.DuckDBPyConnection, dict[str, Any]]]:
+    """The run's views on a sandboxed connection (confined and locked first), and its manifest."""
+    root = _root(run_dir)
+    manifest = _load_manifest(root)
+    with open_sandbox(root, limits or Limits()) as con:
+        _build_views(con, root, manifest)
+        yield con, manifest
+
+
+def query(run_dir: str | Path, sql: str, limit: int | None = 10_000,
+          limits: Limits | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run one read-only SELECT over the run's views; anything else is refused with ConfigError."""
-    con = connect(run_dir)
-    try:
-        statements = con.extract_statements(sql)
-    except duckdb.Error as exc:
-        raise ConfigError(f"SQL does not parse: {exc}") from exc
-    if len(statements) != 1:
-        raise ConfigError(f"exactly one SQL statement is allowed, got {len(statements)}")
-    if statements[0].type != duckdb.StatementType.SELECT:
-        raise ConfigError(f"only SELECT queries are allowed, got {statements[0].type.name}")
-    try:
+    with open_run(run_dir, limits) as (con, _):
+        try:
+            statements = con.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise ConfigError(f"SQL does not parse: {one_line(exc)}") from exc
+        if len(statements) != 1:
+            raise ConfigError(f"exactly one SQL statement is allowed, got {len(statements)}")
+        if statements[0].type != duckdb.StatementType.SELECT:
+            raise ConfigError(f"only SELECT queries are allowed, got {statements[0].type.name}")
         rel = con.execute(sql)
         cols = [d[0] for d in rel.description]
         rows = rel.fetchmany(limit) if limit else rel.fetchall()
-    except duckdb.PermissionException as exc:
-        raise ConfigError(f"refused: {exc}") from exc
-    finally:
-        con.close()
     return cols, rows
 
 
@@ -107,9 +131,10 @@ def score_columns(manifest: dict[str, Any]) -> list[str]:
 def score_histogram(con: duckdb.DuckDBPyConnection, column: str, bins: int = 10) -> list[tuple[Any, ...]]:
     """Per domain and score bin: documents in the pool and how many were kept. The pool is the
     kept documents plus those a ``select_v1`` on this column dropped (their score is in details)."""
+    bins = int(bins)
     sql = f"""
         WITH pool AS (
-            SELECT domain, CAST("{column}" AS DOUBLE) AS s, 1 AS kept FROM docs
+            SELECT domain, CAST({_ident(column)} AS DOUBLE) AS s, 1 AS kept FROM docs
             UNION ALL
             SELECT domain, TRY_CAST(json_extract_string(details, '$.score') AS DOUBLE), 0 FROM decisions
             WHERE json_extract_string(details, '$.column') = ?)
@@ -137,12 +162,9 @@ def rephrase_stats(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
     return con.execute(sql).fetchall()
 
 
-def summary(run_dir: str | Path) -> dict[str, Any]:
+def summary(run_dir: str | Path, limits: Limits | None = None) -> dict[str, Any]:
     """The tables ``curate stats`` prints: funnel, drop reasons, domains, quarantine."""
-    root = _root(run_dir)
-    con = connect(root)
-    manifest = json.loads((root / "manifest.json").read_text())
-    try:
+    with open_run(run_dir, limits) as (con, manifest):
         reasons = con.execute(
             "SELECT stage, reason, count(*) AS docs, sum(n_chars) AS chars FROM decisions "
             "GROUP BY ALL ORDER BY docs DESC, stage, reason").fetchall()
@@ -153,17 +175,18 @@ def summary(run_dir: str | Path) -> dict[str, Any]:
             "SELECT file, count(*) AS lines, min(error) AS first_error FROM quarantine GROUP BY ALL ORDER BY file").fetchall()
         scores = {col: score_histogram(con, col) for col in score_columns(manifest)}
         rephrase = rephrase_stats(con) if any(f["name"] == "rephrase_template" for f in manifest["schema"]) else []
-    finally:
-        con.close()
-    tokens = {d: v["tokens"] for d, v in manifest["domains"].items()}
-    return {
-        "totals": manifest["totals"],
-        "funnel": [(s["name"], s["in"], s["out"], sum(s["dropped"].values())) for s in manifest["stages"]],
-        "reasons": reasons,
-        "domains": [(d, n, c, m, tokens.get(d, 0)) for d, n, c, m in domains],
-        "quarantine": quarantine,
-        "scores": scores,
-        "rephrase": rephrase,
-        "shards": len(manifest["shards"]),
-        "token_counter": manifest["token_counter"],
-    }
+    try:
+        tokens = {d: v["tokens"] for d, v in manifest["domains"].items()}
+        return {
+            "totals": manifest["totals"],
+            "funnel": [(s["name"], s["in"], s["out"], sum(s["dropped"].values())) for s in manifest["stages"]],
+            "reasons": reasons,
+            "domains": [(d, n, c, m, tokens.get(d, 0)) for d, n, c, m in domains],
+            "quarantine": quarantine,
+            "scores": scores,
+            "rephrase": rephrase,
+            "shards": len(manifest["shards"]),
+            "token_counter": manifest.get("token_counter", "?"),
+        }
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{_root(run_dir) / 'manifest.json'}: malformed entry ({exc!r})") from exc

@@ -12,14 +12,13 @@ from curation.io.readers import InputConfig, read_documents
 
 def run_documents(run_dir: str | Path, columns: list[str]) -> dict[str, list]:
     """Columns of every kept document of a finished run (its ``docs`` view), in a stable order."""
-    from curation.stats import connect
+    from curation.query_sandbox import Limits
+    from curation.stats import _ident, open_run
 
-    con = connect(run_dir)
-    try:
-        cols = ", ".join(f'"{c}"' for c in columns)
+    # Trusted internal read of the whole run: no time budget (the memory cap and spill cap still hold).
+    with open_run(run_dir, Limits(timeout_s=None)) as (con, _):
+        cols = ", ".join(_ident(c) for c in columns)
         rows = con.execute(f"SELECT {cols} FROM docs ORDER BY id").fetchall()
-    finally:
-        con.close()
     return {c: [r[i] for r in rows] for i, c in enumerate(columns)}
 
 

@@ -44,12 +44,21 @@ def test_summary_and_queries(run_dir: Path) -> None:
     ("ATTACH '{run}/x.db'", "only SELECT"),
     ("INSTALL httpfs", "only SELECT"),
     ("CREATE TABLE t AS SELECT 1", "only SELECT"),
+    ("SELECT * FROM glob('/etc/*')", "refused: Permission"),
+    ("SELECT * FROM read_blob('/etc/hostname')", "refused: Permission"),
+    ("SELECT * FROM read_csv('file:///etc/passwd')", "refused: Permission"),
+    ("SELECT * FROM query('COPY (SELECT 1) TO ''/tmp/curation-x.csv''')", "Expected a single SELECT"),
+    ("LOAD httpfs", "only SELECT"),
+    ("EXPORT DATABASE '/tmp/curation-x'", "only SELECT"),
+    ("PRAGMA enable_profiling", "only SELECT"),
+    ("CALL pragma_version()", "only SELECT"),
 ])
 def test_sql_guard_refuses(run_dir: Path, sql: str, match: str) -> None:
     before = sorted(run_dir.rglob("*"))
     with pytest.raises(ConfigError, match=match):
         query(run_dir, sql.format(run=run_dir))
     assert sorted(run_dir.rglob("*")) == before
+    assert not Path("/tmp/curation-x.csv").exists() and not Path("/tmp/curation-x").exists()
 
 
 def test_files_outside_the_run_are_refused_even_other_runs(run_dir: Path, tmp_path: Path, tiny_corpus: Path) -> None:
