@@ -14,7 +14,9 @@ Layout (``format`` 2)::
 
 The loader/sampler state and the config go through JSON (not pickle) so that what a checkpoint
 can contain is exactly what JSON can express; ``read_checkpoint`` decodes ``meta`` back into
-the returned dict's top level (``step``, ``loaders``, ``skillit``, ``config``).
+the returned dict's top level (``step``, ``loaders``, ``skillit``, ``config``). A checkpoint
+written before format 2 (those keys at the top level, no RNG state) still loads, through the same
+restricted unpickler.
 
     python -c "from training.checkpoint import read_checkpoint as r; print(r('runs/train/checkpoint.pt')['step'])"
 """

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
+import torch
+
+from tests.conftest import REPO
+from tests.training.test_train import write_cfg
 from training.devices import select_device
 
 
@@ -33,3 +42,25 @@ def test_more_local_ranks_than_gpus_is_a_clear_error() -> None:
         select_device(4, cuda_available=True, device_count=4)
     with pytest.raises(ValueError, match="LOCAL_RANK must be >= 0"):
         select_device(-1, cuda_available=False, device_count=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_torchrun_on_gpus_uses_nccl_and_resumes(quickstart_run: Path, tmp_path: Path) -> None:
+    """Up to 2 GPUs under torchrun: rank 0 on cuda:0 with NCCL; the checkpoint (written after an
+    all_gather_object across ranks) resumes."""
+    nproc = min(2, torch.cuda.device_count())
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+    def run(steps: int) -> dict[str, object]:
+        path = write_cfg(tmp_path, quickstart_run, steps=steps, eval_every=2, checkpoint_every=2)
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+                            "--master_port", "29519", "-m", "training.train", str(path)],
+                           capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    first = run(2)
+    assert first["backend"] == "nccl" and first["device"] == "cuda:0" and first["world_size"] == nproc
+    assert run(4)["step"] == 4

@@ -82,7 +82,8 @@ class _Shards:
             if len(self._cache) >= 8:
                 self._cache.pop(next(iter(self._cache)))
             check_size(self.shards[shard])  # a shard replaced since the index was built is caught here
-            self._cache[shard] = read_parquet(self.shards[shard].path, columns=[self.text_column]).column(0).to_pylist()
+            table = read_parquet(self.shards[shard].path, columns=[self.text_column])
+            self._cache[shard] = table.column(0).to_pylist()
         return self._cache[shard][row]
 
 

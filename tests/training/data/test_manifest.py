@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -55,7 +56,8 @@ def test_a_shard_outside_the_run_is_refused_even_if_it_is_valid(run: Path, tmp_p
     shutil.copy(run / first["path"], outside)
     for path in (str(outside), "../elsewhere/stolen.parquet", "shards/../../elsewhere/stolen.parquet"):
         edit(run, lambda m, p=path: m["shards"][0].update(path=p))
-        with pytest.raises(ManifestError, match=r"manifest.json: shard 0 .*refused: the path (is absolute|contains '\.\.')"):
+        refused = r"manifest.json: shard 0 .*refused: the path (is absolute|contains '\.\.')"
+        with pytest.raises(ManifestError, match=refused):
             MixtureLoader(cfg(run))
 
 
@@ -96,7 +98,8 @@ def test_accepted_relative_paths_never_leave_the_root(parts: list[str]) -> None:
 def test_size_mismatch_names_the_shard_and_both_sizes(run: Path) -> None:
     m = edit(run, lambda m: m["shards"][1].update(bytes=m["shards"][1]["bytes"] + 1))
     size = m["shards"][1]["bytes"] - 1
-    with pytest.raises(ManifestError, match=rf"shard 1 .*size mismatch: manifest says {size + 1} bytes, .* has {size}"):
+    expected = rf"shard 1 .*size mismatch: manifest says {size + 1} bytes, .* has {size}$"
+    with pytest.raises(ManifestError, match=expected):
         MixtureLoader(cfg(run))
 
 
@@ -115,7 +118,8 @@ def test_sha256_is_checked_with_verify_hashes(run: Path) -> None:
     data = bytearray(Path(shard.path).read_bytes())
     data[len(data) // 2] ^= 0xFF
     Path(shard.path).write_bytes(bytes(data))
-    with pytest.raises(ManifestError, match=rf"shard 0 .*sha256 mismatch: manifest says {shard.sha256}, .* has [0-9a-f]{{64}}"):
+    expected = rf"shard 0 .*sha256 mismatch: manifest says {shard.sha256}, .* has [0-9a-f]{{64}}"
+    with pytest.raises(ManifestError, match=expected):
         MixtureLoader(cfg(run, verify_hashes=True))
 
 
@@ -140,7 +144,7 @@ def test_a_run_with_no_shards_is_a_clear_error(run: Path) -> None:
         m["shards"], m["domains"] = [], {}
         m["totals"]["docs_out"] = 0
     edit(run, keep_nothing)
-    with pytest.raises(ManifestError, match=rf"run {run} has no shards"):
+    with pytest.raises(ManifestError, match=rf"run {re.escape(str(run))} has no shards"):
         MixtureLoader(cfg(run))
 
 
