@@ -42,7 +42,7 @@ def make_run(root: Path, n_shards: int = 1000) -> Path:
         path = f"shards/{k:05d}-000.parquet"
         pq.write_table(pa.table({"id": [d["id"] for d in part], "text": [d["text"] for d in part],
                                  "domain": [d["domain"] for d in part]}), root / path)
-        shards.append({"path": path, "rows": len(part)})
+        shards.append({"path": path, "rows": len(part), "bytes": (root / path).stat().st_size})
     (root / "manifest.json").write_text(json.dumps({"shards": shards}))
     return root
 

@@ -6,14 +6,15 @@ cosine or warmup-stable-decay schedule, exact checkpoint/resume, per-domain eval
     python -m training.train CONFIG -o steps=200 -o out_dir=runs/train2       # overrides
 
 Resume: rerunning with the same ``out_dir`` continues from ``checkpoint.pt`` (model, optimiser,
-step, every rank's loader state), producing the batches an uninterrupted run would have.
+step, every rank's loader state and RNG state), producing the batches an uninterrupted run would
+have. Checkpoints (``checkpoint.pt`` and ``init_from``) are read with ``weights_only=True``: see
+``training/checkpoint.py``. Under torchrun each process uses ``cuda:LOCAL_RANK`` (``training/devices.py``).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from contextlib import nullcontext
@@ -26,7 +27,9 @@ import torch
 import torch.distributed as dist
 
 from curation.config import apply_overrides, from_dict, load_yaml
+from training.checkpoint import read_checkpoint, rng_state, set_rng_state, write_checkpoint
 from training.data.loader import LoaderConfig, MixtureLoader
+from training.devices import setup_distributed
 from training.model import GPT, GPTConfig
 from training.skillit import SkillGraph, SkillItConfig, SkillItSampler
 
@@ -80,23 +83,6 @@ class TrainConfig:
     seed: int = 0
 
 
-def _dist() -> tuple[int, int, str]:
-    if dist.is_initialized():  # set up by a launcher (Ray Train)
-        return dist.get_rank(), dist.get_world_size(), str(dist.get_backend())
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if not dist.is_initialized():
-            dist.init_process_group(backend)
-        return dist.get_rank(), dist.get_world_size(), backend
-    return 0, 1, "none"
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def eval_sets(cfg: TrainConfig, rank: int, world: int) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
     """Fixed evaluation batches per domain, built once: from ``eval_runs`` (held-out curation runs)
     when given, else from the training runs with another seed (then not held out). Every listed
@@ -104,7 +90,9 @@ def eval_sets(cfg: TrainConfig, rank: int, world: int) -> dict[str, list[tuple[n
     out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for dom in sorted(cfg.data.ratios):
         dcfg = LoaderConfig(**{**asdict(cfg.data), "ratios": {dom: 1.0}, "ratios_file": None,
-                               "runs": cfg.eval_runs or cfg.data.runs, "seed": cfg.data.seed + 10_007})
+                               "runs": cfg.eval_runs or cfg.data.runs, "seed": cfg.data.seed + 10_007,
+                               # the training loader already hashed the training runs' shards
+                               "verify_hashes": cfg.data.verify_hashes and bool(cfg.eval_runs)})
         loader = MixtureLoader(dcfg, rank=rank, world_size=world)
         out[dom] = [loader.next_batch()[:2] for _ in range(cfg.eval_batches)]
     return out
@@ -128,11 +116,14 @@ def evaluate(model: torch.nn.Module, sets: dict[str, list[tuple[np.ndarray, np.n
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    rank, world, backend = _dist()
-    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    rank, world, backend, device = setup_distributed()
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+    # Read (and so vet) a checkpoint before any expensive setup: a refused file fails fast.
+    ckpt = read_checkpoint(ckpt_path, map_location=device) if ckpt_path.exists() else None
+    init = read_checkpoint(cfg.init_from, map_location=device) if ckpt is None and cfg.init_from else None
     loader = MixtureLoader(cfg.data, rank=rank, world_size=world)
     evals = eval_sets(cfg, rank, world)
     cfg.model.vocab_size = loader.tokenizer.vocab_size
@@ -140,23 +131,31 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     model = GPT(cfg.model).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.schedule.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     step = 0
-    ckpt_path = out / "checkpoint.pt"
     sampler = None
     if cfg.skillit:
         s = cfg.skillit
         sampler = SkillItSampler(SkillGraph.load(s.graph), eta=s.eta, window=s.window, normalize_loss=s.normalize_loss)
         loader.set_ratios(sampler.mixture())
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
+        if len(ckpt["loaders"]) != world:
+            raise ValueError(f"{ckpt_path}: saved by {len(ckpt['loaders'])} ranks, now {world}")
         loader.load_state_dict(ckpt["loaders"][rank])
         if sampler is not None:
             sampler.load_state_dict(ckpt["skillit"])
+        if ckpt.get("rng"):  # dropout draws continue where they stopped
+            set_rng_state(ckpt["rng"][rank])
         step = int(ckpt["step"])
-    elif cfg.init_from:
-        model.load_state_dict(torch.load(cfg.init_from, map_location=device, weights_only=False)["model"])
-    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    elif init is not None:
+        model.load_state_dict(init["model"])
+    del ckpt, init  # the model and optimiser hold their own copies now
+    if world > 1:
+        # DDP on one device: name it, so gradients are bucketed on this rank's GPU (or the CPU).
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None)
+    else:
+        ddp = model
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext()
     log = open(out / "log.jsonl", "a", encoding="utf-8") if rank == 0 else None
     t0, tokens_per_step = time.time(), cfg.data.batch_size * cfg.data.seq_len * cfg.grad_accum * world
@@ -197,15 +196,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             loader.set_ratios(sampler.update(step))  # every rank computes the same (all-reduced) update
             record["skillit"] = sampler.updates[-1]
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            states = [None] * world
-            if world > 1:
-                dist.all_gather_object(states, loader.state_dict())
+            mine = {"loader": loader.state_dict(), "rng": rng_state()}
+            states: list[Any] = [None] * world
+            if world > 1:  # in-process exchange between ranks; what goes to disk is tensors and JSON only
+                dist.all_gather_object(states, mine)
             else:
-                states = [loader.state_dict()]
+                states = [mine]
             if rank == 0:
-                _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                              "loaders": states, "config": asdict(cfg),
-                              "skillit": sampler.state_dict() if sampler else None}, ckpt_path)
+                write_checkpoint(ckpt_path, model.state_dict(), opt.state_dict(), rng=[s["rng"] for s in states],
+                                 meta={"step": step, "loaders": [s["loader"] for s in states], "config": asdict(cfg),
+                                       "skillit": sampler.state_dict() if sampler else None})
         if log:
             log.write(json.dumps(record) + "\n")
             log.flush()

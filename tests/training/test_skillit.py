@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tests.training.test_train import write_cfg
+from training.checkpoint import read_checkpoint
 from training.skillit import SkillGraph, SkillItSampler, binary_to_weighted
 from training.train import load_config, train
 
@@ -61,8 +62,8 @@ def test_online_run_resumes_with_the_same_weights_and_batches(sample_run: Path, 
     train(cfg("b", 8))
     resumed = train(cfg("b", 12))
     assert resumed["train_loss"] == ref["train_loss"]
-    a = torch.load(tmp_path / "a" / "out" / "checkpoint.pt", weights_only=False)
-    b = torch.load(tmp_path / "b" / "out" / "checkpoint.pt", weights_only=False)
+    a = read_checkpoint(tmp_path / "a" / "out" / "checkpoint.pt")
+    b = read_checkpoint(tmp_path / "b" / "out" / "checkpoint.pt")
     assert a["skillit"] == b["skillit"] and len(a["skillit"]["updates"]) == 3  # updates at steps 4, 8 and 12
     assert a["loaders"] == b["loaders"]
     log = [json.loads(x) for x in (tmp_path / "a" / "out" / "log.jsonl").read_text().splitlines()]

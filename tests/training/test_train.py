@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from tests.conftest import REPO
+from training.checkpoint import read_checkpoint
 from training.train import ScheduleConfig, load_config, lr_at, train
 
 
@@ -53,8 +54,8 @@ def test_resume_reproduces_an_uninterrupted_run(quickstart_run: Path, tmp_path: 
     train(part)
     resumed = train(load_config(str(write_cfg(tmp_path / "b", quickstart_run, steps=12, checkpoint_every=6, eval_every=6)), []))
     assert resumed["step"] == 12 and resumed["train_loss"] == ref["train_loss"]
-    a = torch.load(tmp_path / "a" / "out" / "checkpoint.pt", weights_only=False)
-    b = torch.load(tmp_path / "b" / "out" / "checkpoint.pt", weights_only=False)
+    a = read_checkpoint(tmp_path / "a" / "out" / "checkpoint.pt")
+    b = read_checkpoint(tmp_path / "b" / "out" / "checkpoint.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert a["loaders"] == b["loaders"]
 
@@ -75,6 +76,6 @@ def test_ray_train_launcher_runs_the_same_loop(ray_cluster: None, quickstart_run
     cfg = load_config(str(write_cfg(tmp_path, quickstart_run, steps=6, eval_every=6, checkpoint_every=6)), [])
     launch(cfg, workers=2)
     log = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
-    ckpt = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=False)
+    ckpt = read_checkpoint(tmp_path / "out" / "checkpoint.pt")
     assert log[-1]["step"] == 6 and len(ckpt["loaders"]) == 2  # two ranks, each with its own loader state
     assert ckpt["loaders"][0]["identity"]["world_size"] == 2

@@ -4,6 +4,8 @@ How it is deterministic and resumable:
 
 * **Index.** Each run's ``manifest.json`` lists its shards; the loader reads only the ``domain``
   column of each shard to build, per domain, the ordered list of ``(shard, row)`` documents.
+  Manifests are untrusted (``training/data/manifest.py``): shard paths must stay inside the run,
+  and every shard's size (and, with ``verify_hashes``, sha256) must match before it is read.
 * **Split without overlap.** Per domain and epoch the documents are permuted with a seed fixed by
   ``(seed, domain, epoch)``; document ``i`` of that order belongs to stream
   ``i % (world_size * num_workers)``. Stream ``rank * num_workers + w`` is worker ``w`` of ``rank``.
@@ -23,14 +25,14 @@ How it is deterministic and resumable:
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from curation.io.storage import read_parquet, run_path
+from curation.io.storage import read_parquet
 
+from training.data.manifest import ManifestError, Shard, check_sha256, check_size, read_manifest
 from training.data.tokenizer import Tokenizer, make_tokenizer
 
 
@@ -49,6 +51,7 @@ class LoaderConfig:
     token_column: str | None = None  # pre-tokenised list<int> column written by a curation stage
     group_by: str = "domain"
     seed: int = 0
+    verify_hashes: bool = False  # sha256 of every shard against its manifest (reads each shard once more)
 
     def __post_init__(self) -> None:
         if self.ratios_file:
@@ -69,8 +72,8 @@ class _DomainCursor:
 class _Shards:
     """Reads documents by (shard, row) with a small per-shard cache of text columns."""
 
-    def __init__(self, files: list[str], text_column: str) -> None:
-        self.files = files
+    def __init__(self, shards: list[Shard], text_column: str) -> None:
+        self.shards = shards
         self.text_column = text_column
         self._cache: dict[int, list[Any]] = {}
 
@@ -78,30 +81,37 @@ class _Shards:
         if shard not in self._cache:
             if len(self._cache) >= 8:
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[shard] = read_parquet(self.files[shard], columns=[self.text_column]).column(0).to_pylist()
+            check_size(self.shards[shard])  # a shard replaced since the index was built is caught here
+            table = read_parquet(self.shards[shard].path, columns=[self.text_column])
+            self._cache[shard] = table.column(0).to_pylist()
         return self._cache[shard][row]
 
 
-def build_index(runs: list[str], group_by: str) -> tuple[list[str], dict[str, np.ndarray], list[str]]:
-    """(shard files, domain -> array of (shard, row) pairs, manifest fingerprints)."""
-    files: list[str] = []
+def build_index(runs: list[str], group_by: str,
+                verify_hashes: bool = False) -> tuple[list[Shard], dict[str, np.ndarray], list[str]]:
+    """(shards, domain -> array of (shard, row) pairs, manifest fingerprints)."""
+    shards: list[Shard] = []
     fingerprints: list[str] = []
     refs: dict[str, list[tuple[int, int]]] = {}
     for run in runs:
-        root = run_path(run)  # a local folder or an object-store URL (s3://, gs://)
-        manifest_path = root / "manifest.json"
-        if not manifest_path.exists():
-            raise FileNotFoundError(f"{run}: no manifest.json (is it a finished curation run?)")
-        manifest = json.loads(manifest_path.read_text())
-        fingerprints.append(hashlib.sha256(manifest_path.read_bytes()).hexdigest()[:16])
-        for shard in manifest["shards"]:
-            path = str(root / shard["path"])
-            col = read_parquet(path, columns=[group_by]).column(0).to_pylist()
-            k = len(files)
-            files.append(path)
+        manifest = read_manifest(run)
+        fingerprints.append(manifest.fingerprint)
+        kept = 0
+        for shard in manifest.shards:
+            check_size(shard)
+            if verify_hashes:
+                check_sha256(shard)
+            col = read_parquet(shard.path, columns=[group_by]).column(0).to_pylist()
+            if shard.rows is not None and len(col) != shard.rows:
+                raise ManifestError(f"{shard.where}: manifest says {shard.rows} rows, {shard.path} has {len(col)}")
+            k = len(shards)
+            shards.append(shard)
+            kept += len(col)
             for row, dom in enumerate(col):
                 refs.setdefault(str(dom), []).append((k, row))
-    return files, {d: np.array(v, dtype=np.int64).reshape(-1, 2) for d, v in refs.items()}, fingerprints
+        if kept == 0:
+            raise ManifestError(f"run {run} has no documents: its {len(manifest.shards)} shards are all empty")
+    return shards, {d: np.array(v, dtype=np.int64).reshape(-1, 2) for d, v in refs.items()}, fingerprints
 
 
 class MixtureLoader:
@@ -113,7 +123,9 @@ class MixtureLoader:
             raise ValueError(f"need 0 <= rank < world_size and num_workers >= 1, got {rank}, {world_size}, {num_workers}")
         self.cfg, self.rank, self.world_size, self.num_workers = cfg, rank, world_size, num_workers
         self.tokenizer = tokenizer or make_tokenizer(cfg.tokenizer)
-        files, self.index, self.fingerprints = build_index(cfg.runs, cfg.group_by)
+        if not cfg.runs:
+            raise ValueError("LoaderConfig.runs is empty: name at least one curation run")
+        shards, self.index, self.fingerprints = build_index(cfg.runs, cfg.group_by, cfg.verify_hashes)
         missing = sorted(set(cfg.ratios) - set(self.index))
         if missing:
             raise ValueError(f"ratios name domains the runs do not have: {missing}; they have {sorted(self.index)}")
@@ -121,7 +133,7 @@ class MixtureLoader:
         total = sum(cfg.ratios[d] for d in self.domains)
         self.probs = np.array([cfg.ratios[d] / total for d in self.domains])
         self.init_probs = self.probs.copy()  # the identity; ``set_ratios`` (Skill-It) changes ``probs``
-        self._shards = _Shards(files, cfg.token_column or "text")
+        self._shards = _Shards(shards, cfg.token_column or "text")
         self.n_streams = world_size * num_workers
         self.sequence = 0  # sequences this rank has produced
         self.cursors = {(w, d): _DomainCursor() for w in range(num_workers) for d in self.domains}

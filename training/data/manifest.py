@@ -1,0 +1,160 @@
+"""A curation run's ``manifest.json`` as the training loader reads it: untrusted input.
+
+A manifest names its shards by path; the loader opens only paths that are plain relative paths
+inside the run (local folder or object-store prefix), and checks each shard's size against the
+manifest when it opens it (sha256 too with ``verify_hashes``). A manifest is what a curation run
+wrote (``curation/executors/base.py::build_manifest``)::
+
+    {"name": ..., "shards": [{"path": "shards/00000-000.parquet", "rows": 120, "bytes": 48213,
+                              "sha256": "<64 hex>"}, ...], ...}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from curation.io.storage import is_remote, run_path
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class ManifestError(ValueError):
+    """A manifest or shard the loader refuses; the message names the run, the shard and the field."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    path: str  # absolute local path or full URL, checked to lie inside the run
+    rel: str  # as the manifest wrote it
+    rows: int | None
+    bytes: int
+    sha256: str | None
+    where: str  # "<manifest>: shard <i> (<rel>)", for messages
+
+
+@dataclass(frozen=True)
+class Manifest:
+    run: str
+    fingerprint: str  # of the manifest's bytes: a resumed loader refuses a changed run
+    shards: list[Shard]
+
+
+def check_relative(rel: Any) -> str | None:
+    """Why ``rel`` is not a plain relative shard path (``None`` when it is)."""
+    if not isinstance(rel, str) or not rel:
+        return "not a non-empty string"
+    if "\x00" in rel:
+        return "contains a NUL character"
+    if "\\" in rel:
+        return "contains a backslash"
+    if ":" in rel:
+        return "contains ':' (a URL scheme or a drive letter)"
+    if rel.startswith("/"):
+        return "is absolute"
+    if ".." in rel.split("/"):
+        return "contains '..'"
+    return None
+
+
+def _resolve(root: Path, rel: str, where: str) -> str:
+    if is_remote(root):
+        # Object stores have no symlinks; the key, normalised, must start with the run's prefix.
+        prefix, full = str(root).rstrip("/") + "/", str(root / rel)
+        scheme, _, key = full.partition("://")
+        if not full.startswith(prefix) or not f"{scheme}://{posixpath.normpath(key)}".startswith(prefix):
+            raise ManifestError(f"{where}: path leaves the run prefix {prefix}")
+        return full
+    base = root.resolve()
+    full_path = (root / rel).resolve()  # follows symlinks: a link out of the run is refused too
+    if not full_path.is_relative_to(base):
+        raise ManifestError(f"{where}: path resolves to {full_path}, outside the run directory {base}")
+    return str(full_path)
+
+
+def _int_field(entry: dict[str, Any], key: str, where: str, required: bool) -> int | None:
+    value = entry.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ManifestError(f"{where}: '{key}' must be a non-negative integer, got {value!r}")
+    return value
+
+
+def read_manifest(run: str) -> Manifest:
+    """Parse and vet ``run``'s manifest; raises ``ManifestError`` naming the first bad shard entry."""
+    root = run_path(run)  # a local folder or an object-store URL (s3://, gs://)
+    manifest_path = root / "manifest.json"
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"{run}: no manifest.json (is it a finished curation run?)")
+    raw = manifest_path.read_bytes()
+    try:
+        manifest = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ManifestError(f"{manifest_path}: not JSON: {e}") from e
+    entries = manifest.get("shards") if isinstance(manifest, dict) else None
+    if not isinstance(entries, list):
+        raise ManifestError(f"{manifest_path}: 'shards' must be a list of shard entries")
+    if not entries:
+        raise ManifestError(f"run {run} has no shards: its curation kept no documents ({manifest_path})")
+    shards = []
+    for i, entry in enumerate(entries):
+        rel = entry.get("path") if isinstance(entry, dict) else None
+        where = f"{manifest_path}: shard {i} ({rel!r})"
+        if not isinstance(entry, dict):
+            raise ManifestError(f"{where}: entry must be an object")
+        why = check_relative(rel)
+        if why:
+            raise ManifestError(f"{where}: refused: the path {why}; shard paths must be plain relative paths "
+                                "inside the run")
+        sha = entry.get("sha256")
+        if sha is not None and not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
+            raise ManifestError(f"{where}: 'sha256' must be 64 lowercase hex digits, got {sha!r}")
+        shards.append(Shard(path=_resolve(root, rel, where), rel=rel, rows=_int_field(entry, "rows", where, False),
+                            bytes=_int_field(entry, "bytes", where, True) or 0, sha256=sha, where=where))
+    return Manifest(run=run, fingerprint=hashlib.sha256(raw).hexdigest()[:16], shards=shards)
+
+
+def _fs_and_path(path: str) -> tuple[Any, str]:
+    import fsspec
+
+    return fsspec.core.url_to_fs(path)
+
+
+def check_size(shard: Shard) -> None:
+    """The shard's size on storage equals the manifest's ``bytes`` (a cheap stat, done on every open)."""
+    if "://" in shard.path:
+        fs, inner = _fs_and_path(shard.path)
+        actual = int(fs.size(inner))
+    else:
+        try:
+            actual = os.stat(shard.path).st_size
+        except FileNotFoundError:
+            raise ManifestError(f"{shard.where}: file {shard.path} is missing") from None
+    if actual != shard.bytes:
+        raise ManifestError(f"{shard.where}: size mismatch: manifest says {shard.bytes} bytes, "
+                            f"{shard.path} has {actual}")
+
+
+def check_sha256(shard: Shard) -> None:
+    """The shard's sha256 equals the manifest's (reads the whole file)."""
+    if shard.sha256 is None:
+        raise ManifestError(f"{shard.where}: verify_hashes is on but the manifest records no 'sha256'")
+    h = hashlib.sha256()
+    if "://" in shard.path:
+        fs, inner = _fs_and_path(shard.path)
+        fh = fs.open(inner, "rb")
+    else:
+        fh = open(shard.path, "rb")
+    with fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    if h.hexdigest() != shard.sha256:
+        raise ManifestError(f"{shard.where}: sha256 mismatch: manifest says {shard.sha256}, "
+                            f"{shard.path} has {h.hexdigest()}")
