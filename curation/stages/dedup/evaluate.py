@@ -60,12 +60,27 @@ class Accuracy:
     pairs_found: int
     removed_true: int  # documents the oracle would drop (cluster size - 1, summed)
     removed_found: int
+    # document level, each cluster keeping its first member (input order): of the documents the
+    # stage drops, the share the oracle also drops, and the converse
+    removal_precision: float = 1.0
+    removal_recall: float = 1.0
+
+
+def _removed(labels: np.ndarray) -> np.ndarray:
+    """Documents that are not the first (lowest index) of their cluster."""
+    first = np.full(int(labels.max()) + 1 if len(labels) else 0, len(labels), dtype=np.int64)
+    np.minimum.at(first, labels, np.arange(len(labels)))
+    return first[labels] != np.arange(len(labels))
 
 
 def cluster_accuracy(truth: np.ndarray, found: np.ndarray) -> Accuracy:
     """Pairwise precision and recall of clusterings given as one label per document."""
     t, f = _same_cluster_pairs(truth), _same_cluster_pairs(found)
     both = len(t & f)
+    rt, rf = _removed(truth), _removed(found)
+    hit = int((rt & rf).sum())
     return Accuracy(precision=both / len(f) if f else 1.0, recall=both / len(t) if t else 1.0,
                     pairs_true=len(t), pairs_found=len(f),
-                    removed_true=len(truth) - len(np.unique(truth)), removed_found=len(found) - len(np.unique(found)))
+                    removed_true=len(truth) - len(np.unique(truth)), removed_found=len(found) - len(np.unique(found)),
+                    removal_precision=hit / rf.sum() if rf.any() else 1.0,
+                    removal_recall=hit / rt.sum() if rt.any() else 1.0)

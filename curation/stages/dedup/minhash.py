@@ -119,6 +119,26 @@ def shingle_hashes(texts: pa.Array, ngram: int) -> Shingles:
     return Shingles(out, offsets)
 
 
+def shingle_sets(sh: Shingles) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each document's shingle hashes as a sorted set: ``(offsets, uint32 values, uint64 set hash)``.
+
+    One sort of ``(document, hash)`` keys for the whole batch; the set hash is a sum of mixed
+    values, so equal sets (and only those, up to 2**-64) get equal hashes."""
+    docs = len(sh.offsets) - 1
+    doc_of = np.repeat(np.arange(docs, dtype=np.uint64), np.diff(sh.offsets))
+    uniq = np.unique((doc_of << np.uint64(32)) | sh.hashes)
+    values = (uniq & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    counts = np.bincount((uniq >> np.uint64(32)).astype(np.int64), minlength=docs)
+    offsets = np.zeros(docs + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    set_hash = np.zeros(docs, dtype=np.uint64)
+    has = counts > 0
+    if has.any():
+        with np.errstate(over="ignore"):
+            set_hash[has] = np.add.reduceat(mix64(values.astype(np.uint64)), offsets[:-1][has])
+    return offsets, values, set_hash
+
+
 def _ranges(counts: np.ndarray) -> np.ndarray:
     """Concatenation of arange(c) for each c in counts."""
     total = int(counts.sum())

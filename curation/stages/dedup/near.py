@@ -3,12 +3,14 @@
 Steps, with what each holds per document (B bands, K permutations):
 
 1. **Keys** (shard pass, per batch): word n-gram shingles -> K MinHash values -> B band keys.
-   Written to the task's work file: ``8 B`` bytes of band keys + 8 bytes of length per document;
-   the signature itself is never shuffled.
+   Written to the task's work file: ``8 B`` bytes of band keys + 8 bytes of length per document,
+   and with ``verify`` the signature (``4 K`` bytes) and the shingle hashes (4 bytes per word).
 2. **Candidates** (shuffle 1, grouped by band key): every document becomes B rows
-   ``(band_key, node)`` (16 bytes each); within a bucket, documents with an equal band key form
-   a candidate group and each member links to the group's smallest node (a star: k-1 edges for
-   k members, not k^2 pairs).
+   ``(band_key, node)`` (16 bytes each); documents with an equal band key form a candidate group.
+   Unverified, each member links to the group's smallest node (a star: k-1 edges for k members,
+   not k^2 pairs). Verified (``verify.py``): the members get their signatures (a join by node),
+   pairs with a decisive estimate are accepted or rejected, and the uncertain ones meet both
+   shingle sets (two joins by node) and are kept if their exact Jaccard is >= the threshold.
 3. **Components** (a few shuffles of the edge list, 16 bytes per edge): ``components.py``.
    Edges exist only for documents with a candidate, so this is proportional to duplicates.
 4. **Keeper** (two shuffles): component labels are joined with each document's id and length
@@ -20,7 +22,10 @@ Nodes are ``(task << 32) | row`` (int64), so input order is node order. No step 
 one process; a group holds at most one candidate bucket's rows or one component's members.
 
 Transitivity is the standard one (as datatrove, text-dedup): A~B and B~C put A, B, C in one
-cluster even when J(A, C) is below the threshold.
+cluster even when J(A, C) is below the threshold. What must hold is that every link is a real
+one: with ``verify`` (the default) a candidate pair whose signature estimate is not decisive is
+checked by the exact Jaccard of its shingle sets (``verify.py``), because a single pair just below
+the threshold joins two whole clusters.
 """
 
 from __future__ import annotations
@@ -36,7 +41,12 @@ from curation.stages.base import StageResult, split
 from curation.stages.dedup.base import GlobalStage, row_positions
 from curation.stages.dedup.components import connected_components, edges
 from curation.stages.dedup.frame import Frame
-from curation.stages.dedup.minhash import band_keys, candidate_probability, optimal_bands, shingle_hashes, signatures
+from curation.stages.dedup.minhash import (
+    band_keys, candidate_probability, optimal_bands, shingle_hashes, shingle_sets, signatures,
+)
+from curation.stages.dedup.verify import (
+    SHINGLES, agreement_bounds, carry_shingles, exact_edges, group_pairs, pair_rows, scored, shingle_rows, sure_edges,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +80,13 @@ class NearDedupConfig:
         num_perm: MinHash permutations (signature length).
         ngram: Words per shingle (text is lowercased, accents stripped, digits mapped to 0).
         bands, rows: Set both to override the choice from ``threshold``.
-        verify: Keep a candidate pair only if its signatures agree on >= ``threshold`` of the
-            permutations (estimated Jaccard). Lets the bands favour recall without merging
-            clusters through pairs below the threshold; costs one shuffle of the signatures.
-        verify_margin: Verification keeps pairs whose estimated Jaccard is >= threshold -
-            verify_margin. The estimate's standard deviation is sqrt(J(1-J)/num_perm), 0.035 at
-            J=0.8 with 128 permutations, so without a margin a pair exactly at the threshold is
-            rejected half the time; 0.02 measured best on the natural corpus (docs/benchmarks.md).
+        verify: Keep a candidate pair only if its Jaccard is >= ``threshold``: decided by the
+            signature estimate when it is ``verify_sigmas`` standard deviations away from the
+            threshold, else by the exact Jaccard of the two shingle sets. Lets the bands favour
+            recall without merging clusters through pairs below the threshold; costs one shuffle
+            of the signatures and two of the shingle hashes (4 bytes per word).
+        verify_sigmas: Width of the uncertain band, in standard deviations of the estimate
+            (sqrt(J(1-J)/num_perm): 0.035 at J=0.8 with 128 permutations).
         max_group: Band groups larger than this (after merging identical signatures) are
             verified against their smallest member only, bounding the pairwise work.
         keep: Which member of a cluster stays: ``longest`` (ties by input order) or ``first``.
@@ -92,7 +102,7 @@ class NearDedupConfig:
     bands: int | None = None
     rows: int | None = None
     verify: bool = True
-    verify_margin: float = 0.02
+    verify_sigmas: float = 4.0
     max_group: int = 1000
     keep: str = "longest"
     mode: str = "drop"
@@ -102,6 +112,8 @@ class NearDedupConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.verify_sigmas < 0:
+            raise ValueError(f"verify_sigmas must be >= 0, got {self.verify_sigmas}")
         if self.num_perm < 2 or self.ngram < 1 or self.num_buckets < 1:
             raise ValueError("num_perm >= 2, ngram >= 1 and num_buckets >= 1 are required")
         if (self.bands is None) != (self.rows is None):
@@ -141,8 +153,10 @@ class NearDedup(GlobalStage):
 
     def describe(self) -> str:
         curve = ", ".join(f"J={j}: {p:.3f}" for j, p in self.s_curve().items())
-        verify = (f"verified by signature at estimated J >= {self._verify_threshold():.2f}" if self.config.verify
-                  else "unverified")
+        lo, hi = self._bounds()
+        k = self.config.num_perm
+        verify = (f"verified: estimated J >= {hi / k:.3f} accepted, < {lo / k:.3f} rejected, exact Jaccard between"
+                  if self.config.verify else "unverified")
         return (f"near_dedup: {self.bands} bands x {self.rows} rows of {self.config.num_perm} permutations, "
                 f"{self.config.ngram}-gram words, threshold {self.config.threshold}, {verify}; "
                 f"P(candidate): {curve}")
@@ -152,7 +166,8 @@ class NearDedup(GlobalStage):
     def key_columns(self) -> dict[str, pa.DataType]:
         cols = {"_nd_bands": pa.list_(pa.uint64()), "_nd_len": pa.int64()}
         if self.config.verify:
-            cols["_nd_sig"] = pa.list_(pa.uint32(), self.config.num_perm)
+            cols["_nd_sig"] = pa.list_(pa.uint32(), self._sig_width())
+            cols["_nd_sh"] = SHINGLES
         return cols
 
     def add_keys(self, batch: pa.Table) -> pa.Table:
@@ -167,8 +182,13 @@ class NearDedup(GlobalStage):
                                          mask=pa.array(~has))  # no words: no bands, never a candidate
         batch = batch.append_column("_nd_bands", bands).append_column("_nd_len", batch.column("n_chars"))
         if c.verify:
-            sigs = pa.FixedSizeListArray.from_arrays(pa.array(sig.reshape(-1), pa.uint32()), c.num_perm)
-            batch = batch.append_column("_nd_sig", sigs)
+            set_offsets, set_values, set_hash = shingle_sets(sh)
+            # The signature travels with a 64-bit hash of the shingle set (two more uint32), so that
+            # only documents with equal sets (not merely equal signatures) share a vertex in a group.
+            wide = np.concatenate([sig, set_hash.view(np.uint32).reshape(-1, 2)], axis=1)
+            sigs = pa.FixedSizeListArray.from_arrays(pa.array(wide.reshape(-1), pa.uint32()), self._sig_width())
+            shingles = pa.ListArray.from_arrays(pa.array(set_offsets.astype(np.int32)), pa.array(set_values, pa.uint32()))
+            batch = batch.append_column("_nd_sig", sigs).append_column("_nd_sh", shingles)
         return batch
 
     # -- global step --------------------------------------------------------------------------
@@ -179,7 +199,11 @@ class NearDedup(GlobalStage):
         if self.config.verify:
             grouped = members.group("key", _candidate_members)
             with_sig = grouped.map(self._as_join_rows).union(keys.map(self._sig_rows)).group("node", _attach_sig)
-            candidates = with_sig.group("key", self._verified_edges)
+            pairs = with_sig.group("key", self._scored_pairs).materialize()
+            docs = keys.map(_shingle_rows)
+            carried = pairs.map(pair_rows).union(docs).group("node", carry_shingles)
+            checked = carried.union(docs).group("node", exact_edges(self.config.threshold))
+            candidates = pairs.map(sure_edges).union(checked)
         else:
             candidates = members.group("key", _star_edges)
         stars = connected_components(candidates)
@@ -191,13 +215,16 @@ class NearDedup(GlobalStage):
     # Verification: candidate memberships get their document's signature (a join by node), then
     # each band group links the members whose signatures agree, as a spanning forest.
 
+    def _sig_width(self) -> int:
+        return self.config.num_perm + 2  # signature, then the shingle set's hash
+
     def _join_schema(self) -> pa.Schema:
         return pa.schema([pa.field("key", pa.int64()), pa.field("node", pa.int64()),
-                          pa.field("sig", pa.list_(pa.uint32(), self.config.num_perm))])
+                          pa.field("sig", pa.list_(pa.uint32(), self._sig_width()))])
 
     def _as_join_rows(self, t: pa.Table) -> pa.Table:
         return pa.table({"key": t.column("key"), "node": t.column("node"),
-                         "sig": pa.nulls(len(t), pa.list_(pa.uint32(), self.config.num_perm))}, schema=self._join_schema())
+                         "sig": pa.nulls(len(t), pa.list_(pa.uint32(), self._sig_width()))}, schema=self._join_schema())
 
     def _sig_rows(self, t: pa.Table) -> pa.Table:
         has = t.column("_nd_bands").is_valid()
@@ -205,28 +232,31 @@ class NearDedup(GlobalStage):
         return pa.table({"key": pa.nulls(len(t), pa.int64()), "node": pa.array(_node(t), pa.int64()),
                          "sig": t.column("_nd_sig")}, schema=self._join_schema())
 
-    def _verified_edges(self, t: pa.Table) -> pa.Table:
+    def _scored_pairs(self, t: pa.Table) -> pa.Table:
+        """Per band group: accepted pairs (a spanning forest) and uncertain pairs to check exactly."""
         k = self.config.num_perm
         key, node = t.column("key").to_numpy(), t.column("node").to_numpy()
-        sig = t.column("sig").combine_chunks().flatten().to_numpy().reshape(-1, k)
+        sig = t.column("sig").combine_chunks().flatten().to_numpy().reshape(-1, self._sig_width())
         order = np.lexsort((node, key))
         key, node, sig = key[order], node[order], sig[order]
         first = np.r_[True, key[1:] != key[:-1]]
         starts = np.flatnonzero(first)
         sizes = np.diff(np.r_[starts, len(key)])
-        need = int(np.ceil(self._verify_threshold() * k - 1e-9))
+        lo, hi = self._bounds()
         # Pairs (most groups) in one vectorised comparison; larger groups one by one.
         pair_starts = starts[sizes == 2]
-        agree = (sig[pair_starts] == sig[pair_starts + 1]).sum(axis=1) >= need
-        out_a, out_b = [node[pair_starts + 1][agree]], [node[pair_starts][agree]]
+        agree = (sig[pair_starts, :k] == sig[pair_starts + 1, :k]).sum(axis=1)
+        ok = agree >= lo
+        out_a, out_b, out_s = [node[pair_starts + 1][ok]], [node[pair_starts][ok]], [agree[ok] >= hi]
         for s, e in zip(starts[sizes > 2], starts[sizes > 2] + sizes[sizes > 2]):
-            a, b = _group_forest(node[s:e], sig[s:e], self._verify_threshold(), self.config.max_group)
+            a, b, sure = group_pairs(node[s:e], sig[s:e], k, lo, hi, self.config.max_group)
             out_a.append(a)
             out_b.append(b)
-        return edges(np.concatenate(out_a), np.concatenate(out_b))
+            out_s.append(sure)
+        return scored(np.concatenate(out_a), np.concatenate(out_b), np.concatenate(out_s))
 
-    def _verify_threshold(self) -> float:
-        return max(0.0, self.config.threshold - self.config.verify_margin)
+    def _bounds(self) -> tuple[int, int]:
+        return agreement_bounds(self.config.threshold, self.config.num_perm, self.config.verify_sigmas)
 
     def _node_info(self, t: pa.Table) -> pa.Table:
         length = t.column("_nd_len") if self.config.keep == "longest" else pa.array(np.zeros(len(t), np.int64))
@@ -340,56 +370,10 @@ def _attach_sig(t: pa.Table) -> pa.Table:
                      "sig": t.column("sig").take(take_sig)}, schema=t.schema)
 
 
-def _group_forest(node: np.ndarray, sig: np.ndarray, threshold: float, max_group: int) -> tuple[np.ndarray, np.ndarray]:
-    """Edges ``(member, root)`` spanning the components of the graph 'estimated Jaccard >=
-    threshold' among one band group's members (sorted by node)."""
-    if len(node) < 2:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    # Identical signatures are one vertex (exact copies make the largest groups).
-    uniq, first, inverse = np.unique(sig, axis=0, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    rep = node[first]  # the smallest node of each distinct signature (node is sorted)
-    a_list, b_list = [node[rep[inverse] != node]], [rep[inverse][rep[inverse] != node]]
-    m = len(uniq)
-    if m > 1:
-        need = int(np.ceil(threshold * sig.shape[1] - 1e-9))
-        if m <= max_group:
-            agree = (uniq[:, None, :] == uniq[None, :, :]).sum(axis=2) if m <= 64 else _agreements(uniq)
-            adj = agree >= need
-        else:  # bounded work: every distinct signature against the first one only
-            adj = np.zeros((m, m), dtype=bool)
-            ok = (uniq == uniq[0]).sum(axis=1) >= need
-            adj[0, ok] = adj[ok, 0] = True
-        labels = _matrix_components(adj)
-        root = np.zeros(m, dtype=np.int64)
-        for lab in np.unique(labels):
-            members = np.flatnonzero(labels == lab)
-            root[members] = rep[members].min()
-        sel = rep != root
-        a_list.append(rep[sel])
-        b_list.append(root[sel])
-    return np.concatenate(a_list), np.concatenate(b_list)
-
-
-def _agreements(uniq: np.ndarray) -> np.ndarray:
-    """Pairwise count of equal signature positions, one row at a time (bounded memory)."""
-    m = len(uniq)
-    out = np.empty((m, m), dtype=np.int32)
-    for i in range(m):
-        out[i] = (uniq == uniq[i]).sum(axis=1)
-    return out
-
-
-def _matrix_components(adj: np.ndarray) -> np.ndarray:
-    """Component label (smallest member index) per vertex of a small dense adjacency matrix."""
-    m = len(adj)
-    adj = adj | np.eye(m, dtype=bool)
-    labels = np.arange(m)
-    while True:  # min-label propagation; converges in at most diameter steps
-        new = np.where(adj, labels[None, :], m).min(axis=1)
-        if np.array_equal(new, labels):
-            return labels
-        labels = new
+def _shingle_rows(t: pa.Table) -> pa.Table:
+    """Each document with bands: its node and shingle hashes (the exact check's join rows)."""
+    t = t.filter(t.column("_nd_bands").is_valid())
+    return shingle_rows(_node(t), t.column("_nd_sh"))
 
 
 def _label_rows(t: pa.Table) -> pa.Table:
