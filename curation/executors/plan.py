@@ -49,6 +49,14 @@ class Segment:
     def final(self) -> bool:
         return self.key_for is None
 
+    def task_resources(self) -> dict[str, float]:
+        """Ray resources of each task of this pass: the most any of its stages needs."""
+        resources: dict[str, float] = {}
+        for _, spec in self.stages:
+            for k, v in spec.task_resources().items():
+                resources[k] = max(resources.get(k, 0.0), v)
+        return resources
+
 
 @dataclass
 class Layout:
@@ -150,14 +158,41 @@ def make_segments(stages: list[StageSpec]) -> list[Segment]:
     return segments
 
 
+def check_gpu_placement(config: PipelineConfig, segments: list[Segment]) -> None:
+    """Refuse a Ray pass whose stage demands CUDA (``device: cuda``) while its tasks ask for no GPU.
+
+    Ray gives a task GPUs only when it asks for them (``num_gpus``, fractions share a GPU) and then
+    limits it to those (``CUDA_VISIBLE_DEVICES``); the Ray executor hides every GPU from a task
+    that asks for none. A stage's tasks are those of its pass, which ask for the most any stage of
+    the pass needs. The local executor runs stages in this process on whatever GPUs it sees, with
+    ``num_gpus`` ignored, so there is nothing to place and nothing is checked.
+    """
+    if config.executor.kind != "ray":
+        return
+    for seg in segments:
+        if seg.task_resources().get("num_gpus", 0.0) > 0:
+            continue
+        for i, spec in seg.stages:
+            demand = spec.build().cuda_demand()
+            if demand is None:
+                continue
+            own = "`num_gpus: 1` on the stage, or " if hasattr(spec.config, "num_gpus") else ""
+            raise ConfigError(
+                f"stages[{i}] ({spec.stage}): {demand} needs a GPU, but under the ray executor its tasks ask "
+                f"for none (num_gpus 0), so they would get no GPU of their own. Set {own}`resources: "
+                f"{{num_gpus: 1}}` (a fraction such as 0.5 shares a GPU between tasks), or use device: auto "
+                f"(CPU where no GPU is asked for) or device: cpu")
+
+
 def make_plan(config: PipelineConfig) -> Plan:
     # Validate every stage on the driver (dependencies, model files) before any work starts.
     for spec in config.stages:
         spec.build()
+    segments = make_segments(config.stages)
+    check_gpu_placement(config, segments)
     out = config.output.dir
     root = out.rstrip("/") if is_url(out) else str(Path(out.removeprefix("file://")).resolve())
-    return Plan(config=config, tasks=expand_inputs(config.input.paths), segments=make_segments(config.stages),
-                root=root)
+    return Plan(config=config, tasks=expand_inputs(config.input.paths), segments=segments, root=root)
 
 
 def local_files(pattern: str) -> list[str]:

@@ -17,7 +17,7 @@ import warnings
 from typing import Any
 
 
-from curation.errors import ShardError
+from curation.errors import ConfigError, ShardError
 from curation.executors.base import Executor
 from curation.executors.local import LocalExecutor, key_read_columns
 from curation.executors.plan import Plan, Segment
@@ -34,7 +34,23 @@ def _cast(t: Any, schema: Any) -> Any:
     return t.select(schema.names).cast(schema)
 
 
+def hide_unassigned_gpus() -> None:
+    """Hide every GPU from this Ray task when Ray assigned it none.
+
+    Ray sets ``CUDA_VISIBLE_DEVICES`` for a task that asks for GPUs, but since 2.x no longer
+    blanks it for one that asks for none, which would then see (and load its model onto) GPU 0
+    like every other such task. Blanked before any stage is set up, ``device: auto`` means CPU
+    there. Ray's worker pool keeps a worker that ran a GPU task for GPU tasks only (and the
+    other way round), so blanking it for the rest of this CPU worker's life is safe.
+    """
+    import ray
+
+    if not ray.get_runtime_context().get_accelerator_ids().get("GPU"):
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
 def _shard_fn(batch: dict[str, Any], plan: Plan, seg: int) -> dict[str, Any]:
+    hide_unassigned_gpus()
     stats = [json.dumps(run_shard(plan, seg, int(t))) for t in batch["task"]]
     return {"stats": stats}
 
@@ -82,16 +98,27 @@ class RayExecutor(Executor):
         caps = [spec.concurrency for _, spec in (seg.stages if seg else []) if spec.concurrency is not None]
         return max(1, min([wanted, n_tasks, *caps]))
 
+    def _check_gpus(self, ray: Any, seg: Segment, num_gpus: float) -> None:
+        """A pass that asks for GPUs on a fixed cluster with none would wait forever: say so."""
+        have = float(ray.cluster_resources().get("GPU", 0.0))
+        if num_gpus <= have:
+            return
+        names = ", ".join(f"stages[{i}] ({spec.stage})" for i, spec in seg.stages
+                          if spec.task_resources().get("num_gpus", 0.0) > have)
+        msg = (f"{names}: each task asks for {num_gpus:g} GPU(s) but the Ray cluster has {have:g}; "
+               f"set num_gpus: 0 (or resources: {{num_gpus: 0}}) to run on CPU, or use a cluster with GPUs")
+        if self.config.executor.address is None:  # a local cluster never grows
+            raise ConfigError(msg)
+        log.warning("%s (waiting, in case the cluster autoscales)", msg)
+
     def run_tasks(self, plan: Plan, seg: Segment, tasks: list[int]) -> None:
         ray = self._ray()
         retries = self.config.executor.max_task_retries
         # Fault-injection variables reach workers of an already running cluster only this way.
         fault_env = fault_injection_env()
         # A pass asks for the most any of its stages needs (a GPU for LM scoring, say).
-        resources: dict[str, float] = {}
-        for _, spec in seg.stages:
-            for k, v in spec.task_resources().items():
-                resources[k] = max(resources.get(k, 0.0), v)
+        resources = seg.task_resources()
+        self._check_gpus(ray, seg, resources.get("num_gpus", 0.0))
         ds = ray.data.from_items([{"task": t} for t in tasks], override_num_blocks=len(tasks))
         ds = ds.map_batches(
             _shard_fn,

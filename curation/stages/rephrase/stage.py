@@ -104,6 +104,12 @@ class Rephrase(Stage):
     def output_columns(self) -> dict[str, pa.DataType]:
         return dict(_PROVENANCE)
 
+    def cuda_demand(self) -> str | None:
+        b = self.config.backend  # vLLM runs on a GPU unless built for CPU; openai runs elsewhere
+        if b.kind == "vllm" and b.device != "cpu":
+            return "backend.kind: vllm"
+        return "backend.device: cuda" if b.kind == "transformers" and b.device == "cuda" else None
+
     def setup(self) -> None:
         c = self.config
         self._backend = make_backend(c.backend)

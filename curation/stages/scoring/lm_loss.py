@@ -10,7 +10,11 @@ The tokenizer's BOS token (when it has one) is prepended so the first real token
 total NLL of the same characters is then comparable across tokenizers.
 
 Each model is loaded once per worker process (a process-level cache, reused by every task that
-process runs), on CUDA when available with bf16, else on CPU in float32.
+process runs), on CUDA when the process sees a GPU (bf16), else on CPU in float32. Under the Ray
+executor a task sees a GPU only when it asks for one (``num_gpus``, fractions share a GPU): Ray
+then limits the task to the GPU it assigned, and the executor hides every GPU from tasks that ask
+for none, so ``device: auto`` runs on CPU there and ``device: cuda`` without ``num_gpus`` is
+refused when the run is planned.
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ class LMLossConfig:
     1900/512). ``batch_size``: windows per forward pass. ``device``: auto|cpu|cuda. ``dtype``:
     auto (bf16 on CUDA, float32 on CPU)|float32|bfloat16|float16. ``max_tokens``: score at most
     this many tokens per document (None: all). ``num_gpus``: GPUs a Ray task running this stage
-    asks for (set 1 on GPU clusters: Ray hides GPUs from tasks that ask for none)."""
+    asks for (1, or a fraction such as 0.5 to share a GPU between tasks). Under Ray a task that
+    asks for none sees no GPU: set it on GPU clusters, ``device: cuda`` requires it."""
 
     models: list[LMSpec] = field(default_factory=list)
     block_size: int = 1900
@@ -137,6 +142,9 @@ class LMLoss(Stage):
 
     def resources(self) -> dict[str, float]:
         return {"num_gpus": self.config.num_gpus} if self.config.num_gpus else {}
+
+    def cuda_demand(self) -> str | None:
+        return "device: cuda" if self.config.device == "cuda" else None
 
     def setup(self) -> None:
         device, dtype = self._device()

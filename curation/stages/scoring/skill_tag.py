@@ -27,7 +27,9 @@ class SkillTagConfig:
     cosine-similar centroid, embedded with ``model``, default the JSON's). Documents without a value
     (or with blank text) get ``default``. Embedding only: ``score_column`` (the cosine to that centroid, when set),
     ``batch_size``, ``max_tokens`` (default the JSON's), ``device`` (auto|cpu|cuda) and
-    ``num_gpus`` (what a Ray task asks for; set 1 on GPU clusters)."""
+    ``num_gpus`` (what a Ray task asks for: 1, or a fraction such as 0.5 to share a GPU; under
+    Ray a task that asks for none sees no GPU, so set it on GPU clusters; ``device: cuda``
+    requires it)."""
 
     source: str = "domain"
     field: str | None = None
@@ -50,6 +52,8 @@ class SkillTagConfig:
             raise ValueError("source fasttext needs model")
         if self.source == "embedding" and not self.centroids:
             raise ValueError("source embedding needs centroids (a `curate fit-skills` JSON)")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device: {self.device!r} is not one of ['auto', 'cpu', 'cuda']")
         if self.score_column and (self.source != "embedding" or self.score_column == self.column):
             raise ValueError("score_column needs source embedding and a name other than column")
 
@@ -77,6 +81,10 @@ class SkillTag(Stage):
 
     def resources(self) -> dict[str, float]:
         return {"num_gpus": self.config.num_gpus} if self.config.num_gpus else {}
+
+    def cuda_demand(self) -> str | None:
+        c = self.config
+        return "device: cuda" if c.source == "embedding" and c.device == "cuda" else None
 
     def _embedder(self) -> Any:
         """The embedding model (loaded once per process), checked against the centroids' dim."""
