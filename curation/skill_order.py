@@ -3,8 +3,10 @@
     curate skill-order runs/quickstart runs/ordered --graph graph.json --losses losses.json \
         --rounds 4 --chars-per-round 200000
 
-Round ``t`` uses the Skill-It mixture p_t = softmax(eta * A @ sum of the last ``window`` loss vectors)
-(METHODS.md 2.3). Without a model in the loop, the losses of later rounds are *predicted* with the
+Round ``t`` uses the Skill-It mixture p_t = softmax(eta * A @ sum of the last ``window`` loss vectors),
+computed by ``curation.skillit_rule`` exactly as the online sampler (``training.skillit``) does it: a
+0/1 graph's off-diagonal ones count 0.5 there too, so round 0 equals the sampler's first update for
+the same initial losses. Without a model in the loop, the losses of later rounds are *predicted* with the
 linearised model the rule is derived from, L_{t+1} = L_t * (1 - alpha * A^T p_t) (clipped at 0), so
 the schedule shifts towards skills whose prerequisites have been covered. Each round's documents
 (drawn per skill in a seeded order, never reused) go to one shard, ``shards/round-RRR.parquet``, and
@@ -26,20 +28,20 @@ import pyarrow.parquet as pq
 from curation.executors.writers import file_digest
 from curation.io.atomic import write_json
 from curation.io.manifest import safe_shard_path
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = np.exp(x - x.max())
-    return z / z.sum()
+from curation.skillit_rule import SkillGraph, mixture_step, recent
 
 
 def plan_mixtures(a: np.ndarray, losses: np.ndarray, rounds: int, eta: float, window: int,
                   alpha: float) -> list[np.ndarray]:
-    """Per-round mixtures over training skills, with predicted losses between rounds."""
+    """Per-round mixtures over training skills, with predicted losses between rounds.
+
+    ``a`` is the weighted matrix (``SkillGraph.A``): a raw 0/1 matrix here would plan with full-weight
+    off-diagonal edges, unlike the online sampler.
+    """
     history = [losses.astype(np.float64)]
     out = []
     for _ in range(rounds):
-        p = _softmax(eta * a @ np.sum(history[-window:], axis=0))
+        p = mixture_step(a, recent(history, window), eta)
         out.append(p)
         history.append(np.clip(history[-1] * (1 - alpha * a.T @ p), 0.0, None))
     return out
@@ -51,6 +53,9 @@ def skill_order(run: str | Path, out: str | Path, graph: dict[str, Any], losses:
     run, out = Path(run), Path(out)
     if (out / "manifest.json").exists():
         raise FileExistsError(f"{out} already holds a manifest; choose a new directory")
+    # The plan first: a bad graph, loss file or window fails before any shard is read.
+    g = SkillGraph.from_dict(graph, source="graph")
+    mixtures = plan_mixtures(g.A, g.loss_vector(losses, source="losses"), rounds, eta, window, alpha)
     if not (run / "manifest.json").is_file():
         raise ValueError(f"{run} has no manifest.json: not a finished run")
     manifest = json.loads((run / "manifest.json").read_text())
@@ -60,10 +65,7 @@ def skill_order(run: str | Path, out: str | Path, graph: dict[str, Any], losses:
     table = pa.concat_tables([pq.read_table(safe_shard_path(run, s["path"])) for s in manifest["shards"]])
     if column not in table.column_names:
         raise ValueError(f"{run}: no column {column!r} (tag skills first with skill_tag_v1, or use column: domain)")
-    skills = list(graph["train_skills"])
-    a = np.asarray(graph["A"], dtype=np.float64)
-    l0 = np.array([float(losses[s]) for s in graph["eval_skills"]])
-    mixtures = plan_mixtures(a, l0, rounds, eta, window, alpha)
+    skills = g.train_skills
     rng = np.random.default_rng(seed)
     col = table.column(column).to_numpy(zero_copy_only=False)
     chars = table.column("n_chars").to_numpy()
@@ -99,7 +101,8 @@ def skill_order(run: str | Path, out: str | Path, graph: dict[str, Any], losses:
         "source_run": str(run.resolve()), "source_fingerprint": manifest.get("fingerprint"),
         "created_unix": round(time.time(), 3), "order": "sequential",
         "schedule": {"method": "skill-it-offline", "eta": eta, "window": window, "alpha": alpha, "column": column,
-                     "chars_per_round": chars_per_round, "graph": graph, "initial_losses": losses},
+                     "chars_per_round": chars_per_round, "graph": graph, "weighted_A": g.A.tolist(),
+                     "initial_losses": losses},
         "rounds": rounds_out, "shards": shards,
         "domains": _domains(out, shards),
         "totals": {"docs_out": sum(s["rows"] for s in shards)},

@@ -1,4 +1,4 @@
-"""Skill-It online data selection (METHODS.md 2.3): multiplicative weights over training skills.
+"""Skill-It online data selection: multiplicative weights over training skills.
 
     p_{t+1}(i) ∝ exp(eta * sum_{tau in last w evaluations} sum_j A[i, j] * L_j(f_tau))
 
@@ -6,17 +6,23 @@
 of evaluation skill j. A binary graph's off-diagonal ones become 0.5 (the released code's rule).
 The initial mixture is softmax(eta * A @ 1). The window covers the last ``window`` *evaluations*
 (not update rounds), as in the code. Every update is recorded (step, the window's losses, the new
-weights) so a resumed run reproduces them exactly.
+weights) so a resumed run reproduces them exactly. The rule is ``curation.skillit_rule``, the same
+code ``curate skill-order`` plans with, so an offline schedule's first round equals this sampler's
+first update for the same losses.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# The rule itself (graph loading with the binary -> weighted conversion, softmax, window, step) is shared
+# with the offline planner `curate skill-order`; re-exported here for existing callers.
+from curation.skillit_rule import SkillGraph, binary_to_weighted, initial_mixture, mixture_step, recent, softmax
+
+__all__ = ["SkillGraph", "SkillItConfig", "SkillItSampler", "binary_to_weighted", "softmax"]
 
 
 @dataclass(kw_only=True)
@@ -33,37 +39,6 @@ class SkillItConfig:
 
 
 @dataclass
-class SkillGraph:
-    train_skills: list[str]
-    eval_skills: list[str]
-    A: np.ndarray
-
-    @classmethod
-    def load(cls, path: str | Path) -> SkillGraph:
-        data = json.loads(Path(path).read_text())
-        a = np.asarray(data["A"], dtype=np.float64)
-        if a.shape != (len(data["train_skills"]), len(data["eval_skills"])):
-            raise ValueError(f"{path}: A is {a.shape}, expected {len(data['train_skills'])} x {len(data['eval_skills'])}")
-        return cls(list(data["train_skills"]), list(data["eval_skills"]), binary_to_weighted(a))
-
-
-def binary_to_weighted(a: np.ndarray) -> np.ndarray:
-    """A 0/1 graph: off-diagonal edges count half (the released code's convention)."""
-    if not np.isin(a, (0.0, 1.0)).all():
-        return a
-    out = a * 0.5
-    k = min(a.shape)
-    idx = np.arange(k)
-    out[idx, idx] = a[idx, idx]
-    return out
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    z = np.exp(x - x.max())
-    return z / z.sum()
-
-
-@dataclass
 class SkillItSampler:
     graph: SkillGraph
     eta: float
@@ -75,19 +50,19 @@ class SkillItSampler:
     def __post_init__(self) -> None:
         if self.window < 1:
             raise ValueError("window must be >= 1 (the paper's code has no unbounded window)")
-        self.weights = softmax(self.eta * self.graph.A @ np.ones(len(self.graph.eval_skills)))
+        self.weights = initial_mixture(self.graph.A, self.eta)
 
     def observe(self, losses: dict[str, float]) -> None:
-        self.history.append([float(losses[s]) for s in self.graph.eval_skills])
+        self.history.append(self.graph.loss_vector(losses, source="eval losses").tolist())
 
     def update(self, step: int) -> dict[str, float]:
         """New weights from the last ``window`` evaluations; recorded in ``updates``."""
         if not self.history:
             return self.mixture()
-        hist = np.asarray(self.history[-self.window:])
+        hist = recent(self.history, self.window)
         if self.normalize_loss:
             hist = hist / np.asarray(self.history[0])
-        self.weights = softmax(self.eta * self.graph.A @ hist.sum(axis=0))
+        self.weights = mixture_step(self.graph.A, hist, self.eta)
         self.updates.append({"step": step, "losses": hist.tolist(), "weights": self.weights.tolist()})
         return self.mixture()
 

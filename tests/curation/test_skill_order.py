@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,36 @@ def test_manifest_shard_paths_outside_the_run_are_refused(tmp_path: Path, evil: 
     r = _skill_order_cli(run, tmp_path / "out", tmp_path)
     assert r.returncode == 2 and "unsafe path" in r.stdout, r.stdout + r.stderr
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_offline_round_zero_equals_the_online_sampler_on_a_binary_chain(tmp_path: Path) -> None:
+    """a -> b -> c as a 0/1 graph with equal losses: the planner and the sampler follow one rule."""
+    from training.skillit import SkillGraph, SkillItSampler
+
+    skills = ["python_docs", "code", "license"]  # a, b, c: domains of the sample corpus
+    chain = {"train_skills": skills, "eval_skills": skills, "A": [[1, 1, 0], [0, 1, 1], [0, 0, 1]]}
+    losses = dict.fromkeys(skills, 2.0)
+    (tmp_path / "g.json").write_text(json.dumps(chain))
+    (tmp_path / "l.json").write_text(json.dumps(losses))
+    run = tmp_path / "run"
+    run_pipeline({"name": "s", "input": {"paths": [str(SAMPLE / "*.jsonl.gz")]}, "stages": [],
+                  "output": {"dir": str(run), "token_counter": "whitespace"}, "executor": {"kind": "local"}})
+    r = subprocess.run([sys.executable, "-m", "curation.cli", "skill-order", str(run), str(tmp_path / "out"),
+                        "--graph", str(tmp_path / "g.json"), "--losses", str(tmp_path / "l.json"), "--rounds", "1",
+                        "--chars-per-round", "20000", "--column", "domain"],
+                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    offline = json.loads((tmp_path / "out" / "manifest.json").read_text())["rounds"][0]["planned_mixture"]
+
+    sampler = SkillItSampler(SkillGraph.load(tmp_path / "g.json"), eta=0.5, window=3)
+    sampler.observe(losses)
+    online = sampler.update(step=1)
+
+    # By hand: the binary off-diagonal ones count 0.5, so A = [[1, .5, 0], [0, 1, .5], [0, 0, 1]];
+    # A @ [2, 2, 2] = [3, 3, 2]; p = softmax(0.5 * [3, 3, 2]) = (e^1.5, e^1.5, e^1) / sum
+    # = (0.3837, 0.3837, 0.2327). The raw 0/1 matrix would give softmax([2, 2, 1]) = (0.422, 0.422, 0.155).
+    z = [math.exp(1.5), math.exp(1.5), math.exp(1.0)]
+    hand = {s: v / sum(z) for s, v in zip(skills, z)}
+    assert online == pytest.approx(hand, abs=1e-12)
+    assert offline == pytest.approx(hand, abs=1e-12)
+    assert [round(hand[s], 3) for s in skills] == [0.384, 0.384, 0.233]
