@@ -49,6 +49,19 @@ def hide_unassigned_gpus() -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 
+def task_remote_args(resources: dict[str, Any], retries: int) -> dict[str, Any]:
+    """Ray options of every shard task of a pass: its resources and retries for crashed workers.
+
+    Passed to ``map_batches`` as static options, not through ``ray_remote_args_fn``: Ray then builds the
+    task function with ``num_gpus`` and, for GPU tasks, gives each task a fresh worker process
+    (``max_calls=1``, which ``.options()`` cannot set). That matters because torch binds a process to the
+    GPU it first initialised CUDA on, and the per-process model cache keys models by ``"cuda"``: a reused
+    worker that Ray later assigned another GPU would keep computing on its first one. The cost is one model
+    load per input file, small next to scoring or rewriting a file.
+    """
+    return {"max_retries": retries, **resources}
+
+
 def _shard_fn(batch: dict[str, Any], plan: Plan, seg: int) -> dict[str, Any]:
     hide_unassigned_gpus()
     stats = [json.dumps(run_shard(plan, seg, int(t))) for t in batch["task"]]
@@ -126,7 +139,7 @@ class RayExecutor(Executor):
             batch_size=1,
             compute=ray.data.TaskPoolStrategy(size=self._concurrency(ray, len(tasks), seg)),
             # Retries cover worker crashes only; exceptions fail fast (retry_exceptions is False).
-            ray_remote_args_fn=lambda: {"max_retries": retries, **resources},
+            **task_remote_args(resources, retries),
             runtime_env={"env_vars": fault_env} if fault_env else None,
         )
         try:

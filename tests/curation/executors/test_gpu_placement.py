@@ -138,3 +138,58 @@ def test_pass_asking_for_gpus_on_a_local_cluster_without_any_fails_fast(ray_clus
     with pytest.raises(ConfigError, match=r"stages\[0\] \(test_seen_env_v1\): each task asks for 0.5 GPU\(s\) but the "
                                           r"Ray cluster has 0; set num_gpus: 0"):
         run_pipeline(pipeline_dict([str(tiny_corpus / "*")], tmp_path / "out", stages, kind="ray"))
+
+
+@dataclass(kw_only=True)
+class SeenPidConfig:
+    column: str = "seen_pid"
+
+
+@register_stage("test_seen_pid_v1")
+class SeenPid(Stage):
+    """Records, per document, the process id and ``CUDA_VISIBLE_DEVICES`` of the task that processed it."""
+
+    Config = SeenPidConfig
+
+    def output_columns(self) -> dict[str, pa.DataType]:
+        return {self.config.column: pa.string()}
+
+    def process(self, batch: pa.Table) -> StageResult:
+        seen = f"{os.getpid()}:{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}"
+        batch = batch.append_column(self.config.column, pa.array([seen] * len(batch), pa.string()))
+        return split(batch, np.ones(len(batch), dtype=bool), [None] * len(batch))
+
+
+GPU_PASS_SCRIPT = """
+import json, sys
+import ray
+import tests.curation.executors.test_gpu_placement  # registers the test stages
+from tests.conftest import pipeline_dict
+from tests.curation.executors.runs import run_pipeline
+ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, logging_level="ERROR")  # logical GPUs: Ray assigns ids
+cfg = pipeline_dict([sys.argv[1]], sys.argv[2], [{"stage": "test_seen_pid_v1", "resources": {"num_gpus": 1}}],
+                    kind="ray")
+cfg["executor"]["concurrency"] = 1  # one task at a time: a reusable worker would run all three
+run_pipeline(cfg)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_gpu_tasks_get_a_fresh_worker_process_each(tiny_corpus: Path, tmp_path: Path) -> None:
+    """Each task of a GPU pass runs in its own worker process with the GPU Ray assigned it (torch keeps the GPU a
+    process first used, so a reused worker would stay on its first GPU). Logical GPUs on a CPU machine suffice:
+    Ray assigns their ids and sets CUDA_VISIBLE_DEVICES the same way."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    r = subprocess.run([sys.executable, "-c", GPU_PASS_SCRIPT, str(tiny_corpus / "*"), str(out)], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    seen = [v for f in sorted((out / "shards").glob("*.parquet")) for v in pq.read_table(f).column("seen_pid").to_pylist()]
+    per_task = {v for v in seen}
+    assert len(per_task) == 3, per_task  # three input files = three tasks, three processes
+    assert {v.split(":")[1] for v in per_task} <= {"0", "1"}  # each saw exactly the GPU Ray assigned it
