@@ -15,12 +15,13 @@ from collections.abc import Iterator
 Spans = Iterator[tuple[int, int]]
 
 # --- e-mail ---------------------------------------------------------------------------------
-# Local part without leading dot; domain labels; an alphabetic TLD of >= 2 letters (so that
+# Local part without leading dot (an inner apostrophe as in o'brien is allowed); domain labels; an alphabetic TLD of >= 2 letters (so that
 # ``pkg@1.2.3`` or ``user@localhost`` are not e-mails). Preceded by no e-mail character, so a
 # ``@decorator`` or ``user@`` never matches.
 _EMAIL = re.compile(
-    r"(?<![\w.%+\-])[A-Za-z0-9_%+\-](?:[A-Za-z0-9._%+\-]{0,63}[A-Za-z0-9_%+\-])?"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,24})(?![\w\-]|\.[A-Za-z0-9])")
+    r"(?<![\w.%+\-])[A-Za-z0-9_%+\-](?:[A-Za-z0-9._%+'\-]{0,63}[A-Za-z0-9_%+\-])?"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,24})(?![\w\-]|\.[A-Za-z0-9]|:[\w~/])")
+# ``git@github.com:org/repo`` (an SSH login, not a mailbox) is excluded by the ``:path`` look-ahead.
 # ``icon@2x.png``: retina-image and other file names look like addresses; their "TLD" is an extension.
 _FILE_EXT = frozenset({"png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "bmp", "tif", "tiff", "avif",
                        "js", "css", "py", "json", "txt", "md", "html", "ts", "tsx", "jsx"})
@@ -42,7 +43,8 @@ _IPV4 = re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\w|\.\d)")
 # A word that makes a dotted quad a version number when it comes right before it.
 _VERSION_WORD = re.compile(
     r"(?i)(?:\bv|\bver|\bversion|\brelease|\brel|\bbuild|\brevision|\brev|\bfirmware|\bkernel|\bpython|"
-    r"\bjava|\bnode|\bupdate|\bpatch)\.?\s*[:=]?\s*$")
+    r"\bjava|\bnode|\bupdate|\bpatch|\bsection|\bsec|\bchapter|\bclause|\bstep|\bfigure|\bfig|\btable|\bpart|"
+    r"§)\.?\s*[:=]?\s*$")
 # IPv6 candidate: hex groups with at least two colons, optionally an embedded IPv4 tail and a
 # zone id; ``ipaddress`` then decides if it is really an address.
 _IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{1,4}|:)?(?::[0-9A-Fa-f]{0,4}){2,7}"
@@ -54,8 +56,8 @@ def _is_public(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     if isinstance(addr, ipaddress.IPv6Address):
         if addr.ipv4_mapped is not None:
             return addr.ipv4_mapped.is_global
-        return addr.is_global and addr in _IPV6_GLOBAL
-    return addr.is_global
+        return addr.is_global and not addr.is_multicast and addr in _IPV6_GLOBAL
+    return addr.is_global and not addr.is_multicast
 
 
 def find_ips(text: str, public_only: bool = True, keep: frozenset[str] = frozenset()) -> Spans:
@@ -83,8 +85,8 @@ def find_ips(text: str, public_only: bool = True, keep: frozenset[str] = frozens
 # --- phone numbers ---------------------------------------------------------------------------
 _SEP = r"[ .\-\u00a0]"
 _PHONE = re.compile(
-    r"(?<![\w.+\-/#=])(?:"
-    rf"\+\d{{1,3}}{_SEP}?(?:\(0?\d{{1,4}}\){_SEP}?)?\d{{1,5}}(?:{_SEP}\d{{1,5}}){{1,5}}"  # +44 20 7946 0958
+    r"(?<![\w.+\-/#=])(?<!\d[ \-])(?:"  # not the tail of a longer grouped number
+    rf"\+\d{{1,3}}{_SEP}?(?:\(0?\d{{1,4}}\){_SEP}?)?\d{{1,5}}(?:{_SEP}\d{{1,8}}){{1,5}}"  # +44 20 7946 0958
     r"|\+\d{8,15}"  # E.164 written without separators: +4915112345678
     rf"|(?:1{_SEP})?\(?[2-9]\d\d\)?{_SEP}?[2-9]\d\d[ .\-]\d{{4}}"  # NANP: (212) 555-0147, 1-800-555-0199
     rf"|\(0\d{{1,4}}\){_SEP}?\d{{2,8}}(?:{_SEP}\d{{2,8}}){{0,3}}"  # (030) 1234 5678
@@ -150,6 +152,10 @@ def find_cards(text: str) -> Spans:
         s = m.group(0)
         if " " in s and "-" in s:
             continue
+        # A grouped number that goes on with another 4-digit group is some longer identifier.
+        sep = " " if " " in s else "-" if "-" in s else ""
+        if sep and text.startswith(sep, m.end()) and text[m.end() + 1:m.end() + 5].isdigit():
+            continue
         digits = s.replace(" ", "").replace("-", "")
         if _IIN.match(digits) and luhn_ok(digits):
             yield m.span()
@@ -170,7 +176,8 @@ _AWS_SECRET = re.compile(r"(?i:aws_secret_access_key|secret_?access_?key)[\"']?\
                          r"([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])")
 _PEM_BEGIN = re.compile(r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY( BLOCK)?-----")
 _PEM_BODY_LINE = re.compile(r"[ \t]*(?:[A-Za-z0-9+/=]{8,}|[A-Za-z\-]+: .*)?[ \t]*\r?\n")
-_PRECHECK = ("AKIA", "ASIA", "gh", "xox", "eyJ", "AIza", "k_live_", "earer", "EARER", "ccess", "-----BEGIN")
+_PRECHECK = ("AKIA", "ASIA", "gh", "xox", "eyJ", "AIza", "k_live_", "earer", "EARER", "ccess", "CCESS",
+             "-----BEGIN")
 
 
 def find_secrets(text: str) -> Spans:
