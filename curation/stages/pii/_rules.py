@@ -37,17 +37,18 @@ def find_emails(text: str) -> Spans:
 
 # --- IP addresses -----------------------------------------------------------------------------
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+# (``(?=\d)`` first: a cheap first-character test before the look-behind, about 2x faster.)
 # Not glued to a word or a dot on the left, nor followed by a word character or ``.digit``:
 # so 1.2.3.4.5, v1.2.3.4 and 10.0.0.1a are not addresses; a sentence-final dot is fine.
-_IPV4 = re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\w|\.\d)")
+_IPV4 = re.compile(rf"(?=\d)(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\w|\.\d)")
 # A word that makes a dotted quad a version number when it comes right before it.
 _VERSION_WORD = re.compile(
-    r"(?i)(?:\bv|\bver|\bversion|\brelease|\brel|\bbuild|\brevision|\brev|\bfirmware|\bkernel|\bpython|"
-    r"\bjava|\bnode|\bupdate|\bpatch|\bsection|\bsec|\bchapter|\bclause|\bstep|\bfigure|\bfig|\btable|\bpart|"
-    r"§)\.?\s*[:=]?\s*$")
+    r"(?i)(?:[<>!~=]=|[<>^~]|\bv|\bver|\bversion|\brelease|\brel|\bbuild|\brevision|\brev|\bfirmware|\bkernel|\bpython|"
+    r"\bjava|\bnode|\bupdate|\bpatch|\bsections?|\bsec|\bchapter|\bclause|\bstep|\bfigure|\bfig|\btable|\bpart|"
+    r"§)\.?[\s:=#\-\"'(]*$")
 # IPv6 candidate: hex groups with at least two colons, optionally an embedded IPv4 tail and a
 # zone id; ``ipaddress`` then decides if it is really an address.
-_IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{1,4}|:)?(?::[0-9A-Fa-f]{0,4}){2,7}"
+_IPV6 = re.compile(r"(?=[0-9A-Fa-f:])(?<![\w:.])(?:[0-9A-Fa-f]{1,4}|:)?(?::[0-9A-Fa-f]{0,4}){2,7}"
                    r"(?:\.\d{1,3}){0,3}(?:%[0-9A-Za-z]+)?(?![\w:]|\.\d)")
 _IPV6_GLOBAL = ipaddress.ip_network("2000::/3")  # global unicast: the only space handed to users
 
@@ -85,7 +86,7 @@ def find_ips(text: str, public_only: bool = True, keep: frozenset[str] = frozens
 # --- phone numbers ---------------------------------------------------------------------------
 _SEP = r"[ .\-\u00a0]"
 _PHONE = re.compile(
-    r"(?<![\w.+\-/#=])(?<!\d[ \-])(?:"  # not the tail of a longer grouped number
+    r"(?=[+(\d])(?<![\w.+\-/#=])(?<!\d[ \-])(?:"  # not the tail of a longer grouped number
     rf"\+\d{{1,3}}{_SEP}?(?:\(0?\d{{1,4}}\){_SEP}?)?\d{{1,5}}(?:{_SEP}\d{{1,8}}){{1,5}}"  # +44 20 7946 0958
     r"|\+\d{8,15}"  # E.164 written without separators: +4915112345678
     rf"|(?:1{_SEP})?\(?[2-9]\d\d\)?{_SEP}?[2-9]\d\d[ .\-]\d{{4}}"  # NANP: (212) 555-0147, 1-800-555-0199
@@ -112,8 +113,8 @@ def find_phones(text: str) -> Spans:
             ok = 8 <= digits <= 15
         elif s[0] == "0" or s.startswith("(0"):
             ok = 9 <= digits <= 12
-        else:
-            ok = digits in (10, 11)
+        else:  # North American layout: one kind of separator unless the area code has parentheses
+            ok = digits in (10, 11) and ("(" in s or len(set(re.sub(r"\d", "", s))) == 1)
         if not ok or _ISBN_PREFIX.search(text, max(0, m.start() - 12), m.start()):
             continue
         plain = re.sub(r"\D", "", s)
@@ -123,7 +124,7 @@ def find_phones(text: str) -> Spans:
 
 
 # --- payment cards ---------------------------------------------------------------------------
-_CARD = re.compile(r"(?<![\w.\-+])\d(?:[ \-]?\d){12,18}(?!\w|[.\-]\d)")
+_CARD = re.compile(r"(?=\d)(?<![\w.\-+])\d(?:[ \-]?\d){12,18}(?!\w|[.\-]\d)")
 # Issuer prefixes (IIN ranges) of the large networks, with their lengths.
 _IIN = re.compile(
     r"^(?:4\d{12}(?:\d{3}){0,2}"  # Visa 13/16/19
@@ -176,15 +177,16 @@ _AWS_SECRET = re.compile(r"(?i:aws_secret_access_key|secret_?access_?key)[\"']?\
                          r"([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])")
 _PEM_BEGIN = re.compile(r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY( BLOCK)?-----")
 _PEM_BODY_LINE = re.compile(r"[ \t]*(?:[A-Za-z0-9+/=]{8,}|[A-Za-z\-]+: .*)?[ \t]*\r?\n")
-_PRECHECK = ("AKIA", "ASIA", "gh", "xox", "eyJ", "AIza", "k_live_", "earer", "EARER", "ccess", "CCESS",
-             "-----BEGIN")
+# One scan for any trace of a secret; most documents have none and skip the finders below.
+_HINT = re.compile(r"AKIA|ASIA|gh[pousr]_|github_pat_|xox[abposr]-|eyJ|AIza|k_live_|[Bb]earer|BEARER|"
+                   r"ccess_?[Kk]ey|CCESS_?KEY|-----BEGIN")
 
 
 def find_secrets(text: str) -> Spans:
     """Cloud and service credentials by their published formats, whole PEM private-key blocks,
     bearer credentials (``Bearer <token>``: the token, >= 20 characters with a digit) and
     40-character AWS secret keys after their key name. Hex digests match none of these."""
-    if not any(p in text for p in _PRECHECK):
+    if not _HINT.search(text):
         return
     for m in _SECRET.finditer(text):
         yield m.span()

@@ -106,6 +106,9 @@ LOOKALIKES = [
     "Firmware 3.10.2.254 is out.", "See section 4.2.1.3 of the standard.", "python 3.11.4.1 is not a real release",
     "numpy==1.26.4 pandas==2.2.1", "Chrome/120.0.6099.109 Safari/537.36", "semver 1.0.0-alpha.1+build.5",
     "java version 17.0.9.1", "Kernel 5.15.0.91 generic", "Windows 10.0.19045.3803",
+    # found by pii_v1 on the bundled sample while it was written; the last two are still reported
+    "brotlicffi >= 1.2.1.0 is required", "(rfc5890.html#section-2.3.2.4)", "Clause 252.227-7013 (c) (1)",
+    "2.6.2.2 (2023-08-14)\n- Fix the build", 'spec sections "8.2.4.44 Bogus comment" and "8.2.4.45 Markup"',
     # private / reserved / well-known addresses (not personal data)
     "Router admin page: 192.168.1.1", "Bind to 127.0.0.1:8080 locally.", "Set the gateway to 10.0.0.1.",
     "docker network 172.17.0.2", "fe80::1ff:fe23:4567:890a%eth0 is link-local", "listen [::1]:443",

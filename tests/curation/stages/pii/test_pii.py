@@ -45,11 +45,11 @@ def test_labelled_set_precision_and_recall() -> None:
     lines = labelled_lines()
     assert len(lines) >= 300 and sum(1 for ln in lines if not ln.spans) >= 150
     counts = score(Detector().find, lines)
-    # Measured: every type precision >= 0.984 and recall >= 0.963; all 0.997 / 0.990 (docs/pii.md).
+    # Measured: every type precision >= 0.952 (ip) and recall >= 0.963 (phone); all 0.990 / 0.990 (docs/pii.md).
     for t, c in counts.items():
         assert c.tp + c.fn >= 50, t
-        assert c.precision >= 0.95 and c.recall >= 0.93, (t, c)
-    assert counts["all"].precision >= 0.98 and counts["all"].recall >= 0.97, counts["all"]
+        assert c.precision >= 0.93 and c.recall >= 0.94, (t, c)
+    assert counts["all"].precision >= 0.97 and counts["all"].recall >= 0.97, counts["all"]
 
 
 def test_parse_marks_and_score_counts() -> None:
