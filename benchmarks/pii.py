@@ -44,7 +44,8 @@ def datatrove_finder() -> tuple[Callable[[str], list[Span]], Callable[[str], str
     def find(text: str) -> list[Span]:
         spans = [Span(*m.span(), "email") for m in fmt.emails_replacer.regex.finditer(text)]
         ip = fmt.ip_replacer
-        spans += [Span(*m.span(), "ip") for m in ip.regex.finditer(text) if ip.validator is None or ip.validator(m.group(0))]
+        spans += [Span(*m.span(), "ip") for m in ip.regex.finditer(text)
+                  if ip.validator is None or ip.validator(m.group(0))]
         return spans
 
     return find, fmt.format
@@ -83,7 +84,8 @@ def main() -> None:
         handled = t in ("email", "ip", "all")
         rows.append((t, str(o.tp + o.fn), f"{o.precision:.3f}", f"{o.recall:.3f}", f"{o.fp}",
                      f"{d.precision:.3f}" if handled else "n/a", f"{d.recall:.3f}", f"{d.fp}"))
-    print(table(rows, ("type", "marked", "pii_v1 P", "pii_v1 R", "pii_v1 FP", "datatrove P", "datatrove R", "datatrove FP")))
+    header = ("type", "marked", "pii_v1 P", "pii_v1 R", "pii_v1 FP", "datatrove P", "datatrove R", "datatrove FP")
+    print(table(rows, header))
 
     texts = sample_texts()
     mb = sum(len(t.encode()) for t in texts) / 1e6

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 Spans = Iterator[tuple[int, int]]
 
 # --- e-mail ---------------------------------------------------------------------------------
-# Local part without leading dot (an inner apostrophe as in o'brien is allowed); domain labels; an alphabetic TLD of >= 2 letters (so that
+# Local part without leading dot (an inner apostrophe as in o'brien is allowed); domain labels;
+# an alphabetic TLD of >= 2 letters (so that
 # ``pkg@1.2.3`` or ``user@localhost`` are not e-mails). Preceded by no e-mail character, so a
 # ``@decorator`` or ``user@`` never matches.
 _EMAIL = re.compile(
@@ -43,7 +44,8 @@ _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _IPV4 = re.compile(rf"(?=\d)(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\w|\.\d)")
 # A word that makes a dotted quad a version number when it comes right before it.
 _VERSION_WORD = re.compile(
-    r"(?i)(?:[<>!~=]=|[<>^~]|\bv|\bver|\bversion|\brelease|\brel|\bbuild|\brevision|\brev|\bfirmware|\bkernel|\bpython|"
+    r"(?i)(?:[<>!~=]=|[<>^~]|\bv|\bver|\bversion|\brelease|\brel|\bbuild|\brevision|\brev|\bfirmware|\bkernel|"
+    r"\bpython|"
     r"\bjava|\bnode|\bupdate|\bpatch|\bsections?|\bsec|\bchapter|\bclause|\bstep|\bfigure|\bfig|\btable|\bpart|"
     r"§)\.?[\s:=#\-\"'(]*$")
 # IPv6 candidate: hex groups with at least two colons, optionally an embedded IPv4 tail and a

@@ -89,4 +89,5 @@ class PIIRedact(Filter):
                 details[i] = {column_name(t): n for t, n in found.items()}
         columns = {column_name(t): pa.array(counts[t], pa.int32()) if t in counts else pa.nulls(len(texts), pa.int32())
                    for t in TYPES}
-        return Decisions(keep=keep, reasons=reasons, details=details, columns=columns, texts=texts if changed else None)
+        return Decisions(keep=keep, reasons=reasons, details=details, columns=columns,
+                         texts=texts if changed else None)

@@ -17,7 +17,8 @@ EMAILS = st.builds("{}@{}.{}".format, st.from_regex(r"[a-z0-9]{1,8}(\.[a-z0-9_+]
 
 @st.composite
 def cards(draw: st.DrawFn) -> str:
-    prefix, length = draw(st.sampled_from([("4", 16), ("51", 16), ("2221", 16), ("37", 15), ("6011", 16), ("3530", 16)]))
+    prefix, length = draw(st.sampled_from([("4", 16), ("51", 16), ("2221", 16), ("37", 15), ("6011", 16),
+                                           ("3530", 16)]))
     body = prefix + "".join(draw(st.lists(st.sampled_from("0123456789"), min_size=length - len(prefix) - 1,
                                           max_size=length - len(prefix) - 1)))
     digits = next(body + d for d in "0123456789" if luhn_ok(body + d))
