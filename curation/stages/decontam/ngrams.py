@@ -55,8 +55,7 @@ def words_with_spans(text: str) -> tuple[list[str], list[tuple[int, int]]]:
 
 def word_hashes(ws: list[str]) -> np.ndarray:
     """xxh3-64 of each word, as uint64."""
-    h = xxhash.xxh3_64_intdigest
-    return np.fromiter((h(w) for w in ws), dtype=np.uint64, count=len(ws))
+    return np.fromiter(map(xxhash.xxh3_64_intdigest, ws), dtype=np.uint64, count=len(ws))
 
 
 def ngram_hashes(wh: np.ndarray, n: int) -> np.ndarray:
