@@ -51,7 +51,8 @@ class EvalFileSpec:
         for suffix, fmt in ((".jsonl", "jsonl"), (".json", "jsonl"), (".parquet", "parquet"), (".txt", "text")):
             if name.endswith(suffix):
                 return fmt
-        raise ConfigError(f"eval file {self.path}: cannot tell the format from the name; set format: jsonl|parquet|text")
+        raise ConfigError(f"eval file {self.path}: cannot tell the format from the name; "
+                          "set format: jsonl|parquet|text")
 
 
 def _open_text(path: str) -> io.TextIOBase:
@@ -75,7 +76,8 @@ def _texts(spec: EvalFileSpec, record: dict[str, Any], where: str) -> list[str]:
             if v is None:
                 continue
             if not isinstance(v, str):
-                raise ConfigError(f"{where}: field {name!r} holds {type(v).__name__}, expected a string or list of strings")
+                raise ConfigError(f"{where}: field {name!r} holds {type(v).__name__}, "
+                                  "expected a string or list of strings")
             out.append(v)
     return out
 

@@ -31,7 +31,8 @@ def process(stage: Decontaminate, docs: dict[str, str]):  # noqa: ANN201  (a Sta
 def test_drop_finds_exactly_the_expected_items(tmp_path: Path) -> None:
     stage, files = make(tmp_path)
     res, ids = process(stage, DOCS)
-    dropped = {ids[i]: (r, json.loads(d)) for i, r, d in zip(res.dropped.column("id").to_pylist(), res.reasons, res.details)}
+    dropped = {ids[i]: (r, json.loads(d))
+               for i, r, d in zip(res.dropped.column("id").to_pylist(), res.reasons, res.details)}
     assert set(dropped) == {"d_case", "d_parquet", "d_txt", "d_short"}
     assert all(r == "contaminated" for r, _ in dropped.values())
     assert dropped["d_case"][1] == {"eval_file": str(files["jsonl"]), "eval_id": "q-alpha", "eval_items": 1,

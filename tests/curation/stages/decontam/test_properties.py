@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -46,7 +47,8 @@ def stage_for(tmp: Path, eval_items: list[str], mode: str) -> Decontaminate:
 
 @settings(max_examples=60, deadline=None)
 @given(eval_items=items, docs=st.lists(doc, min_size=1, max_size=6))
-def test_drop_agrees_with_a_plain_set_of_tuples(tmp_path_factory, eval_items: list[str], docs: list[str]) -> None:  # noqa: ANN001
+def test_drop_agrees_with_a_plain_set_of_tuples(tmp_path_factory: pytest.TempPathFactory, eval_items: list[str],
+                                                docs: list[str]) -> None:
     stage = stage_for(tmp_path_factory.getbasetemp(), eval_items, "drop")
     res = stage.process(batch_of(docs))
     dropped = set(res.dropped.column("id").to_pylist())
@@ -56,7 +58,8 @@ def test_drop_agrees_with_a_plain_set_of_tuples(tmp_path_factory, eval_items: li
 
 @settings(max_examples=60, deadline=None)
 @given(eval_items=items, docs=st.lists(doc, min_size=1, max_size=6))
-def test_remove_spans_output_contains_no_eval_ngram(tmp_path_factory, eval_items: list[str], docs: list[str]) -> None:  # noqa: ANN001
+def test_remove_spans_output_contains_no_eval_ngram(tmp_path_factory: pytest.TempPathFactory, eval_items: list[str],
+                                                    docs: list[str]) -> None:
     stage = stage_for(tmp_path_factory.getbasetemp(), eval_items, "remove_spans")
     res = stage.process(batch_of(docs))
     grams = oracle(eval_items)
