@@ -10,7 +10,7 @@ import importlib
 #: Stage groups that could not be imported, with the error (reported by ``get_stage``).
 UNAVAILABLE: dict[str, ImportError] = {}
 
-for _group in ("filters", "dedup", "scoring", "rephrase", "pii"):
+for _group in ("filters", "dedup", "scoring", "rephrase", "pii", "decontam"):
     try:
         importlib.import_module(f"curation.stages.{_group}")
     except ImportError as _exc:
