@@ -13,6 +13,7 @@ uninterrupted one does.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +25,8 @@ IGNORE_INDEX = -100
 #: Field names computed from a column rather than read as-is.
 URL_DOMAIN = "url_domain"
 METADATA_PREFIX = "metadata."
+#: ``scheme:`` not followed by a port number: a URL with no host (``mailto:a@b``, ``urn:isbn:1``).
+_OPAQUE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:(?!\d)")
 
 
 @dataclass(kw_only=True)
@@ -77,10 +80,17 @@ def conditioning_at(step: int, total_steps: int, cfg: MecoConfig) -> bool:
 
 
 def url_domain(url: Any) -> str | None:
+    """The host of ``url``, lower case, without port and leading ``www.``; a bare ``host/path``
+    counts as a host, a URL without an authority (``mailto:``, ``urn:``) has none."""
     if not isinstance(url, str) or not url.strip():
         return None
+    url = url.strip()
+    if "//" not in url:
+        if _OPAQUE.match(url):
+            return None
+        url = "//" + url
     try:
-        host = urlsplit(url.strip() if "//" in url else "//" + url.strip()).hostname
+        host = urlsplit(url).hostname
     except ValueError:  # e.g. a malformed IPv6 literal: no usable host, so no prefix
         return None
     if not host:
