@@ -50,7 +50,8 @@ class MecoConfig:
         try:
             self.template.format(value="x")
         except (KeyError, IndexError, ValueError) as e:
-            raise ValueError(f"meco.template: {self.template!r} is not a format string with only {{value}}: {e}") from e
+            raise ValueError(f"meco.template: {self.template!r} is not a format string with only {{value}}: "
+                             f"{e}") from e
         if not 0.0 <= self.cooldown_fraction <= 1.0:
             raise ValueError(f"meco.cooldown_fraction: {self.cooldown_fraction} is not in [0, 1]")
         if self.cooldown_start_step is not None and self.cooldown_start_step < 0:

@@ -143,7 +143,8 @@ def test_field_values() -> None:
     assert [field_value(url, v) for v in (None, "", "  ", "http://[::1", "mailto:")] == [None] * 5
     meta = MecoConfig(field="metadata.src")
     assert field_value(meta, '{"src": "arxiv"}') == "arxiv"
-    assert [field_value(meta, v) for v in (None, "not json", "[1]", '{"src": null}', '{"src": {"a": 1}}')] == [None] * 5
+    missing = (None, "not json", "[1]", '{"src": null}', '{"src": {"a": 1}}')
+    assert [field_value(meta, v) for v in missing] == [None] * 5
     assert field_value(MecoConfig(field="source"), "a.jsonl") == "a.jsonl"
     with pytest.raises(ValueError, match="placeholder"):
         MecoConfig(template="URL: \n\n")
