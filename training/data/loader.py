@@ -77,7 +77,7 @@ class _DomainCursor:
     epoch: int = 0
     pos: int = 0  # next index into this stream's share of the epoch's permutation
     buffer: list[int] = field(default_factory=list)
-    mask: list[int] = field(default_factory=list)  # 1 where buffer holds a metadata-prefix token
+    mask: list[int] = field(default_factory=list)  # with meco: 1 where buffer holds a prefix token
 
 
 class _Shards:
@@ -194,7 +194,7 @@ class MixtureLoader:
             out.append(toks if len(toks) < self.cfg.seq_len // 2 else [])
         return out
 
-    def _next_sequence(self, worker: int, domain: str) -> tuple[np.ndarray, np.ndarray]:
+    def _next_sequence(self, worker: int, domain: str) -> tuple[np.ndarray, np.ndarray | None]:
         cur = self.cursors[(worker, domain)]
         need = self.cfg.seq_len + 1
         stream = self.rank * self.num_workers + worker
@@ -216,9 +216,10 @@ class MixtureLoader:
                 cur.buffer.extend(prefix)
                 cur.buffer.extend(t)
                 cur.buffer.append(self.tokenizer.eos_id)
-                cur.mask.extend([1] * len(prefix) + [0] * (len(t) + 1))
+                if self.meco is not None:  # without MeCo the mask stays empty: no cost on the hot path
+                    cur.mask.extend([1] * len(prefix) + [0] * (len(t) + 1))
         seq = np.array(cur.buffer[:need], dtype=np.int64)
-        mask = np.array(cur.mask[:need], dtype=bool)
+        mask = np.array(cur.mask[:need], dtype=bool) if self.meco is not None else None
         # Keep the overlap token: the last target of this sequence is the first input of the next.
         del cur.buffer[: need - 1]
         del cur.mask[: need - 1]
@@ -238,6 +239,8 @@ class MixtureLoader:
             self.tokens_by_domain[dom] += self.cfg.seq_len
             self.sequence += 1
         arr = np.stack(seqs)
+        if self.meco is None:
+            return arr[:, :-1], arr[:, 1:], doms
         targets = arr[:, 1:].copy()
         targets[np.stack(masks)[:, 1:]] = IGNORE_INDEX
         return arr[:, :-1], targets, doms
@@ -305,5 +308,5 @@ class MixtureLoader:
         for c in state["cursors"]:
             buffer = [int(t) for t in c["buffer"]]
             # states written before MeCo have no "masked": nothing in their buffers is a prefix
-            mask = mask_of(c.get("masked", []), len(buffer))
+            mask = mask_of(c.get("masked", []), len(buffer)) if self.meco is not None else []
             self.cursors[(int(c["worker"]), c["domain"])] = _DomainCursor(int(c["epoch"]), int(c["pos"]), buffer, mask)
