@@ -80,6 +80,16 @@ class _DomainCursor:
     mask: list[int] = field(default_factory=list)  # with meco: 1 where buffer holds a prefix token
 
 
+def _columns_of(path: str) -> list[str] | str:
+    """A shard's column names for an error message ("?" when they cannot be read either)."""
+    try:
+        import pyarrow.parquet as pq
+
+        return pq.read_schema(path).names if "://" not in path else "?"
+    except (OSError, ValueError):
+        return "?"
+
+
 class _Shards:
     """Reads documents by (shard, row) with a small per-shard cache of the text column (and the
     metadata column when ``meta_column`` is set): ``get`` gives ``(text or tokens, metadata)``."""
@@ -98,9 +108,7 @@ class _Shards:
             try:
                 table = read_parquet(sh.path, columns=self.columns)
             except (KeyError, ValueError) as e:  # pyarrow: ArrowInvalid (a ValueError) for a missing column
-                import pyarrow.parquet as pq
-
-                names = pq.read_schema(sh.path).names if "://" not in sh.path else "?"
+                names = _columns_of(sh.path)
                 raise ManifestError(f"{sh.where}: cannot read columns {self.columns} from {sh.path} "
                                     f"(it has {names}): {e}") from e
             cols = [table.column(i).to_pylist() for i in range(len(self.columns))]
