@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from training.data.meco import IGNORE_INDEX  # targets the loss skips (metadata-prefix tokens)
+
 
 @dataclass(kw_only=True)
 class GPTConfig:
@@ -65,5 +67,6 @@ class GPT(nn.Module):
         logits = self.head(self.ln_f(x))
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), reduction=reduction)
+        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), reduction=reduction,
+                               ignore_index=IGNORE_INDEX)
         return logits, loss

@@ -29,6 +29,7 @@ import torch.distributed as dist
 from curation.config import apply_overrides, from_dict, load_yaml
 from training.checkpoint import read_checkpoint, rng_state, set_rng_state, write_checkpoint
 from training.data.loader import LoaderConfig, MixtureLoader
+from training.data.meco import conditioning_at
 from training.devices import setup_distributed
 from training.model import GPT, GPTConfig
 from training.skillit import SkillGraph, SkillItConfig, SkillItSampler
@@ -86,11 +87,13 @@ class TrainConfig:
 def eval_sets(cfg: TrainConfig, rank: int, world: int) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
     """Fixed evaluation batches per domain, built once: from ``eval_runs`` (held-out curation runs)
     when given, else from the training runs with another seed (then not held out). Every listed
-    domain gets a set, also those weighted 0 (a skills-graph estimate needs them)."""
+    domain gets a set, also those weighted 0 (a skills-graph estimate needs them). They are never
+    metadata-conditioned (``meco`` off): the loss is that of plain text, comparable across steps,
+    across the MeCo switch and with runs trained without MeCo."""
     out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for dom in sorted(cfg.data.ratios):
         dcfg = LoaderConfig(**{**asdict(cfg.data), "ratios": {dom: 1.0}, "ratios_file": None,
-                               "runs": cfg.eval_runs or cfg.data.runs, "seed": cfg.data.seed + 10_007,
+                               "runs": cfg.eval_runs or cfg.data.runs, "seed": cfg.data.seed + 10_007, "meco": None,
                                # the training loader already hashed the training runs' shards
                                "verify_hashes": cfg.data.verify_hashes and bool(cfg.eval_runs)})
         loader = MixtureLoader(dcfg, rank=rank, world_size=world)
@@ -172,8 +175,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         for g in opt.param_groups:
             g["lr"] = lr
         total = 0.0
+        meco_on = cfg.data.meco is not None and conditioning_at(step, cfg.steps, cfg.data.meco)
+        loader.set_conditioning(meco_on)  # a function of the step: a resumed run switches where this one does
         for micro in range(cfg.grad_accum):
-            x, y, _ = loader.next_batch()
+            x, y, _ = loader.next_batch()  # y is IGNORE_INDEX at metadata-prefix targets: the loss skips them
             sync = micro == cfg.grad_accum - 1 or world == 1
             ctx = nullcontext() if sync else ddp.no_sync()  # type: ignore[union-attr]
             with ctx, autocast:
@@ -187,6 +192,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         last_loss = total
         record: dict[str, Any] = {"step": step, "tokens": step * tokens_per_step, "lr": lr, "train_loss": total,
                                   "tokens_per_s": round(step * tokens_per_step / max(1e-9, time.time() - t0))}
+        if cfg.data.meco is not None:
+            record["meco_prefix"] = meco_on
         if step % cfg.eval_every == 0 or step == cfg.steps:
             record["eval"] = evaluate(model, evals, device, world)
             record["shares"] = loader.realised_shares()

@@ -20,12 +20,18 @@ How it is deterministic and resumable:
   the position in the permutation and the leftover tokens: loading it continues sample for
   sample. It also records the manifests' fingerprints, ratios, world size, workers, seq_len and
   tokenizer, and ``load_state_dict`` refuses any change with a message naming it.
+* **Metadata conditioning** (``meco``, ``training/data/meco.py``). While ``conditioning`` is on, a
+  document's metadata prefix is packed before its tokens and a parallel mask marks the prefix
+  tokens; their targets become ``IGNORE_INDEX``. The mask travels with the buffer (a prefix cut by
+  a sequence boundary stays masked on both sides) and into ``state_dict`` as ``[start, end)``
+  runs. Turning conditioning off drops the buffered prefix tokens, so no prefix is seen after
+  the switch; the flag is part of the state.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +39,7 @@ import numpy as np
 from curation.io.storage import read_parquet
 
 from training.data.manifest import ManifestError, Shard, check_sha256, check_size, read_manifest
+from training.data.meco import IGNORE_INDEX, MecoConfig, field_value, mask_of, runs_of
 from training.data.tokenizer import Tokenizer, make_tokenizer
 
 
@@ -52,8 +59,11 @@ class LoaderConfig:
     group_by: str = "domain"
     seed: int = 0
     verify_hashes: bool = False  # sha256 of every shard against its manifest (reads each shard once more)
+    meco: MecoConfig | None = None  # metadata prefix (masked in the loss) until the cooldown
 
     def __post_init__(self) -> None:
+        if isinstance(self.meco, dict):  # LoaderConfig(**asdict(other)) hands the nested config as a dict
+            self.meco = MecoConfig(**self.meco)
         if self.ratios_file:
             import yaml
 
@@ -67,23 +77,42 @@ class _DomainCursor:
     epoch: int = 0
     pos: int = 0  # next index into this stream's share of the epoch's permutation
     buffer: list[int] = field(default_factory=list)
+    mask: list[int] = field(default_factory=list)  # with meco: 1 where buffer holds a prefix token
+
+
+def _columns_of(path: str) -> list[str] | str:
+    """A shard's column names for an error message ("?" when they cannot be read either)."""
+    try:
+        import pyarrow.parquet as pq
+
+        return pq.read_schema(path).names if "://" not in path else "?"
+    except (OSError, ValueError):
+        return "?"
 
 
 class _Shards:
-    """Reads documents by (shard, row) with a small per-shard cache of text columns."""
+    """Reads documents by (shard, row) with a small per-shard cache of the text column (and the
+    metadata column when ``meta_column`` is set): ``get`` gives ``(text or tokens, metadata)``."""
 
-    def __init__(self, shards: list[Shard], text_column: str) -> None:
+    def __init__(self, shards: list[Shard], text_column: str, meta_column: str | None = None) -> None:
         self.shards = shards
-        self.text_column = text_column
-        self._cache: dict[int, list[Any]] = {}
+        self.columns = [text_column] + ([meta_column] if meta_column else [])
+        self._cache: dict[int, list[tuple[Any, Any]]] = {}
 
-    def get(self, shard: int, row: int) -> Any:
+    def get(self, shard: int, row: int) -> tuple[Any, Any]:
         if shard not in self._cache:
             if len(self._cache) >= 8:
                 self._cache.pop(next(iter(self._cache)))
-            check_size(self.shards[shard])  # a shard replaced since the index was built is caught here
-            table = read_parquet(self.shards[shard].path, columns=[self.text_column])
-            self._cache[shard] = table.column(0).to_pylist()
+            sh = self.shards[shard]
+            check_size(sh)  # a shard replaced since the index was built is caught here
+            try:
+                table = read_parquet(sh.path, columns=self.columns)
+            except (KeyError, ValueError) as e:  # pyarrow: ArrowInvalid (a ValueError) for a missing column
+                names = _columns_of(sh.path)
+                raise ManifestError(f"{sh.where}: cannot read columns {self.columns} from {sh.path} "
+                                    f"(it has {names}): {e}") from e
+            cols = [table.column(i).to_pylist() for i in range(len(self.columns))]
+            self._cache[shard] = list(zip(*cols)) if len(cols) > 1 else [(v, None) for v in cols[0]]
         return self._cache[shard][row]
 
 
@@ -133,7 +162,9 @@ class MixtureLoader:
         total = sum(cfg.ratios[d] for d in self.domains)
         self.probs = np.array([cfg.ratios[d] / total for d in self.domains])
         self.init_probs = self.probs.copy()  # the identity; ``set_ratios`` (Skill-It) changes ``probs``
-        self._shards = _Shards(shards, cfg.token_column or "text")
+        self.meco = cfg.meco
+        self._shards = _Shards(shards, cfg.token_column or "text", self.meco.column if self.meco else None)
+        self.conditioning = self.meco is not None  # train.py sets it per step (set_conditioning)
         self.n_streams = world_size * num_workers
         self.sequence = 0  # sequences this rank has produced
         self.cursors = {(w, d): _DomainCursor() for w in range(num_workers) for d in self.domains}
@@ -156,7 +187,22 @@ class MixtureLoader:
             self._perm_cache[key] = perm
         return self._perm_cache[key][stream:: self.n_streams]
 
-    def _next_sequence(self, worker: int, domain: str) -> np.ndarray:
+    def _prefixes(self, metas: list[Any]) -> list[list[int]]:
+        """Token ids of each document's prefix ([] for none). Tokenised apart from the document so
+        the masked span is exact; a prefix of ``seq_len // 2`` tokens or more is dropped (as if the
+        field were missing) so that no sequence can consist of masked targets only."""
+        if not self.conditioning or self.meco is None:
+            return [[] for _ in metas]
+        values = [field_value(self.meco, m) for m in metas]
+        texts = [self.meco.template.format(value=v) for v in values if v is not None]
+        encoded = iter(self.tokenizer.encode_batch(texts) if texts else [])
+        out = []
+        for v in values:
+            toks = list(next(encoded)) if v is not None else []
+            out.append(toks if len(toks) < self.cfg.seq_len // 2 else [])
+        return out
+
+    def _next_sequence(self, worker: int, domain: str) -> tuple[np.ndarray, np.ndarray | None]:
         cur = self.cursors[(worker, domain)]
         need = self.cfg.seq_len + 1
         stream = self.rank * self.num_workers + worker
@@ -171,27 +217,41 @@ class MixtureLoader:
             take = docs[cur.pos: cur.pos + 16]
             cur.pos += len(take)
             refs = self.index[domain][take]
-            items = [self._shards.get(int(s), int(r)) for s, r in refs]
+            rows = [self._shards.get(int(s), int(r)) for s, r in refs]
+            items = [item for item, _ in rows]
             toks = items if self.cfg.token_column else self.tokenizer.encode_batch(items)
-            for t in toks:
+            for t, prefix in zip(toks, self._prefixes([meta for _, meta in rows])):
+                cur.buffer.extend(prefix)
                 cur.buffer.extend(t)
                 cur.buffer.append(self.tokenizer.eos_id)
+                if self.meco is not None:  # without MeCo the mask stays empty: no cost on the hot path
+                    cur.mask.extend([1] * len(prefix) + [0] * (len(t) + 1))
         seq = np.array(cur.buffer[:need], dtype=np.int64)
+        mask = np.array(cur.mask[:need], dtype=bool) if self.meco is not None else None
         # Keep the overlap token: the last target of this sequence is the first input of the next.
         del cur.buffer[: need - 1]
-        return seq
+        del cur.mask[: need - 1]
+        return seq, mask
 
     def next_batch(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        seqs, doms = [], []
+        """``(inputs, targets, domains)``; a target is ``IGNORE_INDEX`` where it is a metadata-prefix
+        token (the input keeps the token: the model conditions on it, it is not trained to emit it)."""
+        seqs, masks, doms = [], [], []
         for _ in range(self.cfg.batch_size):
             s = self.sequence
             dom = self._domain_of(s)
-            seqs.append(self._next_sequence(s % self.num_workers, dom))
+            seq, mask = self._next_sequence(s % self.num_workers, dom)
+            seqs.append(seq)
+            masks.append(mask)
             doms.append(dom)
             self.tokens_by_domain[dom] += self.cfg.seq_len
             self.sequence += 1
         arr = np.stack(seqs)
-        return arr[:, :-1], arr[:, 1:], doms
+        if self.meco is None:
+            return arr[:, :-1], arr[:, 1:], doms
+        targets = arr[:, 1:].copy()
+        targets[np.stack(masks)[:, 1:]] = IGNORE_INDEX
+        return arr[:, :-1], targets, doms
 
     def __iter__(self) -> MixtureLoader:
         return self
@@ -210,6 +270,19 @@ class MixtureLoader:
             raise ValueError("set_ratios: weights must have a positive sum")
         self.probs = w / w.sum()
 
+    def set_conditioning(self, on: bool) -> None:
+        """MeCo switch, called by the training loop before each step with
+        ``meco.conditioning_at(step, steps, cfg)``. Turning it off also drops the prefix tokens still
+        buffered (read ahead while it was on), so the cooldown sees none; a no-op without ``meco``."""
+        if self.meco is None or on == self.conditioning:
+            return
+        self.conditioning = on
+        if not on:
+            for cur in self.cursors.values():
+                keep = [i for i, m in enumerate(cur.mask) if not m]
+                cur.buffer = [cur.buffer[i] for i in keep]
+                cur.mask = [0] * len(keep)
+
     def realised_shares(self) -> dict[str, float]:
         total = sum(self.tokens_by_domain.values())
         return {d: (n / total if total else 0.0) for d, n in self.tokens_by_domain.items()}
@@ -220,12 +293,15 @@ class MixtureLoader:
         return {"manifests": self.fingerprints, "ratios": {d: float(p) for d, p in zip(self.domains, self.init_probs)},
                 "world_size": self.world_size, "num_workers": self.num_workers, "rank": self.rank,
                 "seq_len": self.cfg.seq_len, "batch_size": self.cfg.batch_size, "tokenizer": self.cfg.tokenizer,
-                "group_by": self.cfg.group_by, "seed": self.cfg.seed}
+                "group_by": self.cfg.group_by, "seed": self.cfg.seed,
+                # what shapes the token stream; the cooldown point is the loop's (conditioning_at)
+                **({"meco": {"field": self.meco.field, "template": self.meco.template}} if self.meco else {})}
 
     def state_dict(self) -> dict[str, Any]:
         return {"identity": self._identity(), "sequence": self.sequence, "probs": self.probs.tolist(),
-                "tokens_by_domain": dict(self.tokens_by_domain),
-                "cursors": [{"worker": w, "domain": d, **asdict(c)} for (w, d), c in sorted(self.cursors.items())]}
+                "tokens_by_domain": dict(self.tokens_by_domain), "conditioning": self.conditioning,
+                "cursors": [{"worker": w, "domain": d, "epoch": c.epoch, "pos": c.pos, "buffer": list(c.buffer),
+                             "masked": runs_of(c.mask)} for (w, d), c in sorted(self.cursors.items())]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         mine, theirs = self._identity(), state["identity"]
@@ -236,5 +312,9 @@ class MixtureLoader:
         self.sequence = int(state["sequence"])
         self.probs = np.asarray(state.get("probs", self.init_probs), dtype=np.float64)
         self.tokens_by_domain = {d: int(n) for d, n in state["tokens_by_domain"].items()}
+        self.conditioning = bool(state.get("conditioning", self.meco is not None))
         for c in state["cursors"]:
-            self.cursors[(int(c["worker"]), c["domain"])] = _DomainCursor(int(c["epoch"]), int(c["pos"]), list(c["buffer"]))
+            buffer = [int(t) for t in c["buffer"]]
+            # states written before MeCo have no "masked": nothing in their buffers is a prefix
+            mask = mask_of(c.get("masked", []), len(buffer)) if self.meco is not None else []
+            self.cursors[(int(c["worker"]), c["domain"])] = _DomainCursor(int(c["epoch"]), int(c["pos"]), buffer, mask)
