@@ -170,9 +170,10 @@ def _source_batches(plan: Plan, seg: Segment, task: Task, counts: _Counts, decid
                     stats: dict[str, Any], quarantine: list[dict[str, Any]]) -> Iterator[pa.Table]:
     cfg = plan.config.input
     if seg.index == 0:
-        row = 0
+        row = bad_lines = 0
         for rb in read_documents(task.path, task.source, cfg):
             stats["lines"] += rb.lines
+            bad_lines += rb.quarantined  # a file quarantined whole (no text column) counts all its rows
             stats["blank_lines"] += rb.blank
             quarantine.extend(rb.quarantine)
             table = _with_position(rb.table, task.index, row)
@@ -182,7 +183,6 @@ def _source_batches(plan: Plan, seg: Segment, task: Task, counts: _Counts, decid
             res = split(table, keep, reasons)
             decide(-1, "input", res, len(table))
             yield res.kept
-        bad_lines = sum(1 for q in quarantine if q["line"] is not None)
         if stats["lines"] and bad_lines / stats["lines"] > cfg.max_malformed_fraction:
             raise ShardError(f"{task.source}: {bad_lines} of {stats['lines']} lines are malformed, over "
                              f"input.max_malformed_fraction={cfg.max_malformed_fraction}; see the quarantine table")

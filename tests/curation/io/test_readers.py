@@ -328,3 +328,25 @@ def test_corrupt_file_counts_as_one_malformed_line_toward_the_threshold(tmp_path
     cfg["output"]["dir"] = str(tmp_path / "run2")
     m = run_pipeline(cfg).manifest
     assert m["totals"]["quarantined"] == 1 and m["totals"]["lines"] == 1 and m["totals"]["docs_out"] == 0
+
+
+def test_parquet_without_the_text_column_counts_toward_the_malformed_threshold(tmp_path: Path) -> None:
+    """A Parquet file with no usable text column is quarantined whole; all its rows count as malformed, so the
+    default threshold fails the run naming the file instead of finishing without its documents."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curation.errors import ShardError
+    from tests.conftest import pipeline_dict
+    from tests.curation.executors.runs import run_pipeline
+
+    src = tmp_path / "in"
+    src.mkdir()
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "body": ["x" * 50] * 3}), src / "notext.parquet")
+    cfg = pipeline_dict([str(src / "*.parquet")], tmp_path / "out", [{"stage": "text_length_v1", "min_chars": 1}])
+    with pytest.raises(ShardError, match=r"notext\.parquet: 3 of 3 lines are malformed"):
+        run_pipeline(cfg)
+    lenient = pipeline_dict([str(src / "*.parquet")], tmp_path / "out2", [{"stage": "text_length_v1", "min_chars": 1}])
+    lenient["input"]["max_malformed_fraction"] = 1.0
+    res = run_pipeline(lenient)
+    assert res.manifest["totals"]["docs_out"] == 0
