@@ -71,7 +71,7 @@ class BodyLimit:
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooBig()
+                    raise _TooBig(self.max_bytes)
             return msg
 
         async def tracking_send(msg: Message) -> None:
@@ -86,8 +86,12 @@ class BodyLimit:
                 await too_big(scope, receive, send)
 
 
-class _TooBig(Exception):
-    pass
+class _TooBig(StarletteHTTPException):
+    """Raised while a route reads its body; an HTTPException so that FastAPI's body parser passes it
+    on (it turns any other error into a 400) and the JSON error handler answers 413."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, detail=f"request body over {max_bytes} bytes")
 
 
 class SecurityHeaders:
