@@ -110,8 +110,8 @@ def funnel_svg(funnel: list[dict[str, Any]]) -> str:
     if not funnel:
         return ""
     top = max(max(f["in"], f["out"]) for f in funnel) or 1
-    row, width, label_w = 26, 760, 200
-    bar_w = width - label_w - 170
+    row, width, label_w = 26, 900, 190
+    bar_w = width - label_w - 250  # room on the right for "1,265 kept of 1,265 (100.0%)"
     parts = []
     for i, f in enumerate(funnel):
         y = i * row
