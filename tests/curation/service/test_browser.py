@@ -46,9 +46,9 @@ def page(browser):  # noqa: ANN001, ANN201 - playwright objects
     assert not errors, f"script errors on the page: {errors}"
 
 
-def shot(pg, name: str) -> None:  # noqa: ANN001
+def shot(pg, name: str, full_page: bool = True) -> None:  # noqa: ANN001
     IMG.mkdir(parents=True, exist_ok=True)
-    pg.screenshot(path=str(IMG / f"service-{name}.png"), full_page=True)
+    pg.screenshot(path=str(IMG / f"service-{name}.png"), full_page=full_page)
 
 
 def test_browse_run_drop_reason_document_and_whatif(page, open_server: str) -> None:  # noqa: ANN001
@@ -68,7 +68,7 @@ def test_browse_run_drop_reason_document_and_whatif(page, open_server: str) -> N
     first = page.locator("article.sample").first
     assert "score" in first.locator("p.details").inner_text()
     assert first.locator("pre.text").inner_text().strip()
-    shot(page, "drops")
+    shot(page, "drops", full_page=False)  # the first documents; the page is long
     first.locator("h3 a").click()
     assert "Dropped by language_id_v1" in page.locator("h2.outcome").inner_text()
     # The what-if slider: moving it changes the numbers, from the API.
