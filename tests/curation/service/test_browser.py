@@ -100,7 +100,7 @@ def test_compare_page(page, open_server: str) -> None:  # noqa: ANN001
     page.click("#compare-form button")
     page.wait_for_url("**/compare?*")
     assert "documents with a different decision" in page.content()
-    shot(page, "compare")
+    shot(page, "compare", full_page=False)
 
 
 def test_live_run_progress_page(page, open_server: str) -> None:  # noqa: ANN001
