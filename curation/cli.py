@@ -395,6 +395,32 @@ def verify(run_dir: str = typer.Argument(..., help="A run directory (local path 
     console.print(escape(report.summary()), highlight=False, soft_wrap=True)
 
 
+@app.command()
+def serve(
+    runs_root: str = typer.Option(..., "--runs-root", help="Folder or object-store prefix (s3://bucket/runs) "
+                                  "holding one run directory per run id."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray jobs address for submitted "
+                                               "runs (http://HEAD:8265); default: a local Ray."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address; anything but loopback needs tokens."),
+    port: int = typer.Option(8000, "--port"),
+    state_dir: str = typer.Option(".curate-serve", "--state-dir", help="The service's own folder (job table, logs)."),
+) -> None:
+    """Serve runs in a browser and over a JSON API (tokens: CURATE_SERVE_READ_TOKENS, CURATE_SERVE_SUBMIT_TOKENS)."""
+    from rich.markup import escape
+
+    from curation.service.app import serve as run_server
+    from curation.service.settings import READ_TOKENS_ENV, SUBMIT_TOKENS_ENV, ServiceSettings
+
+    try:
+        settings = ServiceSettings(runs_root=runs_root, state_dir=state_dir, ray_address=ray_address, host=host,
+                                   port=port, read_tokens=ServiceSettings.tokens_from_env(READ_TOKENS_ENV),
+                                   submit_tokens=ServiceSettings.tokens_from_env(SUBMIT_TOKENS_ENV))
+    except CurationError as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    run_server(settings)
+
+
 @app.command("stages")
 def list_stages() -> None:
     """List the registered stage names."""

@@ -3,6 +3,11 @@
 #   bash scripts/setup.sh        (idempotent: skips work when requirements are unchanged)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The browser of the service's page tests: Debian's chromium, driven by Playwright (no browser download).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "setup: installing chromium (apt-get) for the browser tests"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 stamp="$VENV/.installed-$(cat requirements-ci.txt pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"

@@ -1,0 +1,256 @@
+"""The run-directory API: which runs lie under a root, what state each is in, and how far a live one got.
+
+A run directory holds ``run.json`` (written first: the config and input list), one marker per
+finished task under ``_markers/seg{S}/{T:05d}.json`` (the commit point of that task), one
+``_markers/global-stage{I}.json`` per finished global stage, and ``manifest.json`` (written last:
+the commit point of the whole run). So the state is read from files alone:
+
+- ``finished``: ``manifest.json`` exists;
+- ``running``: ``run.json`` but no manifest, and some file under the run changed within the
+  activity window (a worker is writing);
+- ``resumable``: ``run.json``, no manifest, nothing changed lately (a crashed or stopped run that
+  ``curate run`` resumes);
+- ``failed``: only when a caller that knows (the service's job table) says so.
+
+Reads work on local folders and on object-store prefixes (``s3://bucket/runs``).
+
+    from curation.io.runs import list_runs
+    for r in list_runs("runs"): print(r.run_id, r.state)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from curation.io.storage import is_remote, run_path
+
+State = Literal["finished", "running", "resumable", "failed"]
+#: A run with no file change for this long is reported as resumable rather than running.
+ACTIVE_WINDOW_S = 300.0
+_MARKER = re.compile(r"^(\d{5})\.json$")
+_SEG = re.compile(r"^seg(\d+)$")
+
+
+@dataclass
+class RunInfo:
+    """One run directory under a root, as the run list shows it.
+
+    Args:
+        run_id: the directory's name.
+        path: the directory (``Path`` locally, a ``UPath`` for object stores).
+        state: finished, running, resumable or failed.
+        name: the pipeline's name from its config.
+        fingerprint: the config+inputs fingerprint (``run.json``/``manifest.json``).
+        created_unix: when the manifest was written (finished runs) or ``run.json`` was (others).
+        totals: the manifest's totals (finished runs), else ``{}``.
+        funnel: ``[(stage, in, out, dropped)]`` per stage (finished runs), else ``[]``.
+        domains: ``{domain: {docs, chars, tokens}}`` (finished runs), else ``{}``.
+        shard_bytes: total bytes of the kept shards (finished runs), else 0.
+        input_bytes: total bytes of the inputs (from ``run.json``).
+        error: why the directory could not be read, when it could not.
+    """
+
+    run_id: str
+    path: Path
+    state: State
+    name: str = ""
+    fingerprint: str = ""
+    created_unix: float | None = None
+    totals: dict[str, Any] = field(default_factory=dict)
+    funnel: list[tuple[str, int, int, int]] = field(default_factory=list)
+    domains: dict[str, dict[str, int]] = field(default_factory=dict)
+    shard_bytes: int = 0
+    input_bytes: int = 0
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.run_id, "state": self.state, "name": self.name, "fingerprint": self.fingerprint,
+                "created_unix": self.created_unix, "totals": self.totals,
+                "funnel": [{"stage": s, "in": i, "out": o, "dropped": d} for s, i, o, d in self.funnel],
+                "domains": self.domains, "shard_bytes": self.shard_bytes, "input_bytes": self.input_bytes,
+                "error": self.error}
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def read_manifest(run: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The run's manifest, or None while it has none (not finished). ValueError if it is not JSON."""
+    path = run_path(run) / "manifest.json"
+    return _read_json(path) if path.exists() else None
+
+
+def read_run_json(run: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The run's ``run.json`` (config, inputs, fingerprint), or None if it has none."""
+    path = run_path(run) / "run.json"
+    return _read_json(path) if path.exists() else None
+
+
+def _newest_mtime(root: Path) -> float | None:
+    """Latest modification time of any file under ``root`` (locally; None on object stores, whose
+    listings are too costly to walk on every page view)."""
+    if is_remote(root):
+        return None
+    newest = None
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            try:
+                m = os.stat(os.path.join(dirpath, f)).st_mtime
+            except FileNotFoundError:  # a temp file renamed away while we walk
+                continue
+            newest = m if newest is None or m > newest else newest
+    return newest
+
+
+def run_state(run: str | os.PathLike[str], failed: Callable[[str], bool] | None = None,
+              active_window_s: float = ACTIVE_WINDOW_S) -> State | None:
+    """The run's state (see the module docstring), or None when the folder is not a run at all.
+    ``failed(run_id)`` lets a caller that tracks jobs report a failed run as such."""
+    root = run_path(run)
+    if (root / "manifest.json").exists():
+        return "finished"
+    if not (root / "run.json").exists():
+        return None
+    if failed is not None and failed(root.name):
+        return "failed"
+    newest = _newest_mtime(root)
+    if newest is not None and time.time() - newest <= active_window_s:
+        return "running"
+    return "resumable"
+
+
+def _info(path: Path, failed: Callable[[str], bool] | None) -> RunInfo | None:
+    try:
+        state = run_state(path, failed)
+    except OSError as exc:
+        return RunInfo(path.name, path, "failed", error=f"{path}: {exc}")
+    if state is None:
+        return None
+    info = RunInfo(path.name, path, state)
+    try:
+        if state == "finished":
+            m = read_manifest(path) or {}
+            info.name, info.fingerprint = str(m.get("name", "")), str(m.get("fingerprint", ""))
+            info.created_unix = m.get("created_unix")
+            info.totals = dict(m.get("totals", {}))
+            info.funnel = [(s["name"], s["in"], s["out"], sum(s["dropped"].values())) for s in m.get("stages", [])]
+            info.domains = dict(m.get("domains", {}))
+            info.shard_bytes = sum(int(s["bytes"]) for s in m.get("shards", []))
+            info.input_bytes = sum(int(i["bytes"]) for i in m.get("inputs", []))
+        else:
+            r = read_run_json(path) or {}
+            info.name, info.fingerprint = str(r.get("name", "")), str(r.get("fingerprint", ""))
+            info.input_bytes = sum(int(i["bytes"]) for i in r.get("inputs", []))
+            if not is_remote(path):
+                info.created_unix = round((path / "run.json").stat().st_mtime, 3)
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+        # A damaged run is listed with its problem rather than hiding it or failing the whole list.
+        info.error = f"{path}: {type(exc).__name__}: {exc}"
+    return info
+
+
+def list_runs(root: str | os.PathLike[str], failed: Callable[[str], bool] | None = None) -> list[RunInfo]:
+    """Every run directory directly under ``root`` (folders with ``run.json`` or ``manifest.json``),
+    newest first. Hidden folders (``.x``) are skipped; so are symlinks leading out of a local root."""
+    base = run_path(root)
+    if not base.exists():
+        return []
+    resolved = None if is_remote(base) else Path(base).resolve()
+    out = []
+    for child in base.iterdir():
+        if child.name.startswith(".") or not child.is_dir():
+            continue
+        if resolved is not None and not Path(child).resolve().is_relative_to(resolved):
+            continue
+        info = _info(child, failed)
+        if info is not None:
+            out.append(info)
+    out.sort(key=lambda r: (-(r.created_unix or 0), r.run_id))
+    return out
+
+
+def _segments(config: dict[str, Any]) -> int:
+    """Number of shard passes of a config: one, plus one per global stage (dedup, select ...)."""
+    from curation.registry import get_stage
+    from curation.stages.dedup.base import GlobalStage
+
+    n = 1
+    for spec in config.get("stages", []):
+        try:
+            if issubclass(get_stage(spec["stage"]), GlobalStage):
+                n += 1
+        except Exception:  # noqa: BLE001 - an unknown stage name: count what the markers show instead
+            continue
+    return n
+
+
+def progress(run: str | os.PathLike[str], now: float | None = None) -> dict[str, Any]:
+    """How far a run got, from its markers: per pass tasks done/total, documents read and their
+    rate, input bytes done, and an ETA from the mean time per finished task.
+
+    The ETA assumes the remaining tasks take as long as the finished ones and run with the same
+    parallelism; before the first task of a run finishes there is none.
+    """
+    root = run_path(run)
+    rj = read_run_json(root)
+    if rj is None:
+        raise ValueError(f"{root} has no run.json: not a run directory")
+    now = time.time() if now is None else now
+    n_tasks = len(rj.get("inputs", []))
+    n_segs = _segments(rj.get("full_config") or {})
+    markers_dir = root / "_markers"
+    passes: dict[int, dict[str, Any]] = {}
+    if markers_dir.exists():
+        for seg_dir in markers_dir.iterdir():
+            m = _SEG.match(seg_dir.name)
+            if not m:
+                continue
+            seg = int(m.group(1))
+            n_segs = max(n_segs, seg + 1)
+            p = passes.setdefault(seg, {"docs": 0, "bytes": 0, "done": 0, "seconds": 0.0, "t0": None, "t1": None})
+            for f in seg_dir.iterdir():
+                if not _MARKER.match(f.name):
+                    continue  # a temp file of a marker being written
+                try:
+                    mk = _read_json(f)
+                except (ValueError, OSError):
+                    continue
+                p["done"] += 1
+                stages = mk.get("stages") or []
+                p["docs"] += int(mk.get("docs_read", 0)) if seg == 0 else int(stages[0]["in"]) if stages else 0
+                p["bytes"] += int(mk.get("bytes_in", 0))
+                p["seconds"] += float(mk.get("seconds", 0.0))
+                t0 = mk.get("started_unix")
+                if t0 is not None:
+                    t1 = float(t0) + float(mk.get("seconds", 0.0))
+                    p["t0"] = t0 if p["t0"] is None else min(p["t0"], t0)
+                    p["t1"] = t1 if p["t1"] is None else max(p["t1"], t1)
+    out = []
+    started = [p["t0"] for p in passes.values() if p["t0"] is not None]
+    for seg in range(n_segs):
+        p = passes.get(seg, {"docs": 0, "bytes": 0, "done": 0, "t0": None, "t1": None})
+        span = (p["t1"] - p["t0"]) if p["t0"] is not None else 0.0
+        out.append({"pass": seg, "tasks_done": p["done"], "tasks_total": n_tasks, "docs": p["docs"],
+                    "docs_per_s": round(p["docs"] / span, 1) if span > 0 else None, "bytes_in": p["bytes"]})
+    done = sum(p["tasks_done"] for p in out)
+    total = n_tasks * n_segs
+    finished = (root / "manifest.json").exists()
+    eta = None
+    if not finished and done and started and done < total:
+        elapsed = now - min(started)
+        eta = round(elapsed * (total - done) / done, 1)
+    return {"state": run_state(root), "passes": out, "tasks_done": done, "tasks_total": total,
+            "input_bytes": sum(int(i["bytes"]) for i in rj.get("inputs", [])),
+            "input_bytes_done": sum(p["bytes_in"] for p in out if p["pass"] == 0),
+            "fraction": round(done / total, 4) if total else None, "eta_s": 0.0 if finished else eta}

@@ -1,0 +1,116 @@
+// curate serve: the only script of the pages (no inline script: the CSP forbids it).
+// What-if sliders, live-run progress polling and the submit form, all through the JSON API.
+"use strict";
+
+function fmt(n) { return Number(n).toLocaleString("en-US"); }
+
+async function postJSON(url, body) {
+  const r = await fetch(url, {method: "POST", headers: {"Content-Type": "application/json"},
+                              body: JSON.stringify(body), credentials: "same-origin"});
+  let data = null;
+  try { data = await r.json(); } catch (e) { data = {detail: r.statusText}; }
+  return {ok: r.ok, status: r.status, data: data};
+}
+
+function setupWhatIf(sec) {
+  const run = sec.dataset.run, column = sec.dataset.column;
+  const slider = sec.querySelector(".slider"), out = sec.querySelector(".thr-value");
+  const dir = sec.querySelector(".direction"), note = sec.querySelector(".note");
+  const svg = sec.querySelector("svg.hist"), line = svg && svg.querySelector("line.thr");
+  let timer = null, seq = 0;
+  function moveLine(v) {
+    if (!line) return;
+    const lo = Number(svg.dataset.lo), hi = Number(svg.dataset.hi), pad = Number(svg.dataset.pad);
+    const w = svg.viewBox.baseVal.width - 2 * pad;
+    const x = pad + w * (hi > lo ? (v - lo) / (hi - lo) : 0);
+    line.setAttribute("x1", x); line.setAttribute("x2", x);
+  }
+  async function update() {
+    const mine = ++seq, v = Number(slider.value);
+    const res = await postJSON(`/api/runs/${encodeURIComponent(run)}/whatif`,
+                               {column: column, threshold: v, direction: dir.value});
+    if (mine !== seq) return;  // a newer slider position is on its way
+    if (!res.ok) { note.textContent = "error: " + JSON.stringify(res.data.detail); return; }
+    const byDomain = {};
+    for (const d of res.data.domains) byDomain[d.domain] = d;
+    for (const el of sec.querySelectorAll("[data-f]")) {
+      const d = el.dataset.d === "" ? {new_docs: res.data.totals.new_docs, new_tokens: res.data.totals.new_tokens,
+                                        kept_docs: res.data.totals.kept_docs} : byDomain[el.dataset.d];
+      if (!d) continue;
+      const val = el.dataset.f === "docs" ? d.new_docs : d.new_tokens;
+      el.textContent = fmt(val);
+      el.closest("td").classList.toggle("changed", (el.dataset.f === "docs" ? d.kept_docs : d.kept_tokens) !== val);
+    }
+    const p = res.data.previewed, np = res.data.not_previewed;
+    note.textContent = `Previewed: ${fmt(p.kept_with_value)} kept and ${fmt(p.dropped_with_value)} dropped ` +
+      `documents with a value (${p.dropped_source}). Not previewed: ${fmt(np.dropped_elsewhere)} documents ` +
+      `dropped for other reasons stay dropped; documents that come back never went through later stages, ` +
+      `so gains are an upper bound; tokens of moved documents are estimated.`;
+  }
+  function onInput() {
+    out.textContent = Number(slider.value).toPrecision(4).replace(/\.?0+$/, "");
+    moveLine(Number(slider.value));
+    clearTimeout(timer);
+    timer = setTimeout(update, 120);
+  }
+  slider.addEventListener("input", onInput);
+  dir.addEventListener("change", onInput);
+}
+
+function setupProgress(sec) {
+  const run = sec.dataset.run;
+  async function poll() {
+    const r = await fetch(`/api/runs/${encodeURIComponent(run)}/progress`, {credentials: "same-origin"});
+    if (r.ok) {
+      const p = await r.json();
+      if (p.state === "finished") { location.reload(); return; }
+      document.getElementById("progress-state").textContent = p.state;
+      document.getElementById("progress-tasks").textContent = `${p.tasks_done} of ${p.tasks_total}`;
+      document.getElementById("progress-eta").textContent = p.eta_s === null ? "–" : `${Math.round(p.eta_s)} s`;
+      const cells = sec.querySelectorAll("[data-f=tasks]");
+      p.passes.forEach((x, i) => { if (cells[i]) cells[i].textContent = `${x.tasks_done} / ${x.tasks_total}`; });
+    }
+    setTimeout(poll, 2000);
+  }
+  setTimeout(poll, 2000);
+}
+
+function setupSubmit(form) {
+  const result = document.getElementById("submit-result");
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const fd = new FormData(form);
+    const overrides = String(fd.get("overrides") || "").split("\n").map(s => s.trim()).filter(Boolean);
+    const runId = String(fd.get("run_id") || "").trim();
+    result.textContent = "submitting…";
+    const res = await postJSON("/api/runs", {config_yaml: String(fd.get("config_yaml") || ""),
+                                            overrides: overrides, run_id: runId || null});
+    result.textContent = "";
+    if (res.ok) {
+      const id = res.data.run_id || res.data.id || runId;
+      const p = document.createElement("p");
+      p.textContent = "submitted: " + JSON.stringify(res.data);
+      result.appendChild(p);
+      if (id) {
+        const a = document.createElement("a");
+        a.href = "/runs/" + encodeURIComponent(id); a.textContent = "open run " + id;
+        result.appendChild(a);
+      }
+      return;
+    }
+    const detail = res.data && res.data.detail;
+    const items = Array.isArray(detail) ? detail : [{loc: "", msg: String(detail || res.status)}];
+    for (const d of items) {
+      const s = document.createElement("span");
+      s.className = "error";
+      s.textContent = (d.loc ? d.loc + ": " : "") + d.msg;
+      result.appendChild(s);
+    }
+  });
+}
+
+document.querySelectorAll("section.whatif").forEach(setupWhatIf);
+const prog = document.getElementById("progress");
+if (prog) setupProgress(prog);
+const sf = document.getElementById("submit-form");
+if (sf) setupSubmit(sf);

@@ -1,0 +1,350 @@
+"""Read-side queries of the service: run detail, drops, one document's path, what-if, compare, SQL.
+
+Every query on run data goes through ``curation.stats.open_run`` (the sandboxed, locked DuckDB
+connection confined to that run). Values from requests travel only as bound parameters; the only
+identifiers spliced into SQL are column names taken from the run's own manifest after checking
+them against a fixed pattern, quoted as identifiers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from curation.errors import ConfigError
+from curation.query_sandbox import Limits, one_line
+from curation.stats import _ident, open_run
+
+#: Columns a what-if may move a threshold on: classifier scores, language score, length, LM scores.
+WHATIF_COLUMN = re.compile(r"^(score_[A-Za-z0-9_]+|lang_score|n_chars|bpc_[A-Za-z0-9_]+|ps_[A-Za-z0-9_]+)$")
+_NUMERIC = {"float", "double", "int64", "int32", "uint64", "float32", "float64", "halffloat"}
+TEXT_PREVIEW = 2000  # characters of a document's text a listing returns
+
+
+def jsonable(v: Any) -> Any:
+    """A DuckDB value as JSON: NaN/inf become null, decimals floats, anything else odd a string."""
+    if v is None or isinstance(v, (bool, int, str)):
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, Decimal):
+        return float(v)
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    return str(v)
+
+
+def _details(raw: Any) -> Any:
+    """The decision's details JSON parsed (a stage wrote it; keep the raw text if it is not JSON)."""
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError):
+        return raw
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+    rel = con.execute(sql, params or [])
+    cols = [d[0] for d in rel.description]
+    return [{c: jsonable(v) for c, v in zip(cols, r)} for r in rel.fetchall()]
+
+
+def numeric_columns(manifest: dict[str, Any]) -> list[str]:
+    """The run's columns a what-if can preview (by name pattern and numeric type)."""
+    return [f["name"] for f in manifest.get("schema", [])
+            if WHATIF_COLUMN.match(str(f.get("name", ""))) and str(f.get("type")) in _NUMERIC]
+
+
+def _stage_configs(manifest: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    return [{k: v for k, v in s.items() if k != "stage"} for s in (manifest.get("config") or {}).get("stages", [])
+            if isinstance(s, dict) and s.get("stage") == name]
+
+
+# -- run detail -------------------------------------------------------------------------------------
+
+def run_detail(run: Path, limits: Limits) -> dict[str, Any]:
+    """Manifest summary, funnel, drop reasons, domains, quarantine and a histogram per numeric column."""
+    with open_run(run, limits) as (con, m):
+        reasons = _rows(con, "SELECT stage, reason, count(*) AS docs, sum(n_chars) AS chars FROM decisions "
+                             "GROUP BY ALL ORDER BY docs DESC, stage, reason")
+        domains = _rows(con, "SELECT domain, count(*) AS docs, sum(n_chars) AS chars, round(avg(n_chars)) AS "
+                             "mean_chars FROM docs GROUP BY ALL ORDER BY docs DESC, domain")
+        quarantined = con.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+        hist = {c: histogram(con, m, c) for c in numeric_columns(m)}
+    tokens = {d: v.get("tokens", 0) for d, v in m.get("domains", {}).items()}
+    for d in domains:
+        d["tokens"] = tokens.get(d["domain"], 0)
+    return {
+        "id": Path(str(run)).name, "name": m.get("name"), "fingerprint": m.get("fingerprint"),
+        "created_unix": m.get("created_unix"), "wall_seconds": m.get("wall_seconds"), "totals": m.get("totals"),
+        "token_counter": m.get("token_counter"), "shards": len(m.get("shards", [])),
+        "shard_bytes": sum(int(s.get("bytes", 0)) for s in m.get("shards", [])),
+        "funnel": [{"stage": s["name"], "in": s["in"], "out": s["out"], "dropped": sum(s["dropped"].values())}
+                   for s in m.get("stages", [])],
+        "reasons": reasons, "domains": domains, "quarantined_lines": int(quarantined),
+        "schema": m.get("schema"), "config": m.get("config"), "histograms": hist,
+    }
+
+
+# -- what-if ----------------------------------------------------------------------------------------
+
+def _pool(manifest: dict[str, Any], column: str) -> tuple[str, list[Any], str]:
+    """SQL of the what-if pool of ``column`` (domain, n_chars, v, kept) with its parameters, and which
+    dropped documents it includes (in words). Kept documents bring their column value; dropped ones
+    only where the stage that thresholds this column recorded the value in its decision."""
+    col = _ident(column)
+    kept = f"SELECT domain, n_chars, CAST({col} AS DOUBLE) AS v, 1 AS kept FROM docs WHERE {col} IS NOT NULL"
+    # select_v1 records {score, threshold, column} for every document it drops.
+    parts = [("SELECT domain, n_chars, TRY_CAST(json_extract_string(details, '$.score') AS DOUBLE), 0 "
+              "FROM decisions WHERE reason = 'below_threshold' AND json_extract_string(details, '$.column') = ?",
+              [column])]
+    source = "documents select_v1 dropped on this column (their score is in the decision details)"
+    if column == "lang_score":
+        langs = sorted({lg for c in _stage_configs(manifest, "language_id_v1") for lg in c.get("languages", [])})
+        # Only a wanted language below min_score comes back; another language stays dropped at any score.
+        parts.append(("SELECT domain, n_chars, TRY_CAST(json_extract_string(details, '$.score') AS DOUBLE), 0 "
+                      "FROM decisions WHERE stage = 'language_id_v1' AND list_contains(?, "
+                      "json_extract_string(details, '$.lang'))", [langs]))
+        source = (f"documents language_id_v1 dropped in a wanted language ({', '.join(langs) or 'none'}) "
+                  "below min_score (score in the decision details)")
+    elif column == "n_chars":
+        parts.append(("SELECT domain, n_chars, CAST(n_chars AS DOUBLE), 0 FROM decisions "
+                      "WHERE stage = 'text_length_v1'", []))
+        source = "documents text_length_v1 dropped (their n_chars)"
+    sql = " UNION ALL ".join([kept] + [p[0] for p in parts])
+    params = [x for p in parts for x in p[1]]
+    return f"SELECT * FROM ({sql}) WHERE v IS NOT NULL AND isfinite(v)", params, source
+
+
+def _check_column(manifest: dict[str, Any], column: Any) -> str:
+    cols = numeric_columns(manifest)
+    if column not in cols:
+        raise ConfigError(f"column {column!r} cannot be previewed in this run; numeric score columns here: "
+                          f"{', '.join(cols) or 'none'}")
+    return column
+
+
+def _current_threshold(manifest: dict[str, Any], column: str) -> float | None:
+    """The threshold the run's config applied to ``column``, when a stage with a fixed one did."""
+    for c in _stage_configs(manifest, "select_v1"):
+        if c.get("column") == column and c.get("threshold") is not None:
+            return c["threshold"]
+    if column == "lang_score":
+        return next((c.get("min_score") for c in _stage_configs(manifest, "language_id_v1")), None)
+    if column == "n_chars":
+        return next((c.get("min_chars") for c in _stage_configs(manifest, "text_length_v1")), None)
+    return None
+
+
+def histogram(con: duckdb.DuckDBPyConnection, manifest: dict[str, Any], column: str,
+              bins: int = 20) -> dict[str, Any]:
+    """Pool documents per bin between the pool's min and max, kept and dropped apart."""
+    sql, params, _ = _pool(manifest, column)
+    lo, hi = con.execute(f"SELECT min(v), max(v) FROM ({sql})", params).fetchone()
+    if lo is None:
+        return {"column": column, "min": None, "max": None, "bins": []}
+    width = (hi - lo) / bins if hi > lo else 1.0
+    rows = con.execute(
+        f"SELECT LEAST(CAST(FLOOR((v - ?) / ?) AS INTEGER), ?) AS b, count(*) AS n, sum(kept) AS k "
+        f"FROM ({sql}) GROUP BY ALL ORDER BY b", [lo, width, bins - 1] + params).fetchall()
+    counts = {int(b): (int(n), int(k)) for b, n, k in rows}
+    return {"column": column, "min": lo, "max": hi,
+            "bins": [{"lo": lo + i * width, "hi": lo + (i + 1) * width, "docs": counts.get(i, (0, 0))[0],
+                      "kept": counts.get(i, (0, 0))[1]} for i in range(bins)]}
+
+
+def whatif(run: Path, limits: Limits, column: Any, threshold: Any, direction: Any) -> dict[str, Any]:
+    """Kept documents, characters and tokens per domain if ``column``'s threshold moved."""
+    if direction not in ("keep_above", "keep_below"):
+        raise ConfigError(f"direction must be keep_above (keep value >= threshold) or keep_below (keep value "
+                          f"<= threshold), got {direction!r}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+        raise ConfigError(f"threshold must be a finite number, got {threshold!r}")
+    with open_run(run, limits) as (con, m):
+        _check_column(m, column)
+        sql, params, source = _pool(m, column)
+        passes = "v >= ?" if direction == "keep_above" else "v <= ?"
+        rows = con.execute(
+            f"SELECT domain, sum(kept) AS kept_with_value, count(*) - sum(kept) AS dropped_with_value, "
+            f"sum(CASE WHEN kept = 1 AND NOT ({passes}) THEN 1 ELSE 0 END) AS lost_docs, "
+            f"sum(CASE WHEN kept = 1 AND NOT ({passes}) THEN n_chars ELSE 0 END) AS lost_chars, "
+            f"sum(CASE WHEN kept = 0 AND {passes} THEN 1 ELSE 0 END) AS gained_docs, "
+            f"sum(CASE WHEN kept = 0 AND {passes} THEN n_chars ELSE 0 END) AS gained_chars "
+            f"FROM ({sql}) GROUP BY ALL", [threshold] * 4 + params).fetchall()
+        now = {d: (int(n), int(c)) for d, n, c in
+               con.execute("SELECT domain, count(*), sum(n_chars) FROM docs GROUP BY ALL").fetchall()}
+        kept_null = con.execute(f"SELECT count(*) FROM docs WHERE {_ident(column)} IS NULL").fetchone()[0]
+        dropped_total = con.execute("SELECT count(*) FROM decisions").fetchone()[0]
+    pool = {r[0]: r[1:] for r in rows}
+    manifest_domains = m.get("domains", {})
+    out, tot = [], {k: 0 for k in ("kept_docs", "kept_chars", "kept_tokens", "new_docs", "new_chars",
+                                    "new_tokens")}
+    dropped_in_pool = 0
+    all_chars = sum(c for _, c in now.values())
+    run_per_char = sum(int(v.get("tokens", 0)) for v in manifest_domains.values()) / all_chars if all_chars else 0.0
+    for dom in sorted(set(now) | set(pool)):
+        docs, chars = now.get(dom, (0, 0))
+        tokens = int(manifest_domains.get(dom, {}).get("tokens", 0))
+        _, dropped_v, lost_d, lost_c, gain_d, gain_c = (int(x or 0) for x in pool.get(dom, (0,) * 6))
+        dropped_in_pool += dropped_v
+        # Tokens were counted per domain, not per document: moved documents get the domain's tokens/char.
+        per_char = tokens / chars if chars else run_per_char  # a domain that kept nothing: the run's ratio
+        new_docs, new_chars = docs - lost_d + gain_d, chars - lost_c + gain_c
+        new_tokens = round(tokens + (gain_c - lost_c) * per_char)
+        row = {"domain": dom, "kept_docs": docs, "kept_chars": chars, "kept_tokens": tokens, "new_docs": new_docs,
+               "new_chars": new_chars, "new_tokens": new_tokens, "lost_docs": lost_d, "gained_docs": gain_d}
+        out.append(row)
+        for k in tot:
+            tot[k] += row[k]
+    current = _current_threshold(m, column)
+    return {
+        "column": column, "threshold": threshold, "direction": direction,
+        "current_threshold": current,
+        "domains": out, "totals": tot,
+        "previewed": {"kept_with_value": sum(int(p[0] or 0) for p in pool.values()),
+                      "dropped_with_value": dropped_in_pool, "dropped_source": source},
+        "not_previewed": {
+            "kept_without_value": int(kept_null),
+            "dropped_elsewhere": int(dropped_total) - dropped_in_pool,
+            "notes": [
+                "kept documents without a value in this column keep their fate",
+                "documents dropped by other stages (or by this one without the value recorded) stay dropped",
+                "a document that comes back was never seen by the stages after the one that dropped it "
+                "(dedup, quality filters): the gain is an upper bound",
+                "tokens of documents that move are estimated from their domain's tokens per character",
+            ]},
+    }
+
+
+# -- drops and documents ----------------------------------------------------------------------------
+
+def _filters(stage: str | None, reason: str | None, domain: str | None, source: str | None) -> tuple[str, list[Any]]:
+    where, params = [], []
+    for col, val in (("stage", stage), ("reason", reason), ("domain", domain), ("source", source)):
+        if val is not None:
+            where.append(f"{col} = ?")
+            params.append(val)
+    return (" WHERE " + " AND ".join(where)) if where else "", params
+
+
+def drops(run: Path, limits: Limits, stage: str | None, reason: str | None, domain: str | None,
+          source: str | None, offset: int, limit: int) -> dict[str, Any]:
+    """Counts per stage and reason (with the domain/source filter), and a page of dropped documents."""
+    where, params = _filters(None, None, domain, source)
+    swhere, sparams = _filters(stage, reason, domain, source)
+    with open_run(run, limits) as (con, _):
+        reasons = _rows(con, f"SELECT stage, reason, count(*) AS docs, sum(n_chars) AS chars FROM decisions{where} "
+                             "GROUP BY ALL ORDER BY docs DESC, stage, reason", params)
+        total = con.execute(f"SELECT count(*) FROM decisions{swhere}", sparams).fetchone()[0]
+        samples = _rows(con, f"SELECT id, stage, reason, details, domain, source, url, n_chars, "
+                             f"left(text, {TEXT_PREVIEW}) AS text FROM decisions{swhere} "
+                             "ORDER BY stage, reason, id LIMIT ? OFFSET ?", sparams + [limit, offset])
+    for s in samples:
+        s["details"] = _details(s["details"])
+    return {"reasons": reasons, "total": int(total), "offset": offset, "limit": limit, "samples": samples,
+            "filters": {"stage": stage, "reason": reason, "domain": domain, "source": source}}
+
+
+def document(run: Path, limits: Limits, doc_id: str) -> dict[str, Any]:
+    """One document's path through the run: the stage that dropped it (with details), or its kept row;
+    and its duplicate cluster (the kept member and the members dropped as its duplicates)."""
+    with open_run(run, limits) as (con, m):
+        dropped = _rows(con, "SELECT stage, reason, details, domain, source, url, n_chars, text FROM decisions "
+                             "WHERE id = ?", [doc_id])
+        kept = _rows(con, "SELECT * FROM docs WHERE id = ?", [doc_id])
+        for d in dropped:
+            d["details"] = _details(d["details"])
+        kept_member = next((d["details"].get("dup_of") for d in dropped if isinstance(d["details"], dict)
+                            and d["details"].get("dup_of")), None)
+        if kept and not kept_member:
+            # near_dedup_v1 sets dup_cluster to the keeper's id on every member (its own id when alone).
+            kept_member = kept[0].get("dup_cluster") or None
+        members: list[dict[str, Any]] = []
+        if kept_member is not None:
+            members = _rows(con, "SELECT id, stage, reason FROM decisions WHERE "
+                                 "json_extract_string(details, '$.dup_of') = ? ORDER BY id", [kept_member])
+    if not dropped and not kept:
+        return {"id": doc_id, "outcome": "unknown", "dropped": None, "kept": None, "duplicates": None}
+    stage_index = {s["name"]: s["index"] for s in m.get("stages", [])}
+    return {
+        "id": doc_id, "outcome": "kept" if kept else "dropped",
+        "dropped": sorted(dropped, key=lambda d: stage_index.get(d["stage"], 1 << 30)) or None,
+        "kept": kept[0] if kept else None,
+        "duplicates": None if kept_member is None else {"kept_member": kept_member, "dropped_members": members},
+    }
+
+
+# -- compare ----------------------------------------------------------------------------------------
+
+_FATES = ("SELECT id, 'kept' AS fate FROM docs UNION ALL "
+          "SELECT id, 'dropped: ' || stage || '/' || reason FROM decisions")
+
+
+def _fates(run: Path, limits: Limits) -> tuple[dict[str, str], dict[str, Any]]:
+    with open_run(run, limits) as (con, m):
+        return dict(con.execute(_FATES).fetchall()), m
+
+
+def compare(a: Path, b: Path, limits: Limits, offset: int, limit: int) -> dict[str, Any]:
+    """Funnels side by side, documents whose decision changed (paged, by id), per-domain token deltas."""
+    fa, ma = _fates(a, limits)
+    fb, mb = _fates(b, limits)
+    changed = sorted(i for i in set(fa) | set(fb) if fa.get(i) != fb.get(i))
+    fun_a = {s["name"]: s for s in ma.get("stages", [])}
+    fun_b = {s["name"]: s for s in mb.get("stages", [])}
+    names = list(fun_a) + [n for n in fun_b if n not in fun_a]
+
+    def side(s: dict[str, Any] | None) -> dict[str, int] | None:
+        return None if s is None else {"in": s["in"], "out": s["out"], "dropped": sum(s["dropped"].values())}
+
+    da, db = ma.get("domains", {}), mb.get("domains", {})
+    domains = []
+    for d in sorted(set(da) | set(db)):
+        ta, tb = int(da.get(d, {}).get("tokens", 0)), int(db.get(d, {}).get("tokens", 0))
+        domains.append({"domain": d, "tokens_a": ta, "tokens_b": tb, "delta": tb - ta,
+                        "docs_a": int(da.get(d, {}).get("docs", 0)), "docs_b": int(db.get(d, {}).get("docs", 0))})
+    return {
+        "a": Path(str(a)).name, "b": Path(str(b)).name,
+        "funnel": [{"stage": n, "a": side(fun_a.get(n)), "b": side(fun_b.get(n))} for n in names],
+        "changed_total": len(changed), "offset": offset, "limit": limit,
+        "changed": [{"id": i, "a": fa.get(i, "absent"), "b": fb.get(i, "absent")}
+                    for i in changed[offset:offset + limit]],
+        "domains": domains,
+    }
+
+
+# -- SQL --------------------------------------------------------------------------------------------
+
+def run_query(run: Path, limits: Limits, sql: str, offset: int, limit: int,
+              max_rows: int) -> dict[str, Any]:
+    """One read-only SELECT over the run's views, rows ``offset .. offset+limit`` (at most ``max_rows``
+    past the start). The statement runs as sent (never wrapped in more SQL); paging skips rows."""
+    if offset + limit > max_rows:
+        raise ConfigError(f"offset + limit must be at most {max_rows} (the service's row cap), got "
+                          f"{offset + limit}")
+    with open_run(run, limits) as (con, _):
+        try:
+            statements = con.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise ConfigError(f"SQL does not parse: {one_line(exc)}") from exc
+        if len(statements) != 1:
+            raise ConfigError(f"exactly one SQL statement is allowed, got {len(statements)}")
+        if statements[0].type != duckdb.StatementType.SELECT:
+            raise ConfigError(f"only SELECT queries are allowed, got {statements[0].type.name}")
+        rel = con.execute(sql)
+        cols = [d[0] for d in rel.description]
+        if offset:
+            rel.fetchmany(offset)
+        rows = rel.fetchmany(limit + 1)
+    more = len(rows) > limit
+    return {"columns": cols, "rows": [[jsonable(v) for v in r] for r in rows[:limit]], "offset": offset,
+            "limit": limit, "more": more}
