@@ -62,6 +62,11 @@ def s3() -> Iterator[Any]:
     saved = {k: os.environ.get(k) for k in [*S3_ENV, "AWS_ENDPOINT_URL"]}
     os.environ.update(S3_ENV, AWS_ENDPOINT_URL=url)
     import fsspec
+    import s3fs
+
+    # fsspec caches filesystem instances by their arguments, not by the endpoint taken from the environment:
+    # without this, a module using this fixture after another one talks to the previous (stopped) server.
+    s3fs.S3FileSystem.clear_instance_cache()
 
     fs = fsspec.filesystem("s3", skip_instance_cache=True)
     fs.mkdir("corpus")
@@ -72,6 +77,7 @@ def s3() -> Iterator[Any]:
     finally:
         proc.kill()
         proc.wait()
+        s3fs.S3FileSystem.clear_instance_cache()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
