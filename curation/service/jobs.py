@@ -55,6 +55,10 @@ RAY_STATES = {"PENDING": "submitted", "RUNNING": "running", "SUCCEEDED": "finish
               "STOPPED": "cancelled"}
 PIPELINE_ENV = "CURATE_JOB_PIPELINE_YAML"
 RUN_ID_ENV = "CURATE_JOB_RUN_ID"
+#: JSON of variables the driver exports before `curate run` (object-store settings, test faults). Not
+#: runtime_env env_vars of their own: the Ray executor's ray.init sets some of the same keys, and Ray
+#: refuses a driver whose runtime_env repeats a key of its job's.
+DRIVER_ENV = "CURATE_JOB_DRIVER_ENV"
 #: Test-only: "before_ray:SECONDS" or "after_ray:SECONDS" sleeps in a submission at that point, so a
 #: test can SIGKILL the service there. Inert unless CURATION_ENABLE_FAULT_INJECTION=1 too.
 SERVICE_FAULT_ENV = "CURATION_SERVICE_FAULT"
@@ -544,8 +548,8 @@ class JobManager:
         # The code this service runs travels with the job (as `curate submit` uploads the repository),
         # so the cluster runs exactly the validated code; relative input paths resolve against it.
         code_root = Path(__file__).resolve().parents[2]
-        env = {PIPELINE_ENV: row["pipeline_yaml"], RUN_ID_ENV: row["run_id"], **forward_env(),
-               **fault_injection_env()}
+        env = {PIPELINE_ENV: row["pipeline_yaml"], RUN_ID_ENV: row["run_id"],
+               DRIVER_ENV: json.dumps({**forward_env(), **fault_injection_env()})}
         return {"working_dir": str(code_root), "excludes": list(DEFAULT_EXCLUDES), "env_vars": env}
 
     # tracking
@@ -653,6 +657,7 @@ def job_main(argv: list[str] | None = None, run: Callable[[list[str]], Any] | No
     text = os.environ.get(PIPELINE_ENV)
     if text is None:
         sys.exit(f"error: ${PIPELINE_ENV} is not set (this module is the driver of a `curate serve` job)")
+    os.environ.update(json.loads(os.environ.pop(DRIVER_ENV, "{}")))
     path = Path(tempfile.mkdtemp(prefix="curate-job-")) / f"{run_id}.yaml"
     path.write_text(text)
     args = ["run", str(path), "--ray-address", "auto", "--executor", "ray", *(argv or [])]
