@@ -325,7 +325,8 @@ class LocalRay:
         if not self.info_file.exists():
             return
         info = json.loads(self.info_file.read_text())
-        for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 0.0)):
+        signals = ((signal.SIGTERM, 3.0), (signal.SIGKILL, 0.0)) if _is_ray_start(info["pgid"]) else ()
+        for sig, wait in signals:
             try:
                 os.killpg(info["pgid"], sig)
             except (ProcessLookupError, PermissionError):
@@ -341,6 +342,15 @@ class LocalRay:
 
         shutil.rmtree(info.get("temp_dir", "/nonexistent"), ignore_errors=True)
         self.info_file.unlink(missing_ok=True)
+
+
+def _is_ray_start(pid: int) -> bool:
+    """Whether ``pid`` is still the ``ray start`` this file recorded (after a reboot the id may be another
+    program's, whose group must not be signalled)."""
+    try:
+        return b"ray" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return not Path("/proc/self").exists()  # no procfs: trust the recorded id
 
 
 # -- the manager -----------------------------------------------------------------------------------

@@ -176,6 +176,9 @@ def test_submit_runs_to_the_end_idempotently_and_refuses_a_second_active_run(
     done = service.wait(job["job_id"], ("finished", "failed", "cancelled"))
     assert done["state"] == "finished", f"{done['error']}\n{done['log_tail']}"
     assert "done in" in done["log_tail"] and service.ray_token() not in done["log_tail"]
+    # The cluster token is in no response, nor in the job table, nor in the service's log.
+    assert service.ray_token().encode() not in b"".join(p.read_bytes() for p in service.state.glob("jobs.sqlite*"))
+    assert service.ray_token() not in json.dumps(service.get("/api/jobs")) + service.log()
     manifest = json.loads((service.runs / "tiny" / "manifest.json").read_text())
     assert manifest["totals"]["docs_read"] == 8
     # Finished, same config: nothing to do (no new job). Another config under that run id: refused.
