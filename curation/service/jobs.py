@@ -153,10 +153,12 @@ class JobStore:
 
     def transition(self, job_id: str, from_states: tuple[str, ...], to: str, **fields: Any) -> bool:
         """Compare-and-set: move the row to ``to`` only if it is in one of ``from_states``."""
-        assert to in STATES and all(s in STATES for s in from_states)
+        # Column names are interpolated: only these internal ones, never anything from a request.
+        assert to in STATES and all(s in STATES for s in from_states) and set(fields) <= {"error"}
         sets = ", ".join(f"{k} = ?" for k in ("state", "updated_at", *fields))
+        marks = ",".join("?" * len(from_states))
         with self.transaction() as db:
-            cur = db.execute(f"UPDATE jobs SET {sets} WHERE job_id = ? AND state IN ({','.join('?' * len(from_states))})",
+            cur = db.execute(f"UPDATE jobs SET {sets} WHERE job_id = ? AND state IN ({marks})",
                              (to, time.time(), *fields.values(), job_id, *from_states))
             return cur.rowcount == 1
 

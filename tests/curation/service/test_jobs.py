@@ -4,6 +4,7 @@ run, idempotency, `curate run`'s validation messages as 422, token redaction."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -14,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from curation.errors import ConfigError
-from curation.service.jobs import JobManager, JobStore, redact, validate
+from curation.service.jobs import JobError, JobManager, JobStore, redact, validate
 from curation.service.routes_jobs import router
 from curation.service.settings import ServiceSettings
 from tests.conftest import pipeline_dict
@@ -147,3 +148,31 @@ def test_roles_and_a_cluster_that_is_not_up(client: TestClient, tmp_path: Path) 
     assert client.get("/api/jobs/nope", headers=READ).status_code == 404
     assert client.post("/api/runs/r1/cancel", headers=SUBMIT).status_code == 404
     assert json.loads(client.get("/api/jobs", headers=READ).text) == {"jobs": []}
+
+
+def test_job_driver_writes_the_pipeline_and_runs_curate_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from curation.service.jobs import DRIVER_ENV, PIPELINE_ENV, RUN_ID_ENV, job_main
+
+    text = _yaml(tmp_path)
+    monkeypatch.setenv(PIPELINE_ENV, text)
+    monkeypatch.setenv(RUN_ID_ENV, "r7")
+    monkeypatch.setenv(DRIVER_ENV, json.dumps({"AWS_REGION": "eu-west-1"}))
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    seen: list[list[str]] = []
+    job_main([], run=seen.append)
+    (args,) = seen
+    assert args[0] == "run" and args[2:] == ["--ray-address", "auto", "--executor", "ray"]
+    assert Path(args[1]).name == "r7.yaml" and Path(args[1]).read_text() == text
+    assert os.environ["AWS_REGION"] == "eu-west-1" and DRIVER_ENV not in os.environ
+
+
+def test_a_token_never_goes_in_clear_text_to_a_remote_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "t0ken-t0ken-t0ken-t0ken")
+    settings = ServiceSettings(runs_root=str(tmp_path / "runs"), state_dir=tmp_path / "state",
+                               ray_address="http://cluster-head.invalid:8265")  # .invalid: never resolves
+    jobs = JobManager(settings)
+    jobs.start()
+    with pytest.raises(JobError, match="refusing to send the cluster token over plain http") as err:
+        jobs.wait_ready(timeout=30)
+    assert err.value.status == 503 and "t0ken" not in str(err.value)
+    jobs.close()
