@@ -1,0 +1,258 @@
+"""The job routes end to end: a real uvicorn service process on loopback that starts its own Ray head
+(job server, token auth) once for this module, real pipelines run as Ray jobs over tiny JSONL inputs.
+
+Every job is slowed by the executor's fault-injection sleep (1 s per pass-0 task), so that a run with
+many input files is still running when a test cancels it. The service is SIGKILLed and restarted
+in the recovery tests; its Ray head (own process group) survives and is reused, as after a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from fastapi import FastAPI
+
+from tests.conftest import PROSE, REPO, pipeline_dict, write_jsonl
+from tests.curation.cluster import free_ports
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+RUNS_ENV, STATE_ENV = "CURATE_TEST_RUNS_ROOT", "CURATE_TEST_STATE_DIR"
+
+
+def app_from_env() -> FastAPI:
+    """The service as the test runs it (`uvicorn --factory`): the job router over settings from env."""
+    from curation.service import routes_jobs
+    from curation.service.jobs import JobManager
+    from curation.service.settings import ServiceSettings
+
+    settings = ServiceSettings(runs_root=os.environ[RUNS_ENV], state_dir=Path(os.environ[STATE_ENV]))
+    startup, shutdown = routes_jobs.lifespan_hooks
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Small head: two CPUs for tasks, a small object store (the machine is shared).
+        app.state.jobs = JobManager(settings, ray_args=["--num-cpus=2", "--num-gpus=0",
+                                                        f"--object-store-memory={200 * 2**20}"], poll_s=0.5)
+        startup(app)
+        yield
+        shutdown(app)
+
+    app = FastAPI(lifespan=lifespan)
+    app.state.settings = settings
+    app.include_router(routes_jobs.router)
+    return app
+
+
+class Service:
+    """The service process (restartable on the same state dir) and an HTTP client for it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.runs, self.state = root / "runs", root / "state"
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self, **extra_env: str) -> None:
+        port = free_ports(1)[0]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH") and k != "RAY_ADDRESS"}
+        env.update(PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", RAY_USAGE_STATS_ENABLED="0",
+                   **{RUNS_ENV: str(self.runs), STATE_ENV: str(self.state)},
+                   CURATION_ENABLE_FAULT_INJECTION="1", CURATION_FAULT="sleep:0:*", **extra_env)
+        log = open(self.root / "service.log", "ab")  # noqa: SIM115 - the child holds it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "tests.curation.service.test_jobs_ray:app_from_env", "--factory",
+             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while True:
+            try:
+                if httpx.get(self.url + "/api/jobs", timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert self.proc.poll() is None and time.time() < deadline, self.log()
+            time.sleep(0.3)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # lifespan shutdown: stops the Ray head it started
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return (self.root / "service.log").read_text(errors="replace")[-4000:]
+
+    def post(self, path: str, body: Any = None, **headers: str) -> httpx.Response:
+        # Long timeout: the first submission waits for the service's Ray head to come up.
+        return httpx.post(self.url + path, json=body, headers=headers, timeout=240)
+
+    def get(self, path: str) -> Any:
+        r = httpx.get(self.url + path, timeout=60)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def wait(self, job_id: str, states: tuple[str, ...], timeout: float = 180) -> dict[str, Any]:
+        deadline = time.time() + timeout
+        while True:
+            job = self.get(f"/api/jobs/{job_id}")
+            if job["state"] in states:
+                return job
+            assert time.time() < deadline, f"{job_id} stuck in {job['state']}:\n{job['log_tail']}\n{self.log()}"
+            time.sleep(0.5)
+
+    def ray_token(self) -> str:
+        return (self.state / "ray" / "token").read_text().strip()
+
+    def ray_jobs(self, run_id: str) -> list[Any]:
+        """The Ray jobs the cluster holds for a run (asked of Ray itself, not the service)."""
+        from ray.job_submission import JobSubmissionClient
+
+        info = json.loads((self.state / "ray" / "head.json").read_text())
+        client = JobSubmissionClient(info["dashboard_url"], headers={"Authorization": f"Bearer {self.ray_token()}"})
+        return [j for j in client.list_jobs() if (j.metadata or {}).get("curation_run_id") == run_id]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    root = tmp_path_factory.mktemp("svc")
+    svc = Service(root)
+    svc.start()
+    try:
+        yield svc
+    finally:
+        svc.stop()
+        from curation.service.jobs import LocalRay
+
+        LocalRay(svc.state / "ray").stop()  # in case the last service was killed: never leave a head behind
+
+
+def _config(tmp: Path, name: str, n_files: int) -> str:
+    """A two-pass pipeline (filter, then exact dedup) over ``n_files`` small JSONL files."""
+    d = tmp / name
+    for i in range(n_files):
+        write_jsonl(d / f"f{i:02d}.jsonl", [{"id": f"{i}-{j}", "text": PROSE[(i + j) % 3], "domain": "web"}
+                                            for j in range(3)] + [{"id": f"{i}-s", "text": "short", "domain": "web"}])
+    return yaml.safe_dump(pipeline_dict([str(d / "*.jsonl")], tmp / "ignored"))
+
+
+def test_submit_runs_to_the_end_idempotently_and_refuses_a_second_active_run(
+        service: Service, tmp_path: Path) -> None:
+    body = {"config_yaml": _config(tmp_path, "tiny", 2), "overrides": ["stages.0.min_chars=10"], "run_id": "tiny"}
+    r = service.post("/api/runs", body, **{"Idempotency-Key": "k-tiny"})
+    assert r.status_code == 202, r.text + service.log()
+    job = r.json()["job"]
+    assert r.json()["run_id"] == "tiny" and job["run_dir"] == str(service.runs / "tiny")
+    assert any("was replaced by" in w for w in r.json()["warnings"])  # the config's own output.dir
+    # A retried POST (same key) is the same job; the same key for another request is refused.
+    again = service.post("/api/runs", body, **{"Idempotency-Key": "k-tiny"})
+    assert again.status_code == 200 and again.json()["job"]["job_id"] == job["job_id"]
+    other = service.post("/api/runs", {**body, "overrides": []}, **{"Idempotency-Key": "k-tiny"})
+    assert other.status_code == 422 and other.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
+    # The run is active: a second submission of it (no key) is refused.
+    busy = service.post("/api/runs", body)
+    assert busy.status_code == 409 and "already" in busy.json()["detail"], busy.text
+    done = service.wait(job["job_id"], ("finished", "failed", "cancelled"))
+    assert done["state"] == "finished", f"{done['error']}\n{done['log_tail']}"
+    assert "done in" in done["log_tail"] and service.ray_token() not in done["log_tail"]
+    # The cluster token is in no response, nor in the job table, nor in the service's log.
+    assert service.ray_token().encode() not in b"".join(p.read_bytes() for p in service.state.glob("jobs.sqlite*"))
+    assert service.ray_token() not in json.dumps(service.get("/api/jobs")) + service.log()
+    manifest = json.loads((service.runs / "tiny" / "manifest.json").read_text())
+    assert manifest["totals"]["docs_read"] == 8
+    # Finished, same config: nothing to do (no new job). Another config under that run id: refused.
+    noop = service.post("/api/runs", body)
+    assert noop.status_code == 200 and noop.json()["job"]["job_id"] == job["job_id"]
+    assert noop.json()["warnings"][0].startswith("nothing to do: run tiny is complete")
+    changed = service.post("/api/runs", {**body, "overrides": ["stages.0.min_chars=11"]})
+    assert changed.status_code == 409 and "different config" in changed.json()["detail"]
+    assert [j["job_id"] for j in service.get("/api/jobs?run_id=tiny")["jobs"]] == [job["job_id"]]
+    assert len(service.ray_jobs("tiny")) == 1
+
+
+def _markers(run_dir: Path) -> dict[str, int]:
+    return {str(p.relative_to(run_dir)): p.stat().st_mtime_ns for p in run_dir.glob("_markers/seg0/*.json")}
+
+
+def test_cancel_a_running_job_then_resubmit_resumes_it(service: Service, tmp_path: Path) -> None:
+    n = 16  # 16 pass-0 tasks of >= 1 s each on two CPUs: still running when cancelled
+    body = {"config_yaml": _config(tmp_path, "many", n), "run_id": "slow"}
+    r = service.post("/api/runs", body)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job"]["job_id"]
+    run_dir = service.runs / "slow"
+    deadline = time.time() + 180
+    while not _markers(run_dir):  # some tasks finished, the run is not complete
+        assert time.time() < deadline and service.get(f"/api/jobs/{job_id}")["state"] in ("submitted", "running")
+        time.sleep(0.3)
+    c = service.post("/api/runs/slow/cancel")
+    assert c.status_code == 202 and c.json()["job"]["state"] == "cancelled", c.text
+    assert service.post("/api/runs/slow/cancel").status_code == 409  # nothing active any more
+    time.sleep(1.0)  # a task that was mid-write when the driver stopped has now gone too
+    kept = _markers(run_dir)
+    assert 0 < len(kept) < n and not (run_dir / "manifest.json").exists()
+    # Resubmitted: a new job, the same run dir; finished tasks are not redone.
+    r = service.post("/api/runs", body)
+    assert r.status_code == 202 and any("resumes" in w for w in r.json()["warnings"]), r.text
+    done = service.wait(r.json()["job"]["job_id"], ("finished", "failed", "cancelled"))
+    assert done["state"] == "finished", f"{done['error']}\n{done['log_tail']}"
+    after = _markers(run_dir)
+    assert len(after) == n and {k: after[k] for k in kept} == kept
+    assert json.loads((run_dir / "manifest.json").read_text())["totals"]["docs_read"] == 4 * n
+    states = [j["state"] for j in service.get("/api/jobs?run_id=slow")["jobs"]]
+    assert states == ["finished", "cancelled"]
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("point", ["before_ray", "after_ray"])
+def test_service_killed_mid_submission_recovers_the_run_once(service: Service, tmp_path: Path, point: str) -> None:
+    run_id = f"crash-{point.replace('_', '-')}"
+    body = {"config_yaml": _config(tmp_path, "crash", 2), "run_id": run_id}
+    service.kill()
+    service.start(CURATION_SERVICE_FAULT=f"{point}:600")  # the submission stalls at that point
+    t = threading.Thread(target=lambda: _swallow(lambda: service.post("/api/runs", body)), daemon=True)
+    t.start()
+    deadline = time.time() + 120
+    while not [j for j in service.get(f"/api/jobs?run_id={run_id}")["jobs"] if j["state"] == "submitting"]:
+        assert time.time() < deadline, service.log()
+        time.sleep(0.2)
+    while point == "after_ray" and not service.ray_jobs(run_id):  # the Ray call returned: the stall is next
+        assert time.time() < deadline, service.log()
+        time.sleep(0.2)
+    service.kill()
+    assert len(service.ray_jobs(run_id)) == (0 if point == "before_ray" else 1)
+    service.start()
+    (job,) = service.get(f"/api/jobs?run_id={run_id}")["jobs"]  # listed once
+    done = service.wait(job["job_id"], ("finished", "failed", "cancelled"))
+    assert done["state"] == "finished", f"{done['error']}\n{done['log_tail']}"
+    (ray_job,) = service.ray_jobs(run_id)  # run once
+    assert ray_job.submission_id == f"curate-{job['job_id']}" and str(ray_job.status) == "SUCCEEDED"
+    assert (service.runs / run_id / "manifest.json").exists()
+
+
+def _swallow(fn: Any) -> None:
+    try:
+        fn()
+    except httpx.HTTPError:  # the service was killed under this request
+        pass
