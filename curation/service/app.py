@@ -14,6 +14,8 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs
@@ -263,16 +265,55 @@ def _job_router() -> Any:
     return router
 
 
+def _job_table_failed(settings: ServiceSettings) -> Any:
+    """``failed(run_id)``: the run's latest job failed (run directories do not record failures)."""
+
+    def failed(run_id: str) -> bool:
+        path = Path(settings.state_dir) / "jobs.sqlite"
+        if not path.exists():
+            return False
+        from curation.service.jobs import JobStore
+
+        rows = JobStore(path).list(run_id=run_id, limit=1)
+        return bool(rows) and rows[0]["state"] == "failed"
+
+    return failed
+
+
+def _job_lifespan(settings: ServiceSettings) -> Any:
+    """Start the job manager at startup only when the job table holds jobs a crash left active, so they are
+    recovered before anyone asks; otherwise it starts (and starts Ray) at the first job request."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from curation.service import routes_jobs
+        from curation.service.jobs import ACTIVE, JobStore
+
+        path = Path(settings.state_dir) / "jobs.sqlite"
+        startup, shutdown = routes_jobs.lifespan_hooks
+        if path.exists() and JobStore(path).list(states=ACTIVE, limit=1):
+            startup(app)
+        try:
+            yield
+        finally:
+            shutdown(app)
+
+    return lifespan
+
+
 def create_app(settings: ServiceSettings, failed: Any = None) -> FastAPI:
-    """The service's ASGI app over ``settings.runs_root``. ``failed(run_id) -> bool`` (optional) marks
-    runs whose job failed (the job table knows; run directories do not record it)."""
-    app = FastAPI(title="curate serve", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+    """The service's ASGI app over ``settings.runs_root``. ``failed(run_id) -> bool`` marks runs whose job
+    failed; by default the job table decides when the job routes are present."""
+    router = _job_router()
+    app = FastAPI(title="curate serve", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
+                  lifespan=_job_lifespan(settings) if router is not None else None)
+    if failed is None and router is not None:
+        failed = _job_table_failed(settings)
     app.state.settings = settings
     app.state.registry = Registry(settings.runs_root, failed)
     _install_errors(app)
     _read_api(app)
     _login_routes(app)
-    router = _job_router()
     app.state.jobs_enabled = router is not None
     if router is not None:
         app.include_router(router)

@@ -55,7 +55,7 @@ def manager(app: Any) -> JobManager:
     jobs = getattr(app.state, "jobs", None)
     if jobs is None:
         jobs = app.state.jobs = JobManager(app.state.settings)
-        jobs.start()
+    jobs.start()  # idempotent; also starts a manager the app (or a test) put there itself
     return jobs
 
 

@@ -15,8 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,26 +33,17 @@ RUNS_ENV, STATE_ENV = "CURATE_TEST_RUNS_ROOT", "CURATE_TEST_STATE_DIR"
 
 
 def app_from_env() -> FastAPI:
-    """The service as the test runs it (`uvicorn --factory`): the job router over settings from env."""
-    from curation.service import routes_jobs
+    """The service as the test runs it (`uvicorn --factory`): the real app over settings from env, with a small
+    Ray head (two CPUs for tasks, a small object store: the machine is shared)."""
+    from curation.service.app import create_app
     from curation.service.jobs import JobManager
     from curation.service.settings import ServiceSettings
 
     settings = ServiceSettings(runs_root=os.environ[RUNS_ENV], state_dir=Path(os.environ[STATE_ENV]))
-    startup, shutdown = routes_jobs.lifespan_hooks
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Small head: two CPUs for tasks, a small object store (the machine is shared).
-        app.state.jobs = JobManager(settings, ray_args=["--num-cpus=2", "--num-gpus=0",
-                                                        f"--object-store-memory={200 * 2**20}"], poll_s=0.5)
-        startup(app)
-        yield
-        shutdown(app)
-
-    app = FastAPI(lifespan=lifespan)
-    app.state.settings = settings
-    app.include_router(routes_jobs.router)
+    app = create_app(settings)
+    app.state.jobs = JobManager(settings, ray_args=["--num-cpus=2", "--num-gpus=0",
+                                                    f"--object-store-memory={200 * 2**20}"], poll_s=0.5)
+    app.state.jobs.start()
     return app
 
 
@@ -181,6 +171,9 @@ def test_submit_runs_to_the_end_idempotently_and_refuses_a_second_active_run(
     assert service.ray_token() not in json.dumps(service.get("/api/jobs")) + service.log()
     manifest = json.loads((service.runs / "tiny" / "manifest.json").read_text())
     assert manifest["totals"]["docs_read"] == 8
+    # The read side of the same app lists the run once, finished, with the manifest's funnel.
+    listed = [r for r in service.get("/api/runs")["runs"] if r["id"] == "tiny"]
+    assert len(listed) == 1 and listed[0]["state"] == "finished", listed
     # Finished, same config: nothing to do (no new job). Another config under that run id: refused.
     noop = service.post("/api/runs", body)
     assert noop.status_code == 200 and noop.json()["job"]["job_id"] == job["job_id"]
