@@ -6,14 +6,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from curation.registry import register_stage
-from curation.stages.filters._datatrove import DatatroveFilter
+from curation.stages.filters._datatrove import DatatroveFilter, DatatroveOptions
 
 
 @dataclass(kw_only=True)
-class FineWebQualityConfig:
+class FineWebQualityConfig(DatatroveOptions):
     """Line punctuation, short-line, duplicated-character and newline-ratio thresholds."""
 
     line_punct_thr: float = 0.12
@@ -22,8 +21,6 @@ class FineWebQualityConfig:
     short_line_length: int = 30
     char_duplicates_ratio: float = 0.01
     new_line_ratio: float = 0.3
-    language: str = "en"
-    word_tokenizer: str = "fast"  # "fast" (regex, see word_tokenizer.py) or "spacy" (datatrove default)
 
 
 @register_stage("fineweb_quality_v1")
@@ -31,8 +28,4 @@ class FineWebQuality(DatatroveFilter):
     """Drops list-like pages and pages with few punctuated or many duplicated lines."""
 
     Config = FineWebQualityConfig
-
-    def make_filter(self) -> Any:
-        from datatrove.pipeline.filters import FineWebQualityFilter
-
-        return FineWebQualityFilter(**self._kwargs())
+    datatrove_filter = "FineWebQualityFilter"
