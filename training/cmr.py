@@ -1,4 +1,4 @@
-"""Critical Mixture Ratio (CMR) law for continual pre-training (METHODS.md 3; treat the paper's numbers
+"""Critical Mixture Ratio (CMR) law for continual pre-training (docs/methods.md, CMR law; treat the paper's numbers
 as unverified, the functional forms and the definition are what matter).
 
     python -m training.cmr sweep training/configs/cpt_general_domain.yaml --general python_docs \

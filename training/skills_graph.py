@@ -5,7 +5,7 @@
     python -m training.skills_graph brute training/configs/tiny.yaml --skills python_docs,code,license \
         --steps 60 --out runs/skills/graph-bf.json          # k^2 runs
 
-``linear`` (METHODS.md 2.2, linear approximation): from the same start, train ``steps`` on skill i
+``linear`` (docs/methods.md, Skill-It: skills graph): from the same start, train ``steps`` on skill i
 alone and set A[i, j] = eval loss of skill j before minus after (how much skill i's data helps j).
 ``brute``: for each pair, train on skills {i, j} and on {j} alone for ``steps``; A[i, j] = 1 when j's
 loss ends lower with i in the mix (i is a prerequisite of j), diagonal 1. Every run's directory is

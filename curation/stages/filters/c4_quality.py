@@ -1,7 +1,7 @@
 """C4 rules (Raffel et al. 2020) via datatrove's ``C4QualityFilter``; it also removes bad lines.
 
 Defaults follow FineWeb's use (``filter_no_terminal_punct=False``) and datatrove's thresholds
-(5 sentences, 3 words per line), which differ from TFDS (METHODS.md 8.3, discrepancy 5).
+(5 sentences, 3 words per line), which differ from TFDS (docs/methods.md, C4 rules).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""FineWeb's extra rules via datatrove's ``FineWebQualityFilter`` (METHODS.md 8.4).
+"""FineWeb's extra rules via datatrove's ``FineWebQualityFilter`` (docs/methods.md, FineWeb rules).
 
-``char_duplicates_ratio`` defaults to datatrove's 0.01, not the blog's 0.1 (discrepancy 6).
+``char_duplicates_ratio`` defaults to datatrove's 0.01, not the FineWeb write-up's 0.1 (a deviation noted there).
 """
 
 from __future__ import annotations

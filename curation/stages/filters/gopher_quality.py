@@ -10,7 +10,7 @@ from curation.stages.filters._datatrove import DatatroveFilter, DatatroveImplOpt
 
 @dataclass(kw_only=True)
 class GopherQualityConfig(DatatroveImplOptions):
-    """Thresholds as in METHODS.md 8.1 (datatrove defaults). ``None`` disables a rule."""
+    """Thresholds as in docs/methods.md, Gopher quality rules (datatrove defaults). ``None`` disables a rule."""
 
     min_doc_words: int | None = 50
     max_doc_words: int | None = 100_000

@@ -1,6 +1,6 @@
 """Per-document language-model loss (total NLL and bits per character) for a list of causal LMs.
 
-PreSelect (METHODS.md 1.2) scores each document with several reference models. Here every token
+PreSelect (docs/methods.md, PreSelect: per-document loss) scores each document with several reference models. Here every token
 of a document is scored exactly once with HF-style strided windows: a window of ``block_size``
 tokens advances by ``stride``, and only tokens no earlier window scored are counted, so each has
 at least ``block_size - stride`` tokens of left context (or all of the document before it).
