@@ -8,7 +8,6 @@ PreSelect: labels and classifier).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -154,7 +153,3 @@ def _fasttext_version() -> str:
         except PackageNotFoundError:
             continue
     return "unknown"
-
-
-def load_card(model_dir: Path) -> dict[str, Any]:
-    return json.loads((model_dir / "card.json").read_text())
