@@ -22,7 +22,10 @@ _LINES = re.compile("\n+")
 
 @dataclass(kw_only=True)
 class GopherRepetitionConfig(DatatroveImplOptions):
-    """Maximum duplicated fractions (docs/methods.md, Gopher repetition rules). n-gram lists are ``[[n, max_fraction], ...]``."""
+    """Maximum duplicated fractions (docs/methods.md, Gopher repetition rules).
+
+    n-gram lists are ``[[n, max_fraction], ...]``.
+    """
 
     dup_line_frac: float | None = 0.3
     dup_para_frac: float | None = 0.3
