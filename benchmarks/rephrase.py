@@ -5,7 +5,7 @@
 
 Two backends, each measured both ways on identical chunked conversations (no cache):
   transformers   a randomly initialised 2-layer model built locally, greedy, 16 new tokens
-  openai-http    the OpenAI-compatible test server (tests/curation/rephrase/openai_server.py) in
+  openai-http    the OpenAI-compatible test server (curation/testing/openai_server.py) in
                  'echo' mode on 127.0.0.1, so the server costs ~nothing and the difference is ours
   vllm           the vLLM engine on the same model, when vllm is importable (CPU figures on a CPU machine)
 Overhead = (stage seconds - direct seconds) / documents; tokens/s = generated tokens / stage seconds.
@@ -41,8 +41,7 @@ def main() -> None:
     from curation.rephrase.backends import BackendConfig, SamplingParams
     from curation.rephrase.checks import OutputChecks
     from curation.stages.rephrase.stage import Rephrase, RephraseConfig
-    from tests.conftest import PROSE
-    from tests.tiny_models import make_lm, train_tokenizer
+    from curation.testing.tiny import PROSE, make_lm, train_tokenizer
 
     texts = []
     with gzip.open(REPO / "curation" / "data" / "sample" / "python_docs-000.jsonl.gz", "rt", encoding="utf-8") as fh:
@@ -59,7 +58,7 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "tests.curation.rephrase.openai_server", "--model", str(model_dir),
+    server = subprocess.Popen([sys.executable, "-m", "curation.testing.openai_server", "--model", str(model_dir),
                                "--port", str(port)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         for _ in range(300):

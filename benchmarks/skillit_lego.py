@@ -56,7 +56,7 @@ ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 LIT0, LIT1 = len(ALPHABET), len(ALPHABET) + 1  # right-hand side literals of the root clause "x = val 0/1"
 VAL, NOT = 0, 1
 METHODS = ("uniform", "random", "random-paper", "skillit")
-PAPER_RANDOM_POOL = (1, 1, 1, 3, 5)  # scripts/lego/pt/run_random.sh --proportions (k = 5)
+PAPER_RANDOM_POOL = (1, 1, 1, 3, 5)  # the Skill-It repository's scripts/lego/pt/run_random.sh --proportions (k = 5)
 
 
 @dataclass(kw_only=True)
@@ -72,7 +72,7 @@ class LegoConfig:
     mlp_ratio: int = 2
     eval_every: int = 10
     eval_per_skill: int = 100
-    # Skill-It, METHODS.md 2.4 LEGO row: 6000 steps, update every 1000, window 3, eta 0.5, 120 evals.
+    # Skill-It's LEGO setting (docs/methods.md, Skill-It): 6000 steps, update every 1000, window 3, eta 0.5, 120 evals.
     # The shorter run keeps the paper's proportions: 6 mixture rounds (update_every = steps / 6) and
     # 120 evaluations (eval_every = steps / 120), so the window of 3 evaluations spans the last 1/40
     # of the run and each round sees 20 evaluations. eta and window are the paper's values.

@@ -246,29 +246,13 @@ def train_scorer(
     """Train a fastText scorer: PreSelect labels from a run (--run) or reference-vs-random (--positive/--negative)."""
     from pathlib import Path
 
-    import numpy as np
-
-    from curation.scoring.classifier import FastTextSettings, preselect_labels, train_classifier
-    from curation.scoring.data import file_texts, run_documents
+    from curation.scoring.classifier import FastTextSettings, train_classifier
+    from curation.scoring.data import training_set
 
     try:
         settings = FastTextSettings(epoch=epoch, lr=lr, wordNgrams=word_ngrams, dim=dim, bucket=bucket, seed=seed)
-        if run and (positive or negative):
-            raise CurationError("give either --run (PreSelect) or --positive/--negative, not both")
-        if run:
-            docs = run_documents(run, ["id", "text", "predictive_strength"])
-            s = np.array([np.nan if v is None else v for v in docs["predictive_strength"]], dtype=np.float64)
-            pos, neg = preselect_labels(docs["id"], s, positive_min, max_per_class)
-            data = {"method": "preselect", "run": str(Path(run).resolve()), "positive_min": positive_min,
-                    "scored_docs": int((~np.isnan(s)).sum())}
-            positives, negatives = [docs["text"][i] for i in pos], [docs["text"][i] for i in neg]
-        elif positive and negative:
-            positives = file_texts(positive, limit=max_per_class, seed=seed)
-            negatives = file_texts(negative, limit=max_per_class if max_per_class else len(positives), seed=seed)
-            data = {"method": "reference_vs_random", "positive": positive, "negative": negative}
-        else:
-            raise CurationError("give --run RUN, or both --positive and --negative")
-        card = train_classifier(Path(out_dir), positives, negatives, settings, data, valid_fraction)
+        ts = training_set(run, positive, negative, positive_min, max_per_class, seed)
+        card = train_classifier(Path(out_dir), ts.positives, ts.negatives, settings, ts.data, valid_fraction)
     except (CurationError, ValueError) as exc:
         _fail(exc)
     m = card["metrics"]

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from curation.testing.tiny import PROSE  # noqa: F401 (re-exported: tests import it from here)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
@@ -35,29 +37,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if gpu and not cuda_available():
         for item in gpu:
             item.add_marker(pytest.mark.skip(reason="gpu: needs a CUDA device, and torch sees none"))
-SAMPLE = REPO / "curation" / "data" / "sample"
 
-# Real English prose long enough for the Gopher/C4/FineWeb rules (>= 50 words, 5 sentences).
-PROSE = [
-    "The library keeps a record of every book that is borrowed by a member of the public. "
-    "When a book is returned late, the member pays a small fine that goes to the reading fund. "
-    "Most of the members are students who come to the library in the evening to study. "
-    "The staff have noticed that the quiet rooms are full by seven o'clock on most days. "
-    "They have asked the council for more money so that they can open a second floor for study. "
-    "The council will make its decision at the meeting that is planned for the end of the month.",
-    "Rivers carry water from the mountains to the sea, and along the way they shape the land. "
-    "A fast river cuts a deep valley into the rock, while a slow one spreads out over a wide plain. "
-    "Farmers have lived beside rivers for thousands of years because the soil there is rich. "
-    "Floods bring new soil each year, but they can also destroy homes and fields in a single night. "
-    "Engineers build walls and channels to control the water and to protect the towns nearby. "
-    "Some scientists argue that these walls make the floods worse further down the river.",
-    "Learning to cook is one of the most useful skills that a young person can have at home. "
-    "It saves money, because a meal made at home costs much less than one bought in a shop. "
-    "It is also healthier, since the cook can choose fresh food and use less salt and sugar. "
-    "Many people say that they do not have the time to cook, but simple meals take only minutes. "
-    "A pot of soup or a plate of pasta with vegetables can be ready in less than half an hour. "
-    "With a little practice, anyone can learn to make a few good dishes that the family will enjoy.",
-]
+
+SAMPLE = REPO / "curation" / "data" / "sample"
 
 
 def write_jsonl(path: Path, records: list[Any], compress: str | None = None) -> Path:

@@ -1,4 +1,4 @@
-"""``train``: the training package's commands in one place.
+"""``train``: the training package's commands, a typer app like ``curate``.
 
     train run training/configs/tiny.yaml [-o key=value ...]       # = python -m training.train
     train ray training/configs/tiny.yaml --workers 2               # Ray Train launcher
@@ -6,38 +6,161 @@
     train cmr predict fit.json --tokens 2e9 --mixture mix.json
     train cmr sweep CONFIG --general G --domain D --ratios 0.125,0.25,0.5 --out DIR
     train skills-graph linear CONFIG --skills a,b,c --steps 20 --out graph.json
+
+The older module entry points (``python -m training.train``, ``training.cmr``,
+``training.skills_graph``, ``training.ray_launch``) run these same commands through ``as_program``,
+so every spelling parses alike: ``-o``/``--set`` overrides, and exit code 2 naming an unknown flag.
 """
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from curation.errors import CurationError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Train on curated runs: the training loop, Ray launcher, CMR law, skills graph.")
+cmr_app = typer.Typer(no_args_is_help=True, help="Critical Mixture Ratio law for continual pre-training.")
+app.add_typer(cmr_app, name="cmr")
+
+_OVERRIDE_HELP = "Dotted override KEY=VALUE, repeatable."
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """A config or data problem (unknown key, missing run) ends in one line and exit 2, as in ``curate``."""
+    try:
+        yield
+    except CurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def run(
+    config: str = typer.Argument(..., help="Training YAML (training/configs/*.yaml)."),
+    override: list[str] = typer.Option([], "--set", "-o", help=_OVERRIDE_HELP),
+) -> None:
+    """Run the training loop (one process, or one rank under torchrun); rank 0 prints the result as JSON."""
+    import torch.distributed as dist
+
+    from training.train import load_config, train
+
+    with _user_errors():
+        result = train(load_config(config, list(override)))
+    if result["rank"] == 0:
+        print(json.dumps(result))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@app.command()
+def ray(
+    config: str = typer.Argument(..., help="Training YAML."),
+    workers: int = typer.Option(2, help="Ranks (Ray Train workers)."),
+    gpu: bool = typer.Option(False, "--gpu", help="One GPU per worker, NCCL (default: CPU, gloo)."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local one)."),
+    override: list[str] = typer.Option([], "--set", "-o", help=_OVERRIDE_HELP),
+) -> None:
+    """Run the training loop with Ray Train's TorchTrainer instead of torchrun."""
+    import ray as ray_mod
+
+    from training.ray_launch import launch
+    from training.train import load_config
+
+    with _user_errors():
+        cfg = load_config(config, list(override))
+    ray_mod.init(address=address, include_dashboard=False)
+    launch(cfg, workers, gpu)
+
+
+@cmr_app.command("sweep")
+def cmr_sweep(
+    config: Path = typer.Argument(..., help="Continual pre-training YAML."),
+    general: str = typer.Option(..., help="General-domain name in data.ratios."),
+    domain: str = typer.Option(..., help="Target-domain name in data.ratios."),
+    ratios: str = typer.Option("0.125,0.25,0.5,0.75", help="Domain shares R, comma-separated."),
+    out: Path = typer.Option(..., help="Directory for one run per ratio (r0.125, ...)."),
+    override: list[str] = typer.Option([], "--set", "-o", help="Extra overrides for every run."),
+) -> None:
+    """Run the continual pre-training runs the fit needs."""
+    from training.cmr import sweep
+
+    sweep(config, general, domain, [float(x) for x in ratios.split(",")], out, list(override))
+
+
+@cmr_app.command("fit")
+def cmr_fit(
+    runs: list[Path] = typer.Argument(..., help="Run directories of the sweep (each with log.jsonl)."),
+    general: str = typer.Option(...), domain: str = typer.Option(...),
+    eps: float = typer.Option(0.05, help="Tolerated rise of the general-domain loss."),
+    token_unit: float = typer.Option(2e8, help="Tokens per unit of T (the paper: 0.2B)."),
+    out: Path = typer.Option(..., help="Fit JSON to write (and a .png plot next to it)."),
+) -> None:
+    """Fit the CMR law from training logs of runs at different ratios."""
+    from training.cmr import fit_runs
+
+    print(json.dumps(fit_runs(runs, general, domain, eps, token_unit, out)))
+
+
+@cmr_app.command("predict")
+def cmr_predict(
+    fit: Path = typer.Argument(..., help="Fit JSON from `train cmr fit`."),
+    tokens: float = typer.Option(..., help="Token budget of the continual pre-training run."),
+    mixture: Optional[Path] = typer.Option(None, help="Write {ratios: {GENERAL: 1-R, DOMAIN: R}} here "
+                                                       "(data.ratios_file)."),
+) -> None:
+    """Critical ratio for a token budget; optionally write a mixture file."""
+    from training.cmr import predict
+
+    print(json.dumps(predict(fit, tokens, mixture)))
+
+
+@app.command("skills-graph")
+def skills_graph(
+    method: str = typer.Argument(..., help="linear (k runs) or brute (k^2 runs)."),
+    config: str = typer.Argument(..., help="Training YAML the short runs start from."),
+    skills: str = typer.Option(..., help="Skills (domains), comma-separated."),
+    steps: int = typer.Option(20, help="Training steps of each short run."),
+    out: Path = typer.Option(..., help="Graph JSON to write (and a .png heatmap next to it)."),
+    override: list[str] = typer.Option([], "--set", "-o", help=_OVERRIDE_HELP),
+) -> None:
+    """Estimate the Skill-It skills graph A with short training runs."""
+    from training.skills_graph import build_graph
+
+    if method not in ("linear", "brute"):
+        raise typer.BadParameter(f"{method!r} is not one of 'linear', 'brute'", param_hint="METHOD")
+    with _user_errors():
+        print(json.dumps(build_graph(method, config, skills.split(","), steps, out, list(override))))
+
+
+def as_program(path: list[str], argv: list[str], prog_name: str) -> None:
+    """Run the command at ``path`` (e.g. ``["cmr"]``) as a program of its own named ``prog_name``.
+
+    Usage errors exit 2 naming the flag, as in ``train``; success returns (click would exit 0), so
+    that a caller such as a test can go on after it.
+    """
+    command: Any = typer.main.get_command(app)  # a click command (typer's own copy of click)
+    for name in path:
+        command = command.commands[name]
+    try:
+        command.main(list(argv), prog_name=prog_name, standalone_mode=True)
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    commands = {"run", "ray", "cmr", "skills-graph"}
-    if not args or args[0] not in commands:
-        print(__doc__)
-        raise SystemExit(0 if args and args[0] in ("-h", "--help") else 2)
-    cmd, rest = args[0], args[1:]
-    if cmd == "run":
-        from training.train import main as run
-
-        run(rest)
-    elif cmd == "ray":
-        from training import ray_launch
-
-        sys.argv = ["train ray", *rest]
-        ray_launch.main()
-    elif cmd == "cmr":
-        from training.cmr import main as cmr
-
-        cmr(rest)
-    else:
-        from training.skills_graph import main as graph
-
-        graph(rest)
+    """The ``train`` program (kept for installs whose console script still points here)."""
+    app(args=argv, prog_name="train")
 
 
 if __name__ == "__main__":
-    main()
+    app(prog_name="train")

@@ -1,4 +1,4 @@
-"""Critical Mixture Ratio (CMR) law for continual pre-training (METHODS.md 3; treat the paper's numbers
+"""Critical Mixture Ratio (CMR) law for continual pre-training (docs/methods.md, CMR law; treat the paper's numbers
 as unverified, the functional forms and the definition are what matter).
 
     python -m training.cmr sweep training/configs/cpt_general_domain.yaml --general python_docs \
@@ -18,7 +18,6 @@ is fitted over T and extrapolated to the target budget.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import subprocess
@@ -159,53 +158,45 @@ def plot(fit: CMRFit, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m training.cmr")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    f = sub.add_parser("fit", help="fit the CMR law from training logs of runs at different ratios")
-    f.add_argument("runs", nargs="+", type=Path)
-    f.add_argument("--general", required=True)
-    f.add_argument("--domain", required=True)
-    f.add_argument("--eps", type=float, default=0.05)
-    f.add_argument("--token-unit", type=float, default=2e8, help="tokens per unit of T (the paper: 0.2B)")
-    f.add_argument("--out", type=Path, required=True)
-    p = sub.add_parser("predict", help="critical ratio for a token budget; optionally write a mixture file")
-    p.add_argument("fit", type=Path)
-    p.add_argument("--tokens", type=float, required=True)
-    p.add_argument("--mixture", type=Path, help="write {ratios: {GENERAL: 1-R, DOMAIN: R}} here (data.ratios_file)")
-    s = sub.add_parser("sweep", help="run the continual pre-training runs the fit needs")
-    s.add_argument("config", type=Path)
-    s.add_argument("--general", required=True)
-    s.add_argument("--domain", required=True)
-    s.add_argument("--ratios", default="0.125,0.25,0.5,0.75")
-    s.add_argument("--out", type=Path, required=True)
-    s.add_argument("-o", action="append", default=[], help="extra overrides for every run")
-    a = ap.parse_args(argv)
-    if a.cmd == "sweep":
-        for r in (float(x) for x in a.ratios.split(",")):
-            ratios = json.dumps({a.general: 1 - r, a.domain: r})
-            cmd = [sys.executable, "-m", "training.train", str(a.config), "-o", f"out_dir={a.out}/r{r:g}",
-                   "-o", f"data.ratios={ratios}"] + [x for o in a.o for x in ("-o", o)]
-            subprocess.run(cmd, check=True)
-        return
-    if a.cmd == "fit":
-        curves = {}
-        for run in a.runs:
-            r, c = curves_from_log(run / "log.jsonl", a.general, a.domain, a.token_unit)
-            curves[r] = c
-        fit = fit_cmr(curves, a.eps, a.token_unit, a.general, a.domain)
-        a.out.write_text(json.dumps(fit.__dict__, indent=1))
-        plot(fit, a.out.with_suffix(".png"))
-        print(json.dumps({"ratios": fit.ratios, "cmr": fit.cmr, "grid": fit.grid[:: max(1, len(fit.grid) // 5)],
-                          "plot": str(a.out.with_suffix(".png"))}))
-        return
-    data: dict[str, Any] = json.loads(a.fit.read_text())
-    fit = CMRFit(**{**data, "grid": [tuple(g) for g in data["grid"]]})
-    r, extrapolated = fit.predict(a.tokens)
-    print(json.dumps({"tokens": a.tokens, "critical_ratio": r, "extrapolated": extrapolated}))
-    if a.mixture:
-        a.mixture.write_text(json.dumps({"ratios": {fit.general: round(1 - r, 6), fit.domain: round(r, 6)}}) + "\n")
+def sweep(config: Path, general: str, domain: str, ratios: Sequence[float], out: Path,
+          overrides: Sequence[str] = ()) -> None:
+    """Train one continual pre-training run per domain share R into ``out/r{R}``."""
+    for r in ratios:
+        mix = json.dumps({general: 1 - r, domain: r})
+        cmd = [sys.executable, "-m", "training.train", str(config), "-o", f"out_dir={out}/r{r:g}",
+               "-o", f"data.ratios={mix}"] + [x for o in overrides for x in ("-o", o)]
+        subprocess.run(cmd, check=True)
 
+
+def fit_runs(runs: Sequence[Path], general: str, domain: str, eps: float, token_unit: float,
+             out: Path) -> dict[str, Any]:
+    """Fit the law from the runs' ``log.jsonl``; write the fit to ``out`` and its plot next to it."""
+    curves = {}
+    for run in runs:
+        r, c = curves_from_log(run / "log.jsonl", general, domain, token_unit)
+        curves[r] = c
+    fit = fit_cmr(curves, eps, token_unit, general, domain)
+    out.write_text(json.dumps(fit.__dict__, indent=1))
+    plot(fit, out.with_suffix(".png"))
+    return {"ratios": fit.ratios, "cmr": fit.cmr, "grid": fit.grid[:: max(1, len(fit.grid) // 5)],
+            "plot": str(out.with_suffix(".png"))}
+
+
+def predict(fit_path: Path, tokens: float, mixture: Path | None = None) -> dict[str, Any]:
+    """The critical ratio at ``tokens``; with ``mixture``, also write it as a ``data.ratios_file``."""
+    data: dict[str, Any] = json.loads(fit_path.read_text())
+    fit = CMRFit(**{**data, "grid": [tuple(g) for g in data["grid"]]})
+    r, extrapolated = fit.predict(tokens)
+    if mixture:
+        mixture.write_text(json.dumps({"ratios": {fit.general: round(1 - r, 6), fit.domain: round(r, 6)}}) + "\n")
+    return {"tokens": tokens, "critical_ratio": r, "extrapolated": extrapolated}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m training.cmr sweep|fit|predict ...``: the ``train cmr`` commands."""
+    from training.cli import as_program
+
+    as_program(["cmr"], sys.argv[1:] if argv is None else argv, "python -m training.cmr")
 
 if __name__ == "__main__":
     main()

@@ -9,11 +9,10 @@ sees it initialised and runs unchanged (the same checkpoints, logs and resume).
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict
 from typing import Any
 
-from training.train import TrainConfig, load_config
+from training.train import TrainConfig
 
 
 def _loop(config: dict[str, Any]) -> None:
@@ -35,19 +34,13 @@ def launch(cfg: TrainConfig, workers: int, use_gpu: bool = False) -> Any:
     return trainer.fit()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m training.ray_launch")
-    ap.add_argument("config")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--gpu", action="store_true")
-    ap.add_argument("--address", default=None, help="Ray cluster address (default: start a local one)")
-    ap.add_argument("-o", action="append", default=[], help="override KEY=VALUE")
-    a = ap.parse_args()
-    import ray
+def main(argv: list[str] | None = None) -> None:
+    """``python -m training.ray_launch CONFIG [--workers N] [--gpu] [--address A]``: the ``train ray`` command."""
+    import sys
 
-    ray.init(address=a.address, include_dashboard=False)
-    launch(load_config(a.config, a.o), a.workers, a.gpu)
+    from training.cli import as_program
 
+    as_program(["ray"], sys.argv[1:] if argv is None else argv, "python -m training.ray_launch")
 
 if __name__ == "__main__":
     main()

@@ -5,7 +5,7 @@
     python -m training.skills_graph brute training/configs/tiny.yaml --skills python_docs,code,license \
         --steps 60 --out runs/skills/graph-bf.json          # k^2 runs
 
-``linear`` (METHODS.md 2.2, linear approximation): from the same start, train ``steps`` on skill i
+``linear`` (docs/methods.md, Skill-It: skills graph): from the same start, train ``steps`` on skill i
 alone and set A[i, j] = eval loss of skill j before minus after (how much skill i's data helps j).
 ``brute``: for each pair, train on skills {i, j} and on {j} alone for ``steps``; A[i, j] = 1 when j's
 loss ends lower with i in the mix (i is a prerequisite of j), diagonal 1. Every run's directory is
@@ -14,7 +14,6 @@ recorded in the JSON next to A, which ``SkillGraph.load`` reads.
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -82,24 +81,25 @@ def heatmap(graph: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m training.skills_graph")
-    ap.add_argument("method", choices=["linear", "brute"])
-    ap.add_argument("config")
-    ap.add_argument("--skills", required=True)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("-o", action="append", default=[])
-    a = ap.parse_args(argv)
-    base = load_config(a.config, a.o)
-    skills = a.skills.split(",")
-    work = a.out.with_suffix("")
-    graph = (estimate_linear if a.method == "linear" else estimate_brute)(base, skills, a.steps, work)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(graph, indent=1))
-    heatmap(graph, a.out.with_suffix(".png"))
-    print(json.dumps({"A": graph["A"], "graph": str(a.out), "heatmap": str(a.out.with_suffix(".png"))}))
+def build_graph(method: str, config: str, skills: list[str], steps: int, out: Path,
+                overrides: list[str]) -> dict[str, Any]:
+    """Estimate A with ``method`` (linear or brute); write it to ``out`` and a heatmap next to it."""
+    base = load_config(config, overrides)
+    work = out.with_suffix("")
+    graph = (estimate_linear if method == "linear" else estimate_brute)(base, skills, steps, work)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(graph, indent=1))
+    heatmap(graph, out.with_suffix(".png"))
+    return {"A": graph["A"], "graph": str(out), "heatmap": str(out.with_suffix(".png"))}
 
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m training.skills_graph linear|brute CONFIG ...``: the ``train skills-graph`` command."""
+    import sys
+
+    from training.cli import as_program
+
+    as_program(["skills-graph"], sys.argv[1:] if argv is None else argv, "python -m training.skills_graph")
 
 if __name__ == "__main__":
     main()

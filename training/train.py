@@ -230,15 +230,14 @@ def load_config(path: str, overrides: list[str]) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args:
-        raise SystemExit("usage: python -m training.train CONFIG.yaml [-o key=value ...]")
-    path, overrides = args[0], [args[i + 1] for i, a in enumerate(args) if a == "-o"]
-    result = train(load_config(path, overrides))
-    if result["rank"] == 0:
-        print(json.dumps(result))
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    """``python -m training.train CONFIG [-o key=value ...]`` (also under torchrun): the ``train run`` command.
+
+    Parsed by the ``train`` CLI, so an unknown flag ends with exit code 2 naming it instead of
+    being ignored.
+    """
+    from training.cli import as_program
+
+    as_program(["run"], sys.argv[1:] if argv is None else argv, "python -m training.train")
 
 
 if __name__ == "__main__":

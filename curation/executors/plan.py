@@ -6,7 +6,6 @@ worker (``build_stages``) so heavy models never travel through the object store.
 
 from __future__ import annotations
 
-import glob as globlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -193,8 +192,3 @@ def make_plan(config: PipelineConfig) -> Plan:
     out = config.output.dir
     root = out.rstrip("/") if is_url(out) else str(Path(out.removeprefix("file://")).resolve())
     return Plan(config=config, tasks=expand_inputs(config.input.paths), segments=segments, root=root)
-
-
-def local_files(pattern: str) -> list[str]:
-    """Sorted local files matching a glob, skipping temp files."""
-    return sorted(p for p in globlib.glob(pattern) if not p.endswith(".tmp"))

@@ -8,7 +8,6 @@ deletes whatever a crashed attempt left, so the outputs are the same as a clean 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -329,7 +328,3 @@ def _node_id() -> str | None:
     if ray is None or not ray.is_initialized():
         return None
     return ray.get_runtime_context().get_node_id()
-
-
-def dumps(stats: dict[str, Any]) -> str:
-    return json.dumps(stats, sort_keys=True)

@@ -1,4 +1,4 @@
-"""ProX chunk programs: parse the refining model's function calls and execute them (METHODS.md 6.1).
+"""ProX chunk programs: parse the refining model's function calls and execute them (docs/methods.md, ProX).
 
 Lines of a chunk are shown to the model prefixed ``[000]``, ``[001]``...; it answers with calls:
 ``remove_lines(line_start=a, line_end=b)``, ``remove_lines(all=True)``,

@@ -1,13 +1,13 @@
 """Train fastText quality scorers: PreSelect labels (predictive strength) or reference-vs-random.
 
 The same ``normalise`` runs at training and at inference (``fasttext_score_v1``): every line
-break becomes a space, nothing else changes (PreSelect's training script; METHODS.md 1.5 notes
-that datatrove's filter uses a different replacement by default, which silently shifts scores).
+break becomes a space, nothing else changes (PreSelect's training script). Datatrove's filter
+uses a different replacement by default, which silently shifts scores (docs/methods.md,
+PreSelect: labels and classifier).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -153,7 +153,3 @@ def _fasttext_version() -> str:
         except PackageNotFoundError:
             continue
     return "unknown"
-
-
-def load_card(model_dir: Path) -> dict[str, Any]:
-    return json.loads((model_dir / "card.json").read_text())

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from curation.errors import CurationError
 from curation.executors.plan import expand_inputs
 from curation.io.readers import InputConfig, read_documents
+from curation.scoring.classifier import preselect_labels
 
 
 def run_documents(run_dir: str | Path, columns: list[str]) -> dict[str, list]:
@@ -35,3 +39,44 @@ def file_texts(patterns: list[str], text_field: str = "text", limit: int | None 
         idx = np.sort(np.random.default_rng(seed).choice(len(texts), size=limit, replace=False))
         texts = [texts[i] for i in idx]
     return texts
+
+
+@dataclass
+class TrainingSet:
+    """Texts a scorer is trained on, and how they were chosen (recorded in the model card)."""
+
+    positives: list[str]
+    negatives: list[str]
+    data: dict[str, Any]
+
+
+def preselect_set(run: str, positive_min: float = 1.0, max_per_class: int | None = None) -> TrainingSet:
+    """PreSelect labels from a run whose documents carry ``predictive_strength``: S >= positive_min
+    is positive, as many lowest-S documents are negative (``preselect_labels``)."""
+    docs = run_documents(run, ["id", "text", "predictive_strength"])
+    s = np.array([np.nan if v is None else v for v in docs["predictive_strength"]], dtype=np.float64)
+    pos, neg = preselect_labels(docs["id"], s, positive_min, max_per_class)
+    data = {"method": "preselect", "run": str(Path(run).resolve()), "positive_min": positive_min,
+            "scored_docs": int((~np.isnan(s)).sum())}
+    return TrainingSet([docs["text"][i] for i in pos], [docs["text"][i] for i in neg], data)
+
+
+def reference_set(positive: list[str], negative: list[str], max_per_class: int | None = None,
+                  seed: int = 0) -> TrainingSet:
+    """Reference corpus as positives, a seeded random sample of as many pool documents as negatives."""
+    positives = file_texts(positive, limit=max_per_class, seed=seed)
+    negatives = file_texts(negative, limit=max_per_class if max_per_class else len(positives), seed=seed)
+    return TrainingSet(positives, negatives, {"method": "reference_vs_random", "positive": positive,
+                                              "negative": negative})
+
+
+def training_set(run: str | None, positive: list[str], negative: list[str], positive_min: float = 1.0,
+                 max_per_class: int | None = None, seed: int = 0) -> TrainingSet:
+    """The set ``curate train-scorer`` trains on: PreSelect (``run``) or reference-vs-random."""
+    if run and (positive or negative):
+        raise CurationError("give either --run (PreSelect) or --positive/--negative, not both")
+    if run:
+        return preselect_set(run, positive_min, max_per_class)
+    if positive and negative:
+        return reference_set(positive, negative, max_per_class, seed)
+    raise CurationError("give --run RUN, or both --positive and --negative")

@@ -115,49 +115,41 @@ class Decisions:
 
 
 class Filter(Stage):
-    """Base class of keep/drop stages: the subclass implements ``filter`` (or ``decide``)."""
+    """Base class of keep/drop stages: the subclass implements ``filter`` (or ``decide``).
+
+    Per-document filters (``filter`` only) run through ``run_chain``, alone or fused with
+    their neighbours by the executor, so a document is decided the same way in both cases.
+    """
 
     def filter(self, doc: Doc) -> FilterOutcome:
         """Decide on one document: True to keep, or (False, reason[, details])."""
         raise NotImplementedError
 
     def decide(self, batch: pa.Table) -> Decisions:
-        """Decide on a whole batch; the default calls ``filter`` per document."""
-        n = len(batch)
-        keep = np.ones(n, dtype=bool)
-        reasons: list[str | None] = [None] * n
-        details: list[dict[str, Any] | None] = [None] * n
-        texts = batch.column("text").to_pylist()
-        ids = batch.column("id").to_pylist()
-        urls = batch.column("url").to_pylist()
-        domains = batch.column("domain").to_pylist()
-        changed = False
-        for i in range(n):
-            doc = Doc(id=ids[i], text=texts[i], url=urls[i], domain=domains[i])
-            outcome = self.filter(doc)
-            if doc.text is not texts[i]:
-                texts[i] = doc.text
-                changed = True
-            if outcome is True:
-                continue
-            if outcome is False:
-                keep[i], reasons[i] = False, "filtered"
-            else:
-                keep[i] = bool(outcome[0])
-                if not keep[i]:
-                    reasons[i] = outcome[1]
-                    details[i] = outcome[2] if len(outcome) > 2 else None
-        return Decisions(keep=keep, reasons=reasons, details=details, texts=texts if changed else None)
+        """Decide on a whole batch at once; override this instead of ``filter`` for batched work.
+
+        A filter that only implements ``filter`` never comes here: ``process`` (and the
+        executor's fused chains) run it through ``run_chain``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} implements neither filter nor decide")
 
     def process(self, batch: pa.Table) -> StageResult:
+        if is_per_document(self):
+            _, (step,) = run_chain([self], batch)
+            return step.result
         d = self.decide(batch)
         if d.texts is not None:
-            text = pa.array(d.texts, type=batch.schema.field("text").type)
-            batch = batch.set_column(batch.schema.get_field_index("text"), "text", text)
-            batch = batch.set_column(batch.schema.get_field_index("n_chars"), "n_chars", pc.utf8_length(text).cast(pa.int64()))
+            batch = with_texts(batch, d.texts)
         for name, values in d.columns.items():
             batch = batch.append_column(name, values)
         return split(batch, d.keep, d.reasons, d.details)
+
+
+def with_texts(batch: pa.Table, texts: list[str]) -> pa.Table:
+    """The batch with its ``text`` column replaced and ``n_chars`` recomputed to match."""
+    text = pa.array(texts, type=batch.schema.field("text").type)
+    batch = batch.set_column(batch.schema.get_field_index("text"), "text", text)
+    return batch.set_column(batch.schema.get_field_index("n_chars"), "n_chars", pc.utf8_length(text).cast(pa.int64()))
 
 
 def split(batch: pa.Table, keep: np.ndarray, reasons: Sequence[str | None],
@@ -223,12 +215,12 @@ def run_chain(filters: Sequence[Filter], batch: pa.Table) -> tuple[pa.Table, lis
             texts[i] = doc.text
             changed = True
     if changed:
-        text = pa.array(texts, type=batch.schema.field("text").type)
-        batch = batch.set_column(batch.schema.get_field_index("text"), "text", text)
-        batch = batch.set_column(batch.schema.get_field_index("n_chars"), "n_chars", pc.utf8_length(text).cast(pa.int64()))
+        batch = with_texts(batch, texts)
     steps = []
     for j in range(len(filters)):
         mine = dropped_by == j
         res = split(batch, ~mine, reasons, details)
         steps.append(ChainStep(n_in=int((dropped_by >= j).sum()), result=res))
+    if len(filters) == 1:  # a lone filter's kept rows are the chain's: no second copy of the batch
+        return steps[0].result.kept, steps
     return batch.filter(pa.array(dropped_by == len(filters))), steps

@@ -3,30 +3,15 @@ equals separate models, Skill-It's mixture moves and every update is logged, res
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO
+import benchmarks.skillit_lego as lego  # an ordinary import: benchmarks/ is a namespace package
 from training.skillit import SkillItSampler
-
-
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("skillit_lego", REPO / "benchmarks" / "skillit_lego.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["skillit_lego"] = mod  # dataclasses look their module up by name
-    spec.loader.exec_module(mod)
-    return mod
-
-
-lego = load_script()
 
 
 def resolve(text: str) -> tuple[int, int]:

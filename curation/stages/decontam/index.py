@@ -134,9 +134,6 @@ class BatchMatch:
         n_words = np.diff(self.offsets)
         return np.where(n_words > 0, self.covered_words / np.maximum(n_words, 1), 0.0)
 
-    def doc_covered(self, d: int) -> np.ndarray:
-        return self.covered[self.offsets[d] : self.offsets[d + 1]]
-
     def source(self, d: int) -> tuple[tuple[str, str], int]:
         """``((eval file, item id), number of distinct items)`` of document d: the item with the
         most matched n-grams (ties: the one matched first in the document)."""

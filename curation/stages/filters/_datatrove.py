@@ -1,25 +1,62 @@
 """Adapter that runs one of datatrove's document filters as a batch stage.
 
-We reuse datatrove's rule implementations unchanged (DESIGN: reuse, don't rewrite); this class
-only converts rows to ``datatrove.data.Document`` and carries back text rewrites (C4 removes
-lines) and the reason string datatrove returns.
+We reuse datatrove's rule implementations rather than rewrite them (their decisions are the
+reference the parity tests hold us to); this class only converts rows to
+``datatrove.data.Document`` and carries back text rewrites (C4 removes lines) and the reason
+string datatrove returns.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import importlib
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from curation.stages.base import Doc, Filter, FilterOutcome
 
+IMPLEMENTATIONS = ("datatrove", "fast")
+
+
+@dataclass(kw_only=True)
+class DatatroveOptions:
+    """Options every datatrove-backed heuristic filter takes, besides its thresholds."""
+
+    language: str = "en"
+    word_tokenizer: str = "fast"  # "fast" (regex, see word_tokenizer.py) or "spacy" (datatrove default)
+
+
+@dataclass(kw_only=True)
+class DatatroveImplOptions(DatatroveOptions):
+    """Options of a filter that also has its own faster implementation with the same decisions."""
+
+    implementation: str = "fast"  # "fast" (ours, same decisions as datatrove's) or "datatrove"
+
+    def __post_init__(self) -> None:
+        if self.implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"implementation: {self.implementation!r} is not one of {sorted(IMPLEMENTATIONS)}")
+
 
 class DatatroveFilter(Filter):
-    """Base of the datatrove-backed filters; subclasses implement ``make_filter``."""
+    """Base of the datatrove-backed filters.
+
+    A subclass names datatrove's filter class (``datatrove_filter``) and, when it has a faster
+    equivalent, the module whose ``make_fast_filter(**kwargs)`` builds it (``fast_filter``);
+    both are imported only in ``setup`` so that building the stage on the driver stays cheap.
+    Subclasses with other constructor arguments override ``make_filter``.
+    """
 
     requires = ("datatrove", "spacy")
+    #: Class name in ``datatrove.pipeline.filters``.
+    datatrove_filter: ClassVar[str] = ""
+    #: Module with ``make_fast_filter`` for ``implementation: fast``; None: datatrove's class serves both.
+    fast_filter: ClassVar[str | None] = None
 
     def make_filter(self) -> Any:
-        raise NotImplementedError
+        kwargs = self._kwargs()
+        if kwargs.pop("implementation", "datatrove") == "fast" and self.fast_filter:
+            return importlib.import_module(self.fast_filter).make_fast_filter(**kwargs)
+        return getattr(importlib.import_module("datatrove.pipeline.filters"), self.datatrove_filter)(**kwargs)
 
     def setup(self) -> None:
         self._impl = self.make_filter()

@@ -1,20 +1,19 @@
 """C4 rules (Raffel et al. 2020) via datatrove's ``C4QualityFilter``; it also removes bad lines.
 
 Defaults follow FineWeb's use (``filter_no_terminal_punct=False``) and datatrove's thresholds
-(5 sentences, 3 words per line), which differ from TFDS (METHODS.md 8.3, discrepancy 5).
+(5 sentences, 3 words per line), which differ from TFDS (docs/methods.md, C4 rules).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from curation.registry import register_stage
-from curation.stages.filters._datatrove import DatatroveFilter
+from curation.stages.filters._datatrove import DatatroveFilter, DatatroveImplOptions
 
 
 @dataclass(kw_only=True)
-class C4QualityConfig:
+class C4QualityConfig(DatatroveImplOptions):
     """Line- and page-level C4 rules; each boolean switches one rule."""
 
     split_paragraph: bool = True
@@ -27,13 +26,6 @@ class C4QualityConfig:
     filter_javascript: bool = True
     filter_curly_bracket: bool = True
     filter_policy: bool = True
-    language: str = "en"
-    word_tokenizer: str = "fast"  # "fast" (regex, see word_tokenizer.py) or "spacy" (datatrove default)
-    implementation: str = "fast"  # "fast" (stops counting sentences once enough, same results) or "datatrove"
-
-    def __post_init__(self) -> None:
-        if self.implementation not in ("fast", "datatrove"):
-            raise ValueError(f"implementation: {self.implementation!r} is not one of ['datatrove', 'fast']")
 
 
 @register_stage("c4_quality_v1")
@@ -41,13 +33,5 @@ class C4Quality(DatatroveFilter):
     """Drops pages failing C4's rules and rewrites kept pages without their bad lines."""
 
     Config = C4QualityConfig
-
-    def make_filter(self) -> Any:
-        from datatrove.pipeline.filters import C4QualityFilter
-
-        kwargs = self._kwargs()
-        if kwargs.pop("implementation") == "fast":
-            from curation.stages.filters._c4 import make_fast_filter
-
-            return make_fast_filter(**kwargs)
-        return C4QualityFilter(**kwargs)
+    datatrove_filter = "C4QualityFilter"
+    fast_filter = "curation.stages.filters._c4"  # stops counting sentences once enough, same results

@@ -1,19 +1,18 @@
-"""FineWeb's extra rules via datatrove's ``FineWebQualityFilter`` (METHODS.md 8.4).
+"""FineWeb's extra rules via datatrove's ``FineWebQualityFilter`` (docs/methods.md, FineWeb rules).
 
-``char_duplicates_ratio`` defaults to datatrove's 0.01, not the blog's 0.1 (discrepancy 6).
+``char_duplicates_ratio`` defaults to datatrove's 0.01, not the FineWeb write-up's 0.1 (a deviation noted there).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from curation.registry import register_stage
-from curation.stages.filters._datatrove import DatatroveFilter
+from curation.stages.filters._datatrove import DatatroveFilter, DatatroveOptions
 
 
 @dataclass(kw_only=True)
-class FineWebQualityConfig:
+class FineWebQualityConfig(DatatroveOptions):
     """Line punctuation, short-line, duplicated-character and newline-ratio thresholds."""
 
     line_punct_thr: float = 0.12
@@ -22,8 +21,6 @@ class FineWebQualityConfig:
     short_line_length: int = 30
     char_duplicates_ratio: float = 0.01
     new_line_ratio: float = 0.3
-    language: str = "en"
-    word_tokenizer: str = "fast"  # "fast" (regex, see word_tokenizer.py) or "spacy" (datatrove default)
 
 
 @register_stage("fineweb_quality_v1")
@@ -31,8 +28,4 @@ class FineWebQuality(DatatroveFilter):
     """Drops list-like pages and pages with few punctuated or many duplicated lines."""
 
     Config = FineWebQualityConfig
-
-    def make_filter(self) -> Any:
-        from datatrove.pipeline.filters import FineWebQualityFilter
-
-        return FineWebQualityFilter(**self._kwargs())
+    datatrove_filter = "FineWebQualityFilter"

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from curation.registry import register_stage
-from curation.stages.filters._datatrove import DatatroveFilter
+from curation.stages.filters._datatrove import DatatroveFilter, DatatroveImplOptions
 
 
 @dataclass(kw_only=True)
-class GopherQualityConfig:
-    """Thresholds as in METHODS.md 8.1 (datatrove defaults). ``None`` disables a rule."""
+class GopherQualityConfig(DatatroveImplOptions):
+    """Thresholds as in docs/methods.md, Gopher quality rules (datatrove defaults). ``None`` disables a rule."""
 
     min_doc_words: int | None = 50
     max_doc_words: int | None = 100_000
@@ -23,13 +22,6 @@ class GopherQualityConfig:
     max_non_alpha_words_ratio: float | None = 0.8
     min_stop_words: int | None = 2
     stop_words: list[str] | None = None
-    language: str = "en"
-    word_tokenizer: str = "fast"  # "fast" (regex, see word_tokenizer.py) or "spacy" (datatrove default)
-    implementation: str = "fast"  # "fast" (memoised per-word checks, same decisions) or "datatrove"
-
-    def __post_init__(self) -> None:
-        if self.implementation not in ("fast", "datatrove"):
-            raise ValueError(f"implementation: {self.implementation!r} is not one of ['datatrove', 'fast']")
 
 
 @register_stage("gopher_quality_v1")
@@ -37,13 +29,5 @@ class GopherQuality(DatatroveFilter):
     """Drops documents failing Gopher's word-count, word-length, symbol and stop-word rules."""
 
     Config = GopherQualityConfig
-
-    def make_filter(self) -> Any:
-        from datatrove.pipeline.filters import GopherQualityFilter
-
-        kwargs = self._kwargs()
-        if kwargs.pop("implementation") == "fast":
-            from curation.stages.filters._gopher_quality import make_fast_filter
-
-            return make_fast_filter(**kwargs)
-        return GopherQualityFilter(**kwargs)
+    datatrove_filter = "GopherQualityFilter"
+    fast_filter = "curation.stages.filters._gopher_quality"  # memoised per-word checks, same decisions

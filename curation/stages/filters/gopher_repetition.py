@@ -13,7 +13,7 @@ from typing import Any
 
 from curation.registry import register_stage
 from curation.stages.base import Doc, FilterOutcome
-from curation.stages.filters._datatrove import DatatroveFilter
+from curation.stages.filters._datatrove import DatatroveFilter, DatatroveImplOptions
 from curation.stages.filters._repetition import NgramStats
 
 _PARAGRAPH = re.compile(r"\n{2,}")
@@ -21,8 +21,11 @@ _LINES = re.compile("\n+")
 
 
 @dataclass(kw_only=True)
-class GopherRepetitionConfig:
-    """Maximum duplicated fractions (METHODS.md 8.2). n-gram lists are ``[[n, max_fraction], ...]``."""
+class GopherRepetitionConfig(DatatroveImplOptions):
+    """Maximum duplicated fractions (docs/methods.md, Gopher repetition rules).
+
+    n-gram lists are ``[[n, max_fraction], ...]``.
+    """
 
     dup_line_frac: float | None = 0.3
     dup_para_frac: float | None = 0.3
@@ -32,17 +35,13 @@ class GopherRepetitionConfig:
     dup_n_grams: list[list[float]] = field(
         default_factory=lambda: [[5, 0.15], [6, 0.14], [7, 0.13], [8, 0.12], [9, 0.11], [10, 0.1]]
     )
-    language: str = "en"
-    word_tokenizer: str = "fast"  # "fast" (regex, see word_tokenizer.py) or "spacy" (datatrove default)
-    implementation: str = "fast"  # "fast" (hashed n-grams) or "datatrove"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("top_n_grams", "dup_n_grams"):
             for pair in getattr(self, name):
                 if len(pair) != 2 or int(pair[0]) != pair[0] or pair[0] < 1:
                     raise ValueError(f"{name}: each entry must be [n, max_fraction], got {pair}")
-        if self.implementation not in ("fast", "datatrove"):
-            raise ValueError(f"implementation: {self.implementation!r} is not one of ['datatrove', 'fast']")
 
 
 def _duplicates(parts: list[str]) -> tuple[int, int]:
@@ -62,18 +61,14 @@ class GopherRepetition(DatatroveFilter):
     """Drops documents with too many repeated lines, paragraphs or n-grams."""
 
     Config = GopherRepetitionConfig
+    # implementation: fast runs ``filter`` below; datatrove's filter still holds the language and n-gram lists
+    datatrove_filter = "GopherRepetitionFilter"
 
     def _kwargs(self) -> dict[str, Any]:
         kw = super()._kwargs()
-        kw.pop("implementation")
         kw["top_n_grams"] = tuple((int(n), float(f)) for n, f in kw["top_n_grams"])
         kw["dup_n_grams"] = tuple((int(n), float(f)) for n, f in kw["dup_n_grams"])
         return kw
-
-    def make_filter(self) -> Any:
-        from datatrove.pipeline.filters import GopherRepetitionFilter
-
-        return GopherRepetitionFilter(**self._kwargs())
 
     def filter(self, doc: Doc) -> FilterOutcome:
         if self.config.implementation == "datatrove":

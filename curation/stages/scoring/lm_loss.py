@@ -1,9 +1,10 @@
 """Per-document language-model loss (total NLL and bits per character) for a list of causal LMs.
 
-PreSelect (METHODS.md 1.2) scores each document with several reference models. Here every token
-of a document is scored exactly once with HF-style strided windows: a window of ``block_size``
-tokens advances by ``stride``, and only tokens no earlier window scored are counted, so each has
-at least ``block_size - stride`` tokens of left context (or all of the document before it).
+PreSelect (docs/methods.md, PreSelect: per-document loss) scores each document with several
+reference models. Here every token of a document is scored exactly once with HF-style strided
+windows: a window of ``block_size`` tokens advances by ``stride``, and only tokens no earlier
+window scored are counted, so each has at least ``block_size - stride`` tokens of left context
+(or all of the document before it).
 Unlike the paper's script, windows never cross into the previous document: a document's loss
 does not depend on which documents precede it in a shard, so it is reproducible per document.
 The tokenizer's BOS token (when it has one) is prepended so the first real token is scored too;

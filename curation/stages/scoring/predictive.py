@@ -1,4 +1,6 @@
-"""PreSelect's predictive strength S(d) (METHODS.md 1.3), from per-model losses already in columns.
+"""PreSelect's predictive strength S(d), from per-model losses already in columns.
+
+See docs/methods.md, PreSelect: predictive strength.
 
 For models sorted by downstream score, S(d) is the share of model pairs whose loss order on d
 matches their score order (better model, lower loss). Tie rules, as in the released code: a pair

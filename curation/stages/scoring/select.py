@@ -1,10 +1,10 @@
 """Select documents by a score column: a fixed threshold, or the top fraction of characters.
 
-PreSelect keeps the top 10% of the pool *by characters* (METHODS.md 1.6): sort by score, walk
-down until the cumulative characters reach ``top_fraction`` of the total, and use the score
-there as the threshold. The threshold is estimated on a deterministic sample of the documents
-(``sample_fraction``; 1.0 = all), gathered in the driver: ``sample_fraction`` x 12 bytes per
-document. Documents with score >= threshold stay; the others are dropped with reason
+PreSelect keeps the top 10% of the pool *by characters* (docs/methods.md, PreSelect: selection
+threshold): sort by score, walk down until the cumulative characters reach ``top_fraction`` of
+the total, and use the score there as the threshold. The threshold is estimated on a
+deterministic sample of the documents (``sample_fraction``; 1.0 = all), gathered in the
+driver: ``sample_fraction`` x 12 bytes per document. Documents with score >= threshold stay; the others are dropped with reason
 ``below_threshold`` and ``{"score", "threshold"}`` in the decision details. A null score is
 dropped with reason ``no_score``.
 """

@@ -45,7 +45,7 @@ def test_vllm_engine_rephrases_a_dataset(tmp_path) -> None:  # noqa: ANN001
     import ray
 
     from curation.rephrase.ray_llm import rephrase_dataset
-    from tests.tiny_models import make_lm, train_tokenizer
+    from curation.testing.tiny import make_lm, train_tokenizer
 
     tok = train_tokenizer(PROSE * 3)
     tok.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"

@@ -57,7 +57,7 @@ def test_empty_document_signature_and_bands() -> None:
 
 
 def test_s_curve_matches_the_formula_and_datatrove_numbers() -> None:
-    # METHODS.md 9.1: datatrove's 14 x 8 gives P(J=0.8) = 0.924, P(0.7) = 0.57, P(0.5) = 0.05.
+    # docs/methods.md, MinHash LSH: datatrove's 14 x 8 gives P(J=0.8) = 0.924, P(0.7) = 0.57, P(0.5) = 0.05.
     assert candidate_probability(0.8, 14, 8) == pytest.approx(0.924, abs=1e-3)
     assert candidate_probability(0.7, 14, 8) == pytest.approx(0.57, abs=0.01)
     assert candidate_probability(0.5, 14, 8) == pytest.approx(0.05, abs=0.01)
@@ -66,5 +66,5 @@ def test_s_curve_matches_the_formula_and_datatrove_numbers() -> None:
 @pytest.mark.parametrize(("threshold", "num_perm", "expected"), [(0.7, 256, (25, 10)), (0.8, 256, (17, 15)),
                                                                   (0.7, 128, (14, 9)), (0.8, 128, (9, 13))])
 def test_optimal_bands_agree_with_datasketch(threshold: float, num_perm: int, expected: tuple[int, int]) -> None:
-    # Values computed with datasketch's _optimal_param (METHODS.md 9.1), same weights 0.5/0.5.
+    # Values computed with datasketch's _optimal_param (docs/methods.md, MinHash LSH), same weights 0.5/0.5.
     assert optimal_bands(threshold, num_perm) == expected

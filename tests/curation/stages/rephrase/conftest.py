@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import PROSE, REPO
-from tests.tiny_models import make_lm, train_tokenizer
+from curation.testing.tiny import make_lm, train_tokenizer
 
 API_KEY = "test-secret-key"
 
@@ -34,7 +34,7 @@ def openai_server(chat_model: Path) -> Iterator[str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "tests.curation.rephrase.openai_server", "--model", str(chat_model),
+    proc = subprocess.Popen([sys.executable, "-m", "curation.testing.openai_server", "--model", str(chat_model),
                              "--port", str(port), "--api-key", API_KEY], cwd=REPO, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PROSE
-from tests.tiny_models import make_lm, train_tokenizer
+from curation.testing.tiny import make_lm, train_tokenizer
 
 
 @pytest.fixture(scope="session")

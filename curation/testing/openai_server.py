@@ -1,6 +1,6 @@
 """A real OpenAI-compatible chat-completions server for tests, serving a local transformers model.
 
-    python -m tests.curation.rephrase.openai_server --model DIR --port 8123 [--api-key KEY]
+    python -m curation.testing.openai_server --model DIR --port 8123 [--api-key KEY]
 
 The ``model`` field of a request picks the behaviour, so one server covers every case:
   tiny      generate with the local model (greedy when temperature is 0)

@@ -1,0 +1,1 @@
+"""Small builders shared by the tests and the benchmarks (no pytest here: benchmarks import it too)."""

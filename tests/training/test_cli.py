@@ -1,0 +1,68 @@
+"""``train`` is a typer app like ``curate``; every module entry point parses through it and so
+refuses unknown flags (exit 2 naming them) instead of ignoring them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tests.conftest import REPO
+from training.cli import app
+
+
+def _cfg(tmp: Path, run: Path) -> Path:
+    cfg = yaml.safe_load((REPO / "training" / "configs" / "tiny.yaml").read_text())
+    cfg["data"].update(runs=[str(run)], seq_len=32, batch_size=2)
+    cfg.update(out_dir=str(tmp / "out"), steps=2, eval_every=2, checkpoint_every=2)
+    path = tmp / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_python_m_training_train_refuses_unknown_flag_and_keeps_overrides(sample_run: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, sample_run)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    bad = subprocess.run([sys.executable, "-m", "training.train", str(cfg), "--bogus"], capture_output=True,
+                         text=True, cwd=REPO, env=env, timeout=300)
+    assert bad.returncode == 2 and "--bogus" in bad.stderr, bad.stdout[-2000:] + bad.stderr[-2000:]
+    assert not (tmp_path / "out").exists()  # refused before any training
+    ok = subprocess.run([sys.executable, "-m", "training.train", str(cfg), "-o", f"out_dir={tmp_path / 'o2'}",
+                         "--set", "steps=1"], capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
+    assert json.loads(ok.stdout.strip().splitlines()[-1])["rank"] == 0
+    assert (tmp_path / "o2" / "log.jsonl").exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("module, argv", [
+    ("training.train", ["cfg.yaml", "--bogus"]),
+    ("training.cmr", ["fit", "run", "--general", "g", "--domain", "d", "--out", "f.json", "--bogus"]),
+    ("training.skills_graph", ["linear", "cfg.yaml", "--skills", "a", "--out", "g.json", "--bogus"]),
+    ("training.ray_launch", ["cfg.yaml", "--bogus"]),
+])
+def test_module_entry_points_refuse_unknown_flags(module: str, argv: list[str],
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    main = __import__(module, fromlist=["main"]).main
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "No such option: --bogus" in capsys.readouterr().err
+
+
+def test_train_app_lists_commands_and_reports_config_errors_in_one_line(tmp_path: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0 and all(c in res.output for c in ("run", "ray", "cmr", "skills-graph"))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text((REPO / "training" / "configs" / "tiny.yaml").read_text())
+    res = runner.invoke(app, ["run", str(cfg), "-o", "bogus_key=1"])
+    assert res.exit_code == 2 and "unknown key(s) 'bogus_key'" in res.output
+    assert "Traceback" not in res.output
+    res = runner.invoke(app, ["skills-graph", "cubic", str(cfg), "--skills", "a", "--out", str(tmp_path / "g")])
+    assert res.exit_code == 2 and "'cubic' is not one of" in res.output
