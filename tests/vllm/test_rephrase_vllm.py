@@ -20,7 +20,7 @@ from curation.rephrase.chunking import chunk_text, hf_counter
 from curation.rephrase.templates import BUILTIN
 from curation.stages.rephrase.stage import Rephrase, RephraseConfig
 from tests.conftest import PROSE, pipeline_dict, write_jsonl
-from tests.curation.executors.runs import run_pipeline
+from tests.curation.executors.runs import content, run_pipeline
 from tests.vllm.conftest import ENGINE
 
 # Everything but truncation is lenient: a random tiny model writes gibberish, and the decisions to
@@ -159,3 +159,19 @@ def test_pipeline_run_with_the_vllm_backend(llama: Path, tmp_path: Path) -> None
     res = run_pipeline(pipeline_dict([str(tmp_path / "in" / "*.jsonl")], tmp_path / "run", stages=stages))
     st = {s["name"]: s for s in res.manifest["stages"]}["rephrase_v1"]
     assert (st["in"], st["out"]) == (3, 3) and st["dropped"] == {"rephrase_truncated": 3}
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ray_executor_runs_the_vllm_backend_in_its_workers(llama: Path, tmp_path: Path) -> None:
+    # The GPU path's shape on CPU: the stage's Ray tasks build the engine in their worker process.
+    write_jsonl(tmp_path / "in" / "a.jsonl", [{"id": f"p{i}", "text": t} for i, t in enumerate(PROSE)])
+    stages = [{"stage": "rephrase_v1", "templates": ["wrap_medium"], "resources": {"concurrency": 1},
+               "sampling": {"temperature": 0.0, "max_tokens": 8},
+               "backend": {"kind": "vllm", "model": str(llama), "device": "cpu", "extra": dict(ENGINE)}}]
+    data = pipeline_dict([str(tmp_path / "in" / "*.jsonl")], tmp_path / "ray", stages=stages, kind="ray")
+    res = run_pipeline(data)
+    local = run_pipeline(pipeline_dict([str(tmp_path / "in" / "*.jsonl")], tmp_path / "local", stages=stages))
+    st = {s["name"]: s for s in res.manifest["stages"]}["rephrase_v1"]
+    assert st == {s["name"]: s for s in local.manifest["stages"]}["rephrase_v1"] and st["in"] == 3
+    assert content(tmp_path / "ray") == content(tmp_path / "local")
