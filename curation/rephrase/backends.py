@@ -273,8 +273,8 @@ class TransformersBackend:
 class VLLMBackend:
     """vLLM's offline engine (``vllm.LLM``), one per worker process and model, kept across batches.
 
-    On a Ray cluster the executor's actor pool for the stage gives each actor its own engine, so
-    a stage with ``num_gpus: 1`` runs one engine per GPU. Prompts are rendered and tokenized here
+    With the Ray executor each worker process of the stage's pool builds it once, so a stage with
+    ``resources: {num_gpus: 1}`` runs one engine per GPU. Prompts are rendered and tokenized here
     exactly as the transformers backend does (the model's chat template, else a plain transcript;
     no extra special tokens) and handed over as token ids, so both backends see the same input.
     ``cfg.extra`` goes to ``vllm.LLM`` (``max_model_len``, ``enforce_eager``, ``dtype``...); on a

@@ -83,7 +83,8 @@ def test_engine_agrees_with_transformers_token_by_token(llama: Path) -> None:
     compared = total = 0
     for i, r in zip(ids, ours):
         with torch.inference_mode():
-            g = model.generate(torch.tensor([i]), max_new_tokens=32, min_new_tokens=32, do_sample=False, pad_token_id=tok.pad_token_id,
+            g = model.generate(torch.tensor([i]), max_new_tokens=32, min_new_tokens=32, do_sample=False,
+                               pad_token_id=tok.pad_token_id,
                                output_scores=True, return_dict_in_generate=True)
         hf = g.sequences[0, len(i):].tolist()
         top2 = torch.stack(g.scores)[:, 0].topk(2).values
@@ -103,7 +104,8 @@ def test_stage_decisions_and_provenance_equal_the_transformers_backend(llama: Pa
     got = v.process(batch(TEXTS))
     want = stage(hf_cfg(llama), chunk_tokens=60).process(batch(TEXTS))
     assert [r["id"] for r in rows(got)] == [r["id"] for r in rows(want)]
-    assert got.reasons == want.reasons and [no_seconds(d) for d in got.details] == [no_seconds(d) for d in want.details]
+    assert got.reasons == want.reasons
+    assert [no_seconds(d) for d in got.details] == [no_seconds(d) for d in want.details]
     # Both outcomes occur: rewrites that end by themselves (kept) and rewrites cut at max_tokens (dropped).
     assert "rephrase_truncated" in got.reasons and sum(1 for r in rows(got) if r["rephrase_of"] and r["text"]) >= 1
     for a, b in zip(rows(got), rows(want)):
