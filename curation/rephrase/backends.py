@@ -1,4 +1,5 @@
-"""Generation backends behind one interface: local transformers, any OpenAI-compatible HTTP server.
+"""Generation backends behind one interface: local transformers, vLLM's offline engine, any
+OpenAI-compatible HTTP server.
 
 ``generate(conversations, params)`` returns one ``Generation`` (or the exception that ended its
 retries) per conversation, in order. The HTTP backend keeps ``concurrency`` requests in flight,
@@ -18,6 +19,7 @@ Models are loaded once per worker process.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -33,6 +35,7 @@ from curation.errors import ConfigError, FatalError
 _TRANSIENT = {408, 409, 429, 500, 502, 503, 504}
 _AUTH = {401, 403}
 _MODELS: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+_ENGINES: dict[str, tuple[Any, Any, int]] = {}  # vLLM engines of this process, by model and engine kwargs
 
 
 @dataclass(kw_only=True)
@@ -268,31 +271,101 @@ class TransformersBackend:
 
 
 class VLLMBackend:
-    """vLLM's offline engine, loaded once per worker process (GPU clusters). Ray Data's LLM
-    processor (``ray.data.llm``) drives the same engine for whole datasets; see ``rephrase_dataset``."""
+    """vLLM's offline engine (``vllm.LLM``), one per worker process and model, kept across batches.
+
+    With the Ray executor each worker process of the stage's pool builds it once, so a stage with
+    ``resources: {num_gpus: 1}`` runs one engine per GPU. Prompts are rendered and tokenized here
+    exactly as the transformers backend does (the model's chat template, else a plain transcript;
+    no extra special tokens) and handed over as token ids, so both backends see the same input.
+    ``cfg.extra`` goes to ``vllm.LLM`` (``max_model_len``, ``enforce_eager``, ``dtype``...); on a
+    CPU build of vLLM ``dtype`` defaults to float32, as the transformers backend uses on CPU.
+
+    A prompt that does not fit ``max_model_len`` comes back as ``BackendError`` for that
+    conversation alone (the stage drops it as ``backend_error`` and counts it against
+    ``max_backend_error_fraction``); any other engine failure raises and fails the task.
+    ``finish_reason`` is the engine's: "length" when generation stopped at ``max_tokens`` (or at
+    the context limit), which the stage rejects as ``truncated``.
+    """
 
     def __init__(self, cfg: BackendConfig) -> None:
         self.cfg = cfg
         self.model = cfg.model
-        self.endpoint = None
+        self.endpoint = None  # local: the model path alone names what generates
         self._llm: Any = None
+        self._tok: Any = None
+        self._max_len = 0
 
-    def generate(self, conversations: list[list[dict[str, str]]], params: SamplingParams,
-                 should_stop: StopFn | None = None) -> list[Generation | Exception]:
+    def _engine_kwargs(self) -> dict[str, Any]:
+        from vllm.platforms import current_platform
+
+        kwargs = dict(self.cfg.extra)
+        if "dtype" not in kwargs and (self.cfg.device == "cpu" or current_platform.is_cpu()):
+            kwargs["dtype"] = "float32"
+        return kwargs
+
+    def _load(self) -> None:
         try:
             import vllm
         except ImportError as exc:
-            raise ConfigError("the vllm backend needs vllm installed on the workers (pip install vllm)") from exc
+            raise ConfigError(f"backend.kind: vllm needs vllm installed on {node_description()} "
+                              f"(pip install vllm; on CPU-only machines: bash scripts/setup_vllm_cpu.sh)") from exc
+        kwargs = self._engine_kwargs()
+        key = json.dumps([self.cfg.model, kwargs], sort_keys=True, default=str)
+        if key not in _ENGINES:
+            from transformers import AutoTokenizer
+
+            llm = vllm.LLM(model=self.cfg.model, **kwargs)
+            tok = AutoTokenizer.from_pretrained(kwargs.get("tokenizer") or self.cfg.model)
+            _ENGINES[key] = (llm, tok, int(llm.llm_engine.model_config.max_model_len))
+        self._llm, self._tok, self._max_len = _ENGINES[key]
+
+    def _too_long(self, n_tokens: int) -> BackendError:
+        return BackendError(f"prompt of {n_tokens} tokens does not fit max_model_len={self._max_len} of "
+                            f"{self.cfg.model}: lower chunk_tokens or raise backend.extra.max_model_len")
+
+    def generate(self, conversations: list[list[dict[str, str]]], params: SamplingParams,
+                 should_stop: StopFn | None = None) -> list[Generation | Exception]:
+        """One result per conversation, in order (see the class docstring for what fails how)."""
         if self._llm is None:
-            self._llm = vllm.LLM(model=self.cfg.model, **self.cfg.extra)
+            self._load()
+        import vllm
+        from vllm.inputs import TokensPrompt
+
+        ids = [self._tok(render_chat(self._tok, m), add_special_tokens=False)["input_ids"] for m in conversations]
+        out: list[Generation | Exception | None] = [None] * len(conversations)
+        send: list[int] = []
+        stopped = False
+        for i, p in enumerate(ids):
+            if stopped:
+                out[i] = BackendSkipped("not sent: the batch stopped after too many backend errors")
+            elif len(p) >= self._max_len:  # vLLM would reject the whole call for this one prompt
+                out[i] = self._too_long(len(p))
+                stopped = should_stop is not None and should_stop(i)
+            else:
+                send.append(i)
+        if stopped:
+            for i in send:
+                out[i] = BackendSkipped("not sent: the batch stopped after too many backend errors")
+            send = []
         sp = vllm.SamplingParams(temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_tokens,
                                  seed=params.seed)
         t0 = time.perf_counter()
-        results = self._llm.chat(conversations, sp)
-        secs = (time.perf_counter() - t0) / max(1, len(conversations))
-        return [Generation(text=r.outputs[0].text, tokens_in=len(r.prompt_token_ids or []),
-                           tokens_out=len(r.outputs[0].token_ids), finish_reason=r.outputs[0].finish_reason, seconds=secs)
-                for r in results]
+        results = self._llm.generate([TokensPrompt(prompt_token_ids=ids[i]) for i in send], sp, use_tqdm=False) \
+            if send else []
+        secs = (time.perf_counter() - t0) / max(1, len(send))
+        for i, r in zip(send, results):
+            o = r.outputs[0]
+            n_out = len(o.token_ids)
+            finish = o.finish_reason
+            if finish not in ("stop", "length"):
+                if finish in ("abort", "error"):
+                    out[i] = BackendError(f"vLLM ended the request with finish_reason={finish!r}")
+                    continue
+                # Unknown or missing reason: judge by the count, so truncation is never taken for an ending.
+                finish = "length" if n_out >= params.max_tokens else "stop"
+            out[i] = Generation(text=o.text, tokens_in=len(r.prompt_token_ids or ids[i]), tokens_out=n_out,
+                                finish_reason=finish, seconds=secs)
+        return out  # type: ignore[return-value]
 
 
 def make_backend(cfg: BackendConfig) -> Any:

@@ -53,8 +53,8 @@ _PROVENANCE = {
 @dataclass(kw_only=True)
 class RephraseConfig:
     """``templates``: names (built-in or from ``templates_file``). ``tokenizer``: hub id or path
-    for chunking (default: the backend's model when it is local transformers, else whitespace
-    words). ``cache_dir``: generation cache (None: no cache). ``max_backend_error_fraction``: a
+    for chunking (default: the backend's model when it is local, transformers or vllm, else
+    whitespace words). ``cache_dir``: generation cache (None: no cache). ``max_backend_error_fraction``: a
     batch fails (and with it the task and the run) when more than this share of the rewrites it
     tried failed at the backend; 0 fails on the first such error, 1 only drops them."""
 
@@ -114,7 +114,7 @@ class Rephrase(Stage):
         c = self.config
         self._backend = make_backend(c.backend)
         self._cache = GenerationCache(c.cache_dir) if c.cache_dir else None
-        tok_path = c.tokenizer or (c.backend.model if c.backend.kind == "transformers" else None)
+        tok_path = c.tokenizer or (c.backend.model if c.backend.kind in ("transformers", "vllm") else None)
         if tok_path:
             from transformers import AutoTokenizer
 
