@@ -192,7 +192,7 @@ def pii_counts(con: duckdb.DuckDBPyConnection, columns: list[str]) -> list[tuple
     """Per PII type column of the kept documents: documents checked (non-null), documents with at
     least one, and spans found in all."""
     parts = [f"SELECT {_sql_str(c.removeprefix('pii_'))} AS type, count({_ident(c)}) AS checked, "
-             f"count_if({_ident(c)} > 0) AS docs, coalesce(sum({_ident(c)}), 0) AS found FROM docs" for c in columns]
+             f"coalesce(count_if({_ident(c)} > 0), 0) AS docs, coalesce(sum({_ident(c)}), 0) AS found FROM docs" for c in columns]
     rows = con.execute(" UNION ALL ".join(parts)).fetchall() if parts else []
     return sorted(((t, int(c), int(d), int(f)) for t, c, d, f in rows), key=lambda r: PII_COLUMNS.index(f"pii_{r[0]}"))
 
