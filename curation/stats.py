@@ -185,14 +185,16 @@ def near_dup_sources(con: duckdb.DuckDBPyConnection, stage: str = "near_dedup_v1
         SELECT src AS source, count(*) AS docs_in, sum(removed) AS removed,
                round(sum(removed) / count(*), 4) AS share, round(min(j), 4) AS min_jaccard
         FROM pool GROUP BY src HAVING sum(removed) > 0 ORDER BY share DESC, removed DESC, source"""
-    return [(src, int(n), int(r), float(sh), mj) for src, n, r, sh, mj in con.execute(sql, {"stage": stage}).fetchall()]
+    rows = con.execute(sql, {"stage": stage}).fetchall()
+    return [(src, int(n), int(r), float(sh), mj) for src, n, r, sh, mj in rows]
 
 
 def pii_counts(con: duckdb.DuckDBPyConnection, columns: list[str]) -> list[tuple[Any, ...]]:
     """Per PII type column of the kept documents: documents checked (non-null), documents with at
     least one, and spans found in all."""
     parts = [f"SELECT {_sql_str(c.removeprefix('pii_'))} AS type, count({_ident(c)}) AS checked, "
-             f"coalesce(count_if({_ident(c)} > 0), 0) AS docs, coalesce(sum({_ident(c)}), 0) AS found FROM docs" for c in columns]
+             f"coalesce(count_if({_ident(c)} > 0), 0) AS docs, coalesce(sum({_ident(c)}), 0) AS found FROM docs"
+             for c in columns]
     rows = con.execute(" UNION ALL ".join(parts)).fetchall() if parts else []
     return sorted(((t, int(c), int(d), int(f)) for t, c, d, f in rows), key=lambda r: PII_COLUMNS.index(f"pii_{r[0]}"))
 

@@ -218,7 +218,8 @@ class NearDedup(GlobalStage):
         sigs = pa.FixedSizeListArray.from_arrays(pa.array(wide.reshape(-1), pa.uint32()), self._sig_width())
         batch = batch.append_column("_nd_sig", sigs)
         if c.verify:
-            shingles = pa.ListArray.from_arrays(pa.array(set_offsets.astype(np.int32)), pa.array(set_values, pa.uint32()))
+            shingles = pa.ListArray.from_arrays(pa.array(set_offsets.astype(np.int32)),
+                                                pa.array(set_values, pa.uint32()))
             batch = batch.append_column("_nd_sh", shingles)
         return batch
 
@@ -342,7 +343,8 @@ class NearDedup(GlobalStage):
         return pa.table({"node": pa.array(np.concatenate([a, b]), pa.int64()),
                          "label": pa.array(np.concatenate([b, b]), pa.int64()),
                          "id": pa.nulls(n, pa.string()), "len": pa.array(np.full(n, -1, np.int64)),
-                         "src": pa.nulls(n, pa.string()), "sig": pa.nulls(n, pa.list_(pa.uint32(), self._sig_width()))},
+                         "src": pa.nulls(n, pa.string()),
+                         "sig": pa.nulls(n, pa.list_(pa.uint32(), self._sig_width()))},
                         schema=self._info_schema())
 
     def _choose_keepers(self, t: pa.Table) -> pa.Table:

@@ -71,7 +71,8 @@ def check_warned(manifest: dict[str, Any]) -> dict[str, Any]:
     (w,) = manifest["warnings"]
     assert (w["stage"], w["kind"], w["source"], w["docs_in"], w["removed"], w["share"]) == (
         "near_dedup_v1", "mass_removal", "tmpl.jsonl", 20, 19, 0.95)
-    assert len(w["examples"]) == 3 and all(r.startswith("tmpl-") and k.startswith("tmpl-") for r, k, _ in w["examples"])
+    assert len(w["examples"]) == 3
+    assert all(r.startswith("tmpl-") and k.startswith("tmpl-") for r, k, _ in w["examples"])
     return w
 
 
