@@ -4,7 +4,9 @@ Steps, with what each holds per document (B bands, K permutations):
 
 1. **Keys** (shard pass, per batch): word n-gram shingles -> K MinHash values -> B band keys.
    Written to the task's work file: ``8 B`` bytes of band keys + 8 bytes of length per document,
-   and with ``verify`` the signature (``4 K`` bytes) and the shingle hashes (4 bytes per word).
+   the signature with the shingle set's hash (``4 (K + 2)`` bytes; unverified too, for each
+   removal's Jaccard), the audit's source name, and with ``verify`` the shingle hashes (4 bytes
+   per word).
 2. **Candidates** (shuffle 1, grouped by band key): every document becomes B rows
    ``(band_key, node)`` (16 bytes each); documents with an equal band key form a candidate group.
    Unverified, each member links to the group's smallest node (a star: k-1 edges for k members,
