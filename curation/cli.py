@@ -149,6 +149,24 @@ def _print_stats(run_dir: str, limits: Any = None) -> None:
             rt.add_row(Text(str(t)), str(n), str(k), f"{100 * k / n:.1f}" if n else "-", str(tin), str(tout),
                        str(secs), str(cached))
         console.print(rt)
+    if s.get("near_dup_sources"):
+        nd = s["near_dup_sources"]
+        nt = Table(title="Near-dup removals per source" + (f" (top 20 of {len(nd)} by share)" if len(nd) > 20 else ""))
+        for col in ("source", "docs in", "removed", "share %", "min jaccard"):
+            nt.add_column(col, justify="left" if col == "source" else "right")
+        for src, n, r, share, mj in nd[:20]:
+            nt.add_row(Text(str(src)), str(n), str(r), f"{100 * share:.1f}", "-" if mj is None else f"{mj:.3f}")
+        console.print(nt)
+    if s.get("pii"):
+        pt = Table(title="PII found in kept documents")
+        for col in ("type", "docs checked", "docs with", "found"):
+            pt.add_column(col, justify="left" if col == "type" else "right")
+        for row in s["pii"]:
+            pt.add_row(Text(str(row[0])), *(str(v) for v in row[1:]))
+        console.print(pt)
+    for w in s.get("warnings", []):
+        console.print(Text(f"warning: {w.get('stage', '?')}: source {w.get('source')!r} lost {w.get('removed')} of "
+                           f"{w.get('docs_in')} documents ({100 * float(w.get('share', 0)):.1f}%)", style="yellow"))
     if s["quarantine"]:
         q = Table(title="Quarantined input lines")
         for col in ("file", "lines", "first error"):

@@ -162,6 +162,43 @@ def rephrase_stats(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
     return con.execute(sql).fetchall()
 
 
+#: Per-type PII count columns ``pii_v1`` adds (int; null where the type was not looked for).
+PII_COLUMNS = ("pii_email", "pii_ip", "pii_phone", "pii_card", "pii_secret")
+
+
+def near_dup_sources(con: duckdb.DuckDBPyConnection, stage: str = "near_dedup_v1") -> list[tuple[Any, ...]]:
+    """Per source with near-duplicate removals: documents that reached ``stage``, removed, share, and
+    the smallest estimated Jaccard to a keeper. A source is ``source`` (the input file), ``domain``
+    where that is empty, as in the stage's own audit. Documents that reached the stage are the kept
+    ones plus those dropped by it or by any stage at or after its first position (by name, so a
+    stage name used both before and after it counts as after)."""
+    sql = """
+        WITH first_nd AS (SELECT min(idx) AS idx FROM stages WHERE stage = $stage),
+        later AS (SELECT DISTINCT s.stage FROM stages s, first_nd WHERE s.idx >= first_nd.idx),
+        pool AS (
+            SELECT coalesce(nullif(source, ''), domain) AS src, 0 AS removed, CAST(NULL AS DOUBLE) AS j FROM docs
+            UNION ALL
+            SELECT coalesce(nullif(source, ''), domain),
+                   CASE WHEN stage = $stage AND reason = 'near_duplicate' THEN 1 ELSE 0 END,
+                   CASE WHEN stage = $stage THEN TRY_CAST(json_extract_string(details, '$.jaccard') AS DOUBLE) END
+            FROM decisions WHERE stage IN (SELECT stage FROM later))
+        SELECT src AS source, count(*) AS docs_in, sum(removed) AS removed,
+               round(sum(removed) / count(*), 4) AS share, round(min(j), 4) AS min_jaccard
+        FROM pool GROUP BY src HAVING sum(removed) > 0 ORDER BY share DESC, removed DESC, source"""
+    rows = con.execute(sql, {"stage": stage}).fetchall()
+    return [(src, int(n), int(r), float(sh), mj) for src, n, r, sh, mj in rows]
+
+
+def pii_counts(con: duckdb.DuckDBPyConnection, columns: list[str]) -> list[tuple[Any, ...]]:
+    """Per PII type column of the kept documents: documents checked (non-null), documents with at
+    least one, and spans found in all."""
+    parts = [f"SELECT {_sql_str(c.removeprefix('pii_'))} AS type, count({_ident(c)}) AS checked, "
+             f"coalesce(count_if({_ident(c)} > 0), 0) AS docs, coalesce(sum({_ident(c)}), 0) AS found FROM docs"
+             for c in columns]
+    rows = con.execute(" UNION ALL ".join(parts)).fetchall() if parts else []
+    return sorted(((t, int(c), int(d), int(f)) for t, c, d, f in rows), key=lambda r: PII_COLUMNS.index(f"pii_{r[0]}"))
+
+
 def summary(run_dir: str | Path, limits: Limits | None = None) -> dict[str, Any]:
     """The tables ``curate stats`` prints: funnel, drop reasons, domains, quarantine."""
     with open_run(run_dir, limits) as (con, manifest):
@@ -175,6 +212,9 @@ def summary(run_dir: str | Path, limits: Limits | None = None) -> dict[str, Any]
             "SELECT file, count(*) AS lines, min(error) AS first_error FROM quarantine GROUP BY ALL ORDER BY file").fetchall()
         scores = {col: score_histogram(con, col) for col in score_columns(manifest)}
         rephrase = rephrase_stats(con) if any(f["name"] == "rephrase_template" for f in manifest["schema"]) else []
+        names = {f["name"] for f in manifest["schema"]}
+        near = near_dup_sources(con) if any(s.get("name") == "near_dedup_v1" for s in manifest["stages"]) else []
+        pii = pii_counts(con, [c for c in PII_COLUMNS if c in names])
     try:
         tokens = {d: v["tokens"] for d, v in manifest["domains"].items()}
         return {
@@ -185,6 +225,9 @@ def summary(run_dir: str | Path, limits: Limits | None = None) -> dict[str, Any]
             "quarantine": quarantine,
             "scores": scores,
             "rephrase": rephrase,
+            "near_dup_sources": near,
+            "pii": pii,
+            "warnings": manifest.get("warnings", []),
             "shards": len(manifest["shards"]),
             "token_counter": manifest.get("token_counter", "?"),
         }

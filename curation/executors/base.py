@@ -174,13 +174,16 @@ class Executor(ABC):
                 if not marker.exists() or pending:
                     remove_tree(lay.dups_dir(stage_index))
                     t0 = time.time()
+                    stage = spec.build()
                     if work_rows(plan, seg) == 0:
                         # Every document was dropped before this stage: there is nothing to resolve,
                         # and the next pass reads "no duplicates" from the absent dups folder.
                         log.info("global stage %s: no documents reached it", spec.stage)
                     else:
-                        self.run_global(plan, seg, spec.build(), stage_index)
-                    write_json(marker, {"stage": spec.stage, "seconds": round(time.time() - t0, 3)})
+                        self.run_global(plan, seg, stage, stage_index)
+                    # Warnings live in the marker so that a resumed run's manifest still has them.
+                    write_json(marker, {"stage": spec.stage, "seconds": round(time.time() - t0, 3),
+                                        "warnings": stage.warnings})
         manifest = build_manifest(plan, identity, wall_seconds=time.time() - started)
         write_json(lay.manifest, manifest)  # the commit point of the run
         return RunResult(lay.root, manifest, nothing_to_do=False, tasks_run=tasks_run)
@@ -229,6 +232,10 @@ def build_manifest(plan: Plan, identity: dict[str, Any], wall_seconds: float) ->
                     agg_d = domains.setdefault(dom, {"docs": 0, "chars": 0, "tokens": 0})
                     for k in agg_d:
                         agg_d[k] += d[k]
+    warnings: list[dict[str, Any]] = []  # from global stages (e.g. near-dedup's mass-removal audit)
+    for seg in plan.segments:
+        if seg.key_for is not None:
+            warnings += read_json(lay.global_marker(seg.key_for[0])).get("warnings", [])
     final_schema: pa.Schema = segment_schema(plan, plan.segments[-1])
     return {
         "name": plan.config.name,
@@ -247,4 +254,5 @@ def build_manifest(plan: Plan, identity: dict[str, Any], wall_seconds: float) ->
         "decisions": sorted(decision_files),
         "quarantine": sorted(quarantine_files),
         "nodes": dict(sorted(nodes.items())),
+        "warnings": warnings,
     }

@@ -88,3 +88,37 @@ def test_shards_load_unchanged_in_common_tools(run_dir: Path) -> None:
     assert sorted(r[0] for r in duckdb.sql(f"SELECT id FROM read_parquet({files})").fetchall()) == expected
     ds = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=str(run_dir.parent / "hf"))
     assert sorted(ds["id"]) == expected and set(ds.column_names) >= {"text", "domain", "n_chars"}
+
+
+def test_near_dup_sources_and_pii_tables(tmp_path: Path) -> None:
+    """`curate stats` tables: near-dup removals per source (templated source first) and PII per type."""
+    from typer.testing import CliRunner
+
+    from curation.cli import app
+    from tests.conftest import write_jsonl
+    from tests.curation.stages.dedup.test_near_audit import audit_corpus
+
+    corpus = audit_corpus(tmp_path)
+    write_jsonl(corpus / "mail.jsonl", [
+        {"id": "m1", "text": "Write to ann@example.org or bob@example.com about the meeting on the third floor."},
+        {"id": "m2", "text": "No contact details in this one, only a long enough sentence about the weather today."}])
+    stages = [{"stage": "pii_v1", "types": ["email", "ip"]},
+              {"stage": "near_dedup_v1", "threshold": 0.8, "num_buckets": 4, "on_mass_removal": "warn"}]
+    out = tmp_path / "run"
+    run_pipeline(pipeline_dict([str(corpus / "*.jsonl")], out, stages=stages))
+    s = summary(out)
+    assert [r[:4] for r in s["near_dup_sources"]] == [("tmpl.jsonl", 20, 19, 0.95), ("news.jsonl", 11, 1, 0.0909)]
+    # checked: kept documents with the type enabled; phone/card/secret were not looked for (null)
+    assert s["pii"] == [("email", 23, 1, 2), ("ip", 23, 0, 0), ("phone", 0, 0, 0), ("card", 0, 0, 0),
+                        ("secret", 0, 0, 0)]
+    printed = CliRunner().invoke(app, ["stats", str(out)], terminal_width=200)
+    assert printed.exit_code == 0, printed.output
+    assert "Near-dup removals per source" in printed.output and "PII found in kept documents" in printed.output
+    assert "warning: near_dedup_v1: source 'tmpl.jsonl' lost 19 of 20 documents (95.0%)" in printed.output
+    row = next(line for line in printed.output.splitlines() if "tmpl.jsonl" in line)
+    assert [c.strip() for c in row.split("│")[1:5]] == ["tmpl.jsonl", "20", "19", "95.0"]
+
+
+def test_stats_without_near_dedup_or_pii_have_no_such_tables(run_dir: Path) -> None:
+    s = summary(run_dir)
+    assert s["near_dup_sources"] == [] and s["pii"] == [] and s["warnings"] == []

@@ -10,6 +10,7 @@ sees Arrow tables and the ``Frame`` algebra, so it is unit-testable without Ray.
 from __future__ import annotations
 
 from abc import abstractmethod
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -51,6 +52,12 @@ class GlobalStage(Stage):
         """From every document's ``id``, ``_task``, ``_row`` and key columns, return the resolved
         rows in ``result_schema``: at least one per document to drop (``dup_of`` set). The result
         must not depend on row order, block count or bucket count."""
+
+    @property
+    def warnings(self) -> list[dict[str, Any]]:
+        """Findings of ``run_global`` that the run records (manifest ``warnings``) without failing;
+        filled in the process that runs ``run_global`` (the driver), read by the executor."""
+        return self.__dict__.setdefault("_warnings", [])
 
     def apply(self, batch: pa.Table, marks: pa.Table) -> StageResult:
         """Drop the rows of ``batch`` that ``marks`` (this task's resolved rows) names with a

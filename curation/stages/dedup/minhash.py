@@ -126,7 +126,11 @@ def shingle_sets(sh: Shingles) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     values, so equal sets (and only those, up to 2**-64) get equal hashes."""
     docs = len(sh.offsets) - 1
     doc_of = np.repeat(np.arange(docs, dtype=np.uint64), np.diff(sh.offsets))
-    uniq = np.unique((doc_of << np.uint64(32)) | sh.hashes)
+    # Sort and drop repeats by hand: numpy 2.4's np.unique hashes first and is ~100x slower here
+    # (4.1 s vs 0.04 s on 1.7M keys, measured), which made this the costliest step of the key pass.
+    uniq = np.sort((doc_of << np.uint64(32)) | sh.hashes)
+    if len(uniq):
+        uniq = uniq[np.r_[True, uniq[1:] != uniq[:-1]]]
     values = (uniq & np.uint64(0xFFFFFFFF)).astype(np.uint32)
     counts = np.bincount((uniq >> np.uint64(32)).astype(np.int64), minlength=docs)
     offsets = np.zeros(docs + 1, dtype=np.int64)

@@ -4,7 +4,9 @@ Steps, with what each holds per document (B bands, K permutations):
 
 1. **Keys** (shard pass, per batch): word n-gram shingles -> K MinHash values -> B band keys.
    Written to the task's work file: ``8 B`` bytes of band keys + 8 bytes of length per document,
-   and with ``verify`` the signature (``4 K`` bytes) and the shingle hashes (4 bytes per word).
+   the signature with the shingle set's hash (``4 (K + 2)`` bytes; unverified too, for each
+   removal's Jaccard), the audit's source name, and with ``verify`` the shingle hashes (4 bytes
+   per word).
 2. **Candidates** (shuffle 1, grouped by band key): every document becomes B rows
    ``(band_key, node)`` (16 bytes each); documents with an equal band key form a candidate group.
    Unverified, each member links to the group's smallest node (a star: k-1 edges for k members,
@@ -13,10 +15,19 @@ Steps, with what each holds per document (B bands, K permutations):
    shingle sets (two joins by node) and are kept if their exact Jaccard is >= the threshold.
 3. **Components** (a few shuffles of the edge list, 16 bytes per edge): ``components.py``.
    Edges exist only for documents with a candidate, so this is proportional to duplicates.
-4. **Keeper** (two shuffles): component labels are joined with each document's id and length
-   (by node), then grouped by component; the keeper is chosen by ``keep`` (``longest``: most
-   characters, ties by input order; ``first``: input order). Every member becomes a result row
-   with ``dup_cluster`` (the keeper's id) and ``dup_of`` (the keeper's id, null for the keeper).
+4. **Keeper** (two shuffles): component labels are joined with each document's id, length,
+   source and signature (by node), then grouped by component; the keeper is chosen by ``keep``
+   (``longest``: most characters, ties by input order; ``first``: input order). Every member
+   becomes a result row with ``dup_cluster`` (the keeper's id), ``dup_of`` (the keeper's id, null
+   for the keeper) and ``jaccard``: the signature estimate of its Jaccard to the keeper (which,
+   through transitivity, may be below the threshold). The signatures ride along in this join,
+   the only place where a member meets its keeper: ``4 (K + 2)`` more bytes per document in its
+   first shuffle and per clustered document in the second.
+5. **Audit** (drop mode, ``max_source_removal_fraction`` set): per source (the ``source`` column,
+   the input file; ``domain`` where it is empty), documents in and removed; a source losing a
+   larger share fails the run (``MassRemovalError``) or, with ``on_mass_removal: warn``, is
+   logged and recorded in the manifest's ``warnings``. Costs one pass over the keys and one over
+   the result rows, each aggregated per block before anything reaches the driver.
 
 Nodes are ``(task << 32) | row`` (int64), so input order is node order. No step gathers data in
 one process; a group holds at most one candidate bucket's rows or one component's members.
@@ -35,7 +46,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from curation.errors import ConfigError
 from curation.registry import register_stage
 from curation.stages.base import StageResult, split
 from curation.stages.dedup.base import GlobalStage, row_positions
@@ -58,17 +71,17 @@ RESULT_SCHEMA = pa.schema(
         pa.field("dup_of", pa.string()),  # null for the cluster's keeper
         pa.field("dup_cluster", pa.string(), nullable=False),
         pa.field("dup_cluster_size", pa.int64(), nullable=False),
+        pa.field("jaccard", pa.float64()),  # estimated Jaccard to the keeper; null for the keeper
+        pa.field("source", pa.string()),  # the audit's source (``source``, else ``domain``)
     ]
 )
 
-_NODE_INFO = pa.schema(
-    [
-        pa.field("node", pa.int64(), nullable=False),
-        pa.field("label", pa.int64(), nullable=False),  # -1 on rows that carry id and length
-        pa.field("id", pa.string()),
-        pa.field("len", pa.int64(), nullable=False),
-    ]
-)
+#: How many (removed, kept, jaccard) examples a mass-removal error or warning names per source.
+EXAMPLES = 3
+
+
+class MassRemovalError(ConfigError):
+    """Near-dedup would remove more of a source than ``max_source_removal_fraction`` allows."""
 
 
 @dataclass(kw_only=True)
@@ -92,6 +105,13 @@ class NearDedupConfig:
         keep: Which member of a cluster stays: ``longest`` (ties by input order) or ``first``.
         mode: ``drop`` removes the other members; ``mark`` keeps every document and only sets
             ``dup_kept`` false on them.
+        max_source_removal_fraction: In ``drop`` mode, the largest share of one source's documents
+            (those reaching this stage) that may be removed; ``null`` turns the check off. A source
+            is the ``source`` column (the input file, relative to its glob root), or ``domain``
+            where ``source`` is empty. Guards against a templated source vanishing silently.
+        on_mass_removal: ``fail`` (the run stops with an error naming each source, its share and
+            three example pairs; no manifest is written) or ``warn`` (logged, and recorded in the
+            manifest's ``warnings``).
         seed: Seed of the hash functions (same seed, same signatures).
         num_buckets: Parallelism of the shuffles.
     """
@@ -106,6 +126,8 @@ class NearDedupConfig:
     max_group: int = 1000
     keep: str = "longest"
     mode: str = "drop"
+    max_source_removal_fraction: float | None = 0.5
+    on_mass_removal: str = "fail"
     seed: int = 42
     num_buckets: int = 64
 
@@ -124,6 +146,11 @@ class NearDedupConfig:
             raise ValueError(f"keep: {self.keep!r} is not one of ['longest', 'first']")
         if self.mode not in ("drop", "mark"):
             raise ValueError(f"mode: {self.mode!r} is not one of ['drop', 'mark']")
+        frac = self.max_source_removal_fraction
+        if frac is not None and not 0.0 <= frac <= 1.0:
+            raise ValueError(f"max_source_removal_fraction must be in [0, 1] or null, got {frac}")
+        if self.on_mass_removal not in ("fail", "warn"):
+            raise ValueError(f"on_mass_removal: {self.on_mass_removal!r} is not one of ['fail', 'warn']")
 
 
 @register_stage("near_dedup_v1")
@@ -164,9 +191,10 @@ class NearDedup(GlobalStage):
     # -- shard pass ---------------------------------------------------------------------------
 
     def key_columns(self) -> dict[str, pa.DataType]:
-        cols = {"_nd_bands": pa.list_(pa.uint64()), "_nd_len": pa.int64()}
+        # The signature is kept unverified too: the keeper join estimates each removal's Jaccard.
+        cols = {"_nd_bands": pa.list_(pa.uint64()), "_nd_len": pa.int64(), "_nd_src": pa.string(),
+                "_nd_sig": pa.list_(pa.uint32(), self._sig_width())}
         if self.config.verify:
-            cols["_nd_sig"] = pa.list_(pa.uint32(), self._sig_width())
             cols["_nd_sh"] = SHINGLES
         return cols
 
@@ -180,15 +208,21 @@ class NearDedup(GlobalStage):
         offsets = np.arange(0, (len(batch) + 1) * self.bands, self.bands, dtype=np.int32)
         bands = pa.ListArray.from_arrays(pa.array(offsets), pa.array(keys.reshape(-1), pa.uint64()),
                                          mask=pa.array(~has))  # no words: no bands, never a candidate
-        batch = batch.append_column("_nd_bands", bands).append_column("_nd_len", batch.column("n_chars"))
+        batch = (batch.append_column("_nd_bands", bands).append_column("_nd_len", batch.column("n_chars"))
+                 .append_column("_nd_src", audit_source(batch)))
         if c.verify:
             set_offsets, set_values, set_hash = shingle_sets(sh)
             # The signature travels with a 64-bit hash of the shingle set (two more uint32), so that
             # only documents with equal sets (not merely equal signatures) share a vertex in a group.
             wide = np.concatenate([sig, set_hash.view(np.uint32).reshape(-1, 2)], axis=1)
-            sigs = pa.FixedSizeListArray.from_arrays(pa.array(wide.reshape(-1), pa.uint32()), self._sig_width())
-            shingles = pa.ListArray.from_arrays(pa.array(set_offsets.astype(np.int32)), pa.array(set_values, pa.uint32()))
-            batch = batch.append_column("_nd_sig", sigs).append_column("_nd_sh", shingles)
+        else:
+            wide = np.concatenate([sig, np.zeros((len(sig), 2), np.uint32)], axis=1)
+        sigs = pa.FixedSizeListArray.from_arrays(pa.array(wide.reshape(-1), pa.uint32()), self._sig_width())
+        batch = batch.append_column("_nd_sig", sigs)
+        if c.verify:
+            shingles = pa.ListArray.from_arrays(pa.array(set_offsets.astype(np.int32)),
+                                                pa.array(set_values, pa.uint32()))
+            batch = batch.append_column("_nd_sh", shingles)
         return batch
 
     # -- global step --------------------------------------------------------------------------
@@ -208,9 +242,39 @@ class NearDedup(GlobalStage):
             candidates = members.group("key", _star_edges)
         stars = connected_components(candidates)
         info = keys.map(self._node_info)
-        labels = stars.map(_label_rows)
+        labels = stars.map(self._label_rows)
         joined = info.union(labels).group("node", _attach_label)
-        return joined.group("label", self._choose_keepers)
+        result = joined.group("label", self._choose_keepers)
+        if self.config.max_source_removal_fraction is not None and self.config.mode == "drop":
+            result = result.materialize()  # read twice: by the audit, then by the executor's write
+            self._audit(keys, result)
+        return result
+
+    # Audit: a source losing more than max_source_removal_fraction of its documents.
+
+    def _audit(self, keys: Frame, result: Frame) -> None:
+        docs_in = _sum_counts(keys.map(_source_counts).collect())
+        removed = _sum_counts(result.map(_removal_counts).collect())
+        frac = self.config.max_source_removal_fraction
+        assert frac is not None
+        over = sorted(((removed[s] / docs_in[s], s) for s in removed if docs_in.get(s) and
+                       removed[s] / docs_in[s] > frac), key=lambda x: (-x[0], x[1]))
+        if not over:
+            return
+        examples = _examples(result.map(_first_removals).collect())
+        findings = [{"source": s, "docs_in": docs_in[s], "removed": removed[s], "share": round(share, 4),
+                     "examples": examples.get(s, [])} for share, s in over]
+        lines = "; ".join(
+            f"source {f['source']!r} loses {f['removed']} of {f['docs_in']} documents ({100 * f['share']:.1f}%), "
+            f"e.g. " + ", ".join(f"{r} -> {k} (J~{j:.3f})" for r, k, j in f["examples"]) for f in findings)
+        head = (f"{self.name}: near-duplicate removal over max_source_removal_fraction={frac} in "
+                f"{len(findings)} source(s): {lines}")
+        if self.config.on_mass_removal == "fail":
+            raise MassRemovalError(
+                f"{head}. If intended, raise max_source_removal_fraction, set it to null, or set "
+                f"on_mass_removal: warn (a changed config needs a new output dir or --overwrite)")
+        log.warning(head)
+        self.warnings.extend({"stage": self.name, "kind": "mass_removal", "threshold": frac, **f} for f in findings)
 
     # Verification: candidate memberships get their document's signature (a join by node), then
     # each band group links the members whose signatures agree, as a spanning forest.
@@ -258,23 +322,49 @@ class NearDedup(GlobalStage):
     def _bounds(self) -> tuple[int, int]:
         return agreement_bounds(self.config.threshold, self.config.num_perm, self.config.verify_sigmas)
 
+    def _info_schema(self) -> pa.Schema:
+        return pa.schema([
+            pa.field("node", pa.int64(), nullable=False),
+            pa.field("label", pa.int64(), nullable=False),  # -1 on rows that carry the document's data
+            pa.field("id", pa.string()),
+            pa.field("len", pa.int64(), nullable=False),
+            pa.field("src", pa.string()),
+            pa.field("sig", pa.list_(pa.uint32(), self._sig_width())),
+        ])
+
     def _node_info(self, t: pa.Table) -> pa.Table:
         length = t.column("_nd_len") if self.config.keep == "longest" else pa.array(np.zeros(len(t), np.int64))
         return pa.table({"node": pa.array(_node(t), pa.int64()), "label": pa.array(np.full(len(t), -1, np.int64)),
-                         "id": t.column("id"), "len": length}, schema=_NODE_INFO)
+                         "id": t.column("id"), "len": length, "src": t.column("_nd_src"), "sig": t.column("_nd_sig")},
+                        schema=self._info_schema())
+
+    def _label_rows(self, t: pa.Table) -> pa.Table:
+        """From star edges ``(node, centre)``: a label row for every node and for every centre."""
+        a, b = t.column("a").to_numpy(), t.column("b").to_numpy()
+        n = len(a) + len(b)
+        return pa.table({"node": pa.array(np.concatenate([a, b]), pa.int64()),
+                         "label": pa.array(np.concatenate([b, b]), pa.int64()),
+                         "id": pa.nulls(n, pa.string()), "len": pa.array(np.full(n, -1, np.int64)),
+                         "src": pa.nulls(n, pa.string()),
+                         "sig": pa.nulls(n, pa.list_(pa.uint32(), self._sig_width()))},
+                        schema=self._info_schema())
 
     def _choose_keepers(self, t: pa.Table) -> pa.Table:
         node, label, length = (t.column(n).to_numpy() for n in ("node", "label", "len"))
         ids = np.array(t.column("id").to_pylist(), dtype=object)
+        k = self.config.num_perm
+        sig = t.column("sig").combine_chunks().flatten().to_numpy().reshape(-1, self._sig_width())[:, :k]
         # Order members of each cluster by preference: longest first, then input order.
         order = np.lexsort((node, -length, label))
-        node, label, ids = node[order], label[order], ids[order]
+        node, label, ids, sig = node[order], label[order], ids[order], sig[order]
+        src = t.column("src").take(pa.array(order, pa.int64()))
         starts = np.flatnonzero(np.r_[True, label[1:] != label[:-1]])
         run_of = np.cumsum(np.r_[True, label[1:] != label[:-1]]) - 1
         sizes = np.diff(np.r_[starts, len(label)])
         keeper_ids = ids[starts][run_of]
         is_keeper = np.zeros(len(node), dtype=bool)
         is_keeper[starts] = True
+        jaccard = (sig == sig[starts][run_of]).sum(axis=1) / k
         return pa.table(
             {
                 "_task": pa.array(node >> 32, pa.int32()),
@@ -283,6 +373,8 @@ class NearDedup(GlobalStage):
                 "dup_of": pa.array(np.where(is_keeper, None, keeper_ids), pa.string()),
                 "dup_cluster": pa.array(keeper_ids, pa.string()),
                 "dup_cluster_size": pa.array(sizes[run_of], pa.int64()),
+                "jaccard": pa.array(jaccard, pa.float64(), mask=is_keeper),
+                "source": src,
             },
             schema=RESULT_SCHEMA,
         )
@@ -300,19 +392,25 @@ class NearDedup(GlobalStage):
         cluster = np.array(batch.column("id").to_pylist(), dtype=object)
         size = np.ones(n, dtype=np.int64)
         dup_of: list[str | None] = [None] * n
+        jaccard: list[float | None] = [None] * n
         if found.any():
             hit = pa.array(pos[found], pa.int64())
             cluster[found] = marks.column("dup_cluster").take(hit).to_pylist()
             size[found] = marks.column("dup_cluster_size").take(hit).to_numpy()
             for i, d in zip(np.flatnonzero(found), marks.column("dup_of").take(hit).to_pylist()):
                 dup_of[i] = d
+            if "jaccard" in marks.column_names:  # absent in resolved rows written before it existed
+                for i, j in zip(np.flatnonzero(found), marks.column("jaccard").take(hit).to_pylist()):
+                    jaccard[i] = j
         kept = np.array([d is None for d in dup_of], dtype=bool)
         batch = (batch.append_column("dup_cluster", pa.array(cluster, pa.string()))
                  .append_column("dup_cluster_size", pa.array(size, pa.int64()))
                  .append_column("dup_kept", pa.array(kept)))
         if self.config.mode == "mark":
             return split(batch, np.ones(n, dtype=bool), [None] * n)
-        details = [None if k else {"dup_of": d, "dup_cluster_size": int(c)} for k, d, c in zip(kept, dup_of, size)]
+        details = [None if k else {"dup_of": d, "dup_cluster_size": int(c),
+                                   **({} if j is None else {"jaccard": round(j, 4)})}
+                   for k, d, c, j in zip(kept, dup_of, size, jaccard)]
         return split(batch, kept, [None if k else self.reason for k in kept], details)
 
 
@@ -376,15 +474,6 @@ def _shingle_rows(t: pa.Table) -> pa.Table:
     return shingle_rows(_node(t), t.column("_nd_sh"))
 
 
-def _label_rows(t: pa.Table) -> pa.Table:
-    """From star edges ``(node, centre)``: a label row for every node and for every centre."""
-    a, b = t.column("a").to_numpy(), t.column("b").to_numpy()
-    n = len(a) + len(b)
-    return pa.table({"node": pa.array(np.concatenate([a, b]), pa.int64()),
-                     "label": pa.array(np.concatenate([b, b]), pa.int64()),
-                     "id": pa.nulls(n, pa.string()), "len": pa.array(np.full(n, -1, np.int64))}, schema=_NODE_INFO)
-
-
 def _attach_label(t: pa.Table) -> pa.Table:
     """Per node with a label row: its id and length (from its info row) and its component label."""
     node, label = t.column("node").to_numpy(), t.column("label").to_numpy()
@@ -401,4 +490,62 @@ def _attach_label(t: pa.Table) -> pa.Table:
         raise RuntimeError("near_dedup: a clustered node has no document row (work files changed during the run?)")
     take = pa.array(info_idx[order][at], pa.int64())
     return pa.table({"node": pa.array(lab_nodes, pa.int64()), "label": pa.array(lab_values, pa.int64()),
-                     "id": t.column("id").take(take), "len": t.column("len").take(take)}, schema=_NODE_INFO)
+                     "id": t.column("id").take(take), "len": t.column("len").take(take),
+                     "src": t.column("src").take(take), "sig": t.column("sig").take(take)}, schema=t.schema)
+
+
+def audit_source(batch: pa.Table) -> pa.Array:
+    """The audit's notion of a document's source: ``source`` (its input file), or ``domain`` where
+    ``source`` is empty (inputs read from a stream or a single unnamed file)."""
+    source, domain = batch.column("source"), batch.column("domain")
+    empty = pc.or_kleene(pc.is_null(source), pc.equal(source, ""))
+    return pc.if_else(empty, domain, source).combine_chunks()
+
+
+_COUNTS = pa.schema([pa.field("source", pa.string()), pa.field("n", pa.int64())])
+
+
+def _count_by(col: pa.ChunkedArray | pa.Array) -> pa.Table:
+    if len(col) == 0:
+        return _COUNTS.empty_table()
+    vc = pc.value_counts(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
+    return pa.table({"source": vc.field("values"), "n": vc.field("counts").cast(pa.int64())}, schema=_COUNTS)
+
+
+def _source_counts(t: pa.Table) -> pa.Table:
+    """Documents reaching the stage per source, for one block of keys."""
+    return _count_by(t.column("_nd_src"))
+
+
+def _removal_counts(t: pa.Table) -> pa.Table:
+    """Removed documents per source, for one block of resolved rows."""
+    return _count_by(t.filter(t.column("dup_of").is_valid()).column("source"))
+
+
+def _sum_counts(t: pa.Table) -> dict[str, int]:
+    if t.num_columns == 0 or len(t) == 0:  # a Ray collect of no blocks has no columns
+        return {}
+    agg = t.group_by("source").aggregate([("n", "sum")])
+    return dict(zip(agg.column("source").to_pylist(), agg.column("n_sum").to_pylist()))
+
+
+def _first_removals(t: pa.Table) -> pa.Table:
+    """Per source, the removed rows with the smallest ids in this block (candidate examples)."""
+    t = t.filter(t.column("dup_of").is_valid()).select(["source", "id", "dup_of", "jaccard"])
+    t = t.sort_by([("source", "ascending"), ("id", "ascending")])
+    src = t.column("source").to_pylist()
+    keep = [i for i in range(len(src)) if i < EXAMPLES or src[i - EXAMPLES] != src[i]]
+    return t.take(pa.array(keep, pa.int64()))
+
+
+def _examples(t: pa.Table) -> dict[str, list[tuple[str, str, float]]]:
+    """``EXAMPLES`` (removed id, kept id, jaccard) per source, smallest removed ids first: the
+    same whatever the block split."""
+    out: dict[str, list[tuple[str, str, float]]] = {}
+    if t.num_columns == 0:
+        return out
+    for r in sorted(t.to_pylist(), key=lambda r: (r["source"], r["id"])):
+        ex = out.setdefault(r["source"], [])
+        if len(ex) < EXAMPLES:
+            ex.append((r["id"], r["dup_of"], round(float(r["jaccard"]), 4)))
+    return out

@@ -58,7 +58,8 @@ def test_result_independent_of_row_order_tasks_and_buckets() -> None:
     vocab = np.array([f"w{c}{d}" for c in "abcdefghij" for d in "klmnopqrst"])
     unique = [" ".join(rng.choice(vocab, 60)) for _ in range(10)]  # random word salads: no near copies
     base = [PROSE[i % 3] if i % 4 else edit(PROSE[i % 3], 30 + i) for i in range(30)] + unique
-    stage = NearDedup(NearDedupConfig(threshold=0.7))
+    # one source loses most of its documents here: the audit is tested in test_near_audit.py
+    stage = NearDedup(NearDedupConfig(threshold=0.7, max_source_removal_fraction=None))
     keys = keyed(stage, base, tasks=[i // 8 for i in range(40)])
     expected = resolve(stage, keys, buckets=1)
     assert len(expected) == 30
@@ -67,12 +68,13 @@ def test_result_independent_of_row_order_tasks_and_buckets() -> None:
 
 
 def test_unverified_mode_and_config_errors() -> None:
-    stage = NearDedup(NearDedupConfig(verify=False, bands=14, rows=8, num_perm=112))
-    assert "_nd_sig" not in stage.key_columns()
+    stage = NearDedup(NearDedupConfig(verify=False, bands=14, rows=8, num_perm=112, max_source_removal_fraction=None))
+    assert "_nd_sh" not in stage.key_columns()
     got = resolve(stage, keyed(stage, [PROSE[2], PROSE[2] + " Yes.", PROSE[0]]))
     assert got == {"d0": ("d1", "d1", 2), "d1": (None, "d1", 2)}
     assert "14 bands x 8 rows" in stage.describe() and "J=0.8: 0.92" in stage.describe()
-    for bad in ({"threshold": 1.5}, {"bands": 3}, {"bands": 20, "rows": 10}, {"keep": "best"}, {"mode": "x"}):
+    for bad in ({"threshold": 1.5}, {"bands": 3}, {"bands": 20, "rows": 10}, {"keep": "best"}, {"mode": "x"},
+                {"max_source_removal_fraction": 1.5}, {"on_mass_removal": "ignore"}):
         with pytest.raises(ValueError):
             NearDedupConfig(**bad)
 
@@ -90,7 +92,9 @@ def test_apply_marks_and_drops() -> None:
     ]
     drop = NearDedup(NearDedupConfig(threshold=0.7)).apply(b, marks.drop_columns(["_task"]))
     assert drop.kept.column("id").to_pylist() == ["d1", "d2"]
-    assert drop.reasons == ["near_duplicate"] and json.loads(drop.details[0]) == {"dup_of": "d1", "dup_cluster_size": 2}
+    details = json.loads(drop.details[0])
+    assert drop.reasons == ["near_duplicate"] and details.pop("jaccard") > 0.7
+    assert details == {"dup_of": "d1", "dup_cluster_size": 2}
 
 
 def test_accuracy_against_exact_jaccard_on_the_sample_corpus() -> None:
