@@ -9,6 +9,7 @@ In the main environment (no vllm) every test here is skipped with the reason sho
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,21 @@ def llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shut_engines_down_before_exit() -> Iterator[None]:
+    """Shut this process's vLLM engines down while the test session still has its streams: left to the
+    interpreter's exit, vLLM's shutdown logs to closed streams and prints 'Logging error' tracebacks after the
+    pytest summary line."""
+    yield
+    import gc
+
+    from curation.rephrase import backends
+
+    for llm, _, _ in backends._ENGINES.values():
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+    backends._ENGINES.clear()
+    gc.collect()
