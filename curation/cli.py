@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from curation.errors import CurationError
@@ -60,25 +60,27 @@ def run(
                 console.print(describe(), highlight=False, soft_wrap=True)
     except CurationError as exc:
         _fail(exc)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    # Bars advance by input bytes, not files: files differ in size by orders of magnitude.
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[done]}"),
                         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console)
-    state: dict[str, Any] = {}
+    bars: dict[int, Any] = {}
 
     def on_task(stats: dict[str, Any]) -> None:
-        key = stats["seg"]
-        if key not in state:
-            state[key] = {"docs": 0, "t0": time.time(),
-                          "bar": progress.add_task(f"pass {key}", total=state.get("n_tasks"), rate="")}
-        st = state[key]
-        st["docs"] += stats["docs_read"] if key == 0 else sum(s["in"] for s in stats["stages"][:1])
-        rate = st["docs"] / max(time.time() - st["t0"], 1e-6)
-        progress.update(st["bar"], advance=1, rate=f"{rate:,.0f} docs/s")
+        # The executor's tracker has counted this task already (see curation.executors.progress).
+        tracker = ex.tracker
+        if tracker is None:
+            return
+        p = tracker.passes[int(stats["seg"])].to_json(time.time())
+        if p["pass"] not in bars:
+            bars[p["pass"]] = progress.add_task(f"pass {p['pass']}", total=max(p["bytes_total"], 1), done="", rate="")
+        eta = "-" if p["eta_s"] is None else f"{p['eta_s']:,.0f} s"
+        rate = "" if p["docs_per_s"] is None else f"{p['docs_per_s']:,.0f} docs/s, ETA {eta}"
+        progress.update(bars[p["pass"]], completed=p["bytes_in"], rate=rate,
+                        done=f"{p['tasks_done']}/{p['tasks_total']} files, {p['bytes_in'] / 1e6:,.1f}/"
+                             f"{p['bytes_total'] / 1e6:,.1f} MB")
 
     ex = make_executor(cfg, overwrite=overwrite, progress=on_task)
     try:
-        from curation.executors.plan import expand_inputs
-
-        state["n_tasks"] = len(expand_inputs(cfg.input.paths))
         with progress:
             result = ex.run()
     except CurationError as exc:
