@@ -358,18 +358,39 @@ def extrapolate(m: Measurement, cluster: Cluster) -> Prediction:
 # -- running the sample --------------------------------------------------------------------------
 
 
-def measure(config: PipelineConfig, rate: float, workdir: Path | None = None) -> Measurement:
-    """Sample the inputs of ``config``, run the pipeline on the sample in process, and measure it."""
+#: A sample with fewer documents is drawn again at a higher rate (small inputs: a 1% sample of
+#: 5,000 documents would say little).
+MIN_SAMPLE_DOCS = 200
+
+
+def _draw(config: PipelineConfig, rate: float, sample_dir: Path) -> list[FileSample]:
+    from curation.executors.plan import expand_inputs
+
+    shutil.rmtree(sample_dir, ignore_errors=True)
+    sample_dir.mkdir(parents=True)
+    return [sample_file(t.path, t.source, config, rate, sample_dir) for t in expand_inputs(config.input.paths)]
+
+
+def measure(config: PipelineConfig, rate: float, workdir: Path | None = None,
+            min_docs: int = MIN_SAMPLE_DOCS) -> Measurement:
+    """Sample the inputs of ``config``, run the pipeline on the sample in process, and measure it.
+
+    When the sample holds fewer than ``min_docs`` documents it is drawn once more at the rate that
+    gives about that many (all of a small input).
+    """
     from curation.executors.local import LocalExecutor
-    from curation.executors.plan import expand_inputs, make_plan
+    from curation.executors.plan import make_plan
     from curation.executors.shard import _STAGE_CACHE, build_stages
 
     own = workdir is None
     work = Path(tempfile.mkdtemp(prefix="curate-plan-")) if own else workdir
     try:
         sample_dir = work / "sample"
-        sample_dir.mkdir(parents=True, exist_ok=True)
-        files = [sample_file(t.path, t.source, config, rate, sample_dir) for t in expand_inputs(config.input.paths)]
+        files = _draw(config, rate, sample_dir)
+        got, full = sum(f.sample_docs for f in files), sum(f.docs for f in files)
+        if got < min_docs and rate < 1.0 and full:
+            rate = min(1.0, 1.2 * min_docs / full)
+            files = _draw(config, rate, sample_dir)
         data = config.to_mapping()
         data["input"]["paths"] = [f.sample_path for f in files]
         data["output"]["dir"] = str(work / "run")
