@@ -185,3 +185,16 @@ def test_plan_command_prints_json(tiny_corpus: Path, tmp_path: Path) -> None:
                                    "--budget-cpu-hours", "1e-12"])
     assert res.exit_code == 2 and "exceeds --budget-cpu-hours" in res.output
     assert PROSE  # the corpus fixture's texts are the documents planned over
+
+
+def test_fixed_task_cost_is_not_scaled_with_bytes() -> None:
+    from curation.planner import task_cost_model
+
+    secs = [0.05 + 1e-6 * b for b in (10_000, 20_000, 40_000, 80_000)]  # 50 ms per task + 1 us per byte
+    a, b = task_cost_model(secs, [10_000, 20_000, 40_000, 80_000])
+    assert a == approx(0.05, abs=1e-6) and b == approx(1e-6, abs=1e-9)
+    m = measurement(passes=[PassMeasure(0, secs, [10_000, 20_000, 40_000, 80_000], 0.0, {})], globals=[],
+                    sample_bytes=150_000)
+    pred = extrapolate(m, Cluster(cpus=1))
+    assert pred.steps[0]["cpu_s"] == approx(10 * 0.05 + 1e-6 * 100_000_000)  # 10 full tasks, 100 MB
+    assert task_cost_model([1.0, 1.0], [5, 5]) == (0.0, 0.2)  # too few / equal tasks: all per byte
