@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from curation.errors import CurationError
@@ -40,6 +40,9 @@ def run(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Run on this Ray cluster."),
     executor: Optional[str] = typer.Option(None, "--executor", help="ray (default) or local."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run dir first."),
+    budget_cpu_hours: Optional[float] = typer.Option(
+        None, "--budget-cpu-hours", help="Refuse to start (exit 2) when `curate plan` on a 1% sample predicts "
+        "more CPU-hours than this."),
 ) -> None:
     """Run a pipeline; a finished run is a no-op, a crashed one resumes."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -60,25 +63,29 @@ def run(
                 console.print(describe(), highlight=False, soft_wrap=True)
     except CurationError as exc:
         _fail(exc)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    if budget_cpu_hours is not None:
+        _check_budget(cfg, budget_cpu_hours)
+    # Bars advance by input bytes, not files: files differ in size by orders of magnitude.
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[done]}"),
                         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console)
-    state: dict[str, Any] = {}
+    bars: dict[int, Any] = {}
 
     def on_task(stats: dict[str, Any]) -> None:
-        key = stats["seg"]
-        if key not in state:
-            state[key] = {"docs": 0, "t0": time.time(),
-                          "bar": progress.add_task(f"pass {key}", total=state.get("n_tasks"), rate="")}
-        st = state[key]
-        st["docs"] += stats["docs_read"] if key == 0 else sum(s["in"] for s in stats["stages"][:1])
-        rate = st["docs"] / max(time.time() - st["t0"], 1e-6)
-        progress.update(st["bar"], advance=1, rate=f"{rate:,.0f} docs/s")
+        # The executor's tracker has counted this task already (see curation.executors.progress).
+        tracker = ex.tracker
+        if tracker is None:
+            return
+        p = tracker.passes[int(stats["seg"])].to_json(time.time())
+        if p["pass"] not in bars:
+            bars[p["pass"]] = progress.add_task(f"pass {p['pass']}", total=max(p["bytes_total"], 1), done="", rate="")
+        eta = "-" if p["eta_s"] is None else f"{p['eta_s']:,.0f} s"
+        rate = "" if p["docs_per_s"] is None else f"{p['docs_per_s']:,.0f} docs/s, ETA {eta}"
+        progress.update(bars[p["pass"]], completed=p["bytes_in"], rate=rate,
+                        done=f"{p['tasks_done']}/{p['tasks_total']} files, {p['bytes_in'] / 1e6:,.1f}/"
+                             f"{p['bytes_total'] / 1e6:,.1f} MB")
 
     ex = make_executor(cfg, overwrite=overwrite, progress=on_task)
     try:
-        from curation.executors.plan import expand_inputs
-
-        state["n_tasks"] = len(expand_inputs(cfg.input.paths))
         with progress:
             result = ex.run()
     except CurationError as exc:
@@ -96,6 +103,86 @@ def run(
         console.print(f"[yellow]0 documents kept:[/] {why} (curate stats {result.root})", highlight=False,
                       soft_wrap=True)
     _print_stats(str(result.root))
+
+
+def _check_budget(cfg: Any, budget_cpu_hours: float) -> None:
+    """Exit 2 with one line, before any work, when the predicted CPU-hours exceed the budget."""
+    from curation.planner import budget_refusal, parse_cluster, plan as make_prediction
+
+    try:
+        pred = make_prediction(cfg, 0.01, parse_cluster(None))
+    except CurationError as exc:
+        _fail(exc)
+    refusal = budget_refusal(pred, budget_cpu_hours)
+    if refusal is not None:
+        console.print(f"[bold red]error:[/] {refusal}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    console.print(f"budget: predicted {pred.cpu_hours:.3g} CPU-hours <= {budget_cpu_hours:g}", highlight=False)
+
+
+@app.command("plan")
+def plan_cmd(
+    config: str = typer.Argument(..., help="Pipeline YAML (pipelines/*.yaml)."),
+    override: list[str] = typer.Option([], "--set", "-o", help="Dotted override KEY=VALUE, repeatable."),
+    sample: str = typer.Option("1%", "--sample", help="Share of input documents to run: 1% or 0.01."),
+    cluster: Optional[str] = typer.Option(None, "--cluster", help="cpus=..,gpus=..,nodes=.. (cpus and gpus per "
+                                          "node; default: this machine)."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="ray (default) or local, for the wall time."),
+    budget_cpu_hours: Optional[float] = typer.Option(None, "--budget-cpu-hours",
+                                                     help="Exit 2 when the prediction exceeds this."),
+    as_json: bool = typer.Option(False, "--json", help="Print the prediction as JSON."),
+) -> None:
+    """Predict kept documents/tokens, CPU-hours, GPU-hours and wall time from a deterministic sample run."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from rich.text import Text
+
+    from curation.pipeline import load_pipeline
+    from curation.planner import budget_refusal, parse_cluster, parse_rate, plan as make_prediction
+
+    overrides = list(override) + ([f"executor.kind={executor}"] if executor else [])
+    try:
+        cfg = load_pipeline(config, overrides)
+        pred = make_prediction(cfg, parse_rate(sample), parse_cluster(cluster))
+    except CurationError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(pred.to_json(), indent=1))
+    else:
+        c = pred.cluster
+        console.print(f"input: {pred.input_docs:,} docs, {pred.input_bytes / 1e6:,.1f} MB (uncompressed); cluster "
+                      f"{c.nodes} x ({c.cpus} CPUs, {c.gpus} GPUs); executor {cfg.executor.kind}", highlight=False)
+        t = Table(title="Predicted cost per step (full input)")
+        for col in ("step", "CPU-s", "GPU-s", "wall s", "workers"):
+            t.add_column(col, justify="left" if col == "step" else "right")
+        for st in pred.steps:
+            t.add_row(Text(st["step"]), f"{st['cpu_s']:,.1f}", f"{st['gpu_s']:,.1f}", f"{st['wall_s']:,.1f}",
+                      str(st["workers"]))
+        console.print(t)
+        k = Table(title="Sample funnel (kept share per stage)")
+        for col in ("stage", "in", "out", "kept"):
+            k.add_column(col, justify="left" if col == "stage" else "right")
+        for row in pred.stage_kept:
+            k.add_row(Text(row["stage"]), str(row["in"]), str(row["out"]), "-" if row["kept"] is None else f"{row['kept']:.3f}")
+        console.print(k)
+        lo, hi = pred.kept_docs_range
+        console.print(f"kept documents: {pred.kept_docs:,.0f} (95% range {lo:,.0f}-{hi:,.0f})", highlight=False)
+        lo, hi = pred.kept_tokens_range
+        console.print(f"kept tokens:    {pred.kept_tokens:,.0f} (95% range {lo:,.0f}-{hi:,.0f})", highlight=False)
+        lo, hi = pred.cpu_hours_range
+        console.print(f"CPU-hours:      {pred.cpu_hours:.4g} (range {lo:.4g}-{hi:.4g}); GPU-hours: "
+                      f"{pred.gpu_hours:.4g}", highlight=False)
+        lo, hi = pred.wall_seconds_range
+        console.print(f"wall time:      {pred.wall_seconds:,.0f} s (range {lo:,.0f}-{hi:,.0f})", highlight=False)
+        if pred.rephrase_tokens_per_s is not None:
+            console.print(f"rephrasing backend: {pred.rephrase_tokens_per_s:,.1f} output tokens/s", highlight=False)
+        for note in pred.notes:
+            console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    if budget_cpu_hours is not None:
+        refusal = budget_refusal(pred, budget_cpu_hours)
+        if refusal is not None:
+            console.print(f"[bold red]error:[/] {refusal.replace('; nothing was run', '')}", highlight=False,
+                          soft_wrap=True)
+            raise typer.Exit(2)
 
 
 def _print_stats(run_dir: str, limits: Any = None) -> None:

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from curation.config import fingerprint
 from curation.errors import FatalError
 from curation.executors.plan import Plan, Segment, make_plan
+from curation.executors.progress import ProgressTracker
 from curation.executors.shard import segment_schema
 from curation.executors.writers import file_digest
 from curation.io.atomic import read_json, write_json
@@ -103,7 +104,15 @@ class Executor(ABC):
     def __init__(self, config: PipelineConfig, overwrite: bool = False, progress: ProgressFn | None = None) -> None:
         self.config = config
         self.overwrite = overwrite
-        self.progress = progress or (lambda stats: None)
+        self._on_task = progress or (lambda stats: None)
+        self.tracker: ProgressTracker | None = None
+
+    def progress(self, stats: dict[str, Any]) -> None:
+        """Subclasses call this with each finished task's stats: counts it in progress.json, then
+        passes it to the caller's callback."""
+        if self.tracker is not None:
+            self.tracker.task_done(stats)
+        self._on_task(stats)
 
     @abstractmethod
     def run_tasks(self, plan: Plan, seg: Segment, tasks: list[int]) -> None:
@@ -162,8 +171,11 @@ class Executor(ABC):
             return RunResult(lay.root, read_json(lay.manifest), nothing_to_do=True, tasks_run=0)
         tasks_run = 0
         started = time.time()
+        self.tracker = ProgressTracker(lay.root / "progress.json", [t.size for t in plan.tasks], len(plan.segments))
         for seg in plan.segments:
             pending = [t.index for t in plan.tasks if not lay.marker(seg.index, t.index).exists()]
+            pending_set = set(pending)
+            self.tracker.start_pass(seg.index, [t.index for t in plan.tasks if t.index not in pending_set])
             if pending:
                 log.info("pass %d: %d of %d tasks to run", seg.index, len(pending), len(plan.tasks))
                 self.run_tasks(plan, seg, pending)
@@ -184,7 +196,9 @@ class Executor(ABC):
                     # Warnings live in the marker so that a resumed run's manifest still has them.
                     write_json(marker, {"stage": spec.stage, "seconds": round(time.time() - t0, 3),
                                         "warnings": stage.warnings})
+            self.tracker.end_pass(seg.index)
         manifest = build_manifest(plan, identity, wall_seconds=time.time() - started)
+        self.tracker.finish()  # before the manifest: a finished run's progress.json says so
         write_json(lay.manifest, manifest)  # the commit point of the run
         return RunResult(lay.root, manifest, nothing_to_do=False, tasks_run=tasks_run)
 

@@ -241,6 +241,7 @@ def _run_shard(plan: Plan, seg_index: int, task_index: int) -> dict[str, Any]:
     gstage = seg.key_for[1].build() if seg.key_for else None
     domains: dict[str, dict[str, int]] = defaultdict(lambda: {"docs": 0, "chars": 0, "tokens": 0})
     count_tokens = token_counter(out.token_counter) if seg.final else None
+    stage_seconds: dict[int, float] = defaultdict(float)  # per stage index: time in its process/filter
 
     def decide(index: int, name: str, res: Any, n_in: int, n_out: int | None = None) -> None:
         # n_out: rows leaving the stage when it may add rows (rephrasing); chain steps leave it None.
@@ -262,16 +263,21 @@ def _run_shard(plan: Plan, seg_index: int, task_index: int) -> dict[str, Any]:
                 if len(batch) == 0:
                     break
                 names = "+".join(spec.stage for (_, spec), _ in group)
+                t_group = time.perf_counter()
                 try:
                     if len(group) == 1 and not is_per_document(group[0][1]):
                         (index, spec), stage = group[0]
                         res = stage.process(batch)
                         decide(index, spec.stage, res, len(batch), len(res.kept))
                         batch = res.kept
+                        stage_seconds[index] += time.perf_counter() - t_group
                     else:
                         batch, steps = run_chain([stage for _, stage in group], batch)
+                        # A fused chain is timed as a whole; its time is shared by documents seen.
+                        spent, seen = time.perf_counter() - t_group, sum(step.n_in for step in steps) or 1
                         for ((index, spec), _), step in zip(group, steps):
                             decide(index, spec.stage, step.result, step.n_in)
+                            stage_seconds[index] += spent * step.n_in / seen
                 except CurationError:
                     raise
                 except Exception as exc:  # name the shard and stage; ValueError etc. are not retried
@@ -313,6 +319,7 @@ def _run_shard(plan: Plan, seg_index: int, task_index: int) -> dict[str, Any]:
         domains=dict(domains),
         started_unix=round(started, 3),
         seconds=round(time.time() - started, 3),
+        stage_seconds={str(k): round(v, 4) for k, v in sorted(stage_seconds.items())},
         node=_node_id(),
     )
     _fault(seg.index, task.index, "before_marker")

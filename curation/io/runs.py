@@ -196,16 +196,35 @@ def _segments(config: dict[str, Any]) -> int:
 
 
 def progress(run: str | os.PathLike[str], now: float | None = None) -> dict[str, Any]:
-    """How far a run got, from its markers: per pass tasks done/total, documents read and their
-    rate, input bytes done, and an ETA from the mean time per finished task.
+    """How far a run got: the executor's ``progress.json`` (bytes-based rates and ETA, see
+    ``curation.executors.progress``) when the run has one, else figures derived from its markers.
 
-    The ETA assumes the remaining tasks take as long as the finished ones and run with the same
-    parallelism; before the first task of a run finishes there is none.
+    From markers: per pass tasks done/total, documents read and their rate, input bytes done, and
+    an ETA from the mean time per finished task (runs written before progress.json existed).
     """
     root = run_path(run)
     rj = read_run_json(root)
     if rj is None:
         raise ValueError(f"{root} has no run.json: not a run directory")
+    live = _progress_json(root)
+    if live is not None:
+        finished = (root / "manifest.json").exists()
+        return {**live, "state": run_state(root), "eta_s": 0.0 if finished else live.get("eta_s"),
+                "source": "progress.json"}
+    return {**_marker_progress(root, rj, now), "source": "markers"}
+
+
+def _progress_json(root: Path) -> dict[str, Any] | None:
+    """progress.json when present and readable (a damaged one falls back to the markers)."""
+    path = root / "progress.json"
+    try:
+        data = _read_json(path) if path.exists() else None
+    except (ValueError, OSError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("passes"), list) else None
+
+
+def _marker_progress(root: Path, rj: dict[str, Any], now: float | None) -> dict[str, Any]:
     now = time.time() if now is None else now
     n_tasks = len(rj.get("inputs", []))
     n_segs = _segments(rj.get("full_config") or {})

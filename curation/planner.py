@@ -1,0 +1,524 @@
+"""``curate plan``: predict what a pipeline will keep and cost before running it on the full input.
+
+1. **Sample.** Every input line is read once; a line is kept when a hash of its document falls
+   under the sample rate. The hash is *coordinated*: it is a keyed hash of the document's minimum
+   word 5-gram (minimum under a second hash, over its first 256 words), so exact duplicates always
+   land in the sample together and near-duplicates (Jaccard J) together with probability about J.
+   A plain per-line hash would keep both copies of a pair with probability rate², and a 1% sample
+   would show almost none of the duplicates that dedup removes from the full input. Every document
+   is still kept with probability ``rate``, and a per-file prefix would bias toward file heads.
+2. **Measure.** The real pipeline runs on the sample with the in-process executor (a temp run
+   directory); model setup is timed apart from the tasks (it is paid once per worker, not per
+   byte); task markers give per-task seconds and per-stage seconds, global markers the seconds of
+   each global step (dedup, select).
+3. **Extrapolate** (``extrapolate``, pure arithmetic):
+
+   - map work (every shard pass): CPU-seconds scale linearly with uncompressed input bytes:
+     ``cpu_full = cpu_sample x bytes_full / bytes_sample``;
+   - global steps: ``n log n`` in the documents reaching them
+     (``sec_full = sec_sample x (N log N) / (n log n)``): they sort/shuffle keys;
+   - kept documents scale with the input documents, tokens with the input bytes;
+   - wall time on a cluster of C CPUs (``cpus x nodes``): each pass runs its T file tasks on
+     ``P = min(C / cpus_per_task, T)`` workers, so it lasts ``max(cpu / P, largest task)`` plus
+     model setup, plus a fixed overhead (Ray start, pass scheduling); a global step under
+     ``executor.global_in_driver_mb`` of keys runs in the driver on one core, else shuffles on C.
+     GPU passes are bounded by ``gpus x nodes / gpus_per_task`` too.
+
+Uncertainty: the kept fraction is a proportion over the sample's n documents: its 95% range is
+``p +- 1.96 sqrt(p(1-p)/n)``. Time per byte varies with the documents a task holds: the range is a
+bootstrap over the sample's tasks (resampled with replacement) of seconds per byte, never narrower
+than +-15% (repeat runs of the same work on a shared machine differ by about that much).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curation.errors import ConfigError
+from curation.io.linestream import Oversize, iter_lines, open_chunks
+from curation.io.readers import detect_format
+from curation.pipeline import PipelineConfig
+
+#: Seconds to start a local Ray cluster, and to schedule one pass or global step on it.
+RAY_START_S = 8.0
+RAY_PASS_OVERHEAD_S = 2.0
+#: Least relative half-width of a time range (run-to-run noise of identical work).
+TIME_NOISE_FLOOR = 0.15
+#: Words of a document the sampling key looks at (bounds its cost on long documents).
+KEY_WORDS = 256
+SHINGLE = 5
+
+
+# -- the sample ----------------------------------------------------------------------------------
+
+
+def doc_key(text: str, seed: int = 0) -> float:
+    """The coordinated sampling key of a document, uniform in [0, 1) (see the module docstring)."""
+    words = text.lower().split()[:KEY_WORDS]
+    if len(words) <= SHINGLE:
+        best = " ".join(words).encode()
+    else:
+        best, low = b"", 1 << 33
+        for i in range(len(words) - SHINGLE + 1):
+            s = " ".join(words[i:i + SHINGLE]).encode()
+            h = zlib.crc32(s)
+            if h < low:
+                best, low = s, h
+    digest = hashlib.blake2b(best, digest_size=8, key=seed.to_bytes(8, "little")).digest()
+    return int.from_bytes(digest, "little") / 2.0 ** 64
+
+
+@dataclass
+class FileSample:
+    """One input file: its documents and uncompressed bytes, in full and in the sample."""
+
+    source: str
+    docs: int = 0
+    bytes: int = 0
+    sample_docs: int = 0
+    sample_bytes: int = 0
+    sample_path: str = ""
+
+
+def _text_of(line: bytes, field_name: str) -> str:
+    try:
+        rec = json.loads(line)
+        text = rec.get(field_name) if isinstance(rec, dict) else None
+        return text if isinstance(text, str) else line.decode("utf-8", "replace")
+    except (ValueError, UnicodeDecodeError):
+        return line.decode("utf-8", "replace")  # a malformed line is sampled like any other
+
+
+def sample_file(path: str, source: str, config: PipelineConfig, rate: float, out: Path) -> FileSample:
+    """Write the sampled documents of one input file under ``out`` (JSONL as raw lines, Parquet as rows)."""
+    cfg = config.input
+    fs = FileSample(source)
+    if detect_format(path, cfg.format) == "parquet":
+        target = out / f"{len(list(out.iterdir())):05d}.parquet"
+        pf = pq.ParquetFile(path)
+        writer = None
+        for rb in pf.iter_batches(batch_size=4096):
+            texts = rb.column(cfg.text_field).to_pylist()
+            sizes = [len(t.encode()) if isinstance(t, str) else 0 for t in texts]
+            keep = [isinstance(t, str) and doc_key(t, config.seed) < rate for t in texts]
+            fs.docs += len(texts)
+            fs.bytes += sum(sizes)
+            fs.sample_docs += sum(keep)
+            fs.sample_bytes += sum(s for s, k in zip(sizes, keep) if k)
+            kept = pa.Table.from_batches([rb]).filter(pa.array(keep))
+            writer = writer or pq.ParquetWriter(target, kept.schema)
+            writer.write_table(kept)
+        if writer is not None:
+            writer.close()
+        fs.sample_path = str(target)
+        return fs
+    target = out / f"{len(list(out.iterdir())):05d}.jsonl"
+    with open_chunks(path) as chunks, open(target, "wb") as fh:
+        for line in iter_lines(chunks, cfg.max_line_bytes):
+            if isinstance(line, Oversize) or not line.strip():
+                continue
+            fs.docs += 1
+            fs.bytes += len(line)
+            if doc_key(_text_of(line, cfg.text_field), config.seed) < rate:
+                fh.write(line + b"\n")
+                fs.sample_docs += 1
+                fs.sample_bytes += len(line)
+    fs.sample_path = str(target)
+    return fs
+
+
+# -- measurement ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PassMeasure:
+    """One shard pass of the sample run."""
+
+    index: int
+    task_seconds: list[float]  # per sample task, setup excluded
+    task_bytes: list[int]  # uncompressed input bytes of each sample task
+    setup_seconds: float  # model loading etc., once per worker
+    stage_seconds: dict[str, float]  # stage name -> seconds over all sample tasks
+    cpus_per_task: float = 1.0
+    gpus_per_task: float = 0.0
+
+
+@dataclass
+class GlobalMeasure:
+    stage: str
+    seconds: float
+    docs_in: int  # documents that reached it in the sample
+    key_bytes: int  # bytes of its keyed work files in the sample
+    fixed_seconds: float = 0.0  # the same step over one document: its cost that does not grow with n
+
+
+@dataclass
+class Measurement:
+    """What the sample run measured plus the full input's sizes: everything ``extrapolate`` needs."""
+
+    rate: float
+    full_docs: int
+    full_bytes: int
+    file_bytes: list[int]  # uncompressed bytes of each full input file
+    sample_docs: int
+    sample_bytes: int
+    docs_out: int
+    tokens_out: int
+    passes: list[PassMeasure]
+    globals: list[GlobalMeasure]
+    stage_kept: list[tuple[str, int, int]]  # (stage, in, out) of the sample funnel
+    executor: str = "ray"
+    global_in_driver_mb: float = 256.0
+    rephrase_tokens_per_s: float | None = None
+    sample_wall_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where the full run would go: ``cpus`` and ``gpus`` per node, ``nodes`` of them."""
+
+    cpus: int
+    gpus: int = 0
+    nodes: int = 1
+
+    @property
+    def total_cpus(self) -> int:
+        return self.cpus * self.nodes
+
+    @property
+    def total_gpus(self) -> int:
+        return self.gpus * self.nodes
+
+
+def parse_cluster(spec: str | None) -> Cluster:
+    """``cpus=64,gpus=8,nodes=4`` (any subset; default: this machine's CPUs, no GPU, one node)."""
+    vals: dict[str, int] = {"cpus": os.cpu_count() or 1, "gpus": 0, "nodes": 1}
+    for part in (spec or "").split(","):
+        if not part.strip():
+            continue
+        key, _, value = part.partition("=")
+        key = key.strip()
+        if key not in vals:
+            raise ConfigError(f"--cluster: unknown key {key!r} in {spec!r}; valid: cpus, gpus, nodes")
+        try:
+            vals[key] = int(value)
+        except ValueError:
+            raise ConfigError(f"--cluster: {key}={value!r} is not an integer") from None
+        if vals[key] < 0 or (key != "gpus" and vals[key] < 1):
+            raise ConfigError(f"--cluster: {key}={value} must be {'>= 0' if key == 'gpus' else '>= 1'}")
+    return Cluster(**vals)
+
+
+def parse_rate(text: str) -> float:
+    """``1%`` or ``0.01`` -> 0.01; must lie in (0, 1]."""
+    try:
+        rate = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ConfigError(f"--sample: {text!r} is not a fraction (0.01) or a percentage (1%)") from None
+    if not 0 < rate <= 1:
+        raise ConfigError(f"--sample: {text!r} must be in (0, 1]")
+    return rate
+
+
+# -- extrapolation (pure) -------------------------------------------------------------------------
+
+
+@dataclass
+class Prediction:
+    """Predicted figures of the full run, each with a 95% range ``(low, high)``."""
+
+    input_docs: int
+    input_bytes: int
+    kept_docs: float
+    kept_docs_range: tuple[float, float]
+    kept_tokens: float
+    kept_tokens_range: tuple[float, float]
+    cpu_hours: float
+    cpu_hours_range: tuple[float, float]
+    gpu_hours: float
+    wall_seconds: float
+    wall_seconds_range: tuple[float, float]
+    cluster: Cluster
+    steps: list[dict[str, Any]] = field(default_factory=list)  # per pass / global step: cpu_s, wall_s
+    stage_kept: list[dict[str, Any]] = field(default_factory=list)
+    rephrase_tokens_per_s: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def task_cost_model(seconds: list[float], nbytes: list[int]) -> tuple[float, float]:
+    """``(fixed seconds per task, seconds per byte)``: least squares of ``seconds = a + b x bytes`` over
+    the sample's tasks. A sample task holds little data, so its fixed cost (opening files and writers,
+    a Parquet footer, a marker) is a large part of its time and must not be scaled with the bytes.
+    ``a`` is kept within ``[0, min(seconds)]``; with too few or equal-sized tasks, ``a = 0``."""
+    s, b = np.asarray(seconds, float), np.asarray(nbytes, float)
+    total_b = b.sum()
+    if total_b <= 0:
+        return (float(s.mean()) if len(s) else 0.0, 0.0)
+    plain = (0.0, float(s.sum() / total_b))
+    if len(s) < 3 or np.ptp(b) <= 0.05 * b.mean():
+        return plain
+    slope, intercept = np.polyfit(b, s, 1)
+    a = float(np.clip(intercept, 0.0, s.min()))
+    per_byte = float((s.sum() - a * len(s)) / total_b)
+    return (a, per_byte) if per_byte > 0 else plain
+
+
+def nlogn_factor(n_sample: float, n_full: float) -> float:
+    """``(N log N) / (n log n)``, with ``log`` floored at 1 so tiny samples do not blow it up."""
+    if n_sample <= 0:
+        return 0.0
+    return (n_full * max(math.log(n_full), 1.0)) / (n_sample * max(math.log(n_sample), 1.0))
+
+
+def proportion_range(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Normal-approximation 95% range of a proportion ``p`` observed over ``n`` documents."""
+    if n <= 0:
+        return (0.0, 1.0)
+    half = z * math.sqrt(max(p * (1 - p), 0.0) / n)
+    return (max(0.0, p - half), min(1.0, p + half))
+
+
+def bootstrap_rel_range(seconds: list[float], nbytes: list[int], reps: int = 2000,
+                        seed: int = 0) -> tuple[float, float]:
+    """95% range of ``sum(seconds) / sum(bytes)`` relative to its point value, by resampling tasks;
+    never narrower than ``TIME_NOISE_FLOOR`` on either side."""
+    s, b = np.asarray(seconds, float), np.asarray(nbytes, float)
+    lo, hi = 1 - TIME_NOISE_FLOOR, 1 + TIME_NOISE_FLOOR
+    if len(s) >= 2 and b.sum() > 0 and s.sum() > 0:
+        rng = np.random.default_rng(seed)
+        idx = rng.integers(0, len(s), size=(reps, len(s)))
+        ratios = s[idx].sum(1) / np.maximum(b[idx].sum(1), 1.0)
+        point = s.sum() / b.sum()
+        q_lo, q_hi = np.percentile(ratios, [2.5, 97.5]) / point
+        lo, hi = min(lo, float(q_lo)), max(hi, float(q_hi))
+    return (lo, hi)
+
+
+def extrapolate(m: Measurement, cluster: Cluster) -> Prediction:
+    """Scale the sample's measurements to the full input on ``cluster`` (model: module docstring)."""
+    if m.sample_docs == 0 or m.sample_bytes == 0:
+        raise ConfigError("the sample holds no document: raise --sample (or the input is empty)")
+    byte_scale = m.full_bytes / m.sample_bytes
+    n_tasks = max(len(m.file_bytes), 1)
+    largest = max(m.file_bytes, default=0)
+    ray = m.executor == "ray"
+    steps: list[dict[str, Any]] = []
+    notes: list[str] = []
+    cpu_s = gpu_s = wall_s = 0.0
+    all_sec: list[float] = []
+    all_bytes: list[int] = []
+    for p in m.passes:
+        fixed, per_byte = task_cost_model(p.task_seconds, p.task_bytes)
+        cpu = (per_byte * m.full_bytes + fixed * n_tasks) * p.cpus_per_task
+        workers = max(1, min(int(cluster.total_cpus / max(p.cpus_per_task, 1e-9)), n_tasks))
+        if p.gpus_per_task > 0:
+            if cluster.total_gpus == 0:
+                notes.append(f"pass {p.index} asks {p.gpus_per_task:g} GPU per task but the cluster has none")
+            else:
+                workers = max(1, min(workers, int(cluster.total_gpus / p.gpus_per_task)))
+        workers = workers if ray else 1  # the in-process executor runs one task at a time
+        setup = p.setup_seconds
+        wall = max(cpu / p.cpus_per_task / workers, fixed + per_byte * largest) + setup
+        gpu = (cpu / p.cpus_per_task + setup * workers) * p.gpus_per_task
+        cpu += setup * workers * p.cpus_per_task
+        wall += RAY_PASS_OVERHEAD_S if ray else 0.0
+        steps.append({"step": f"pass {p.index}", "cpu_s": round(cpu, 2), "gpu_s": round(gpu, 2),
+                      "wall_s": round(wall, 2), "workers": workers,
+                      "stages": {k: round(v * byte_scale, 2) for k, v in p.stage_seconds.items()}})
+        cpu_s, gpu_s, wall_s = cpu_s + cpu, gpu_s + gpu, wall_s + wall
+        all_sec += p.task_seconds
+        all_bytes += p.task_bytes
+    for g in m.globals:
+        full_in = g.docs_in * m.full_docs / m.sample_docs
+        fixed = min(g.fixed_seconds, g.seconds)
+        sec = fixed + (g.seconds - fixed) * nlogn_factor(g.docs_in, full_in)
+        key_mb = g.key_bytes * byte_scale / 1e6
+        in_driver = not ray or key_mb < m.global_in_driver_mb
+        wall = sec if in_driver else sec / max(cluster.total_cpus, 1) + RAY_PASS_OVERHEAD_S
+        steps.append({"step": f"global {g.stage}", "cpu_s": round(sec, 2), "gpu_s": 0.0, "wall_s": round(wall, 2),
+                      "workers": 1 if in_driver else cluster.total_cpus, "key_mb": round(key_mb, 1)})
+        cpu_s, wall_s = cpu_s + sec, wall_s + wall
+    wall_s += RAY_START_S if ray else 0.0
+    t_lo, t_hi = bootstrap_rel_range(all_sec, all_bytes)
+    p_kept = m.docs_out / m.sample_docs
+    k_lo, k_hi = proportion_range(p_kept, m.sample_docs)
+    rel_lo, rel_hi = (k_lo / p_kept, k_hi / p_kept) if p_kept > 0 else (0.0, 0.0)
+    kept = p_kept * m.full_docs
+    tokens = m.tokens_out * byte_scale
+    stage_kept = [{"stage": s, "in": i, "out": o, "kept": round(o / i, 4) if i else None} for s, i, o in m.stage_kept]
+    if m.sample_docs < 300:
+        notes.append(f"the sample holds only {m.sample_docs} documents: ranges are wide; raise --sample")
+    return Prediction(
+        input_docs=m.full_docs, input_bytes=m.full_bytes,
+        kept_docs=round(kept), kept_docs_range=(round(k_lo * m.full_docs), round(k_hi * m.full_docs)),
+        kept_tokens=round(tokens), kept_tokens_range=(round(tokens * rel_lo), round(tokens * rel_hi)),
+        cpu_hours=cpu_s / 3600, cpu_hours_range=(cpu_s * t_lo / 3600, cpu_s * t_hi / 3600),
+        gpu_hours=gpu_s / 3600, wall_seconds=wall_s, wall_seconds_range=(wall_s * t_lo, wall_s * t_hi),
+        cluster=cluster, steps=steps, stage_kept=stage_kept, rephrase_tokens_per_s=m.rephrase_tokens_per_s,
+        notes=notes)
+
+
+# -- running the sample --------------------------------------------------------------------------
+
+
+#: A sample with fewer documents is drawn again at a higher rate (small inputs: a 1% sample of
+#: 5,000 documents would say little).
+MIN_SAMPLE_DOCS = 200
+
+
+def _draw(config: PipelineConfig, rate: float, sample_dir: Path) -> list[FileSample]:
+    from curation.executors.plan import expand_inputs
+
+    shutil.rmtree(sample_dir, ignore_errors=True)
+    sample_dir.mkdir(parents=True)
+    return [sample_file(t.path, t.source, config, rate, sample_dir) for t in expand_inputs(config.input.paths)]
+
+
+def measure(config: PipelineConfig, rate: float, workdir: Path | None = None,
+            min_docs: int = MIN_SAMPLE_DOCS) -> Measurement:
+    """Sample the inputs of ``config``, run the pipeline on the sample in process, and measure it.
+
+    When the sample holds fewer than ``min_docs`` documents it is drawn once more at the rate that
+    gives about that many (all of a small input).
+    """
+    from curation.executors.local import LocalExecutor
+    from curation.executors.plan import make_plan
+    from curation.executors.shard import _STAGE_CACHE, build_stages
+
+    own = workdir is None
+    work = Path(tempfile.mkdtemp(prefix="curate-plan-")) if own else workdir
+    try:
+        sample_dir = work / "sample"
+        files = _draw(config, rate, sample_dir)
+        got, full = sum(f.sample_docs for f in files), sum(f.docs for f in files)
+        if got < min_docs and rate < 1.0 and full:
+            rate = min(1.0, 1.2 * min_docs / full)
+            files = _draw(config, rate, sample_dir)
+        data = config.to_mapping()
+        data["input"]["paths"] = [f.sample_path for f in files]
+        data["output"]["dir"] = str(work / "run")
+        data["executor"]["kind"] = "local"
+        sample_cfg = PipelineConfig.from_mapping(data, where="plan sample")
+        plan = make_plan(sample_cfg)
+        setups = []
+        for seg in plan.segments:  # timed apart: setup is paid once per worker, not per byte
+            t0 = time.perf_counter()
+            build_stages(plan, seg)
+            setups.append(time.perf_counter() - t0)
+        t0 = time.time()
+        ex = LocalExecutor(sample_cfg, overwrite=True)
+        try:
+            result = ex.run()
+        finally:
+            ex.close()
+            for seg in plan.segments:
+                _STAGE_CACHE.pop((plan.root, seg.index), None)
+        return _measurement(config, rate, plan, files, result.manifest, setups, time.time() - t0)
+    finally:
+        if own:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _measurement(config: PipelineConfig, rate: float, plan: Any, files: list[FileSample],
+                 manifest: dict[str, Any], setups: list[float], wall: float) -> Measurement:
+    from curation.io.atomic import read_json
+
+    lay = plan.layout
+    by_path = {f.sample_path: f for f in files}
+    task_bytes = [by_path[t.path].sample_bytes if t.path in by_path else t.size for t in plan.tasks]
+    names = {i: s.stage for i, s in enumerate(config.stages)}
+    passes, globals_ = [], []
+    for seg in plan.segments:
+        secs, stage_secs = [], {}
+        for t in plan.tasks:
+            mk = read_json(lay.marker(seg.index, t.index))
+            secs.append(float(mk["seconds"]))
+            for idx, v in (mk.get("stage_seconds") or {}).items():
+                stage_secs[names[int(idx)]] = stage_secs.get(names[int(idx)], 0.0) + float(v)
+        res = seg.task_resources()
+        passes.append(PassMeasure(seg.index, secs, task_bytes, setups[seg.index], stage_secs,
+                                  cpus_per_task=max(float(res.get("num_cpus", 1.0)), 1e-3),
+                                  gpus_per_task=float(res.get("num_gpus", 0.0))))
+        if seg.key_for is not None:
+            stage_index, spec = seg.key_for
+            gm = read_json(lay.global_marker(stage_index))
+            kb = sum(lay.work(seg.index, t.index).stat().st_size for t in plan.tasks)
+            docs_in = next((s["in"] for s in manifest["stages"] if s["index"] == stage_index), 0)
+            # Timed again here, warm: the run's first global step also pays one-off imports and
+            # initialisation, which at sample size outweigh the work and must not be scaled.
+            warm = min(float(gm["seconds"]), _global_seconds(plan, seg, spec, None))
+            globals_.append(GlobalMeasure(spec.stage, warm, int(docs_in), int(kb),
+                                          _global_seconds(plan, seg, spec, 1)))
+    tokens = sum(int(d["tokens"]) for d in manifest["domains"].values())
+    return Measurement(
+        rate=rate, full_docs=sum(f.docs for f in files), full_bytes=sum(f.bytes for f in files),
+        file_bytes=[f.bytes for f in files], sample_docs=sum(f.sample_docs for f in files),
+        sample_bytes=sum(f.sample_bytes for f in files), docs_out=int(manifest["totals"]["docs_out"]),
+        tokens_out=tokens, passes=passes, globals=globals_,
+        stage_kept=[(s["name"], int(s["in"]), int(s["out"])) for s in manifest["stages"]],
+        executor=config.executor.kind, global_in_driver_mb=config.executor.global_in_driver_mb,
+        rephrase_tokens_per_s=_rephrase_rate(lay.root, config), sample_wall_seconds=round(wall, 3))
+
+
+def _global_seconds(plan: Any, seg: Any, spec: Any, rows: int | None) -> float:
+    """Seconds of a global step over the sample's keys (``rows``: only the first so many), its key
+    files read as in the run; with one row, the part of its time that does not grow with n."""
+    from curation.executors.local import key_read_columns
+    from curation.io.storage import read_parquet
+    from curation.stages.dedup.frame import LocalFrame
+
+    stage = spec.build()
+    t0 = time.perf_counter()
+    cols = key_read_columns(stage)
+    tables = [read_parquet(str(plan.layout.work(seg.index, t.index)), columns=cols) for t in plan.tasks]
+    table = pa.concat_tables(tables)
+    table = table if rows is None else table.slice(0, rows)
+    try:
+        if len(table):
+            stage.run_global(LocalFrame(table, num_buckets=stage.num_buckets))
+    except Exception:  # noqa: BLE001 - a step that cannot resolve one document (near_dedup_v1 today):
+        # count only the reads, the rest of its time then scales with n log n (leans long).
+        pass
+    return time.perf_counter() - t0
+
+
+def _rephrase_rate(root: Path, config: PipelineConfig) -> float | None:
+    """Output tokens per second of the configured rephrasing backend on the sample (None: no rephrasing)."""
+    if not any(s.stage.startswith("rephrase") for s in config.stages):
+        return None
+    from curation.stats import summary
+
+    rows = summary(str(root)).get("rephrase") or []
+    tokens, secs = sum(r[4] or 0 for r in rows), sum(r[5] or 0 for r in rows)
+    return round(tokens / secs, 1) if secs else None
+
+
+def plan(config: PipelineConfig, rate: float, cluster: Cluster) -> Prediction:
+    """Measure a ``rate`` sample of ``config``'s inputs and predict the full run on ``cluster``."""
+    return extrapolate(measure(config, rate), cluster)
+
+
+def budget_refusal(pred: Prediction, budget_cpu_hours: float) -> str | None:
+    """The one-line refusal when the predicted CPU-hours exceed the budget, else None."""
+    if pred.cpu_hours <= budget_cpu_hours:
+        return None
+    lo, hi = pred.cpu_hours_range
+    return (f"refused: predicted {pred.cpu_hours:.3g} CPU-hours (95% range {lo:.3g}-{hi:.3g}) exceeds "
+            f"--budget-cpu-hours {budget_cpu_hours:g}; nothing was run")

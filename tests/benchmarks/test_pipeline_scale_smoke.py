@@ -1,0 +1,29 @@
+"""CI smoke run of the full-pipeline scale benchmark at its 10k size (in-process executor)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow  # about 40 s on two shared cores
+
+
+def test_pipeline_scale_10k_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "pipeline_scale.py"), "--sizes", "10000",
+                        "--executors", "local", "--work", str(tmp_path), "--json", str(out)],
+                       capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    (res,) = json.loads(out.read_text())
+    assert res["size"] == 10000 and res["input_mb"] > 20 and 0 < res["docs_out"] < 10000
+    assert res["wall_s"] > 0 and res["driver_peak_mb"] > 0
+    d = res["dedup"]  # scored against the generator's ground truth
+    assert d["removable"] > 500 and d["removed"] > 0 and d["precision"] > 0.9 and d["recall"] > 0.5
+    assert abs(sum(res["stage_share"].values()) - 1.0) < 0.01 and "language_id_v1" in res["stage_share"]
+    assert (tmp_path / "run-10000-local" / "progress.json").exists()

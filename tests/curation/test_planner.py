@@ -1,0 +1,200 @@
+"""The planner: its sample (deterministic, coordinated), its arithmetic, and `--budget-cpu-hours` refusing."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from curation.cli import app as cli
+from curation.errors import ConfigError
+from curation.pipeline import PipelineConfig
+from curation.planner import (Cluster, GlobalMeasure, Measurement, PassMeasure, budget_refusal,
+                              bootstrap_rel_range, doc_key, extrapolate, measure, nlogn_factor, parse_cluster,
+                              parse_rate, proportion_range, sample_file, RAY_PASS_OVERHEAD_S, RAY_START_S)
+from tests.conftest import PROSE, pipeline_dict, write_jsonl
+
+
+def approx(x: object, **kw: object) -> object:
+    """Step figures are rounded to 0.01 s for display."""
+    return pytest.approx(x, **({"abs": 0.011} | kw))  # type: ignore[arg-type]
+
+
+def measurement(**kw: object) -> Measurement:
+    """A sample of 1,000 docs / 1 MB out of 100,000 docs / 100 MB in 10 files of 10 MB."""
+    base = dict(
+        rate=0.01, full_docs=100_000, full_bytes=100_000_000, file_bytes=[10_000_000] * 10, sample_docs=1000,
+        sample_bytes=1_000_000, docs_out=600, tokens_out=150_000,
+        passes=[PassMeasure(0, [2.0, 2.0], [500_000, 500_000], 1.0, {"text_length_v1": 4.0}),
+                PassMeasure(1, [1.0, 1.0], [500_000, 500_000], 0.0, {})],
+        globals=[GlobalMeasure("exact_dedup_v1", 0.5, 1000, 10_000)],
+        stage_kept=[("input", 1000, 1000), ("text_length_v1", 1000, 600)], executor="ray")
+    base.update(kw)
+    return Measurement(**base)  # type: ignore[arg-type]
+
+
+def test_map_work_scales_with_bytes_and_wall_with_workers() -> None:
+    pred = extrapolate(measurement(), Cluster(cpus=4))
+    p0, p1, g = pred.steps
+    # pass 0: 4 s per MB of sample -> 400 CPU-s; 4 workers also each load the models once (1 s).
+    assert p0["cpu_s"] == approx(400 + 4 * 1.0)
+    assert p0["workers"] == 4 and p0["wall_s"] == approx(400 / 4 + 1.0 + RAY_PASS_OVERHEAD_S)
+    assert p1["cpu_s"] == approx(200) and p1["wall_s"] == approx(200 / 4 + RAY_PASS_OVERHEAD_S)
+    # global: n log n in the documents reaching it (1,000 -> 100,000), in the driver (1 MB of keys).
+    assert g["cpu_s"] == approx(0.5 * 100_000 * math.log(100_000) / (1000 * math.log(1000)))
+    assert g["workers"] == 1 and g["wall_s"] == approx(g["cpu_s"])
+    assert pred.cpu_hours == approx((p0["cpu_s"] + p1["cpu_s"] + g["cpu_s"]) / 3600)
+    assert pred.wall_seconds == approx(p0["wall_s"] + p1["wall_s"] + g["wall_s"] + RAY_START_S)
+    assert pred.kept_docs == 60_000 and pred.kept_tokens == 15_000_000
+    assert p0["stages"] == {"text_length_v1": 400.0}
+
+
+def test_wall_is_bounded_by_files_and_the_largest_file() -> None:
+    # 64 CPUs but 10 files: at most 10 workers; one 60 MB file of 100 MB bounds the pass.
+    pred = extrapolate(measurement(file_bytes=[60_000_000] + [40_000_000 / 9] * 9), Cluster(cpus=64))
+    p0 = pred.steps[0]
+    assert p0["workers"] == 10
+    assert p0["wall_s"] == approx(4e-6 * 60_000_000 + 1.0 + RAY_PASS_OVERHEAD_S)  # 240 s, not 400/10
+    local = extrapolate(measurement(executor="local"), Cluster(cpus=64))
+    assert local.steps[0]["workers"] == 1 and local.steps[0]["wall_s"] == approx(401.0)
+    assert local.wall_seconds == approx(sum(s["wall_s"] for s in local.steps))  # no Ray overheads
+
+
+def test_big_global_step_shuffles_on_the_cluster() -> None:
+    m = measurement(globals=[GlobalMeasure("near_dedup_v1", 2.0, 1000, 5_000_000)])  # 500 MB of keys in full
+    pred = extrapolate(m, Cluster(cpus=8, nodes=2))
+    g = pred.steps[-1]
+    assert g["key_mb"] == approx(500) and g["workers"] == 16
+    assert g["wall_s"] == approx(g["cpu_s"] / 16 + RAY_PASS_OVERHEAD_S)
+
+
+def test_gpu_passes_count_gpu_hours_and_gpu_parallelism() -> None:
+    m = measurement(passes=[PassMeasure(0, [2.0, 2.0], [500_000, 500_000], 0.0, {}, gpus_per_task=1.0)])
+    pred = extrapolate(m, Cluster(cpus=32, gpus=2))
+    assert pred.steps[0]["workers"] == 2 and pred.gpu_hours == approx(400 / 3600)
+    none = extrapolate(m, Cluster(cpus=32, gpus=0))
+    assert any("GPU" in n for n in none.notes)
+
+
+def test_ranges_come_from_the_sample() -> None:
+    lo, hi = proportion_range(0.6, 1000)
+    assert lo == approx(0.6 - 1.96 * math.sqrt(0.24 / 1000)) and hi == approx(0.6 + 1.96 * math.sqrt(0.24 / 1000))
+    pred = extrapolate(measurement(), Cluster(cpus=4))
+    assert pred.kept_docs_range == (round(lo * 100_000), round(hi * 100_000))
+    assert pred.cpu_hours_range[0] < pred.cpu_hours < pred.cpu_hours_range[1]
+    # identical tasks: only the noise floor; very uneven ones: wider than it
+    assert bootstrap_rel_range([1.0] * 8, [100] * 8) == approx((0.85, 1.15))
+    lo, hi = bootstrap_rel_range([1, 9, 1, 9, 1, 9], [100] * 6)
+    assert lo < 0.85 and hi > 1.15
+    assert nlogn_factor(1000, 1000) == approx(1.0) and nlogn_factor(0, 10) == 0.0
+
+
+def test_empty_sample_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="raise --sample"):
+        extrapolate(measurement(sample_docs=0, sample_bytes=0), Cluster(cpus=1))
+
+
+def test_cluster_and_rate_parsing() -> None:
+    assert parse_cluster("cpus=16,gpus=2,nodes=3") == Cluster(16, 2, 3)
+    assert parse_cluster("cpus=4").total_cpus == 4
+    with pytest.raises(ConfigError, match="unknown key 'tpus'"):
+        parse_cluster("tpus=4")
+    with pytest.raises(ConfigError, match="cpus=0 must be >= 1"):
+        parse_cluster("cpus=0")
+    assert parse_rate("1%") == approx(0.01) and parse_rate("0.25") == 0.25
+    for bad in ("0", "150%", "x"):
+        with pytest.raises(ConfigError):
+            parse_rate(bad)
+
+
+def test_budget_refusal_line() -> None:
+    pred = extrapolate(measurement(), Cluster(cpus=4))
+    assert budget_refusal(pred, 1.0) is None
+    line = budget_refusal(pred, 0.01)
+    assert line is not None and "\n" not in line and "exceeds --budget-cpu-hours 0.01" in line
+    assert f"{pred.cpu_hours:.3g} CPU-hours" in line
+
+
+def test_sample_is_deterministic_uniform_and_keeps_duplicates_together(tmp_path: Path) -> None:
+    words = [f"w{i}" for i in range(5000)]
+    recs = []
+    for i in range(2000):
+        text = " ".join(words[(i * 7 + j * 13) % 5000] for j in range(40))
+        recs.append({"id": f"d{i}", "text": text})
+        if i % 4 == 0:
+            recs.append({"id": f"d{i}-copy", "text": text})
+    write_jsonl(tmp_path / "in.jsonl", recs)
+    cfg = PipelineConfig.from_mapping(pipeline_dict([str(tmp_path / "in.jsonl")], tmp_path / "out"))
+    outs = []
+    for k in range(2):
+        (tmp_path / f"s{k}").mkdir()
+        outs.append(sample_file(str(tmp_path / "in.jsonl"), "in.jsonl", cfg, 0.2, tmp_path / f"s{k}"))
+    assert Path(outs[0].sample_path).read_bytes() == Path(outs[1].sample_path).read_bytes()
+    fs = outs[0]
+    assert fs.docs == 2500 and abs(fs.sample_docs / fs.docs - 0.2) < 0.04
+    ids = {json.loads(x)["id"] for x in Path(fs.sample_path).read_text().splitlines()}
+    pairs = [i for i in range(0, 2000, 4) if f"d{i}" in ids]
+    assert pairs and all(f"d{i}-copy" in ids for i in pairs)  # an exact duplicate comes with its original
+    near = doc_key(" ".join(words[:200])) == doc_key(" ".join(words[:199] + ["zzz"]))
+    assert near  # one changed word out of 200 rarely moves the minimum shingle
+
+
+def test_measure_runs_the_real_pipeline_on_the_sample(tiny_corpus: Path, tmp_path: Path) -> None:
+    cfg = PipelineConfig.from_mapping(pipeline_dict([str(tiny_corpus / "*")], tmp_path / "out"))
+    m = measure(cfg, 1.0, tmp_path / "work")  # the whole input: the sample run is the real run
+    assert m.full_docs == m.sample_docs == 7 and m.docs_out == 4
+    assert [s for s, _, _ in m.stage_kept] == ["input", "text_length_v1", "exact_dedup_v1"]
+    assert len(m.passes) == 2 and len(m.passes[0].task_seconds) == 3
+    assert "text_length_v1" in m.passes[0].stage_seconds
+    assert m.globals[0].stage == "exact_dedup_v1" and m.globals[0].docs_in == 6
+    assert not (tmp_path / "out").exists()  # the configured output dir is never touched
+
+
+def _config_file(tmp_path: Path, corpus: Path) -> Path:
+    import yaml
+
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(pipeline_dict([str(corpus / "*")], tmp_path / "run")))
+    return path
+
+
+def test_run_refuses_over_budget_before_any_work(tiny_corpus: Path, tmp_path: Path) -> None:
+    res = CliRunner().invoke(cli, ["run", str(_config_file(tmp_path, tiny_corpus)), "--budget-cpu-hours", "1e-12"])
+    assert res.exit_code == 2, res.output
+    refusal = [line for line in res.output.splitlines() if "refused" in line]
+    assert len(refusal) == 1 and "exceeds --budget-cpu-hours 1e-12" in refusal[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_within_budget_runs(tiny_corpus: Path, tmp_path: Path) -> None:
+    res = CliRunner().invoke(cli, ["run", str(_config_file(tmp_path, tiny_corpus)), "--budget-cpu-hours", "10"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "run" / "manifest.json").exists() and (tmp_path / "run" / "progress.json").exists()
+
+
+def test_plan_command_prints_json(tiny_corpus: Path, tmp_path: Path) -> None:
+    res = CliRunner().invoke(cli, ["plan", str(_config_file(tmp_path, tiny_corpus)), "--sample", "100%", "--json",
+                                   "--cluster", "cpus=2"])
+    assert res.exit_code == 0, res.output
+    pred = json.loads(res.output)
+    assert pred["input_docs"] == 7 and pred["kept_docs"] == 4 and pred["cluster"]["cpus"] == 2
+    res = CliRunner().invoke(cli, ["plan", str(_config_file(tmp_path, tiny_corpus)), "--sample", "100%",
+                                   "--budget-cpu-hours", "1e-12"])
+    assert res.exit_code == 2 and "exceeds --budget-cpu-hours" in res.output
+    assert PROSE  # the corpus fixture's texts are the documents planned over
+
+
+def test_fixed_task_cost_is_not_scaled_with_bytes() -> None:
+    from curation.planner import task_cost_model
+
+    secs = [0.05 + 1e-6 * b for b in (10_000, 20_000, 40_000, 80_000)]  # 50 ms per task + 1 us per byte
+    a, b = task_cost_model(secs, [10_000, 20_000, 40_000, 80_000])
+    assert a == approx(0.05, abs=1e-6) and b == approx(1e-6, abs=1e-9)
+    m = measurement(passes=[PassMeasure(0, secs, [10_000, 20_000, 40_000, 80_000], 0.0, {})], globals=[],
+                    sample_bytes=150_000)
+    pred = extrapolate(m, Cluster(cpus=1))
+    assert pred.steps[0]["cpu_s"] == approx(10 * 0.05 + 1e-6 * 100_000_000)  # 10 full tasks, 100 MB
+    assert task_cost_model([1.0, 1.0], [5, 5]) == (0.0, 0.2)  # too few / equal tasks: all per byte
