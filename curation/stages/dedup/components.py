@@ -40,11 +40,17 @@ def _sorted_unique(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.nda
     return src[keep], dst[keep]
 
 
+def run_starts(values: np.ndarray) -> np.ndarray:
+    """True where a run of equal values in sorted ``values`` begins (empty for empty input)."""
+    first = np.ones(len(values), dtype=bool)
+    first[1:] = values[1:] != values[:-1]
+    return first
+
+
 def _runs(src: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Start index of each run of equal values in sorted ``src``, and each element's run number."""
-    starts = np.flatnonzero(np.r_[True, src[1:] != src[:-1]])
-    run_of = np.cumsum(np.r_[True, src[1:] != src[:-1]]) - 1
-    return starts, run_of
+    first = run_starts(src)
+    return np.flatnonzero(first), np.cumsum(first) - 1
 
 
 def _both_directions(t: pa.Table) -> pa.Table:

@@ -52,7 +52,7 @@ from curation.errors import ConfigError
 from curation.registry import register_stage
 from curation.stages.base import StageResult, split
 from curation.stages.dedup.base import GlobalStage, row_positions
-from curation.stages.dedup.components import connected_components, edges
+from curation.stages.dedup.components import connected_components, edges, run_starts
 from curation.stages.dedup.frame import Frame
 from curation.stages.dedup.minhash import (
     band_keys, candidate_probability, optimal_bands, shingle_hashes, shingle_sets, signatures,
@@ -303,7 +303,7 @@ class NearDedup(GlobalStage):
         sig = t.column("sig").combine_chunks().flatten().to_numpy().reshape(-1, self._sig_width())
         order = np.lexsort((node, key))
         key, node, sig = key[order], node[order], sig[order]
-        first = np.r_[True, key[1:] != key[:-1]]
+        first = run_starts(key)
         starts = np.flatnonzero(first)
         sizes = np.diff(np.r_[starts, len(key)])
         lo, hi = self._bounds()
@@ -358,8 +358,8 @@ class NearDedup(GlobalStage):
         order = np.lexsort((node, -length, label))
         node, label, ids, sig = node[order], label[order], ids[order], sig[order]
         src = t.column("src").take(pa.array(order, pa.int64()))
-        starts = np.flatnonzero(np.r_[True, label[1:] != label[:-1]])
-        run_of = np.cumsum(np.r_[True, label[1:] != label[:-1]]) - 1
+        first = run_starts(label)
+        starts, run_of = np.flatnonzero(first), np.cumsum(first) - 1
         sizes = np.diff(np.r_[starts, len(label)])
         keeper_ids = ids[starts][run_of]
         is_keeper = np.zeros(len(node), dtype=bool)
@@ -432,7 +432,7 @@ def _star_edges(t: pa.Table) -> pa.Table:
     key, node = t.column("key").to_numpy(), t.column("node").to_numpy()
     order = np.lexsort((node, key))
     key, node = key[order], node[order]
-    first = np.r_[True, key[1:] != key[:-1]]
+    first = run_starts(key)
     head = node[np.maximum.accumulate(np.where(first, np.arange(len(key)), 0))]
     sel = ~first & (node != head)
     return edges(node[sel], head[sel])
@@ -443,7 +443,7 @@ def _candidate_members(t: pa.Table) -> pa.Table:
     key, node = t.column("key").to_numpy(), t.column("node").to_numpy()
     order = np.argsort(key, kind="stable")
     key, node = key[order], node[order]
-    first = np.r_[True, key[1:] != key[:-1]]
+    first = run_starts(key)
     run = np.cumsum(first) - 1
     sizes = np.bincount(run)
     sel = sizes[run] >= 2

@@ -157,3 +157,10 @@ def test_exact_checks_per_band_group_are_bounded() -> None:
     a, b, sure = group_pairs(np.arange(m, dtype=np.int64), wide, k, lo, hi, max_group=1000)
     assert (~sure).sum() <= FORESTS * (m - 1) < m * (m - 1) // 2
     assert len(set(zip(a[~sure].tolist(), b[~sure].tolist()))) == (~sure).sum()  # no pair twice
+
+
+@pytest.mark.parametrize("texts", [[], [PROSE[0]], [PROSE[0], PROSE[1]]], ids=["none", "one", "two-unrelated"])
+def test_no_or_single_documents_resolve_to_nothing(texts: list[str]) -> None:
+    """Nothing to cluster is an empty result, not an IndexError (the planner times the stage on tiny inputs)."""
+    stage = NearDedup(NearDedupConfig(threshold=0.8))
+    assert resolve(stage, keyed(stage, texts)) == {}
