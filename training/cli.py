@@ -119,11 +119,12 @@ def cmr_predict(
     tokens: float = typer.Option(..., help="Token budget of the continual pre-training run."),
     mixture: Optional[Path] = typer.Option(None, help="Write {ratios: {GENERAL: 1-R, DOMAIN: R}} here "
                                                        "(data.ratios_file)."),
+    ratio: Optional[float] = typer.Option(None, help="Also predict the loss changes at this domain share."),
 ) -> None:
-    """Critical ratio for a token budget; optionally write a mixture file."""
+    """Critical ratio for a token budget, and the loss changes predicted there; optionally write a mixture file."""
     from training.cmr import predict
 
-    print(json.dumps(predict(fit, tokens, mixture)))
+    print(json.dumps(predict(fit, tokens, mixture, ratio)))
 
 
 @app.command("skills-graph")
