@@ -118,3 +118,12 @@ def test_natural_mixture_is_the_byte_share_of_each_domain(sample_run: Path, tmp_
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "m.json").read_text())["ratios"] == mix
     assert np.isclose(sum(mix.values()), 1.0)
+
+
+def test_eval_domains_give_curves_for_domains_not_trained_on(sample_run: Path, tmp_path: Path) -> None:
+    train(load_config(str(REPO / "training/configs/tiny.yaml"),
+                      [f"data.runs=[{sample_run}]", 'data.ratios={"python_docs": 1.0}', "steps=4", "eval_every=2",
+                       "eval_batches=1", f"out_dir={tmp_path}", f"eval_runs=[{sample_run}]",
+                       "eval_domains=[license, code]"]))
+    evals = [json.loads(x)["eval"] for x in (tmp_path / "log.jsonl").read_text().splitlines() if '"eval"' in x]
+    assert len(evals) == 3 and all(set(e) == {"license", "code"} for e in evals)
