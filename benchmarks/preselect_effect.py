@@ -119,7 +119,7 @@ def build_sources(src: Path, pool_bytes: int, target_bytes: int) -> dict[str, An
     """Pool files per domain, general held-out, target dev/test; returns byte counts."""
     mod = _corpus_module()
     pkg = list(mod.package_texts(200))
-    raw = {"python_docs": list(mod.stdlib_docs(200)), "code": list(mod.stdlib_code(400_000)),
+    raw = {"python_docs": list(mod.stdlib_docs(200)), "code": list(mod.stdlib_code(60_000)),
            "readme": [r for r in pkg if r["domain"] == "readme"], "license": [r for r in pkg if r["domain"] == "license"]}
     raw["shuffled"] = degrade(raw["python_docs"] + raw["readme"], "shuffled", 0)
     raw["truncated"] = degrade(raw["python_docs"] + raw["readme"] + raw["code"], "truncated", 0)
@@ -280,7 +280,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # -- one fresh model per arm and seed -----------------------------------------------------
     tokens_per_step = p["seq_len"] * p["batch_size"]
-    pool_tokens = sum(v["chars"] for v in stats["pool"].values())  # bytes ~ chars; the run's own count below
+    pool_manifest = json.loads((runs / "pool" / "manifest.json").read_text())
+    pool_tokens = sum(v["chars"] for v in pool_manifest["domains"].values())  # byte tokens ~ characters
     results: dict[str, Any] = {"params": p, "sources": stats, "family": family, "arms": {}}
     for arm, info in sel.items():
         arm_run = runs / ("pool" if arm == "none" else f"sel_{arm}")
@@ -288,7 +289,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         info["ratios"] = last_json(run("training.cli", "natural-mixture", str(arm_run), "--out", str(mix))[0])["ratios"]
         manifest = json.loads((arm_run / "manifest.json").read_text())
         info["docs"] = manifest["totals"]["docs_out"]
-        info["chars"] = sum(s.get("chars", 0) for s in manifest["totals"].get("by_domain", {}).values()) or None
+        info["chars"] = sum(v["chars"] for v in manifest["domains"].values())
         results["arms"][arm] = info
     sel_tokens = keep * pool_tokens
     arm_steps = p.get("arm_steps") or max(50, int(sel_tokens / tokens_per_step))
@@ -332,11 +333,11 @@ def _ms(xs: list[float]) -> str:
 
 
 def table(res: dict[str, Any]) -> str:
-    rows = ["| arm | docs kept | tokens seen | target loss (nats/byte) | general loss (nats/byte) | selection s | train s/step |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| arm | docs kept | chars kept | tokens seen | target loss (nats/byte) | general loss (nats/byte) | selection s | train s/step |",
+            "|---|---|---|---|---|---|---|---|"]
     for arm, a in res["arms"].items():
         s = a["seeds"]
-        rows.append(f"| {arm} | {a['docs']} | {a['tokens_seen']:,} | {_ms([x['target_loss'] for x in s])} | "
+        rows.append(f"| {arm} | {a['docs']} | {a['chars']:,} | {a['tokens_seen']:,} | {_ms([x['target_loss'] for x in s])} | "
                     f"{_ms([x['general_loss'] for x in s])} | {a['recipe_s']:.0f} | "
                     f"{sum(x['s_per_step'] for x in s) / len(s):.3f} |")
     return "\n".join(rows) + "\n"
