@@ -6,6 +6,9 @@
     train cmr predict fit.json --tokens 2e9 --mixture mix.json
     train cmr sweep CONFIG --general G --domain D --ratios 0.125,0.25,0.5 --out DIR
     train skills-graph linear CONFIG --skills a,b,c --steps 20 --out graph.json
+    train eval runs/train-tiny/checkpoint.pt --runs runs/heldout --out eval.json
+    train export-hf runs/train-tiny/checkpoint.pt runs/train-tiny/hf
+    train natural-mixture runs/selected --out mix.json
 
 The older module entry points (``python -m training.train``, ``training.cmr``,
 ``training.skills_graph``, ``training.ray_launch``) run these same commands through ``as_program``,
@@ -116,11 +119,12 @@ def cmr_predict(
     tokens: float = typer.Option(..., help="Token budget of the continual pre-training run."),
     mixture: Optional[Path] = typer.Option(None, help="Write {ratios: {GENERAL: 1-R, DOMAIN: R}} here "
                                                        "(data.ratios_file)."),
+    ratio: Optional[float] = typer.Option(None, help="Also predict the loss changes at this domain share."),
 ) -> None:
-    """Critical ratio for a token budget; optionally write a mixture file."""
+    """Critical ratio for a token budget, and the loss changes predicted there; optionally write a mixture file."""
     from training.cmr import predict
 
-    print(json.dumps(predict(fit, tokens, mixture)))
+    print(json.dumps(predict(fit, tokens, mixture, ratio)))
 
 
 @app.command("skills-graph")
@@ -139,6 +143,50 @@ def skills_graph(
         raise typer.BadParameter(f"{method!r} is not one of 'linear', 'brute'", param_hint="METHOD")
     with _user_errors():
         print(json.dumps(build_graph(method, config, skills.split(","), steps, out, list(override))))
+
+
+@app.command("eval")
+def eval_cmd(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint.pt written by `train run`."),
+    runs: list[str] = typer.Option(..., "--runs", help="Curation run directories to evaluate on (repeatable)."),
+    max_tokens: Optional[int] = typer.Option(None, help="Score at most this many tokens per domain."),
+    out: Optional[Path] = typer.Option(None, help="Also write the result JSON here."),
+) -> None:
+    """Mean next-token loss per domain of the runs, every document once (held-out evaluation)."""
+    from training.evaluate import evaluate_checkpoint
+
+    with _user_errors():
+        result = evaluate_checkpoint(checkpoint, list(runs), max_tokens)
+    if out:
+        out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result))
+
+
+@app.command("export-hf")
+def export_hf_cmd(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint.pt written by `train run` (byte tokenizer)."),
+    out: Path = typer.Argument(..., help="Directory for the Hugging Face GPT-2 model and tokenizer."),
+) -> None:
+    """Export a checkpoint as a Hugging Face model, e.g. for lm_loss_v1 (PreSelect)."""
+    from training.export_hf import export_hf
+
+    with _user_errors():
+        print(json.dumps(export_hf(checkpoint, out)))
+
+
+@app.command("natural-mixture")
+def natural_mixture_cmd(
+    runs: list[str] = typer.Argument(..., help="Curation run directories."),
+    out: Path = typer.Option(..., help="Ratios file to write ({ratios: {domain: token share}}, data.ratios_file)."),
+    tokenizer: str = typer.Option("bytes", help="bytes, hf:PATH or tiktoken:NAME (as data.tokenizer)."),
+) -> None:
+    """Write the runs' own domain proportions as a mixture file: train on the data as selected."""
+    from training.evaluate import natural_mixture
+
+    with _user_errors():
+        ratios = natural_mixture(list(runs), tokenizer)
+    out.write_text(json.dumps({"ratios": ratios}) + "\n")
+    print(json.dumps({"ratios": ratios, "out": str(out)}))
 
 
 def as_program(path: list[str], argv: list[str], prog_name: str) -> None:

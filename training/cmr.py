@@ -122,6 +122,30 @@ def fit_cmr(curves: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]], eps:
                   grid=[(float(t), float(r)) for t, r in zip(grid_t, grid_r)], general=general, domain=domain)
 
 
+def loss_changes_at(fit: CMRFit, ratio: float, tokens: float) -> dict[str, float]:
+    """Predicted ``(dL_gen, dL_dom)`` after ``tokens`` at a domain share ``ratio`` not (necessarily) run.
+
+    The law is fitted per measured ratio; at another ratio both fitted curves are evaluated at T and
+    interpolated linearly in R between the two nearest measured ratios (extrapolated from the two
+    nearest at either end). This is what predicting a held-out ratio, or the loss at the critical
+    ratio, needs; its error is measured in benchmarks/cmr_holdout.py."""
+    t = np.array([tokens / fit.token_unit])
+    rs = np.asarray(fit.ratios, dtype=float)
+    if len(rs) < 2:
+        raise ValueError("loss_changes_at needs a fit over at least two ratios")
+    g = np.array([gen_curve(t, *p)[0] for p in fit.gen])
+    d = np.array([dom_curve(t, *p)[0] for p in fit.dom])
+    k = int(np.clip(np.searchsorted(rs, ratio) - 1, 0, len(rs) - 2))
+    w = (ratio - rs[k]) / (rs[k + 1] - rs[k])
+    return {"ratio": float(ratio), "tokens": float(tokens), "extrapolated": bool(t[0] > fit.t_max),
+            "d_general": float(g[k] + w * (g[k + 1] - g[k])), "d_domain": float(d[k] + w * (d[k + 1] - d[k]))}
+
+
+def load_fit(path: Path) -> CMRFit:
+    data: dict[str, Any] = json.loads(Path(path).read_text())
+    return CMRFit(**{**data, "grid": [tuple(g) for g in data["grid"]]})
+
+
 def curves_from_log(log: Path, general: str, domain: str, token_unit: float) -> tuple[float, tuple[np.ndarray, ...]]:
     """(R, (T, dL_gen, dL_dom)) from a training log.jsonl whose first record holds the config."""
     records = [json.loads(line) for line in log.read_text().splitlines()]
@@ -182,14 +206,18 @@ def fit_runs(runs: Sequence[Path], general: str, domain: str, eps: float, token_
             "plot": str(out.with_suffix(".png"))}
 
 
-def predict(fit_path: Path, tokens: float, mixture: Path | None = None) -> dict[str, Any]:
-    """The critical ratio at ``tokens``; with ``mixture``, also write it as a ``data.ratios_file``."""
-    data: dict[str, Any] = json.loads(fit_path.read_text())
-    fit = CMRFit(**{**data, "grid": [tuple(g) for g in data["grid"]]})
+def predict(fit_path: Path, tokens: float, mixture: Path | None = None, ratio: float | None = None) -> dict[str, Any]:
+    """The critical ratio at ``tokens``; with ``mixture``, also write it as a ``data.ratios_file``;
+    with ``ratio``, also the predicted loss changes at that domain share (``loss_changes_at``)."""
+    fit = load_fit(fit_path)
     r, extrapolated = fit.predict(tokens)
     if mixture:
         mixture.write_text(json.dumps({"ratios": {fit.general: round(1 - r, 6), fit.domain: round(r, 6)}}) + "\n")
-    return {"tokens": tokens, "critical_ratio": r, "extrapolated": extrapolated}
+    out: dict[str, Any] = {"tokens": tokens, "critical_ratio": r, "extrapolated": extrapolated,
+                           "at_critical": loss_changes_at(fit, r, tokens)}
+    if ratio is not None:
+        out["at_ratio"] = loss_changes_at(fit, ratio, tokens)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:

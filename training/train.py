@@ -81,6 +81,9 @@ class TrainConfig:
     init_from: str | None = None  # a checkpoint.pt to continue pre-training from (weights only)
     skillit: SkillItConfig | None = None  # online mixture updates from per-domain eval losses
     eval_runs: list[str] | None = None  # held-out curation runs for the per-domain eval loss
+    # domains to evaluate (default: those of data.ratios); with eval_runs, held-out domains the
+    # model never trains on, e.g. a selection target, get a loss curve too
+    eval_domains: list[str] | None = None
     seed: int = 0
 
 
@@ -91,7 +94,7 @@ def eval_sets(cfg: TrainConfig, rank: int, world: int) -> dict[str, list[tuple[n
     metadata-conditioned (``meco`` off): the loss is that of plain text, comparable across steps,
     across the MeCo switch and with runs trained without MeCo."""
     out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-    for dom in sorted(cfg.data.ratios):
+    for dom in sorted(cfg.eval_domains or cfg.data.ratios):
         dcfg = LoaderConfig(**{**asdict(cfg.data), "ratios": {dom: 1.0}, "ratios_file": None,
                                "runs": cfg.eval_runs or cfg.data.runs, "seed": cfg.data.seed + 10_007, "meco": None,
                                # the training loader already hashed the training runs' shards

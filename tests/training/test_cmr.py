@@ -73,3 +73,21 @@ def test_real_sweep_on_cpu_fits_a_ratio_and_plots(quickstart_run: Path, tmp_path
 
     loader = MixtureLoader(LoaderConfig(runs=[str(quickstart_run)], ratios_file=str(tmp_path / "mix.json")))
     assert loader.cfg.ratios == mix  # the mixture file is what the loader takes
+
+
+def test_loss_changes_at_a_held_out_ratio_interpolate_the_fits(tmp_path: Path) -> None:
+    # dL_gen = k R T^-0.3 and dL_dom = -0.5 R T^0.4 are linear in R: leaving a ratio out and
+    # predicting it from the others' fits must recover it (inside and beyond the measured range).
+    from training.cmr import loss_changes_at, predict
+
+    k, t = 0.2, np.linspace(1, 50, 40)
+    ratios = [0.1, 0.3, 0.5, 0.7, 0.9]
+    for held in ratios:
+        fit = fit_cmr({r: (t, k * r * t ** -0.3, -0.5 * r * t ** 0.4) for r in ratios if r != held}, 0.05, 2e8)
+        got = loss_changes_at(fit, held, 30 * 2e8)
+        assert got["d_general"] == pytest.approx(k * held * 30 ** -0.3, rel=0.02), held
+        assert got["d_domain"] == pytest.approx(-0.5 * held * 30 ** 0.4, rel=0.02), held
+    (tmp_path / "fit.json").write_text(json.dumps(fit.__dict__))
+    out = predict(tmp_path / "fit.json", 30 * 2e8, ratio=0.5)
+    assert out["at_ratio"]["d_general"] == pytest.approx(k * 0.5 * 30 ** -0.3, rel=0.02)
+    assert out["at_critical"]["ratio"] == out["critical_ratio"]

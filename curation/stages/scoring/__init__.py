@@ -1,3 +1,3 @@
 """Scoring stages: LM losses, PreSelect predictive strength, fastText scores, selection."""
 
-from curation.stages.scoring import fasttext_score, lm_loss, predictive, select, skill_tag  # noqa: F401  (registers)
+from curation.stages.scoring import fasttext_score, lm_loss, predictive, random_score, select, skill_tag  # noqa: F401  (registers)

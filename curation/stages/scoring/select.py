@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curation.registry import register_stage
 from curation.stages.base import StageResult, split
@@ -37,9 +38,12 @@ RESULT_SCHEMA = pa.schema([
 @dataclass(kw_only=True)
 class SelectConfig:
     """``column``: score column (e.g. ``score_preselect``). Exactly one of ``threshold`` (keep
-    score >= threshold) and ``top_fraction`` (keep the top share of characters)."""
+    score >= threshold) and ``top_fraction`` (keep the top share of characters). ``lowest``:
+    keep the lowest scores instead (perplexity selection keeps the lowest ``bpc_<model>``); then a
+    ``threshold`` keeps score <= threshold and the top fraction is the lowest-scoring one."""
 
     column: str
+    lowest: bool = False
     threshold: float | None = None
     top_fraction: float | None = None
     sample_fraction: float = 1.0
@@ -80,6 +84,8 @@ class Select(GlobalStage):
         if c.column not in batch.column_names:
             raise ValueError(f"select_v1: no column {c.column!r} (columns: {batch.column_names})")
         score = batch.column(c.column).cast(pa.float64())
+        if c.lowest:  # select on -score: the machinery below keeps the highest
+            score = pc.negate(score)
         return batch.append_column("_sel_score", score).append_column("_sel_chars", batch.column("n_chars"))
 
     def _sample(self, t: pa.Table) -> pa.Table:
@@ -93,7 +99,7 @@ class Select(GlobalStage):
     def threshold(self, keys: Frame) -> float:
         c = self.config
         if c.threshold is not None:
-            return c.threshold
+            return -c.threshold if c.lowest else c.threshold
         sample = keys.map(self._sample).collect()
         if len(sample) == 0:
             if keys.count() == 0:
@@ -107,6 +113,7 @@ class Select(GlobalStage):
 
     def run_global(self, keys: Frame) -> Frame:
         thr = self.threshold(keys)
+        sign = -1.0 if self.config.lowest else 1.0  # decisions report the column's own values
 
         def below(t: pa.Table) -> pa.Table:
             s = t.column("_sel_score").to_numpy(zero_copy_only=False).astype(np.float64)
@@ -117,8 +124,8 @@ class Select(GlobalStage):
                 "_task": t.column("_task").filter(pa.array(drop)), "_row": t.column("_row").filter(pa.array(drop)),
                 "id": t.column("id").filter(pa.array(drop)),
                 "reason": pa.array(np.where(null[drop], "no_score", self.reason), pa.string()),
-                "score": pa.array(s[drop], pa.float64(), from_pandas=True),
-                "threshold": pa.array(np.full(n, thr), pa.float64()),
+                "score": pa.array(sign * s[drop], pa.float64(), from_pandas=True),
+                "threshold": pa.array(np.full(n, sign * thr), pa.float64()),
             }, schema=RESULT_SCHEMA)
 
         return keys.map(below)

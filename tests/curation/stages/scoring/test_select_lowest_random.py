@@ -1,0 +1,63 @@
+"""select_v1 ``lowest`` (perplexity selection) and random_score_v1 (the random-selection baseline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from curation.stages.scoring.random_score import id_uniform
+from tests.conftest import pipeline_dict, write_jsonl
+from tests.curation.executors.runs import run_pipeline
+
+
+def _docs(n: int) -> list[dict]:
+    # lengths vary so that the character-weighted cut differs from a document count
+    return [{"id": f"d{i}", "text": ("word " * (20 + 7 * (i % 5))).strip(), "domain": "x"} for i in range(n)]
+
+
+def test_lowest_keeps_the_lowest_scores_and_reports_them_unsigned(tmp_path: Path) -> None:
+    from curation.stats import query
+
+    docs = _docs(30)
+    write_jsonl(tmp_path / "in" / "a.jsonl", docs)
+    out = tmp_path / "run"
+    score = {"stage": "random_score_v1", "name": "ppl", "seed": 7}  # a score column with known values
+    stages = [score, {"stage": "select_v1", "column": "score_ppl", "top_fraction": 0.3, "lowest": True}]
+    run_pipeline(pipeline_dict([str(tmp_path / "in" / "*.jsonl")], out, stages=stages))
+    _, kept = query(out, "SELECT id, score_ppl FROM docs")
+    _, dropped = query(out, "SELECT id, CAST(json_extract_string(details, '$.score') AS DOUBLE), "
+                            "CAST(json_extract_string(details, '$.threshold') AS DOUBLE) FROM decisions")
+    thr = dropped[0][2]
+    assert max(p for _, p in kept) <= thr < min(s for _, s, _ in dropped)
+    chars = {d["id"]: len(d["text"]) for d in docs}
+    share = sum(chars[i] for i, _ in kept) / sum(chars.values())
+    assert 0.3 <= share < 0.3 + max(chars.values()) / sum(chars.values())
+    # a fixed threshold keeps score <= threshold
+    stages = [score, {"stage": "select_v1", "column": "score_ppl", "threshold": 0.4, "lowest": True}]
+    run_pipeline(pipeline_dict([str(tmp_path / "in" / "*.jsonl")], tmp_path / "run2", stages=stages))
+    _, kept2 = query(tmp_path / "run2", "SELECT id FROM docs")
+    u = id_uniform([d["id"] for d in docs], seed=7)
+    assert {i for (i,) in kept2} == {d["id"] for d, v in zip(docs, u) if v <= 0.4} != set()
+
+
+def test_random_selection_depends_on_ids_and_seed_not_on_batching(tmp_path: Path) -> None:
+    from curation.stats import query
+
+    write_jsonl(tmp_path / "in" / "a.jsonl", _docs(60))
+    kept = []
+    for batch, seed in ((4, 0), (25, 0), (4, 1)):
+        data = pipeline_dict([str(tmp_path / "in" / "*.jsonl")], tmp_path / f"r{batch}-{seed}",
+                             stages=[{"stage": "random_score_v1", "seed": seed},
+                                     {"stage": "select_v1", "column": "score_random", "top_fraction": 0.5}])
+        data["input"]["batch_size"] = batch
+        run_pipeline(data)
+        kept.append({i for (i,) in query(tmp_path / f"r{batch}-{seed}", "SELECT id FROM docs")[1]})
+    assert kept[0] == kept[1] and kept[0] != kept[2]
+    assert 20 <= len(kept[0]) <= 40
+
+
+def test_id_uniform_is_uniform_enough() -> None:
+    u = id_uniform([f"doc-{i}" for i in range(20000)], seed=3)
+    assert 0.0 <= u.min() and u.max() < 1.0
+    assert u.mean() == pytest.approx(0.5, abs=0.01) and (u < 0.1).mean() == pytest.approx(0.1, abs=0.01)
