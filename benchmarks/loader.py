@@ -9,6 +9,7 @@ kept), then measures on one core:
   pyarrow     tokens/s of reading the same shards' text with pyarrow and encoding to bytes (no packing/mixing)
   model       tokens/s the tiny GPT of training/configs/tiny.yaml consumes (forward + backward + step)
   resume      load_state_dict() after 200 batches plus the first batch after it
+  meco        tokens/s of next_batch() with metadata conditioning on (prefix "{domain}\n\n", masked targets)
 """
 
 from __future__ import annotations
@@ -66,6 +67,14 @@ def main() -> None:
         loader.next_batch()
     loader_tps = 200 * 16 * 256 / (time.perf_counter() - t0)
     state = loader.state_dict()
+    from training.data.meco import MecoConfig
+
+    meco = MixtureLoader(LoaderConfig(**{**cfg.__dict__, "meco": MecoConfig(field="domain")}))
+    meco.set_conditioning(True)
+    t0 = time.perf_counter()
+    for _ in range(200):
+        meco.next_batch()
+    meco_tps = 200 * 16 * 256 / (time.perf_counter() - t0)
     t0 = time.perf_counter()
     resumed = MixtureLoader(cfg)
     resumed.load_state_dict(state)
@@ -91,6 +100,7 @@ def main() -> None:
     print(f"1000 shards; startup {startup:.2f} s; resume {resume:.2f} s")
     print(f"loader {loader_tps:,.0f} tokens/s; plain pyarrow read+encode {pyarrow_tps:,.0f} tokens/s; "
           f"tiny model consumes {model_tps:,.0f} tokens/s")
+    print(f"loader with MeCo prefixes {meco_tps:,.0f} tokens/s ({meco_tps / loader_tps:.2f}x of plain)")
     print(f"loader / model = {loader_tps / model_tps:.1f}x (target >= 10x); loader / pyarrow = {loader_tps / pyarrow_tps:.2f}x")
     assert np.isfinite(loader_tps)
 
