@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from curation.config import check_choices
 from curation.errors import ConfigError
 from curation.registry import register_stage
 from curation.stages.base import Decisions, Filter
@@ -57,6 +58,7 @@ class DecontaminateConfig:
     min_remaining_chars: int = 100
 
     def __post_init__(self) -> None:
+        check_choices(self)
         if not self.eval_files:
             raise ValueError("eval_files: name at least one eval file")
         if self.n < 1:
