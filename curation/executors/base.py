@@ -29,7 +29,7 @@ from curation.io.storage import is_remote, remove_tree
 from curation.pipeline import PipelineConfig
 from curation.schema import SCHEMA_VERSION
 from curation.stages.base import config_dict
-from curation.stages.dedup.base import GlobalStage
+from curation.stages.global_stage import GlobalStage
 
 log = logging.getLogger(__name__)
 

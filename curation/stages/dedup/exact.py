@@ -17,8 +17,8 @@ import xxhash
 
 from curation.config import check_choices
 from curation.registry import register_stage
-from curation.stages.dedup.base import DUPLICATE_SCHEMA, GlobalStage
-from curation.stages.dedup.frame import Frame
+from curation.stages.dedup.base import DUPLICATE_SCHEMA, DuplicateStage
+from curation.stages.frame import Frame
 
 _WS = re.compile(r"\s+")
 
@@ -38,7 +38,7 @@ class ExactDedupConfig:
 
 
 @register_stage("exact_dedup_v1")
-class ExactDedup(GlobalStage):
+class ExactDedup(DuplicateStage):
     """Keeps one document per normalised-text hash; drops the rest as ``exact_duplicate``."""
 
     Config = ExactDedupConfig

@@ -53,9 +53,9 @@ from curation.config import check_choices
 from curation.errors import ConfigError
 from curation.registry import register_stage
 from curation.stages.base import StageResult, split
-from curation.stages.dedup.base import GlobalStage, row_positions
+from curation.stages.global_stage import GlobalStage, row_positions
 from curation.stages.dedup.components import connected_components, edges
-from curation.stages.dedup.frame import Frame
+from curation.stages.frame import Frame
 from curation.stages.dedup.minhash import (
     band_keys, candidate_probability, optimal_bands, shingle_hashes, shingle_sets, signatures,
 )
