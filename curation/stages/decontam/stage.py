@@ -26,7 +26,7 @@ import pyarrow as pa
 from curation.config import check_choices
 from curation.errors import ConfigError
 from curation.registry import register_stage
-from curation.stages.base import Decisions, Filter
+from curation.stages.base import Decisions, Filter, config_paths
 from curation.stages.decontam.evalsets import EvalFileSpec
 from curation.stages.decontam.index import BatchMatch, EvalIndex, build_index
 from curation.stages.decontam.ngrams import words, words_with_spans
@@ -134,6 +134,10 @@ class Decontaminate(Filter):
     """
 
     Config = DecontaminateConfig
+
+    def artifacts(self) -> dict[str, str]:
+        """The eval sets: their digests are part of the run identity."""
+        return config_paths(self.config, "eval_files.*.path")
 
     def __init__(self, config: DecontaminateConfig | None = None) -> None:
         super().__init__(config)
