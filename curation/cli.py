@@ -58,9 +58,9 @@ def run(
     try:
         cfg = load_pipeline(config, overrides)
         for spec in cfg.stages:  # global stages say what they will do (e.g. near-dedup's S-curve)
-            describe = getattr(spec.build(), "describe", None)
-            if describe is not None:
-                console.print(describe(), highlight=False, soft_wrap=True)
+            text = spec.build().describe()
+            if text:
+                console.print(text, highlight=False, soft_wrap=True)
     except CurationError as exc:
         _fail(exc)
     if budget_cpu_hours is not None:

@@ -8,6 +8,7 @@ type hints so a wrong key or type fails with the dotted path and the list of val
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import types
@@ -44,6 +45,38 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:  # __post_init__ validation
         raise ConfigError(f"{where}: {exc}") from exc
+
+
+def check_choices(obj: Any) -> None:
+    """Refuse a ``Literal[...]`` field of dataclass ``obj`` holding a value outside its choices.
+
+    ``from_dict`` already refuses such a value with its dotted key; a config's ``__post_init__``
+    calls this so that one built directly in Python is held to the same declared choices.
+
+    Raises:
+        ValueError: ``<field>: <value> is not one of [<choices>]``.
+    """
+    for name, choices in _literal_fields(type(obj)):
+        value = getattr(obj, name)
+        if value not in choices:
+            raise ValueError(f"{name}: {value!r} is not one of {list(choices)}")
+
+
+@functools.cache
+def _literal_fields(cls: type) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """(field name, allowed values) of each ``Literal`` (or ``Literal | None``) field of ``cls``."""
+    hints = get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if get_origin(tp) is Literal:
+            out.append((f.name, get_args(tp)))
+        elif get_origin(tp) in (Union, types.UnionType):
+            # Only a union of Literals (and None) is a closed set of choices; ``Literal | str`` is not.
+            args = get_args(tp)
+            if all(get_origin(a) is Literal or a is type(None) for a in args):
+                out.append((f.name, tuple(v for a in args for v in ((None,) if a is type(None) else get_args(a)))))
+    return tuple(out)
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:

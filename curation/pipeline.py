@@ -12,11 +12,11 @@ Example (``pipelines/quickstart.yaml``)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from curation.config import apply_overrides, from_dict, load_yaml, to_dict
+from curation.config import apply_overrides, check_choices, from_dict, load_yaml, to_dict
 from curation.errors import ConfigError
 from curation.io.readers import InputConfig
 from curation.registry import get_stage
@@ -65,7 +65,7 @@ class ExecutorConfig:
             The driver then holds about 3x that size in memory. 0: always shuffle on Ray.
     """
 
-    kind: str = "ray"
+    kind: Literal["local", "ray"] = "ray"
     address: str | None = None
     num_cpus: int | None = None
     concurrency: int | None = None
@@ -73,36 +73,86 @@ class ExecutorConfig:
     global_in_driver_mb: float = 256.0
 
     def __post_init__(self) -> None:
-        if self.kind not in ("ray", "local"):
-            raise ValueError(f"kind: {self.kind!r} is not one of ['local', 'ray']")
+        check_choices(self)
 
 
-RESOURCE_KEYS = {"num_cpus", "num_gpus", "memory", "concurrency"}
+@dataclass(kw_only=True)
+class Resources:
+    """What each Ray task of a pass with this stage asks for, and how many may run at once.
+
+    Where and how fast, not what: never fingerprinted. In YAML: ``resources: {num_gpus: 1, concurrency: 2}``.
+
+    Args:
+        num_cpus: CPUs per task.
+        num_gpus: GPUs per task (a fraction such as 0.5 shares a GPU between tasks).
+        memory: Bytes of memory per task.
+        concurrency: At most this many of the pass's tasks at once (the pool of worker processes
+            that each load the stage's model once). None: no limit of its own.
+    """
+
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+    memory: float | None = None
+    concurrency: int | None = None
+
+    def __post_init__(self) -> None:
+        # Messages start with the field name so that from_mapping can prefix the dotted path.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            whole = f.name == "concurrency"
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or (
+                    whole and (value < 1 or int(value) != value)):
+                raise ValueError(f"{f.name}: expected a {'positive integer' if whole else 'non-negative number'}, "
+                                 f"got {value!r}")
+            # YAML's ``concurrency: 2.0`` is accepted as 2, as it always was.
+            setattr(self, f.name, int(value) if whole else float(value))
+
+    @classmethod
+    def from_mapping(cls, data: Any, where: str) -> "Resources":
+        """Build from a stage's ``resources`` mapping (None: none), naming ``where`` in every error."""
+        keys = sorted(f.name for f in fields(cls))
+        if data is None:
+            return cls()
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a mapping with keys {keys}, got {type(data).__name__}")
+        bad = sorted(set(data) - set(keys))
+        if bad:
+            raise ConfigError(f"{where}: unknown keys {bad}; valid: {keys}")
+        try:
+            return cls(**data)
+        except ValueError as exc:
+            raise ConfigError(f"{where}.{exc}") from None
+
+    def to_mapping(self) -> dict[str, float]:
+        """The values that are set, as YAML writes them (empty when none is)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def ray_options(self) -> dict[str, float]:
+        """The per-task Ray resources that are set (``concurrency`` is a cap on the pass, not a task option)."""
+        return {k: v for k, v in self.to_mapping().items() if k != "concurrency"}
 
 
 @dataclass(kw_only=True)
 class StageSpec:
-    """One stage of the pipeline: its registered name and its validated config."""
+    """One stage of the pipeline: its registered name, its validated config and its Ray resources."""
 
     stage: str
     config: Any
-    #: Ray resources each task of a pass with this stage asks for: num_cpus, num_gpus, memory (bytes),
-    #: and ``concurrency``: at most this many of the pass's tasks at once (the pool of worker processes
-    #: that each load the stage's model once). Where and how fast, not what: not fingerprinted.
-    resources: dict[str, float] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
 
     def build(self) -> Stage:
         return get_stage(self.stage)(self.config)
 
     def task_resources(self) -> dict[str, float]:
         """The stage's own needs (e.g. lm_loss's num_gpus) overridden by the config's ``resources``."""
-        return {k: v for k, v in {**self.build().resources(), **self.resources}.items() if k != "concurrency"}
+        return {k: v for k, v in {**self.build().resources(), **self.resources.ray_options()}.items() if k != "concurrency"}
 
     @property
     def concurrency(self) -> int | None:
         """The most tasks of a pass with this stage that may run at once (None: no limit)."""
-        c = self.resources.get("concurrency")
-        return None if c is None else int(c)
+        return self.resources.concurrency
 
 
 @dataclass(kw_only=True)
@@ -128,24 +178,17 @@ class PipelineConfig:
             if not isinstance(item, dict) or "stage" not in item:
                 raise ConfigError(f"{loc}: expected a mapping with a 'stage' key")
             params = {k: v for k, v in item.items() if k not in ("stage", "resources")}
-            resources = item.get("resources") or {}
-            bad = sorted(set(resources) - RESOURCE_KEYS) if isinstance(resources, dict) else ["(not a mapping)"]
-            if bad:
-                raise ConfigError(f"{loc}.resources: unknown keys {bad}; valid: {sorted(RESOURCE_KEYS)}")
-            for key, value in resources.items():
-                if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or (
-                        key == "concurrency" and (value < 1 or int(value) != value)):
-                    raise ConfigError(f"{loc}.resources.{key}: expected a {'positive integer' if key == 'concurrency' else 'non-negative number'}, got {value!r}")
+            resources = Resources.from_mapping(item.get("resources"), f"{loc}.resources")
             stage_cls = get_stage(item["stage"])
             specs.append(StageSpec(stage=item["stage"], config=from_dict(stage_cls.Config, params, f"{loc} ({item['stage']})"),
-                                   resources={k: float(v) for k, v in resources.items()}))
+                                   resources=resources))
         cfg = from_dict(_PipelineFields, data, where)
         return cls(stages=specs, **{k: getattr(cfg, k) for k in ("name", "input", "output", "executor", "seed")})
 
     def to_mapping(self) -> dict[str, Any]:
         out = {k: to_dict(getattr(self, k)) for k in ("name", "seed", "input", "output", "executor")}
-        out["stages"] = [{"stage": s.stage, **to_dict(s.config), **({"resources": s.resources} if s.resources else {})}
-                         for s in self.stages]
+        out["stages"] = [{"stage": s.stage, **to_dict(s.config),
+                          **({"resources": res} if (res := s.resources.to_mapping()) else {})} for s in self.stages]
         return out
 
     def fingerprint_data(self) -> dict[str, Any]:

@@ -158,7 +158,7 @@ def _check_shards(root: Path, manifest: dict[str, Any], report: Report) -> dict[
 
 def _global_stage_indices(manifest: dict[str, Any], report: Report) -> list[int] | None:
     from curation.registry import get_stage
-    from curation.stages.dedup.base import GlobalStage
+    from curation.stages.global_stage import GlobalStage
 
     stages = (manifest.get("config") or {}).get("stages", [])
     out = []

@@ -20,13 +20,14 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from curation.config import apply_overrides, from_dict, load_yaml
+from curation.config import apply_overrides, check_choices, from_dict, load_yaml
+from curation.errors import ConfigError
 from training.checkpoint import read_checkpoint, rng_state, set_rng_state, write_checkpoint
 from training.data.loader import LoaderConfig, MixtureLoader
 from training.data.meco import conditioning_at
@@ -41,15 +42,14 @@ class ScheduleConfig:
     over the last ``decay_fraction`` of steps. ``rewarm``: warm up again from step 0 of this run
     (continual pre-training from a loaded checkpoint)."""
 
-    kind: str = "cosine"
+    kind: Literal["cosine", "wsd"] = "cosine"
     lr: float = 3e-3
     warmup_steps: int = 10
     min_lr_ratio: float = 0.1
     decay_fraction: float = 0.2
 
     def __post_init__(self) -> None:
-        if self.kind not in ("cosine", "wsd"):
-            raise ValueError(f"schedule.kind: {self.kind!r} is not one of ['cosine', 'wsd']")
+        check_choices(self)
 
 
 def lr_at(step: int, total: int, s: ScheduleConfig) -> float:
@@ -229,7 +229,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def load_config(path: str, overrides: list[str]) -> TrainConfig:
-    return from_dict(TrainConfig, apply_overrides(load_yaml(path), overrides), where=path)
+    """Read, override and validate a training YAML; ``data.ratios_file`` is read here, once."""
+    cfg = from_dict(TrainConfig, apply_overrides(load_yaml(path), overrides), where=path)
+    try:
+        cfg.data = cfg.data.resolved()
+    except ValueError as exc:
+        raise ConfigError(f"{path}: data.{exc}") from exc
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,8 +29,7 @@ from curation.io.atomic import read_json, write_json
 from curation.io.storage import is_remote, remove_tree
 from curation.pipeline import PipelineConfig
 from curation.schema import SCHEMA_VERSION
-from curation.stages.base import config_dict
-from curation.stages.dedup.base import GlobalStage
+from curation.stages.global_stage import GlobalStage
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +60,6 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): data}
 
 
-#: Stage config fields that name model files or folders (fastText, lid.176, LMs, centroids, templates).
-ARTIFACT_FIELDS = {"model", "model_path", "path", "centroids", "templates_file", "tokenizer"}
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
@@ -84,16 +81,14 @@ def _artifact_digest(path: Path) -> str:
 
 
 def artifact_digests(config: PipelineConfig) -> dict[str, str]:
-    """Digests of the local files and folders that stage configs name (fastText models, centroids,
-    model dirs): a changed model behind the same path must not resume into the old run's outputs."""
+    """Digests of the local files and folders each stage declares in ``Stage.artifacts()`` (fastText
+    models, centroids, model dirs, eval sets): a changed model behind the same path must not resume
+    into the old run's outputs. A path that does not exist here (a hub id) has no digest."""
     out: dict[str, str] = {}
     for i, spec in enumerate(config.stages):
-        for key, value in _flatten(config_dict(spec.config)).items():
-            # Only fields that name a model or its data (never caches such as rephrase's cache_dir).
-            if key.rsplit(".", 1)[-1] not in ARTIFACT_FIELDS or not isinstance(value, str) or "://" in value:
-                continue
+        for key, value in spec.build().artifacts().items():
             path = Path(value)
-            if value and path.exists():
+            if path.exists():
                 out[f"stages.{i}.{key}"] = _artifact_digest(path)
     return out
 

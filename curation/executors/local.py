@@ -10,8 +10,8 @@ from curation.executors.plan import Plan, Segment
 from curation.executors.shard import run_shard
 from curation.executors.writers import RollingParquetWriter
 from curation.io.storage import read_parquet
-from curation.stages.dedup.base import GlobalStage
-from curation.stages.dedup.frame import LocalFrame
+from curation.stages.global_stage import GlobalStage
+from curation.stages.frame import LocalFrame
 
 
 def key_read_columns(stage: GlobalStage) -> list[str]:

@@ -14,7 +14,7 @@ import fsspec
 from curation.errors import ConfigError
 from curation.io.storage import is_url, run_path
 from curation.pipeline import PipelineConfig, StageSpec
-from curation.stages.dedup.base import GlobalStage
+from curation.stages.global_stage import GlobalStage
 from curation.registry import get_stage
 
 

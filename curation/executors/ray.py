@@ -25,7 +25,7 @@ from curation.executors.ray_frame import RayFrame
 from curation.executors.shard import fault_injection_env, run_shard
 from curation.io.storage import arrow_source, forward_env, is_remote, remove_tree
 from curation.pipeline import PipelineConfig
-from curation.stages.dedup.base import GlobalStage
+from curation.stages.global_stage import GlobalStage
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from curation.stages.dedup.frame import TableFn, bucket_of, sum_checksums, table_checksum
+from curation.stages.frame import TableFn, bucket_of, sum_checksums, table_checksum
 
 
 def _with_bucket(t: pa.Table, key: str, num_buckets: int) -> pa.Table:

@@ -29,7 +29,7 @@ from curation.io.readers import read_documents
 from curation.io.storage import arrow_source, is_remote
 from curation.schema import DECISION_SCHEMA, QUARANTINE_SCHEMA, base_schema
 from curation.stages.base import Stage, is_per_document, run_chain, split
-from curation.stages.dedup.base import GlobalStage
+from curation.stages.global_stage import GlobalStage
 from curation.tokens import token_counter
 
 #: Fault-injection hook for the crash tests: "kill:SEG:TASK" SIGKILLs the worker after the task's

@@ -23,6 +23,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.config import check_choices
 from curation.errors import ShardError
 from curation.io.linestream import Oversize, StreamCorrupt, TrackedFile, iter_lines, open_chunks
 from curation.io.records import BadRecord, may_hold_surrogates, normalise, printable
@@ -55,7 +56,7 @@ class InputConfig:
     """
 
     paths: list[str]
-    format: str = "auto"
+    format: Literal["auto", "jsonl", "parquet"] = "auto"
     text_field: str = "text"
     id_field: str | None = "id"
     domain_field: str | None = "domain"
@@ -68,18 +69,15 @@ class InputConfig:
     on_corrupt_file: Literal["fail", "quarantine"] = "fail"
 
     def __post_init__(self) -> None:
+        check_choices(self)
         if not self.paths:
             raise ValueError("paths: at least one input path is needed")
-        if self.format not in ("auto", "jsonl", "parquet"):
-            raise ValueError(f"format: {self.format!r} is not one of ['auto', 'jsonl', 'parquet']")
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         if not 0.0 <= self.max_malformed_fraction <= 1.0:
             raise ValueError("max_malformed_fraction must be in [0, 1]")
         if self.max_line_bytes < 1:
             raise ValueError("max_line_bytes must be >= 1")
-        if self.on_corrupt_file not in ("fail", "quarantine"):
-            raise ValueError(f"on_corrupt_file: {self.on_corrupt_file!r} is not one of ['fail', 'quarantine']")
 
 
 class CorruptInputError(ShardError):

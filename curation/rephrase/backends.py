@@ -28,8 +28,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from curation.config import check_choices
 from curation.errors import ConfigError, FatalError
 
 _TRANSIENT = {408, 409, 429, 500, 502, 503, 504}
@@ -55,7 +56,7 @@ class BackendConfig:
     ``api_key_env``: environment variable holding the API key; it must be set (non-empty) wherever
     the openai backend runs, on every node of a Ray cluster. None (YAML ``null``): send no key."""
 
-    kind: str = "transformers"
+    kind: Literal["openai", "transformers", "vllm"] = "transformers"
     model: str = ""
     base_url: str | None = None
     api_key_env: str | None = "OPENAI_API_KEY"
@@ -68,8 +69,7 @@ class BackendConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("transformers", "openai", "vllm"):
-            raise ValueError(f"kind: {self.kind!r} is not one of ['openai', 'transformers', 'vllm']")
+        check_choices(self)
         if not self.model:
             raise ValueError("model: give a hub id, a local path or the server's model name")
         if self.kind == "openai" and not self.base_url:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from curation.config import from_dict, load_yaml
+from curation.config import check_choices, from_dict, load_yaml
 from curation.errors import ConfigError
 
 _VICUNA = ("A chat between a curious user and an artificial intelligence assistant. "
@@ -29,16 +30,16 @@ class Template:
     version: int
     system: str
     user: str
-    kind: str = "text"
-    extract: str = "reply"
+    kind: Literal["code", "math", "prox", "text"] = "text"
+    extract: Literal["code_block", "program", "reply"] = "reply"
 
     def __post_init__(self) -> None:
         if "{text}" not in self.user:
             raise ConfigError(f"template {self.name}: the user message needs a {{text}} placeholder")
-        if self.kind not in ("text", "math", "code", "prox"):
-            raise ConfigError(f"template {self.name}: kind {self.kind!r} is not one of ['code', 'math', 'prox', 'text']")
-        if self.extract not in ("reply", "code_block", "program"):
-            raise ConfigError(f"template {self.name}: extract {self.extract!r} is not one of ['code_block', 'program', 'reply']")
+        try:
+            check_choices(self)
+        except ValueError as exc:
+            raise ConfigError(f"template {self.name}: {exc}") from None
 
     @property
     def key(self) -> str:

@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from curation.config import check_choices
 from curation.errors import ConfigError
 from curation.scoring.hf import load_pretrained
 
@@ -63,14 +64,11 @@ class Embedder:
     model: str = BUNDLED
     batch_size: int = 64
     max_tokens: int | None = None
-    device: str = "auto"
-    dtype: str = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
 
     def __post_init__(self) -> None:
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device: {self.device!r} is not one of ['auto', 'cpu', 'cuda']")
-        if self.dtype not in ("auto", "float32", "float16", "bfloat16"):
-            raise ValueError(f"dtype: {self.dtype!r} is not one of ['auto', 'bfloat16', 'float16', 'float32']")
+        check_choices(self)
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.path = resolve_model(self.model)

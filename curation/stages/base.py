@@ -84,9 +84,48 @@ class Stage(ABC):
         """
         return None
 
+    def artifacts(self) -> dict[str, str]:
+        """Config values that name local files or folders whose contents decide the output
+        (models, eval sets, centroids, templates): ``{dotted config key: path}``.
+
+        The executor puts their digests in the run identity, so a changed file behind the same
+        path refuses to resume into the old run's outputs. ``config_paths`` builds the mapping.
+        """
+        return {}
+
+    def describe(self) -> str | None:
+        """A line for the console at launch saying what the stage will do (None: nothing to say)."""
+        return None
+
     @abstractmethod
     def process(self, batch: pa.Table) -> StageResult:
         """Map one batch of documents to kept and dropped rows."""
+
+
+def config_paths(config: Any, *keys: str) -> dict[str, str]:
+    """``{dotted key: value}`` of the config fields named by ``keys`` that hold a local path.
+
+    A ``*`` in a key walks every item of a list field (``models.*.path`` gives ``models.0.path``,
+    ``models.1.path``, ...). Unset or empty values and URLs (``s3://``, hub ids are checked for
+    existence by the caller) are left out.
+    """
+    out: dict[str, str] = {}
+
+    def walk(node: Any, parts: list[str], done: list[str]) -> None:
+        if not parts:
+            if isinstance(node, str) and node and "://" not in node:
+                out[".".join(done)] = node
+            return
+        head, rest = parts[0], parts[1:]
+        if head == "*":
+            for i, item in enumerate(node or []):
+                walk(item, rest, [*done, str(i)])
+        else:
+            walk(getattr(node, head) if not isinstance(node, dict) else node.get(head), rest, [*done, head])
+
+    for key in keys:
+        walk(config, key.split("."), [])
+    return out
 
 
 @dataclass(slots=True)

@@ -31,7 +31,7 @@ How it is deterministic and resumable:
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,9 @@ from training.data.tokenizer import Tokenizer, make_tokenizer
 class LoaderConfig:
     """``runs``: curation run directories (their manifests). ``ratios``: domain -> weight (token
     share, normalised; domains absent from the runs are an error). ``group_by``: the column naming
-    a document's domain (``domain``, or a skill column written by a curation stage)."""
+    a document's domain (``domain``, or a skill column written by a curation stage).
+    ``ratios_file``: a JSON/YAML ``{ratios: {...}}`` whose ratios replace ``ratios``; it is read by
+    ``resolved()`` (``training.train.load_config`` and ``MixtureLoader`` call it), never on construction."""
 
     runs: list[str]
     ratios: dict[str, float] = field(default_factory=dict)
@@ -64,12 +66,48 @@ class LoaderConfig:
     def __post_init__(self) -> None:
         if isinstance(self.meco, dict):  # LoaderConfig(**asdict(other)) hands the nested config as a dict
             self.meco = MecoConfig(**self.meco)
-        if self.ratios_file:
-            import yaml
+        if not self.ratios_file:  # else the file's ratios are checked when resolved() reads them
+            check_ratios(self.ratios)
 
-            self.ratios = {str(k): float(v) for k, v in yaml.safe_load(Path(self.ratios_file).read_text())["ratios"].items()}
-        if not self.ratios or any(v < 0 for v in self.ratios.values()) or sum(self.ratios.values()) <= 0:
-            raise ValueError(f"ratios must be non-negative with a positive sum, got {self.ratios}")
+    def resolved(self) -> LoaderConfig:
+        """This config with ``ratios`` read from ``ratios_file`` (itself when there is none).
+
+        ``ratios_file`` stays set, so the logged config says where the ratios came from.
+
+        Raises:
+            ValueError: the file is missing, unparsable, has no ``ratios`` mapping or bad weights.
+        """
+        if not self.ratios_file:
+            return self
+        return replace(self, ratios=read_ratios_file(self.ratios_file))
+
+
+def check_ratios(ratios: dict[str, float]) -> None:
+    """Refuse an empty mixture, a negative weight or an all-zero one."""
+    if not ratios or any(v < 0 for v in ratios.values()) or sum(ratios.values()) <= 0:
+            raise ValueError(f"ratios must be non-negative with a positive sum, got {ratios}")
+
+
+def read_ratios_file(path: str) -> dict[str, float]:
+    """The ``ratios`` mapping (domain -> weight) of a JSON/YAML mixture file, checked."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"ratios_file {path}: cannot read it: {exc}") from exc
+    ratios = data.get("ratios") if isinstance(data, dict) else None
+    if not isinstance(ratios, dict):
+        raise ValueError(f"ratios_file {path}: expected a mapping with a 'ratios' mapping of domain -> weight")
+    try:
+        out = {str(k): float(v) for k, v in ratios.items()}
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"ratios_file {path}: ratios: weights must be numbers ({exc})") from exc
+    try:
+        check_ratios(out)
+    except ValueError as exc:
+        raise ValueError(f"ratios_file {path}: {exc}") from None
+    return out
 
 
 @dataclass
@@ -150,6 +188,7 @@ class MixtureLoader:
                  tokenizer: Tokenizer | None = None) -> None:
         if not 0 <= rank < world_size or num_workers < 1:
             raise ValueError(f"need 0 <= rank < world_size and num_workers >= 1, got {rank}, {world_size}, {num_workers}")
+        cfg = cfg.resolved()  # a config built in Python may still name a ratios_file
         self.cfg, self.rank, self.world_size, self.num_workers = cfg, rank, world_size, num_workers
         self.tokenizer = tokenizer or make_tokenizer(cfg.tokenizer)
         if not cfg.runs:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import pyarrow.parquet as pq
 
+from curation.config import check_choices
 from curation.errors import ConfigError
 
 
@@ -39,6 +40,7 @@ class EvalFileSpec:
     format: Literal["auto", "jsonl", "parquet", "text"] = "auto"
 
     def __post_init__(self) -> None:
+        check_choices(self)
         if "://" in self.path:
             raise ValueError(f"eval file {self.path!r}: only local files are supported")
         if not self.fields:

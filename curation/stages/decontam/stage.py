@@ -23,9 +23,10 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from curation.config import check_choices
 from curation.errors import ConfigError
 from curation.registry import register_stage
-from curation.stages.base import Decisions, Filter
+from curation.stages.base import Decisions, Filter, config_paths
 from curation.stages.decontam.evalsets import EvalFileSpec
 from curation.stages.decontam.index import BatchMatch, EvalIndex, build_index
 from curation.stages.decontam.ngrams import words, words_with_spans
@@ -57,6 +58,7 @@ class DecontaminateConfig:
     min_remaining_chars: int = 100
 
     def __post_init__(self) -> None:
+        check_choices(self)
         if not self.eval_files:
             raise ValueError("eval_files: name at least one eval file")
         if self.n < 1:
@@ -132,6 +134,10 @@ class Decontaminate(Filter):
     """
 
     Config = DecontaminateConfig
+
+    def artifacts(self) -> dict[str, str]:
+        """The eval sets: their digests are part of the run identity."""
+        return config_paths(self.config, "eval_files.*.path")
 
     def __init__(self, config: DecontaminateConfig | None = None) -> None:
         super().__init__(config)

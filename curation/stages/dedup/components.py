@@ -20,7 +20,7 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from curation.stages.dedup.frame import Frame
+from curation.stages.frame import Frame
 
 log = logging.getLogger(__name__)
 

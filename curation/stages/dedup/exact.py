@@ -9,14 +9,16 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import xxhash
 
+from curation.config import check_choices
 from curation.registry import register_stage
-from curation.stages.dedup.base import DUPLICATE_SCHEMA, GlobalStage
-from curation.stages.dedup.frame import Frame
+from curation.stages.dedup.base import DUPLICATE_SCHEMA, DuplicateStage
+from curation.stages.frame import Frame
 
 _WS = re.compile(r"\s+")
 
@@ -26,18 +28,17 @@ class ExactDedupConfig:
     """``normalize``: ``none`` (bytes), ``whitespace`` (NFC, collapse and strip whitespace) or
     ``lower`` (whitespace plus lowercase). ``num_buckets`` sets the parallelism of the resolve."""
 
-    normalize: str = "whitespace"
+    normalize: Literal["none", "whitespace", "lower"] = "whitespace"
     num_buckets: int = 64
 
     def __post_init__(self) -> None:
-        if self.normalize not in ("none", "whitespace", "lower"):
-            raise ValueError(f"normalize: {self.normalize!r} is not one of ['none', 'whitespace', 'lower']")
+        check_choices(self)
         if self.num_buckets < 1:
             raise ValueError("num_buckets must be >= 1")
 
 
 @register_stage("exact_dedup_v1")
-class ExactDedup(GlobalStage):
+class ExactDedup(DuplicateStage):
     """Keeps one document per normalised-text hash; drops the rest as ``exact_duplicate``."""
 
     Config = ExactDedupConfig

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from curation.stages.dedup.frame import mix64
+from curation.stages.frame import mix64
 
 _SPLIT = r"[^\pL\pN]+"  # words are runs of letters and digits; everything else separates
 _DIGITS = re.compile(r"\d+")

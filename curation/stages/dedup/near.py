@@ -43,17 +43,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation.config import check_choices
 from curation.errors import ConfigError
 from curation.registry import register_stage
 from curation.stages.base import StageResult, split
-from curation.stages.dedup.base import GlobalStage, row_positions
 from curation.stages.dedup.components import connected_components, edges, run_starts
-from curation.stages.dedup.frame import Frame
+from curation.stages.frame import Frame
+from curation.stages.global_stage import GlobalStage, row_positions
 from curation.stages.dedup.minhash import (
     band_keys, candidate_probability, optimal_bands, shingle_hashes, shingle_sets, signatures,
 )
@@ -124,14 +126,15 @@ class NearDedupConfig:
     verify: bool = True
     verify_sigmas: float = 4.0
     max_group: int = 1000
-    keep: str = "longest"
-    mode: str = "drop"
+    keep: Literal["longest", "first"] = "longest"
+    mode: Literal["drop", "mark"] = "drop"
     max_source_removal_fraction: float | None = 0.5
-    on_mass_removal: str = "fail"
+    on_mass_removal: Literal["fail", "warn"] = "fail"
     seed: int = 42
     num_buckets: int = 64
 
     def __post_init__(self) -> None:
+        check_choices(self)
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
         if self.verify_sigmas < 0:
@@ -142,15 +145,9 @@ class NearDedupConfig:
             raise ValueError("set both bands and rows, or neither")
         if self.bands is not None and self.rows is not None and self.bands * self.rows > self.num_perm:
             raise ValueError(f"bands * rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
-        if self.keep not in ("longest", "first"):
-            raise ValueError(f"keep: {self.keep!r} is not one of ['longest', 'first']")
-        if self.mode not in ("drop", "mark"):
-            raise ValueError(f"mode: {self.mode!r} is not one of ['drop', 'mark']")
         frac = self.max_source_removal_fraction
         if frac is not None and not 0.0 <= frac <= 1.0:
             raise ValueError(f"max_source_removal_fraction must be in [0, 1] or null, got {frac}")
-        if self.on_mass_removal not in ("fail", "warn"):
-            raise ValueError(f"on_mass_removal: {self.on_mass_removal!r} is not one of ['fail', 'warn']")
 
 
 @register_stage("near_dedup_v1")

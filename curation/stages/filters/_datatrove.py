@@ -11,11 +11,14 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
+
+from curation.config import check_choices
 
 from curation.stages.base import Doc, Filter, FilterOutcome
 
-IMPLEMENTATIONS = ("datatrove", "fast")
+Implementation = Literal["datatrove", "fast"]
+IMPLEMENTATIONS = get_args(Implementation)
 
 
 @dataclass(kw_only=True)
@@ -30,11 +33,10 @@ class DatatroveOptions:
 class DatatroveImplOptions(DatatroveOptions):
     """Options of a filter that also has its own faster implementation with the same decisions."""
 
-    implementation: str = "fast"  # "fast" (ours, same decisions as datatrove's) or "datatrove"
+    implementation: Implementation = "fast"  # "fast" (ours, same decisions as datatrove's) or "datatrove"
 
     def __post_init__(self) -> None:
-        if self.implementation not in IMPLEMENTATIONS:
-            raise ValueError(f"implementation: {self.implementation!r} is not one of {sorted(IMPLEMENTATIONS)}")
+        check_choices(self)
 
 
 class DatatroveFilter(Filter):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from curation.config import check_choices
 
 from curation.registry import register_stage
 from curation.stages.base import Doc, FilterOutcome
@@ -18,11 +20,10 @@ class URLFilterConfig:
     extra_domains: list[str] = field(default_factory=list)
     extra_urls: list[str] = field(default_factory=list)
     use_integrated_lists: bool = True
-    missing_url: str = "keep"
+    missing_url: Literal["keep", "drop"] = "keep"
 
     def __post_init__(self) -> None:
-        if self.missing_url not in ("keep", "drop"):
-            raise ValueError(f"missing_url: {self.missing_url!r} is not one of ['keep', 'drop']")
+        check_choices(self)
 
 
 @register_stage("url_filter_v1")

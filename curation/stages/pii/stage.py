@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from curation.config import check_choices
 from curation.registry import register_stage
 from curation.stages.base import Decisions, Filter
 from curation.stages.pii.detect import DEFAULT_KEEP_IPS, DEFAULT_PLACEHOLDERS, TYPES, Detector
@@ -41,6 +42,7 @@ class PIIConfig:
     drop_if_secret: bool = False
 
     def __post_init__(self) -> None:
+        check_choices(self)
         for where, names in (("types", self.types), ("placeholders", list(self.placeholders))):
             bad = [t for t in names if t not in TYPES]
             if bad:

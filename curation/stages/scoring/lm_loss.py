@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 
+from curation.config import check_choices
 from curation.registry import register_stage
 from curation.scoring.hf import load_pretrained
-from curation.stages.base import Stage, StageResult, split
+from curation.stages.base import Stage, StageResult, config_paths, split
 
 
 def check_model_names(names: list[str]) -> None:
@@ -63,19 +64,16 @@ class LMLossConfig:
     block_size: int = 1900
     stride: int = 512
     batch_size: int = 8
-    device: str = "auto"
-    dtype: str = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     max_tokens: int | None = None
     num_gpus: float = 0.0
 
     def __post_init__(self) -> None:
+        check_choices(self)
         check_model_names([m.name for m in self.models])
         if not 0 < self.stride <= self.block_size - 1:
             raise ValueError("stride must be in [1, block_size - 1]")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device: {self.device!r} is not one of ['auto', 'cpu', 'cuda']")
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ValueError(f"dtype: {self.dtype!r} is not one of ['auto', 'float32', 'bfloat16', 'float16']")
 
 
 def load_lm(path: str, device: str, dtype: str) -> tuple[Any, Any]:
@@ -132,6 +130,10 @@ class LMLoss(Stage):
 
     Config = LMLossConfig
     requires = ("torch", "transformers")
+
+    def artifacts(self) -> dict[str, str]:
+        """The reference LMs' local model dirs: their digests are part of the run identity."""
+        return config_paths(self.config, "models.*.path")
 
     def _device(self) -> tuple[str, str]:
         import torch

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 
+from curation.config import check_choices
 from curation.registry import register_stage
 from curation.stages.base import Stage, StageResult, split
 
@@ -49,13 +51,12 @@ class PredictiveStrengthConfig:
     columns to compare, ``bpc`` or ``nll`` (same order per document; bpc also across documents)."""
 
     models: list[ModelScore] = field(default_factory=list)
-    loss: str = "bpc"
+    loss: Literal["bpc", "nll"] = "bpc"
 
     def __post_init__(self) -> None:
+        check_choices(self)
         if len({m.score for m in self.models}) < 2:
             raise ValueError("models: give at least two models with different downstream scores")
-        if self.loss not in ("bpc", "nll"):
-            raise ValueError(f"loss: {self.loss!r} is not one of ['bpc', 'nll']")
 
 
 @register_stage("predictive_strength_v1")

@@ -20,8 +20,8 @@ import pyarrow.compute as pc
 
 from curation.registry import register_stage
 from curation.stages.base import StageResult, split
-from curation.stages.dedup.base import GlobalStage, row_positions
-from curation.stages.dedup.frame import Frame, mix64
+from curation.stages.global_stage import GlobalStage, row_positions
+from curation.stages.frame import Frame, mix64
 
 log = logging.getLogger(__name__)
 

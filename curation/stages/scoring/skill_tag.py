@@ -7,15 +7,16 @@ from __future__ import annotations
 import importlib.util
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 
+from curation.config import check_choices
 from curation.errors import ConfigError
 from curation.registry import register_stage
 from curation.scoring.classifier import normalise
-from curation.stages.base import Stage, StageResult, split
+from curation.stages.base import Stage, StageResult, config_paths, split
 from curation.stages.scoring.fasttext_score import ScorerSpec, load_fasttext
 
 
@@ -31,7 +32,7 @@ class SkillTagConfig:
     Ray a task that asks for none sees no GPU, so set it on GPU clusters; ``device: cuda``
     requires it)."""
 
-    source: str = "domain"
+    source: Literal["domain", "embedding", "fasttext", "metadata"] = "domain"
     field: str | None = None
     model: str | None = None
     column: str = "skill"
@@ -40,20 +41,17 @@ class SkillTagConfig:
     score_column: str | None = None
     batch_size: int = 64
     max_tokens: int | None = None
-    device: str = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     num_gpus: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.source not in ("domain", "metadata", "fasttext", "embedding"):
-            raise ValueError(f"source: {self.source!r} is not one of ['domain', 'embedding', 'fasttext', 'metadata']")
+        check_choices(self)
         if self.source == "metadata" and not self.field:
             raise ValueError("source metadata needs field")
         if self.source == "fasttext" and not self.model:
             raise ValueError("source fasttext needs model")
         if self.source == "embedding" and not self.centroids:
             raise ValueError("source embedding needs centroids (a `curate fit-skills` JSON)")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device: {self.device!r} is not one of ['auto', 'cpu', 'cuda']")
         if self.score_column and (self.source != "embedding" or self.score_column == self.column):
             raise ValueError("score_column needs source embedding and a name other than column")
 
@@ -61,6 +59,10 @@ class SkillTagConfig:
 @register_stage("skill_tag_v1")
 class SkillTag(Stage):
     Config = SkillTagConfig
+
+    def artifacts(self) -> dict[str, str]:
+        """The fastText model or the embedding centroids: their digests are part of the run identity."""
+        return config_paths(self.config, "model", "centroids")
 
     def __init__(self, config: Any = None) -> None:
         super().__init__(config)

@@ -81,3 +81,34 @@ def test_resume_refuses_changed_world_size_ratios_or_manifest(sample_run: Path, 
 def test_unknown_domain_is_named(sample_run: Path) -> None:
     with pytest.raises(ValueError, match=r"\['finance'\].*license"):
         MixtureLoader(cfg(sample_run, ratios={"finance": 1.0}))
+
+
+def test_ratios_file_is_read_when_resolved_not_on_construction(sample_run: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "nope.json"
+    c = LoaderConfig(runs=[str(sample_run)], ratios_file=str(missing))  # no file read here
+    with pytest.raises(ValueError, match=r"ratios_file .*nope\.json: cannot read it"):
+        c.resolved()
+    mix = tmp_path / "mix.yaml"
+    mix.write_text("ratios: {python_docs: 3, code: 1}\n")
+    c = LoaderConfig(runs=[str(sample_run)], ratios={"license": 1.0}, ratios_file=str(mix))
+    assert c.ratios == {"license": 1.0}
+    assert c.resolved().ratios == {"python_docs": 3.0, "code": 1.0} and c.resolved().ratios_file == str(mix)
+    assert MixtureLoader(c).cfg.ratios == {"python_docs": 3.0, "code": 1.0}  # the loader resolves too
+    mix.write_text("weights: {code: 1}\n")
+    with pytest.raises(ValueError, match=r"mix\.yaml: expected a mapping with a 'ratios' mapping"):
+        c.resolved()
+    mix.write_text("ratios: {code: -1}\n")
+    with pytest.raises(ValueError, match=r"mix\.yaml: ratios must be non-negative"):
+        c.resolved()
+
+
+def test_load_config_reads_the_ratios_file_and_names_the_key(sample_run: Path, tmp_path: Path) -> None:
+    from curation.errors import ConfigError
+    from training.train import load_config
+
+    config = tmp_path / "train.yaml"
+    config.write_text(f"data: {{runs: [{sample_run}], ratios_file: {tmp_path / 'mix.json'}}}\n")
+    with pytest.raises(ConfigError, match=r"train\.yaml: data\.ratios_file .*mix\.json: cannot read it"):
+        load_config(str(config), [])
+    (tmp_path / "mix.json").write_text('{"ratios": {"code": 1}}')
+    assert load_config(str(config), []).data.ratios == {"code": 1.0}

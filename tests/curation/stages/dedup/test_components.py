@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from curation.stages.dedup.components import connected_components, edges
-from curation.stages.dedup.frame import LocalFrame
+from curation.stages.frame import LocalFrame
 
 
 def expected_stars(a: list[int], b: list[int]) -> dict[int, int]:

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 
 from curation.stages.dedup.exact import ExactDedup, ExactDedupConfig
-from curation.stages.dedup.frame import LocalFrame
+from curation.stages.frame import LocalFrame
 from tests.curation.stages.filters.helpers import batch_of
 
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from curation.stages.dedup.evaluate import cluster_accuracy, jaccard_pairs, oracle_clusters
-from curation.stages.dedup.frame import LocalFrame
+from curation.stages.frame import LocalFrame
 from curation.stages.dedup.near import NearDedup, NearDedupConfig
 from tests.conftest import PROSE, SAMPLE
 from tests.curation.stages.filters.helpers import batch_of

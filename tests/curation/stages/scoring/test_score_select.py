@@ -90,7 +90,7 @@ def _keys(scores: list[float | None], chars: list[int]) -> "pa.Table":
 
 
 def test_fixed_threshold_and_null_scores() -> None:
-    from curation.stages.dedup.frame import LocalFrame
+    from curation.stages.frame import LocalFrame
     from curation.stages.scoring.select import Select
 
     stage = Select(SelectConfig(column="s", threshold=0.5))
@@ -100,7 +100,7 @@ def test_fixed_threshold_and_null_scores() -> None:
 
 
 def test_sampled_threshold_is_close_to_the_exact_one() -> None:
-    from curation.stages.dedup.frame import LocalFrame
+    from curation.stages.frame import LocalFrame
     from curation.stages.scoring.select import Select
 
     rng = np.random.default_rng(0)
