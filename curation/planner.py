@@ -482,7 +482,7 @@ def _global_seconds(plan: Any, seg: Any, spec: Any, rows: int | None) -> float:
     files read as in the run; with one row, the part of its time that does not grow with n."""
     from curation.executors.local import key_read_columns
     from curation.io.storage import read_parquet
-    from curation.stages.dedup.frame import LocalFrame
+    from curation.stages.frame import LocalFrame
 
     stage = spec.build()
     t0 = time.perf_counter()

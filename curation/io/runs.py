@@ -183,7 +183,7 @@ def list_runs(root: str | os.PathLike[str], failed: Callable[[str], bool] | None
 def _segments(config: dict[str, Any]) -> int:
     """Number of shard passes of a config: one, plus one per global stage (dedup, select ...)."""
     from curation.registry import get_stage
-    from curation.stages.dedup.base import GlobalStage
+    from curation.stages.global_stage import GlobalStage
 
     n = 1
     for spec in config.get("stages", []):
