@@ -33,6 +33,7 @@ from curation.io.runs import progress as run_progress
 from curation.query_sandbox import Limits
 from curation.service import views
 from curation.service.auth import COOKIE, _matches, require_read, same_origin
+from curation.service.mixture import mixture as run_mixture
 from curation.service.registry import Registry
 from curation.service.settings import ServiceSettings
 
@@ -216,6 +217,10 @@ def _read_api(app: FastAPI) -> None:
     @app.post("/api/runs/{run_id}/whatif", dependencies=read)
     def whatif(run_id: str, body: WhatIfBody) -> dict[str, Any]:
         return views.whatif(finished(run_id), limits, body.column, body.threshold, body.direction)
+
+    @app.get("/api/runs/{run_id}/mixture", dependencies=read)
+    def mixture(run_id: str) -> dict[str, Any]:
+        return run_mixture(finished(run_id), limits)
 
     @app.get("/api/compare", dependencies=read)
     def compare(a: str, b: str, offset: int = Query(0, ge=0, le=10_000_000),
