@@ -177,7 +177,7 @@ async def _client(url: str, run_id: str, deadline: float, seed: int, lat: dict[s
                 elif kind == "api_runs":
                     r = await c.get("/api/runs")
                 elif kind == "drops":
-                    r = await c.get(f"/api/runs/{run_id}/drops", params={"offset": rng.randrange(0, 2000),
+                    r = await c.get(f"/api/runs/{run_id}/drops", params={"offset": 20 * rng.randrange(0, 100),  # the pages the UI links
                                                                        "limit": 20})
                 elif kind == "mixture":
                     r = await c.get(f"/api/runs/{run_id}/mixture")

@@ -23,7 +23,7 @@ from curation.io.runs import progress as run_progress
 from curation.query_sandbox import Limits
 from curation.service import views
 from curation.service.auth import COOKIE, role_of
-from curation.service.mixture import mixture
+from curation.service.cache import cached_detail, cached_mixture
 
 router = APIRouter(include_in_schema=False)
 
@@ -344,11 +344,12 @@ def run_page(request: Request, run_id: str) -> HTMLResponse:
         state = reg.state(run_id)
         if state != "finished":
             return page(request, run_id, _progress_section(run_id, {**run_progress(path), "state": state}))
-        mx = mixture(path, _limits(request))
+        cache = request.app.state.cache
+        mx = cached_mixture(cache, path, _limits(request))
         if mx["schedule"] is not None and not (path / "run.json").exists():
             # A skill-ordered run (curate skill-order): shards and a schedule, no funnel or decisions.
             return page(request, f"run {run_id}", mixture_section(mx))
-        d = views.run_detail(path, _limits(request))
+        d = cached_detail(cache, path, _limits(request))
     except (HTTPException, CurationError, ValueError) as exc:
         return _error_page(request, exc)
     t = d["totals"]
