@@ -101,6 +101,8 @@ def test_schedule_of_a_skill_ordered_run(url: str) -> None:
     assert page.status_code == 200 and 'id="schedule-plot"' in page.text
     assert page.text.count('class="seg"') == 2 * len(sch["rounds"])
     assert "62.2%" in page.text  # round 0's planned algebra share
+    index = _get(url, "/")
+    assert index.status_code == 200 and 'href="/runs/ordered"' in index.text  # listed with the other runs
 
 
 def test_cmr_fit_stored_with_the_run(url: str) -> None:
