@@ -177,8 +177,9 @@ async def _client(url: str, run_id: str, deadline: float, seed: int, lat: dict[s
                 elif kind == "api_runs":
                     r = await c.get("/api/runs")
                 elif kind == "drops":
-                    r = await c.get(f"/api/runs/{run_id}/drops", params={"offset": 20 * rng.randrange(0, 100),  # the pages the UI links
-                                                                       "limit": 20})
+                    # One of the first 100 pages, as the UI links them (20 per page).
+                    r = await c.get(f"/api/runs/{run_id}/drops",
+                                    params={"offset": 20 * rng.randrange(0, 100), "limit": 20})
                 elif kind == "mixture":
                     r = await c.get(f"/api/runs/{run_id}/mixture")
                 elif kind == "sql":
@@ -221,7 +222,8 @@ async def load(url: str, run_id: str, clients: int, duration: float, columns: li
 def table(res: dict[str, Any]) -> str:
     lines = ["| kind | requests | p50 ms | p95 ms | max ms | errors |", "|---|---:|---:|---:|---:|---:|"]
     for k, r in res["kinds"].items():
-        lines.append(f"| {k} | {r['n']:,} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['max_ms']:.0f} | {r['errors']} |")
+        lines.append(f"| {k} | {r['n']:,} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['max_ms']:.0f} | "
+                     f"{r['errors']} |")
     lines.append(f"| **all** | {res['requests']:,} | | {res['all_p95_ms']:.0f} | | {res['errors']} |")
     return "\n".join(lines)
 

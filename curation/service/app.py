@@ -225,7 +225,8 @@ def _read_api(app: FastAPI) -> None:
     def whatif(run_id: str, body: WhatIfBody) -> dict[str, Any]:
         path = finished(run_id)
         # The pool is read once per run and column; every slider position is then answered in memory.
-        pool = cache.get(("whatif_pool", run_key(path), body.column), lambda: views.whatif_pool(path, limits, body.column))
+        pool = cache.get(("whatif_pool", run_key(path), body.column),
+                         lambda: views.whatif_pool(path, limits, body.column))
         return views.whatif_at(pool, body.threshold, body.direction)
 
     @app.get("/api/runs/{run_id}/mixture", dependencies=read)

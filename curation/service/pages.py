@@ -176,10 +176,12 @@ def schedule_svg(schedule: dict[str, Any]) -> str:
     parts = []
     for i, r in enumerate(rounds):
         y, x = i * row, float(label_w)
-        parts.append(f'<text x="{label_w - 8}" y="{y + 16}" text-anchor="end" class="lbl">round {e(r["round"])}</text>')
+        parts.append(f'<text x="{label_w - 8}" y="{y + 16}" text-anchor="end" class="lbl">round '
+                     f'{e(r["round"])}</text>')
         for j, s in enumerate(skills):
             w = bar_w * r["planned"][s]
-            parts.append(f'<rect x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="18" fill="{PALETTE[j % len(PALETTE)]}" '
+            parts.append(f'<rect x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="18" '
+                         f'fill="{PALETTE[j % len(PALETTE)]}" '
                          f'class="seg" data-skill="{e(s)}"><title>{e(s)}: {_pct(r["planned"][s])}</title></rect>')
             x += w
     legend_y = row * len(rounds) + 8

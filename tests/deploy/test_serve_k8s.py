@@ -10,7 +10,6 @@ import copy
 import json
 import os
 import re
-import shlex
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -80,7 +79,8 @@ def check_serve(docs: list[Any]) -> list[str]:
         errors.append("Deployment pod securityContext.runAsNonRoot: must be true")
     sspec = svc.get("spec", {})
     if sspec.get("type") != "ClusterIP":
-        errors.append(f"Service.spec.type: {sspec.get('type')!r}, expected ClusterIP (publish through an Ingress with TLS)")
+        errors.append(f"Service.spec.type: {sspec.get('type')!r}, expected ClusterIP "
+                      "(publish through an Ingress with TLS)")
     if sspec.get("selector") != labels:
         errors.append("Service.spec.selector: must equal the pod template's labels")
     ports = {p.get("name"): p.get("containerPort") for p in c.get("ports", [])}

@@ -3,7 +3,6 @@ burst of identical misses computes once."""
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -20,7 +19,8 @@ from tests.curation.service.conftest import make_settings, serving
 
 
 def _run(tmp: Path, out: Path, texts: list[str]) -> None:
-    write_jsonl(tmp / "in" / out.name / "docs.jsonl", [{"id": f"d{i}", "domain": "web", "text": t} for i, t in enumerate(texts)])
+    write_jsonl(tmp / "in" / out.name / "docs.jsonl",
+                [{"id": f"d{i}", "domain": "web", "text": t} for i, t in enumerate(texts)])
     run_pipeline({"name": out.name, "input": {"paths": [str(tmp / "in" / out.name / "*.jsonl")]}, "stages": [],
                   "output": {"dir": str(out), "token_counter": "whitespace"}, "executor": {"kind": "local"}})
 
