@@ -33,6 +33,7 @@ from curation.io.runs import progress as run_progress
 from curation.query_sandbox import Limits
 from curation.service import views
 from curation.service.auth import COOKIE, _matches, require_read, same_origin
+from curation.service.cache import AnswerCache, cached_detail, cached_mixture, run_key
 from curation.service.registry import Registry
 from curation.service.settings import ServiceSettings
 
@@ -160,6 +161,7 @@ def _read_api(app: FastAPI) -> None:
     s: ServiceSettings = app.state.settings
     limits = Limits(timeout_s=s.query_timeout_s, memory_limit=s.query_memory_limit)
     read = [Depends(require_read)]
+    cache: AnswerCache = app.state.cache
 
     def finished(run_id: str) -> Path:
         path = reg.path(run_id)
@@ -175,7 +177,7 @@ def _read_api(app: FastAPI) -> None:
 
     @app.get("/api/runs/{run_id}", dependencies=read)
     def run_detail(run_id: str) -> dict[str, Any]:
-        return views.run_detail(finished(run_id), limits)
+        return cached_detail(cache, finished(run_id), limits)
 
     @app.get("/api/runs/{run_id}/progress", dependencies=read)
     def progress(run_id: str) -> dict[str, Any]:
@@ -191,7 +193,10 @@ def _read_api(app: FastAPI) -> None:
     def query(run_id: str, body: QueryBody) -> Any:
         if body.offset < 0 or not 1 <= body.limit <= s.query_max_rows:
             raise HTTPException(400, detail=f"need offset >= 0 and 1 <= limit <= {s.query_max_rows}")
-        out = views.run_query(finished(run_id), limits, body.sql, body.offset, body.limit, s.query_max_rows)
+        path = finished(run_id)
+        out = cache.get(("query", run_key(path), body.sql, body.offset, body.limit),
+                        lambda: views.run_query(path, limits, body.sql, body.offset, body.limit, s.query_max_rows),
+                        rows=lambda o: len(o.get("rows", [])))
         if body.format == "json":
             return out
         buf = io.StringIO()
@@ -204,7 +209,10 @@ def _read_api(app: FastAPI) -> None:
     def drops(run_id: str, stage: str | None = None, reason: str | None = None, domain: str | None = None,
               source: str | None = None, offset: int = Query(0, ge=0, le=1_000_000),
               limit: int = Query(20, ge=1, le=500)) -> dict[str, Any]:
-        return views.drops(finished(run_id), limits, stage, reason, domain, source, offset, limit)
+        path = finished(run_id)
+        return cache.get(("drops", run_key(path), stage, reason, domain, source, offset, limit),
+                         lambda: views.drops(path, limits, stage, reason, domain, source, offset, limit),
+                         rows=lambda o: len(o["samples"]))
 
     @app.get("/api/runs/{run_id}/docs/{doc_id:path}", dependencies=read)
     def document(run_id: str, doc_id: str) -> dict[str, Any]:
@@ -215,12 +223,22 @@ def _read_api(app: FastAPI) -> None:
 
     @app.post("/api/runs/{run_id}/whatif", dependencies=read)
     def whatif(run_id: str, body: WhatIfBody) -> dict[str, Any]:
-        return views.whatif(finished(run_id), limits, body.column, body.threshold, body.direction)
+        path = finished(run_id)
+        # The pool is read once per run and column; every slider position is then answered in memory.
+        pool = cache.get(("whatif_pool", run_key(path), body.column),
+                         lambda: views.whatif_pool(path, limits, body.column))
+        return views.whatif_at(pool, body.threshold, body.direction)
+
+    @app.get("/api/runs/{run_id}/mixture", dependencies=read)
+    def mixture(run_id: str) -> dict[str, Any]:
+        return cached_mixture(cache, finished(run_id), limits)
 
     @app.get("/api/compare", dependencies=read)
     def compare(a: str, b: str, offset: int = Query(0, ge=0, le=10_000_000),
                 limit: int = Query(50, ge=1, le=1000)) -> dict[str, Any]:
-        return views.compare(finished(a), finished(b), limits, offset, limit)
+        pa, pb = finished(a), finished(b)
+        return cache.get(("compare", run_key(pa), run_key(pb), offset, limit),
+                         lambda: views.compare(pa, pb, limits, offset, limit), rows=lambda o: len(o["changed"]))
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -311,6 +329,7 @@ def create_app(settings: ServiceSettings, failed: Any = None) -> FastAPI:
         failed = _job_table_failed(settings)
     app.state.settings = settings
     app.state.registry = Registry(settings.runs_root, failed)
+    app.state.cache = AnswerCache()  # answers of finished runs (immutable): see curation/service/cache.py
     _install_errors(app)
     _read_api(app)
     _login_routes(app)

@@ -23,6 +23,7 @@ from curation.io.runs import progress as run_progress
 from curation.query_sandbox import Limits
 from curation.service import views
 from curation.service.auth import COOKIE, role_of
+from curation.service.cache import cached_detail, cached_mixture
 
 router = APIRouter(include_in_schema=False)
 
@@ -160,6 +161,105 @@ def histogram_svg(hist: dict[str, Any], threshold: float | None) -> str:
             f'{"".join(parts)}</svg>')
 
 
+PALETTE = ("#2f6f9f", "#e07b39", "#4f9a5c", "#b3261e", "#8e6bb8", "#8c6d3f", "#d17fb0", "#7a7a7a", "#b5a431",
+           "#3fa3b5")
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f}%"
+
+
+def schedule_svg(schedule: dict[str, Any]) -> str:
+    """One stacked bar per round: the planned share of each skill, with a legend."""
+    skills, rounds = schedule["skills"], schedule["rounds"]
+    row, width, label_w, bar_w = 24, 760, 80, 520
+    parts = []
+    for i, r in enumerate(rounds):
+        y, x = i * row, float(label_w)
+        parts.append(f'<text x="{label_w - 8}" y="{y + 16}" text-anchor="end" class="lbl">round '
+                     f'{e(r["round"])}</text>')
+        for j, s in enumerate(skills):
+            w = bar_w * r["planned"][s]
+            parts.append(f'<rect x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="18" '
+                         f'fill="{PALETTE[j % len(PALETTE)]}" '
+                         f'class="seg" data-skill="{e(s)}"><title>{e(s)}: {_pct(r["planned"][s])}</title></rect>')
+            x += w
+    legend_y = row * len(rounds) + 8
+    for j, s in enumerate(skills):
+        lx = label_w + (j % 4) * 170
+        ly = legend_y + (j // 4) * 18
+        parts.append(f'<rect x="{lx}" y="{ly}" width="12" height="12" fill="{PALETTE[j % len(PALETTE)]}"/>'
+                     f'<text x="{lx + 16}" y="{ly + 11}" class="val">{e(s)}</text>')
+    h = legend_y + 18 * ((len(skills) + 3) // 4) + 4
+    return (f'<svg class="chart" id="schedule-plot" viewBox="0 0 {width} {h}" width="{width}" height="{h}" role="img" '
+            f'aria-label="planned mixture per round">{"".join(parts)}</svg>')
+
+
+def cmr_svg(cmr: dict[str, Any]) -> str:
+    """The fitted R_CMR(T) as a line, the critical ratios it was fitted to as dots; axes labelled with the range."""
+    pts = cmr["curve"] + cmr["grid"]
+    if not pts:
+        return '<p class="muted">no points</p>'
+    width, height, pad = 560, 220, 44
+    t_lo, t_hi = min(p["t"] for p in pts), max(p["t"] for p in pts)
+    r_lo, r_hi = min(p["r"] for p in pts), max(p["r"] for p in pts)
+    if r_hi <= r_lo:
+        r_lo, r_hi = r_lo - 0.5, r_hi + 0.5
+
+    def xy(p: dict[str, float]) -> str:
+        x = pad + (width - 2 * pad) * ((p["t"] - t_lo) / (t_hi - t_lo) if t_hi > t_lo else 0.5)
+        y = height - pad - (height - 2 * pad) * (p["r"] - r_lo) / (r_hi - r_lo)
+        return f"{x:.1f},{y:.1f}"
+
+    line = " ".join(xy(p) for p in cmr["curve"])
+    dots = "".join(f'<circle cx="{xy(p).split(",")[0]}" cy="{xy(p).split(",")[1]}" r="3" class="cmr-pt">'
+                   f'<title>T={p["t"]:.4g}, R={p["r"]:.4g}</title></circle>' for p in cmr["grid"])
+    unit = f'{cmr["token_unit"]:g}'
+    axes = (f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" class="axis"/>'
+            f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" class="axis"/>'
+            f'<text x="{pad}" y="{height - pad + 16}" class="val">{t_lo:.4g}</text>'
+            f'<text x="{width - pad}" y="{height - pad + 16}" text-anchor="end" class="val">{t_hi:.4g}</text>'
+            f'<text x="{width / 2}" y="{height - 6}" text-anchor="middle" class="val">T ({e(unit)} tokens)</text>'
+            f'<text x="{pad - 4}" y="{height - pad}" text-anchor="end" class="val">{r_lo:.3g}</text>'
+            f'<text x="{pad - 4}" y="{pad + 4}" text-anchor="end" class="val">{r_hi:.3g}</text>'
+            f'<text x="{pad}" y="{pad - 10}" class="val">R ({e(cmr["domain"])} share)</text>')
+    return (f'<svg class="chart" id="cmr-plot" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+            f'role="img" aria-label="critical mixture ratio over tokens">{axes}'
+            f'<polyline points="{line}" class="cmr-line"/>{dots}</svg>')
+
+
+def mixture_section(mx: dict[str, Any]) -> str:
+    """Tokens per domain and skill; the Skill-It schedule and the CMR fit when the run holds them."""
+    share = "share of tokens" if mx["share_of"] == "tokens" else "share of chars"
+    doms = [[e(d["domain"]), _num(d["docs"]), _num(d["chars"]), _num(d["tokens"]), _pct(d["share"])]
+            for d in mx["domains"]]
+    parts = [f'<h3>Per domain</h3>{_table(["domain", "docs", "chars", "tokens", share], doms, "mixture-domains")}']
+    if mx["skills"] is not None:
+        sk = [[e(s["skill"]), _num(s["docs"]), _num(s["chars"]), _num(s["tokens_est"]), _pct(s["share"])]
+              for s in mx["skills"]]
+        parts.append('<h3>Per skill</h3><p class="muted">Tokens per skill are estimated from each document\'s '
+                     'domain tokens per character.</p>'
+                     + _table(["skill", "docs", "chars", "tokens (est.)", "share"], sk, "mixture-skills"))
+    sch = mx["schedule"]
+    if sch is not None:
+        rows = [[e(r["round"])] + [f'{_pct(r["planned"][s])} <span class="muted">({_pct(r["realised"][s])}, '
+                                   f'{r["chars"][s]:,} chars)</span>' for s in sch["skills"]] for r in sch["rounds"]]
+        parts.append(f'<h3>Skill-It schedule</h3><p class="muted">{e(sch["method"])}: eta {e(sch["eta"])}, window '
+                     f'{e(sch["window"])}, alpha {e(sch["alpha"])}; planned share per round (realised share, '
+                     f'characters written).</p>{schedule_svg(sch)}'
+                     + _table(["round"] + list(sch["skills"]), rows, "mixture-schedule"))
+    cmr = mx["cmr"]
+    if cmr is not None:
+        p = cmr["params"]
+        rows = [[f'{g["t"]:.4g}', f'{g["r"]:.4g}'] for g in cmr["grid"]]
+        parts.append(f'<h3>Critical mixture ratio</h3><p>R_CMR(T) = {p["a4"]:.4g} · T<sup>{p["s4"]:.4g}</sup> + '
+                     f'{p["b3"]:.4g}, T in {cmr["token_unit"]:g} tokens, general loss may rise by at most '
+                     f'{cmr["eps"]:g}; fitted on runs at {e(", ".join(f"{r:g}" for r in cmr["ratios"]))} '
+                     f'{e(cmr["domain"])} share (from <code>{e(cmr["path"])}</code>).</p>{cmr_svg(cmr)}'
+                     + _table(["T", "critical ratio"], rows, "mixture-cmr"))
+    return f'<section class="card" id="mixture"><h2>Mixture</h2>{"".join(parts)}</section>'
+
+
 # -- pages ------------------------------------------------------------------------------------------
 
 @router.get("/")
@@ -246,7 +346,12 @@ def run_page(request: Request, run_id: str) -> HTMLResponse:
         state = reg.state(run_id)
         if state != "finished":
             return page(request, run_id, _progress_section(run_id, {**run_progress(path), "state": state}))
-        d = views.run_detail(path, _limits(request))
+        cache = request.app.state.cache
+        mx = cached_mixture(cache, path, _limits(request))
+        if mx["schedule"] is not None and not (path / "run.json").exists():
+            # A skill-ordered run (curate skill-order): shards and a schedule, no funnel or decisions.
+            return page(request, f"run {run_id}", mixture_section(mx))
+        d = cached_detail(cache, path, _limits(request))
     except (HTTPException, CurationError, ValueError) as exc:
         return _error_page(request, exc)
     t = d["totals"]
@@ -271,6 +376,7 @@ def run_page(request: Request, run_id: str) -> HTMLResponse:
             f'{_table(["stage", "reason", "docs", "chars"], reasons, "reasons", numeric_from=2)}</section>'
             f'<section class="card"><h2>Kept documents per domain</h2>'
             f'{_table(["domain", "docs", "chars", "mean chars", "tokens"], domains, "domains")}</section>'
+            + mixture_section(mx)
             + (f'<section class="card"><h2>Scores and what-if</h2><p class="muted">Move a slider to see what '
                f'this run would keep at another threshold (from the values the run recorded).</p>{whatifs}</section>'
                if whatifs else "")

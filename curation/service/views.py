@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 
 from curation.errors import ConfigError
 from curation.query_sandbox import Limits, one_line
@@ -164,26 +165,51 @@ def histogram(con: duckdb.DuckDBPyConnection, manifest: dict[str, Any], column: 
 
 def whatif(run: Path, limits: Limits, column: Any, threshold: Any, direction: Any) -> dict[str, Any]:
     """Kept documents, characters and tokens per domain if ``column``'s threshold moved."""
+    _check_move(threshold, direction)
+    return whatif_at(whatif_pool(run, limits, column), threshold, direction)
+
+
+def _check_move(threshold: Any, direction: Any) -> None:
     if direction not in ("keep_above", "keep_below"):
         raise ConfigError(f"direction must be keep_above (keep value >= threshold) or keep_below (keep value "
                           f"<= threshold), got {direction!r}")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
         raise ConfigError(f"threshold must be a finite number, got {threshold!r}")
+
+
+def whatif_pool(run: Path, limits: Limits, column: Any) -> dict[str, Any]:
+    """Everything a what-if on ``column`` needs, read once: the pool's (domain, n_chars, value, kept) as arrays,
+    kept documents per domain, and the counts the answer reports. A slider then moves in memory
+    (``whatif_at``), with no query per position."""
     with open_run(run, limits) as (con, m):
         _check_column(m, column)
         sql, params, source = _pool(m, column)
-        passes = "v >= ?" if direction == "keep_above" else "v <= ?"
-        rows = con.execute(
-            f"SELECT domain, sum(kept) AS kept_with_value, count(*) - sum(kept) AS dropped_with_value, "
-            f"sum(CASE WHEN kept = 1 AND NOT ({passes}) THEN 1 ELSE 0 END) AS lost_docs, "
-            f"sum(CASE WHEN kept = 1 AND NOT ({passes}) THEN n_chars ELSE 0 END) AS lost_chars, "
-            f"sum(CASE WHEN kept = 0 AND {passes} THEN 1 ELSE 0 END) AS gained_docs, "
-            f"sum(CASE WHEN kept = 0 AND {passes} THEN n_chars ELSE 0 END) AS gained_chars "
-            f"FROM ({sql}) GROUP BY ALL", [threshold] * 4 + params).fetchall()
+        cols = con.execute(f"SELECT domain, n_chars, v, kept FROM ({sql})", params).fetchnumpy()
         now = {d: (int(n), int(c)) for d, n, c in
                con.execute("SELECT domain, count(*), sum(n_chars) FROM docs GROUP BY ALL").fetchall()}
         kept_null = con.execute(f"SELECT count(*) FROM docs WHERE {_ident(column)} IS NULL").fetchone()[0]
         dropped_total = con.execute("SELECT count(*) FROM decisions").fetchone()[0]
+    domain = np.asarray(cols["domain"], dtype=object)
+    return {"column": column, "source": source, "domain": domain,
+            "n_chars": np.nan_to_num(np.asarray(cols["n_chars"], dtype=np.float64)).astype(np.int64),
+            "v": np.asarray(cols["v"], dtype=np.float64), "kept": np.asarray(cols["kept"], dtype=np.int64) == 1,
+            "now": now, "kept_null": int(kept_null), "dropped_total": int(dropped_total),
+            "manifest": {"domains": m.get("domains", {}), "config": m.get("config"), "schema": m.get("schema")}}
+
+
+def whatif_at(p: dict[str, Any], threshold: Any, direction: Any) -> dict[str, Any]:
+    """The what-if answer at ``threshold`` from a pool ``whatif_pool`` read."""
+    _check_move(threshold, direction)
+    column, source, m, now = p["column"], p["source"], p["manifest"], p["now"]
+    v, kept, n_chars, domain = p["v"], p["kept"], p["n_chars"], p["domain"]
+    passes = v >= threshold if direction == "keep_above" else v <= threshold
+    lost, gained = kept & ~passes, ~kept & passes
+    rows = []
+    for dom in dict.fromkeys(domain.tolist()):  # the pool's domains in first-seen order
+        sel = domain == dom
+        rows.append((dom, int((kept & sel).sum()), int((~kept & sel).sum()), int((lost & sel).sum()),
+                     int(n_chars[lost & sel].sum()), int((gained & sel).sum()), int(n_chars[gained & sel].sum())))
+    kept_null, dropped_total = p["kept_null"], p["dropped_total"]
     pool = {r[0]: r[1:] for r in rows}
     manifest_domains = m.get("domains", {})
     out, tot = [], {k: 0 for k in ("kept_docs", "kept_chars", "kept_tokens", "new_docs", "new_chars",
@@ -244,10 +270,12 @@ def drops(run: Path, limits: Limits, stage: str | None, reason: str | None, doma
     with open_run(run, limits) as (con, _):
         reasons = _rows(con, f"SELECT stage, reason, count(*) AS docs, sum(n_chars) AS chars FROM decisions{where} "
                              "GROUP BY ALL ORDER BY docs DESC, stage, reason", params)
-        total = con.execute(f"SELECT count(*) FROM decisions{swhere}", sparams).fetchone()[0]
         samples = _rows(con, f"SELECT id, stage, reason, details, domain, source, url, n_chars, "
                              f"left(text, {TEXT_PREVIEW}) AS text FROM decisions{swhere} "
                              "ORDER BY stage, reason, id LIMIT ? OFFSET ?", sparams + [limit, offset])
+    # The reasons are counted under the same domain/source filter: the total of a stage/reason is their sum
+    # (one scan of the decisions fewer per page).
+    total = sum(r["docs"] for r in reasons if stage in (None, r["stage"]) and reason in (None, r["reason"]))
     for s in samples:
         s["details"] = _details(s["details"])
     return {"reasons": reasons, "total": int(total), "offset": offset, "limit": limit, "samples": samples,

@@ -75,10 +75,64 @@ function setupProgress(sec) {
   setTimeout(poll, 2000);
 }
 
+function dotted(loc) {
+  // FastAPI's own validation errors carry a dotted string, the job routes a list: show both as a.b.c
+  return Array.isArray(loc) ? loc.join(".") : String(loc || "");
+}
+
+function fieldError(form, loc, msg) {
+  // The error goes under the field it names (body.config_yaml, body.overrides, body.run_id), else under the form.
+  const parts = dotted(loc).split(".");
+  const field = parts[0] === "body" ? parts[1] : parts[0];
+  const input = field ? form.querySelector(`[name="${CSS.escape(field)}"]`) : null;
+  const el = document.createElement("p");
+  el.className = "error field-error";
+  el.textContent = (input ? "" : (dotted(loc) ? dotted(loc) + ": " : "")) + msg;
+  if (input) {
+    input.setAttribute("aria-invalid", "true");
+    el.dataset.field = field;
+    input.closest("label").after(el);
+  } else {
+    document.getElementById("submit-result").appendChild(el);
+  }
+}
+
+function watchJob(jobId, runId, box) {
+  // The job's state and the run's progress, every second, until the job ends; then a link to the run.
+  const state = document.createElement("p"), prog = document.createElement("p");
+  state.id = "submit-state"; prog.id = "submit-progress";
+  box.append(state, prog);
+  async function poll() {
+    const r = await fetch(`/api/jobs/${encodeURIComponent(jobId)}`, {credentials: "same-origin"});
+    if (!r.ok) { state.textContent = `job ${jobId}: HTTP ${r.status}`; setTimeout(poll, 2000); return; }
+    const job = await r.json();
+    state.textContent = `job ${jobId}: ${job.state}`;
+    state.dataset.state = job.state;
+    const p = await fetch(`/api/runs/${encodeURIComponent(runId)}/progress`, {credentials: "same-origin"});
+    if (p.ok) {
+      const x = await p.json();
+      prog.textContent = `${x.tasks_done} of ${x.tasks_total} tasks done` +
+        (x.eta_s === null || x.eta_s === undefined ? "" : `, ETA ${Math.round(x.eta_s)} s`);
+      prog.dataset.done = x.tasks_done;
+    }
+    if (["finished", "failed", "cancelled"].includes(job.state)) {
+      if (job.error) { const e = document.createElement("p"); e.className = "error"; e.textContent = job.error; box.append(e); }
+      const a = document.createElement("a");
+      a.id = "open-run"; a.href = "/runs/" + encodeURIComponent(runId); a.textContent = "open run " + runId;
+      box.append(a);
+      return;
+    }
+    setTimeout(poll, 1000);
+  }
+  poll();
+}
+
 function setupSubmit(form) {
   const result = document.getElementById("submit-result");
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
+    for (const el of form.parentNode.querySelectorAll(".field-error")) el.remove();
+    for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
     const fd = new FormData(form);
     const overrides = String(fd.get("overrides") || "").split("\n").map(s => s.trim()).filter(Boolean);
     const runId = String(fd.get("run_id") || "").trim();
@@ -87,25 +141,18 @@ function setupSubmit(form) {
                                             overrides: overrides, run_id: runId || null});
     result.textContent = "";
     if (res.ok) {
-      const id = res.data.run_id || res.data.id || runId;
+      const id = res.data.run_id || runId;
       const p = document.createElement("p");
-      p.textContent = "submitted: " + JSON.stringify(res.data);
+      p.id = "submit-ok";
+      p.textContent = `submitted run ${id}` + (res.data.warnings && res.data.warnings.length ?
+                                                 " (" + res.data.warnings.join("; ") + ")" : "");
       result.appendChild(p);
-      if (id) {
-        const a = document.createElement("a");
-        a.href = "/runs/" + encodeURIComponent(id); a.textContent = "open run " + id;
-        result.appendChild(a);
-      }
+      if (res.data.job && id) watchJob(res.data.job.job_id, id, result);
       return;
     }
     const detail = res.data && res.data.detail;
     const items = Array.isArray(detail) ? detail : [{loc: "", msg: String(detail || res.status)}];
-    for (const d of items) {
-      const s = document.createElement("span");
-      s.className = "error";
-      s.textContent = (d.loc ? d.loc + ": " : "") + d.msg;
-      result.appendChild(s);
-    }
+    for (const d of items) fieldError(form, d.loc, d.msg);
   });
 }
 

@@ -1,0 +1,83 @@
+"""Answers of finished runs, cached: a finished run is immutable, so an answer keyed by the run's identity and
+the request's parameters stays right until the run directory is replaced.
+
+The identity of a run is its manifest's (path, mtime, size) and, for answers that read other files, theirs
+(the CMR fit of the mixture view). A re-run into the same directory writes a new manifest: a new key. Only
+small answers are kept (``max_rows``), in an LRU of ``max_entries``; concurrent misses of one key compute it
+once (the others wait for that result), so a burst of identical requests on a cold cache costs one query.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def stat_key(path: Path) -> tuple[str, int, int] | None:
+    """(path, mtime_ns, size) of a file, or None when it does not exist (remote paths: (path, 0, size))."""
+    try:
+        st = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return str(path), int(getattr(st, "st_mtime_ns", 0) or 0), int(getattr(st, "st_size", 0) or 0)
+
+
+def run_key(run: Path, *extra_files: str) -> tuple[Any, ...]:
+    """The identity of a finished run (its manifest) and of ``extra_files`` under it."""
+    return (stat_key(run / "manifest.json"),) + tuple(stat_key(run / f) for f in extra_files)
+
+
+class AnswerCache:
+    """A thread-safe LRU with single-flight misses. ``hits``/``misses`` count lookups (for the benchmark)."""
+
+    def __init__(self, max_entries: int = 2048, max_rows: int = 2000) -> None:
+        self.max_entries, self.max_rows = max_entries, max_rows
+        self._data: OrderedDict[Hashable, Any] = OrderedDict()
+        self._inflight: dict[Hashable, threading.Event] = {}
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: Hashable, compute: Callable[[], T], rows: Callable[[T], int] = lambda _: 0) -> T:
+        while True:
+            with self._lock:
+                if key in self._data:
+                    self._data.move_to_end(key)
+                    self.hits += 1
+                    return self._data[key]
+                event = self._inflight.get(key)
+                if event is None:
+                    event = self._inflight[key] = threading.Event()
+                    self.misses += 1
+                    break
+            event.wait()  # another thread computes this key; then read its result (or compute, if it failed)
+        try:
+            value = compute()
+            if rows(value) <= self.max_rows:
+                with self._lock:
+                    self._data[key] = value
+                    while len(self._data) > self.max_entries:
+                        self._data.popitem(last=False)
+            return value
+        finally:
+            with self._lock:
+                self._inflight.pop(key, None)
+            event.set()
+
+
+def cached_detail(cache: AnswerCache, run: Path, limits: Any) -> dict[str, Any]:
+    """``views.run_detail`` (funnel, reasons, domains, a histogram per score column) once per run."""
+    from curation.service import views
+
+    return cache.get(("detail", run_key(run)), lambda: views.run_detail(run, limits))
+
+
+def cached_mixture(cache: AnswerCache, run: Path, limits: Any) -> dict[str, Any]:
+    """The mixture view once per run and CMR fit file."""
+    from curation.service.mixture import CMR_FIT, mixture
+
+    return cache.get(("mixture", run_key(run, CMR_FIT)), lambda: mixture(run, limits))
