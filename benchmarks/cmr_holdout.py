@@ -29,7 +29,7 @@ GENERAL, DOMAIN = "python_docs", "code"
 PARAMS = {  # fixed before looking at any prediction error
     "full": {"base_steps": 600, "cpt_steps": 200, "seq_len": 128, "batch_size": 16, "eval_every": 20,
              "eval_batches": 8, "ratios": [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9], "eps": 0.05, "d_model": 64},
-    "quick": {"base_steps": 30, "cpt_steps": 20, "seq_len": 64, "batch_size": 8, "eval_every": 5,
+    "quick": {"base_steps": 30, "cpt_steps": 20, "seq_len": 64, "batch_size": 8, "eval_every": 2,
               "eval_batches": 2, "ratios": [0.1, 0.2, 0.3, 0.5, 0.7, 0.9], "eps": 0.05, "d_model": 32},
 }
 
