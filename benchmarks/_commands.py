@@ -54,14 +54,14 @@ class Commands:
         self.env = {"PYTHONPATH": str(repo), "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1",
                     "TRANSFORMERS_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}
         log.parent.mkdir(parents=True, exist_ok=True)
-        self.log = open(log, "a", encoding="utf-8")
+        self.log = log
 
     def __call__(self, module: str, *args: str) -> tuple[str, float]:
         t0 = time.time()
         rc, stdout, stderr = (self._in_process if self.in_process else self._subprocess)(module, list(args))
         dt = time.time() - t0
-        self.log.write(f"{dt:8.1f}s  {module} {' '.join(args)}\n")
-        self.log.flush()
+        with open(self.log, "a", encoding="utf-8") as fh:  # opened per line: nothing left open, nothing lost
+            fh.write(f"{dt:8.1f}s  {module} {' '.join(args)}\n")
         if rc != 0:
             raise CommandError(f"command failed ({rc}): python -m {module} {' '.join(args)}\n"
                                f"--- stdout ---\n{stdout[-2000:]}\n--- stderr ---\n{stderr[-3000:]}")
