@@ -17,19 +17,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._commands import Commands  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 GENERAL, DOMAIN = "python_docs", "code"
 PARAMS = {  # fixed before looking at any prediction error
     "full": {"base_steps": 600, "cpt_steps": 200, "seq_len": 128, "batch_size": 16, "eval_every": 20,
              "eval_batches": 8, "ratios": [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9], "eps": 0.05, "d_model": 64},
-    "quick": {"base_steps": 30, "cpt_steps": 20, "seq_len": 64, "batch_size": 8, "eval_every": 5,
+    "quick": {"base_steps": 30, "cpt_steps": 20, "seq_len": 64, "batch_size": 8, "eval_every": 2,
               "eval_batches": 2, "ratios": [0.1, 0.2, 0.3, 0.5, 0.7, 0.9], "eps": 0.05, "d_model": 32},
 }
 
@@ -39,22 +40,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "cmr_holdout")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--in-process", action=argparse.BooleanOptionalAction, default=None,
+                    help="run the commands in this interpreter instead of one python per command "
+                         "(default: in-process with --quick, subprocesses otherwise)")
     args = ap.parse_args(argv)
     p = PARAMS["quick" if args.quick else "full"]
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1",
-           "RAY_USAGE_STATS_ENABLED": "0"}
-    log = open(out / "commands.log", "a", encoding="utf-8")
+    cmds = Commands(REPO, out / "commands.log", args.threads, args.quick if args.in_process is None else args.in_process)
 
     def run(*a: str) -> str:
-        t0 = time.time()
-        r = subprocess.run([sys.executable, "-m", *a], capture_output=True, text=True, cwd=REPO, env=env)
-        log.write(f"{time.time() - t0:8.1f}s  {' '.join(a)}\n")
-        log.flush()
-        if r.returncode != 0:
-            raise RuntimeError(f"command failed: {' '.join(a)}\n{r.stderr[-3000:]}")
-        return r.stdout
+        return cmds(*a)[0]
 
     t_start = time.time()
     corpus = out / "corpus"

@@ -35,14 +35,15 @@ import gzip
 import hashlib
 import importlib.util
 import json
-import os
 import random
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._commands import Commands  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 POOL_DOMAINS = ("python_docs", "code", "readme", "license", "shuffled", "truncated")
@@ -150,25 +151,12 @@ def build_sources(src: Path, pool_bytes: int, target_bytes: int) -> dict[str, An
     return stats
 
 
-class Runner:
-    """Runs the project's commands as subprocesses (the worktree's code), logging and timing each."""
+class Runner(Commands):
+    """The project's commands (``benchmarks/_commands.py``) plus ``curate run`` of a pipeline dict."""
 
-    def __init__(self, out: Path, threads: int) -> None:
+    def __init__(self, out: Path, threads: int, in_process: bool) -> None:
+        super().__init__(REPO, out / "commands.log", threads, in_process)
         self.out = out
-        self.env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1",
-                    "TRANSFORMERS_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}
-        self.log = open(out / "commands.log", "a", encoding="utf-8")
-
-    def __call__(self, *args: str) -> tuple[str, float]:
-        t0 = time.time()
-        cmd = [sys.executable, "-m", *args]
-        r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=self.env)
-        dt = time.time() - t0
-        self.log.write(f"{dt:8.1f}s  {' '.join(args)}\n")
-        self.log.flush()
-        if r.returncode != 0:
-            raise RuntimeError(f"command failed ({r.returncode}): {' '.join(args)}\n{r.stderr[-3000:]}")
-        return r.stdout, dt
 
     def curate_run(self, name: str, inputs: list[str], stages: list[dict], out: Path) -> float:
         cfg = {"name": name, "input": {"paths": inputs, "id_field": "id", "domain_field": "domain", "batch_size": 200},
@@ -210,17 +198,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny pool, models and runs (CI)")
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--in-process", action=argparse.BooleanOptionalAction, default=None,
+                    help="run the commands in this interpreter instead of one python per command "
+                         "(default: in-process with --quick, subprocesses otherwise)")
     args = ap.parse_args(argv)
     p = dict(PARAMS["quick" if args.quick else "full"])
     seeds = args.seeds or p["seeds"]
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    run = Runner(out, args.threads)
+    run = Runner(out, args.threads, args.quick if args.in_process is None else args.in_process)
     t_start = time.time()
     src, runs = out / "src", out / "runs"
     stats = build_sources(src, int(p["pool_mb"] * 1e6), int(p["target_mb"] * 1e6))
     filters = [{"stage": "text_length_v1", "min_chars": 200}, {"stage": "exact_dedup_v1"},
-               {"stage": "near_dedup_v1", "threshold": 0.8}]
+               {"stage": "near_dedup_v1", "threshold": 0.8,
+                # licence files are near-copies of a few templates: most of that source going is intended
+                "on_mass_removal": "warn"}]
     run.curate_run("pool", [str(src / "pool" / "*.jsonl.gz")], filters, runs / "pool")
     for name in ("target_dev", "target_test", "general_test"):
         run.curate_run(name, [str(src / f"{name}.jsonl.gz")], [], runs / name)

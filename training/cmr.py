@@ -46,6 +46,10 @@ def _fit(fn: Callable[..., np.ndarray], t: np.ndarray, y: np.ndarray, starts: Se
     """Least squares from several starting points; the best fit wins (power laws have local minima)."""
     from scipy.optimize import curve_fit
 
+    n_params = len(starts[0])
+    if len(t) < n_params:  # scipy would raise a bare TypeError; say what the run lacks instead
+        raise ValueError(f"{len(t)} evaluation points after step 0, but the curve has {n_params} parameters: "
+                         f"evaluate more often (eval_every) or train for more steps")
     best, best_err = None, math.inf
     for p0 in starts:
         try:
@@ -111,8 +115,13 @@ def fit_cmr(curves: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]], eps:
             general: str = "general", domain: str = "domain") -> CMRFit:
     """``curves``: ratio -> (T, dL_gen, dL_dom), T already in ``token_unit`` units."""
     ratios = sorted(curves)
-    gen = [fit_gen(*curves[r][:2]) for r in ratios]
-    dom = [fit_dom(curves[r][0], curves[r][2]) for r in ratios]
+    gen, dom = [], []
+    for r in ratios:
+        try:
+            gen.append(fit_gen(*curves[r][:2]))
+            dom.append(fit_dom(curves[r][0], curves[r][2]))
+        except ValueError as exc:
+            raise ValueError(f"CMR fit at ratio R={r:g}: {exc}") from None
     t_min = max(float(curves[r][0].min()) for r in ratios)
     t_max = min(float(curves[r][0].max()) for r in ratios)
     grid_t = np.linspace(t_min, t_max, 25)

@@ -6,6 +6,7 @@ which arm wins: the quick scale is far too small for that (docs/preselect_effect
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 from types import ModuleType
@@ -26,6 +27,20 @@ def test_roff_text_strips_markup() -> None:
     mod = _load("preselect_effect")
     src = '.\\" comment\n.TH LS 1\n.SH NAME\nls \\- list \\fBdirectory\\fR contents\n.B \\-a\n.PP\ndo not ignore'
     assert mod.roff_text(src) == "NAME\nls - list directory contents\n-a\n\ndo not ignore"
+
+
+@pytest.mark.parametrize("in_process", [True, False])
+def test_a_failing_command_raises_with_what_it_printed(tmp_path: Path, in_process: bool) -> None:
+    # `curate run` prints its user errors on stdout (exit 2): the error must carry them, else a
+    # failed experiment step says only "command failed (2)"
+    commands = _load("_commands")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "bad", "input": {"paths": [str(tmp_path / "*.jsonl")]},
+                               "stages": [{"stage": "no_such_stage_v1"}], "output": {"dir": str(tmp_path / "out")}}))
+    cmds = commands.Commands(REPO, tmp_path / "commands.log", threads=1, in_process=in_process)
+    with pytest.raises(commands.CommandError, match=r"(?s)failed \(2\): python -m curation.cli run .*no_such_stage_v1"):
+        cmds("curation.cli", "run", str(bad))
+    assert "curation.cli run" in (tmp_path / "commands.log").read_text()  # logged, with its time, even when failing
 
 
 @pytest.mark.slow

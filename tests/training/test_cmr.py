@@ -91,3 +91,12 @@ def test_loss_changes_at_a_held_out_ratio_interpolate_the_fits(tmp_path: Path) -
     out = predict(tmp_path / "fit.json", 30 * 2e8, ratio=0.5)
     assert out["at_ratio"]["d_general"] == pytest.approx(k * 0.5 * 30 ** -0.3, rel=0.02)
     assert out["at_critical"]["ratio"] == out["critical_ratio"]
+
+
+def test_too_few_evaluation_points_is_a_clear_error() -> None:
+    # dL_gen has 5 parameters: a run evaluated 4 times after step 0 cannot fit it; scipy's own
+    # complaint is a bare TypeError, the fit must say which ratio and what to change.
+    t = np.array([1.0, 2.0, 3.0, 4.0])
+    curves = {r: (t, 0.1 * r * t ** -0.3, -0.5 * r * t ** 0.4) for r in (0.2, 0.5)}
+    with pytest.raises(ValueError, match=r"R=0.2: 4 evaluation points .* 5 parameters.*eval_every"):
+        fit_cmr(curves, 0.05, 2e8)
