@@ -8,33 +8,62 @@ led outside the run: ``safe_shard_path`` is the one check every such reader goes
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from curation.io.storage import is_remote, run_path
 
-#: ``s3:``, ``file:``, ``C:`` ...: anything that looks like a scheme or a drive letter.
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 def _refuse(run: Path, rel: object, why: str) -> ValueError:
     return ValueError(f"{run / 'manifest.json'}: unsafe path {rel!r}: {why}")
 
 
+#: Each refusal of the one path rule, worded for ``unsafe path 'X': ...`` (curation's readers) and for
+#: ``the path ...`` (the training loader's messages).
+_WORDS = {
+    "type": ("not a non-empty string", "is not a non-empty string"),
+    "nul": ("backslash or NUL character", "contains a NUL character"),
+    "backslash": ("backslash or NUL character", "contains a backslash"),
+    "colon": ("a URL or drive, not a path relative to the run", "contains ':' (a URL scheme or a drive letter)"),
+    "absolute": ("absolute path", "is absolute"),
+    "dotdot": ("empty, '.' or '..' component", "contains '..'"),
+    "empty": ("empty, '.' or '..' component", "has an empty or '.' component"),
+}
+
+
+def _violation(rel: object) -> str | None:
+    """Which rule ``rel`` breaks (a key of ``_WORDS``), or None for a plain relative path."""
+    if not isinstance(rel, str) or not rel:
+        return "type"
+    if "\0" in rel:
+        return "nul"
+    if "\\" in rel:
+        return "backslash"
+    if ":" in rel:
+        return "colon"
+    if rel.startswith(("/", "~")):
+        return "absolute"
+    parts = rel.split("/")
+    if ".." in parts:
+        return "dotdot"
+    if "" in parts or "." in parts:
+        return "empty"
+    return None
+
+
+def unsafe_reason(rel: object) -> str | None:
+    """Why ``rel`` is not a plain relative path inside a run, as "the path <reason>" reads (None when it is).
+    The one rule every reader of manifest paths applies: curation's readers, ``curate verify``, the loader."""
+    rule = _violation(rel)
+    return None if rule is None else _WORDS[rule][1]
+
+
 def check_relative(run: str | os.PathLike[str], rel: object) -> str:
     """``rel`` itself if it is a plain relative path (``a/b.parquet``), else ValueError naming it."""
-    root = run_path(run)
-    if not isinstance(rel, str) or not rel:
-        raise _refuse(root, rel, "not a non-empty string")
-    if "\\" in rel or "\0" in rel:
-        raise _refuse(root, rel, "backslash or NUL character")
-    if _SCHEME.match(rel) or "://" in rel:
-        raise _refuse(root, rel, "a URL or drive, not a path relative to the run")
-    if rel.startswith("/") or rel.startswith("~"):
-        raise _refuse(root, rel, "absolute path")
-    parts = rel.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise _refuse(root, rel, "empty, '.' or '..' component")
+    rule = _violation(rel)
+    if rule is not None:
+        raise _refuse(run_path(run), rel, _WORDS[rule][0])
+    assert isinstance(rel, str)
     return rel
 
 
@@ -54,5 +83,6 @@ def safe_shard_path(run: str | os.PathLike[str], rel: object) -> str:
     full_path = (base_dir / rel).resolve()
     # is_relative_to compares whole components: /data/out-evil is not inside /data/out.
     if full_path == base_dir or not full_path.is_relative_to(base_dir):
-        raise _refuse(root, rel, f"resolves outside the run (to {full_path})")
+        raise _refuse(root, rel, f"resolves outside the run (it resolves to {full_path}, outside the run "
+                                 f"directory {base_dir})")
     return str(base_dir / rel)

@@ -14,13 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import posixpath
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from curation.io.storage import is_remote, run_path
+from curation.io.manifest import safe_shard_path, unsafe_reason
+from curation.io.storage import run_path
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -44,38 +43,6 @@ class Manifest:
     run: str
     fingerprint: str  # of the manifest's bytes: a resumed loader refuses a changed run
     shards: list[Shard]
-
-
-def check_relative(rel: Any) -> str | None:
-    """Why ``rel`` is not a plain relative shard path (``None`` when it is)."""
-    if not isinstance(rel, str) or not rel:
-        return "not a non-empty string"
-    if "\x00" in rel:
-        return "contains a NUL character"
-    if "\\" in rel:
-        return "contains a backslash"
-    if ":" in rel:
-        return "contains ':' (a URL scheme or a drive letter)"
-    if rel.startswith("/"):
-        return "is absolute"
-    if ".." in rel.split("/"):
-        return "contains '..'"
-    return None
-
-
-def _resolve(root: Path, rel: str, where: str) -> str:
-    if is_remote(root):
-        # Object stores have no symlinks; the key, normalised, must start with the run's prefix.
-        prefix, full = str(root).rstrip("/") + "/", str(root / rel)
-        scheme, _, key = full.partition("://")
-        if not full.startswith(prefix) or not f"{scheme}://{posixpath.normpath(key)}".startswith(prefix):
-            raise ManifestError(f"{where}: path leaves the run prefix {prefix}")
-        return full
-    base = root.resolve()
-    full_path = (root / rel).resolve()  # follows symlinks: a link out of the run is refused too
-    if not full_path.is_relative_to(base):
-        raise ManifestError(f"{where}: path resolves to {full_path}, outside the run directory {base}")
-    return str(full_path)
 
 
 def _int_field(entry: dict[str, Any], key: str, where: str, required: bool) -> int | None:
@@ -109,14 +76,18 @@ def read_manifest(run: str) -> Manifest:
         where = f"{manifest_path}: shard {i} ({rel!r})"
         if not isinstance(entry, dict):
             raise ManifestError(f"{where}: entry must be an object")
-        why = check_relative(rel)
+        why = unsafe_reason(rel)
         if why:
             raise ManifestError(f"{where}: refused: the path {why}; shard paths must be plain relative paths "
                                 "inside the run")
+        try:
+            path = safe_shard_path(root, rel)  # also follows symlinks: a link out of the run is refused
+        except ValueError as e:
+            raise ManifestError(f"{where}: {e}") from None
         sha = entry.get("sha256")
         if sha is not None and not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
             raise ManifestError(f"{where}: 'sha256' must be 64 lowercase hex digits, got {sha!r}")
-        shards.append(Shard(path=_resolve(root, rel, where), rel=rel, rows=_int_field(entry, "rows", where, False),
+        shards.append(Shard(path=path, rel=rel, rows=_int_field(entry, "rows", where, False),
                             bytes=_int_field(entry, "bytes", where, True) or 0, sha256=sha, where=where))
     return Manifest(run=run, fingerprint=hashlib.sha256(raw).hexdigest()[:16], shards=shards)
 

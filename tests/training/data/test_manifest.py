@@ -18,7 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from training.data.loader import LoaderConfig, MixtureLoader
-from training.data.manifest import ManifestError, check_relative, read_manifest
+from curation.io.manifest import unsafe_reason as check_relative
+from training.data.manifest import ManifestError, read_manifest
 
 RATIOS = {"python_docs": 0.5, "code": 0.3, "license": 0.2}
 
