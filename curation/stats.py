@@ -105,19 +105,25 @@ def open_run(run_dir: str | Path,
         yield con, manifest
 
 
+def execute_select(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyConnection:
+    """Execute ``sql`` if it is exactly one SELECT (the guard every user query goes through, on top of the
+    locked sandbox); anything else is refused with ConfigError."""
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise ConfigError(f"SQL does not parse: {one_line(exc)}") from exc
+    if len(statements) != 1:
+        raise ConfigError(f"exactly one SQL statement is allowed, got {len(statements)}")
+    if statements[0].type != duckdb.StatementType.SELECT:
+        raise ConfigError(f"only SELECT queries are allowed, got {statements[0].type.name}")
+    return con.execute(sql)
+
+
 def query(run_dir: str | Path, sql: str, limit: int | None = 10_000,
           limits: Limits | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run one read-only SELECT over the run's views; anything else is refused with ConfigError."""
     with open_run(run_dir, limits) as (con, _):
-        try:
-            statements = con.extract_statements(sql)
-        except duckdb.Error as exc:
-            raise ConfigError(f"SQL does not parse: {one_line(exc)}") from exc
-        if len(statements) != 1:
-            raise ConfigError(f"exactly one SQL statement is allowed, got {len(statements)}")
-        if statements[0].type != duckdb.StatementType.SELECT:
-            raise ConfigError(f"only SELECT queries are allowed, got {statements[0].type.name}")
-        rel = con.execute(sql)
+        rel = execute_select(con, sql)
         cols = [d[0] for d in rel.description]
         rows = rel.fetchmany(limit) if limit else rel.fetchall()
     return cols, rows

@@ -19,8 +19,8 @@ import duckdb
 import numpy as np
 
 from curation.errors import ConfigError
-from curation.query_sandbox import Limits, one_line
-from curation.stats import _ident, open_run
+from curation.query_sandbox import Limits
+from curation.stats import _ident, execute_select, open_run
 
 #: Columns a what-if may move a threshold on: classifier scores, language score, length, LM scores.
 WHATIF_COLUMN = re.compile(r"^(score_[A-Za-z0-9_]+|lang_score|n_chars|bpc_[A-Za-z0-9_]+|ps_[A-Za-z0-9_]+)$")
@@ -360,15 +360,7 @@ def run_query(run: Path, limits: Limits, sql: str, offset: int, limit: int,
         raise ConfigError(f"offset + limit must be at most {max_rows} (the service's row cap), got "
                           f"{offset + limit}")
     with open_run(run, limits) as (con, _):
-        try:
-            statements = con.extract_statements(sql)
-        except duckdb.Error as exc:
-            raise ConfigError(f"SQL does not parse: {one_line(exc)}") from exc
-        if len(statements) != 1:
-            raise ConfigError(f"exactly one SQL statement is allowed, got {len(statements)}")
-        if statements[0].type != duckdb.StatementType.SELECT:
-            raise ConfigError(f"only SELECT queries are allowed, got {statements[0].type.name}")
-        rel = con.execute(sql)
+        rel = execute_select(con, sql)
         cols = [d[0] for d in rel.description]
         if offset:
             rel.fetchmany(offset)
