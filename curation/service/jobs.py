@@ -232,10 +232,12 @@ def redact(text: str, extra: tuple[str, ...] = ()) -> str:
 
 # -- a local Ray head for `ray_address=None` --------------------------------------------------------
 
-_CLIENT_VARS = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_API_SERVER_ADDRESS")
+#: Variables that would point a Ray client at another cluster or another token.
+RAY_CLIENT_VARS = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_API_SERVER_ADDRESS")
 
 
 def free_ports(n: int) -> list[int]:
+    """n distinct loopback ports that were free a moment ago (all sockets held until all are chosen)."""
     socks = []
     for _ in range(n):
         s = socket.socket()
@@ -283,7 +285,7 @@ class LocalRay:
         gcs, dash, client = free_ports(3)
         p = free_ports(7)
         env = {k: v for k, v in os.environ.items()
-               if k not in _CLIENT_VARS and not k.startswith("CURATION_FAULT") and k != SERVICE_FAULT_ENV}
+               if k not in RAY_CLIENT_VARS and not k.startswith("CURATION_FAULT") and k != SERVICE_FAULT_ENV}
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, RAY_USAGE_STATS_ENABLED="0")
         # The job driver runs `python -m ...`: this interpreter first on PATH.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"

@@ -17,7 +17,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,27 +28,11 @@ from pathlib import Path
 
 import pytest
 
+from curation.service.jobs import RAY_CLIENT_VARS, free_ports
 from tests.conftest import REPO
 
 RAY = str(Path(sys.executable).with_name("ray"))
 HEAD_RESOURCE, WORKER_RESOURCE = "curation_test_head", "curation_test_worker"
-# Variables that would point a client at another cluster or another token.
-_CLIENT_VARS = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_API_SERVER_ADDRESS")
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct ports that were free a moment ago (all sockets held until all are chosen)."""
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 @dataclass
 class RayTestCluster:
     """A running local multi-node cluster; ``env()`` is the environment of a client with the token."""
@@ -62,7 +45,7 @@ class RayTestCluster:
     stopped: bool = False
 
     def env(self, token: bool = True, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in _CLIENT_VARS}
+        env = {k: v for k, v in os.environ.items() if k not in RAY_CLIENT_VARS}
         env.update(HF_HUB_OFFLINE="1", RAY_USAGE_STATS_ENABLED="0", **extra)
         # Without RAY_AUTH_MODE a client that finds ~/.ray/auth_token turns token mode on by itself.
         env["RAY_AUTH_MODE"] = "token" if token else "disabled"
