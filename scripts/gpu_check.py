@@ -57,34 +57,13 @@ def build_model(out: Path, texts: list[str]) -> Path:
     """A 2-layer GPT-2 with a BPE tokenizer trained on ``texts``, trained 60 steps on CPU, saved to ``out``."""
     if (out / "config.json").exists():
         return out
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from curation.testing.tiny import make_lm, train_tokenizer
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=2000, special_tokens=["<bos>", "<pad>"],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", pad_token="<pad>", eos_token="<bos>")
+    tok = train_tokenizer(texts, vocab_size=2000)
+    tok.eos_token = "<bos>"
     # A plain chat template so the rephrase backends can render conversations.
-    hf_tok.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(hf_tok), n_positions=2048, n_embd=128, n_layer=2, n_head=2,
-                                       bos_token_id=hf_tok.bos_token_id, eos_token_id=hf_tok.bos_token_id))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    ids = [[hf_tok.bos_token_id] + hf_tok(t)["input_ids"][:255] for t in texts[:300]]
-    model.train()
-    for step in range(60):
-        batch = torch.tensor([ids[step % len(ids)]])
-        model(input_ids=batch, labels=batch).loss.backward()
-        opt.step()
-        opt.zero_grad()
-    model.eval()
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    hf_tok.save_pretrained(out)
-    return out
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+    return make_lm(out, tok, n_layer=2, n_embd=128, train_steps=60, seed=0, texts=texts[:300], n_positions=2048)
 
 
 def build_run(out: Path) -> Path:

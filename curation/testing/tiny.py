@@ -46,13 +46,13 @@ def train_tokenizer(texts: list[str], vocab_size: int = 400) -> Any:
 
 
 def make_lm(out: Path, tokenizer: Any, n_layer: int, n_embd: int, train_steps: int, seed: int,
-            texts: list[str] | None = None) -> Path:
+            texts: list[str] | None = None, n_positions: int = 512) -> Path:
     """A GPT-2-style model with random weights, optionally trained a few steps on ``texts``."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    cfg = GPT2Config(vocab_size=len(tokenizer), n_positions=512, n_embd=n_embd, n_layer=n_layer, n_head=2,
+    cfg = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=2,
                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.bos_token_id)
     model = GPT2LMHeadModel(cfg)
     if train_steps:
