@@ -286,13 +286,17 @@ def _job_router() -> Any:
 def _job_table_failed(settings: ServiceSettings) -> Any:
     """``failed(run_id)``: the run's latest job failed (run directories do not record failures)."""
 
-    def failed(run_id: str) -> bool:
-        path = Path(settings.state_dir) / "jobs.sqlite"
-        if not path.exists():
-            return False
-        from curation.service.jobs import JobStore
+    path = Path(settings.state_dir) / "jobs.sqlite"
+    store: list[Any] = []  # opened once the table exists (opening runs its schema script)
 
-        rows = JobStore(path).list(run_id=run_id, limit=1)
+    def failed(run_id: str) -> bool:
+        if not store:
+            if not path.exists():
+                return False
+            from curation.service.jobs import JobStore
+
+            store.append(JobStore(path))
+        rows = store[0].list(run_id=run_id, limit=1)
         return bool(rows) and rows[0]["state"] == "failed"
 
     return failed
