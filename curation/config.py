@@ -14,6 +14,7 @@ import json
 import types
 import typing
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
@@ -150,13 +151,25 @@ def fingerprint(data: Any) -> str:
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with the safe loader (no Python object tags)."""
-    text = Path(path).read_text(encoding="utf-8")
+    return parse_mapping(Path(path).read_text(encoding="utf-8"), str(path))
+
+
+#: How ``parse_mapping`` reads each format: loader, the error it raises, and what the message calls it.
+_FORMATS: dict[str, tuple[Callable[[str], Any], type[Exception], str]] = {
+    "yaml": (yaml.safe_load, yaml.YAMLError, "invalid YAML"),  # safe loader: no Python object tags
+    "json": (json.loads, json.JSONDecodeError, "not JSON"),
+}
+
+
+def parse_mapping(text: str, where: str, fmt: Literal["json", "yaml"] = "yaml") -> dict[str, Any]:
+    """Parse YAML or JSON text that must be a mapping; a ConfigError names ``where`` otherwise."""
+    load, error, what = _FORMATS[fmt]
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+        data = load(text)
+    except error as exc:
+        raise ConfigError(f"{where}: {what}: {exc}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
+        raise ConfigError(f"{where}: top level must be a mapping (a JSON object), got {type(data).__name__}")
     return data
 
 

@@ -17,10 +17,6 @@ from typing import Literal
 from curation.config import check_choices, from_dict, load_yaml
 from curation.errors import ConfigError
 
-_VICUNA = ("A chat between a curious user and an artificial intelligence assistant. "
-           "The assistant gives helpful, detailed, and polite answers to the questions.")
-
-
 @dataclass(kw_only=True, frozen=True)
 class Template:
     """``kind``: text (prose rewrite), math, code (Python: syntax and lint gates apply) or prox.
@@ -52,49 +48,17 @@ class Template:
         return hashlib.sha256(f"{self.key}\0{self.system}\0{self.user}".encode()).hexdigest()[:16]
 
 
-def _wrap(name: str, instruction: str) -> Template:
-    return Template(name=name, version=1, system=_VICUNA, user=f"{instruction}\n\n{{text}}")
+def _read_templates(path: str | Path, where: str) -> list[Template]:
+    items = load_yaml(path).get("templates", [])  # a mapping: {templates: [...]}
+    if not isinstance(items, list):
+        raise ConfigError(f"{where}: templates must be a list")
+    return [from_dict(Template, item, where=f"{where}: templates[{i}]") for i, item in enumerate(items)]
 
 
-BUILTIN: dict[str, Template] = {t.name: t for t in [
-    _wrap("wrap_easy", "For the following paragraph give me a paraphrase of the same using a very small vocabulary "
-                       "and extremely simple sentences that a toddler will understand:"),
-    _wrap("wrap_medium", "For the following paragraph give me a diverse paraphrase of the same in high quality "
-                         "English language as in sentences on Wikipedia:"),
-    _wrap("wrap_hard", "For the following paragraph give me a paraphrase of the same using very terse and abstruse "
-                       "language that only an erudite scholar will understand. Replace simple words and phrases "
-                       "with rare and complex ones:"),
-    _wrap("wrap_qa", "Convert the following paragraph into a conversational format with multiple tags of "
-                     "\"Question:\" followed by \"Answer:\":"),
-    Template(name="swallowmath", version=1, kind="math", system=(
-        "You are an intelligent math tutor. You are given the following math problem and answer with some "
-        "unnecessary parts. Please remove the unneeded parts of the questions. For example, the date of the "
-        "question submitted, the answer date, the privacy policy, the footer, the header, etc, should be removed. "
-        "However, please keep the main question and answer. If questions or answers lack some information or are "
-        "not elaborate, please make them more informative and easy to understand. If needed, please add more "
-        "detail information about math formulas. Rewrite the calculation step by step and give the final answer "
-        "after '####'."), user="{text}"),
-    Template(name="swallowcode_sgcr", version=1, kind="code", extract="code_block", system=(
-        "You are a smart software engineer. Please evaluate the following code on a scale of 1 to 10 based on: "
-        "descriptive and consistent names; useful comments and docstrings; type hints; modular functions with a "
-        "single responsibility; controlled variable lifetimes; appropriate error handling; standard indentation "
-        "and formatting; comments that explain why, not what; single-responsibility classes and functions; "
-        "readability. Then give suggestions for improvement and finally an improved version of the code that "
-        "follows the Google Python Style Guide. Answer in three sections: [Evaluation], [Suggestions], "
-        "[Improved Code], the last one as a ```python code block."), user="```python\n{text}\n```"),
-    Template(name="swallowcode_scor", version=1, kind="code", extract="code_block", system=(
-        "You are a smart software engineer. Rewrite the following Python code so that it is self-contained, "
-        "well-structured and pythonic: meaningful names, a docstring, type hints, block comments where they help, "
-        "no dependence on external variables, error-free, no redundant operations, efficient algorithms and data "
-        "structures. If the snippet is not self-contained or is trivial, turn it into a more educational, useful "
-        "program. Answer with one ```python code block."), user="```python\n{text}\n```"),
-    Template(name="prox_chunk", version=1, kind="prox", extract="program", system=(
-        "You are a helpful, respectful and honest assistant. You refine web text for language-model pre-training. "
-        "Each line of the document is prefixed with its index. Answer with one function call per line, using only: "
-        "remove_lines(line_start=A, line_end=B) to delete lines A..B (inclusive), remove_lines(all=True), "
-        "normalize(source_str=\"x\", target_str=\"y\") to replace a string everywhere, or keep_chunk()."),
-        user="[doc]\n{text}\n[/doc]"),
-]}
+#: WRAP's four styles (Vicuna system prompt), SwallowMath, SwallowCode SGCR and SCOR, ProX chunk refining.
+#: They live in a YAML file of the same format users write, next to this module.
+_BUILTIN_FILE = Path(__file__).with_name("builtin_templates.yaml")
+BUILTIN: dict[str, Template] = {t.name: t for t in _read_templates(_BUILTIN_FILE, str(_BUILTIN_FILE))}
 
 
 def load_templates(path: str | Path | None) -> dict[str, Template]:
@@ -103,9 +67,7 @@ def load_templates(path: str | Path | None) -> dict[str, Template]:
     out = dict(BUILTIN)
     if path is None:
         return out
-    items = load_yaml(path).get("templates", [])  # a mapping: {templates: [...]}
-    for i, item in enumerate(items):
-        t = from_dict(Template, item, where=f"{path}: templates[{i}]")
+    for t in _read_templates(path, str(path)):
         if t.name in BUILTIN and t.version <= BUILTIN[t.name].version:
             raise ConfigError(f"{path}: template {t.name!r} redefines a built-in: give it version > {BUILTIN[t.name].version}")
         out[t.name] = t

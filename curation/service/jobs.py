@@ -177,17 +177,11 @@ class Validated:
 def validate(config_yaml: str, overrides: list[str], run_dir: str) -> Validated:
     """Parse, apply overrides and validate as ``curate run`` does (ConfigError with the dotted path),
     with ``output.dir`` forced to ``run_dir``."""
-    from curation.config import apply_overrides, fingerprint
+    from curation.config import apply_overrides, fingerprint, parse_mapping
     from curation.pipeline import PipelineConfig
 
     where = "config_yaml"
-    try:
-        data = yaml.safe_load(config_yaml)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: invalid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: top level must be a mapping")
-    data = apply_overrides(data, overrides)
+    data = apply_overrides(parse_mapping(config_yaml, where), overrides)
     warnings = []
     output = data.get("output")
     if isinstance(output, dict):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, Literal
 
 import pyarrow.parquet as pq
 
-from curation.config import check_choices
+from curation.config import check_choices, parse_mapping
 from curation.errors import ConfigError
 
 
@@ -115,10 +114,5 @@ def read_items(spec: EvalFileSpec) -> Iterator[tuple[str, list[str]]]:
                 yield str(i), [line.rstrip("\n")]
                 continue
             where = f"{spec.path} line {i}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{where}: not JSON ({exc})") from None
-            if not isinstance(record, dict):
-                raise ConfigError(f"{where}: expected a JSON object")
+            record = parse_mapping(line, where, "json")
             yield _item_id(spec, record, i, where), _texts(spec, record, where)

@@ -114,3 +114,15 @@ def test_cache_keys_separate_endpoints_serving_the_same_model_name(tmp_path: Pat
     assert cache.get_many([a])[a].text == "written by server A"
     assert cache_key(*args, endpoint="http://10.0.0.1:8000/v1/") == a  # a trailing slash is the same endpoint
     assert cache_key(*args) == cache_key(*args, endpoint=None) not in (a, b)  # local models: no endpoint
+
+
+def test_builtin_templates_keep_their_prompt_hashes() -> None:
+    """The built-ins are read from builtin_templates.yaml; their texts (hence cache keys) are pinned, so a
+    reformatted YAML that changes one character of a prompt fails here instead of silently invalidating caches."""
+    from curation.rephrase.templates import BUILTIN
+
+    assert {k: t.prompt_hash() for k, t in BUILTIN.items()} == {
+        "wrap_easy": "4bf574f89fb7f398", "wrap_medium": "ef49d649c93f9043", "wrap_hard": "b2ad5d49d58d4495",
+        "wrap_qa": "6e5737f393950cad", "swallowmath": "02d9595ba361ba13", "swallowcode_sgcr": "feefe8317ac3970f",
+        "swallowcode_scor": "5c057ed4bae0f113", "prox_chunk": "fa404a62d34146ff"}
+    assert BUILTIN["swallowcode_scor"].extract == "code_block" and BUILTIN["prox_chunk"].extract == "program"
