@@ -22,7 +22,7 @@ the experiment is also the end-to-end test of the loop from training back to cur
    ``preselect`` (lm_loss_v1 on a random sample -> predictive_strength_v1 -> ``curate train-scorer
    --run`` -> fasttext_score_v1 + select_v1), ``dclm`` (fastText target dev vs pool, ``--positive/
    --negative``), ``perplexity`` (lowest bpc under the best family model), ``random``
-   (random_score_v1), and ``none`` (the whole filtered pool, one pass: more tokens).
+   (random_score_v1), and ``none`` (the whole filtered pool, no selection, at the same training tokens).
 5. Per arm and seed a fresh model (same size, same steps for the selection arms) trained on the
    arm's own domain proportions (``train natural-mixture``), evaluated on target test and general
    held-out (``train eval``). Output: results.json, table.md, curves.png under ``--out``.
@@ -286,10 +286,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["arms"][arm] = info
     sel_tokens = keep * pool_tokens
     arm_steps = p.get("arm_steps") or max(50, int(sel_tokens / tokens_per_step))
-    none_steps = p.get("arm_steps") or max(arm_steps, int(pool_tokens / tokens_per_step))
     eval_domains = [TARGET] + sorted(stats["pool"])
     for arm, info in sel.items():
-        info["steps"] = none_steps if arm == "none" else arm_steps
+        info["steps"] = arm_steps  # equal training tokens for every arm, `none` included (it samples the whole pool)
         info["tokens_seen"] = info["steps"] * tokens_per_step
         info["seeds"] = []
         for seed in range(seeds):
