@@ -2,7 +2,7 @@
 
 Documents (lengths log-normal around 1 kB, mean about 2 kB, clipped to 100 B - 1 MB):
 
-- ``prose`` (about 60%): English sentences of the bundled sample corpus, drawn at random;
+- ``prose`` (about 60%): English prose sentences of the bundled sample corpus (no code), drawn at random;
 - ``foreign`` (about 8%): German, French or Spanish sentences from small built-in word lists;
 - ``boilerplate`` (about 6%): navigation/menu lines repeated many times (the repetition filter's target);
 - ``lowq`` (about 6%): word salad with symbols and no function words (the quality filters' target);
@@ -39,6 +39,12 @@ _MENU = ["Home", "About", "Contact", "Login", "Sign up", "Privacy", "Terms", "Ca
          "Careers", "Search", "Menu", "Subscribe", "Share", "Follow us", "Cookies"]
 
 
+# Web prose, not code: a capitalised sentence of words, digits and light punctuation. Docstring sentences
+# full of ``x=1`` or ``{}`` would make the quality filters drop nearly every "prose" page, which no web crawl does.
+_PROSE = re.compile(r"[A-Z][A-Za-z0-9 ,;:'\"()\-]*[a-z)][.!?]")
+_FUNCTION_WORD = re.compile(r"\b(the|of|and|to|that|with|be|have|is|in)\b")
+
+
 def english_sentences() -> list[str]:
     out: set[str] = set()
     for f in sorted((REPO / "curation" / "data" / "sample").glob("*.jsonl.gz")):
@@ -46,7 +52,8 @@ def english_sentences() -> list[str]:
             for line in fh:
                 text = json.loads(line)["text"]
                 out.update(s.strip() for s in re.split(r"(?<=[.!?])\s+", text)
-                           if 30 < len(s) < 300 and s.count(" ") >= 5 and not s.lstrip().startswith((">>>", "#")))
+                           if 30 < len(s) < 300 and s.count(" ") >= 5 and _PROSE.fullmatch(s.strip())
+                           and _FUNCTION_WORD.search(s))
     return sorted(out)
 
 

@@ -21,7 +21,7 @@ def test_pipeline_scale_10k_smoke(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=600, cwd=REPO)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     (res,) = json.loads(out.read_text())
-    assert res["size"] == 10000 and res["input_mb"] > 20 and 0 < res["docs_out"] < 10000
+    assert res["size"] == 10000 and res["input_mb"] > 20 and 2000 < res["docs_out"] < 6000  # most prose survives the filters; select keeps half
     assert res["wall_s"] > 0 and res["driver_peak_mb"] > 0
     d = res["dedup"]  # scored against the generator's ground truth
     assert d["removable"] > 500 and d["removed"] > 0 and d["precision"] > 0.9 and d["recall"] > 0.5
