@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.executors.writers import file_digest
+from curation.io.writers import file_digest
 from curation.io.atomic import write_json
 from curation.io.manifest import safe_shard_path
 from curation.skillit_rule import SkillGraph, mixture_step, recent

@@ -26,7 +26,7 @@ import pytest
 
 from curation.errors import CurationError
 from curation.executors import make_executor
-from curation.executors.writers import RollingParquetWriter
+from curation.io.writers import RollingParquetWriter
 from curation.io.atomic import atomic_open, write_json
 from curation.io.storage import run_path
 from curation.pipeline import load_pipeline
