@@ -16,7 +16,6 @@ written per skill, so any loader that reads the shards in order follows the sche
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,8 @@ import pyarrow.parquet as pq
 
 from curation.io.writers import file_digest
 from curation.io.atomic import write_json
-from curation.io.manifest import safe_shard_path
+from curation.io.manifest import read_manifest, shard_paths
+from curation.io.storage import read_parquet
 from curation.skillit_rule import SkillGraph, mixture_step, recent
 
 
@@ -56,13 +56,11 @@ def skill_order(run: str | Path, out: str | Path, graph: dict[str, Any], losses:
     # The plan first: a bad graph, loss file or window fails before any shard is read.
     g = SkillGraph.from_dict(graph, source="graph")
     mixtures = plan_mixtures(g.A, g.loss_vector(losses, source="losses"), rounds, eta, window, alpha)
-    if not (run / "manifest.json").is_file():
-        raise ValueError(f"{run} has no manifest.json: not a finished run")
-    manifest = json.loads((run / "manifest.json").read_text())
-    if not manifest.get("shards"):
+    manifest = read_manifest(run)
+    if not manifest["shards"]:
         raise ValueError(f"{run}: the run kept 0 documents (every document was dropped; see its decisions): "
                          "nothing to order")
-    table = pa.concat_tables([pq.read_table(safe_shard_path(run, s["path"])) for s in manifest["shards"]])
+    table = pa.concat_tables([read_parquet(p) for p in shard_paths(run, manifest)])
     if column not in table.column_names:
         raise ValueError(f"{run}: no column {column!r} (tag skills first with skill_tag_v1, or use column: domain)")
     skills = g.train_skills

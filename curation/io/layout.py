@@ -29,8 +29,12 @@ class Layout:
     def work(self, seg: int, task: int) -> Path:
         return self.root / "_work" / f"seg{seg}" / f"{task:05d}.parquet"
 
+    @property
+    def markers_dir(self) -> Path:
+        return self.root / "_markers"
+
     def marker(self, seg: int, task: int) -> Path:
-        return self.root / "_markers" / f"seg{seg}" / f"{task:05d}.json"
+        return self.markers_dir / f"seg{seg}" / f"{task:05d}.json"
 
     def dups_dir(self, stage_index: int) -> Path:
         return self.root / "_work" / f"dups-stage{stage_index}"
@@ -39,7 +43,7 @@ class Layout:
         return self.dups_dir(stage_index) / f"_task={task}"
 
     def global_marker(self, stage_index: int) -> Path:
-        return self.root / "_markers" / f"global-stage{stage_index}.json"
+        return self.markers_dir / f"global-stage{stage_index}.json"
 
     def shard_prefix(self, task: int) -> str:
         return f"{task:05d}-"
@@ -48,8 +52,16 @@ class Layout:
     def shards_dir(self) -> Path:
         return self.root / "shards"
 
+    @property
+    def decisions_dir(self) -> Path:
+        return self.root / "decisions"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / "quarantine"
+
     def decisions(self, seg: int, task: int) -> Path:
-        return self.root / "decisions" / f"seg{seg}-{task:05d}.parquet"
+        return self.decisions_dir / f"seg{seg}-{task:05d}.parquet"
 
     def quarantine(self, task: int) -> Path:
-        return self.root / "quarantine" / f"{task:05d}.parquet"
+        return self.quarantine_dir / f"{task:05d}.parquet"
