@@ -395,8 +395,9 @@ def fit_skills_cmd(
 
 @app.command("skill-order")
 def skill_order_cmd(
-    run: str = typer.Argument(..., help="A finished run whose docs have a skill column."),
-    out: str = typer.Argument(..., help="New directory for the ordered shards and manifest."),
+    run: str = typer.Argument(..., help="A finished run whose docs have a skill column (folder or URL)."),
+    out: str = typer.Argument(..., help="New directory or object-store URL (s3://...) for the ordered "
+                              "shards and manifest."),
     graph: str = typer.Option(..., help="Skills graph JSON (train_skills, eval_skills, A)."),
     losses: str = typer.Option(..., help="JSON {skill: initial eval loss}."),
     rounds: int = typer.Option(4), chars_per_round: int = typer.Option(1_000_000),

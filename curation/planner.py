@@ -384,7 +384,7 @@ MIN_SAMPLE_DOCS = 200
 
 
 def _draw(config: PipelineConfig, rate: float, sample_dir: Path) -> list[FileSample]:
-    from curation.executors.plan import expand_inputs
+    from curation.io.inputs import expand_inputs
 
     shutil.rmtree(sample_dir, ignore_errors=True)
     sample_dir.mkdir(parents=True)

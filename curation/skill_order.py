@@ -12,22 +12,26 @@ the schedule shifts towards skills whose prerequisites have been covered. Each r
 (drawn per skill in a seeded order, never reused) go to one shard, ``shards/round-RRR.parquet``, and
 the manifest lists the rounds in order with their planned mixture and the characters actually
 written per skill, so any loader that reads the shards in order follows the schedule.
+
+Either run may be a local folder or an object-store URL (``s3://bucket/ordered``). Each shard is published
+whole, as the executors publish theirs (``curation.io.writers``), and the manifest last, so a reader never
+sees a half-written shard and an interrupted run leaves no manifest.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from curation.executors.writers import file_digest
 from curation.io.atomic import write_json
-from curation.io.manifest import safe_shard_path
+from curation.io.layout import Layout
+from curation.io.manifest import read_manifest, shard_paths
+from curation.io.storage import is_remote, read_parquet, run_path
+from curation.io.writers import RollingParquetWriter
 from curation.skillit_rule import SkillGraph, mixture_step, recent
 
 
@@ -50,19 +54,17 @@ def plan_mixtures(a: np.ndarray, losses: np.ndarray, rounds: int, eta: float, wi
 def skill_order(run: str | Path, out: str | Path, graph: dict[str, Any], losses: dict[str, float], rounds: int,
                 chars_per_round: int, eta: float = 0.5, window: int = 3, alpha: float = 0.1, column: str = "skill",
                 seed: int = 0) -> dict[str, Any]:
-    run, out = Path(run), Path(out)
-    if (out / "manifest.json").exists():
+    layout = Layout(run_path(out))  # a local folder or an object-store URL (s3://...)
+    if layout.manifest.exists():
         raise FileExistsError(f"{out} already holds a manifest; choose a new directory")
     # The plan first: a bad graph, loss file or window fails before any shard is read.
     g = SkillGraph.from_dict(graph, source="graph")
     mixtures = plan_mixtures(g.A, g.loss_vector(losses, source="losses"), rounds, eta, window, alpha)
-    if not (run / "manifest.json").is_file():
-        raise ValueError(f"{run} has no manifest.json: not a finished run")
-    manifest = json.loads((run / "manifest.json").read_text())
-    if not manifest.get("shards"):
+    manifest = read_manifest(run)
+    if not manifest["shards"]:
         raise ValueError(f"{run}: the run kept 0 documents (every document was dropped; see its decisions): "
                          "nothing to order")
-    table = pa.concat_tables([pq.read_table(safe_shard_path(run, s["path"])) for s in manifest["shards"]])
+    table = pa.concat_tables([read_parquet(p) for p in shard_paths(run, manifest)])
     if column not in table.column_names:
         raise ValueError(f"{run}: no column {column!r} (tag skills first with skill_tag_v1, or use column: domain)")
     skills = g.train_skills
@@ -70,8 +72,8 @@ def skill_order(run: str | Path, out: str | Path, graph: dict[str, Any], losses:
     col = table.column(column).to_numpy(zero_copy_only=False)
     chars = table.column("n_chars").to_numpy()
     pools = {s: list(rng.permutation(np.flatnonzero(col == s))) for s in skills}
-    (out / "shards").mkdir(parents=True, exist_ok=True)
     rounds_out, shards = [], []
+    domains: dict[str, dict[str, int]] = {}
     for r, p in enumerate(mixtures):
         take: list[int] = []
         written: dict[str, int] = {}
@@ -87,36 +89,47 @@ def skill_order(run: str | Path, out: str | Path, graph: dict[str, Any], losses:
             break  # every pool is empty
         order = rng.permutation(len(take))
         rows = table.take(pa.array(np.asarray(take)[order], pa.int64()))
-        path = out / "shards" / f"round-{r:03d}.parquet"
-        tmp = path.with_name(path.name + ".tmp")
-        pq.write_table(rows, tmp, compression="zstd")
-        tmp.replace(path)
-        rel = str(path.relative_to(out))
-        shards.append({"path": rel, "rows": len(rows), "bytes": path.stat().st_size, "sha256": file_digest(path)})
+        # Published whole (rename, or one upload to an object store) with size and digest taken
+        # from the local temp file, as the executors write their shards.
+        name = f"round-{r:03d}.parquet"
+        writer = RollingParquetWriter(layout.shards_dir, "", rows.schema, single_name=name)
+        try:
+            writer.write(rows)
+            (written_file,) = writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        rel = f"{layout.shards_dir.name}/{name}"
+        shards.append({"path": rel, "rows": written_file["rows"], "bytes": written_file["bytes"],
+                       "sha256": written_file["sha256"]})
+        _count_domains(domains, rows)
         total = sum(written.values()) or 1
         rounds_out.append({"round": r, "shard": rel, "planned_mixture": dict(zip(skills, map(float, p))),
                            "chars": written, "realised_mixture": {s: c / total for s, c in written.items()}})
     result = {
         "name": f"{manifest.get('name', 'run')}-skill-ordered", "schema_version": manifest.get("schema_version"),
-        "source_run": str(run.resolve()), "source_fingerprint": manifest.get("fingerprint"),
+        "source_run": _source(run), "source_fingerprint": manifest.get("fingerprint"),
         "created_unix": round(time.time(), 3), "order": "sequential",
         "schedule": {"method": "skill-it-offline", "eta": eta, "window": window, "alpha": alpha, "column": column,
                      "chars_per_round": chars_per_round, "graph": graph, "weighted_A": g.A.tolist(),
                      "initial_losses": losses},
         "rounds": rounds_out, "shards": shards,
-        "domains": _domains(out, shards),
+        "domains": domains,
         "totals": {"docs_out": sum(s["rows"] for s in shards)},
     }
-    write_json(out / "manifest.json", result)  # written last: the commit point
+    write_json(layout.manifest, result)  # written last: the commit point
     return result
 
 
-def _domains(out: Path, shards: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    dom: dict[str, dict[str, int]] = {}
-    for s in shards:
-        t = pq.read_table(out / s["path"], columns=["domain", "n_chars"])
-        for d, n in zip(t.column("domain").to_pylist(), t.column("n_chars").to_pylist()):
-            e = dom.setdefault(d, {"docs": 0, "chars": 0})
-            e["docs"] += 1
-            e["chars"] += int(n)
-    return dom
+def _source(run: str | Path) -> str:
+    """The source run as recorded in the manifest: an absolute local path, or the URL."""
+    root = run_path(run)
+    return str(root) if is_remote(root) else str(root.resolve())
+
+
+def _count_domains(dom: dict[str, dict[str, int]], rows: pa.Table) -> None:
+    """Add one shard's documents and characters per domain (from the rows written, not read back)."""
+    for d, n in zip(rows.column("domain").to_pylist(), rows.column("n_chars").to_pylist()):
+        e = dom.setdefault(d, {"docs": 0, "chars": 0})
+        e["docs"] += 1
+        e["chars"] += int(n)

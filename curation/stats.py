@@ -11,7 +11,6 @@ manifest rows bound parameters; an edited manifest cannot inject SQL.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,11 +19,15 @@ from typing import Any
 import duckdb
 
 from curation.errors import ConfigError
+from curation.io.layout import Layout
+from curation.io.manifest import manifest_path, read_manifest
 from curation.io.storage import is_remote, run_path
 from curation.query_sandbox import Limits, one_line, open_sandbox
 from curation.schema import DECISION_SCHEMA, QUARANTINE_SCHEMA
 
 VIEWS = ("docs", "decisions", "quarantine", "shards", "stages")
+#: What the views are built from: a manifest without these is refused before any SQL runs.
+MANIFEST_FIELDS = ("shards", "stages", "schema", "totals", "domains")
 _DUCK_TYPES = {"int64": "BIGINT", "int32": "INTEGER", "float": "FLOAT", "double": "DOUBLE", "bool": "BOOLEAN",
                "uint64": "UBIGINT"}
 
@@ -53,20 +56,6 @@ def _root(run_dir: str | Path) -> Path:
     return root if is_remote(root) else root.resolve()
 
 
-def _load_manifest(root: Path) -> dict[str, Any]:
-    path = root / "manifest.json"
-    if not path.exists():
-        raise ConfigError(f"{root} has no manifest.json: not a finished run (rerun `curate run` to finish it)")
-    try:
-        manifest = json.loads(path.read_text())
-        for key in ("shards", "stages", "schema", "totals", "domains"):
-            if not isinstance(manifest.get(key), (list, dict)):
-                raise ConfigError(f"{path}: field {key!r} is missing or not a list/object")
-        return manifest
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
-        raise ConfigError(f"{path}: not a valid manifest ({exc})") from exc
-
-
 def _parquet_view(con: duckdb.DuckDBPyConnection, view: str, folder: Path, empty: str) -> None:
     """``view`` over every ``*.parquet`` in ``folder``, listed here and passed as quoted literals (file names
     are data: a quote in a name stays inside its literal, a glob character matches nothing else)."""
@@ -77,15 +66,17 @@ def _parquet_view(con: duckdb.DuckDBPyConnection, view: str, folder: Path, empty
 
 
 def _build_views(con: duckdb.DuckDBPyConnection, root: Path, manifest: dict[str, Any]) -> None:
-    for view, schema in (("decisions", DECISION_SCHEMA), ("quarantine", QUARANTINE_SCHEMA)):
-        _parquet_view(con, view, root / view, _empty_select([(f.name, f.type) for f in schema]))
+    layout = Layout(root)
+    for view, folder, schema in (("decisions", layout.decisions_dir, DECISION_SCHEMA),
+                                 ("quarantine", layout.quarantine_dir, QUARANTINE_SCHEMA)):
+        _parquet_view(con, view, folder, _empty_select([(f.name, f.type) for f in schema]))
     try:
         docs_empty = _empty_select([(c["name"], c["type"]) for c in manifest["schema"]])
         shards = [(s["path"], s["rows"], s["bytes"], s["sha256"]) for s in manifest["shards"]]
         stages = [(s["index"], s["name"], s["in"], s["out"], sum(s["dropped"].values())) for s in manifest["stages"]]
     except (KeyError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"{root / 'manifest.json'}: malformed entry ({exc!r})") from exc
-    _parquet_view(con, "docs", root / "shards", docs_empty)
+        raise ConfigError(f"{manifest_path(root)}: malformed entry ({exc!r})") from exc
+    _parquet_view(con, "docs", layout.shards_dir, docs_empty)
     con.execute("CREATE TABLE shards (path VARCHAR, rows BIGINT, bytes BIGINT, sha256 VARCHAR)")
     if shards:  # a run that kept nothing has no shards (executemany refuses an empty list)
         con.executemany("INSERT INTO shards VALUES (?, ?, ?, ?)", shards)
@@ -99,7 +90,7 @@ def open_run(run_dir: str | Path,
              limits: Limits | None = None) -> Iterator[tuple[duckdb.DuckDBPyConnection, dict[str, Any]]]:
     """The run's views on a sandboxed connection (confined and locked first), and its manifest."""
     root = _root(run_dir)
-    manifest = _load_manifest(root)
+    manifest = read_manifest(root, MANIFEST_FIELDS)
     with open_sandbox(root, limits or Limits()) as con:
         _build_views(con, root, manifest)
         yield con, manifest
@@ -238,4 +229,4 @@ def summary(run_dir: str | Path, limits: Limits | None = None) -> dict[str, Any]
             "token_counter": manifest.get("token_counter", "?"),
         }
     except (KeyError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"{_root(run_dir) / 'manifest.json'}: malformed entry ({exc!r})") from exc
+        raise ConfigError(f"{manifest_path(_root(run_dir))}: malformed entry ({exc!r})") from exc

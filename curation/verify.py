@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from curation.errors import CurationError
+from curation.io.layout import Layout
 from curation.io.manifest import safe_shard_path
 from curation.io.storage import is_remote, run_path
 
@@ -192,7 +193,8 @@ def _add_marker(m: dict[str, Any], first: bool, final: bool, sums: dict[str, int
 
 def _check_markers(root: Path, manifest: dict[str, Any], shards: dict[str, dict[str, Any]], report: Report) -> None:
     """Every pass's task markers and every global marker exist and agree with the manifest."""
-    run_json = _read_json(root / "run.json", report, "run.json")
+    layout = Layout(root)
+    run_json = _read_json(layout.run_json, report, "run.json")
     if isinstance(run_json, dict) and run_json.get("fingerprint") != manifest.get("fingerprint"):
         report.problems.append(f"manifest.json: fingerprint {str(manifest.get('fingerprint'))[:12]} != run.json "
                                f"{str(run_json.get('fingerprint'))[:12]}")
@@ -202,7 +204,7 @@ def _check_markers(root: Path, manifest: dict[str, Any], shards: dict[str, dict[
         return
     n_passes = len(globals_) + 1
     for g in globals_:
-        if not (root / "_markers" / f"global-stage{g}.json").exists():
+        if not layout.global_marker(g).exists():
             report.problems.append(f"_markers/global-stage{g}.json: missing")
         else:
             report.markers += 1
@@ -212,7 +214,7 @@ def _check_markers(root: Path, manifest: dict[str, Any], shards: dict[str, dict[
     for seg in range(n_passes):
         for t in range(n_tasks):
             rel = f"_markers/seg{seg}/{t:05d}.json"
-            m = _read_json(root / rel, report, rel)
+            m = _read_json(layout.marker(seg, t), report, rel)
             if not isinstance(m, dict):
                 continue
             report.markers += 1
@@ -253,14 +255,17 @@ def verify_run(run_dir: str | Path) -> Report:
         root.fs.invalidate_cache()  # type: ignore[attr-defined]
     else:
         root = root.resolve()
-    has_run, has_manifest = (root / "run.json").exists(), (root / "manifest.json").exists()
+    layout = Layout(root)
+    has_run, has_manifest = layout.run_json.exists(), layout.manifest.exists()
     if not has_run and not has_manifest:
         raise NotARunError(f"{root} is not a run directory: it has neither run.json nor manifest.json")
     report = Report(str(root), has_run_json=has_run)
     if not has_manifest:
         report.problems.append("manifest.json: missing: the run is incomplete (rerun `curate run` to finish it)")
         return report
-    manifest = _read_json(root / "manifest.json", report, "manifest.json")
+    # Read here rather than with io.manifest.read_manifest: verify reports a bad manifest as one
+    # problem among others instead of stopping at it.
+    manifest = _read_json(layout.manifest, report, "manifest.json")
     if not isinstance(manifest, dict):
         if manifest is not None:
             report.problems.append("manifest.json: not a JSON object")

@@ -24,9 +24,9 @@ from curation.errors import FatalError
 from curation.executors.plan import Plan, Segment, make_plan
 from curation.executors.progress import ProgressTracker
 from curation.executors.shard import segment_schema
-from curation.executors.writers import file_digest
 from curation.io.atomic import read_json, write_json
 from curation.io.storage import is_remote, remove_tree
+from curation.io.writers import file_digest
 from curation.pipeline import PipelineConfig
 from curation.schema import SCHEMA_VERSION
 from curation.stages.global_stage import GlobalStage

@@ -8,8 +8,8 @@ import pyarrow as pa
 from curation.executors.base import Executor
 from curation.executors.plan import Plan, Segment
 from curation.executors.shard import run_shard
-from curation.executors.writers import RollingParquetWriter
 from curation.io.storage import read_parquet
+from curation.io.writers import RollingParquetWriter
 from curation.stages.global_stage import GlobalStage
 from curation.stages.frame import LocalFrame
 

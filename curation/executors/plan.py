@@ -9,23 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import fsspec
-
 from curation.errors import ConfigError
+from curation.io.inputs import Task, expand_inputs
+from curation.io.layout import Layout
 from curation.io.storage import is_url, run_path
 from curation.pipeline import PipelineConfig, StageSpec
 from curation.stages.global_stage import GlobalStage
 from curation.registry import get_stage
-
-
-@dataclass(frozen=True)
-class Task:
-    """One input file: the unit of work, retry and resume."""
-
-    index: int
-    path: str  # full path or URL
-    source: str  # path relative to its pattern's fixed prefix; the documents' ``source``
-    size: int
 
 
 @dataclass
@@ -58,50 +48,6 @@ class Segment:
 
 
 @dataclass
-class Layout:
-    """Where everything of a run lives, relative to the run directory (a ``Path`` or, for an
-    object-store URL, a ``UPath``: see ``curation.io.storage``)."""
-
-    root: Path
-
-    @property
-    def run_json(self) -> Path:
-        return self.root / "run.json"
-
-    @property
-    def manifest(self) -> Path:
-        return self.root / "manifest.json"
-
-    def work(self, seg: int, task: int) -> Path:
-        return self.root / "_work" / f"seg{seg}" / f"{task:05d}.parquet"
-
-    def marker(self, seg: int, task: int) -> Path:
-        return self.root / "_markers" / f"seg{seg}" / f"{task:05d}.json"
-
-    def dups_dir(self, stage_index: int) -> Path:
-        return self.root / "_work" / f"dups-stage{stage_index}"
-
-    def dups_for_task(self, stage_index: int, task: int) -> Path:
-        return self.dups_dir(stage_index) / f"_task={task}"
-
-    def global_marker(self, stage_index: int) -> Path:
-        return self.root / "_markers" / f"global-stage{stage_index}.json"
-
-    def shard_prefix(self, task: int) -> str:
-        return f"{task:05d}-"
-
-    @property
-    def shards_dir(self) -> Path:
-        return self.root / "shards"
-
-    def decisions(self, seg: int, task: int) -> Path:
-        return self.root / "decisions" / f"seg{seg}-{task:05d}.parquet"
-
-    def quarantine(self, task: int) -> Path:
-        return self.root / "quarantine" / f"{task:05d}.parquet"
-
-
-@dataclass
 class Plan:
     config: PipelineConfig
     tasks: list[Task]
@@ -111,38 +57,6 @@ class Plan:
     @property
     def layout(self) -> Layout:
         return Layout(run_path(self.root))
-
-
-def _fixed_prefix(pattern: str) -> str:
-    """The part of a glob before its first wildcard, cut back to a directory."""
-    cut = min((i for i, ch in enumerate(pattern) if ch in "*?["), default=len(pattern))
-    head = pattern[:cut]
-    if cut == len(pattern):  # a plain file: its folder is the root
-        return head.rsplit("/", 1)[0] + "/" if "/" in head else ""
-    return head[: head.rfind("/") + 1] if "/" in head else ""
-
-
-def expand_inputs(patterns: list[str]) -> list[Task]:
-    """Expand globs/URLs into tasks, sorted and numbered; an empty match is an error."""
-    found: list[tuple[str, str, int]] = []
-    for pattern in patterns:
-        fs, _, paths = fsspec.get_fs_token_paths(pattern)
-        paths = [p for p in paths if not p.endswith(".tmp")]
-        if not paths:
-            raise ConfigError(f"input path {pattern!r} matches no file")
-        prefix = fs._strip_protocol(_fixed_prefix(pattern)) if _fixed_prefix(pattern) else ""
-        for p in sorted(paths):
-            info = fs.info(p)
-            if info.get("type") == "directory":
-                continue
-            rel = p[len(prefix):] if prefix and p.startswith(prefix) else p.rsplit("/", 1)[-1]
-            full = p if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol else fs.unstrip_protocol(p)
-            found.append((full, rel.lstrip("/"), int(info.get("size") or 0)))
-    sources = [s for _, s, _ in found]
-    dupes = sorted({s for s in sources if sources.count(s) > 1})
-    if dupes:
-        raise ConfigError(f"input patterns give files with the same relative name: {dupes[:5]}")
-    return [Task(index=i, path=p, source=s, size=n) for i, (p, s, n) in enumerate(found)]
 
 
 def make_segments(stages: list[StageSpec]) -> list[Segment]:

@@ -22,11 +22,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.errors import CurationError, ShardError
-from curation.executors.plan import Plan, Segment, Task
-from curation.executors.writers import RollingParquetWriter
-from curation.io.atomic import TMP_SUFFIX, write_json
+from curation.executors.plan import Plan, Segment
+from curation.io.atomic import write_json
+from curation.io.inputs import Task
 from curation.io.readers import read_documents
-from curation.io.storage import arrow_source, is_remote
+from curation.io.storage import TMP_SUFFIX, arrow_source, is_remote
+from curation.io.writers import RollingParquetWriter
 from curation.schema import DECISION_SCHEMA, QUARANTINE_SCHEMA, base_schema
 from curation.stages.base import Stage, is_per_document, run_chain, split
 from curation.stages.global_stage import GlobalStage

@@ -16,8 +16,6 @@ from typing import Any, BinaryIO
 
 from curation.io.storage import is_remote, local_temp, run_path, upload
 
-TMP_SUFFIX = ".tmp"
-
 
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)

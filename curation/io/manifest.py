@@ -1,4 +1,8 @@
-"""Paths read from a run's manifest or markers are untrusted input: resolve them only inside the run.
+"""A run's ``manifest.json``: the one reader of it, and the rule for the paths it names.
+
+``read_manifest(run)`` and ``shard_paths(run)`` are how every consumer (stats, ``curate skill-order``,
+scorer training, the service, the training loader) reads a finished run, local or on an object store,
+so the file name, the JSON checks and their error wording live here once.
 
 A manifest is a JSON file anyone who can write the run directory (or hand over a copy of it) can
 edit. Code that follows its ``path`` fields (shards, decisions, quarantine files) must never be
@@ -7,15 +11,77 @@ led outside the run: ``safe_shard_path`` is the one check every such reader goes
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
+from curation.errors import ConfigError
+from curation.io.layout import Layout
 from curation.io.storage import is_remote, run_path
 
 
+class ManifestError(ConfigError):
+    """A run's manifest is missing, not JSON or not shaped as a manifest; the message names the file."""
+
+
+class NoManifestError(ManifestError, FileNotFoundError):
+    """The run has no manifest (yet): it is not a finished run."""
+
+
+def manifest_path(run: str | os.PathLike[str]) -> Path:
+    """Where the manifest of ``run`` (a local folder or an object-store URL) lives."""
+    return Layout(run_path(run)).manifest
+
+
+def has_manifest(run: str | os.PathLike[str]) -> bool:
+    """True once the run is finished: the manifest is written last, as its commit point."""
+    return manifest_path(run).exists()
+
+
+def read_manifest_bytes(run: str | os.PathLike[str],
+                        fields: tuple[str, ...] = ("shards",)) -> tuple[dict[str, Any], bytes]:
+    """``read_manifest`` and the file's exact bytes (a reader that fingerprints the run hashes those)."""
+    path = manifest_path(run)
+    if not path.exists():
+        raise NoManifestError(f"{run_path(run)} has no manifest.json: not a finished run "
+                              "(rerun `curate run` to finish it)")
+    raw = path.read_bytes()
+    try:
+        manifest = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: not a valid manifest ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"{path}: not a valid manifest (not an object)")
+    for key in fields:
+        if not isinstance(manifest.get(key), (list, dict)):
+            raise ManifestError(f"{path}: field {key!r} is missing or not a list/object")
+    return manifest, raw
+
+
+def read_manifest(run: str | os.PathLike[str], fields: tuple[str, ...] = ("shards",)) -> dict[str, Any]:
+    """The manifest of a finished run as a JSON object whose ``fields`` are each a list or an object.
+    Raises ``NoManifestError`` when the run has none, ``ManifestError`` naming the file otherwise."""
+    return read_manifest_bytes(run, fields)[0]
+
+
+def shard_paths(run: str | os.PathLike[str], manifest: dict[str, Any] | None = None) -> list[str]:
+    """Full paths (or URLs) of the run's shards in manifest order, each checked by ``safe_shard_path``.
+    ``manifest`` saves a second read when the caller has it already."""
+    manifest = read_manifest(run) if manifest is None else manifest
+    entries = manifest.get("shards")
+    if not isinstance(entries, list):
+        raise ManifestError(f"{manifest_path(run)}: field 'shards' is missing or not a list")
+    paths = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ManifestError(f"{manifest_path(run)}: shard {i} is not an object")
+        paths.append(safe_shard_path(run, entry.get("path")))
+    return paths
+
 
 def _refuse(run: Path, rel: object, why: str) -> ValueError:
-    return ValueError(f"{run / 'manifest.json'}: unsafe path {rel!r}: {why}")
+    return ValueError(f"{Layout(run).manifest}: unsafe path {rel!r}: {why}")
 
 
 #: Each refusal of the one path rule, worded for ``unsafe path 'X': ...`` (curation's readers) and for

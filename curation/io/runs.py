@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from curation.io.layout import Layout
+from curation.io.manifest import has_manifest, read_manifest
 from curation.io.storage import is_remote, run_path
 
 State = Literal["finished", "running", "resumable", "failed"]
@@ -85,15 +87,9 @@ def _read_json(path: Path) -> Any:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
 
 
-def read_manifest(run: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The run's manifest, or None while it has none (not finished). ValueError if it is not JSON."""
-    path = run_path(run) / "manifest.json"
-    return _read_json(path) if path.exists() else None
-
-
 def read_run_json(run: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The run's ``run.json`` (config, inputs, fingerprint), or None if it has none."""
-    path = run_path(run) / "run.json"
+    path = Layout(run_path(run)).run_json
     return _read_json(path) if path.exists() else None
 
 
@@ -118,9 +114,9 @@ def run_state(run: str | os.PathLike[str], failed: Callable[[str], bool] | None 
     """The run's state (see the module docstring), or None when the folder is not a run at all.
     ``failed(run_id)`` lets a caller that tracks jobs report a failed run as such."""
     root = run_path(run)
-    if (root / "manifest.json").exists():
+    if has_manifest(root):
         return "finished"
-    if not (root / "run.json").exists():
+    if not Layout(root).run_json.exists():
         return None
     if failed is not None and failed(root.name):
         return "failed"
@@ -140,7 +136,7 @@ def _info(path: Path, failed: Callable[[str], bool] | None) -> RunInfo | None:
     info = RunInfo(path.name, path, state)
     try:
         if state == "finished":
-            m = read_manifest(path) or {}
+            m = read_manifest(path, fields=())
             info.name, info.fingerprint = str(m.get("name", "")), str(m.get("fingerprint", ""))
             info.created_unix = m.get("created_unix")
             info.totals = dict(m.get("totals", {}))
@@ -153,7 +149,7 @@ def _info(path: Path, failed: Callable[[str], bool] | None) -> RunInfo | None:
             info.name, info.fingerprint = str(r.get("name", "")), str(r.get("fingerprint", ""))
             info.input_bytes = sum(int(i["bytes"]) for i in r.get("inputs", []))
             if not is_remote(path):
-                info.created_unix = round((path / "run.json").stat().st_mtime, 3)
+                info.created_unix = round(Layout(path).run_json.stat().st_mtime, 3)
     except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
         # A damaged run is listed with its problem rather than hiding it or failing the whole list.
         info.error = f"{path}: {type(exc).__name__}: {exc}"
@@ -208,7 +204,7 @@ def progress(run: str | os.PathLike[str], now: float | None = None) -> dict[str,
         raise ValueError(f"{root} has no run.json: not a run directory")
     live = _progress_json(root)
     if live is not None:
-        finished = (root / "manifest.json").exists()
+        finished = has_manifest(root)
         return {**live, "state": run_state(root), "eta_s": 0.0 if finished else live.get("eta_s"),
                 "source": "progress.json"}
     return {**_marker_progress(root, rj, now), "source": "markers"}
@@ -228,7 +224,7 @@ def _marker_progress(root: Path, rj: dict[str, Any], now: float | None) -> dict[
     now = time.time() if now is None else now
     n_tasks = len(rj.get("inputs", []))
     n_segs = _segments(rj.get("full_config") or {})
-    markers_dir = root / "_markers"
+    markers_dir = Layout(root).markers_dir
     passes: dict[int, dict[str, Any]] = {}
     if markers_dir.exists():
         for seg_dir in markers_dir.iterdir():
@@ -264,7 +260,7 @@ def _marker_progress(root: Path, rj: dict[str, Any], now: float | None) -> dict[
                     "docs_per_s": round(p["docs"] / span, 1) if span > 0 else None, "bytes_in": p["bytes"]})
     done = sum(p["tasks_done"] for p in out)
     total = n_tasks * n_segs
-    finished = (root / "manifest.json").exists()
+    finished = has_manifest(root)
     eta = None
     if not finished and done and started and done < total:
         elapsed = now - min(started)

@@ -21,6 +21,9 @@ from typing import Any
 #: the Ray dashboard, so nodes get theirs from their own environment or instance role.
 FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
 
+#: Suffix of a file being written; every reader ignores such files (``curation.io.atomic``).
+TMP_SUFFIX = ".tmp"
+
 
 def is_url(path: str | os.PathLike[str]) -> bool:
     """True for ``scheme://...`` paths other than ``file://``."""
@@ -54,8 +57,6 @@ def remove_tree(path: Path) -> None:
 
 def local_temp(final: Path) -> Path:
     """Where a writer puts ``final`` while writing it: beside it locally, in the temp dir for URLs."""
-    from curation.io.atomic import TMP_SUFFIX
-
     if not is_remote(final):
         return final.with_name(final.name + TMP_SUFFIX)
     import tempfile

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from curation.errors import CurationError
-from curation.executors.plan import expand_inputs
+from curation.io.inputs import expand_inputs
 from curation.io.readers import InputConfig, read_documents
 from curation.scoring.classifier import preselect_labels
 

@@ -20,7 +20,7 @@ import fsspec
 import numpy as np
 
 from curation.errors import ConfigError
-from curation.executors.plan import expand_inputs
+from curation.io.inputs import expand_inputs
 from curation.io.atomic import atomic_open
 from curation.io.readers import InputConfig, read_documents
 from curation.scoring.embed import BUNDLED, Embedder

@@ -15,6 +15,8 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from curation.io.manifest import manifest_path
+
 T = TypeVar("T")
 
 
@@ -29,7 +31,7 @@ def stat_key(path: Path) -> tuple[str, int, int] | None:
 
 def run_key(run: Path, *extra_files: str) -> tuple[Any, ...]:
     """The identity of a finished run (its manifest) and of ``extra_files`` under it."""
-    return (stat_key(run / "manifest.json"),) + tuple(stat_key(run / f) for f in extra_files)
+    return (stat_key(manifest_path(run)),) + tuple(stat_key(run / f) for f in extra_files)
 
 
 class AnswerCache:

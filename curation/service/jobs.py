@@ -201,10 +201,10 @@ def join_run_dir(runs_root: str, run_id: str) -> str:
 
 
 def manifest_exists(run_dir: str) -> bool:
-    from curation.io.storage import run_path
+    from curation.io.manifest import has_manifest
 
     try:
-        return (run_path(run_dir) / "manifest.json").exists()
+        return has_manifest(run_dir)
     except Exception:  # noqa: BLE001 - an unreachable bucket says nothing about the run
         return False
 

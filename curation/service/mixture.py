@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.errors import ConfigError
+from curation.io.manifest import read_manifest
 from curation.query_sandbox import Limits
 from curation.stats import open_run
 
@@ -128,20 +129,9 @@ def _cmr(run: Path) -> dict[str, Any] | None:
             "grid": [{"t": t, "r": r} for t, r in grid], "curve": curve}
 
 
-def _manifest(run: Path) -> dict[str, Any]:
-    path = run / "manifest.json"
-    try:
-        m = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: not a valid manifest ({exc})") from exc
-    if not isinstance(m, dict):
-        raise ConfigError(f"{path}: not a valid manifest (not an object)")
-    return m
-
-
 def mixture(run: Path, limits: Limits) -> dict[str, Any]:
     """Per-domain and per-skill counts, and the Skill-It schedule and CMR fit when the run holds them."""
-    m = _manifest(run)
+    m = read_manifest(run, fields=())
     domains, basis = _domains(m)
     return {"id": Path(str(run)).name, "share_of": basis, "domains": domains, "skills": _skills(run, limits, m),
             "schedule": _schedule(m), "cmr": _cmr(run)}

@@ -19,6 +19,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
 from curation.errors import CurationError
+from curation.io.layout import Layout
 from curation.io.runs import progress as run_progress
 from curation.query_sandbox import Limits
 from curation.service import views
@@ -348,7 +349,7 @@ def run_page(request: Request, run_id: str) -> HTMLResponse:
             return page(request, run_id, _progress_section(run_id, {**run_progress(path), "state": state}))
         cache = request.app.state.cache
         mx = cached_mixture(cache, path, _limits(request))
-        if mx["schedule"] is not None and not (path / "run.json").exists():
+        if mx["schedule"] is not None and not Layout(path).run_json.exists():
             # A skill-ordered run (curate skill-order): shards and a schedule, no funnel or decisions.
             return page(request, f"run {run_id}", mixture_section(mx))
         d = cached_detail(cache, path, _limits(request))

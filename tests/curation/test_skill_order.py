@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +20,7 @@ from curation.skill_order import plan_mixtures, skill_order
 from curation.verify import verify_run
 from tests.conftest import REPO, SAMPLE
 from tests.curation.executors.runs import run_pipeline
+from tests.curation.moto_s3 import s3  # noqa: F401  (module-scoped fixture)
 
 GRAPH = {"train_skills": ["python_docs", "code", "license"], "eval_skills": ["python_docs", "code", "license"],
          "A": [[1.0, 0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]}
@@ -128,3 +132,29 @@ def test_offline_round_zero_equals_the_online_sampler_on_a_binary_chain(tmp_path
     assert online == pytest.approx(hand, abs=1e-12)
     assert offline == pytest.approx(hand, abs=1e-12)
     assert [round(hand[s], 3) for s in skills] == [0.384, 0.384, 0.233]
+
+
+def test_skill_order_reads_and_writes_runs_on_an_object_store(s3: Any, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run_pipeline({"name": "s", "input": {"paths": [str(SAMPLE / "*.jsonl.gz")]}, "stages": [],
+                  "output": {"dir": str(run), "token_counter": "whitespace"}, "executor": {"kind": "local"}})
+    s3.put(str(run) + "/", "runs/src/", recursive=True)
+    leftovers_before = set(Path(tempfile.gettempdir()).glob("curation-*.tmp"))
+    remote = skill_order("s3://runs/src", "s3://runs/ordered", GRAPH, LOSSES, 3, 200_000, column="domain")
+    local = skill_order(run, tmp_path / "ordered", GRAPH, LOSSES, 3, 200_000, column="domain")
+    # The same schedule and the same bytes as a local run, read from and written to the bucket.
+    assert [s["path"] for s in remote["shards"]] == [f"shards/round-{r:03d}.parquet" for r in range(3)]
+    assert remote["shards"] == local["shards"] and remote["domains"] == local["domains"]
+    assert remote["source_run"] == "s3://runs/src" and local["source_run"] == str(run.resolve())
+    stored = json.loads(s3.cat("runs/ordered/manifest.json"))
+    assert stored["shards"] == remote["shards"] and stored["rounds"] == local["rounds"]
+    for s in stored["shards"]:  # every object is the finished file the manifest describes
+        data = s3.cat(f"runs/ordered/{s['path']}")
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (s["bytes"], s["sha256"])
+    assert sorted(p.rsplit("/", 1)[-1] for p in s3.find("runs/ordered")) == [
+        "manifest.json", "round-000.parquet", "round-001.parquet", "round-002.parquet"]  # no temp object
+    assert set(Path(tempfile.gettempdir()).glob("curation-*.tmp")) == leftovers_before  # local temps removed
+    report = verify_run("s3://runs/ordered")
+    assert report.ok and report.shards == 3 and not report.has_run_json, report.problems
+    with pytest.raises(FileExistsError, match="already holds a manifest"):
+        skill_order(run, "s3://runs/ordered", GRAPH, LOSSES, 1, 1000, column="domain")

@@ -12,13 +12,13 @@ wrote (``curation/executors/base.py::build_manifest``)::
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from curation.io.manifest import safe_shard_path, unsafe_reason
+from curation.io.manifest import ManifestError as RunManifestError
+from curation.io.manifest import NoManifestError, manifest_path, read_manifest_bytes, safe_shard_path, unsafe_reason
 from curation.io.storage import run_path
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -57,23 +57,22 @@ def _int_field(entry: dict[str, Any], key: str, where: str, required: bool) -> i
 def read_manifest(run: str) -> Manifest:
     """Parse and vet ``run``'s manifest; raises ``ManifestError`` naming the first bad shard entry."""
     root = run_path(run)  # a local folder or an object-store URL (s3://, gs://)
-    manifest_path = root / "manifest.json"
-    if not manifest_path.exists():
-        raise FileNotFoundError(f"{run}: no manifest.json (is it a finished curation run?)")
-    raw = manifest_path.read_bytes()
+    path = manifest_path(root)
     try:
-        manifest = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ManifestError(f"{manifest_path}: not JSON: {e}") from e
-    entries = manifest.get("shards") if isinstance(manifest, dict) else None
+        manifest, raw = read_manifest_bytes(root, fields=())
+    except NoManifestError:
+        raise  # a FileNotFoundError: no finished run there
+    except RunManifestError as e:  # not JSON or not an object: the loader's own error type
+        raise ManifestError(str(e)) from e
+    entries = manifest.get("shards")
     if not isinstance(entries, list):
-        raise ManifestError(f"{manifest_path}: 'shards' must be a list of shard entries")
+        raise ManifestError(f"{path}: 'shards' must be a list of shard entries")
     if not entries:
-        raise ManifestError(f"run {run} has no shards: its curation kept no documents ({manifest_path})")
+        raise ManifestError(f"run {run} has no shards: its curation kept no documents ({path})")
     shards = []
     for i, entry in enumerate(entries):
         rel = entry.get("path") if isinstance(entry, dict) else None
-        where = f"{manifest_path}: shard {i} ({rel!r})"
+        where = f"{path}: shard {i} ({rel!r})"
         if not isinstance(entry, dict):
             raise ManifestError(f"{where}: entry must be an object")
         why = unsafe_reason(rel)
