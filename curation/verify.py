@@ -12,7 +12,6 @@ markers: only their files are checked.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from curation.errors import CurationError
+from curation.io.digest import stream_digest
 from curation.io.layout import Layout
 from curation.io.manifest import safe_shard_path
 from curation.io.storage import is_remote, run_path
@@ -60,12 +60,8 @@ class Report:
 
 
 def _digest(path: Path) -> tuple[int, str]:
-    h, size = hashlib.sha256(), 0
     with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-            size += len(chunk)
-    return size, h.hexdigest()
+        return stream_digest(fh)
 
 
 def _files_under(root: Path, sub: str) -> list[str]:

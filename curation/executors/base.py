@@ -26,7 +26,7 @@ from curation.executors.progress import ProgressTracker
 from curation.executors.shard import segment_schema
 from curation.io.atomic import read_json, write_json
 from curation.io.storage import is_remote, remove_tree
-from curation.io.writers import file_digest
+from curation.io.digest import file_digest
 from curation.pipeline import PipelineConfig
 from curation.schema import SCHEMA_VERSION
 from curation.stages.global_stage import GlobalStage

@@ -5,7 +5,6 @@ On an object store the temp file is local and uploaded when closed (``curation.i
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.io.atomic import publish
+from curation.io.digest import file_digest
 from curation.io.storage import is_remote, local_temp
 from curation.schema import conform
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class RollingParquetWriter:

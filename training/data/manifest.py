@@ -19,6 +19,7 @@ from typing import Any
 
 from curation.io.manifest import ManifestError as RunManifestError
 from curation.io.manifest import NoManifestError, manifest_path, read_manifest_bytes, safe_shard_path, unsafe_reason
+from curation.io.digest import stream_digest
 from curation.io.storage import run_path
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -116,15 +117,13 @@ def check_sha256(shard: Shard) -> None:
     """The shard's sha256 equals the manifest's (reads the whole file)."""
     if shard.sha256 is None:
         raise ManifestError(f"{shard.where}: verify_hashes is on but the manifest records no 'sha256'")
-    h = hashlib.sha256()
     if "://" in shard.path:
         fs, inner = _fs_and_path(shard.path)
         fh = fs.open(inner, "rb")
     else:
         fh = open(shard.path, "rb")
     with fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    if h.hexdigest() != shard.sha256:
+        digest = stream_digest(fh)[1]
+    if digest != shard.sha256:
         raise ManifestError(f"{shard.where}: sha256 mismatch: manifest says {shard.sha256}, "
-                            f"{shard.path} has {h.hexdigest()}")
+                            f"{shard.path} has {digest}")

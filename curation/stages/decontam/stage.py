@@ -15,7 +15,6 @@ n-grams is at least ``min_overlap_fraction``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -25,6 +24,7 @@ import pyarrow as pa
 
 from curation.config import check_choices
 from curation.errors import ConfigError
+from curation.io.digest import file_digest
 from curation.registry import register_stage
 from curation.stages.base import Decisions, Filter, config_paths
 from curation.stages.decontam.evalsets import EvalFileSpec
@@ -80,14 +80,6 @@ def _stat_key(cfg: DecontaminateConfig) -> tuple[Any, ...] | None:
     return tuple((s.path, st.st_size, st.st_mtime_ns) for s, st in zip(cfg.eval_files, stats))
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_index(cfg: DecontaminateConfig) -> EvalIndex:
     """The index for ``cfg``: the one attached to it if still current, else built (cached per process)."""
     attached = getattr(cfg, _ATTACHED, None)
@@ -98,7 +90,7 @@ def load_index(cfg: DecontaminateConfig) -> EvalIndex:
         if not os.path.isfile(s.path):
             raise ConfigError(f"decontaminate_v1: eval file {s.path} does not exist")
     key = (cfg.n, cfg.min_item_words,
-           tuple((s.path, tuple(s.fields), s.id_field, s.format, _sha256(s.path)) for s in cfg.eval_files))
+           tuple((s.path, tuple(s.fields), s.id_field, s.format, file_digest(s.path)) for s in cfg.eval_files))
     if key not in _CACHE:
         _CACHE[key] = build_index(cfg.eval_files, cfg.n, cfg.min_item_words)
     setattr(cfg, _ATTACHED, (stat, _CACHE[key]))
