@@ -1,4 +1,4 @@
-"""``run_shard``: one task of one shard pass, shared by the local and the Ray executor.
+"""``run_shard``: one task of one shard pass (a ``ShardRun``), shared by the local and the Ray executor.
 
 It reads the task's input (the input file, or the previous pass's work file minus the rows a
 global stage marked as duplicates), runs the pass's stages batch by batch, writes outputs to
@@ -12,7 +12,7 @@ import os
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +196,13 @@ class ShardRun:
     The steps share the task's counters and writers, which is why they are methods of one object
     rather than functions passing a dozen arguments.
     """
+
+    # Set by ``open``, after the cleanup and the "start" fault point, as the steps run in that order.
+    stages: list[Stage]
+    dec_writer: RollingParquetWriter
+    data_writer: RollingParquetWriter
+    gstage: GlobalStage | None  # the next global stage, whose keys this pass adds
+    count_tokens: Callable[[list[str]], list[int]] | None  # the final pass only
 
     def __init__(self, plan: Plan, seg_index: int, task_index: int) -> None:
         self.plan = plan
