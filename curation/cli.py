@@ -48,6 +48,7 @@ def run(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from curation.executors import make_executor
+    from curation.executors.plan import make_plan
     from curation.pipeline import load_pipeline
 
     overrides = list(override)
@@ -57,8 +58,9 @@ def run(
         overrides.append(f"executor.kind={executor}")
     try:
         cfg = load_pipeline(config, overrides)
-        for spec in cfg.stages:  # global stages say what they will do (e.g. near-dedup's S-curve)
-            text = spec.build().describe()
+        run_plan = make_plan(cfg)  # the run uses this plan and its built stages
+        for stage in run_plan.stages():  # global stages say what they will do (e.g. near-dedup's S-curve)
+            text = stage.describe()
             if text:
                 console.print(text, highlight=False, soft_wrap=True)
     except CurationError as exc:
@@ -87,7 +89,7 @@ def run(
     ex = make_executor(cfg, overwrite=overwrite, progress=on_task)
     try:
         with progress:
-            result = ex.run()
+            result = ex.run(run_plan)
     except CurationError as exc:
         _fail(exc)
     finally:

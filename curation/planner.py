@@ -425,7 +425,7 @@ def measure(config: PipelineConfig, rate: float, workdir: Path | None = None,
         t0 = time.time()
         ex = LocalExecutor(sample_cfg, overwrite=True)
         try:
-            result = ex.run()
+            result = ex.run(plan)
         finally:
             ex.close()
             for seg in plan.segments:
@@ -463,9 +463,9 @@ def _measurement(config: PipelineConfig, rate: float, plan: Any, files: list[Fil
             docs_in = next((s["in"] for s in manifest["stages"] if s["index"] == stage_index), 0)
             # Timed again here, warm: the run's first global step also pays one-off imports and
             # initialisation, which at sample size outweigh the work and must not be scaled.
-            warm = min(float(gm["seconds"]), _global_seconds(plan, seg, spec, None))
+            warm = min(float(gm["seconds"]), _global_seconds(plan, seg, None))
             globals_.append(GlobalMeasure(spec.stage, warm, int(docs_in), int(kb),
-                                          _global_seconds(plan, seg, spec, 1)))
+                                          _global_seconds(plan, seg, 1)))
     tokens = sum(int(d["tokens"]) for d in manifest["domains"].values())
     return Measurement(
         rate=rate, full_docs=sum(f.docs for f in files), full_bytes=sum(f.bytes for f in files),
@@ -477,14 +477,15 @@ def _measurement(config: PipelineConfig, rate: float, plan: Any, files: list[Fil
         rephrase_tokens_per_s=_rephrase_rate(lay.root, config), sample_wall_seconds=round(wall, 3))
 
 
-def _global_seconds(plan: Any, seg: Any, spec: Any, rows: int | None) -> float:
+def _global_seconds(plan: Any, seg: Any, rows: int | None) -> float:
     """Seconds of a global step over the sample's keys (``rows``: only the first so many), its key
     files read as in the run; with one row, the part of its time that does not grow with n."""
     from curation.executors.local import key_read_columns
+    from curation.executors.shard import global_stage
     from curation.io.storage import read_parquet
     from curation.stages.frame import LocalFrame
 
-    stage = spec.build()
+    stage = global_stage(plan, seg.key_for[0])  # the plan's, as the run's own global step
     t0 = time.perf_counter()
     cols = key_read_columns(stage)
     tables = [read_parquet(str(plan.layout.work(seg.index, t.index)), columns=cols) for t in plan.tasks]

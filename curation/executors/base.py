@@ -11,7 +11,7 @@ import hashlib
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,13 @@ from curation.config import fingerprint
 from curation.errors import FatalError
 from curation.executors.plan import Plan, Segment, make_plan
 from curation.executors.progress import ProgressTracker
-from curation.executors.shard import segment_schema
+from curation.executors.shard import global_stage, segment_schema
 from curation.io.atomic import read_json, write_json
 from curation.io.storage import is_remote, remove_tree
 from curation.io.digest import file_digest
 from curation.pipeline import PipelineConfig
 from curation.schema import SCHEMA_VERSION
+from curation.stages.base import Stage
 from curation.stages.global_stage import GlobalStage
 
 log = logging.getLogger(__name__)
@@ -80,13 +81,15 @@ def _artifact_digest(path: Path) -> str:
     return _DIGESTS[key]
 
 
-def artifact_digests(config: PipelineConfig) -> dict[str, str]:
+def artifact_digests(config: PipelineConfig, stages: Sequence[Stage] | None = None) -> dict[str, str]:
     """Digests of the local files and folders each stage declares in ``Stage.artifacts()`` (fastText
     models, centroids, model dirs, eval sets): a changed model behind the same path must not resume
-    into the old run's outputs. A path that does not exist here (a hub id) has no digest."""
+    into the old run's outputs. A path that does not exist here (a hub id) has no digest.
+    ``stages``: ``config.stages`` already built (a plan's); built here when not given."""
     out: dict[str, str] = {}
-    for i, spec in enumerate(config.stages):
-        for key, value in spec.build().artifacts().items():
+    built = stages if stages is not None else [spec.build() for spec in config.stages]
+    for i, stage in enumerate(built):
+        for key, value in stage.artifacts().items():
             path = Path(value)
             if path.exists():
                 out[f"stages.{i}.{key}"] = _artifact_digest(path)
@@ -126,7 +129,7 @@ class Executor(ABC):
     def _identity(self, plan: Plan) -> dict[str, Any]:
         inputs = [{"source": t.source, "bytes": t.size} for t in plan.tasks]
         data = {"config": self.config.fingerprint_data(), "inputs": inputs, "schema_version": SCHEMA_VERSION}
-        artifacts = artifact_digests(self.config)
+        artifacts = artifact_digests(self.config, plan.stages())
         if artifacts:  # only then, so runs that name no model file keep their fingerprints
             data["artifacts"] = artifacts
         return {**data, "fingerprint": fingerprint(data)}
@@ -156,8 +159,10 @@ class Executor(ABC):
             for tmp in lay.root.rglob("*.tmp"):
                 tmp.unlink()
 
-    def run(self) -> RunResult:
-        plan = make_plan(self.config)
+    def run(self, plan: Plan | None = None) -> RunResult:
+        """``plan``: made from this executor's config already (the CLI makes it to describe the
+        stages before the run); made here when not given."""
+        plan = plan if plan is not None else make_plan(self.config)
         identity = self._identity(plan)
         self._check_run_dir(plan, identity)
         lay = plan.layout
@@ -181,7 +186,7 @@ class Executor(ABC):
                 if not marker.exists() or pending:
                     remove_tree(lay.dups_dir(stage_index))
                     t0 = time.time()
-                    stage = spec.build()
+                    stage = global_stage(plan, stage_index)
                     if work_rows(plan, seg) == 0:
                         # Every document was dropped before this stage: there is nothing to resolve,
                         # and the next pass reads "no duplicates" from the absent dups folder.

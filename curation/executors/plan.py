@@ -1,19 +1,22 @@
 """The execution plan: input tasks, shard passes ("segments") split at global stages, run layout.
 
-A plan is plain data, pickled to workers. Stage objects are rebuilt from their specs on each
-worker (``build_stages``) so heavy models never travel through the object store.
+A plan is plain data, pickled to workers. It builds each stage once per process (``Plan.stage``);
+the built stages are left out of the pickle and rebuilt on each worker, so indexes or models a
+stage loads never travel through the object store.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from curation.errors import ConfigError
 from curation.io.inputs import Task, expand_inputs
 from curation.io.layout import Layout
 from curation.io.storage import is_url, run_path
 from curation.pipeline import PipelineConfig, StageSpec
+from curation.stages.base import Stage
 from curation.stages.global_stage import GlobalStage
 from curation.registry import get_stage
 
@@ -53,10 +56,30 @@ class Plan:
     tasks: list[Task]
     segments: list[Segment]
     root: str
+    #: ``config.stages`` built, by pipeline index; filled on first use in each process.
+    built: list[Stage] | None = field(default=None, repr=False, compare=False)
 
     @property
     def layout(self) -> Layout:
         return Layout(run_path(self.root))
+
+    def stages(self) -> list[Stage]:
+        """``config.stages`` built, shared by everything in this process that asks a stage.
+
+        Built, not set up: ``setup()`` (models) is the shard pass's, once per worker process.
+        """
+        if self.built is None:
+            self.built = [spec.build() for spec in self.config.stages]
+        return self.built
+
+    def stage(self, index: int) -> Stage:
+        """The built stage at pipeline position ``index``."""
+        return self.stages()[index]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A built stage may hold an eval-set index (decontaminate) or centroids (skill_tag), and
+        # a set-up one a model: a worker rebuilds its own rather than receive them with each task.
+        return {**self.__dict__, "built": None}
 
 
 def make_segments(stages: list[StageSpec]) -> list[Segment]:
@@ -71,14 +94,15 @@ def make_segments(stages: list[StageSpec]) -> list[Segment]:
     return segments
 
 
-def check_gpu_placement(config: PipelineConfig, segments: list[Segment]) -> None:
+def check_gpu_placement(config: PipelineConfig, segments: list[Segment], stages: list[Stage]) -> None:
     """Refuse a Ray pass whose stage demands CUDA (``device: cuda``) while its tasks ask for no GPU.
 
     Ray gives a task GPUs only when it asks for them (``num_gpus``, fractions share a GPU) and then
     limits it to those (``CUDA_VISIBLE_DEVICES``); the Ray executor hides every GPU from a task
     that asks for none. A stage's tasks are those of its pass, which ask for the most any stage of
     the pass needs. The local executor runs stages in this process on whatever GPUs it sees, with
-    ``num_gpus`` ignored, so there is nothing to place and nothing is checked.
+    ``num_gpus`` ignored, so there is nothing to place and nothing is checked. ``stages``: the
+    built ``config.stages``.
     """
     if config.executor.kind != "ray":
         return
@@ -86,7 +110,7 @@ def check_gpu_placement(config: PipelineConfig, segments: list[Segment]) -> None
         if seg.task_resources().get("num_gpus", 0.0) > 0:
             continue
         for i, spec in seg.stages:
-            demand = spec.build().cuda_demand()
+            demand = stages[i].cuda_demand()
             if demand is None:
                 continue
             own = "`num_gpus: 1` on the stage, or " if hasattr(spec.config, "num_gpus") else ""
@@ -98,11 +122,11 @@ def check_gpu_placement(config: PipelineConfig, segments: list[Segment]) -> None
 
 
 def make_plan(config: PipelineConfig) -> Plan:
-    # Validate every stage on the driver (dependencies, model files) before any work starts.
-    for spec in config.stages:
-        spec.build()
+    # Validate every stage on the driver (dependencies, model files) before any work starts; the
+    # plan keeps them built for everything the driver asks of its stages.
+    built = [spec.build() for spec in config.stages]
     segments = make_segments(config.stages)
-    check_gpu_placement(config, segments)
+    check_gpu_placement(config, segments, built)
     out = config.output.dir
     root = out.rstrip("/") if is_url(out) else str(Path(out.removeprefix("file://")).resolve())
-    return Plan(config=config, tasks=expand_inputs(config.input.paths), segments=segments, root=root)
+    return Plan(config=config, tasks=expand_inputs(config.input.paths), segments=segments, root=root, built=built)

@@ -1,4 +1,4 @@
-"""``run_shard``: one task of one shard pass, shared by the local and the Ray executor.
+"""``run_shard``: one task of one shard pass (a ``ShardRun``), shared by the local and the Ray executor.
 
 It reads the task's input (the input file, or the previous pass's work file minus the rows a
 global stage marked as duplicates), runs the pass's stages batch by batch, writes outputs to
@@ -12,7 +12,7 @@ import os
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from curation.io.readers import read_documents
 from curation.io.storage import TMP_SUFFIX, arrow_source, is_remote
 from curation.io.writers import RollingParquetWriter
 from curation.schema import DECISION_SCHEMA, QUARANTINE_SCHEMA, base_schema
-from curation.stages.base import Stage, is_per_document, run_chain, split
+from curation.stages.base import Stage, StageResult, is_per_document, run_chain, split
 from curation.stages.global_stage import GlobalStage
 from curation.tokens import token_counter
 
@@ -57,10 +57,14 @@ _STAGE_CACHE: dict[tuple[str, int], list[Stage]] = {}
 
 
 def build_stages(plan: Plan, seg: Segment) -> list[Stage]:
-    """Build and set up the pass's stages once per process (models load once per worker)."""
+    """The pass's stages, set up once per process (models load once per worker).
+
+    The plan's own stage objects, but cached here rather than on the plan: a Ray worker gets a
+    fresh copy of the plan with every task and must not load its models again for each.
+    """
     key = (plan.root, seg.index)
     if key not in _STAGE_CACHE:
-        stages = [spec.build() for _, spec in seg.stages]
+        stages = [plan.stage(i) for i, _ in seg.stages]
         for stage in stages:
             stage.setup()
         _STAGE_CACHE[key] = stages
@@ -72,16 +76,23 @@ def segment_schema(plan: Plan, seg: Segment) -> pa.Schema:
     extra: dict[str, pa.DataType] = {}
     for s in plan.segments[: seg.index + 1]:
         if s.drop_from is not None:
-            extra.update(s.drop_from[1].build().output_columns())
-        for _, spec in s.stages:
-            extra.update(spec.build().output_columns())
+            extra.update(plan.stage(s.drop_from[0]).output_columns())
+        for i, _ in s.stages:
+            extra.update(plan.stage(i).output_columns())
     if seg.final:
         return base_schema(extra)
-    gstage = seg.key_for[1].build()
+    gstage = global_stage(plan, seg.key_for[0])
     schema = base_schema(extra, internal=True)
     for name, dtype in gstage.key_columns().items():
         schema = schema.append(pa.field(name, dtype))
     return schema
+
+
+def global_stage(plan: Plan, index: int) -> GlobalStage:
+    """The built global stage at pipeline position ``index``."""
+    stage = plan.stage(index)
+    assert isinstance(stage, GlobalStage)
+    return stage
 
 
 class _Counts:
@@ -166,53 +177,13 @@ def _input_guard(batch: pa.Table, max_chars: int) -> tuple[np.ndarray, list[str 
     return ~(empty | long), reasons
 
 
-def _source_batches(plan: Plan, seg: Segment, task: Task, counts: _Counts, decide: Any,
-                    stats: dict[str, Any], quarantine: list[dict[str, Any]]) -> Iterator[pa.Table]:
-    cfg = plan.config.input
-    if seg.index == 0:
-        row = bad_lines = 0
-        for rb in read_documents(task.path, task.source, cfg):
-            stats["lines"] += rb.lines
-            bad_lines += rb.quarantined  # a file quarantined whole (no text column) counts all its rows
-            stats["blank_lines"] += rb.blank
-            quarantine.extend(rb.quarantine)
-            table = _with_position(rb.table, task.index, row)
-            row += len(table)
-            stats["docs_read"] += len(table)
-            keep, reasons = _input_guard(table, cfg.max_chars)
-            res = split(table, keep, reasons)
-            decide(-1, "input", res, len(table))
-            yield res.kept
-        if stats["lines"] and bad_lines / stats["lines"] > cfg.max_malformed_fraction:
-            raise ShardError(f"{task.source}: {bad_lines} of {stats['lines']} lines are malformed, over "
-                             f"input.max_malformed_fraction={cfg.max_malformed_fraction}; see the quarantine table")
-        return
-    lay = plan.layout
-    stage_index, spec = seg.drop_from
-    gstage = spec.build()
-    assert isinstance(gstage, GlobalStage)
-    dups_path = lay.dups_for_task(stage_index, task.index)
-    schema = gstage.result_schema
-    if dups_path.exists():
-        src, fs = arrow_source(dups_path)
-        marks = pq.ParquetDataset(src, filesystem=fs).read(columns=[n for n in schema.names if n != "_task"])
-    else:
-        marks = schema.remove(schema.get_field_index("_task")).empty_table()
-    with lay.work(seg.index - 1, task.index).open("rb") as fh:
-        for rb in pq.ParquetFile(fh).iter_batches(batch_size=cfg.batch_size):
-            table = pa.Table.from_batches([rb])
-            res = gstage.apply(table, marks)
-            decide(stage_index, spec.stage, res, len(table))
-            yield res.kept
-
-
 def run_shard(plan: Plan, seg_index: int, task_index: int) -> dict[str, Any]:
     """Run one task of one pass to completion and return its stats (also saved in its marker).
 
     Errors other than our own come back as ``ShardError`` naming the pass, task and input file.
     """
     try:
-        return _run_shard(plan, seg_index, task_index)
+        return ShardRun(plan, seg_index, task_index).run()
     except CurationError:
         raise
     except Exception as exc:
@@ -220,112 +191,203 @@ def run_shard(plan: Plan, seg_index: int, task_index: int) -> dict[str, Any]:
         raise ShardError(f"pass {seg_index} task {task_index} ({task.source}): {type(exc).__name__}: {exc}") from exc
 
 
-def _run_shard(plan: Plan, seg_index: int, task_index: int) -> dict[str, Any]:
-    seg, task, lay, out = plan.segments[seg_index], plan.tasks[task_index], plan.layout, plan.config.output
-    started = time.time()
-    _cleanup(plan, seg, task)
-    _fault(seg.index, task.index, "start")
-    stages = build_stages(plan, seg)
-    schema = segment_schema(plan, seg)
-    counts = _Counts()
-    stats: dict[str, Any] = {"seg": seg.index, "task": task.index, "source": task.source, "lines": 0,
-                             "blank_lines": 0, "docs_read": 0, "bytes_in": task.size if seg.index == 0 else 0}
-    quarantine: list[dict[str, Any]] = []
-    dec_writer = RollingParquetWriter(lay.decisions(seg.index, task.index).parent, "", DECISION_SCHEMA,
-                                      single_name=lay.decisions(seg.index, task.index).name)
-    if seg.final:
-        data_writer = RollingParquetWriter(lay.shards_dir, lay.shard_prefix(task.index), schema,
-                                           out.target_shard_bytes, out.compression)
-    else:
-        work = lay.work(seg.index, task.index)
-        data_writer = RollingParquetWriter(work.parent, "", schema, compression="zstd", single_name=work.name)
-    gstage = seg.key_for[1].build() if seg.key_for else None
-    domains: dict[str, dict[str, int]] = defaultdict(lambda: {"docs": 0, "chars": 0, "tokens": 0})
-    count_tokens = token_counter(out.token_counter) if seg.final else None
-    stage_seconds: dict[int, float] = defaultdict(float)  # per stage index: time in its process/filter
+class ShardRun:
+    """One attempt at one task of one pass: clean, open, read, apply stages, write, mark.
 
-    def decide(index: int, name: str, res: Any, n_in: int, n_out: int | None = None) -> None:
+    The steps share the task's counters and writers, which is why they are methods of one object
+    rather than functions passing a dozen arguments.
+    """
+
+    # Set by ``open``, after the cleanup and the "start" fault point, as the steps run in that order.
+    stages: list[Stage]
+    dec_writer: RollingParquetWriter
+    data_writer: RollingParquetWriter
+    gstage: GlobalStage | None  # the next global stage, whose keys this pass adds
+    count_tokens: Callable[[list[str]], list[int]] | None  # the final pass only
+
+    def __init__(self, plan: Plan, seg_index: int, task_index: int) -> None:
+        self.plan = plan
+        self.seg, self.task = plan.segments[seg_index], plan.tasks[task_index]
+        self.lay, self.out = plan.layout, plan.config.output
+        self.counts = _Counts()
+        self.stats: dict[str, Any] = {
+            "seg": self.seg.index, "task": self.task.index, "source": self.task.source, "lines": 0,
+            "blank_lines": 0, "docs_read": 0, "bytes_in": self.task.size if self.seg.index == 0 else 0}
+        self.quarantine: list[dict[str, Any]] = []
+        self.domains: dict[str, dict[str, int]] = defaultdict(lambda: {"docs": 0, "chars": 0, "tokens": 0})
+        self.stage_seconds: dict[int, float] = defaultdict(float)  # per stage index: time in its process/filter
+
+    def run(self) -> dict[str, Any]:
+        started = time.time()
+        _cleanup(self.plan, self.seg, self.task)
+        self.fault("start")
+        self.open()
+        try:
+            first = True
+            for batch in self.read():
+                batch = self.apply_stages(batch)
+                if len(batch) == 0:
+                    continue  # everything dropped: later stages never saw it, so it has none of their columns
+                self.write(batch)
+                if first:
+                    first = False
+                    self.fault("after_first_batch")
+            files = self.data_writer.close(write_empty=not self.seg.final)
+            dec_files = self.dec_writer.close()
+        except BaseException:
+            self.data_writer.abort()
+            self.dec_writer.abort()
+            raise
+        self.write_quarantine()
+        self.stats.update(self.summary(files, dec_files, started))
+        self.fault("before_marker")
+        write_json(self.lay.marker(self.seg.index, self.task.index), self.stats)  # the commit point of this task
+        return self.stats
+
+    def fault(self, point: str) -> None:
+        _fault(self.seg.index, self.task.index, point)
+
+    def open(self) -> None:
+        """Set up the pass's stages and open the decision and output writers."""
+        seg, task, lay, out = self.seg, self.task, self.lay, self.out
+        self.stages = build_stages(self.plan, seg)
+        schema = segment_schema(self.plan, seg)
+        decisions = lay.decisions(seg.index, task.index)
+        self.dec_writer = RollingParquetWriter(decisions.parent, "", DECISION_SCHEMA, single_name=decisions.name)
+        if seg.final:
+            self.data_writer = RollingParquetWriter(lay.shards_dir, lay.shard_prefix(task.index), schema,
+                                                    out.target_shard_bytes, out.compression)
+        else:
+            work = lay.work(seg.index, task.index)
+            self.data_writer = RollingParquetWriter(work.parent, "", schema, compression="zstd",
+                                                    single_name=work.name)
+        self.gstage = global_stage(self.plan, seg.key_for[0]) if seg.key_for else None
+        self.count_tokens = token_counter(out.token_counter) if seg.final else None
+
+    def read(self) -> Iterator[pa.Table]:
+        """The task's input batches: the input file (pass 0) or the previous pass's work file."""
+        return self.read_input() if self.seg.index == 0 else self.read_work()
+
+    def read_input(self) -> Iterator[pa.Table]:
+        """Documents of the input file, less those no stage must see (empty, too long)."""
+        cfg, task, stats = self.plan.config.input, self.task, self.stats
+        row = bad_lines = 0
+        for rb in read_documents(task.path, task.source, cfg):
+            stats["lines"] += rb.lines
+            bad_lines += rb.quarantined  # a file quarantined whole (no text column) counts all its rows
+            stats["blank_lines"] += rb.blank
+            self.quarantine.extend(rb.quarantine)
+            table = _with_position(rb.table, task.index, row)
+            row += len(table)
+            stats["docs_read"] += len(table)
+            keep, reasons = _input_guard(table, cfg.max_chars)
+            res = split(table, keep, reasons)
+            self.decide(-1, "input", res, len(table))
+            yield res.kept
+        if stats["lines"] and bad_lines / stats["lines"] > cfg.max_malformed_fraction:
+            raise ShardError(f"{task.source}: {bad_lines} of {stats['lines']} lines are malformed, over "
+                             f"input.max_malformed_fraction={cfg.max_malformed_fraction}; see the quarantine table")
+
+    def read_work(self) -> Iterator[pa.Table]:
+        """The previous pass's work file, less the rows its global stage marked as duplicates."""
+        lay, task = self.lay, self.task
+        stage_index, spec = self.seg.drop_from
+        gstage = global_stage(self.plan, stage_index)
+        dups_path = lay.dups_for_task(stage_index, task.index)
+        schema = gstage.result_schema
+        if dups_path.exists():
+            src, fs = arrow_source(dups_path)
+            marks = pq.ParquetDataset(src, filesystem=fs).read(columns=[n for n in schema.names if n != "_task"])
+        else:
+            marks = schema.remove(schema.get_field_index("_task")).empty_table()
+        with lay.work(self.seg.index - 1, task.index).open("rb") as fh:
+            for rb in pq.ParquetFile(fh).iter_batches(batch_size=self.plan.config.input.batch_size):
+                table = pa.Table.from_batches([rb])
+                res = gstage.apply(table, marks)
+                self.decide(stage_index, spec.stage, res, len(table))
+                yield res.kept
+
+    def apply_stages(self, batch: pa.Table) -> pa.Table:
+        """Run the pass's stages over one batch, a fused group of per-document filters at a time."""
+        for group in _groups(self.seg, self.stages):
+            if len(batch) == 0:
+                break
+            names = "+".join(spec.stage for (_, spec), _ in group)
+            t_group = time.perf_counter()
+            try:
+                if len(group) == 1 and not is_per_document(group[0][1]):
+                    (index, spec), stage = group[0]
+                    res = stage.process(batch)
+                    self.decide(index, spec.stage, res, len(batch), len(res.kept))
+                    batch = res.kept
+                    self.stage_seconds[index] += time.perf_counter() - t_group
+                else:
+                    batch, steps = run_chain([stage for _, stage in group], batch)
+                    # A fused chain is timed as a whole; its time is shared by documents seen.
+                    spent, seen = time.perf_counter() - t_group, sum(step.n_in for step in steps) or 1
+                    for ((index, spec), _), step in zip(group, steps):
+                        self.decide(index, spec.stage, step.result, step.n_in)
+                        self.stage_seconds[index] += spent * step.n_in / seen
+            except CurationError:
+                raise
+            except Exception as exc:  # name the shard and stage; ValueError etc. are not retried
+                raise ShardError(f"stage {names} failed on {self.task.source} (task {self.task.index}, "
+                                 f"docs {batch.column('id')[0]}..): {type(exc).__name__}: {exc}") from exc
+        return batch
+
+    def decide(self, index: int, name: str, res: StageResult, n_in: int, n_out: int | None = None) -> None:
+        """Count a stage's verdicts on a batch and record its dropped rows in the decisions table."""
         # n_out: rows leaving the stage when it may add rows (rephrasing); chain steps leave it None.
-        counts.add(index, name, n_in, n_in - len(res.dropped) if n_out is None else n_out, res.reasons)
+        self.counts.add(index, name, n_in, n_in - len(res.dropped) if n_out is None else n_out, res.reasons)
         if len(res.dropped):
             d = res.dropped
-            dec_writer.write(pa.table({
+            self.dec_writer.write(pa.table({
                 "id": d.column("id"), "stage": pa.array([name] * len(d), pa.string()),
                 "reason": pa.array(res.reasons, pa.string()), "details": pa.array(res.details, pa.string()),
                 "source": d.column("source"), "domain": d.column("domain"), "url": d.column("url"),
                 "n_chars": d.column("n_chars"),
-                "text": d.column("text") if out.keep_rejected_text else pa.nulls(len(d), pa.large_string()),
+                "text": d.column("text") if self.out.keep_rejected_text else pa.nulls(len(d), pa.large_string()),
             }))
 
-    try:
-        first = True
-        for batch in _source_batches(plan, seg, task, counts, decide, stats, quarantine):
-            for group in _groups(seg, stages):
-                if len(batch) == 0:
-                    break
-                names = "+".join(spec.stage for (_, spec), _ in group)
-                t_group = time.perf_counter()
-                try:
-                    if len(group) == 1 and not is_per_document(group[0][1]):
-                        (index, spec), stage = group[0]
-                        res = stage.process(batch)
-                        decide(index, spec.stage, res, len(batch), len(res.kept))
-                        batch = res.kept
-                        stage_seconds[index] += time.perf_counter() - t_group
-                    else:
-                        batch, steps = run_chain([stage for _, stage in group], batch)
-                        # A fused chain is timed as a whole; its time is shared by documents seen.
-                        spent, seen = time.perf_counter() - t_group, sum(step.n_in for step in steps) or 1
-                        for ((index, spec), _), step in zip(group, steps):
-                            decide(index, spec.stage, step.result, step.n_in)
-                            stage_seconds[index] += spent * step.n_in / seen
-                except CurationError:
-                    raise
-                except Exception as exc:  # name the shard and stage; ValueError etc. are not retried
-                    raise ShardError(f"stage {names} failed on {task.source} (task {task.index}, "
-                                     f"docs {batch.column('id')[0]}..): {type(exc).__name__}: {exc}") from exc
-            if len(batch) == 0:
-                continue  # everything dropped: later stages never saw it, so it has none of their columns
-            if gstage is not None:
-                batch = gstage.add_keys(batch)
-            if seg.final and len(batch):
-                toks = count_tokens(batch.column("text").to_pylist())
-                for dom, n_chars, n_tok in zip(batch.column("domain").to_pylist(), batch.column("n_chars").to_pylist(), toks):
-                    d = domains[dom]
-                    d["docs"] += 1
-                    d["chars"] += n_chars
-                    d["tokens"] += n_tok
-            data_writer.write(batch)
-            if first:
-                first = False
-                _fault(seg.index, task.index, "after_first_batch")
-        files = data_writer.close(write_empty=not seg.final)
-        dec_files = dec_writer.close()
-    except BaseException:
-        data_writer.abort()
-        dec_writer.abort()
-        raise
-    if quarantine:
-        qw = RollingParquetWriter(lay.quarantine(task.index).parent, "", QUARANTINE_SCHEMA,
-                                  single_name=lay.quarantine(task.index).name)
-        qw.write(pa.Table.from_pylist(quarantine, schema=QUARANTINE_SCHEMA))
+    def write(self, batch: pa.Table) -> None:
+        """Write one batch of kept documents: keyed for the next global stage, or counted per domain."""
+        if self.gstage is not None:
+            batch = self.gstage.add_keys(batch)
+        if self.count_tokens is not None and len(batch):  # the final pass
+            toks = self.count_tokens(batch.column("text").to_pylist())
+            for dom, n_chars, n_tok in zip(batch.column("domain").to_pylist(),
+                                           batch.column("n_chars").to_pylist(), toks):
+                d = self.domains[dom]
+                d["docs"] += 1
+                d["chars"] += n_chars
+                d["tokens"] += n_tok
+        self.data_writer.write(batch)
+
+    def write_quarantine(self) -> None:
+        """The input lines that could not be read, when there are any."""
+        if not self.quarantine:
+            return
+        path = self.lay.quarantine(self.task.index)
+        qw = RollingParquetWriter(path.parent, "", QUARANTINE_SCHEMA, single_name=path.name)
+        qw.write(pa.Table.from_pylist(self.quarantine, schema=QUARANTINE_SCHEMA))
         qw.close()
-    stats.update(
-        quarantined=len(quarantine),
-        stages=[counts.stages[k] for k in sorted(counts.stages)],
-        docs_out=sum(f["rows"] for f in files),
-        outputs=[{"path": str(f["path"].relative_to(lay.root)), "rows": f["rows"], "bytes": f["bytes"],
-                  "sha256": f["sha256"]} for f in files],
-        decisions=[str(f["path"].relative_to(lay.root)) for f in dec_files],
-        domains=dict(domains),
-        started_unix=round(started, 3),
-        seconds=round(time.time() - started, 3),
-        stage_seconds={str(k): round(v, 4) for k, v in sorted(stage_seconds.items())},
-        node=_node_id(),
-    )
-    _fault(seg.index, task.index, "before_marker")
-    write_json(lay.marker(seg.index, task.index), stats)  # the commit point of this task
-    return stats
+
+    def summary(self, files: list[dict[str, Any]], dec_files: list[dict[str, Any]], started: float) -> dict[str, Any]:
+        """The stats the marker adds to the counters kept while reading."""
+        root = self.lay.root
+        return dict(
+            quarantined=len(self.quarantine),
+            stages=[self.counts.stages[k] for k in sorted(self.counts.stages)],
+            docs_out=sum(f["rows"] for f in files),
+            outputs=[{"path": str(f["path"].relative_to(root)), "rows": f["rows"], "bytes": f["bytes"],
+                      "sha256": f["sha256"]} for f in files],
+            decisions=[str(f["path"].relative_to(root)) for f in dec_files],
+            domains=dict(self.domains),
+            started_unix=round(started, 3),
+            seconds=round(time.time() - started, 3),
+            stage_seconds={str(k): round(v, 4) for k, v in sorted(self.stage_seconds.items())},
+            node=_node_id(),
+        )
 
 
 def _node_id() -> str | None:

@@ -1,0 +1,46 @@
+"""The plan builds each stage once per process, and does not ship its built stages to workers."""
+
+from __future__ import annotations
+
+import pickle
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from curation.executors.plan import make_plan
+from curation.pipeline import PipelineConfig, StageSpec
+from curation.stages.base import Stage
+from curation.stages.dedup.exact import ExactDedup
+from tests.conftest import pipeline_dict
+from tests.curation.executors.runs import content, run_pipeline
+
+
+def test_a_local_run_builds_each_stage_once(tiny_corpus: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    builds: Counter[str] = Counter()
+    real_build = StageSpec.build
+
+    def counted(spec: StageSpec) -> Stage:
+        builds[spec.stage] += 1
+        return real_build(spec)
+
+    monkeypatch.setattr(StageSpec, "build", counted)
+    out = tmp_path / "run"
+    run_pipeline(pipeline_dict([str(tiny_corpus / "*")], out))
+    # Validation, run identity, both passes' schemas, set-up, keys, the global step and the
+    # duplicates' removal all ask the plan's stages: two passes over three files, one build each.
+    assert builds == {"text_length_v1": 1, "exact_dedup_v1": 1}
+    assert [r[0] for r in content(out)] == ["a1", "a2", "b2", "c2"]
+
+
+def test_a_pickled_plan_leaves_its_built_stages_behind(tiny_corpus: Path, tmp_path: Path) -> None:
+    plan = make_plan(PipelineConfig.from_mapping(pipeline_dict([str(tiny_corpus / "*")], tmp_path / "run")))
+    assert plan.built is not None and [s.name for s in plan.built] == ["text_length_v1", "exact_dedup_v1"]
+    first = plan.stage(1)
+    copy = pickle.loads(pickle.dumps(plan))
+    assert copy.built is None  # a worker builds its own, on first use
+    assert plan.stage(1) is first  # pickling took nothing from the driver's plan
+    rebuilt = copy.stage(1)
+    assert isinstance(rebuilt, ExactDedup) and rebuilt is not first
+    assert rebuilt.num_buckets == 4 and copy.stage(1) is rebuilt
