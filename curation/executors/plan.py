@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from curation.config import fingerprint
 from curation.errors import ConfigError
 from curation.io.inputs import Task, expand_inputs
 from curation.io.layout import Layout
@@ -58,10 +59,17 @@ class Plan:
     root: str
     #: ``config.stages`` built, by pipeline index; filled on first use in each process.
     built: list[Stage] | None = field(default=None, repr=False, compare=False)
+    _fingerprint: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def layout(self) -> Layout:
         return Layout(run_path(self.root))
+
+    def config_fingerprint(self) -> str:
+        """Fingerprint of what decides the output (computed once per process copy of the plan)."""
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint(self.config.fingerprint_data())
+        return self._fingerprint
 
     def stages(self) -> list[Stage]:
         """``config.stages`` built, shared by everything in this process that asks a stage.

@@ -53,7 +53,7 @@ def fault_injection_env() -> dict[str, str]:
         return {}
     return {k: os.environ[k] for k in FAULT_VARS if k in os.environ}
 
-_STAGE_CACHE: dict[tuple[str, int], list[Stage]] = {}
+_STAGE_CACHE: dict[tuple[str, int, str], list[Stage]] = {}
 
 
 def build_stages(plan: Plan, seg: Segment) -> list[Stage]:
@@ -62,7 +62,9 @@ def build_stages(plan: Plan, seg: Segment) -> list[Stage]:
     The plan's own stage objects, but cached here rather than on the plan: a Ray worker gets a
     fresh copy of the plan with every task and must not load its models again for each.
     """
-    key = (plan.root, seg.index)
+    # The config's fingerprint is in the key: one process may run another config into the same
+    # directory (``--overwrite``), and must not reuse the first config's stages there.
+    key = (plan.root, seg.index, plan.config_fingerprint())
     if key not in _STAGE_CACHE:
         stages = [plan.stage(i) for i, _ in seg.stages]
         for stage in stages:

@@ -54,7 +54,13 @@ def test_changed_config_or_inputs_are_refused(tiny_corpus: Path, tmp_path: Path)
     write_jsonl(tiny_corpus / "d.jsonl", [{"text": "new"}])
     with pytest.raises(FatalError, match=r"changed: .*inputs"):
         run_pipeline(pipeline_dict([str(tiny_corpus / "*")], out))
-    assert run_pipeline(changed, overwrite=True).manifest["totals"]["input_files"] == 4
+    redone = run_pipeline(changed, overwrite=True).manifest
+    assert redone["totals"]["input_files"] == 4
+    # This process already ran the old config into this directory: its set-up stages must not be reused.
+    fresh = run_pipeline(pipeline_dict([str(tiny_corpus / "*")], tmp_path / "fresh",
+                                       stages=[{"stage": "text_length_v1", "min_chars": 5}])).manifest
+    assert [(s["in"], s["out"]) for s in redone["stages"]] == [(s["in"], s["out"]) for s in fresh["stages"]]
+    assert redone["totals"]["docs_out"] == fresh["totals"]["docs_out"]
 
 
 def test_refuses_non_empty_dir_without_run(tiny_corpus: Path, tmp_path: Path) -> None:
