@@ -72,6 +72,9 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     out_dir: str = "runs/train"
     steps: int = 100
+    # A token budget: when set, the run takes ceil(tokens / tokens per step) steps (tokens per step =
+    # batch_size x seq_len x grad_accum x ranks) instead of ``steps``, and the schedule spans those.
+    tokens: int | None = None
     grad_accum: int = 1
     weight_decay: float = 0.1
     grad_clip: float = 1.0
@@ -85,6 +88,16 @@ class TrainConfig:
     # model never trains on, e.g. a selection target, get a loss curve too
     eval_domains: list[str] | None = None
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.tokens is not None and self.tokens <= 0:
+            raise ValueError(f"tokens must be a positive token budget, got {self.tokens}")
+
+    def total_steps(self, world: int) -> int:
+        """Steps of the whole run: ``steps``, or what the ``tokens`` budget buys on ``world`` ranks."""
+        if self.tokens is None:
+            return self.steps
+        return max(1, math.ceil(self.tokens / (self.data.batch_size * self.data.seq_len * self.grad_accum * world)))
 
 
 def eval_sets(cfg: TrainConfig, rank: int, world: int) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
@@ -165,6 +178,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext()
     log = open(out / "log.jsonl", "a", encoding="utf-8") if rank == 0 else None
     t0, tokens_per_step = time.time(), cfg.data.batch_size * cfg.data.seq_len * cfg.grad_accum * world
+    steps = cfg.total_steps(world)
     last_loss = float("nan")
     if step == 0:  # the reference point of loss changes (the CMR fit measures from here)
         base = evaluate(model, evals, device, world)
@@ -173,12 +187,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if log:
             log.write(json.dumps({"config": asdict(cfg)}) + "\n")
             log.write(json.dumps({"step": 0, "tokens": 0, "eval": base}) + "\n")
-    while step < cfg.steps:
-        lr = lr_at(step, cfg.steps, cfg.schedule)
+    while step < steps:
+        lr = lr_at(step, steps, cfg.schedule)
         for g in opt.param_groups:
             g["lr"] = lr
         total = 0.0
-        meco_on = cfg.data.meco is not None and conditioning_at(step, cfg.steps, cfg.data.meco)
+        meco_on = cfg.data.meco is not None and conditioning_at(step, steps, cfg.data.meco)
         loader.set_conditioning(meco_on)  # a function of the step: a resumed run switches where this one does
         for micro in range(cfg.grad_accum):
             x, y, _ = loader.next_batch()  # y is IGNORE_INDEX at metadata-prefix targets: the loss skips them
@@ -197,7 +211,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                                   "tokens_per_s": round(step * tokens_per_step / max(1e-9, time.time() - t0))}
         if cfg.data.meco is not None:
             record["meco_prefix"] = meco_on
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        if step % cfg.eval_every == 0 or step == steps:
             record["eval"] = evaluate(model, evals, device, world)
             record["shares"] = loader.realised_shares()
             if sampler is not None:
@@ -205,7 +219,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if sampler is not None and cfg.skillit and step % cfg.skillit.update_every == 0:
             loader.set_ratios(sampler.update(step))  # every rank computes the same (all-reduced) update
             record["skillit"] = sampler.updates[-1]
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        if step % cfg.checkpoint_every == 0 or step == steps:
             mine = {"loader": loader.state_dict(), "rng": rng_state()}
             states: list[Any] = [None] * world
             if world > 1:  # in-process exchange between ranks; what goes to disk is tensors and JSON only
@@ -221,7 +235,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             log.flush()
     if log:
         log.close()
-    result = {"step": step, "train_loss": last_loss, "rank": rank, "world_size": world, "backend": backend,
+    result = {"step": step, "tokens": step * tokens_per_step, "train_loss": last_loss, "rank": rank, "world_size": world, "backend": backend,
               "device": device, "shares": loader.realised_shares()}
     if world > 1:
         dist.barrier()

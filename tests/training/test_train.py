@@ -79,3 +79,19 @@ def test_ray_train_launcher_runs_the_same_loop(ray_cluster: None, quickstart_run
     ckpt = read_checkpoint(tmp_path / "out" / "checkpoint.pt")
     assert log[-1]["step"] == 6 and len(ckpt["loaders"]) == 2  # two ranks, each with its own loader state
     assert ckpt["loaders"][0]["identity"]["world_size"] == 2
+
+
+def test_token_budget_sets_the_number_of_steps(quickstart_run: Path, tmp_path: Path) -> None:
+    """tokens=1000 at 4 x 64 tokens per step buys ceil(1000 / 256) = 4 steps; the schedule spans those 4."""
+    cfg = load_config(str(write_cfg(tmp_path, quickstart_run, steps=50, eval_every=100, checkpoint_every=100)),
+                      ["tokens=1000", "schedule.warmup_steps=1"])
+    assert cfg.total_steps(1) == 4 and cfg.total_steps(2) == 2
+    result = train(cfg)
+    assert result["step"] == 4 and result["tokens"] == 1024
+    rows = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "train_loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4] and steps[-1]["tokens"] == 1024
+    assert "eval" in steps[-1]  # the last step evaluates, as at the end of any run
+    assert steps[-1]["lr"] < steps[1]["lr"]  # the cosine decays over the 4 budgeted steps, not over 50
+    with pytest.raises(Exception, match="tokens must be a positive token budget"):
+        load_config(str(write_cfg(tmp_path / "bad", quickstart_run)), ["tokens=0"])
