@@ -143,11 +143,25 @@ class StageSpec:
     resources: Resources = field(default_factory=Resources)
 
     def build(self) -> Stage:
+        """A new instance of the stage (validates its config and files)."""
         return get_stage(self.stage)(self.config)
+
+    def built(self) -> Stage:
+        """The stage built once per process copy of this spec, shared by everything that asks it
+        (the plan, resources, artifact digests). Never pickled: see ``__getstate__``."""
+        stage = self.__dict__.get("_built")
+        if stage is None:
+            stage = self.__dict__["_built"] = self.build()
+        return stage
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A built stage may hold an eval-set index (decontaminate), centroids (skill_tag) or, once set
+        # up, a model: a Ray worker builds its own instead of receiving one with every task.
+        return {k: v for k, v in self.__dict__.items() if k != "_built"}
 
     def task_resources(self) -> dict[str, float]:
         """The stage's own needs (e.g. lm_loss's num_gpus) overridden by the config's ``resources``."""
-        return {k: v for k, v in {**self.build().resources(), **self.resources.ray_options()}.items() if k != "concurrency"}
+        return {k: v for k, v in {**self.built().resources(), **self.resources.ray_options()}.items() if k != "concurrency"}
 
     @property
     def concurrency(self) -> int | None:

@@ -87,7 +87,7 @@ def artifact_digests(config: PipelineConfig, stages: Sequence[Stage] | None = No
     into the old run's outputs. A path that does not exist here (a hub id) has no digest.
     ``stages``: ``config.stages`` already built (a plan's); built here when not given."""
     out: dict[str, str] = {}
-    built = stages if stages is not None else [spec.build() for spec in config.stages]
+    built = stages if stages is not None else [spec.built() for spec in config.stages]
     for i, stage in enumerate(built):
         for key, value in stage.artifacts().items():
             path = Path(value)

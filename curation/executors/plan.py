@@ -77,7 +77,7 @@ class Plan:
         Built, not set up: ``setup()`` (models) is the shard pass's, once per worker process.
         """
         if self.built is None:
-            self.built = [spec.build() for spec in self.config.stages]
+            self.built = [spec.built() for spec in self.config.stages]
         return self.built
 
     def stage(self, index: int) -> Stage:
@@ -132,7 +132,7 @@ def check_gpu_placement(config: PipelineConfig, segments: list[Segment], stages:
 def make_plan(config: PipelineConfig) -> Plan:
     # Validate every stage on the driver (dependencies, model files) before any work starts; the
     # plan keeps them built for everything the driver asks of its stages.
-    built = [spec.build() for spec in config.stages]
+    built = [spec.built() for spec in config.stages]
     segments = make_segments(config.stages)
     check_gpu_placement(config, segments, built)
     out = config.output.dir

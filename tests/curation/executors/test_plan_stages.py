@@ -44,3 +44,20 @@ def test_a_pickled_plan_leaves_its_built_stages_behind(tiny_corpus: Path, tmp_pa
     rebuilt = copy.stage(1)
     assert isinstance(rebuilt, ExactDedup) and rebuilt is not first
     assert rebuilt.num_buckets == 4 and copy.stage(1) is rebuilt
+
+
+def test_resources_and_pickles_use_the_spec_built_once(tiny_corpus: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Asking a pass's Ray resources builds nothing new (a decontamination stage builds an index when
+    constructed), and a pickled spec arrives without its built stage."""
+    cfg = PipelineConfig.from_mapping(pipeline_dict([str(tiny_corpus / "*")], tmp_path / "run"))
+    plan = make_plan(cfg)
+    builds: Counter[str] = Counter()
+    real_build = StageSpec.build
+    monkeypatch.setattr(StageSpec, "build", lambda spec: (builds.update([spec.stage]), real_build(spec))[1])
+    for seg in plan.segments:
+        seg.task_resources()
+    assert plan.config.stages[0].built() is plan.stage(0) and not builds
+    copy = pickle.loads(pickle.dumps(plan.config.stages[1]))
+    assert "_built" not in copy.__dict__ and copy == plan.config.stages[1]
+    assert copy.built() is not plan.stage(1) and builds == {"exact_dedup_v1": 1}
