@@ -1,5 +1,6 @@
 # python benchmarks/cmr_holdout.py --out runs/cmr_holdout           # the measured run (docs/benchmarks.md, CMR)
 # python benchmarks/cmr_holdout.py --out /tmp/cmr --quick           # CI smoke
+# python benchmarks/cmr_holdout.py --out runs/cmr_seeds --seeds 3   # + the sweep's seed-to-seed scatter
 """CMR law on held-out ratios: fit on all mixture ratios but one, predict the one left out.
 
 Only the project's commands, as subprocesses: ``curate run`` (the bundled sample corpus as a run),
@@ -10,6 +11,9 @@ budget. The prediction (loss changes interpolated in R between the fitted per-ra
 compared with the left-out run's measured loss changes at its last evaluation. Finally the fit on
 all ratios gives the critical ratio at that budget (``eps``: tolerated general-loss rise), one more
 run at that ratio is trained, and its measured change is set against the prediction.
+With ``--seeds N`` the sweep is repeated with N-1 more training seeds (model init and data order),
+not used by any fit: the standard deviation of the measured change across seeds at each ratio is
+the scatter no law fitted to one seed can predict below, and it is reported next to the errors.
 Output: results.json and table.md under ``--out``.
 """
 
@@ -21,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._commands import Commands  # noqa: E402
@@ -40,6 +46,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "cmr_holdout")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=1, help="repeat the sweep with this many seeds in all (scatter)")
     ap.add_argument("--in-process", action=argparse.BooleanOptionalAction, default=None,
                     help="run the commands in this interpreter instead of one python per command "
                          "(default: in-process with --quick, subprocesses otherwise)")
@@ -82,6 +89,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         _, (t, g, d) = curves_from_log(run_dir / "log.jsonl", GENERAL, DOMAIN, unit)
         return {"d_general": float(g[-1]), "d_domain": float(d[-1])}
 
+    scatter = {r: [measured(out / "sweep" / f"r{r:g}")] for r in ratios}
+    for seed in range(1, args.seeds):
+        run("training.cli", "cmr", "sweep", str(out / "cpt.json"), "--general", GENERAL, "--domain", DOMAIN,
+            "--ratios", ",".join(map(str, ratios)), "--out", str(out / f"sweep_seed{seed}"),
+            "-o", f"seed={seed}", "-o", f"data.seed={seed}")
+        for r in ratios:
+            scatter[r].append(measured(out / f"sweep_seed{seed}" / f"r{r:g}"))
+
     rows = []
     for r in ratios:
         others = [str(out / "sweep" / f"r{x:g}") for x in ratios if x != r]
@@ -94,7 +109,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows.append({"ratio": r, "interpolated": min(ratios) < r < max(ratios),
                      **{f"pred_{k}": pred[k] for k in ("d_general", "d_domain")},
                      **{f"meas_{k}": meas[k] for k in ("d_general", "d_domain")},
-                     **{f"relerr_{k}": abs(pred[k] - meas[k]) / max(1e-9, abs(meas[k])) for k in ("d_general", "d_domain")}})
+                     **{f"relerr_{k}": abs(pred[k] - meas[k]) / max(1e-9, abs(meas[k])) for k in ("d_general", "d_domain")},
+                     **({f"seeds_{k}": [m[k] for m in scatter[r]] for k in ("d_general", "d_domain")} if args.seeds > 1 else {})})
     full_fit = out / "fits" / "all.json"
     run("training.cli", "cmr", "fit", *[str(out / "sweep" / f"r{x:g}") for x in ratios], "--general", GENERAL,
         "--domain", DOMAIN, "--eps", str(p["eps"]), "--token-unit", str(unit), "--out", str(full_fit))
@@ -123,6 +139,16 @@ def table(res: dict[str, Any]) -> str:
                      f"{100 * r['relerr_d_general']:.0f}% | {r['pred_d_domain']:+.4f} | {r['meas_d_domain']:+.4f} | "
                      f"{100 * r['relerr_d_domain']:.0f}% |")
     c = res["critical"]
+    if "seeds_d_general" in res["holdout"][0]:
+        lines += ["", "Seed-to-seed scatter of the measured changes (the sweep repeated with other training seeds):", "",
+                  "| R | dL_gen mean ± std over seeds | abs. error of the prediction | dL_dom mean ± std | abs. error |",
+                  "|---|---|---|---|---|"]
+        for r in res["holdout"]:
+            cells = []
+            for k in ("d_general", "d_domain"):
+                v = np.asarray(r[f"seeds_{k}"])
+                cells += [f"{v.mean():+.4f} ± {v.std(ddof=1):.4f}", f"{abs(r[f'pred_{k}'] - r[f'meas_{k}']):.4f}"]
+            lines.append(f"| {r['ratio']:g} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(f"Critical ratio at {res['tokens']:,} tokens (eps {res['params']['eps']}): R* = {c['critical_ratio']:g}; "
                  f"predicted dL_gen {c['pred']['d_general']:+.4f}, dL_dom {c['pred']['d_domain']:+.4f}"
