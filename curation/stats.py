@@ -21,7 +21,7 @@ import duckdb
 
 from curation.errors import ConfigError
 from curation.io.storage import is_remote, run_path
-from curation.query_sandbox import Limits, one_line, open_sandbox
+from curation.query_sandbox import Limits, Sandbox, one_line, open_sandbox
 from curation.schema import DECISION_SCHEMA, QUARANTINE_SCHEMA
 
 VIEWS = ("docs", "decisions", "quarantine", "shards", "stages")
@@ -103,6 +103,21 @@ def open_run(run_dir: str | Path,
     with open_sandbox(root, limits or Limits()) as con:
         _build_views(con, root, manifest)
         yield con, manifest
+
+
+def open_run_sandbox(run_dir: str | Path, limits: Limits | None = None) -> tuple[Sandbox, dict[str, Any]]:
+    """A ``Sandbox`` with the run's views built, for a caller that keeps it open (the service's pool), and the
+    manifest. The caller closes it."""
+    root = _root(run_dir)
+    manifest = _load_manifest(root)
+    box = Sandbox(root, limits or Limits())
+    try:
+        with box.session() as con:
+            _build_views(con, root, manifest)
+    except BaseException:
+        box.close()
+        raise
+    return box, manifest
 
 
 def execute_select(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyConnection:

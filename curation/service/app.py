@@ -33,8 +33,9 @@ from curation.io.runs import progress as run_progress
 from curation.query_sandbox import Limits
 from curation.service import views
 from curation.service.auth import COOKIE, _matches, require_read, same_origin
-from curation.service.cache import AnswerCache, cached_detail, cached_mixture, run_key
+from curation.service.cache import AnswerCache, cached_detail, cached_drops, cached_mixture, run_key
 from curation.service.registry import Registry
+from curation.service.sandbox_pool import SandboxPool
 from curation.service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,7 @@ def _read_api(app: FastAPI) -> None:
     limits = Limits(timeout_s=s.query_timeout_s, memory_limit=s.query_memory_limit)
     read = [Depends(require_read)]
     cache: AnswerCache = app.state.cache
+    opener = app.state.pool.open_run  # open sandboxes of finished runs, reused across requests
 
     def finished(run_id: str) -> Path:
         path = reg.path(run_id)
@@ -177,7 +179,7 @@ def _read_api(app: FastAPI) -> None:
 
     @app.get("/api/runs/{run_id}", dependencies=read)
     def run_detail(run_id: str) -> dict[str, Any]:
-        return cached_detail(cache, finished(run_id), limits)
+        return cached_detail(cache, finished(run_id), limits, opener)
 
     @app.get("/api/runs/{run_id}/progress", dependencies=read)
     def progress(run_id: str) -> dict[str, Any]:
@@ -195,7 +197,8 @@ def _read_api(app: FastAPI) -> None:
             raise HTTPException(400, detail=f"need offset >= 0 and 1 <= limit <= {s.query_max_rows}")
         path = finished(run_id)
         out = cache.get(("query", run_key(path), body.sql, body.offset, body.limit),
-                        lambda: views.run_query(path, limits, body.sql, body.offset, body.limit, s.query_max_rows),
+                        lambda: views.run_query(path, limits, body.sql, body.offset, body.limit, s.query_max_rows,
+                                                opener),
                         rows=lambda o: len(o.get("rows", [])))
         if body.format == "json":
             return out
@@ -210,13 +213,11 @@ def _read_api(app: FastAPI) -> None:
               source: str | None = None, offset: int = Query(0, ge=0, le=1_000_000),
               limit: int = Query(20, ge=1, le=500)) -> dict[str, Any]:
         path = finished(run_id)
-        return cache.get(("drops", run_key(path), stage, reason, domain, source, offset, limit),
-                         lambda: views.drops(path, limits, stage, reason, domain, source, offset, limit),
-                         rows=lambda o: len(o["samples"]))
+        return cached_drops(cache, path, limits, opener, stage, reason, domain, source, offset, limit)
 
     @app.get("/api/runs/{run_id}/docs/{doc_id:path}", dependencies=read)
     def document(run_id: str, doc_id: str) -> dict[str, Any]:
-        out = views.document(finished(run_id), limits, doc_id)
+        out = views.document(finished(run_id), limits, doc_id, opener)
         if out["outcome"] == "unknown":
             raise HTTPException(404, detail=f"no document {doc_id!r} in run {run_id!r} (neither kept nor dropped)")
         return out
@@ -226,7 +227,7 @@ def _read_api(app: FastAPI) -> None:
         path = finished(run_id)
         # The pool is read once per run and column; every slider position is then answered in memory.
         pool = cache.get(("whatif_pool", run_key(path), body.column),
-                         lambda: views.whatif_pool(path, limits, body.column))
+                         lambda: views.whatif_pool(path, limits, body.column, opener))
         return views.whatif_at(pool, body.threshold, body.direction)
 
     @app.get("/api/runs/{run_id}/mixture", dependencies=read)
@@ -238,7 +239,7 @@ def _read_api(app: FastAPI) -> None:
                 limit: int = Query(50, ge=1, le=1000)) -> dict[str, Any]:
         pa, pb = finished(a), finished(b)
         return cache.get(("compare", run_key(pa), run_key(pb), offset, limit),
-                         lambda: views.compare(pa, pb, limits, offset, limit), rows=lambda o: len(o["changed"]))
+                         lambda: views.compare(pa, pb, limits, offset, limit, opener), rows=lambda o: len(o["changed"]))
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -302,12 +303,19 @@ def _job_table_failed(settings: ServiceSettings) -> Any:
     return failed
 
 
-def _job_lifespan(settings: ServiceSettings) -> Any:
-    """Start the job manager at startup only when the job table holds jobs a crash left active, so they are
-    recovered before anyone asks; otherwise it starts (and starts Ray) at the first job request."""
+def _lifespan(settings: ServiceSettings, jobs: bool) -> Any:
+    """Close the pooled run sandboxes at shutdown. With the job routes, also start the job manager at startup
+    when the job table holds jobs a crash left active, so they are recovered before anyone asks; otherwise it
+    starts (and starts Ray) at the first job request."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not jobs:
+            try:
+                yield
+            finally:
+                app.state.pool.close()
+            return
         from curation.service import routes_jobs
         from curation.service.jobs import ACTIVE, JobStore
 
@@ -318,7 +326,10 @@ def _job_lifespan(settings: ServiceSettings) -> Any:
         try:
             yield
         finally:
-            shutdown(app)
+            try:
+                shutdown(app)
+            finally:
+                app.state.pool.close()
 
     return lifespan
 
@@ -328,12 +339,13 @@ def create_app(settings: ServiceSettings, failed: Any = None) -> FastAPI:
     failed; by default the job table decides when the job routes are present."""
     router = _job_router()
     app = FastAPI(title="curate serve", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
-                  lifespan=_job_lifespan(settings) if router is not None else None)
+                  lifespan=_lifespan(settings, jobs=router is not None))
     if failed is None and router is not None:
         failed = _job_table_failed(settings)
     app.state.settings = settings
     app.state.registry = Registry(settings.runs_root, failed)
     app.state.cache = AnswerCache()  # answers of finished runs (immutable): see curation/service/cache.py
+    app.state.pool = SandboxPool()  # open sandboxes of finished runs: see curation/service/sandbox_pool.py
     _install_errors(app)
     _read_api(app)
     _login_routes(app)

@@ -69,11 +69,12 @@ class AnswerCache:
             event.set()
 
 
-def cached_detail(cache: AnswerCache, run: Path, limits: Any) -> dict[str, Any]:
-    """``views.run_detail`` (funnel, reasons, domains, a histogram per score column) once per run."""
+def cached_detail(cache: AnswerCache, run: Path, limits: Any, opener: Any = None) -> dict[str, Any]:
+    """``views.run_detail`` (funnel, reasons, domains, a histogram per score column) once per run; ``opener``
+    (``views.RunOpener``) defaults to a new sandbox."""
     from curation.service import views
 
-    return cache.get(("detail", run_key(run)), lambda: views.run_detail(run, limits))
+    return cache.get(("detail", run_key(run)), lambda: views.run_detail(run, limits, opener or views.open_run))
 
 
 def cached_mixture(cache: AnswerCache, run: Path, limits: Any) -> dict[str, Any]:
@@ -81,3 +82,20 @@ def cached_mixture(cache: AnswerCache, run: Path, limits: Any) -> dict[str, Any]
     from curation.service.mixture import CMR_FIT, mixture
 
     return cache.get(("mixture", run_key(run, CMR_FIT)), lambda: mixture(run, limits))
+
+
+def cached_drops(cache: AnswerCache, run: Path, limits: Any, opener: Any, stage: str | None, reason: str | None,
+                 domain: str | None, source: str | None, offset: int, limit: int) -> dict[str, Any]:
+    """A drops page, cached; a page not seen yet is sliced from the filter's ``views.drop_order`` (read once
+    per run and filter, kept whatever its size), so it costs one read of its own rows and no sort."""
+    from curation.service import views
+
+    key = run_key(run)
+
+    def page() -> dict[str, Any]:
+        order = cache.get(("drop_order", key, stage, reason, domain, source),
+                          lambda: views.drop_order(run, limits, stage, reason, domain, source, opener))
+        return views.drops(run, limits, stage, reason, domain, source, offset, limit, opener, order)
+
+    return cache.get(("drops", key, stage, reason, domain, source, offset, limit), page,
+                     rows=lambda o: len(o["samples"]))

@@ -1,9 +1,9 @@
 """Read-side queries of the service: run detail, drops, one document's path, what-if, compare, SQL.
 
 Every query on run data goes through ``curation.stats.open_run`` (the sandboxed, locked DuckDB
-connection confined to that run). Values from requests travel only as bound parameters; the only
-identifiers spliced into SQL are column names taken from the run's own manifest after checking
-them against a fixed pattern, quoted as identifiers.
+connection confined to that run) or the service's pool of such connections (``opener``). Values from
+requests travel only as bound parameters; the only identifiers spliced into SQL are column names taken
+from the run's own manifest after checking them against a fixed pattern, quoted as identifiers.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import json
 import math
 import re
 from decimal import Decimal
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,10 @@ import numpy as np
 from curation.errors import ConfigError
 from curation.query_sandbox import Limits
 from curation.stats import _ident, execute_select, open_run
+
+#: Opens a run's views on a sandboxed connection: ``curation.stats.open_run`` (a new sandbox each time) or the
+#: service's ``SandboxPool.open_run`` (an open one, reused).
+RunOpener = Callable[[Path, Limits], AbstractContextManager[tuple[duckdb.DuckDBPyConnection, dict[str, Any]]]]
 
 #: Columns a what-if may move a threshold on: classifier scores, language score, length, LM scores.
 WHATIF_COLUMN = re.compile(r"^(score_[A-Za-z0-9_]+|lang_score|n_chars|bpc_[A-Za-z0-9_]+|ps_[A-Za-z0-9_]+)$")
@@ -72,9 +78,9 @@ def _stage_configs(manifest: dict[str, Any], name: str) -> list[dict[str, Any]]:
 
 # -- run detail -------------------------------------------------------------------------------------
 
-def run_detail(run: Path, limits: Limits) -> dict[str, Any]:
+def run_detail(run: Path, limits: Limits, opener: RunOpener = open_run) -> dict[str, Any]:
     """Manifest summary, funnel, drop reasons, domains, quarantine and a histogram per numeric column."""
-    with open_run(run, limits) as (con, m):
+    with opener(run, limits) as (con, m):
         reasons = _rows(con, "SELECT stage, reason, count(*) AS docs, sum(n_chars) AS chars FROM decisions "
                              "GROUP BY ALL ORDER BY docs DESC, stage, reason")
         domains = _rows(con, "SELECT domain, count(*) AS docs, sum(n_chars) AS chars, round(avg(n_chars)) AS "
@@ -163,10 +169,11 @@ def histogram(con: duckdb.DuckDBPyConnection, manifest: dict[str, Any], column: 
                       "kept": counts.get(i, (0, 0))[1]} for i in range(bins)]}
 
 
-def whatif(run: Path, limits: Limits, column: Any, threshold: Any, direction: Any) -> dict[str, Any]:
+def whatif(run: Path, limits: Limits, column: Any, threshold: Any, direction: Any,
+           opener: RunOpener = open_run) -> dict[str, Any]:
     """Kept documents, characters and tokens per domain if ``column``'s threshold moved."""
     _check_move(threshold, direction)
-    return whatif_at(whatif_pool(run, limits, column), threshold, direction)
+    return whatif_at(whatif_pool(run, limits, column, opener), threshold, direction)
 
 
 def _check_move(threshold: Any, direction: Any) -> None:
@@ -177,11 +184,11 @@ def _check_move(threshold: Any, direction: Any) -> None:
         raise ConfigError(f"threshold must be a finite number, got {threshold!r}")
 
 
-def whatif_pool(run: Path, limits: Limits, column: Any) -> dict[str, Any]:
+def whatif_pool(run: Path, limits: Limits, column: Any, opener: RunOpener = open_run) -> dict[str, Any]:
     """Everything a what-if on ``column`` needs, read once: the pool's (domain, n_chars, value, kept) as arrays,
     kept documents per domain, and the counts the answer reports. A slider then moves in memory
     (``whatif_at``), with no query per position."""
-    with open_run(run, limits) as (con, m):
+    with opener(run, limits) as (con, m):
         _check_column(m, column)
         sql, params, source = _pool(m, column)
         cols = con.execute(f"SELECT domain, n_chars, v, kept FROM ({sql})", params).fetchnumpy()
@@ -262,30 +269,59 @@ def _filters(stage: str | None, reason: str | None, domain: str | None, source: 
     return (" WHERE " + " AND ".join(where)) if where else "", params
 
 
-def drops(run: Path, limits: Limits, stage: str | None, reason: str | None, domain: str | None,
-          source: str | None, offset: int, limit: int) -> dict[str, Any]:
-    """Counts per stage and reason (with the domain/source filter), and a page of dropped documents."""
+def drop_order(run: Path, limits: Limits, stage: str | None, reason: str | None, domain: str | None,
+               source: str | None, opener: RunOpener = open_run) -> dict[str, Any]:
+    """What every page of one drops listing needs, read once: the counts per stage and reason under the
+    domain/source filter, and the (stage, reason, id) of every matching dropped document in page order.
+    A page is then a slice of it plus one read of that page's rows (``drops``), with no sort per page."""
     where, params = _filters(None, None, domain, source)
     swhere, sparams = _filters(stage, reason, domain, source)
-    with open_run(run, limits) as (con, _):
+    with opener(run, limits) as (con, _):
         reasons = _rows(con, f"SELECT stage, reason, count(*) AS docs, sum(n_chars) AS chars FROM decisions{where} "
                              "GROUP BY ALL ORDER BY docs DESC, stage, reason", params)
-        samples = _rows(con, f"SELECT id, stage, reason, details, domain, source, url, n_chars, "
-                             f"left(text, {TEXT_PREVIEW}) AS text FROM decisions{swhere} "
-                             "ORDER BY stage, reason, id LIMIT ? OFFSET ?", sparams + [limit, offset])
-    # The reasons are counted under the same domain/source filter: the total of a stage/reason is their sum
-    # (one scan of the decisions fewer per page).
+        keys = con.execute(f"SELECT stage, reason, id FROM decisions{swhere} ORDER BY stage, reason, id",
+                           sparams).fetchall()
+    return {"reasons": reasons, "keys": keys}
+
+
+def drops(run: Path, limits: Limits, stage: str | None, reason: str | None, domain: str | None,
+          source: str | None, offset: int, limit: int, opener: RunOpener = open_run,
+          order: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Counts per stage and reason (with the domain/source filter), and a page of dropped documents (ordered by
+    stage, reason, id). ``order`` is this filter's ``drop_order`` when the caller keeps it (the service caches
+    it per run and filter); without it, it is read here."""
+    if order is None:
+        order = drop_order(run, limits, stage, reason, domain, source, opener)
+    reasons, page_keys = order["reasons"], order["keys"][offset:offset + limit]
+    samples: list[dict[str, Any]] = []
+    if page_keys:
+        ids = sorted({k[2] for k in page_keys})
+        swhere, sparams = _filters(stage, reason, domain, source)
+        # The page's ids as constants: DuckDB pushes an IN list into the parquet scan, so only these rows'
+        # text is read.
+        cond = f"id IN ({', '.join('?' * len(ids))})"
+        swhere = f"{swhere} AND {cond}" if swhere else f" WHERE {cond}"
+        with opener(run, limits) as (con, _):
+            rows = _rows(con, f"SELECT id, stage, reason, details, domain, source, url, n_chars, "
+                              f"left(text, {TEXT_PREVIEW}) AS text FROM decisions{swhere}", sparams + ids)
+        by_key: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        for r in rows:
+            by_key.setdefault((r["stage"], r["reason"], r["id"]), []).append(r)
+        for k in page_keys:  # one row per key in page order (an id dropped twice under one reason: twice)
+            found = by_key.get(tuple(k))
+            if found:
+                samples.append(found.pop())
     total = sum(r["docs"] for r in reasons if stage in (None, r["stage"]) and reason in (None, r["reason"]))
-    for s in samples:
-        s["details"] = _details(s["details"])
+    for smp in samples:
+        smp["details"] = _details(smp["details"])
     return {"reasons": reasons, "total": int(total), "offset": offset, "limit": limit, "samples": samples,
             "filters": {"stage": stage, "reason": reason, "domain": domain, "source": source}}
 
 
-def document(run: Path, limits: Limits, doc_id: str) -> dict[str, Any]:
+def document(run: Path, limits: Limits, doc_id: str, opener: RunOpener = open_run) -> dict[str, Any]:
     """One document's path through the run: the stage that dropped it (with details), or its kept row;
     and its duplicate cluster (the kept member and the members dropped as its duplicates)."""
-    with open_run(run, limits) as (con, m):
+    with opener(run, limits) as (con, m):
         dropped = _rows(con, "SELECT stage, reason, details, domain, source, url, n_chars, text FROM decisions "
                              "WHERE id = ?", [doc_id])
         kept = _rows(con, "SELECT * FROM docs WHERE id = ?", [doc_id])
@@ -317,15 +353,16 @@ _FATES = ("SELECT id, 'kept' AS fate FROM docs UNION ALL "
           "SELECT id, 'dropped: ' || stage || '/' || reason FROM decisions")
 
 
-def _fates(run: Path, limits: Limits) -> tuple[dict[str, str], dict[str, Any]]:
-    with open_run(run, limits) as (con, m):
+def _fates(run: Path, limits: Limits, opener: RunOpener = open_run) -> tuple[dict[str, str], dict[str, Any]]:
+    with opener(run, limits) as (con, m):
         return dict(con.execute(_FATES).fetchall()), m
 
 
-def compare(a: Path, b: Path, limits: Limits, offset: int, limit: int) -> dict[str, Any]:
+def compare(a: Path, b: Path, limits: Limits, offset: int, limit: int,
+            opener: RunOpener = open_run) -> dict[str, Any]:
     """Funnels side by side, documents whose decision changed (paged, by id), per-domain token deltas."""
-    fa, ma = _fates(a, limits)
-    fb, mb = _fates(b, limits)
+    fa, ma = _fates(a, limits, opener)
+    fb, mb = _fates(b, limits, opener)
     changed = sorted(i for i in set(fa) | set(fb) if fa.get(i) != fb.get(i))
     fun_a = {s["name"]: s for s in ma.get("stages", [])}
     fun_b = {s["name"]: s for s in mb.get("stages", [])}
@@ -353,13 +390,13 @@ def compare(a: Path, b: Path, limits: Limits, offset: int, limit: int) -> dict[s
 # -- SQL --------------------------------------------------------------------------------------------
 
 def run_query(run: Path, limits: Limits, sql: str, offset: int, limit: int,
-              max_rows: int) -> dict[str, Any]:
+              max_rows: int, opener: RunOpener = open_run) -> dict[str, Any]:
     """One read-only SELECT over the run's views, rows ``offset .. offset+limit`` (at most ``max_rows``
     past the start). The statement runs as sent (never wrapped in more SQL); paging skips rows."""
     if offset + limit > max_rows:
         raise ConfigError(f"offset + limit must be at most {max_rows} (the service's row cap), got "
                           f"{offset + limit}")
-    with open_run(run, limits) as (con, _):
+    with opener(run, limits) as (con, _):
         rel = execute_select(con, sql)
         cols = [d[0] for d in rel.description]
         if offset:
