@@ -197,25 +197,50 @@ def whatif_pool(run: Path, limits: Limits, column: Any, opener: RunOpener = open
         kept_null = con.execute(f"SELECT count(*) FROM docs WHERE {_ident(column)} IS NULL").fetchone()[0]
         dropped_total = con.execute("SELECT count(*) FROM decisions").fetchone()[0]
     domain = np.asarray(cols["domain"], dtype=object)
-    return {"column": column, "source": source, "domain": domain,
-            "n_chars": np.nan_to_num(np.asarray(cols["n_chars"], dtype=np.float64)).astype(np.int64),
-            "v": np.asarray(cols["v"], dtype=np.float64), "kept": np.asarray(cols["kept"], dtype=np.int64) == 1,
+    n_chars = np.nan_to_num(np.asarray(cols["n_chars"], dtype=np.float64)).astype(np.int64)
+    v, kept = np.asarray(cols["v"], dtype=np.float64), np.asarray(cols["kept"], dtype=np.int64) == 1
+    return {"column": column, "source": source, "sides": _sorted_sides(domain, n_chars, v, kept),
             "now": now, "kept_null": int(kept_null), "dropped_total": int(dropped_total),
             "manifest": {"domains": m.get("domains", {}), "config": m.get("config"), "schema": m.get("schema")}}
+
+
+def _sorted_sides(domain: np.ndarray, n_chars: np.ndarray, v: np.ndarray,
+                  kept: np.ndarray) -> dict[Any, tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]]:
+    """Per domain (first-seen order), kept and dropped pool documents apart: their values sorted and the running
+    sum of their characters in that order (a leading 0). Any threshold is then two binary searches per side."""
+    out = {}
+    for dom in dict.fromkeys(domain.tolist()):
+        sel = domain == dom
+        sides = []
+        for mask in (kept & sel, ~kept & sel):
+            order = np.argsort(v[mask], kind="stable")
+            sides.append((v[mask][order], np.concatenate(([0], np.cumsum(n_chars[mask][order])))))
+        out[dom] = (sides[0], sides[1])
+    return out
+
+
+def _beyond(side: tuple[np.ndarray, np.ndarray], threshold: float, above: bool) -> tuple[int, int]:
+    """(documents, characters) of one sorted side with value >= threshold (``above``) or <= threshold."""
+    vals, chars = side
+    if above:
+        i = int(np.searchsorted(vals, threshold, side="left"))
+        return len(vals) - i, int(chars[-1] - chars[i])
+    i = int(np.searchsorted(vals, threshold, side="right"))
+    return i, int(chars[i])
 
 
 def whatif_at(p: dict[str, Any], threshold: Any, direction: Any) -> dict[str, Any]:
     """The what-if answer at ``threshold`` from a pool ``whatif_pool`` read."""
     _check_move(threshold, direction)
     column, source, m, now = p["column"], p["source"], p["manifest"], p["now"]
-    v, kept, n_chars, domain = p["v"], p["kept"], p["n_chars"], p["domain"]
-    passes = v >= threshold if direction == "keep_above" else v <= threshold
-    lost, gained = kept & ~passes, ~kept & passes
+    above = direction == "keep_above"
     rows = []
-    for dom in dict.fromkeys(domain.tolist()):  # the pool's domains in first-seen order
-        sel = domain == dom
-        rows.append((dom, int((kept & sel).sum()), int((~kept & sel).sum()), int((lost & sel).sum()),
-                     int(n_chars[lost & sel].sum()), int((gained & sel).sum()), int(n_chars[gained & sel].sum())))
+    for dom, (kept_side, dropped_side) in p["sides"].items():  # the pool's domains in first-seen order
+        pass_d, pass_c = _beyond(kept_side, threshold, above)
+        gain_d, gain_c = _beyond(dropped_side, threshold, above)
+        n_kept, n_dropped = len(kept_side[0]), len(dropped_side[0])
+        # Lost: kept documents that no longer pass; gained: dropped ones that now pass.
+        rows.append((dom, n_kept, n_dropped, n_kept - pass_d, int(kept_side[1][-1]) - pass_c, gain_d, gain_c))
     kept_null, dropped_total = p["kept_null"], p["dropped_total"]
     pool = {r[0]: r[1:] for r in rows}
     manifest_domains = m.get("domains", {})

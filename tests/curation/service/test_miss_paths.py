@@ -1,6 +1,7 @@
-"""Drops pages are slices of one ordered read per run and filter: every page equals what the sorted SQL
-(``ORDER BY stage, reason, id LIMIT OFFSET``) returns, and further pages of a filter do not read the order
-again."""
+"""Cheaper misses give the same answers. Drops pages are slices of one ordered read per run and filter: every
+page equals what the sorted SQL (``ORDER BY stage, reason, id LIMIT OFFSET``) returns, and further pages of a
+filter do not read the order again. A what-if answered by binary search over per-domain sorted values equals the
+per-document count at every threshold."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from curation.query_sandbox import Limits
@@ -80,3 +82,28 @@ def test_pages_of_one_filter_read_the_order_once(run: Path, tmp_path: Path) -> N
         assert page.status_code == 200 and "12 documents" in page.text
     orders = [k for k in cache._data if k[0] == "drop_order"]
     assert len(orders) == 1 and cache.misses == 1 + 4  # one order; pages 0, 5, 10 and the HTML page's
+
+
+def test_whatif_by_binary_search_equals_counting_every_document(run: Path) -> None:
+    pool = views.whatif_pool(run, LIMITS, "n_chars")
+    with open_run(run, LIMITS) as (con, m):
+        sql, params, _ = views._pool(m, "n_chars")
+        rows = con.execute(f"SELECT domain, n_chars, v, kept FROM ({sql})", params).fetchall()
+    dom = np.array([r[0] for r in rows], dtype=object)
+    chars, v = np.array([r[1] for r in rows]), np.array([r[2] for r in rows], dtype=float)
+    kept = np.array([r[3] for r in rows]) == 1
+    assert kept.sum() == 24 and (~kept).sum() == 12  # the pool: kept documents and text_length_v1's drops
+    values = sorted(set(v.tolist()))
+    thresholds = [values[0] - 1, values[-1] + 1] + values + [(a + b) / 2 for a, b in zip(values, values[1:])]
+    for thr in thresholds:
+        for direction in ("keep_above", "keep_below"):
+            got = {d["domain"]: d for d in views.whatif_at(pool, thr, direction)["domains"]}
+            passes = v >= thr if direction == "keep_above" else v <= thr
+            lost, gained = kept & ~passes, ~kept & passes
+            for d in ("web", "books"):
+                sel = dom == d
+                want_docs = int((kept & sel).sum() - (lost & sel).sum() + (gained & sel).sum())
+                want_chars = int(chars[kept & sel].sum() - chars[lost & sel].sum() + chars[gained & sel].sum())
+                assert (got[d]["lost_docs"], got[d]["gained_docs"]) == (int((lost & sel).sum()),
+                                                                        int((gained & sel).sum()))
+                assert (got[d]["new_docs"], got[d]["new_chars"]) == (want_docs, want_chars)
