@@ -67,10 +67,21 @@ def _load_manifest(root: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not a valid manifest ({exc})") from exc
 
 
+def view_files(run_dir: str | Path, view: str) -> list[str]:
+    """The parquet files the run's ``view`` (``docs`` -> shards, ``decisions``, ``quarantine``) reads, as it
+    lists them."""
+    root = _root(run_dir)
+    return _files(root / ("shards" if view == "docs" else view))
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p) for p in folder.glob("*.parquet"))
+
+
 def _parquet_view(con: duckdb.DuckDBPyConnection, view: str, folder: Path, empty: str) -> None:
     """``view`` over every ``*.parquet`` in ``folder``, listed here and passed as quoted literals (file names
     are data: a quote in a name stays inside its literal, a glob character matches nothing else)."""
-    files = sorted(str(p) for p in folder.glob("*.parquet"))
+    files = _files(folder)
     src = (f"SELECT * FROM read_parquet([{', '.join(_sql_str(f) for f in files)}], union_by_name=true)"
            if files else empty)
     con.execute(f"CREATE VIEW {view} AS {src}")

@@ -22,7 +22,7 @@ import numpy as np
 
 from curation.errors import ConfigError
 from curation.query_sandbox import Limits
-from curation.stats import _ident, execute_select, open_run
+from curation.stats import _ident, execute_select, open_run, view_files
 
 #: Opens a run's views on a sandboxed connection: ``curation.stats.open_run`` (a new sandbox each time) or the
 #: service's ``SandboxPool.open_run`` (an open one, reused).
@@ -297,16 +297,20 @@ def _filters(stage: str | None, reason: str | None, domain: str | None, source: 
 def drop_order(run: Path, limits: Limits, stage: str | None, reason: str | None, domain: str | None,
                source: str | None, opener: RunOpener = open_run) -> dict[str, Any]:
     """What every page of one drops listing needs, read once: the counts per stage and reason under the
-    domain/source filter, and the (stage, reason, id) of every matching dropped document in page order.
-    A page is then a slice of it plus one read of that page's rows (``drops``), with no sort per page."""
+    domain/source filter, and for every matching dropped document in page order (stage, reason, id) its
+    (stage, reason, id, file, row in file). A page is then a slice of it plus a read of those rows from
+    their files (``drops``), with no sort and no scan of the other files per page."""
     where, params = _filters(None, None, domain, source)
     swhere, sparams = _filters(stage, reason, domain, source)
+    files = view_files(run, "decisions")  # what the decisions view reads, in its order
     with opener(run, limits) as (con, _):
         reasons = _rows(con, f"SELECT stage, reason, count(*) AS docs, sum(n_chars) AS chars FROM decisions{where} "
                              "GROUP BY ALL ORDER BY docs DESC, stage, reason", params)
-        keys = con.execute(f"SELECT stage, reason, id FROM decisions{swhere} ORDER BY stage, reason, id",
-                           sparams).fetchall()
-    return {"reasons": reasons, "keys": keys}
+        rows = con.execute("SELECT stage, reason, id, filename, file_row_number FROM read_parquet(?, filename=true, "
+                           f"file_row_number=true, union_by_name=true){swhere} ORDER BY stage, reason, id",
+                           [files] + sparams).fetchall() if files else []
+    index = {f: i for i, f in enumerate(files)}  # a file as its position: one string per file, not per row
+    return {"reasons": reasons, "files": files, "keys": [(st, rs, i, index[f], n) for st, rs, i, f, n in rows]}
 
 
 def drops(run: Path, limits: Limits, stage: str | None, reason: str | None, domain: str | None,
@@ -318,24 +322,19 @@ def drops(run: Path, limits: Limits, stage: str | None, reason: str | None, doma
     if order is None:
         order = drop_order(run, limits, stage, reason, domain, source, opener)
     reasons, page_keys = order["reasons"], order["keys"][offset:offset + limit]
-    samples: list[dict[str, Any]] = []
-    if page_keys:
-        ids = sorted({k[2] for k in page_keys})
-        swhere, sparams = _filters(stage, reason, domain, source)
-        # The page's ids as constants: DuckDB pushes an IN list into the parquet scan, so only these rows'
-        # text is read.
-        cond = f"id IN ({', '.join('?' * len(ids))})"
-        swhere = f"{swhere} AND {cond}" if swhere else f" WHERE {cond}"
+    by_file: dict[int, list[int]] = {}
+    for k in page_keys:
+        by_file.setdefault(k[3], []).append(k[4])
+    found: dict[tuple[int, int], dict[str, Any]] = {}
+    if by_file:
         with opener(run, limits) as (con, _):
-            rows = _rows(con, f"SELECT id, stage, reason, details, domain, source, url, n_chars, "
-                              f"left(text, {TEXT_PREVIEW}) AS text FROM decisions{swhere}", sparams + ids)
-        by_key: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-        for r in rows:
-            by_key.setdefault((r["stage"], r["reason"], r["id"]), []).append(r)
-        for k in page_keys:  # one row per key in page order (an id dropped twice under one reason: twice)
-            found = by_key.get(tuple(k))
-            if found:
-                samples.append(found.pop())
+            for f, wanted in by_file.items():
+                for r in _rows(con, "SELECT file_row_number AS _row, id, stage, reason, details, domain, source, url, "
+                                    f"n_chars, left(text, {TEXT_PREVIEW}) AS text FROM read_parquet(?, "
+                                    f"file_row_number=true) WHERE file_row_number IN ({', '.join('?' * len(wanted))})",
+                               [order["files"][f]] + wanted):
+                    found[(f, r.pop("_row"))] = r
+    samples = [found[(k[3], k[4])] for k in page_keys if (k[3], k[4]) in found]
     total = sum(r["docs"] for r in reasons if stage in (None, r["stage"]) and reason in (None, r["reason"]))
     for smp in samples:
         smp["details"] = _details(smp["details"])
