@@ -33,7 +33,8 @@ from curation.io.runs import progress as run_progress
 from curation.query_sandbox import Limits
 from curation.service import views
 from curation.service.auth import COOKIE, _matches, require_read, same_origin
-from curation.service.cache import AnswerCache, cached_detail, cached_drops, cached_mixture, run_key
+from curation.service.cache import (AnswerCache, cached_detail, cached_drops, cached_mixture, detail_key, drops_key,
+                                    json_response, mixture_key, run_key)
 from curation.service.registry import Registry
 from curation.service.sandbox_pool import SandboxPool
 from curation.service.settings import ServiceSettings
@@ -178,8 +179,9 @@ def _read_api(app: FastAPI) -> None:
         return {"root": str(reg.root), "runs": [r.to_json() for r in reg.list()]}
 
     @app.get("/api/runs/{run_id}", dependencies=read)
-    def run_detail(run_id: str) -> dict[str, Any]:
-        return cached_detail(cache, finished(run_id), limits, opener)
+    def run_detail(run_id: str) -> Response:
+        path = finished(run_id)
+        return json_response(cache, detail_key(path), cached_detail(cache, path, limits, opener))
 
     @app.get("/api/runs/{run_id}/progress", dependencies=read)
     def progress(run_id: str) -> dict[str, Any]:
@@ -196,12 +198,12 @@ def _read_api(app: FastAPI) -> None:
         if body.offset < 0 or not 1 <= body.limit <= s.query_max_rows:
             raise HTTPException(400, detail=f"need offset >= 0 and 1 <= limit <= {s.query_max_rows}")
         path = finished(run_id)
-        out = cache.get(("query", run_key(path), body.sql, body.offset, body.limit),
-                        lambda: views.run_query(path, limits, body.sql, body.offset, body.limit, s.query_max_rows,
-                                                opener),
+        key = ("query", run_key(path), body.sql, body.offset, body.limit)
+        out = cache.get(key, lambda: views.run_query(path, limits, body.sql, body.offset, body.limit,
+                                                     s.query_max_rows, opener),
                         rows=lambda o: len(o.get("rows", [])))
         if body.format == "json":
-            return out
+            return json_response(cache, key, out)
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(out["columns"])
@@ -211,9 +213,10 @@ def _read_api(app: FastAPI) -> None:
     @app.get("/api/runs/{run_id}/drops", dependencies=read)
     def drops(run_id: str, stage: str | None = None, reason: str | None = None, domain: str | None = None,
               source: str | None = None, offset: int = Query(0, ge=0, le=1_000_000),
-              limit: int = Query(20, ge=1, le=500)) -> dict[str, Any]:
+              limit: int = Query(20, ge=1, le=500)) -> Response:
         path = finished(run_id)
-        return cached_drops(cache, path, limits, opener, stage, reason, domain, source, offset, limit)
+        return json_response(cache, drops_key(path, stage, reason, domain, source, offset, limit),
+                             cached_drops(cache, path, limits, opener, stage, reason, domain, source, offset, limit))
 
     @app.get("/api/runs/{run_id}/docs/{doc_id:path}", dependencies=read)
     def document(run_id: str, doc_id: str) -> dict[str, Any]:
@@ -231,15 +234,17 @@ def _read_api(app: FastAPI) -> None:
         return views.whatif_at(pool, body.threshold, body.direction)
 
     @app.get("/api/runs/{run_id}/mixture", dependencies=read)
-    def mixture(run_id: str) -> dict[str, Any]:
-        return cached_mixture(cache, finished(run_id), limits)
+    def mixture(run_id: str) -> Response:
+        path = finished(run_id)
+        return json_response(cache, mixture_key(path), cached_mixture(cache, path, limits))
 
     @app.get("/api/compare", dependencies=read)
     def compare(a: str, b: str, offset: int = Query(0, ge=0, le=10_000_000),
-                limit: int = Query(50, ge=1, le=1000)) -> dict[str, Any]:
+                limit: int = Query(50, ge=1, le=1000)) -> Response:
         pa, pb = finished(a), finished(b)
-        return cache.get(("compare", run_key(pa), run_key(pb), offset, limit),
-                         lambda: views.compare(pa, pb, limits, offset, limit, opener), rows=lambda o: len(o["changed"]))
+        key = ("compare", run_key(pa), run_key(pb), offset, limit)
+        return json_response(cache, key, cache.get(key, lambda: views.compare(pa, pb, limits, offset, limit, opener),
+                                                   rows=lambda o: len(o["changed"])))
 
 
 async def _form(request: Request) -> dict[str, str]:
