@@ -6,8 +6,9 @@ each looping over a weighted mix of page loads (``/``, ``/runs/ID``), API reads 
 mixture), SQL queries and what-if requests. By default a client sends its next request as soon as the last one
 is answered (a stress model); ``--think-ms N`` makes each client pause N ms (drawn uniformly from 0.5N..1.5N)
 between requests, as a person reading the page would (a user model). Prints p50/p95/max per kind, errors,
-requests/s, the server's peak RSS (from /proc, the server and its children) and the machine's load average
-(at the start and end, and its range during the run: the machine may be shared), and writes the same as JSON with ``--out``.
+requests/s, the server's peak RSS (from /proc, the server and its children), the CPU seconds the server and
+the clients used, and the machine's load average (at the start and end, and its range during the run: the
+machine may be shared), and writes the same as JSON with ``--out``.
 
 The run: the bundled sample corpus (1,265 documents) replicated ``--copies`` times with new ids, each copy's
 text perturbed (the words of every line but the last word shuffled with a per-copy seed, so exact and
@@ -117,6 +118,12 @@ def _rss_tree(pid: int) -> int:
         except (FileNotFoundError, ProcessLookupError):
             continue
     return total
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) ``pid`` has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Server:
@@ -264,22 +271,27 @@ def main() -> None:
     try:
         server.wait_ready()
         load_before, loads, done = os.getloadavg(), [], threading.Event()
+        cpu_server, cpu_clients = _cpu_s(server.proc.pid), time.process_time()
         sampler = threading.Thread(target=_sample_load, args=(loads, done), daemon=True)
         sampler.start()
         res = asyncio.run(load(server.url, run_dir.name, args.clients, args.duration, columns, args.think_ms))
+        cpu_server, cpu_clients = _cpu_s(server.proc.pid) - cpu_server, time.process_time() - cpu_clients
         done.set()
         sampler.join()
         load_after = os.getloadavg()
     finally:
         server.stop()
     res.update(loadavg_start=load_before, loadavg_end=load_after, loadavg_1min_min=min(loads),
-               loadavg_1min_max=max(loads), peak_rss_bytes=server.peak_rss, run=str(run_dir), docs_read=m["totals"]["docs_read"],
+               loadavg_1min_max=max(loads), cpu_s_server=cpu_server, cpu_s_clients=cpu_clients,
+               peak_rss_bytes=server.peak_rss, run=str(run_dir), docs_read=m["totals"]["docs_read"],
                docs_kept=m["totals"]["docs_out"], decisions=sum(sum(s["dropped"].values()) for s in m["stages"]))
     print(table(res))
     print(f"{args.clients} clients, think {args.think_ms:g} ms; load average (1/5/15 min) at start "
           f"{'/'.join(f'{x:.1f}' for x in load_before)}, at end {'/'.join(f'{x:.1f}' for x in load_after)}; "
           f"1-min load average during the run {min(loads):.1f}-{max(loads):.1f} (the load test's own processes "
           "count in it)")
+    print(f"CPU used during the load: server {cpu_server:.1f} s, clients {cpu_clients:.1f} s, of "
+          f"{(os.cpu_count() or 1) * res['wall_s']:.0f} core-seconds on {os.cpu_count()} cores")
     print(f"{res['requests']:,} requests in {res['wall_s']:.1f} s = {res['requests_per_s']:.1f}/s; "
           f"{res['errors']} errors; server peak RSS {res['peak_rss_bytes'] / 2**20:.0f} MiB; run: "
           f"{res['docs_read']:,} documents read, {res['docs_kept']:,} kept, {res['decisions']:,} dropped")
