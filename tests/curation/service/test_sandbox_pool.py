@@ -44,7 +44,7 @@ def _count(pool: SandboxPool, run: Path, limits: Limits = LIMITS) -> int:
 
 def test_a_run_sandbox_is_reused_and_one_request_at_a_time_has_it(runs: tuple[Path, Path]) -> None:
     a, _ = runs
-    pool = SandboxPool(max_idle=8, max_per_run=2)
+    pool = SandboxPool(max_idle=8, max_per_run=2, wait_s=0.2)
     with pool.open_run(a, LIMITS) as (con, manifest):
         first = id(con)
         assert manifest["totals"]["docs_out"] == 3
@@ -55,7 +55,8 @@ def test_a_run_sandbox_is_reused_and_one_request_at_a_time_has_it(runs: tuple[Pa
     with pool.open_run(a, LIMITS) as (con, _):
         assert id(con) in (first, id(con2))
     assert (pool.opened, pool.reused) == (2, 1)
-    # Eight threads holding a sandbox at once: eight distinct connections; at most max_per_run kept after.
+    # Eight threads holding a sandbox at once (past the cap after waiting wait_s): eight distinct connections; at
+    # most max_per_run kept after.
     barrier, seen = threading.Barrier(8), []
 
     def hold() -> None:
@@ -72,6 +73,25 @@ def test_a_run_sandbox_is_reused_and_one_request_at_a_time_has_it(runs: tuple[Pa
     assert len(set(seen)) == 8 and pool.idle() == 2 and pool.discarded == 0
     pool.close()
     assert pool.idle() == 0
+
+
+def test_requests_over_the_cap_wait_for_a_sandbox_instead_of_opening_one(runs: tuple[Path, Path]) -> None:
+    a, _ = runs
+    pool = SandboxPool(max_per_run=2, wait_s=30)
+    counts: list[int] = []
+
+    def use() -> None:
+        with pool.open_run(a, LIMITS) as (c, _):
+            time.sleep(0.2)
+            counts.append(c.execute("SELECT count(*) FROM docs").fetchone()[0])
+
+    threads = [threading.Thread(target=use) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert counts == [3] * 6 and (pool.opened, pool.reused, pool.idle()) == (2, 4, 2)
+    pool.close()
 
 
 def _spill_dir(con: duckdb.DuckDBPyConnection) -> Path:
