@@ -322,18 +322,20 @@ def drops(run: Path, limits: Limits, stage: str | None, reason: str | None, doma
     if order is None:
         order = drop_order(run, limits, stage, reason, domain, source, opener)
     reasons, page_keys = order["reasons"], order["keys"][offset:offset + limit]
-    by_file: dict[int, list[int]] = {}
-    for k in page_keys:
-        by_file.setdefault(k[3], []).append(k[4])
     found: dict[tuple[int, int], dict[str, Any]] = {}
-    if by_file:
+    if page_keys:
+        files = sorted({k[3] for k in page_keys})
+        wanted = sorted({k[4] for k in page_keys})
+        index = {order["files"][f]: f for f in files}
+        # One scan of just the page's files, keeping their rows at the page's row numbers (a row number of one
+        # file may select rows of another too: those are dropped below, by (file, row)).
         with opener(run, limits) as (con, _):
-            for f, wanted in by_file.items():
-                for r in _rows(con, "SELECT file_row_number AS _row, id, stage, reason, details, domain, source, url, "
-                                    f"n_chars, left(text, {TEXT_PREVIEW}) AS text FROM read_parquet(?, "
-                                    f"file_row_number=true) WHERE file_row_number IN ({', '.join('?' * len(wanted))})",
-                               [order["files"][f]] + wanted):
-                    found[(f, r.pop("_row"))] = r
+            rows = _rows(con, "SELECT filename AS _file, file_row_number AS _row, id, stage, reason, details, domain, "
+                              f"source, url, n_chars, left(text, {TEXT_PREVIEW}) AS text FROM read_parquet(?, "
+                              "filename=true, file_row_number=true, union_by_name=true) WHERE file_row_number IN "
+                              f"({', '.join('?' * len(wanted))})", [[order["files"][f] for f in files]] + wanted)
+        for r in rows:
+            found[(index[r.pop("_file")], r.pop("_row"))] = r
     samples = [found[(k[3], k[4])] for k in page_keys if (k[3], k[4]) in found]
     total = sum(r["docs"] for r in reasons if stage in (None, r["stage"]) and reason in (None, r["reason"]))
     for smp in samples:
