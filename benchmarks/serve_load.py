@@ -3,8 +3,12 @@
 Load test of ``curate serve``: builds (or reuses) a run of >= 100k documents, starts the real server (uvicorn on
 127.0.0.1, open access), and runs ``--clients`` concurrent clients (asyncio + httpx) for ``--duration`` seconds,
 each looping over a weighted mix of page loads (``/``, ``/runs/ID``), API reads (run detail, runs list, drops,
-mixture), SQL queries and what-if requests. Prints p50/p95/max per kind, errors, requests/s and the server's
-peak RSS (from /proc, the server and its children), and writes the same as JSON with ``--out``.
+mixture), SQL queries and what-if requests. By default a client sends its next request as soon as the last one
+is answered (a stress model); ``--think-ms N`` makes each client pause N ms (drawn uniformly from 0.5N..1.5N)
+between requests, as a person reading the page would (a user model). Prints p50/p95/max per kind, errors,
+requests/s, the server's peak RSS (from /proc, the server and its children), the CPU seconds the server and
+the clients used, and the machine's load average (at the start and end, and its range during the run: the
+machine may be shared), and writes the same as JSON with ``--out``.
 
 The run: the bundled sample corpus (1,265 documents) replicated ``--copies`` times with new ids, each copy's
 text perturbed (the words of every line but the last word shuffled with a per-copy seed, so exact and
@@ -116,6 +120,12 @@ def _rss_tree(pid: int) -> int:
     return total
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) ``pid`` has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     """``curate serve`` over the run's parent folder, as a child process; samples its RSS."""
 
@@ -158,12 +168,14 @@ class Server:
 
 
 async def _client(url: str, run_id: str, deadline: float, seed: int, lat: dict[str, list[float]],
-                  errors: dict[str, list[str]], columns: list[str]) -> None:
+                  errors: dict[str, list[str]], columns: list[str], think_s: float = 0.0) -> None:
     import httpx
 
     rng = random.Random(seed)
     kinds, weights = zip(*MIX)
     async with httpx.AsyncClient(base_url=url, timeout=120) as c:
+        if think_s:  # clients start spread over one pause, not all at once
+            await asyncio.sleep(rng.uniform(0, think_s))
         while time.time() < deadline:
             kind = rng.choices(kinds, weights)[0]
             t0 = time.perf_counter()
@@ -197,6 +209,16 @@ async def _client(url: str, run_id: str, deadline: float, seed: int, lat: dict[s
                 lat.setdefault(kind, []).append(dt)
                 if not ok:
                     errors.setdefault(kind, []).append(detail)
+            if think_s:
+                await asyncio.sleep(think_s * rng.uniform(0.5, 1.5))
+
+
+def _sample_load(out: list[float], done: threading.Event) -> None:
+    """The 1-minute load average once a second until ``done`` (the machine may be shared: report it)."""
+    while True:
+        out.append(os.getloadavg()[0])
+        if done.wait(1.0):
+            return
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -204,16 +226,18 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] if xs else float("nan")
 
 
-async def load(url: str, run_id: str, clients: int, duration: float, columns: list[str]) -> dict[str, Any]:
+async def load(url: str, run_id: str, clients: int, duration: float, columns: list[str],
+               think_ms: float = 0.0) -> dict[str, Any]:
     lat: dict[str, list[float]] = {}
     errors: dict[str, list[str]] = {}
     t0 = time.time()
-    await asyncio.gather(*(_client(url, run_id, t0 + duration, i, lat, errors, columns) for i in range(clients)))
+    await asyncio.gather(*(_client(url, run_id, t0 + duration, i, lat, errors, columns, think_ms / 1000)
+                           for i in range(clients)))
     wall = time.time() - t0
     rows = {k: {"n": len(v), "p50_ms": 1000 * statistics.median(v), "p95_ms": 1000 * _pct(v, 0.95),
                 "max_ms": 1000 * max(v), "errors": len(errors.get(k, []))} for k, v in sorted(lat.items())}
     total = sum(len(v) for v in lat.values())
-    return {"clients": clients, "duration_s": duration, "wall_s": wall, "requests": total,
+    return {"clients": clients, "think_ms": think_ms, "duration_s": duration, "wall_s": wall, "requests": total,
             "requests_per_s": total / wall, "errors": sum(len(v) for v in errors.values()), "kinds": rows,
             "error_samples": {k: v[:3] for k, v in errors.items()},
             "all_p95_ms": 1000 * _pct([x for v in lat.values() for x in v], 0.95)}
@@ -234,22 +258,40 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=80, help="copies of the 1,265-document sample (80: 101,200)")
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--duration", type=float, default=60.0)
+    ap.add_argument("--think-ms", type=float, default=0.0,
+                    help="mean pause of each client between requests (0: none, the stress model)")
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
     args = ap.parse_args()
-    if not 1 <= args.clients <= 500 or not 1 <= args.duration <= 600:
-        raise SystemExit("--clients must be 1..500 and --duration 1..600 s")
+    if not 1 <= args.clients <= 500 or not 1 <= args.duration <= 600 or not 0 <= args.think_ms <= 60_000:
+        raise SystemExit("--clients must be 1..500, --duration 1..600 s and --think-ms 0..60000")
     run_dir = args.run_dir.resolve()
     m = build_run(run_dir, args.copies)
     columns = [f["name"] for f in m["schema"] if f["name"] in ("lang_score",) or f["name"].startswith("score_")]
     server = Server(run_dir.parent, run_dir.parent / f".{run_dir.name}-serve-state")
     try:
         server.wait_ready()
-        res = asyncio.run(load(server.url, run_dir.name, args.clients, args.duration, columns))
+        load_before, loads, done = os.getloadavg(), [], threading.Event()
+        cpu_server, cpu_clients = _cpu_s(server.proc.pid), time.process_time()
+        sampler = threading.Thread(target=_sample_load, args=(loads, done), daemon=True)
+        sampler.start()
+        res = asyncio.run(load(server.url, run_dir.name, args.clients, args.duration, columns, args.think_ms))
+        cpu_server, cpu_clients = _cpu_s(server.proc.pid) - cpu_server, time.process_time() - cpu_clients
+        done.set()
+        sampler.join()
+        load_after = os.getloadavg()
     finally:
         server.stop()
-    res.update(peak_rss_bytes=server.peak_rss, run=str(run_dir), docs_read=m["totals"]["docs_read"],
+    res.update(loadavg_start=load_before, loadavg_end=load_after, loadavg_1min_min=min(loads),
+               loadavg_1min_max=max(loads), cpu_s_server=cpu_server, cpu_s_clients=cpu_clients,
+               peak_rss_bytes=server.peak_rss, run=str(run_dir), docs_read=m["totals"]["docs_read"],
                docs_kept=m["totals"]["docs_out"], decisions=sum(sum(s["dropped"].values()) for s in m["stages"]))
     print(table(res))
+    print(f"{args.clients} clients, think {args.think_ms:g} ms; load average (1/5/15 min) at start "
+          f"{'/'.join(f'{x:.1f}' for x in load_before)}, at end {'/'.join(f'{x:.1f}' for x in load_after)}; "
+          f"1-min load average during the run {min(loads):.1f}-{max(loads):.1f} (the load test's own processes "
+          "count in it)")
+    print(f"CPU used during the load: server {cpu_server:.1f} s, clients {cpu_clients:.1f} s, of "
+          f"{(os.cpu_count() or 1) * res['wall_s']:.0f} core-seconds on {os.cpu_count()} cores")
     print(f"{res['requests']:,} requests in {res['wall_s']:.1f} s = {res['requests_per_s']:.1f}/s; "
           f"{res['errors']} errors; server peak RSS {res['peak_rss_bytes'] / 2**20:.0f} MiB; run: "
           f"{res['docs_read']:,} documents read, {res['docs_kept']:,} kept, {res['decisions']:,} dropped")

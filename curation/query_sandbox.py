@@ -11,6 +11,8 @@
 
 A timer thread interrupts the connection when the time budget is spent. Every DuckDB error raised
 inside the ``with`` block becomes a one-line ``ConfigError`` (the CLI prints it and exits 2).
+``Sandbox`` is the same connection kept open for many sessions in a row (the service pools them): each
+session gets its own time budget, and one that failed or ran out of time marks it for closing.
 """
 
 from __future__ import annotations
@@ -124,35 +126,82 @@ def _configure(con: duckdb.DuckDBPyConnection, root: Path, spill_dir: str, limit
     con.execute("SET lock_configuration = true")
 
 
-@contextmanager
-def open_sandbox(root: Path, limits: Limits) -> Iterator[duckdb.DuckDBPyConnection]:
-    """An in-memory DuckDB that reads only under ``root`` (a local absolute path or an object-store URL)."""
-    if limits.timeout_s is not None and limits.timeout_s <= 0:
-        raise ConfigError(f"--timeout must be positive, got {limits.timeout_s}")
-    if limits.threads is not None and limits.threads < 1:
-        raise ConfigError(f"--threads must be at least 1, got {limits.threads}")
-    spill_dir = tempfile.mkdtemp(prefix="curate-sql-")
-    con = duckdb.connect(":memory:")
-    fired = threading.Event()
-    timer: threading.Timer | None = None
-    try:
-        if is_remote(root):  # DuckDB reads the object store through the same fsspec filesystem
-            con.register_filesystem(confined_filesystem(root))
-        _configure(con, root, spill_dir, limits)
-        if limits.timeout_s is not None:
-            def stop() -> None:
-                fired.set()
-                con.interrupt()
+class Sandbox:
+    """An open sandboxed connection that serves one session at a time, any number of times in a row.
 
-            timer = threading.Timer(limits.timeout_s, stop)
+    Opening makes the private spill directory and configures and locks the connection (see the module
+    docstring); each ``session()`` gets its own time budget and error mapping. A session that raised or
+    ran out of time marks the sandbox ``broken``: whoever holds it should close it rather than reuse it.
+    """
+
+    def __init__(self, root: Path, limits: Limits) -> None:
+        if limits.timeout_s is not None and limits.timeout_s <= 0:
+            raise ConfigError(f"--timeout must be positive, got {limits.timeout_s}")
+        if limits.threads is not None and limits.threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {limits.threads}")
+        self.root, self.limits, self.broken = root, limits, False
+        self.spill_dir = tempfile.mkdtemp(prefix="curate-sql-")
+        self.con = duckdb.connect(":memory:")
+        # The timer's interrupt and the end of a session take this lock, so an interrupt that fires as a
+        # session ends can never land on the next session's query.
+        self._guard = threading.Lock()
+        self._active = False
+        try:
+            if is_remote(root):  # DuckDB reads the object store through the same fsspec filesystem
+                self.con.register_filesystem(confined_filesystem(root))
+            _configure(self.con, root, self.spill_dir, limits)
+        except BaseException:
+            self.close()
+            raise
+
+    @contextmanager
+    def session(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The connection for one caller, interrupted after ``limits.timeout_s``; DuckDB errors become
+        one-line ``ConfigError``s. Any exception (or a spent time budget) marks the sandbox broken."""
+        if self.broken:
+            raise RuntimeError("this sandbox had a failed session: close it")
+        fired = threading.Event()
+        timer: threading.Timer | None = None
+        with self._guard:
+            self._active = True
+        if self.limits.timeout_s is not None:
+            def stop() -> None:
+                with self._guard:
+                    if self._active:
+                        fired.set()
+                        self.con.interrupt()
+
+            timer = threading.Timer(self.limits.timeout_s, stop)
             timer.daemon = True
             timer.start()
         try:
-            yield con
+            yield self.con
         except duckdb.Error as exc:
-            raise _error(exc, limits, fired.is_set()) from exc
+            self.broken = True
+            raise _error(exc, self.limits, fired.is_set()) from exc
+        except BaseException:
+            self.broken = True
+            raise
+        finally:
+            with self._guard:
+                self._active = False
+            if timer is not None:
+                timer.cancel()
+            if fired.is_set():
+                self.broken = True  # interrupted, even if the query had just finished
+
+    def close(self) -> None:
+        self.con.close()
+        shutil.rmtree(self.spill_dir, ignore_errors=True)
+
+
+@contextmanager
+def open_sandbox(root: Path, limits: Limits) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory DuckDB that reads only under ``root`` (a local absolute path or an object-store URL),
+    for one session; closed (and its spill directory removed) on exit."""
+    box = Sandbox(root, limits)
+    try:
+        with box.session() as con:
+            yield con
     finally:
-        if timer is not None:
-            timer.cancel()
-        con.close()
-        shutil.rmtree(spill_dir, ignore_errors=True)
+        box.close()

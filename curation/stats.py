@@ -22,7 +22,7 @@ from curation.errors import ConfigError
 from curation.io.layout import Layout
 from curation.io.manifest import manifest_path, read_manifest
 from curation.io.storage import is_remote, run_path
-from curation.query_sandbox import Limits, one_line, open_sandbox
+from curation.query_sandbox import Limits, Sandbox, one_line, open_sandbox
 from curation.schema import DECISION_SCHEMA, QUARANTINE_SCHEMA
 
 VIEWS = ("docs", "decisions", "quarantine", "shards", "stages")
@@ -56,10 +56,21 @@ def _root(run_dir: str | Path) -> Path:
     return root if is_remote(root) else root.resolve()
 
 
+def view_files(run_dir: str | Path, view: str) -> list[str]:
+    """The parquet files the run's ``view`` (``docs`` -> shards, ``decisions``, ``quarantine``) reads, as it
+    lists them."""
+    root = _root(run_dir)
+    return _files(root / ("shards" if view == "docs" else view))
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p) for p in folder.glob("*.parquet"))
+
+
 def _parquet_view(con: duckdb.DuckDBPyConnection, view: str, folder: Path, empty: str) -> None:
     """``view`` over every ``*.parquet`` in ``folder``, listed here and passed as quoted literals (file names
     are data: a quote in a name stays inside its literal, a glob character matches nothing else)."""
-    files = sorted(str(p) for p in folder.glob("*.parquet"))
+    files = _files(folder)
     src = (f"SELECT * FROM read_parquet([{', '.join(_sql_str(f) for f in files)}], union_by_name=true)"
            if files else empty)
     con.execute(f"CREATE VIEW {view} AS {src}")
@@ -94,6 +105,21 @@ def open_run(run_dir: str | Path,
     with open_sandbox(root, limits or Limits()) as con:
         _build_views(con, root, manifest)
         yield con, manifest
+
+
+def open_run_sandbox(run_dir: str | Path, limits: Limits | None = None) -> tuple[Sandbox, dict[str, Any]]:
+    """A ``Sandbox`` with the run's views built, for a caller that keeps it open (the service's pool), and the
+    manifest. The caller closes it."""
+    root = _root(run_dir)
+    manifest = read_manifest(root, MANIFEST_FIELDS)
+    box = Sandbox(root, limits or Limits())
+    try:
+        with box.session() as con:
+            _build_views(con, root, manifest)
+    except BaseException:
+        box.close()
+        raise
+    return box, manifest
 
 
 def execute_select(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyConnection:

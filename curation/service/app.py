@@ -33,8 +33,10 @@ from curation.io.runs import progress as run_progress
 from curation.query_sandbox import Limits
 from curation.service import views
 from curation.service.auth import COOKIE, _matches, require_read, same_origin
-from curation.service.cache import AnswerCache, cached_detail, cached_mixture, run_key
+from curation.service.cache import (AnswerCache, cached_detail, cached_drops, cached_mixture, detail_key, drops_key,
+                                    json_response, mixture_key, run_key)
 from curation.service.registry import Registry
+from curation.service.sandbox_pool import SandboxPool
 from curation.service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -162,6 +164,7 @@ def _read_api(app: FastAPI) -> None:
     limits = Limits(timeout_s=s.query_timeout_s, memory_limit=s.query_memory_limit)
     read = [Depends(require_read)]
     cache: AnswerCache = app.state.cache
+    opener = app.state.pool.open_run  # open sandboxes of finished runs, reused across requests
 
     def finished(run_id: str) -> Path:
         path = reg.path(run_id)
@@ -176,8 +179,9 @@ def _read_api(app: FastAPI) -> None:
         return {"root": str(reg.root), "runs": [r.to_json() for r in reg.list()]}
 
     @app.get("/api/runs/{run_id}", dependencies=read)
-    def run_detail(run_id: str) -> dict[str, Any]:
-        return cached_detail(cache, finished(run_id), limits)
+    def run_detail(run_id: str) -> Response:
+        path = finished(run_id)
+        return json_response(cache, detail_key(path), cached_detail(cache, path, limits, opener))
 
     @app.get("/api/runs/{run_id}/progress", dependencies=read)
     def progress(run_id: str) -> dict[str, Any]:
@@ -194,11 +198,12 @@ def _read_api(app: FastAPI) -> None:
         if body.offset < 0 or not 1 <= body.limit <= s.query_max_rows:
             raise HTTPException(400, detail=f"need offset >= 0 and 1 <= limit <= {s.query_max_rows}")
         path = finished(run_id)
-        out = cache.get(("query", run_key(path), body.sql, body.offset, body.limit),
-                        lambda: views.run_query(path, limits, body.sql, body.offset, body.limit, s.query_max_rows),
+        key = ("query", run_key(path), body.sql, body.offset, body.limit)
+        out = cache.get(key, lambda: views.run_query(path, limits, body.sql, body.offset, body.limit,
+                                                     s.query_max_rows, opener),
                         rows=lambda o: len(o.get("rows", [])))
         if body.format == "json":
-            return out
+            return json_response(cache, key, out)
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(out["columns"])
@@ -208,15 +213,14 @@ def _read_api(app: FastAPI) -> None:
     @app.get("/api/runs/{run_id}/drops", dependencies=read)
     def drops(run_id: str, stage: str | None = None, reason: str | None = None, domain: str | None = None,
               source: str | None = None, offset: int = Query(0, ge=0, le=1_000_000),
-              limit: int = Query(20, ge=1, le=500)) -> dict[str, Any]:
+              limit: int = Query(20, ge=1, le=500)) -> Response:
         path = finished(run_id)
-        return cache.get(("drops", run_key(path), stage, reason, domain, source, offset, limit),
-                         lambda: views.drops(path, limits, stage, reason, domain, source, offset, limit),
-                         rows=lambda o: len(o["samples"]))
+        return json_response(cache, drops_key(path, stage, reason, domain, source, offset, limit),
+                             cached_drops(cache, path, limits, opener, stage, reason, domain, source, offset, limit))
 
     @app.get("/api/runs/{run_id}/docs/{doc_id:path}", dependencies=read)
     def document(run_id: str, doc_id: str) -> dict[str, Any]:
-        out = views.document(finished(run_id), limits, doc_id)
+        out = views.document(finished(run_id), limits, doc_id, opener)
         if out["outcome"] == "unknown":
             raise HTTPException(404, detail=f"no document {doc_id!r} in run {run_id!r} (neither kept nor dropped)")
         return out
@@ -226,19 +230,21 @@ def _read_api(app: FastAPI) -> None:
         path = finished(run_id)
         # The pool is read once per run and column; every slider position is then answered in memory.
         pool = cache.get(("whatif_pool", run_key(path), body.column),
-                         lambda: views.whatif_pool(path, limits, body.column))
+                         lambda: views.whatif_pool(path, limits, body.column, opener))
         return views.whatif_at(pool, body.threshold, body.direction)
 
     @app.get("/api/runs/{run_id}/mixture", dependencies=read)
-    def mixture(run_id: str) -> dict[str, Any]:
-        return cached_mixture(cache, finished(run_id), limits)
+    def mixture(run_id: str) -> Response:
+        path = finished(run_id)
+        return json_response(cache, mixture_key(path), cached_mixture(cache, path, limits))
 
     @app.get("/api/compare", dependencies=read)
     def compare(a: str, b: str, offset: int = Query(0, ge=0, le=10_000_000),
-                limit: int = Query(50, ge=1, le=1000)) -> dict[str, Any]:
+                limit: int = Query(50, ge=1, le=1000)) -> Response:
         pa, pb = finished(a), finished(b)
-        return cache.get(("compare", run_key(pa), run_key(pb), offset, limit),
-                         lambda: views.compare(pa, pb, limits, offset, limit), rows=lambda o: len(o["changed"]))
+        key = ("compare", run_key(pa), run_key(pb), offset, limit)
+        return json_response(cache, key, cache.get(key, lambda: views.compare(pa, pb, limits, offset, limit, opener),
+                                                   rows=lambda o: len(o["changed"])))
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -302,12 +308,19 @@ def _job_table_failed(settings: ServiceSettings) -> Any:
     return failed
 
 
-def _job_lifespan(settings: ServiceSettings) -> Any:
-    """Start the job manager at startup only when the job table holds jobs a crash left active, so they are
-    recovered before anyone asks; otherwise it starts (and starts Ray) at the first job request."""
+def _lifespan(settings: ServiceSettings, jobs: bool) -> Any:
+    """Close the pooled run sandboxes at shutdown. With the job routes, also start the job manager at startup
+    when the job table holds jobs a crash left active, so they are recovered before anyone asks; otherwise it
+    starts (and starts Ray) at the first job request."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not jobs:
+            try:
+                yield
+            finally:
+                app.state.pool.close()
+            return
         from curation.service import routes_jobs
         from curation.service.jobs import ACTIVE, JobStore
 
@@ -318,7 +331,10 @@ def _job_lifespan(settings: ServiceSettings) -> Any:
         try:
             yield
         finally:
-            shutdown(app)
+            try:
+                shutdown(app)
+            finally:
+                app.state.pool.close()
 
     return lifespan
 
@@ -328,12 +344,13 @@ def create_app(settings: ServiceSettings, failed: Any = None) -> FastAPI:
     failed; by default the job table decides when the job routes are present."""
     router = _job_router()
     app = FastAPI(title="curate serve", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
-                  lifespan=_job_lifespan(settings) if router is not None else None)
+                  lifespan=_lifespan(settings, jobs=router is not None))
     if failed is None and router is not None:
         failed = _job_table_failed(settings)
     app.state.settings = settings
     app.state.registry = Registry(settings.runs_root, failed)
     app.state.cache = AnswerCache()  # answers of finished runs (immutable): see curation/service/cache.py
+    app.state.pool = SandboxPool()  # open sandboxes of finished runs: see curation/service/sandbox_pool.py
     _install_errors(app)
     _read_api(app)
     _login_routes(app)

@@ -59,7 +59,9 @@ def require(role: Role):  # noqa: ANN201 - a FastAPI dependency factory
     """Dependency: 401 without a valid token, 403 when the token's role is too weak or a state-changing
     request comes from another origin."""
 
-    def check(request: Request) -> Role:
+    # async: it only compares strings, and a sync dependency would cost every request a trip through the
+    # thread pool before its route even starts.
+    async def check(request: Request) -> Role:
         got = role_of(request)
         if got is None:
             raise HTTPException(401, detail="a valid token is required (Authorization: Bearer TOKEN, or log in)")

@@ -24,7 +24,7 @@ from curation.io.runs import progress as run_progress
 from curation.query_sandbox import Limits
 from curation.service import views
 from curation.service.auth import COOKIE, role_of
-from curation.service.cache import cached_detail, cached_mixture
+from curation.service.cache import cached_detail, cached_drops, cached_mixture
 
 router = APIRouter(include_in_schema=False)
 
@@ -92,6 +92,11 @@ def _guard(request: Request) -> str | None:
 def _limits(request: Request) -> Limits:
     s = request.app.state.settings
     return Limits(timeout_s=s.query_timeout_s, memory_limit=s.query_memory_limit)
+
+
+def _opener(request: Request) -> views.RunOpener:
+    """The app's pool of open run sandboxes (``curation.service.sandbox_pool``)."""
+    return request.app.state.pool.open_run
 
 
 def _error_page(request: Request, exc: Exception) -> HTMLResponse:
@@ -352,7 +357,7 @@ def run_page(request: Request, run_id: str) -> HTMLResponse:
         if mx["schedule"] is not None and not Layout(path).run_json.exists():
             # A skill-ordered run (curate skill-order): shards and a schedule, no funnel or decisions.
             return page(request, f"run {run_id}", mixture_section(mx))
-        d = cached_detail(cache, path, _limits(request))
+        d = cached_detail(cache, path, _limits(request), _opener(request))
     except (HTTPException, CurationError, ValueError) as exc:
         return _error_page(request, exc)
     t = d["totals"]
@@ -403,7 +408,8 @@ def drops_page(request: Request, run_id: str, stage: str | None = None, reason: 
     offset = max(0, min(offset, 1_000_000))
     try:
         path = reg.path(run_id)
-        d = views.drops(path, _limits(request), stage, reason, domain, None, offset, 20)
+        d = cached_drops(request.app.state.cache, path, _limits(request), _opener(request), stage, reason, domain,
+                         None, offset, 20)
     except (HTTPException, CurationError, ValueError) as exc:
         return _error_page(request, exc)
     rid = quote(run_id, safe="")
@@ -435,7 +441,7 @@ def doc_page(request: Request, run_id: str, doc_id: str) -> HTMLResponse:
         return login_page(request)
     reg = request.app.state.registry
     try:
-        d = views.document(reg.path(run_id), _limits(request), doc_id)
+        d = views.document(reg.path(run_id), _limits(request), doc_id, _opener(request))
     except (HTTPException, CurationError, ValueError) as exc:
         return _error_page(request, exc)
     rid = quote(run_id, safe="")
@@ -473,7 +479,7 @@ def compare_page(request: Request, a: str = "", b: str = "", offset: int = 0) ->
     offset = max(0, min(offset, 10_000_000))
     try:
         pa, pb = reg.path(a), reg.path(b)
-        c = views.compare(pa, pb, _limits(request), offset, 50)
+        c = views.compare(pa, pb, _limits(request), offset, 50, _opener(request))
     except (HTTPException, CurationError, ValueError) as exc:
         return _error_page(request, exc)
 

@@ -1,9 +1,9 @@
 """Read-side queries of the service: run detail, drops, one document's path, what-if, compare, SQL.
 
 Every query on run data goes through ``curation.stats.open_run`` (the sandboxed, locked DuckDB
-connection confined to that run). Values from requests travel only as bound parameters; the only
-identifiers spliced into SQL are column names taken from the run's own manifest after checking
-them against a fixed pattern, quoted as identifiers.
+connection confined to that run) or the service's pool of such connections (``opener``). Values from
+requests travel only as bound parameters; the only identifiers spliced into SQL are column names taken
+from the run's own manifest after checking them against a fixed pattern, quoted as identifiers.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import json
 import math
 import re
 from decimal import Decimal
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,11 @@ import numpy as np
 
 from curation.errors import ConfigError
 from curation.query_sandbox import Limits
-from curation.stats import _ident, execute_select, open_run
+from curation.stats import _ident, execute_select, open_run, view_files
+
+#: Opens a run's views on a sandboxed connection: ``curation.stats.open_run`` (a new sandbox each time) or the
+#: service's ``SandboxPool.open_run`` (an open one, reused).
+RunOpener = Callable[[Path, Limits], AbstractContextManager[tuple[duckdb.DuckDBPyConnection, dict[str, Any]]]]
 
 #: Columns a what-if may move a threshold on: classifier scores, language score, length, LM scores.
 WHATIF_COLUMN = re.compile(r"^(score_[A-Za-z0-9_]+|lang_score|n_chars|bpc_[A-Za-z0-9_]+|ps_[A-Za-z0-9_]+)$")
@@ -72,9 +78,9 @@ def _stage_configs(manifest: dict[str, Any], name: str) -> list[dict[str, Any]]:
 
 # -- run detail -------------------------------------------------------------------------------------
 
-def run_detail(run: Path, limits: Limits) -> dict[str, Any]:
+def run_detail(run: Path, limits: Limits, opener: RunOpener = open_run) -> dict[str, Any]:
     """Manifest summary, funnel, drop reasons, domains, quarantine and a histogram per numeric column."""
-    with open_run(run, limits) as (con, m):
+    with opener(run, limits) as (con, m):
         reasons = _rows(con, "SELECT stage, reason, count(*) AS docs, sum(n_chars) AS chars FROM decisions "
                              "GROUP BY ALL ORDER BY docs DESC, stage, reason")
         domains = _rows(con, "SELECT domain, count(*) AS docs, sum(n_chars) AS chars, round(avg(n_chars)) AS "
@@ -163,10 +169,11 @@ def histogram(con: duckdb.DuckDBPyConnection, manifest: dict[str, Any], column: 
                       "kept": counts.get(i, (0, 0))[1]} for i in range(bins)]}
 
 
-def whatif(run: Path, limits: Limits, column: Any, threshold: Any, direction: Any) -> dict[str, Any]:
+def whatif(run: Path, limits: Limits, column: Any, threshold: Any, direction: Any,
+           opener: RunOpener = open_run) -> dict[str, Any]:
     """Kept documents, characters and tokens per domain if ``column``'s threshold moved."""
     _check_move(threshold, direction)
-    return whatif_at(whatif_pool(run, limits, column), threshold, direction)
+    return whatif_at(whatif_pool(run, limits, column, opener), threshold, direction)
 
 
 def _check_move(threshold: Any, direction: Any) -> None:
@@ -177,11 +184,11 @@ def _check_move(threshold: Any, direction: Any) -> None:
         raise ConfigError(f"threshold must be a finite number, got {threshold!r}")
 
 
-def whatif_pool(run: Path, limits: Limits, column: Any) -> dict[str, Any]:
+def whatif_pool(run: Path, limits: Limits, column: Any, opener: RunOpener = open_run) -> dict[str, Any]:
     """Everything a what-if on ``column`` needs, read once: the pool's (domain, n_chars, value, kept) as arrays,
     kept documents per domain, and the counts the answer reports. A slider then moves in memory
     (``whatif_at``), with no query per position."""
-    with open_run(run, limits) as (con, m):
+    with opener(run, limits) as (con, m):
         _check_column(m, column)
         sql, params, source = _pool(m, column)
         cols = con.execute(f"SELECT domain, n_chars, v, kept FROM ({sql})", params).fetchnumpy()
@@ -190,25 +197,50 @@ def whatif_pool(run: Path, limits: Limits, column: Any) -> dict[str, Any]:
         kept_null = con.execute(f"SELECT count(*) FROM docs WHERE {_ident(column)} IS NULL").fetchone()[0]
         dropped_total = con.execute("SELECT count(*) FROM decisions").fetchone()[0]
     domain = np.asarray(cols["domain"], dtype=object)
-    return {"column": column, "source": source, "domain": domain,
-            "n_chars": np.nan_to_num(np.asarray(cols["n_chars"], dtype=np.float64)).astype(np.int64),
-            "v": np.asarray(cols["v"], dtype=np.float64), "kept": np.asarray(cols["kept"], dtype=np.int64) == 1,
+    n_chars = np.nan_to_num(np.asarray(cols["n_chars"], dtype=np.float64)).astype(np.int64)
+    v, kept = np.asarray(cols["v"], dtype=np.float64), np.asarray(cols["kept"], dtype=np.int64) == 1
+    return {"column": column, "source": source, "sides": _sorted_sides(domain, n_chars, v, kept),
             "now": now, "kept_null": int(kept_null), "dropped_total": int(dropped_total),
             "manifest": {"domains": m.get("domains", {}), "config": m.get("config"), "schema": m.get("schema")}}
+
+
+def _sorted_sides(domain: np.ndarray, n_chars: np.ndarray, v: np.ndarray,
+                  kept: np.ndarray) -> dict[Any, tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]]:
+    """Per domain (first-seen order), kept and dropped pool documents apart: their values sorted and the running
+    sum of their characters in that order (a leading 0). Any threshold is then two binary searches per side."""
+    out = {}
+    for dom in dict.fromkeys(domain.tolist()):
+        sel = domain == dom
+        sides = []
+        for mask in (kept & sel, ~kept & sel):
+            order = np.argsort(v[mask], kind="stable")
+            sides.append((v[mask][order], np.concatenate(([0], np.cumsum(n_chars[mask][order])))))
+        out[dom] = (sides[0], sides[1])
+    return out
+
+
+def _beyond(side: tuple[np.ndarray, np.ndarray], threshold: float, above: bool) -> tuple[int, int]:
+    """(documents, characters) of one sorted side with value >= threshold (``above``) or <= threshold."""
+    vals, chars = side
+    if above:
+        i = int(np.searchsorted(vals, threshold, side="left"))
+        return len(vals) - i, int(chars[-1] - chars[i])
+    i = int(np.searchsorted(vals, threshold, side="right"))
+    return i, int(chars[i])
 
 
 def whatif_at(p: dict[str, Any], threshold: Any, direction: Any) -> dict[str, Any]:
     """The what-if answer at ``threshold`` from a pool ``whatif_pool`` read."""
     _check_move(threshold, direction)
     column, source, m, now = p["column"], p["source"], p["manifest"], p["now"]
-    v, kept, n_chars, domain = p["v"], p["kept"], p["n_chars"], p["domain"]
-    passes = v >= threshold if direction == "keep_above" else v <= threshold
-    lost, gained = kept & ~passes, ~kept & passes
+    above = direction == "keep_above"
     rows = []
-    for dom in dict.fromkeys(domain.tolist()):  # the pool's domains in first-seen order
-        sel = domain == dom
-        rows.append((dom, int((kept & sel).sum()), int((~kept & sel).sum()), int((lost & sel).sum()),
-                     int(n_chars[lost & sel].sum()), int((gained & sel).sum()), int(n_chars[gained & sel].sum())))
+    for dom, (kept_side, dropped_side) in p["sides"].items():  # the pool's domains in first-seen order
+        pass_d, pass_c = _beyond(kept_side, threshold, above)
+        gain_d, gain_c = _beyond(dropped_side, threshold, above)
+        n_kept, n_dropped = len(kept_side[0]), len(dropped_side[0])
+        # Lost: kept documents that no longer pass; gained: dropped ones that now pass.
+        rows.append((dom, n_kept, n_dropped, n_kept - pass_d, int(kept_side[1][-1]) - pass_c, gain_d, gain_c))
     kept_null, dropped_total = p["kept_null"], p["dropped_total"]
     pool = {r[0]: r[1:] for r in rows}
     manifest_domains = m.get("domains", {})
@@ -262,30 +294,60 @@ def _filters(stage: str | None, reason: str | None, domain: str | None, source: 
     return (" WHERE " + " AND ".join(where)) if where else "", params
 
 
-def drops(run: Path, limits: Limits, stage: str | None, reason: str | None, domain: str | None,
-          source: str | None, offset: int, limit: int) -> dict[str, Any]:
-    """Counts per stage and reason (with the domain/source filter), and a page of dropped documents."""
+def drop_order(run: Path, limits: Limits, stage: str | None, reason: str | None, domain: str | None,
+               source: str | None, opener: RunOpener = open_run) -> dict[str, Any]:
+    """What every page of one drops listing needs, read once: the counts per stage and reason under the
+    domain/source filter, and for every matching dropped document in page order (stage, reason, id) its
+    (stage, reason, id, file, row in file). A page is then a slice of it plus a read of those rows from
+    their files (``drops``), with no sort and no scan of the other files per page."""
     where, params = _filters(None, None, domain, source)
     swhere, sparams = _filters(stage, reason, domain, source)
-    with open_run(run, limits) as (con, _):
+    files = view_files(run, "decisions")  # what the decisions view reads, in its order
+    with opener(run, limits) as (con, _):
         reasons = _rows(con, f"SELECT stage, reason, count(*) AS docs, sum(n_chars) AS chars FROM decisions{where} "
                              "GROUP BY ALL ORDER BY docs DESC, stage, reason", params)
-        samples = _rows(con, f"SELECT id, stage, reason, details, domain, source, url, n_chars, "
-                             f"left(text, {TEXT_PREVIEW}) AS text FROM decisions{swhere} "
-                             "ORDER BY stage, reason, id LIMIT ? OFFSET ?", sparams + [limit, offset])
-    # The reasons are counted under the same domain/source filter: the total of a stage/reason is their sum
-    # (one scan of the decisions fewer per page).
+        rows = con.execute("SELECT stage, reason, id, filename, file_row_number FROM read_parquet(?, filename=true, "
+                           f"file_row_number=true, union_by_name=true){swhere} ORDER BY stage, reason, id",
+                           [files] + sparams).fetchall() if files else []
+    index = {f: i for i, f in enumerate(files)}  # a file as its position: one string per file, not per row
+    return {"reasons": reasons, "files": files, "keys": [(st, rs, i, index[f], n) for st, rs, i, f, n in rows]}
+
+
+def drops(run: Path, limits: Limits, stage: str | None, reason: str | None, domain: str | None,
+          source: str | None, offset: int, limit: int, opener: RunOpener = open_run,
+          order: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Counts per stage and reason (with the domain/source filter), and a page of dropped documents (ordered by
+    stage, reason, id). ``order`` is this filter's ``drop_order`` when the caller keeps it (the service caches
+    it per run and filter); without it, it is read here."""
+    if order is None:
+        order = drop_order(run, limits, stage, reason, domain, source, opener)
+    reasons, page_keys = order["reasons"], order["keys"][offset:offset + limit]
+    found: dict[tuple[int, int], dict[str, Any]] = {}
+    if page_keys:
+        files = sorted({k[3] for k in page_keys})
+        wanted = sorted({k[4] for k in page_keys})
+        index = {order["files"][f]: f for f in files}
+        # One scan of just the page's files, keeping their rows at the page's row numbers (a row number of one
+        # file may select rows of another too: those are dropped below, by (file, row)).
+        with opener(run, limits) as (con, _):
+            rows = _rows(con, "SELECT filename AS _file, file_row_number AS _row, id, stage, reason, details, domain, "
+                              f"source, url, n_chars, left(text, {TEXT_PREVIEW}) AS text FROM read_parquet(?, "
+                              "filename=true, file_row_number=true, union_by_name=true) WHERE file_row_number IN "
+                              f"({', '.join('?' * len(wanted))})", [[order["files"][f] for f in files]] + wanted)
+        for r in rows:
+            found[(index[r.pop("_file")], r.pop("_row"))] = r
+    samples = [found[(k[3], k[4])] for k in page_keys if (k[3], k[4]) in found]
     total = sum(r["docs"] for r in reasons if stage in (None, r["stage"]) and reason in (None, r["reason"]))
-    for s in samples:
-        s["details"] = _details(s["details"])
+    for smp in samples:
+        smp["details"] = _details(smp["details"])
     return {"reasons": reasons, "total": int(total), "offset": offset, "limit": limit, "samples": samples,
             "filters": {"stage": stage, "reason": reason, "domain": domain, "source": source}}
 
 
-def document(run: Path, limits: Limits, doc_id: str) -> dict[str, Any]:
+def document(run: Path, limits: Limits, doc_id: str, opener: RunOpener = open_run) -> dict[str, Any]:
     """One document's path through the run: the stage that dropped it (with details), or its kept row;
     and its duplicate cluster (the kept member and the members dropped as its duplicates)."""
-    with open_run(run, limits) as (con, m):
+    with opener(run, limits) as (con, m):
         dropped = _rows(con, "SELECT stage, reason, details, domain, source, url, n_chars, text FROM decisions "
                              "WHERE id = ?", [doc_id])
         kept = _rows(con, "SELECT * FROM docs WHERE id = ?", [doc_id])
@@ -317,15 +379,16 @@ _FATES = ("SELECT id, 'kept' AS fate FROM docs UNION ALL "
           "SELECT id, 'dropped: ' || stage || '/' || reason FROM decisions")
 
 
-def _fates(run: Path, limits: Limits) -> tuple[dict[str, str], dict[str, Any]]:
-    with open_run(run, limits) as (con, m):
+def _fates(run: Path, limits: Limits, opener: RunOpener = open_run) -> tuple[dict[str, str], dict[str, Any]]:
+    with opener(run, limits) as (con, m):
         return dict(con.execute(_FATES).fetchall()), m
 
 
-def compare(a: Path, b: Path, limits: Limits, offset: int, limit: int) -> dict[str, Any]:
+def compare(a: Path, b: Path, limits: Limits, offset: int, limit: int,
+            opener: RunOpener = open_run) -> dict[str, Any]:
     """Funnels side by side, documents whose decision changed (paged, by id), per-domain token deltas."""
-    fa, ma = _fates(a, limits)
-    fb, mb = _fates(b, limits)
+    fa, ma = _fates(a, limits, opener)
+    fb, mb = _fates(b, limits, opener)
     changed = sorted(i for i in set(fa) | set(fb) if fa.get(i) != fb.get(i))
     fun_a = {s["name"]: s for s in ma.get("stages", [])}
     fun_b = {s["name"]: s for s in mb.get("stages", [])}
@@ -353,13 +416,13 @@ def compare(a: Path, b: Path, limits: Limits, offset: int, limit: int) -> dict[s
 # -- SQL --------------------------------------------------------------------------------------------
 
 def run_query(run: Path, limits: Limits, sql: str, offset: int, limit: int,
-              max_rows: int) -> dict[str, Any]:
+              max_rows: int, opener: RunOpener = open_run) -> dict[str, Any]:
     """One read-only SELECT over the run's views, rows ``offset .. offset+limit`` (at most ``max_rows``
     past the start). The statement runs as sent (never wrapped in more SQL); paging skips rows."""
     if offset + limit > max_rows:
         raise ConfigError(f"offset + limit must be at most {max_rows} (the service's row cap), got "
                           f"{offset + limit}")
-    with open_run(run, limits) as (con, _):
+    with opener(run, limits) as (con, _):
         rel = execute_select(con, sql)
         cols = [d[0] for d in rel.description]
         if offset:

@@ -88,3 +88,36 @@ def test_big_answers_are_not_kept() -> None:
         small.get(i, lambda: i)
     small.get(0, lambda: -1)
     assert small.misses == 4  # 0 was evicted by 2
+
+
+def test_a_kept_answer_is_encoded_once_and_as_fastapi_would() -> None:
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.responses import JSONResponse
+
+    from curation.service.cache import json_response
+
+    cache = AnswerCache(max_entries=2, max_rows=3)
+    answer = {"rows": [[1, "é"], [2, None]], "x": (1.5, "a")}
+    value = cache.get("k", lambda: answer, rows=lambda o: len(o["rows"]))
+    encoded: list[int] = []
+
+    def encode(v: object) -> bytes:
+        encoded.append(1)
+        return JSONResponse(jsonable_encoder(v)).body
+
+    assert cache.encoded("k", value, encode) == cache.encoded("k", value, encode) == \
+        b'{"rows":[[1,"\xc3\xa9"],[2,null]],"x":[1.5,"a"]}'
+    assert len(encoded) == 1 and (cache.hits, cache.misses) == (0, 1)
+    r = json_response(cache, "k", value)
+    assert r.body == JSONResponse(jsonable_encoder(answer)).body and r.media_type == "application/json"
+    # An answer that was not kept (over max_rows) is encoded on every request, never served stale.
+    big = cache.get("big", lambda: {"rows": [1, 2, 3, 4]}, rows=lambda o: len(o["rows"]))
+    cache.encoded("big", big, encode)
+    cache.encoded("big", big, encode)
+    assert len(encoded) == 3
+    # An evicted answer loses its bytes with it; the recomputed one is encoded again.
+    cache.get("a", lambda: 1)
+    cache.get("b", lambda: 2)
+    assert "k" not in cache._encoded
+    fresh = cache.get("k", lambda: {"rows": [], "x": 0}, rows=lambda o: len(o["rows"]))
+    assert cache.encoded("k", fresh, encode) == b'{"rows":[],"x":0}' and len(encoded) == 4
