@@ -18,7 +18,6 @@ session gets its own time budget, and one that failed or ran out of time marks i
 from __future__ import annotations
 
 import os
-import posixpath
 import shutil
 import tempfile
 import threading
