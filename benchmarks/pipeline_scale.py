@@ -6,9 +6,11 @@
 The corpus is ``benchmarks/_synthetic.py`` (seeded; ~2.2 kB per document, so 1M docs is ~2.2 GB, with
 ~10% exact and ~10% near duplicates of known origin). Each (size, executor) runs in its own
 subprocess and reports: wall time, MB/s per core, per-stage time share (from the task markers'
-``stage_seconds`` and the global markers), the driver's and the largest Ray worker's peak RSS,
-object-store spill, and duplicate removal scored against the ground truth. With ``--plan RATE``
-``curate plan``'s prediction from a RATE sample is printed next to each measured run.
+``stage_seconds`` and the global markers), the CPU-seconds all its processes used (``process_cpu_s``:
+the run's process and every process it started, Ray's daemons and workers included), the driver's
+and the largest Ray worker's peak RSS, object-store spill, and duplicate removal scored against the
+ground truth. With ``--plan RATE`` ``curate plan``'s prediction from a RATE sample is printed next
+to each measured run.
 """
 
 from __future__ import annotations
@@ -124,7 +126,11 @@ def child(cfg_path: Path) -> dict[str, Any]:
     finally:
         ex.close()
     wall = time.time() - t0
-    return {"wall_s": round(wall, 2), "driver_peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    # CPU-seconds of this process and every process it started and reaped: for Ray, its daemons
+    # and workers too (ray.shutdown stops them), so the executors' total CPU use compares.
+    used = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for f in ("ru_utime", "ru_stime"))
+    return {"wall_s": round(wall, 2), "process_cpu_s": round(used, 1), "driver_peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "worker_peak_mb": None if worker_mb is None else round(worker_mb, 1), "spilled_mb": spill,
             "root": str(result.root)}
 
