@@ -145,13 +145,16 @@ def child(cfg_path: Path) -> dict[str, Any]:
     worker_mb = spill = None
     try:
         result = ex.run()
+        run_s = time.time() - t0
+        used = tree_cpu_s()  # before close: Ray's processes are gone after it
         if cfg.executor.kind == "ray":
             worker_mb, spill = ray_worker_peak_mb(), ray_spilled_mb()
-        used = tree_cpu_s()  # before close: Ray's processes are gone after it
     finally:
         t_close = time.time()
         ex.close()
-    wall = time.time() - t0
+    # The run and its close, without the time the figures above took to collect (Ray's memory
+    # summary alone takes a second or more).
+    wall = run_s + time.time() - t_close
     first = min(json.loads(f.read_text())["started_unix"] for f in (result.root / "_markers").glob("seg0/*.json"))
     return {"wall_s": round(wall, 2), "startup_s": round(first - t0, 2), "close_s": round(time.time() - t_close, 2),
             "process_cpu_s": round(used, 1),
