@@ -149,6 +149,7 @@ class RayExecutor(Executor):
         # A pass asks for the most any of its stages needs (a GPU for LM scoring, say).
         resources = seg.task_resources()
         self._check_gpus(ray, seg, resources.get("num_gpus", 0.0))
+        # Retries cover worker crashes only; exceptions fail fast (retry_exceptions is False).
         opts = task_remote_args(resources, retries)
         if fault_env:
             opts["runtime_env"] = {"env_vars": fault_env}
