@@ -6,9 +6,13 @@
 The corpus is ``benchmarks/_synthetic.py`` (seeded; ~2.2 kB per document, so 1M docs is ~2.2 GB, with
 ~10% exact and ~10% near duplicates of known origin). Each (size, executor) runs in its own
 subprocess and reports: wall time, MB/s per core, per-stage time share (from the task markers'
-``stage_seconds`` and the global markers), the driver's and the largest Ray worker's peak RSS,
-object-store spill, and duplicate removal scored against the ground truth. With ``--plan RATE``
-``curate plan``'s prediction from a RATE sample is printed next to each measured run.
+``stage_seconds`` and the global markers), the seconds before the first task starts (``startup_s``:
+``ray.init`` and worker start-up under Ray) and in ``close`` (``close_s``), the CPU-seconds all its
+processes used (``process_cpu_s``: the run's process and every process it started, Ray's daemons and
+workers included) and the tasks' own (``task_cpu_s``, from the markers), the driver's
+and the largest Ray worker's peak RSS, object-store spill, and duplicate removal scored against the
+ground truth. With ``--plan RATE`` ``curate plan``'s prediction from a RATE sample is printed next
+to each measured run.
 """
 
 from __future__ import annotations
@@ -108,6 +112,28 @@ def ray_spilled_mb() -> float | None:
     return float(m.group(1)) if m else 0.0
 
 
+def tree_cpu_s() -> float:
+    """CPU-seconds of this process and its live descendants (Ray's daemons and workers: the local
+    cluster's processes descend from the driver), each with its reaped children's."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(pid)] = int(fields[1])
+        cpu[int(pid)] = sum(int(x) for x in fields[11:15]) / tick  # utime stime cutime cstime
+    mine, frontier = {os.getpid()}, [os.getpid()]
+    while frontier:
+        kids = [p for p, pp in parent.items() if pp in frontier and p not in mine]
+        mine.update(kids)
+        frontier = kids
+    return sum(cpu.get(p, 0.0) for p in mine)
+
+
 def child(cfg_path: Path) -> dict[str, Any]:
     """Run one pipeline in this process; return the figures the table needs."""
     from curation.executors import make_executor
@@ -119,12 +145,20 @@ def child(cfg_path: Path) -> dict[str, Any]:
     worker_mb = spill = None
     try:
         result = ex.run()
+        run_s = time.time() - t0
+        used = tree_cpu_s()  # before close: Ray's processes are gone after it
         if cfg.executor.kind == "ray":
             worker_mb, spill = ray_worker_peak_mb(), ray_spilled_mb()
     finally:
+        t_close = time.time()
         ex.close()
-    wall = time.time() - t0
-    return {"wall_s": round(wall, 2), "driver_peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    # The run and its close, without the time the figures above took to collect (Ray's memory
+    # summary alone takes a second or more).
+    wall = run_s + time.time() - t_close
+    first = min(json.loads(f.read_text())["started_unix"] for f in (result.root / "_markers").glob("seg0/*.json"))
+    return {"wall_s": round(wall, 2), "startup_s": round(first - t0, 2), "close_s": round(time.time() - t_close, 2),
+            "process_cpu_s": round(used, 1),
+            "driver_peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "worker_peak_mb": None if worker_mb is None else round(worker_mb, 1), "spilled_mb": spill,
             "root": str(result.root)}
 
@@ -190,8 +224,12 @@ def run_one(size: int, executor: str, corpus: Path, scorer: Path, work: Path, nu
     shares, cpu_s = stage_shares(out, names)
     mb = manifest["totals"]["input_bytes"] / 1e6
     cores = 1 if executor == "local" else num_cpus
+    markers = [json.loads(f.read_text()) for f in (out / "_markers").glob("seg*/*.json")]
+    task_cpu = sum(float(m.get("cpu_seconds", 0.0)) for m in markers)
     return {"size": size, "executor": executor, "input_mb": round(mb, 1), **res, "cpu_s": round(cpu_s, 2),
-            "mb_per_s_per_core": round(mb / res["wall_s"] / cores, 3), "docs_out": manifest["totals"]["docs_out"],
+            "mb_per_s_per_core": round(mb / res["wall_s"] / cores, 3),
+            "task_cpu_s": round(task_cpu, 1), "mb_per_cpu_s": round(mb / res["process_cpu_s"], 3),
+            "docs_out": manifest["totals"]["docs_out"],
             "stage_share": shares, "dedup": dedup_accuracy(out, corpus)}
 
 

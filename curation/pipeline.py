@@ -53,7 +53,7 @@ class ExecutorConfig:
     """How the pipeline runs.
 
     Args:
-        kind: ``ray`` (Ray Data; local in-process cluster unless ``address``) or ``local``
+        kind: ``ray`` (one Ray task per input file and pass; local cluster unless ``address``) or ``local``
             (sequential, in this process; for debugging and small tests).
         address: Ray cluster address (``auto``, ``ray://host:10001``); None starts a local one.
         num_cpus: CPUs for a local Ray cluster (None: all).

@@ -218,9 +218,11 @@ class ShardRun:
         self.quarantine: list[dict[str, Any]] = []
         self.domains: dict[str, dict[str, int]] = defaultdict(lambda: {"docs": 0, "chars": 0, "tokens": 0})
         self.stage_seconds: dict[int, float] = defaultdict(float)  # per stage index: time in its process/filter
+        self.cpu_started = 0.0  # time.process_time() when ``run`` started
 
     def run(self) -> dict[str, Any]:
         started = time.time()
+        self.cpu_started = time.process_time()
         _cleanup(self.plan, self.seg, self.task)
         self.fault("start")
         self.open()
@@ -387,6 +389,9 @@ class ShardRun:
             domains=dict(self.domains),
             started_unix=round(started, 3),
             seconds=round(time.time() - started, 3),
+            # This process's CPU time (all its threads): next to ``seconds`` it shows how much of
+            # the task's wall time went to waiting for a core on a busy machine.
+            cpu_seconds=round(time.process_time() - self.cpu_started, 3),
             stage_seconds={str(k): round(v, 4) for k, v in sorted(self.stage_seconds.items())},
             node=_node_id(),
         )

@@ -23,6 +23,9 @@ def test_pipeline_scale_10k_smoke(tmp_path: Path) -> None:
     (res,) = json.loads(out.read_text())
     assert res["size"] == 10000 and res["input_mb"] > 20 and 2000 < res["docs_out"] < 6000  # most prose survives the filters; select keeps half
     assert res["wall_s"] > 0 and res["driver_peak_mb"] > 0
+    # CPU figures: the tasks' own (markers' cpu_seconds) are part of all the run's processes' CPU time.
+    assert 0 < res["task_cpu_s"] <= res["process_cpu_s"] and 0 <= res["startup_s"] < res["wall_s"]
+    assert res["mb_per_cpu_s"] == pytest.approx(res["input_mb"] / res["process_cpu_s"], rel=0.01)
     d = res["dedup"]  # scored against the generator's ground truth
     assert d["removable"] > 500 and d["removed"] > 0 and d["precision"] > 0.9 and d["recall"] > 0.5
     assert abs(sum(res["stage_share"].values()) - 1.0) < 0.01 and "language_id_v1" in res["stage_share"]

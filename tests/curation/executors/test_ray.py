@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation.errors import ShardError
-from tests.conftest import pipeline_dict
+from tests.conftest import PROSE, pipeline_dict, write_jsonl
 from tests.curation.executors.runs import content, run_pipeline, shard_bytes
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -46,6 +46,23 @@ def test_stage_concurrency_caps_its_pass(ray_cluster: None, tiny_corpus: Path, t
                    for m in (json.loads(p.read_text()) for p in (out / "_markers" / "seg0").glob("*.json")))
     assert len(spans) == 3
     assert all(a[1] <= b[0] + 0.01 for a, b in zip(spans, spans[1:]))  # never two tasks of the pass at once
+
+
+def test_tasks_start_largest_input_first(ray_cluster: None, tmp_path: Path) -> None:
+    """A big file started last would leave the other workers idle while it alone finishes."""
+    import json
+
+    d = tmp_path / "in"
+    for n, name in enumerate("abc"):  # a: 1 document, b: 2, c: 3, so the names sort smallest first
+        write_jsonl(d / f"{name}.jsonl", [{"id": f"{name}{k}", "text": PROSE[k]} for k in range(n + 1)])
+    out = tmp_path / "out"
+    data = pipeline_dict([str(d / "*.jsonl")], out, kind="ray")
+    data["executor"]["concurrency"] = 1  # one at a time: the start order is the submission order
+    run_pipeline(data)
+    for seg in ("seg0", "seg1"):
+        markers = [json.loads(p.read_text()) for p in (out / "_markers" / seg).glob("*.json")]
+        assert [Path(m["source"]).name for m in sorted(markers, key=lambda m: m["started_unix"])] == [
+            "c.jsonl", "b.jsonl", "a.jsonl"]
 
 
 @pytest.mark.fault
