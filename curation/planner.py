@@ -400,7 +400,7 @@ def measure(config: PipelineConfig, rate: float, workdir: Path | None = None,
     """
     from curation.executors.local import LocalExecutor
     from curation.executors.plan import make_plan
-    from curation.executors.shard import _STAGE_CACHE, build_stages
+    from curation.executors.shard import build_stages, forget_stages
 
     own = workdir is None
     work = Path(tempfile.mkdtemp(prefix="curate-plan-")) if own else workdir
@@ -428,8 +428,7 @@ def measure(config: PipelineConfig, rate: float, workdir: Path | None = None,
             result = ex.run(plan)
         finally:
             ex.close()
-            for seg in plan.segments:
-                _STAGE_CACHE.pop((plan.root, seg.index), None)
+            forget_stages(plan)
         return _measurement(config, rate, plan, files, result.manifest, setups, time.time() - t0)
     finally:
         if own:

@@ -73,6 +73,12 @@ def build_stages(plan: Plan, seg: Segment) -> list[Stage]:
     return _STAGE_CACHE[key]
 
 
+def forget_stages(plan: Plan) -> None:
+    """Drop this process's set-up stages of ``plan`` (its models), e.g. once a throw-away run is done."""
+    for key in [k for k in _STAGE_CACHE if k[0] == plan.root and k[2] == plan.config_fingerprint()]:
+        del _STAGE_CACHE[key]
+
+
 def segment_schema(plan: Plan, seg: Segment) -> pa.Schema:
     """Schema of a pass's output: base columns, every stage column so far, internal keys."""
     extra: dict[str, pa.DataType] = {}

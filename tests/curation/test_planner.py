@@ -151,6 +151,10 @@ def test_measure_runs_the_real_pipeline_on_the_sample(tiny_corpus: Path, tmp_pat
     assert "text_length_v1" in m.passes[0].stage_seconds
     assert m.globals[0].stage == "exact_dedup_v1" and m.globals[0].docs_in == 6
     assert not (tmp_path / "out").exists()  # the configured output dir is never touched
+    from curation.executors.shard import _STAGE_CACHE
+
+    # The sample run's set-up stages (models) are let go once it is measured, not kept for the process's life.
+    assert not [k for k in _STAGE_CACHE if str(tmp_path / "work") in k[0]]
 
 
 def _config_file(tmp_path: Path, corpus: Path) -> Path:
