@@ -84,6 +84,16 @@ def _spill_dirs() -> set[Path]:
     return set(Path(tempfile.gettempdir()).glob("curate-sql-*"))
 
 
+@pytest.fixture
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This test's own temp folder: counting spill folders in the shared /tmp would also count those of
+    queries other test processes run at the same moment."""
+    folder = tmp_path / "private-tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
 # --- views are built from data, after the lock ---------------------------------------------------------
 
 
@@ -137,7 +147,7 @@ def test_malformed_manifest_is_a_clear_error(run_copy: Path) -> None:
 # --- reads stay inside the run directory ---------------------------------------------------------------
 
 
-def test_default_dot_tmp_spill_dir_is_not_readable(run_copy: Path, tmp_path: Path,
+def test_default_dot_tmp_spill_dir_is_not_readable(run_copy: Path, tmp_path: Path, private_tmp: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # DuckDB's default temp_directory is .tmp under the working directory
     (tmp_path / ".tmp").mkdir()
@@ -205,7 +215,7 @@ def test_memory_limit_stops_the_query(run_copy: Path) -> None:
         query(run_copy, BIG_LIST_SQL, limits=Limits(memory_limit="64MB"))
 
 
-def test_spill_limit_stops_the_query_and_the_spill_dir_is_removed(run_copy: Path) -> None:
+def test_spill_limit_stops_the_query_and_the_spill_dir_is_removed(run_copy: Path, private_tmp: Path) -> None:
     before = _spill_dirs()
     with pytest.raises(ConfigError, match="max_temp_directory_size"):
         query(run_copy, BIG_SORT_SQL, limits=Limits(memory_limit="64MB", spill_limit="1MB", threads=1))

@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from curation.service.jobs import free_ports
 from tests.conftest import REPO
 from training.checkpoint import read_checkpoint
 from training.train import ScheduleConfig, load_config, lr_at, train
@@ -32,7 +33,7 @@ def write_cfg(tmp: Path, run: Path, **over) -> Path:  # noqa: ANN003
 def test_two_process_gloo_ddp_loss_falls(quickstart_run: Path, tmp_path: Path) -> None:
     path = write_cfg(tmp_path, quickstart_run, steps=40, eval_every=20, checkpoint_every=40, grad_accum=2)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_ports(1)[0]),
                         "-m", "training.train", str(path)], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     result = json.loads(r.stdout.strip().splitlines()[-1])

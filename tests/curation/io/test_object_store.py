@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -47,12 +48,17 @@ def _shard_digests(fs: Any, root: str) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_quickstart_reads_and_writes_s3(s3: Any, tmp_path: Path) -> None:
-    leftovers_before = set(Path(tempfile.gettempdir()).glob("curation-*.tmp"))
+    # The run's own temp folder (Ray's stays in the shared one: its socket paths must stay short), so the
+    # staging files counted below are this run's, not those of runs other test processes make meanwhile.
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    env = {**os.environ, "TMPDIR": str(staging), "RAY_TMPDIR": tempfile.gettempdir()}
     # The README's command on a fresh local Ray cluster, whose workers get the S3 settings from the
     # environment as a real cluster's nodes would; global steps go through Ray Data shuffles.
     r = subprocess.run([sys.executable, "-m", "curation.cli", "run", "pipelines/quickstart.yaml",
                         "-o", "input.paths=[s3://corpus/sample/*.jsonl.gz]", "-o", "output.dir=s3://runs/quickstart",
-                        "-o", "executor.global_in_driver_mb=0"], cwd=REPO, capture_output=True, text=True, timeout=600)
+                        "-o", "executor.global_in_driver_mb=0"], cwd=REPO, capture_output=True, text=True, timeout=600,
+                       env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "done" in r.stdout and "s3://runs/quickstart" in r.stdout
     result_manifest = json.loads(s3.cat("runs/quickstart/manifest.json"))
@@ -66,7 +72,7 @@ def test_quickstart_reads_and_writes_s3(s3: Any, tmp_path: Path) -> None:
     assert [s["source"] for s in result_manifest["inputs"]] == [s["source"] for s in local.manifest["inputs"]]
     # Nothing half-written: no temp objects on the store, no staging files left on local disk.
     assert not [p for p in s3.find("runs/quickstart") if p.endswith(".tmp")]
-    assert set(Path(tempfile.gettempdir()).glob("curation-*.tmp")) <= leftovers_before
+    assert not list(staging.glob("curation-*.tmp"))
     # Stats and SQL read the run on the store, confined to its prefix.
     s = summary("s3://runs/quickstart")
     assert s["totals"]["docs_out"] == sum(n for _, n, *_ in s["domains"])
