@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.curation.service.test_browser import ARGS, CHROMIUM, shot
-from tests.curation.service.test_jobs_ray import Service, _config, _markers
+from tests.curation.service.test_jobs_ray import Service, _config, _markers, running_service
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 QUICKSTART = (REPO / "pipelines" / "quickstart.yaml").read_text()
@@ -28,15 +28,7 @@ OVERRIDES = f"executor.kind=local\ninput.paths=[{REPO}/curation/data/sample/*.js
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = Service(tmp_path_factory.mktemp("svc"))
-    svc.start()
-    try:
-        yield svc
-    finally:
-        svc.stop()
-        from curation.service.jobs import LocalRay
-
-        LocalRay(svc.state / "ray").stop()  # the last service may have been killed: never leave a head behind
+    yield from running_service(tmp_path_factory.mktemp("svc"))
 
 
 @pytest.fixture(scope="module")

@@ -124,9 +124,8 @@ class Service:
         return [j for j in client.list_jobs() if (j.metadata or {}).get("curation_run_id") == run_id]
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    root = tmp_path_factory.mktemp("svc")
+def running_service(root: Path) -> Iterator[Service]:
+    """A started service for a module's tests; afterwards it is stopped and its local Ray head too."""
     svc = Service(root)
     svc.start()
     try:
@@ -136,6 +135,11 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         from curation.service.jobs import LocalRay
 
         LocalRay(svc.state / "ray").stop()  # in case the last service was killed: never leave a head behind
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    yield from running_service(tmp_path_factory.mktemp("svc"))
 
 
 def _config(tmp: Path, name: str, n_files: int) -> str:
