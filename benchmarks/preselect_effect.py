@@ -6,10 +6,13 @@ Everything runs through the project's own commands (``curate run``, ``curate tra
 ``train run``, ``train eval``, ``train export-hf``, ``train natural-mixture``) as subprocesses, so
 the experiment is also the end-to-end test of the loop from training back to curation.
 
-1. Sources, built deterministically from what any machine of this kind has offline:
-   pool = stdlib docstrings (``python_docs``), stdlib source (``code``), package READMEs (``readme``),
-   licence files (``license``), and machine-degraded copies of docstrings and READMEs (``shuffled``:
-   words shuffled within each document; ``truncated``: a random 10-40% prefix, cut mid-word).
+1. Sources, built deterministically from what any Debian machine of this kind has offline:
+   pool = docstrings of the stdlib and the installed packages (``python_docs``), stdlib source
+   (``code``), package and Debian READMEs (``readme``), package licence files and Debian
+   ``copyright`` files (``license``), Debian ``changelog.Debian`` files (``changelog``), and
+   machine-degraded copies of docstrings and READMEs (``shuffled``: words shuffled within each
+   document; ``truncated``: a random 10-40% prefix, cut mid-word). Each source gives at most an
+   equal share of ``pool_mb``.
    Every 20th document of each pool source goes to the *general* held-out set instead.
    Target = English man pages (``/usr/share/man``, roff markup stripped), a source the pool does
    not contain: its ``dev`` half is the only selection signal (PreSelect's per-model target scores,
@@ -38,6 +41,7 @@ import json
 import random
 import re
 import sys
+import sysconfig
 import time
 from pathlib import Path
 from typing import Any
@@ -46,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._commands import Commands  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-POOL_DOMAINS = ("python_docs", "code", "readme", "license", "shuffled", "truncated")
+POOL_DOMAINS = ("python_docs", "code", "readme", "license", "changelog", "shuffled", "truncated")
 TARGET = "manpage"
 
 
@@ -95,6 +99,65 @@ def man_pages(limit_bytes: int) -> list[dict]:
     return docs
 
 
+def site_docs(min_chars: int, limit_chars: int) -> list[dict]:
+    """Docstrings of the installed packages (site-packages), package by package in name order,
+    until ``limit_chars``: the stdlib alone has about 1 MB of docstrings."""
+    mod = _corpus_module()
+    root = Path(sysconfig.get_paths()["purelib"])
+    docs, total = [], 0
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if any(part in rel for part in ("test", "__pycache__", "_vendor")):
+            continue
+        module = rel[:-3].replace("/", ".").removesuffix(".__init__")
+        for name, doc in mod.file_docstrings(path, module, min_chars):
+            docs.append({"id": f"pydoc:{name}", "text": doc, "domain": "python_docs", "origin": f"site-packages/{rel}"})
+            total += len(doc)
+        if total >= limit_chars:
+            break
+    return docs
+
+
+def stdlib_code(max_bytes: int, limit_chars: int) -> list[dict]:
+    """Standard-library modules (subpackages included, tests not), whole files up to ``max_bytes``."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    docs, total = [], 0
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if any(part in rel for part in ("test", "site-packages", "idlelib", "lib2to3", "__pycache__")):
+            continue
+        if path.stat().st_size > max_bytes:
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if len(text) > 500:
+            docs.append({"id": f"pycode:{rel}", "text": text, "domain": "code", "origin": f"stdlib/{rel}"})
+            total += len(text)
+        if total >= limit_chars:
+            break
+    return docs
+
+
+def debian_docs(pattern: str, domain: str, limit_chars: int, max_chars: int = 20000) -> list[dict]:
+    """Files under /usr/share/doc matching ``pattern`` (gzipped or plain), each cut to ``max_chars``:
+    Debian ``copyright`` files are licence boilerplate, ``changelog.Debian`` files terse release notes."""
+    docs, total = [], 0
+    for path in sorted(Path("/usr/share/doc").glob(pattern)):
+        if not path.is_file():
+            continue
+        try:
+            raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+        except (OSError, EOFError):
+            continue
+        text = raw.decode("utf-8", errors="replace").strip()[:max_chars]
+        if len(text) >= 200:
+            docs.append({"id": f"{domain}:{path.relative_to('/usr/share/doc').as_posix()}", "text": text,
+                         "domain": domain, "origin": str(path)})
+            total += len(text)
+        if total >= limit_chars:
+            break
+    return docs
+
+
 def degrade(docs: list[dict], kind: str, seed: int) -> list[dict]:
     out = []
     for d in docs:
@@ -119,12 +182,18 @@ def write_jsonl(path: Path, docs: list[dict]) -> None:
 def build_sources(src: Path, pool_bytes: int, target_bytes: int) -> dict[str, Any]:
     """Pool files per domain, general held-out, target dev/test; returns byte counts."""
     mod = _corpus_module()
+    cap = pool_bytes // len(POOL_DOMAINS)  # each source at most an equal share of the pool
     pkg = list(mod.package_texts(200))
-    raw = {"python_docs": list(mod.stdlib_docs(200)), "code": list(mod.stdlib_code(60_000)),
-           "readme": [r for r in pkg if r["domain"] == "readme"], "license": [r for r in pkg if r["domain"] == "license"]}
+    stdlib_docs = list(mod.stdlib_docs(200))
+    # every reader stops at twice the share (the deterministic shuffle below then picks the share
+    # from all of it), so building a small pool reads little
+    raw = {"python_docs": stdlib_docs + site_docs(200, 2 * cap - sum(len(d["text"]) for d in stdlib_docs)),
+           "code": stdlib_code(60_000, 2 * cap),
+           "readme": [r for r in pkg if r["domain"] == "readme"] + debian_docs("*/README*", "readme", 2 * cap),
+           "license": [r for r in pkg if r["domain"] == "license"] + debian_docs("*/copyright", "license", 2 * cap),
+           "changelog": debian_docs("*/changelog.Debian*", "changelog", 2 * cap)}
     raw["shuffled"] = degrade(raw["python_docs"] + raw["readme"], "shuffled", 0)
     raw["truncated"] = degrade(raw["python_docs"] + raw["readme"] + raw["code"], "truncated", 0)
-    cap = pool_bytes // len(POOL_DOMAINS)  # each source at most an equal share of the pool
     stats: dict[str, Any] = {"pool": {}, "general_test": {}}
     general = []
     for dom in POOL_DOMAINS:
@@ -180,13 +249,13 @@ def train_cfg(p: dict[str, Any], path: Path) -> Path:
 
 
 PARAMS = {  # fixed before any evaluation; --quick shrinks everything to a smoke test
-    "full": {"pool_mb": 20.0, "target_mb": 1.0, "keep": 0.15, "seq_len": 128, "batch_size": 16, "eval_every": 50,
+    "full": {"pool_mb": 24.0, "target_mb": 1.0, "keep": 0.15, "seq_len": 128, "batch_size": 16, "eval_every": 50,
              "family": [(32, 1, 100, "all"), (32, 1, 400, "all"), (64, 2, 200, "docs"), (64, 2, 600, "all"),
                         (64, 2, 300, "code"), (96, 2, 1000, "all")],
              "label_fraction": 0.1, "lm_max_tokens": 1024, "max_eval_tokens": 200_000, "seeds": 3},
     "quick": {"pool_mb": 1.5, "target_mb": 0.1, "keep": 0.15, "seq_len": 64, "batch_size": 8, "eval_every": 10,
-              "family": [(16, 1, 5, "all"), (16, 1, 20, "all"), (32, 1, 10, "docs"), (32, 1, 30, "all"),
-                         (32, 1, 15, "code"), (32, 2, 40, "all")],
+              "family": [(16, 1, 5, "all"), (16, 1, 20, "all"), (32, 1, 40, "docs"), (32, 1, 30, "all"),
+                         (32, 1, 40, "code"), (32, 2, 40, "all")],
               "label_fraction": 0.1, "lm_max_tokens": 256, "max_eval_tokens": 5000, "seeds": 1, "arm_steps": 20},
 }
 MIXES = {"all": None, "docs": {"python_docs": 1.0, "readme": 1.0}, "code": {"code": 1.0, "license": 1.0}}

@@ -24,27 +24,34 @@ from pathlib import Path
 PERMISSIVE = re.compile(r"\b(MIT|BSD|Apache|PSF|Python Software Foundation|ISC|Unlicense|0BSD|Zlib)\b", re.I)
 
 
+def file_docstrings(path: Path, module: str, min_chars: int) -> Iterator[tuple[str, str]]:
+    """(qualified name, docstring) of a module and of its classes and functions, in ``ast.walk``
+    order. A file that does not parse yields nothing."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (SyntaxError, UnicodeDecodeError, ValueError):
+        return
+    nodes = [(module, tree)] + [
+        (f"{module}.{n.name}", n) for n in ast.walk(tree)
+        if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+    ]
+    for name, node in nodes:
+        doc = ast.get_docstring(node, clean=True)
+        if doc and len(doc) >= min_chars:
+            yield name, doc
+
+
 def stdlib_docs(min_chars: int) -> Iterator[dict]:
     root = Path(sysconfig.get_paths()["stdlib"])
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root).as_posix()
         if any(part in rel for part in ("test", "site-packages", "idlelib", "lib2to3", "__pycache__")):
             continue
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError):
-            continue
         module = rel[:-3].replace("/", ".").removesuffix(".__init__")
-        nodes = [(module, tree)] + [
-            (f"{module}.{n.name}", n) for n in ast.walk(tree)
-            if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-        ]
-        for name, node in nodes:
-            doc = ast.get_docstring(node, clean=True)
-            if doc and len(doc) >= min_chars:
-                yield {"id": f"pydoc:{name}", "text": doc, "domain": "python_docs",
-                       "url": f"https://docs.python.org/3/library/{module.split('.')[0]}.html",
-                       "license": "PSF-2.0", "origin": f"stdlib/{rel}"}
+        for name, doc in file_docstrings(path, module, min_chars):
+            yield {"id": f"pydoc:{name}", "text": doc, "domain": "python_docs",
+                   "url": f"https://docs.python.org/3/library/{module.split('.')[0]}.html",
+                   "license": "PSF-2.0", "origin": f"stdlib/{rel}"}
 
 
 def stdlib_code(max_bytes: int) -> Iterator[dict]:

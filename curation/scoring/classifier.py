@@ -112,6 +112,13 @@ def train_classifier(out_dir: Path, positives: Sequence[str], negatives: Sequenc
     n_valid = max(2, int(round(len(rows) * valid_fraction))) if valid_fraction > 0 else 0
     valid = [rows[i] for i in order[:n_valid]]
     train = [rows[i] for i in order[n_valid:]]
+    n_pos = sum(1 for label, _ in train if label == POSITIVE)
+    if n_pos == 0 or n_pos == len(train):
+        # fastText would fail with "Empty vocabulary" or train a one-class model that scores
+        # everything alike; say what is short instead
+        raise ValueError(f"the training split has {n_pos} positives and {len(train) - n_pos} negatives after "
+                         f"holding out {n_valid} of {len(rows)} documents for validation; it needs both classes "
+                         f"(label more documents, or lower --valid-fraction)")
     train_file = out_dir / "train.txt"
     with open(train_file, "w", encoding="utf-8") as fh:
         for label, text in train:

@@ -63,3 +63,14 @@ def test_code_vs_prose_scorer_is_accurate_on_held_out_documents(tmp_path: Path) 
     assert m["valid_accuracy"] >= 0.9 and m["valid_auc"] >= 0.95  # chance is 0.5 / 0.5
     assert json.loads((tmp_path / "scorer" / "card.json").read_text())["settings"]["wordNgrams"] == 2
     assert not list((tmp_path / "scorer").glob("*.tmp")) and not (tmp_path / "scorer" / "train.txt").exists()
+
+
+@pytest.mark.parametrize("n_pos,n_neg,valid", [(1, 1, 0.1), (3, 1, 0.99)])
+def test_a_training_split_without_both_classes_is_refused_by_name(tmp_path: Path, n_pos: int, n_neg: int,
+                                                                  valid: float) -> None:
+    # PreSelect labels from a family whose models rank alike leave one negative; fastText then
+    # failed with "Empty vocabulary" or trained a one-class model
+    pos, neg = ["a useful page about tools"] * n_pos, ["noise noise"] * n_neg
+    with pytest.raises(ValueError, match=r"training split has \d+ positives and \d+ negatives .* needs both classes"):
+        train_classifier(tmp_path / "m", pos, neg, SMALL, {}, valid_fraction=valid)
+    assert not (tmp_path / "m" / "model.bin").exists()
