@@ -249,7 +249,7 @@ def train_cfg(p: dict[str, Any], path: Path) -> Path:
 
 
 PARAMS = {  # fixed before any evaluation; --quick shrinks everything to a smoke test
-    "full": {"pool_mb": 24.0, "target_mb": 1.0, "keep": 0.15, "seq_len": 128, "batch_size": 16, "eval_every": 50,
+    "full": {"pool_mb": 26.0, "target_mb": 1.0, "keep": 0.15, "seq_len": 128, "batch_size": 16, "eval_every": 50,
              "family": [(32, 1, 100, "all"), (32, 1, 400, "all"), (64, 2, 200, "docs"), (64, 2, 600, "all"),
                         (64, 2, 300, "code"), (96, 2, 1000, "all")],
              "label_fraction": 0.1, "lm_max_tokens": 1024, "max_eval_tokens": 200_000, "seeds": 3},
