@@ -15,21 +15,28 @@
    each global step (dedup, select).
 3. **Extrapolate** (``extrapolate``, pure arithmetic):
 
-   - map work (every shard pass): CPU-seconds scale linearly with uncompressed input bytes:
-     ``cpu_full = cpu_sample x bytes_full / bytes_sample``;
+   - map work (every shard pass): a fixed cost per task plus CPU-seconds that scale linearly
+     with uncompressed input bytes: ``cpu_full = a x tasks_full + b x bytes_full``. ``a`` is
+     measured, not fitted: the sample's shortest document runs as a task of its own (the
+     *probe*), whose seconds in each pass are that pass's cost of a task with (almost) nothing in
+     it. A regression of seconds on bytes over the sample's tasks cannot find ``a`` when the
+     tasks are of similar size (a 1% sample of equal files): at 1M documents it put 40% of the
+     tasks' time into ``a`` and predicted 30% too little;
    - global steps: ``n log n`` in the documents reaching them
      (``sec_full = sec_sample x (N log N) / (n log n)``): they sort/shuffle keys;
    - kept documents scale with the input documents, tokens with the input bytes;
    - wall time on a cluster of C CPUs (``cpus x nodes``): each pass runs its T file tasks on
      ``P = min(C / cpus_per_task, T)`` workers, so it lasts ``max(cpu / P, largest task)`` plus
      model setup, plus a fixed overhead (Ray start, pass scheduling); a global step under
-     ``executor.global_in_driver_mb`` of keys runs in the driver on one core, else shuffles on C.
+     ``executor.global_in_driver_mb`` of keys runs in the driver on one core, else shuffles on C
+     at ``RAY_SHUFFLE_CPU_FACTOR`` times the CPU the same step takes in one process.
      GPU passes are bounded by ``gpus x nodes / gpus_per_task`` too.
 
 Uncertainty: the kept fraction is a proportion over the sample's n documents: its 95% range is
 ``p +- 1.96 sqrt(p(1-p)/n)``. Time per byte varies with the documents a task holds: the range is a
 bootstrap over the sample's tasks (resampled with replacement) of seconds per byte, never narrower
-than +-15% (repeat runs of the same work on a shared machine differ by about that much).
+than ``TIME_NOISE_FLOOR`` either side (repeat runs of the same work on a shared machine differ by
+about 15%, and a 1% sample's cost per byte differs from the full run's by up to 10-15% more).
 """
 
 from __future__ import annotations
@@ -59,8 +66,12 @@ from curation.pipeline import PipelineConfig
 #: Seconds to start a local Ray cluster, and to schedule one pass or global step on it.
 RAY_START_S = 8.0
 RAY_PASS_OVERHEAD_S = 2.0
-#: Least relative half-width of a time range (run-to-run noise of identical work).
-TIME_NOISE_FLOOR = 0.15
+#: A global step resolved as a Ray Data shuffle costs this many times the CPU of the same step in
+#: one process (hash partitioning, object transfers, per-block tasks). Measured on near_dedup_v1:
+#: 67 s on 2 busy CPUs as a shuffle against 25 s in one process at 1M documents.
+RAY_SHUFFLE_CPU_FACTOR = 5.0
+#: Least relative half-width of a time range (see the module docstring).
+TIME_NOISE_FLOOR = 0.25
 #: Words of a document the sampling key looks at (bounds its cost on long documents).
 KEY_WORDS = 256
 SHINGLE = 5
@@ -97,6 +108,7 @@ class FileSample:
     sample_docs: int = 0
     sample_bytes: int = 0
     sample_path: str = ""
+    probe: bool = False  # the one-document task that measures a task's fixed cost (not an input file)
 
 
 def _text_of(line: bytes, field_name: str) -> str:
@@ -160,6 +172,7 @@ class PassMeasure:
     stage_seconds: dict[str, float]  # stage name -> seconds over all sample tasks
     cpus_per_task: float = 1.0
     gpus_per_task: float = 0.0
+    probe_seconds: float | None = None  # the one-document task's seconds: a task's fixed cost
 
 
 @dataclass
@@ -267,20 +280,25 @@ class Prediction:
         return asdict(self)
 
 
-def task_cost_model(seconds: list[float], nbytes: list[int]) -> tuple[float, float]:
-    """``(fixed seconds per task, seconds per byte)``: least squares of ``seconds = a + b x bytes`` over
-    the sample's tasks. A sample task holds little data, so its fixed cost (opening files and writers,
-    a Parquet footer, a marker) is a large part of its time and must not be scaled with the bytes.
-    ``a`` is kept within ``[0, min(seconds)]``; with too few or equal-sized tasks, ``a = 0``."""
+def task_cost_model(seconds: list[float], nbytes: list[int], probe: float | None = None) -> tuple[float, float]:
+    """``(fixed seconds per task, seconds per byte)`` of ``seconds = a + b x bytes`` over the sample's
+    tasks. A sample task holds little data, so its fixed cost (opening files and writers, a Parquet
+    footer, a marker, a stage's first batch) is a large part of its time and must not be scaled with
+    the bytes. ``a`` is the ``probe`` task's seconds when there is one; else a least-squares fit when
+    the task sizes spread enough to tell ``a`` from ``b`` (the largest at least twice the smallest);
+    else 0. ``a`` is kept within ``[0, min(seconds)]``."""
     s, b = np.asarray(seconds, float), np.asarray(nbytes, float)
     total_b = b.sum()
     if total_b <= 0:
         return (float(s.mean()) if len(s) else 0.0, 0.0)
     plain = (0.0, float(s.sum() / total_b))
-    if len(s) < 3 or np.ptp(b) <= 0.05 * b.mean():
+    if probe is not None:
+        a = float(np.clip(probe, 0.0, s.min()))
+    elif len(s) >= 3 and b.min() > 0 and b.max() >= 2 * b.min():
+        slope, intercept = np.polyfit(b, s, 1)
+        a = float(np.clip(intercept, 0.0, s.min()))
+    else:
         return plain
-    slope, intercept = np.polyfit(b, s, 1)
-    a = float(np.clip(intercept, 0.0, s.min()))
     per_byte = float((s.sum() - a * len(s)) / total_b)
     return (a, per_byte) if per_byte > 0 else plain
 
@@ -330,7 +348,7 @@ def extrapolate(m: Measurement, cluster: Cluster) -> Prediction:
     all_sec: list[float] = []
     all_bytes: list[int] = []
     for p in m.passes:
-        fixed, per_byte = task_cost_model(p.task_seconds, p.task_bytes)
+        fixed, per_byte = task_cost_model(p.task_seconds, p.task_bytes, p.probe_seconds)
         cpu = (per_byte * m.full_bytes + fixed * n_tasks) * p.cpus_per_task
         workers = max(1, min(int(cluster.total_cpus / max(p.cpus_per_task, 1e-9)), n_tasks))
         if p.gpus_per_task > 0:
@@ -356,6 +374,8 @@ def extrapolate(m: Measurement, cluster: Cluster) -> Prediction:
         sec = fixed + (g.seconds - fixed) * nlogn_factor(g.docs_in, full_in)
         key_mb = g.key_bytes * byte_scale / 1e6
         in_driver = not ray or key_mb < m.global_in_driver_mb
+        if not in_driver:
+            sec *= RAY_SHUFFLE_CPU_FACTOR
         wall = sec if in_driver else sec / max(cluster.total_cpus, 1) + RAY_PASS_OVERHEAD_S
         steps.append({"step": f"global {g.stage}", "cpu_s": round(sec, 2), "gpu_s": 0.0, "wall_s": round(wall, 2),
                       "workers": 1 if in_driver else cluster.total_cpus, "key_mb": round(key_mb, 1)})
@@ -393,7 +413,38 @@ def _draw(config: PipelineConfig, rate: float, sample_dir: Path) -> list[FileSam
 
     shutil.rmtree(sample_dir, ignore_errors=True)
     sample_dir.mkdir(parents=True)
-    return [sample_file(t.path, t.source, config, rate, sample_dir) for t in expand_inputs(config.input.paths)]
+    files = [sample_file(t.path, t.source, config, rate, sample_dir) for t in expand_inputs(config.input.paths)]
+    probe = split_probe(files, sample_dir, config.input.text_field)
+    return files + ([probe] if probe else [])
+
+
+def split_probe(files: list[FileSample], sample_dir: Path, text_field: str) -> FileSample | None:
+    """Move the shortest document of the first sample file holding two or more into a file of its
+    own, the probe task (``task_cost_model``). The sample's documents are unchanged, only one more
+    task runs; ``None`` when no file has two documents to spare one."""
+    fs = next((f for f in files if f.sample_docs >= 2), None)
+    if fs is None:
+        return None
+    src = Path(fs.sample_path)
+    if src.suffix == ".parquet":
+        table = pq.read_table(src)
+        # sized as sample_file sizes Parquet rows: the text's UTF-8 bytes
+        sizes = [len(t.encode()) if isinstance(t, str) else 0 for t in table.column(text_field).to_pylist()]
+        i = int(np.argmin(sizes))
+        target = sample_dir / "probe.parquet"
+        pq.write_table(table.slice(i, 1), target)
+        pq.write_table(pa.concat_tables([table.slice(0, i), table.slice(i + 1)]), src)
+        nbytes = sizes[i]
+    else:
+        lines = src.read_bytes().split(b"\n")[:-1]
+        i = min(range(len(lines)), key=lambda k: len(lines[k]))
+        target = sample_dir / "probe.jsonl"
+        target.write_bytes(lines[i] + b"\n")
+        src.write_bytes(b"".join(line + b"\n" for k, line in enumerate(lines) if k != i))
+        nbytes = len(lines[i])
+    fs.sample_docs -= 1
+    fs.sample_bytes -= nbytes
+    return FileSample(fs.source, sample_docs=1, sample_bytes=nbytes, sample_path=str(target), probe=True)
 
 
 def measure(config: PipelineConfig, rate: float, workdir: Path | None = None,
@@ -446,20 +497,25 @@ def _measurement(config: PipelineConfig, rate: float, plan: Any, files: list[Fil
 
     lay = plan.layout
     by_path = {f.sample_path: f for f in files}
-    task_bytes = [by_path[t.path].sample_bytes if t.path in by_path else t.size for t in plan.tasks]
+    probe_path = next((f.sample_path for f in files if f.probe), None)
+    tasks = [t for t in plan.tasks if t.path != probe_path]
+    probe_task = next((t for t in plan.tasks if t.path == probe_path), None)
+    task_bytes = [by_path[t.path].sample_bytes if t.path in by_path else t.size for t in tasks]
     names = {i: s.stage for i, s in enumerate(config.stages)}
     passes, globals_ = [], []
     for seg in plan.segments:
         secs, stage_secs = [], {}
         for t in plan.tasks:
             mk = read_json(lay.marker(seg.index, t.index))
-            secs.append(float(mk["seconds"]))
+            if t is not probe_task:
+                secs.append(float(mk["seconds"]))
             for idx, v in (mk.get("stage_seconds") or {}).items():
                 stage_secs[names[int(idx)]] = stage_secs.get(names[int(idx)], 0.0) + float(v)
+        probe = float(read_json(lay.marker(seg.index, probe_task.index))["seconds"]) if probe_task else None
         res = seg.task_resources()
         passes.append(PassMeasure(seg.index, secs, task_bytes, setups[seg.index], stage_secs,
                                   cpus_per_task=max(float(res.get("num_cpus", 1.0)), 1e-3),
-                                  gpus_per_task=float(res.get("num_gpus", 0.0))))
+                                  gpus_per_task=float(res.get("num_gpus", 0.0)), probe_seconds=probe))
         if seg.key_for is not None:
             stage_index, spec = seg.key_for
             gm = read_json(lay.global_marker(stage_index))
@@ -473,7 +529,7 @@ def _measurement(config: PipelineConfig, rate: float, plan: Any, files: list[Fil
     tokens = sum(int(d["tokens"]) for d in manifest["domains"].values())
     return Measurement(
         rate=rate, full_docs=sum(f.docs for f in files), full_bytes=sum(f.bytes for f in files),
-        file_bytes=[f.bytes for f in files], sample_docs=sum(f.sample_docs for f in files),
+        file_bytes=[f.bytes for f in files if not f.probe], sample_docs=sum(f.sample_docs for f in files),
         sample_bytes=sum(f.sample_bytes for f in files), docs_out=int(manifest["totals"]["docs_out"]),
         tokens_out=tokens, passes=passes, globals=globals_,
         stage_kept=[(s["name"], int(s["in"]), int(s["out"])) for s in manifest["stages"]],

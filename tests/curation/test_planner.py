@@ -14,7 +14,8 @@ from curation.errors import ConfigError
 from curation.pipeline import PipelineConfig
 from curation.planner import (Cluster, GlobalMeasure, Measurement, PassMeasure, budget_refusal,
                               bootstrap_rel_range, doc_key, extrapolate, measure, nlogn_factor, parse_cluster,
-                              parse_rate, proportion_range, sample_file, RAY_PASS_OVERHEAD_S, RAY_START_S)
+                              parse_rate, proportion_range, sample_file, split_probe, FileSample, RAY_PASS_OVERHEAD_S,
+                              RAY_SHUFFLE_CPU_FACTOR, RAY_START_S, TIME_NOISE_FLOOR)
 from tests.conftest import PROSE, pipeline_dict, write_jsonl
 
 
@@ -68,7 +69,12 @@ def test_big_global_step_shuffles_on_the_cluster() -> None:
     pred = extrapolate(m, Cluster(cpus=8, nodes=2))
     g = pred.steps[-1]
     assert g["key_mb"] == approx(500) and g["workers"] == 16
+    # a shuffle costs RAY_SHUFFLE_CPU_FACTOR x the in-process step's CPU, spread over the cluster
+    in_process = 2.0 * nlogn_factor(1000, 100_000)
+    assert g["cpu_s"] == approx(RAY_SHUFFLE_CPU_FACTOR * in_process)
     assert g["wall_s"] == approx(g["cpu_s"] / 16 + RAY_PASS_OVERHEAD_S)
+    local = extrapolate(measurement(globals=m.globals, executor="local"), Cluster(cpus=16))
+    assert local.steps[-1]["cpu_s"] == approx(in_process) and local.steps[-1]["wall_s"] == approx(in_process)
 
 
 def test_gpu_passes_count_gpu_hours_and_gpu_parallelism() -> None:
@@ -86,9 +92,10 @@ def test_ranges_come_from_the_sample() -> None:
     assert pred.kept_docs_range == (round(lo * 100_000), round(hi * 100_000))
     assert pred.cpu_hours_range[0] < pred.cpu_hours < pred.cpu_hours_range[1]
     # identical tasks: only the noise floor; very uneven ones: wider than it
-    assert bootstrap_rel_range([1.0] * 8, [100] * 8) == approx((0.85, 1.15))
+    floor = (1 - TIME_NOISE_FLOOR, 1 + TIME_NOISE_FLOOR)
+    assert bootstrap_rel_range([1.0] * 8, [100] * 8) == approx(floor)
     lo, hi = bootstrap_rel_range([1, 9, 1, 9, 1, 9], [100] * 6)
-    assert lo < 0.85 and hi > 1.15
+    assert lo < floor[0] and hi > floor[1]
     assert nlogn_factor(1000, 1000) == approx(1.0) and nlogn_factor(0, 10) == 0.0
 
 
@@ -147,7 +154,9 @@ def test_measure_runs_the_real_pipeline_on_the_sample(tiny_corpus: Path, tmp_pat
     m = measure(cfg, 1.0, tmp_path / "work")  # the whole input: the sample run is the real run
     assert m.full_docs == m.sample_docs == 7 and m.docs_out == 4
     assert [s for s, _, _ in m.stage_kept] == ["input", "text_length_v1", "exact_dedup_v1"]
-    assert len(m.passes) == 2 and len(m.passes[0].task_seconds) == 3
+    # three input files, plus the probe task (not an input file, not in the task lists)
+    assert len(m.passes) == 2 and len(m.passes[0].task_seconds) == 3 and len(m.file_bytes) == 3
+    assert all(p.probe_seconds is not None and 0 <= p.probe_seconds <= max(p.task_seconds) for p in m.passes)
     assert "text_length_v1" in m.passes[0].stage_seconds
     assert m.globals[0].stage == "exact_dedup_v1" and m.globals[0].docs_in == 6
     assert not (tmp_path / "out").exists()  # the configured output dir is never touched
@@ -204,6 +213,22 @@ def test_fixed_task_cost_is_not_scaled_with_bytes() -> None:
     assert task_cost_model([1.0, 1.0], [5, 5]) == (0.0, 0.2)  # too few / equal tasks: all per byte
 
 
+def test_similar_tasks_take_the_fixed_cost_from_the_probe_not_a_fit() -> None:
+    """A 1% sample of equal files gives tasks of about one size. The old least-squares fit over them
+    put 40% of their time into the fixed cost at 1M documents (predicted 30% too little); now the
+    probe (a one-document task) measures it, and without a probe all the time scales with bytes."""
+    from curation.planner import task_cost_model
+
+    nbytes = [1_150_000, 1_013_766, 1_171_001, 1_123_776, 967_886]
+    secs = [0.03 + 1e-7 * b for b in nbytes]
+    secs[1] += 0.03  # noise that a fit over similar sizes turns into a large intercept
+    total = sum(secs)
+    assert task_cost_model(secs, nbytes) == approx((0.0, total / sum(nbytes)), abs=1e-12)
+    a, b = task_cost_model(secs, nbytes, probe=0.031)
+    assert a == 0.031 and b == approx((total - 5 * 0.031) / sum(nbytes), abs=1e-12)
+    assert task_cost_model(secs, nbytes, probe=99.0)[0] == min(secs)  # never more than the cheapest task
+
+
 def test_pages_sharing_a_phrase_are_sampled_independently() -> None:
     """200 unrelated pages that share one stock phrase (its shingles hash lowest of all) must not share a
     sampling key: a key from one shingle put all 200 in or out of the sample together, which made a 1%
@@ -222,3 +247,31 @@ def test_pages_sharing_a_phrase_are_sampled_independently() -> None:
     pages = [phrase + " " + " ".join(rng.choice(vocab) for _ in range(120)) for _ in range(200)]
     assert len({doc_key(p) for p in pages}) >= 195
     assert doc_key(pages[0]) == doc_key(pages[0])  # an exact copy still shares its original's key
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_the_probe_is_the_shortest_sampled_document_moved_not_copied(tmp_path: Path, fmt: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    recs = [{"id": f"d{i}", "text": "word " * (50 - i)} for i in range(6)]  # d5 is the shortest
+    src = tmp_path / f"in.{fmt}"
+    if fmt == "jsonl":
+        write_jsonl(src, recs)
+    else:
+        pq.write_table(pa.Table.from_pylist(recs), src)
+    cfg = PipelineConfig.from_mapping(pipeline_dict([str(src)], tmp_path / "out"))
+    (tmp_path / "s").mkdir()
+    fs = sample_file(str(src), src.name, cfg, 1.0, tmp_path / "s")
+    before = (fs.sample_docs, fs.sample_bytes)
+    probe = split_probe([FileSample("empty"), fs], tmp_path / "s", "text")
+    assert probe is not None and probe.probe and probe.docs == 0 and probe.bytes == 0  # not an input file
+
+    def ids(path: str) -> list[str]:
+        if fmt == "jsonl":
+            return [json.loads(x)["id"] for x in Path(path).read_text().splitlines()]
+        return pq.read_table(path).column("id").to_pylist()
+
+    assert ids(probe.sample_path) == ["d5"] and ids(fs.sample_path) == ["d0", "d1", "d2", "d3", "d4"]
+    assert (fs.sample_docs + probe.sample_docs, fs.sample_bytes + probe.sample_bytes) == before
+    assert split_probe([FileSample("x", sample_docs=1)], tmp_path / "s", "text") is None  # none to spare
