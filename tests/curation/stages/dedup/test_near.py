@@ -164,3 +164,33 @@ def test_no_or_single_documents_resolve_to_nothing(texts: list[str]) -> None:
     """Nothing to cluster is an empty result, not an IndexError (the planner times the stage on tiny inputs)."""
     stage = NearDedup(NearDedupConfig(threshold=0.8))
     assert resolve(stage, keyed(stage, texts)) == {}
+
+
+def test_joins_take_only_the_documents_they_can_match(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The signature, shingle and keeper joins take only candidate / uncertain / clustered documents
+    (node sets gathered in the driver), with the same result as joining every document."""
+    import curation.stages.dedup.near as near
+
+    rng = np.random.default_rng(1)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = np.array([a + b + c for a in letters for b in letters for c in letters[:5]])  # no digits: they map to 0
+    unique = [" ".join(rng.choice(vocab, 80)) for _ in range(60)]  # no two alike
+    texts = unique + [edit(PROSE[0], 25), PROSE[0], edit(PROSE[0], 9), PROSE[1], PROSE[1] + " the end."]
+    stage = NearDedup(NearDedupConfig(threshold=0.7, max_source_removal_fraction=None))
+    keys = keyed(stage, texts, tasks=[i // 10 for i in range(len(texts))])
+    seen: list[tuple[str, int]] = []
+    real_init = near.OnlyNodes.__init__
+
+    def spy(self: near.OnlyNodes, nodes: np.ndarray | None, fn: object) -> None:
+        seen.append((getattr(fn, "__name__", ""), -1 if nodes is None else len(nodes)))
+        real_init(self, nodes, fn)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(near.OnlyNodes, "__init__", spy)
+    narrowed = resolve(stage, keys)
+    # 5 near-copy documents among 65: the joins see at most those (the unique pages share no band)
+    assert seen and all(0 <= n <= 5 for _, n in seen), seen
+    assert {name for name, _ in seen} == {"_sig_rows", "_shingle_rows", "_node_info"}
+    monkeypatch.setattr(near, "FILTER_MAX_NODES", 0)  # too many to gather: every document joins
+    seen.clear()
+    assert resolve(stage, keys) == narrowed and all(n == -1 for _, n in seen)
+    assert narrowed == {"d64": (None, "d64", 2), "d63": ("d64", "d64", 2)}  # the edited copies fall below 0.7
