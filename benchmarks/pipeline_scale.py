@@ -39,7 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 DEDUP_STAGES = ("exact_dedup_v1", "near_dedup_v1")
 
 
-def pipeline(corpus: Path, scorer: Path, out: Path, executor: str, num_cpus: int) -> dict[str, Any]:
+def pipeline(corpus: Path, scorer: Path, out: Path, executor: str, num_cpus: int,
+             global_in_driver_mb: float | None = None) -> dict[str, Any]:
     """The quickstart's stage list, then fastText scoring and a top-half select."""
     return {
         "name": "pipeline_scale",
@@ -57,7 +58,8 @@ def pipeline(corpus: Path, scorer: Path, out: Path, executor: str, num_cpus: int
             {"stage": "select_v1", "column": "score_prose", "top_fraction": 0.5},
         ],
         "output": {"dir": str(out), "target_shard_bytes": 64_000_000, "token_counter": "whitespace"},
-        "executor": {"kind": executor, "num_cpus": num_cpus},
+        "executor": {"kind": executor, "num_cpus": num_cpus,
+                     **({} if global_in_driver_mb is None else {"global_in_driver_mb": global_in_driver_mb})},
     }
 
 
@@ -209,9 +211,10 @@ def dedup_accuracy(run: Path, corpus: Path) -> dict[str, Any]:
             "removed_exact_copies": by_kind["exact"], "removed_near_copies": by_kind["near"]}
 
 
-def run_one(size: int, executor: str, corpus: Path, scorer: Path, work: Path, num_cpus: int) -> dict[str, Any]:
+def run_one(size: int, executor: str, corpus: Path, scorer: Path, work: Path, num_cpus: int,
+            global_in_driver_mb: float | None = None) -> dict[str, Any]:
     out = work / f"run-{size}-{executor}"
-    cfg = pipeline(corpus, scorer, out, executor, num_cpus)
+    cfg = pipeline(corpus, scorer, out, executor, num_cpus, global_in_driver_mb)
     cfg_path = work / f"cfg-{size}-{executor}.json"
     cfg_path.write_text(json.dumps(cfg))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -233,11 +236,13 @@ def run_one(size: int, executor: str, corpus: Path, scorer: Path, work: Path, nu
             "stage_share": shares, "dedup": dedup_accuracy(out, corpus)}
 
 
-def predict(size: int, executor: str, corpus: Path, scorer: Path, work: Path, num_cpus: int, rate: float) -> dict[str, Any]:
+def predict(size: int, executor: str, corpus: Path, scorer: Path, work: Path, num_cpus: int, rate: float,
+            global_in_driver_mb: float | None = None) -> dict[str, Any]:
     from curation.pipeline import PipelineConfig
     from curation.planner import Cluster, extrapolate, measure
 
-    cfg = PipelineConfig.from_mapping(pipeline(corpus, scorer, work / "unused", executor, num_cpus))
+    cfg = PipelineConfig.from_mapping(pipeline(corpus, scorer, work / "unused", executor, num_cpus,
+                                               global_in_driver_mb))
     t0 = time.time()
     m = measure(cfg, rate, work / f"plan-{size}-{executor}")
     pred = extrapolate(m, Cluster(cpus=num_cpus if executor == "ray" else 1))
@@ -254,6 +259,8 @@ def main() -> None:
     ap.add_argument("--num-cpus", type=int, default=os.cpu_count() or 1, help="CPUs of the local Ray cluster")
     ap.add_argument("--plan", type=float, default=0.0, help="also predict each run from this sample rate")
     ap.add_argument("--work", default=None, help="folder for corpora and runs (default: a temp dir)")
+    ap.add_argument("--global-in-driver-mb", type=float, default=None,
+                    help="executor.global_in_driver_mb (0: every global step as a Ray shuffle)")
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -272,9 +279,10 @@ def main() -> None:
             print(f"corpus {size}: {info['bytes'] / 1e6:.1f} MB in {info['files']} files ({time.time() - t0:.0f} s)",
                   flush=True)
         for executor in args.executors.split(","):
-            res = run_one(size, executor, corpus, scorer, work, args.num_cpus)
+            res = run_one(size, executor, corpus, scorer, work, args.num_cpus, args.global_in_driver_mb)
             if args.plan:
-                res["predicted"] = predict(size, executor, corpus, scorer, work, args.num_cpus, args.plan)
+                res["predicted"] = predict(size, executor, corpus, scorer, work, args.num_cpus, args.plan,
+                                           args.global_in_driver_mb)
             results.append(res)
             print(json.dumps(res), flush=True)
     if args.json:

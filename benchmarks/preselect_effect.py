@@ -252,7 +252,7 @@ PARAMS = {  # fixed before any evaluation; --quick shrinks everything to a smoke
     "full": {"pool_mb": 26.0, "target_mb": 1.0, "keep": 0.15, "seq_len": 128, "batch_size": 16, "eval_every": 50,
              "family": [(32, 1, 100, "all"), (32, 1, 400, "all"), (64, 2, 200, "docs"), (64, 2, 600, "all"),
                         (64, 2, 300, "code"), (96, 2, 1000, "all")],
-             "label_fraction": 0.1, "lm_max_tokens": 1024, "max_eval_tokens": 200_000, "seeds": 3},
+             "label_fraction": 0.1, "lm_max_tokens": 1024, "max_eval_tokens": 200_000, "seeds": 10},
     "quick": {"pool_mb": 1.5, "target_mb": 0.1, "keep": 0.15, "seq_len": 64, "batch_size": 8, "eval_every": 10,
               "family": [(16, 1, 5, "all"), (16, 1, 20, "all"), (32, 1, 40, "docs"), (32, 1, 30, "all"),
                          (32, 1, 40, "code"), (32, 2, 40, "all")],
