@@ -15,14 +15,17 @@ from curation.scoring.classifier import preselect_labels
 
 
 def run_documents(run_dir: str | Path, columns: list[str]) -> dict[str, list]:
-    """Columns of every kept document of a finished run (its ``docs`` view), in a stable order."""
+    """Columns of every kept document of a finished run (its ``docs`` view), in a stable order: by
+    id, then text. Ids need not be unique (two methods of one name in a module), and DuckDB returns
+    ties in whatever order its threads finished: the scorer trained on them then changed from run
+    to run (same labels, a different fastText model and selection)."""
     from curation.query_sandbox import Limits
     from curation.stats import _ident, open_run
 
     # Trusted internal read of the whole run: no time budget (the memory cap and spill cap still hold).
     with open_run(run_dir, Limits(timeout_s=None)) as (con, _):
         cols = ", ".join(_ident(c) for c in columns)
-        rows = con.execute(f"SELECT {cols} FROM docs ORDER BY id").fetchall()
+        rows = con.execute(f"SELECT {cols} FROM docs ORDER BY id, text").fetchall()
     return {c: [r[i] for r in rows] for i, c in enumerate(columns)}
 
 
