@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 import os
 import re
 import resource
@@ -249,7 +250,8 @@ def predict(size: int, executor: str, corpus: Path, scorer: Path, work: Path, nu
     return {"plan_s": round(time.time() - t0, 1), "sample_docs": m.sample_docs, "rate": m.rate,
             "cpu_s": round(pred.cpu_hours * 3600, 1), "cpu_s_range": [round(x * 3600, 1) for x in pred.cpu_hours_range],
             "wall_s": round(pred.wall_seconds, 1), "wall_s_range": [round(x, 1) for x in pred.wall_seconds_range],
-            "kept_docs": pred.kept_docs, "kept_docs_range": list(pred.kept_docs_range)}
+            "kept_docs": pred.kept_docs, "kept_docs_range": list(pred.kept_docs_range),
+            "steps": pred.steps, "measurement": asdict(m)}  # to extrapolate again under another model
 
 
 def main() -> None:
