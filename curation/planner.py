@@ -16,12 +16,13 @@
 3. **Extrapolate** (``extrapolate``, pure arithmetic):
 
    - map work (every shard pass): a fixed cost per task plus CPU-seconds that scale linearly
-     with uncompressed input bytes: ``cpu_full = a x tasks_full + b x bytes_full``. ``a`` is
-     measured, not fitted: the sample's shortest document runs as a task of its own (the
-     *probe*), whose seconds in each pass are that pass's cost of a task with (almost) nothing in
-     it. A regression of seconds on bytes over the sample's tasks cannot find ``a`` when the
-     tasks are of similar size (a 1% sample of equal files): at 1M documents it put 40% of the
-     tasks' time into ``a`` and predicted 30% too little;
+     with uncompressed input bytes: ``cpu_full = a x tasks_full + b x bytes_full``. A 1% sample
+     of equal files gives tasks of about one size, from which a regression cannot tell ``a``
+     from ``b`` (at 1M documents it put 40% of the tasks' time into ``a``). So the sample holds
+     one small task by design, the *probe*: ``PROBE_DOCS`` of its documents moved into a file of
+     their own. Probe and ordinary tasks are two sizes: ``b`` from their difference, ``a`` what
+     the probe took beyond ``b`` times its bytes. (A one-document probe measured nothing: the
+     document was often filtered out at once, so its later passes wrote no shard at all);
    - global steps: ``n log n`` in the documents reaching them
      (``sec_full = sec_sample x (N log N) / (n log n)``): they sort/shuffle keys;
    - kept documents scale with the input documents, tokens with the input bytes;
@@ -62,13 +63,17 @@ from curation.errors import ConfigError
 from curation.io.linestream import Oversize, iter_lines, open_chunks
 from curation.io.readers import detect_format
 from curation.pipeline import PipelineConfig
+from curation.stages.frame import LocalFrame
 
 #: Seconds to start a local Ray cluster, and to schedule one pass or global step on it.
 RAY_START_S = 8.0
 RAY_PASS_OVERHEAD_S = 2.0
-#: A global step resolved as a Ray Data shuffle costs this many times the CPU of the same step in
-#: one process (hash partitioning, object transfers, per-block tasks). Measured on near_dedup_v1:
-#: 67 s on 2 busy CPUs as a shuffle against 25 s in one process at 1M documents.
+#: A global step resolved as Ray Data shuffles costs, per shuffle (``group``), this many seconds of
+#: wall time (a dataset's start, its tasks' scheduling; measured: exact_dedup_v1 and select_v1 as
+#: shuffles at 100k documents) plus this many times the step's in-process CPU, spread over the
+#: cluster (partitioning, object transfers; measured: near_dedup_v1 at 100k, its 11-13 shuffles
+#: taken off). Calibrated on a 2-CPU machine; see docs/benchmarks.md.
+RAY_SHUFFLE_OP_S = 1.2
 RAY_SHUFFLE_CPU_FACTOR = 5.0
 #: Least relative half-width of a time range (see the module docstring).
 TIME_NOISE_FLOOR = 0.25
@@ -108,7 +113,7 @@ class FileSample:
     sample_docs: int = 0
     sample_bytes: int = 0
     sample_path: str = ""
-    probe: bool = False  # the one-document task that measures a task's fixed cost (not an input file)
+    probe: bool = False  # the small task that measures a task's fixed cost (not an input file)
 
 
 def _text_of(line: bytes, field_name: str) -> str:
@@ -172,7 +177,8 @@ class PassMeasure:
     stage_seconds: dict[str, float]  # stage name -> seconds over all sample tasks
     cpus_per_task: float = 1.0
     gpus_per_task: float = 0.0
-    probe_seconds: float | None = None  # the one-document task's seconds: a task's fixed cost
+    probe_seconds: float | None = None  # the probe task's seconds (see task_cost_model)
+    probe_bytes: int = 0
 
 
 @dataclass
@@ -182,6 +188,7 @@ class GlobalMeasure:
     docs_in: int  # documents that reached it in the sample
     key_bytes: int  # bytes of its keyed work files in the sample
     fixed_seconds: float = 0.0  # the same step over one document: its cost that does not grow with n
+    group_ops: int = 1  # its shuffles (Frame.group calls) on the sample: each costs a Ray shuffle's fixed cost
 
 
 @dataclass
@@ -280,20 +287,25 @@ class Prediction:
         return asdict(self)
 
 
-def task_cost_model(seconds: list[float], nbytes: list[int], probe: float | None = None) -> tuple[float, float]:
-    """``(fixed seconds per task, seconds per byte)`` of ``seconds = a + b x bytes`` over the sample's
-    tasks. A sample task holds little data, so its fixed cost (opening files and writers, a Parquet
-    footer, a marker, a stage's first batch) is a large part of its time and must not be scaled with
-    the bytes. ``a`` is the ``probe`` task's seconds when there is one; else a least-squares fit when
-    the task sizes spread enough to tell ``a`` from ``b`` (the largest at least twice the smallest);
-    else 0. ``a`` is kept within ``[0, min(seconds)]``."""
+def task_cost_model(seconds: list[float], nbytes: list[int], probe: float | None = None,
+                    probe_bytes: int = 0) -> tuple[float, float]:
+    """``(fixed seconds per task, seconds per byte)`` of ``seconds = a + b x bytes``. A sample task
+    holds little data, so its fixed cost (opening files and writers, a Parquet footer, a marker, a
+    stage's first batch) is a large part of its time and must not be scaled with the bytes.
+
+    With a ``probe`` (a task of ``probe_bytes``, much smaller than the others): ``b`` from the
+    difference between the ordinary tasks and ``n`` probes, ``a = probe - b x probe_bytes``.
+    Without one: a least-squares fit when the task sizes spread enough to tell ``a`` from ``b``
+    (the largest at least twice the smallest), else ``a = 0``. ``a`` is kept within
+    ``[0, min(seconds)]``."""
     s, b = np.asarray(seconds, float), np.asarray(nbytes, float)
     total_b = b.sum()
     if total_b <= 0:
         return (float(s.mean()) if len(s) else 0.0, 0.0)
     plain = (0.0, float(s.sum() / total_b))
-    if probe is not None:
-        a = float(np.clip(probe, 0.0, s.min()))
+    if probe is not None and total_b > 2 * len(s) * probe_bytes:
+        per_byte = (s.sum() - len(s) * probe) / (total_b - len(s) * probe_bytes)
+        a = float(np.clip(probe - per_byte * probe_bytes, 0.0, s.min()))
     elif len(s) >= 3 and b.min() > 0 and b.max() >= 2 * b.min():
         slope, intercept = np.polyfit(b, s, 1)
         a = float(np.clip(intercept, 0.0, s.min()))
@@ -348,7 +360,7 @@ def extrapolate(m: Measurement, cluster: Cluster) -> Prediction:
     all_sec: list[float] = []
     all_bytes: list[int] = []
     for p in m.passes:
-        fixed, per_byte = task_cost_model(p.task_seconds, p.task_bytes, p.probe_seconds)
+        fixed, per_byte = task_cost_model(p.task_seconds, p.task_bytes, p.probe_seconds, p.probe_bytes)
         cpu = (per_byte * m.full_bytes + fixed * n_tasks) * p.cpus_per_task
         workers = max(1, min(int(cluster.total_cpus / max(p.cpus_per_task, 1e-9)), n_tasks))
         if p.gpus_per_task > 0:
@@ -374,9 +386,11 @@ def extrapolate(m: Measurement, cluster: Cluster) -> Prediction:
         sec = fixed + (g.seconds - fixed) * nlogn_factor(g.docs_in, full_in)
         key_mb = g.key_bytes * byte_scale / 1e6
         in_driver = not ray or key_mb < m.global_in_driver_mb
-        if not in_driver:
+        if in_driver:
+            wall = sec
+        else:  # a Ray Data shuffle per group: a fixed cost each, then the work spread over the cluster
             sec *= RAY_SHUFFLE_CPU_FACTOR
-        wall = sec if in_driver else sec / max(cluster.total_cpus, 1) + RAY_PASS_OVERHEAD_S
+            wall = g.group_ops * RAY_SHUFFLE_OP_S + sec / max(cluster.total_cpus, 1) + RAY_PASS_OVERHEAD_S
         steps.append({"step": f"global {g.stage}", "cpu_s": round(sec, 2), "gpu_s": 0.0, "wall_s": round(wall, 2),
                       "workers": 1 if in_driver else cluster.total_cpus, "key_mb": round(key_mb, 1)})
         cpu_s, wall_s = cpu_s + sec, wall_s + wall
@@ -418,33 +432,36 @@ def _draw(config: PipelineConfig, rate: float, sample_dir: Path) -> list[FileSam
     return files + ([probe] if probe else [])
 
 
+#: Documents moved into the probe task (fewer when the sample is small: at most a third of a file's).
+PROBE_DOCS = 16
+
+
 def split_probe(files: list[FileSample], sample_dir: Path, text_field: str) -> FileSample | None:
-    """Move the shortest document of the first sample file holding two or more into a file of its
-    own, the probe task (``task_cost_model``). The sample's documents are unchanged, only one more
-    task runs; ``None`` when no file has two documents to spare one."""
-    fs = next((f for f in files if f.sample_docs >= 2), None)
-    if fs is None:
+    """Move ``PROBE_DOCS`` documents of the sample file holding the most into a file of their own,
+    the probe task (``task_cost_model``): the first ones, which are as random as any (the sample
+    is drawn by a hash). The sample's documents are unchanged, only one more task runs; ``None``
+    when no file has three documents."""
+    fs = max(files, key=lambda f: f.sample_docs, default=None)
+    if fs is None or fs.sample_docs < 3:
         return None
+    k = min(PROBE_DOCS, fs.sample_docs // 3)
     src = Path(fs.sample_path)
     if src.suffix == ".parquet":
         table = pq.read_table(src)
-        # sized as sample_file sizes Parquet rows: the text's UTF-8 bytes
-        sizes = [len(t.encode()) if isinstance(t, str) else 0 for t in table.column(text_field).to_pylist()]
-        i = int(np.argmin(sizes))
         target = sample_dir / "probe.parquet"
-        pq.write_table(table.slice(i, 1), target)
-        pq.write_table(pa.concat_tables([table.slice(0, i), table.slice(i + 1)]), src)
-        nbytes = sizes[i]
+        pq.write_table(table.slice(0, k), target)
+        pq.write_table(table.slice(k), src)
+        # sized as sample_file sizes Parquet rows: the text's UTF-8 bytes
+        nbytes = sum(len(t.encode()) for t in table.column(text_field).slice(0, k).to_pylist() if isinstance(t, str))
     else:
         lines = src.read_bytes().split(b"\n")[:-1]
-        i = min(range(len(lines)), key=lambda k: len(lines[k]))
         target = sample_dir / "probe.jsonl"
-        target.write_bytes(lines[i] + b"\n")
-        src.write_bytes(b"".join(line + b"\n" for k, line in enumerate(lines) if k != i))
-        nbytes = len(lines[i])
-    fs.sample_docs -= 1
+        target.write_bytes(b"".join(line + b"\n" for line in lines[:k]))
+        src.write_bytes(b"".join(line + b"\n" for line in lines[k:]))
+        nbytes = sum(len(line) for line in lines[:k])
+    fs.sample_docs -= k
     fs.sample_bytes -= nbytes
-    return FileSample(fs.source, sample_docs=1, sample_bytes=nbytes, sample_path=str(target), probe=True)
+    return FileSample(fs.source, sample_docs=k, sample_bytes=nbytes, sample_path=str(target), probe=True)
 
 
 def measure(config: PipelineConfig, rate: float, workdir: Path | None = None,
@@ -512,10 +529,12 @@ def _measurement(config: PipelineConfig, rate: float, plan: Any, files: list[Fil
             for idx, v in (mk.get("stage_seconds") or {}).items():
                 stage_secs[names[int(idx)]] = stage_secs.get(names[int(idx)], 0.0) + float(v)
         probe = float(read_json(lay.marker(seg.index, probe_task.index))["seconds"]) if probe_task else None
+        probe_bytes = by_path[probe_path].sample_bytes if probe_path else 0
         res = seg.task_resources()
         passes.append(PassMeasure(seg.index, secs, task_bytes, setups[seg.index], stage_secs,
                                   cpus_per_task=max(float(res.get("num_cpus", 1.0)), 1e-3),
-                                  gpus_per_task=float(res.get("num_gpus", 0.0)), probe_seconds=probe))
+                                  gpus_per_task=float(res.get("num_gpus", 0.0)), probe_seconds=probe,
+                                  probe_bytes=probe_bytes))
         if seg.key_for is not None:
             stage_index, spec = seg.key_for
             gm = read_json(lay.global_marker(stage_index))
@@ -523,9 +542,9 @@ def _measurement(config: PipelineConfig, rate: float, plan: Any, files: list[Fil
             docs_in = next((s["in"] for s in manifest["stages"] if s["index"] == stage_index), 0)
             # Timed again here, warm: the run's first global step also pays one-off imports and
             # initialisation, which at sample size outweigh the work and must not be scaled.
-            warm = min(float(gm["seconds"]), _global_seconds(plan, seg, None))
-            globals_.append(GlobalMeasure(spec.stage, warm, int(docs_in), int(kb),
-                                          _global_seconds(plan, seg, 1)))
+            again, ops = _global_seconds(plan, seg, None)
+            globals_.append(GlobalMeasure(spec.stage, min(float(gm["seconds"]), again), int(docs_in), int(kb),
+                                          _global_seconds(plan, seg, 1)[0], group_ops=ops))
     tokens = sum(int(d["tokens"]) for d in manifest["domains"].values())
     return Measurement(
         rate=rate, full_docs=sum(f.docs for f in files), full_bytes=sum(f.bytes for f in files),
@@ -537,13 +556,28 @@ def _measurement(config: PipelineConfig, rate: float, plan: Any, files: list[Fil
         rephrase_tokens_per_s=_rephrase_rate(lay.root, config), sample_wall_seconds=round(wall, 3))
 
 
-def _global_seconds(plan: Any, seg: Any, rows: int | None) -> float:
+class _CountingFrame(LocalFrame):
+    """A ``LocalFrame`` that counts its ``group`` calls: each is a shuffle on Ray."""
+
+    def __init__(self, table: pa.Table, num_buckets: int, counter: list[int]) -> None:
+        super().__init__(table, num_buckets)
+        self.counter = counter
+
+    def _new(self, table: pa.Table) -> LocalFrame:
+        return _CountingFrame(table, self.num_buckets, self.counter)
+
+    def group(self, key: str, fn: Any) -> LocalFrame:
+        self.counter[0] += 1
+        return super().group(key, fn)
+
+
+def _global_seconds(plan: Any, seg: Any, rows: int | None) -> tuple[float, int]:
     """Seconds of a global step over the sample's keys (``rows``: only the first so many), its key
-    files read as in the run; with one row, the part of its time that does not grow with n."""
+    files read as in the run, and its shuffles; with one row, the part of its time that does not
+    grow with n."""
     from curation.executors.local import key_read_columns
     from curation.executors.shard import global_stage
     from curation.io.storage import read_parquet
-    from curation.stages.frame import LocalFrame
 
     stage = global_stage(plan, seg.key_for[0])  # the plan's, as the run's own global step
     t0 = time.perf_counter()
@@ -551,13 +585,14 @@ def _global_seconds(plan: Any, seg: Any, rows: int | None) -> float:
     tables = [read_parquet(str(plan.layout.work(seg.index, t.index)), columns=cols) for t in plan.tasks]
     table = pa.concat_tables(tables)
     table = table if rows is None else table.slice(0, rows)
+    counter = [0]
     try:
         if len(table):
-            stage.run_global(LocalFrame(table, num_buckets=stage.num_buckets))
+            stage.run_global(_CountingFrame(table, stage.num_buckets, counter))
     except Exception:  # noqa: BLE001 - a step that cannot resolve one document (near_dedup_v1 today):
         # count only the reads, the rest of its time then scales with n log n (leans long).
         pass
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, max(counter[0], 1)
 
 
 def _rephrase_rate(root: Path, config: PipelineConfig) -> float | None:

@@ -15,7 +15,7 @@ from curation.pipeline import PipelineConfig
 from curation.planner import (Cluster, GlobalMeasure, Measurement, PassMeasure, budget_refusal,
                               bootstrap_rel_range, doc_key, extrapolate, measure, nlogn_factor, parse_cluster,
                               parse_rate, proportion_range, sample_file, split_probe, FileSample, RAY_PASS_OVERHEAD_S,
-                              RAY_SHUFFLE_CPU_FACTOR, RAY_START_S, TIME_NOISE_FLOOR)
+                              RAY_SHUFFLE_CPU_FACTOR, RAY_SHUFFLE_OP_S, RAY_START_S, TIME_NOISE_FLOOR)
 from tests.conftest import PROSE, pipeline_dict, write_jsonl
 
 
@@ -65,14 +65,15 @@ def test_wall_is_bounded_by_files_and_the_largest_file() -> None:
 
 
 def test_big_global_step_shuffles_on_the_cluster() -> None:
-    m = measurement(globals=[GlobalMeasure("near_dedup_v1", 2.0, 1000, 5_000_000)])  # 500 MB of keys in full
+    m = measurement(globals=[GlobalMeasure("near_dedup_v1", 2.0, 1000, 5_000_000, group_ops=11)])  # 500 MB of keys
     pred = extrapolate(m, Cluster(cpus=8, nodes=2))
     g = pred.steps[-1]
     assert g["key_mb"] == approx(500) and g["workers"] == 16
     # a shuffle costs RAY_SHUFFLE_CPU_FACTOR x the in-process step's CPU, spread over the cluster
     in_process = 2.0 * nlogn_factor(1000, 100_000)
     assert g["cpu_s"] == approx(RAY_SHUFFLE_CPU_FACTOR * in_process)
-    assert g["wall_s"] == approx(g["cpu_s"] / 16 + RAY_PASS_OVERHEAD_S)
+    # each of its 11 shuffles pays a fixed cost, then the work spreads over the 16 CPUs
+    assert g["wall_s"] == approx(11 * RAY_SHUFFLE_OP_S + g["cpu_s"] / 16 + RAY_PASS_OVERHEAD_S)
     local = extrapolate(measurement(globals=m.globals, executor="local"), Cluster(cpus=16))
     assert local.steps[-1]["cpu_s"] == approx(in_process) and local.steps[-1]["wall_s"] == approx(in_process)
 
@@ -159,6 +160,7 @@ def test_measure_runs_the_real_pipeline_on_the_sample(tiny_corpus: Path, tmp_pat
     assert all(p.probe_seconds is not None and 0 <= p.probe_seconds <= max(p.task_seconds) for p in m.passes)
     assert "text_length_v1" in m.passes[0].stage_seconds
     assert m.globals[0].stage == "exact_dedup_v1" and m.globals[0].docs_in == 6
+    assert m.globals[0].group_ops == 1  # its shuffles, counted on the sample (one group by hash)
     assert not (tmp_path / "out").exists()  # the configured output dir is never touched
     from curation.executors.shard import _STAGE_CACHE
 
@@ -215,18 +217,22 @@ def test_fixed_task_cost_is_not_scaled_with_bytes() -> None:
 
 def test_similar_tasks_take_the_fixed_cost_from_the_probe_not_a_fit() -> None:
     """A 1% sample of equal files gives tasks of about one size. The old least-squares fit over them
-    put 40% of their time into the fixed cost at 1M documents (predicted 30% too little); now the
-    probe (a one-document task) measures it, and without a probe all the time scales with bytes."""
+    put 40% of their time into the fixed cost at 1M documents (predicted 30% too little); now a
+    small probe task gives a second size, and without a probe all the time scales with bytes."""
     from curation.planner import task_cost_model
 
     nbytes = [1_150_000, 1_013_766, 1_171_001, 1_123_776, 967_886]
-    secs = [0.03 + 1e-7 * b for b in nbytes]
-    secs[1] += 0.03  # noise that a fit over similar sizes turns into a large intercept
-    total = sum(secs)
-    assert task_cost_model(secs, nbytes) == approx((0.0, total / sum(nbytes)), abs=1e-12)
-    a, b = task_cost_model(secs, nbytes, probe=0.031)
-    assert a == 0.031 and b == approx((total - 5 * 0.031) / sum(nbytes), abs=1e-12)
-    assert task_cost_model(secs, nbytes, probe=99.0)[0] == min(secs)  # never more than the cheapest task
+    secs = [0.03 + 1e-7 * b for b in nbytes]  # 30 ms per task, 0.1 us per byte
+    assert task_cost_model(secs, nbytes) == approx((0.0, sum(secs) / sum(nbytes)), abs=1e-12)
+    a, b = task_cost_model(secs, nbytes, probe=0.03 + 1e-7 * 40_000, probe_bytes=40_000)
+    assert a == approx(0.03, abs=1e-9) and b == approx(1e-7, abs=1e-12)
+    noisy = secs.copy()
+    noisy[1] += 0.03  # noise that a fit over similar sizes turns into a large intercept
+    assert task_cost_model(noisy, nbytes, probe=0.034, probe_bytes=40_000)[0] == approx(0.03, abs=0.002)
+    assert task_cost_model(secs, nbytes, probe=99.0, probe_bytes=1)[0] == min(secs)  # never over the cheapest
+    # a "probe" as large as the tasks says nothing about a: all time per byte
+    assert task_cost_model(secs, nbytes, probe=0.1, probe_bytes=1_000_000) == approx(
+        (0.0, sum(secs) / sum(nbytes)), abs=1e-12)
 
 
 def test_pages_sharing_a_phrase_are_sampled_independently() -> None:
@@ -250,11 +256,11 @@ def test_pages_sharing_a_phrase_are_sampled_independently() -> None:
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
-def test_the_probe_is_the_shortest_sampled_document_moved_not_copied(tmp_path: Path, fmt: str) -> None:
+def test_the_probe_is_sampled_documents_moved_not_copied(tmp_path: Path, fmt: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    recs = [{"id": f"d{i}", "text": "word " * (50 - i)} for i in range(6)]  # d5 is the shortest
+    recs = [{"id": f"d{i}", "text": "word " * (50 - i)} for i in range(6)]
     src = tmp_path / f"in.{fmt}"
     if fmt == "jsonl":
         write_jsonl(src, recs)
@@ -272,6 +278,7 @@ def test_the_probe_is_the_shortest_sampled_document_moved_not_copied(tmp_path: P
             return [json.loads(x)["id"] for x in Path(path).read_text().splitlines()]
         return pq.read_table(path).column("id").to_pylist()
 
-    assert ids(probe.sample_path) == ["d5"] and ids(fs.sample_path) == ["d0", "d1", "d2", "d3", "d4"]
+    # at most a third of the file (PROBE_DOCS when it is large), its first documents
+    assert ids(probe.sample_path) == ["d0", "d1"] and ids(fs.sample_path) == ["d2", "d3", "d4", "d5"]
     assert (fs.sample_docs + probe.sample_docs, fs.sample_bytes + probe.sample_bytes) == before
-    assert split_probe([FileSample("x", sample_docs=1)], tmp_path / "s", "text") is None  # none to spare
+    assert split_probe([FileSample("x", sample_docs=2)], tmp_path / "s", "text") is None  # none to spare
