@@ -68,12 +68,13 @@ from curation.stages.frame import LocalFrame
 #: Seconds to start a local Ray cluster, and to schedule one pass or global step on it.
 RAY_START_S = 8.0
 RAY_PASS_OVERHEAD_S = 2.0
-#: A global step resolved as Ray Data shuffles costs, per shuffle (``group``), this many seconds of
-#: wall time (a dataset's start, its tasks' scheduling; measured: exact_dedup_v1 and select_v1 as
-#: shuffles at 100k documents) plus this many times the step's in-process CPU, spread over the
-#: cluster (partitioning, object transfers; measured: near_dedup_v1 at 100k, its 11-13 shuffles
-#: taken off). Calibrated on a 2-CPU machine; see docs/benchmarks.md.
-RAY_SHUFFLE_OP_S = 1.2
+#: A global step resolved with Ray Data costs this many seconds of wall time per execution (a
+#: shuffle or a materialisation: a dataset's start and its tasks' scheduling; measured on
+#: exact_dedup_v1 and select_v1, one execution each, forced to Ray at 100k documents: 0.4-0.9 s
+#: each beyond RAY_PASS_OVERHEAD_S), plus this many times the step's in-process CPU, spread over
+#: the cluster (partitioning and object transfers). Calibrated on a 2-CPU machine; see
+#: docs/benchmarks.md, which also says which figure each was fitted on.
+RAY_SHUFFLE_OP_S = 0.7
 RAY_SHUFFLE_CPU_FACTOR = 5.0
 #: Least relative half-width of a time range (see the module docstring).
 TIME_NOISE_FLOOR = 0.25
@@ -188,7 +189,7 @@ class GlobalMeasure:
     docs_in: int  # documents that reached it in the sample
     key_bytes: int  # bytes of its keyed work files in the sample
     fixed_seconds: float = 0.0  # the same step over one document: its cost that does not grow with n
-    group_ops: int = 1  # its shuffles (Frame.group calls) on the sample: each costs a Ray shuffle's fixed cost
+    ray_ops: int = 1  # its Frame executions on the sample (group, materialize, count, collect, checksum)
 
 
 @dataclass
@@ -388,9 +389,9 @@ def extrapolate(m: Measurement, cluster: Cluster) -> Prediction:
         in_driver = not ray or key_mb < m.global_in_driver_mb
         if in_driver:
             wall = sec
-        else:  # a Ray Data shuffle per group: a fixed cost each, then the work spread over the cluster
+        else:  # a fixed cost per Ray Data execution, then the work spread over the cluster
             sec *= RAY_SHUFFLE_CPU_FACTOR
-            wall = g.group_ops * RAY_SHUFFLE_OP_S + sec / max(cluster.total_cpus, 1) + RAY_PASS_OVERHEAD_S
+            wall = g.ray_ops * RAY_SHUFFLE_OP_S + sec / max(cluster.total_cpus, 1) + RAY_PASS_OVERHEAD_S
         steps.append({"step": f"global {g.stage}", "cpu_s": round(sec, 2), "gpu_s": 0.0, "wall_s": round(wall, 2),
                       "workers": 1 if in_driver else cluster.total_cpus, "key_mb": round(key_mb, 1)})
         cpu_s, wall_s = cpu_s + sec, wall_s + wall
@@ -544,7 +545,7 @@ def _measurement(config: PipelineConfig, rate: float, plan: Any, files: list[Fil
             # initialisation, which at sample size outweigh the work and must not be scaled.
             again, ops = _global_seconds(plan, seg, None)
             globals_.append(GlobalMeasure(spec.stage, min(float(gm["seconds"]), again), int(docs_in), int(kb),
-                                          _global_seconds(plan, seg, 1)[0], group_ops=ops))
+                                          _global_seconds(plan, seg, 1)[0], ray_ops=ops))
     tokens = sum(int(d["tokens"]) for d in manifest["domains"].values())
     return Measurement(
         rate=rate, full_docs=sum(f.docs for f in files), full_bytes=sum(f.bytes for f in files),
@@ -557,7 +558,8 @@ def _measurement(config: PipelineConfig, rate: float, plan: Any, files: list[Fil
 
 
 class _CountingFrame(LocalFrame):
-    """A ``LocalFrame`` that counts its ``group`` calls: each is a shuffle on Ray."""
+    """A ``LocalFrame`` that counts the calls that are a Ray Data execution on Ray: a shuffle
+    (``group``) or a materialisation (``materialize``, ``count``, ``collect``, ``checksum``)."""
 
     def __init__(self, table: pa.Table, num_buckets: int, counter: list[int]) -> None:
         super().__init__(table, num_buckets)
@@ -569,6 +571,22 @@ class _CountingFrame(LocalFrame):
     def group(self, key: str, fn: Any) -> LocalFrame:
         self.counter[0] += 1
         return super().group(key, fn)
+
+    def materialize(self) -> LocalFrame:
+        self.counter[0] += 1
+        return super().materialize()
+
+    def count(self) -> int:
+        self.counter[0] += 1
+        return super().count()
+
+    def collect(self) -> pa.Table:
+        self.counter[0] += 1
+        return super().collect()
+
+    def checksum(self) -> tuple[int, int]:
+        self.counter[0] += 1
+        return super().checksum()
 
 
 def _global_seconds(plan: Any, seg: Any, rows: int | None) -> tuple[float, int]:

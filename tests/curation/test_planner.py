@@ -65,14 +65,14 @@ def test_wall_is_bounded_by_files_and_the_largest_file() -> None:
 
 
 def test_big_global_step_shuffles_on_the_cluster() -> None:
-    m = measurement(globals=[GlobalMeasure("near_dedup_v1", 2.0, 1000, 5_000_000, group_ops=11)])  # 500 MB of keys
+    m = measurement(globals=[GlobalMeasure("near_dedup_v1", 2.0, 1000, 5_000_000, ray_ops=11)])  # 500 MB of keys
     pred = extrapolate(m, Cluster(cpus=8, nodes=2))
     g = pred.steps[-1]
     assert g["key_mb"] == approx(500) and g["workers"] == 16
     # a shuffle costs RAY_SHUFFLE_CPU_FACTOR x the in-process step's CPU, spread over the cluster
     in_process = 2.0 * nlogn_factor(1000, 100_000)
     assert g["cpu_s"] == approx(RAY_SHUFFLE_CPU_FACTOR * in_process)
-    # each of its 11 shuffles pays a fixed cost, then the work spreads over the 16 CPUs
+    # each of its 11 Ray Data executions pays a fixed cost, then the work spreads over the 16 CPUs
     assert g["wall_s"] == approx(11 * RAY_SHUFFLE_OP_S + g["cpu_s"] / 16 + RAY_PASS_OVERHEAD_S)
     local = extrapolate(measurement(globals=m.globals, executor="local"), Cluster(cpus=16))
     assert local.steps[-1]["cpu_s"] == approx(in_process) and local.steps[-1]["wall_s"] == approx(in_process)
@@ -160,7 +160,7 @@ def test_measure_runs_the_real_pipeline_on_the_sample(tiny_corpus: Path, tmp_pat
     assert all(p.probe_seconds is not None and 0 <= p.probe_seconds <= max(p.task_seconds) for p in m.passes)
     assert "text_length_v1" in m.passes[0].stage_seconds
     assert m.globals[0].stage == "exact_dedup_v1" and m.globals[0].docs_in == 6
-    assert m.globals[0].group_ops == 1  # its shuffles, counted on the sample (one group by hash)
+    assert m.globals[0].ray_ops == 1  # its Ray Data executions, counted on the sample (one group by hash)
     assert not (tmp_path / "out").exists()  # the configured output dir is never touched
     from curation.executors.shard import _STAGE_CACHE
 
