@@ -429,8 +429,37 @@ def _draw(config: PipelineConfig, rate: float, sample_dir: Path) -> list[FileSam
     shutil.rmtree(sample_dir, ignore_errors=True)
     sample_dir.mkdir(parents=True)
     files = [sample_file(t.path, t.source, config, rate, sample_dir) for t in expand_inputs(config.input.paths)]
+    merge_small(files, config.input.batch_size)
     probe = split_probe(files, sample_dir, config.input.text_field)
     return files + ([probe] if probe else [])
+
+
+def merge_small(files: list[FileSample], batch_docs: int) -> None:
+    """When the sample's files hold less than one input batch each on average, append them to one
+    another (in input order) until each holds at least a batch: the sample's tasks then work in
+    the regime of the full run's, whose files hold many batches. Measured at 100k documents in 20
+    files, a 1% sample gives 50-document tasks, which cost 2-3x more per byte than the full run's
+    5,000-document tasks, and the time predicted was +60-80%. JSONL samples only (Parquet files
+    may differ in schema); merged-away files keep their full-input figures and no sample path."""
+    live = [f for f in files if f.sample_path.endswith(".jsonl")]
+    if not live or sum(f.sample_docs for f in live) >= batch_docs * len(live):
+        return
+    group: list[FileSample] = []
+    for f in live + [None]:  # type: ignore[list-item]
+        if f is not None:
+            group.append(f)
+        full = sum(g.sample_docs for g in group) >= batch_docs
+        if (full or f is None) and len(group) > 1:
+            head = group[0]
+            with open(head.sample_path, "ab") as fh:
+                for g in group[1:]:
+                    fh.write(Path(g.sample_path).read_bytes())
+                    Path(g.sample_path).unlink()
+                    head.sample_docs += g.sample_docs
+                    head.sample_bytes += g.sample_bytes
+                    g.sample_docs, g.sample_bytes, g.sample_path = 0, 0, ""
+        if full or f is None:
+            group = []
 
 
 #: Documents moved into the probe task (fewer when the sample is small: at most a third of a file's).
@@ -486,7 +515,7 @@ def measure(config: PipelineConfig, rate: float, workdir: Path | None = None,
             rate = min(1.0, 1.2 * min_docs / full)
             files = _draw(config, rate, sample_dir)
         data = config.to_mapping()
-        data["input"]["paths"] = [f.sample_path for f in files]
+        data["input"]["paths"] = [f.sample_path for f in files if f.sample_path]
         data["output"]["dir"] = str(work / "run")
         data["executor"]["kind"] = "local"
         sample_cfg = PipelineConfig.from_mapping(data, where="plan sample")

@@ -14,7 +14,7 @@ from curation.errors import ConfigError
 from curation.pipeline import PipelineConfig
 from curation.planner import (Cluster, GlobalMeasure, Measurement, PassMeasure, budget_refusal,
                               bootstrap_rel_range, doc_key, extrapolate, measure, nlogn_factor, parse_cluster,
-                              parse_rate, proportion_range, sample_file, split_probe, FileSample, RAY_PASS_OVERHEAD_S,
+                              parse_rate, proportion_range, sample_file, split_probe, merge_small, FileSample, RAY_PASS_OVERHEAD_S,
                               RAY_SHUFFLE_CPU_FACTOR, RAY_SHUFFLE_OP_S, RAY_START_S, TIME_NOISE_FLOOR)
 from tests.conftest import PROSE, pipeline_dict, write_jsonl
 
@@ -155,8 +155,9 @@ def test_measure_runs_the_real_pipeline_on_the_sample(tiny_corpus: Path, tmp_pat
     m = measure(cfg, 1.0, tmp_path / "work")  # the whole input: the sample run is the real run
     assert m.full_docs == m.sample_docs == 7 and m.docs_out == 4
     assert [s for s, _, _ in m.stage_kept] == ["input", "text_length_v1", "exact_dedup_v1"]
-    # three input files, plus the probe task (not an input file, not in the task lists)
-    assert len(m.passes) == 2 and len(m.passes[0].task_seconds) == 3 and len(m.file_bytes) == 3
+    # three input files, whose samples (under a batch of 4 documents each) are merged into two
+    # tasks, plus the probe task (not an input file, not in the task lists)
+    assert len(m.passes) == 2 and len(m.passes[0].task_seconds) == 2 and len(m.file_bytes) == 3
     assert all(p.probe_seconds is not None and 0 <= p.probe_seconds <= max(p.task_seconds) for p in m.passes)
     assert "text_length_v1" in m.passes[0].stage_seconds
     assert m.globals[0].stage == "exact_dedup_v1" and m.globals[0].docs_in == 6
@@ -282,3 +283,25 @@ def test_the_probe_is_sampled_documents_moved_not_copied(tmp_path: Path, fmt: st
     assert ids(probe.sample_path) == ["d0", "d1"] and ids(fs.sample_path) == ["d2", "d3", "d4", "d5"]
     assert (fs.sample_docs + probe.sample_docs, fs.sample_bytes + probe.sample_bytes) == before
     assert split_probe([FileSample("x", sample_docs=2)], tmp_path / "s", "text") is None  # none to spare
+
+
+def test_sample_files_under_a_batch_are_merged_into_batch_sized_tasks(tmp_path: Path) -> None:
+    """A 1% sample of 100k documents in 20 files gives 50-document tasks, which cost 2-3x more per
+    byte than the full run's 5,000-document ones: the sample is merged into tasks of a batch."""
+    files = []
+    for k in range(5):
+        path = tmp_path / f"{k:05d}.jsonl"
+        path.write_bytes(b"".join(f'{{"id": "f{k}d{i}"}}\n'.encode() for i in range(3)))
+        files.append(FileSample(f"in{k}", docs=300, bytes=30_000, sample_docs=3, sample_bytes=path.stat().st_size,
+                                sample_path=str(path)))
+    before = (sum(f.sample_docs for f in files), sum(f.sample_bytes for f in files))
+    merge_small(files, batch_docs=4)
+    assert [f.sample_docs for f in files] == [6, 0, 6, 0, 3]
+    assert [bool(f.sample_path) for f in files] == [True, False, True, False, True]
+    assert (sum(f.sample_docs for f in files), sum(f.sample_bytes for f in files)) == before
+    assert [json.loads(x)["id"] for x in Path(files[2].sample_path).read_text().splitlines()] == \
+        ["f2d0", "f2d1", "f2d2", "f3d0", "f3d1", "f3d2"]
+    assert all(f.docs == 300 and f.bytes == 30_000 for f in files)  # the full input's figures stay per file
+    assert not (tmp_path / "00001.jsonl").exists()
+    merge_small(files, batch_docs=2)  # already a batch each on average: nothing changes
+    assert [f.sample_docs for f in files] == [6, 0, 6, 0, 3]
