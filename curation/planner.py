@@ -66,12 +66,13 @@ from curation.pipeline import PipelineConfig
 from curation.stages.frame import LocalFrame
 
 #: Seconds to start a local Ray cluster, and to schedule one pass or global step on it.
-RAY_START_S = 8.0
-RAY_PASS_OVERHEAD_S = 2.0
+RAY_START_S = 6.0  # measured: start 3.1-4.3 s plus shutdown 1.4-1.7 s (2 CPUs, the executor's own cluster)
+RAY_PASS_OVERHEAD_S = 0.5  # measured: a pass of plain tasks spans 0.1-0.6 s more than its task-seconds / 2
+RAY_DATA_STEP_S = 2.0  # a global step on Ray Data: reading its key files as a dataset, writing its result
 #: A global step resolved with Ray Data costs this many seconds of wall time per execution (a
 #: shuffle or a materialisation: a dataset's start and its tasks' scheduling; measured on
 #: exact_dedup_v1 and select_v1, one execution each, forced to Ray at 100k documents: 0.4-0.9 s
-#: each beyond RAY_PASS_OVERHEAD_S), plus this many times the step's in-process CPU, spread over
+#: each beyond RAY_DATA_STEP_S), plus this many times the step's in-process CPU, spread over
 #: the cluster (partitioning and object transfers). Calibrated on a 2-CPU machine; see
 #: docs/benchmarks.md, which also says which figure each was fitted on.
 RAY_SHUFFLE_OP_S = 0.7
@@ -391,7 +392,7 @@ def extrapolate(m: Measurement, cluster: Cluster) -> Prediction:
             wall = sec
         else:  # a fixed cost per Ray Data execution, then the work spread over the cluster
             sec *= RAY_SHUFFLE_CPU_FACTOR
-            wall = g.ray_ops * RAY_SHUFFLE_OP_S + sec / max(cluster.total_cpus, 1) + RAY_PASS_OVERHEAD_S
+            wall = g.ray_ops * RAY_SHUFFLE_OP_S + sec / max(cluster.total_cpus, 1) + RAY_DATA_STEP_S
         steps.append({"step": f"global {g.stage}", "cpu_s": round(sec, 2), "gpu_s": 0.0, "wall_s": round(wall, 2),
                       "workers": 1 if in_driver else cluster.total_cpus, "key_mb": round(key_mb, 1)})
         cpu_s, wall_s = cpu_s + sec, wall_s + wall

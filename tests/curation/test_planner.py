@@ -15,7 +15,8 @@ from curation.pipeline import PipelineConfig
 from curation.planner import (Cluster, GlobalMeasure, Measurement, PassMeasure, budget_refusal,
                               bootstrap_rel_range, doc_key, extrapolate, measure, nlogn_factor, parse_cluster,
                               parse_rate, proportion_range, sample_file, split_probe, merge_small, FileSample, RAY_PASS_OVERHEAD_S,
-                              RAY_SHUFFLE_CPU_FACTOR, RAY_SHUFFLE_OP_S, RAY_START_S, TIME_NOISE_FLOOR)
+                              RAY_DATA_STEP_S, RAY_SHUFFLE_CPU_FACTOR, RAY_SHUFFLE_OP_S, RAY_START_S,
+                              TIME_NOISE_FLOOR)
 from tests.conftest import PROSE, pipeline_dict, write_jsonl
 
 
@@ -73,7 +74,7 @@ def test_big_global_step_shuffles_on_the_cluster() -> None:
     in_process = 2.0 * nlogn_factor(1000, 100_000)
     assert g["cpu_s"] == approx(RAY_SHUFFLE_CPU_FACTOR * in_process)
     # each of its 11 Ray Data executions pays a fixed cost, then the work spreads over the 16 CPUs
-    assert g["wall_s"] == approx(11 * RAY_SHUFFLE_OP_S + g["cpu_s"] / 16 + RAY_PASS_OVERHEAD_S)
+    assert g["wall_s"] == approx(11 * RAY_SHUFFLE_OP_S + g["cpu_s"] / 16 + RAY_DATA_STEP_S)
     local = extrapolate(measurement(globals=m.globals, executor="local"), Cluster(cpus=16))
     assert local.steps[-1]["cpu_s"] == approx(in_process) and local.steps[-1]["wall_s"] == approx(in_process)
 
