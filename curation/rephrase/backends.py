@@ -163,6 +163,9 @@ class OpenAIBackend:
                 last = exc
                 continue
             if r.status_code in _AUTH:
+                # Stop the other workers here, not when the caller's thread gets to this error: under
+                # load a worker took and sent two more requests in between.
+                stop.set()
                 sent = f"the key from ${self.cfg.api_key_env}" if self.cfg.api_key_env else "no key (api_key_env: null)"
                 raise BackendAuthError(f"HTTP {r.status_code} from {self.endpoint}/chat/completions: the server "
                                        f"refused {sent}; check the key and backend.base_url: {r.text[:200]}")

@@ -69,7 +69,9 @@ def test_403_is_fatal_and_never_retried(openai_server: str, monkeypatch: pytest.
     with pytest.raises(BackendAuthError, match=rf"rephrase_v1 on t \(documents d0\.\.\): HTTP 403 from "
                                                rf"{re.escape(openai_server)}/chat/completions"):
         st.process(positioned(TEXTS))
-    assert sent(openai_server) - before <= 2  # the first request, and at most one already taken by the worker
+    # Only the first request: the worker that got the 403 stops the others itself. (Stopped only by the
+    # caller's thread, a loaded CI machine saw its one worker send two more in between.)
+    assert sent(openai_server) - before == 1
 
 
 def test_key_problems_fail_the_run_and_a_rerun_with_the_key_redoes_the_shard(
