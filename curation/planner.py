@@ -445,22 +445,19 @@ def merge_small(files: list[FileSample], batch_docs: int) -> None:
     live = [f for f in files if f.sample_path.endswith(".jsonl")]
     if not live or sum(f.sample_docs for f in live) >= batch_docs * len(live):
         return
-    group: list[FileSample] = []
-    for f in live + [None]:  # type: ignore[list-item]
-        if f is not None:
-            group.append(f)
-        full = sum(g.sample_docs for g in group) >= batch_docs
-        if (full or f is None) and len(group) > 1:
-            head = group[0]
-            with open(head.sample_path, "ab") as fh:
-                for g in group[1:]:
-                    fh.write(Path(g.sample_path).read_bytes())
-                    Path(g.sample_path).unlink()
-                    head.sample_docs += g.sample_docs
-                    head.sample_bytes += g.sample_bytes
-                    g.sample_docs, g.sample_bytes, g.sample_path = 0, 0, ""
-        if full or f is None:
-            group = []
+    groups: list[list[FileSample]] = [[]]
+    for f in live:  # a new group once the current one holds a batch
+        if sum(g.sample_docs for g in groups[-1]) >= batch_docs:
+            groups.append([])
+        groups[-1].append(f)
+    for head, *rest in groups:
+        with open(head.sample_path, "ab") as fh:
+            for g in rest:
+                fh.write(Path(g.sample_path).read_bytes())
+                Path(g.sample_path).unlink()
+                head.sample_docs += g.sample_docs
+                head.sample_bytes += g.sample_bytes
+                g.sample_docs, g.sample_bytes, g.sample_path = 0, 0, ""
 
 
 #: Documents moved into the probe task (fewer when the sample is small: at most a third of a file's).
