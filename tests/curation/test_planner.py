@@ -14,7 +14,8 @@ from curation.errors import ConfigError
 from curation.pipeline import PipelineConfig
 from curation.planner import (Cluster, GlobalMeasure, Measurement, PassMeasure, budget_refusal,
                               bootstrap_rel_range, doc_key, extrapolate, measure, nlogn_factor, parse_cluster,
-                              parse_rate, proportion_range, sample_file, split_probe, merge_small, FileSample, RAY_PASS_OVERHEAD_S,
+                              parse_rate, proportion_range, sample_file, split_probe, merge_small, least_time, FileSample,
+                              RAY_PASS_OVERHEAD_S,
                               RAY_DATA_STEP_S, RAY_SHUFFLE_CPU_FACTOR, RAY_SHUFFLE_OP_S, RAY_START_S,
                               TIME_NOISE_FLOOR)
 from tests.conftest import PROSE, pipeline_dict, write_jsonl
@@ -168,6 +169,26 @@ def test_measure_runs_the_real_pipeline_on_the_sample(tiny_corpus: Path, tmp_pat
 
     # The sample run's set-up stages (models) are let go once it is measured, not kept for the process's life.
     assert not [k for k in _STAGE_CACHE if str(tmp_path / "work") in k[0]]
+
+
+def test_each_task_counts_with_its_least_time_over_the_repeats() -> None:
+    first = {(0, 0): (0.13, {"0": 0.1}), (0, 1): (0.05, {"0": 0.04}), (1, 0): (0.2, {})}
+    second = {(0, 0): (0.06, {"0": 0.05}), (0, 1): (0.07, {"0": 0.06}), (1, 0): (0.2, {})}
+    # per task, not per run: task (0, 0) from the second run, (0, 1) from the first, with its stage seconds
+    assert least_time([first, second]) == {(0, 0): (0.06, {"0": 0.05}), (0, 1): (0.05, {"0": 0.04}), (1, 0): (0.2, {})}
+    assert least_time([first]) == first
+
+
+def test_the_sample_runs_twice_without_rephrasing(tiny_corpus: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import curation.planner as planner
+
+    runs: list[int] = []
+    real = planner._task_timings
+    monkeypatch.setattr(planner, "_task_timings", lambda plan: runs.append(1) or real(plan))
+    cfg = PipelineConfig.from_mapping(pipeline_dict([str(tiny_corpus / "*")], tmp_path / "out"))
+    measure(cfg, 1.0, tmp_path / "work")
+    assert len(runs) == planner.SAMPLE_REPEATS == 2
 
 
 def _config_file(tmp_path: Path, corpus: Path) -> Path:
