@@ -527,7 +527,7 @@ def measure(config: PipelineConfig, rate: float, workdir: Path | None = None,
         # Each task's time is the least of SAMPLE_REPEATS runs: a sample task lasts tens of
         # milliseconds, and one pause (a collection, another process) in one of a pass's two
         # tasks at 100k documents doubled that pass's prediction.
-        repeats = 1 if any(s.stage.startswith("rephrase") for s in config.stages) else SAMPLE_REPEATS
+        repeats = 1 if _rephrases(config) else SAMPLE_REPEATS
         walls, timings = [], []
         try:
             for _ in range(repeats):
@@ -668,15 +668,19 @@ def _global_seconds(plan: Any, seg: Any, rows: int | None) -> tuple[float, int]:
     try:
         if len(table):
             stage.run_global(_CountingFrame(table, stage.num_buckets, counter))
-    except Exception:  # noqa: BLE001 - a step that cannot resolve one document (near_dedup_v1 today):
-        # count only the reads, the rest of its time then scales with n log n (leans long).
+    except Exception:  # noqa: BLE001 - a step that cannot resolve so few documents: count only the
+        # reads, the rest of its time then scales with n log n (leans long).
         pass
     return time.perf_counter() - t0, max(counter[0], 1)
 
 
+def _rephrases(config: PipelineConfig) -> bool:
+    return any(s.stage.startswith("rephrase") for s in config.stages)
+
+
 def _rephrase_rate(root: Path, config: PipelineConfig) -> float | None:
     """Output tokens per second of the configured rephrasing backend on the sample (None: no rephrasing)."""
-    if not any(s.stage.startswith("rephrase") for s in config.stages):
+    if not _rephrases(config):
         return None
     from curation.stats import summary
 
