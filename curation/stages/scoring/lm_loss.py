@@ -124,9 +124,31 @@ def document_nll(model: Any, token_lists: list[list[int]], block_size: int, stri
     return nll, count
 
 
+def scored_chars(tok: Any, text: str, ids: list[int], n_kept: int, has_bos: bool,
+                 offsets: list[tuple[int, int]] | None) -> int:
+    """Characters of ``text`` covered by the tokens whose NLL is summed: the first ``n_kept`` tokens,
+    less the first one when there is no BOS (it has no context and is never a target).
+
+    Bits per character must divide by these, not by the whole text: with ``max_tokens`` a long
+    document's NLL covers only a prefix, and dividing by all its characters made bpc fall as
+    1/length. ``offsets`` (a fast tokenizer's character spans) give the span exactly; otherwise
+    the kept tokens are decoded and their length counted."""
+    if n_kept == 0:
+        return 0
+    if offsets is not None:
+        end = len(text) if n_kept == len(ids) else offsets[n_kept - 1][1]
+        start = 0 if has_bos else offsets[0][1]
+    else:
+        end = len(text) if n_kept == len(ids) else len(tok.decode(ids[:n_kept]))
+        start = 0 if has_bos else len(tok.decode(ids[:1]))
+    return max(0, end - start)
+
+
 @register_stage("lm_loss_v1")
 class LMLoss(Stage):
-    """Adds ``nll_<name>`` (total nats) and ``bpc_<name>`` (bits per character) per model."""
+    """Adds ``nll_<name>`` (total nats of the scored tokens) and ``bpc_<name>`` (those nats in bits, per
+    character those tokens cover) per model. Without ``max_tokens`` every token is scored; with it,
+    only a document's first ``max_tokens`` tokens, and bpc is per character of that prefix."""
 
     Config = LMLossConfig
     requires = ("torch", "transformers")
@@ -165,14 +187,16 @@ class LMLoss(Stage):
         c = self.config
         device, dtype = self._device()
         texts = batch.column("text").to_pylist()
-        chars = np.array([len(t) for t in texts], dtype=np.float64)
         for m in c.models:
             tok, model = load_lm(m.path, device, dtype)
-            lists = tok(texts, add_special_tokens=False)["input_ids"]
+            enc = tok(texts, add_special_tokens=False, return_offsets_mapping=bool(getattr(tok, "is_fast", False)))
             bos = tok.bos_token_id
-            lists = [([bos] if bos is not None else []) + ids for ids in lists]
-            if c.max_tokens is not None:
-                lists = [ids[: c.max_tokens + (bos is not None)] for ids in lists]
+            lists, chars = [], np.zeros(len(texts), dtype=np.float64)
+            for i, (text, ids) in enumerate(zip(texts, enc["input_ids"])):
+                kept = ids if c.max_tokens is None else ids[: c.max_tokens]
+                offsets = enc["offset_mapping"][i] if "offset_mapping" in enc else None
+                chars[i] = scored_chars(tok, text, ids, len(kept), bos is not None, offsets)
+                lists.append(([bos] if bos is not None else []) + kept)
             nll, _ = document_nll(model, lists, c.block_size, c.stride, c.batch_size, device)
             with np.errstate(divide="ignore", invalid="ignore"):
                 bpc = np.where(chars > 0, nll / (chars * math.log(2)), np.nan)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from curation.stages.scoring.lm_loss import LMLoss, LMLossConfig, LMSpec, document_nll, load_lm, strided_windows
+from curation.stages.scoring.lm_loss import (LMLoss, LMLossConfig, LMSpec, document_nll, load_lm, scored_chars,
+                                             strided_windows)
+from curation.testing.tiny import train_tokenizer
 from tests.conftest import PROSE
 from tests.curation.stages.filters.helpers import batch_of
 
@@ -121,3 +124,66 @@ def test_transformers_lower_bound_knows_the_dtype_keyword() -> None:
     assert specs and all(s.startswith("transformers>=") for s in specs), specs
     lows = [tuple(int(x) for x in s.split(">=")[1].split(",")[0].split(".")[:2]) for s in specs]
     assert all(low >= (4, 56) for low in lows), specs
+
+
+def _lm_stage(path: Path, max_tokens: int | None) -> LMLoss:
+    stage = LMLoss(LMLossConfig(models=[LMSpec(name="m", path=str(path))], block_size=256, stride=128,
+                                max_tokens=max_tokens))
+    stage.setup()
+    return stage
+
+
+def test_truncated_bpc_is_per_character_scored(tmp_path: Path) -> None:
+    # A long repetitive document scored by a model without position effects (the bigram LM): its first
+    # 300 tokens are as hard per character as the whole, so truncation must not change bpc.
+    tok = _byte_bpe()
+    path = tmp_path / "bigram"
+    bigram_lm(vocab=len(tok)).save_pretrained(path)  # type: ignore[attr-defined]
+    tok.save_pretrained(path)
+    text = "The river carries water from the mountains to the sea. " * 300
+    full = _lm_stage(path, None).process(batch_of([text])).kept
+    cut = _lm_stage(path, 300).process(batch_of([text])).kept
+    assert len(tok(text)["input_ids"]) > 8 * 300  # the cut scores under an eighth of the document
+    assert cut.column("nll_m")[0].as_py() < full.column("nll_m")[0].as_py() / 8  # only the prefix's loss
+    assert cut.column("bpc_m")[0].as_py() == pytest.approx(full.column("bpc_m")[0].as_py(), rel=0.01)
+
+
+def test_truncated_bpc_does_not_fall_with_length(tiny_lms: dict[str, Path]) -> None:
+    # Documents of one style (sentences drawn from the same paragraphs) from 3 to 60 sentences long,
+    # scored on their first 64 tokens: most are cut, a few are not.
+    sentences = [s.strip() + "." for p in PROSE for s in p.split(".") if s.strip()]
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(sentences, size=int(n))) for n in rng.integers(3, 60, size=40)]
+    out = _lm_stage(tiny_lms["large"], 64).process(batch_of(texts)).kept
+    bpc = np.array(out.column("bpc_m").to_pylist())
+    n_chars = np.array([len(t) for t in texts], dtype=float)
+    assert np.corrcoef(bpc, 1 / n_chars)[0, 1] ** 2 < 0.1
+    assert np.corrcoef(bpc, n_chars)[0, 1] ** 2 < 0.1
+    # Dividing the prefix's loss by the whole length (the fault this guards against) is dominated by length.
+    whole = np.array(out.column("nll_m").to_pylist()) / (n_chars * math.log(2))
+    assert np.corrcoef(whole, 1 / n_chars)[0, 1] > 0.9
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=200),
+       st.integers(0, 80), st.booleans())
+def test_offsets_and_decoding_count_the_same_characters(text: str, n_kept: int, has_bos: bool) -> None:
+    tok = _byte_bpe()
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = enc["input_ids"]
+    n_kept = min(n_kept, len(ids))
+    by_offsets = scored_chars(tok, text, ids, n_kept, has_bos, enc["offset_mapping"])
+    assert by_offsets == scored_chars(tok, text, ids, n_kept, has_bos, None)
+    expected = len(tok.decode(ids[:n_kept])) - (0 if has_bos or n_kept == 0 else len(tok.decode(ids[:1])))
+    assert by_offsets == expected
+    if n_kept == len(ids):
+        assert by_offsets == len(text) - (0 if has_bos else len(tok.decode(ids[:1])))
+
+
+_TOK: list[object] = []
+
+
+def _byte_bpe() -> Any:
+    """The tests' byte-level BPE tokenizer, trained once."""
+    if not _TOK:
+        _TOK.append(train_tokenizer(PROSE * 3))
+    return _TOK[0]
