@@ -349,6 +349,8 @@ def train_scorer(
     epoch: int = typer.Option(3), lr: float = typer.Option(0.1), word_ngrams: int = typer.Option(2),
     dim: int = typer.Option(100), bucket: int = typer.Option(2_000_000, help="Hash buckets (model size)."),
     seed: int = typer.Option(0),
+    part: Optional[str] = typer.Option(None, "--part", help="PreSelect: K/N trains on the K-th of N disjoint id-hash "
+                                       "parts of the run's documents (N scorers, no shared label)."),
 ) -> None:
     """Train a fastText scorer: PreSelect labels from a run (--run) or reference-vs-random (--positive/--negative)."""
     from pathlib import Path
@@ -358,7 +360,7 @@ def train_scorer(
 
     try:
         settings = FastTextSettings(epoch=epoch, lr=lr, wordNgrams=word_ngrams, dim=dim, bucket=bucket, seed=seed)
-        ts = training_set(run, positive, negative, positive_min, max_per_class, seed)
+        ts = training_set(run, positive, negative, positive_min, max_per_class, seed, part)
         card = train_classifier(Path(out_dir), ts.positives, ts.negatives, settings, ts.data, valid_fraction)
     except (CurationError, ValueError) as exc:
         _fail(exc)

@@ -53,14 +53,41 @@ class TrainingSet:
     data: dict[str, Any]
 
 
-def preselect_set(run: str, positive_min: float = 1.0, max_per_class: int | None = None) -> TrainingSet:
+def parse_part(spec: str | None) -> tuple[int, int] | None:
+    """``"K/N"`` -> (K, N) with 0 <= K < N: the K-th of N disjoint parts of the labelled documents."""
+    if spec is None:
+        return None
+    try:
+        k, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise CurationError(f"--part {spec!r}: give K/N, e.g. 0/3") from None
+    if not 0 <= k < n:
+        raise CurationError(f"--part {spec!r}: K must be in [0, N)")
+    return k, n
+
+
+def in_part(ids: list[str], part: tuple[int, int]) -> np.ndarray:
+    """Whether each id falls in part K of N: a hash of the id alone, so the parts are disjoint, cover
+    every document, and do not depend on the run's order or sharding."""
+    from curation.stages.scoring.random_score import id_uniform
+
+    k, n = part
+    return np.floor(id_uniform(ids, seed=-1) * n).astype(np.int64) == k
+
+
+def preselect_set(run: str, positive_min: float = 1.0, max_per_class: int | None = None,
+                  part: tuple[int, int] | None = None) -> TrainingSet:
     """PreSelect labels from a run whose documents carry ``predictive_strength``: S >= positive_min
-    is positive, as many lowest-S documents are negative (``preselect_labels``)."""
+    is positive, as many lowest-S documents are negative (``preselect_labels``). With ``part``
+    (K, N), only the documents of the K-th of N disjoint id-hash parts are used: N scorers trained on
+    the N parts have no labelled document in common."""
     docs = run_documents(run, ["id", "text", "predictive_strength"])
     s = np.array([np.nan if v is None else v for v in docs["predictive_strength"]], dtype=np.float64)
+    if part is not None:
+        s = np.where(in_part(docs["id"], part), s, np.nan)
     pos, neg = preselect_labels(docs["id"], s, positive_min, max_per_class)
     data = {"method": "preselect", "run": str(Path(run).resolve()), "positive_min": positive_min,
-            "scored_docs": int((~np.isnan(s)).sum())}
+            "scored_docs": int((~np.isnan(s)).sum()), **({"part": f"{part[0]}/{part[1]}"} if part else {})}
     return TrainingSet([docs["text"][i] for i in pos], [docs["text"][i] for i in neg], data)
 
 
@@ -74,12 +101,14 @@ def reference_set(positive: list[str], negative: list[str], max_per_class: int |
 
 
 def training_set(run: str | None, positive: list[str], negative: list[str], positive_min: float = 1.0,
-                 max_per_class: int | None = None, seed: int = 0) -> TrainingSet:
+                 max_per_class: int | None = None, seed: int = 0, part: str | None = None) -> TrainingSet:
     """The set ``curate train-scorer`` trains on: PreSelect (``run``) or reference-vs-random."""
     if run and (positive or negative):
         raise CurationError("give either --run (PreSelect) or --positive/--negative, not both")
+    if part is not None and not run:
+        raise CurationError("--part splits PreSelect labels: use it with --run")
     if run:
-        return preselect_set(run, positive_min, max_per_class)
+        return preselect_set(run, positive_min, max_per_class, parse_part(part))
     if positive and negative:
         return reference_set(positive, negative, max_per_class, seed)
     raise CurationError("give --run RUN, or both --positive and --negative")
