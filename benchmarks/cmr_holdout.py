@@ -1,28 +1,38 @@
-# python benchmarks/cmr_holdout.py --out runs/cmr_holdout           # the measured run (docs/benchmarks.md, CMR)
-# python benchmarks/cmr_holdout.py --out /tmp/cmr --quick           # CI smoke
-# python benchmarks/cmr_holdout.py --out runs/cmr_seeds --seeds 3   # + the sweep's seed-to-seed scatter
-"""CMR law on held-out ratios: fit on all mixture ratios but one, predict the one left out.
+# python benchmarks/cmr_holdout.py --experiment critical --out runs/cmr      # critical ratio at one budget (~10 min)
+# python benchmarks/cmr_holdout.py --experiment extrapolate --out runs/cmr   # fit T <= 200 steps, predict T = 400
+# python benchmarks/cmr_holdout.py --experiment both --out /tmp/cmr --quick  # CI smoke (tests/benchmarks)
+"""CMR law on held-out data: the critical mixture ratio R* measured with seeds, against the law's prediction.
 
-Only the project's commands, as subprocesses: ``curate run`` (the bundled sample corpus as a run),
-``train run`` (a base model on general text: python_docs), ``train cmr sweep`` (continual
-pre-training from it on general + domain (code) at >= 6 domain shares R), then per left-out R
-``train cmr fit`` on the other runs and ``train cmr predict --ratio R`` at the sweep's token
-budget. The prediction (loss changes interpolated in R between the fitted per-ratio curves) is
-compared with the left-out run's measured loss changes at its last evaluation. Finally the fit on
-all ratios gives the critical ratio at that budget (``eps``: tolerated general-loss rise), one more
-run at that ratio is trained, and its measured change is set against the prediction.
-With ``--seeds N`` the sweep is repeated with N-1 more training seeds (model init and data order),
-not used by any fit: the standard deviation of the measured change across seeds at each ratio is
-the scatter no law fitted to one seed can predict below, and it is reported next to the errors.
-Output: results.json and table.md under ``--out``.
+Only the project's commands do the work (``curate run``, ``train run``, ``train eval``); the fits are
+``training.cmr``'s. The bundled sample corpus is split by a hash of each document's id into training
+documents and two held-out halves (A, B), each its own curation run; general text is every non-code
+document (``python_docs``, ``readme``, ``license``, relabelled ``general``), the domain is ``code``. A base GPT is trained on general text, then continued (WSD schedule, its own
+decay per budget) on general + domain at domain share R, several seeds (data order) per point. Every
+loss change dL = L(run) - L(base) is measured by ``train eval`` on the held-out documents (every
+document once, the same documents for every model), never on training batches.
+
+* ``critical``: one budget, R on a grid. R*_emp = largest R whose seed-mean dL_gen <= eps (and
+  dL_dom < 0), with a bootstrap CI over seeds. The law's form in R (Data-Mixing-Laws, c + k exp(tR))
+  is fitted to the seed means of every other ratio; it predicts the held-out ratios' dL (scored in
+  units of the seed-mean's standard error) and R*_pred.
+* ``extrapolate``: budgets T, each a separate run with its own decay; the law's (R, T) surface
+  (``training.cmr.fit_joint``) is fitted to seed means at T <= ``fit_max_t`` and predicts dL and R* at
+  the largest T, where R*_emp is measured the same way.
+
+The design, gates and decision rules are fixed in docs/benchmarks.md (CMR) before the run; the
+checks in ``verdicts`` apply them. Runs already finished under ``--out`` are reused (same config).
+Output: results.json, table.md and cmr_<experiment>.png under ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import hashlib
 import json
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -32,129 +42,354 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._commands import Commands  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-GENERAL, DOMAIN = "python_docs", "code"
-PARAMS = {  # fixed before looking at any prediction error
-    "full": {"base_steps": 600, "cpt_steps": 200, "seq_len": 128, "batch_size": 16, "eval_every": 20,
-             "eval_batches": 8, "ratios": [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9], "eps": 0.05, "d_model": 64},
-    "quick": {"base_steps": 30, "cpt_steps": 20, "seq_len": 64, "batch_size": 8, "eval_every": 2,
-              "eval_batches": 2, "ratios": [0.1, 0.2, 0.3, 0.5, 0.7, 0.9], "eps": 0.05, "d_model": 32},
+# General text: every non-code document of the sample (python_docs alone, 0.37 MB, would be seen ~4 times by a base
+# model of 600 steps and ~13 times by one of 2000); the domain: code. The split relabels them.
+GENERAL, DOMAIN = "general", "code"
+GENERAL_SOURCES = ("python_docs", "readme", "license")
+# Fixed in docs/benchmarks.md (CMR) before the measured run; eps from a pilot with seed 99 (documented there).
+PARAMS: dict[str, dict[str, Any]] = {
+    "full": {"base_steps": 2000, "seq_len": 128, "batch_size": 16, "d_model": 64, "max_eval_tokens": 65536,
+             "seeds": [0, 1, 2, 3, 4], "eps": 0.07, "step_unit": 100,
+             "critical": {"steps": 200, "ratios": [0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75],
+                          "held_out": [0.5, 0.6, 0.7]},
+             "extrapolate": {"steps": [50, 100, 200, 400], "ratios": [0.45, 0.525, 0.6, 0.675, 0.75],
+                             "fit_max_steps": 200}},
+    "quick": {"base_steps": 30, "seq_len": 64, "batch_size": 8, "d_model": 32, "max_eval_tokens": 4096,
+              "seeds": [0, 1], "eps": 0.05, "step_unit": 4,
+              "critical": {"steps": 8, "ratios": [0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75],
+                           "held_out": [0.5, 0.6, 0.7]},
+              "extrapolate": {"steps": [2, 4, 8, 16], "ratios": [0.45, 0.525, 0.6, 0.675, 0.75],
+                              "fit_max_steps": 8}},
 }
+TOLERANCE = 0.05  # |R*_pred - R*_emp| allowed (pre-registered)
+Z_MAX, ABS_MAX = 2.0, 0.01  # a held-out dL passes at |z| <= 2 or |error| <= 0.01 nats/byte
+
+
+def split_of(doc_id: str) -> str:
+    """Training or held-out half A/B by a hash of the id: stable across runs and machines."""
+    h = int.from_bytes(hashlib.sha256(doc_id.encode()).digest()[:4], "little") % 10
+    return {0: "heldout_a", 1: "heldout_b"}.get(h, "train")
+
+
+def write_splits(out: Path) -> dict[str, dict[str, int]]:
+    """The sample corpus' general and domain documents as three JSONL files; bytes per split and domain."""
+    sizes: dict[str, dict[str, int]] = {k: {GENERAL: 0, DOMAIN: 0} for k in ("train", "heldout_a", "heldout_b")}
+    with ExitStack() as stack:
+        files = {k: stack.enter_context(gzip.open(out / f"{k}.jsonl.gz", "wt", encoding="utf-8")) for k in sizes}
+        for path in sorted((REPO / "curation/data/sample").glob("*.jsonl.gz")):
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                for line in fh:
+                    doc = json.loads(line)
+                    dom = GENERAL if doc["domain"] in GENERAL_SOURCES else doc["domain"]
+                    if dom in (GENERAL, DOMAIN):
+                        k = split_of(doc["id"])
+                        files[k].write(json.dumps({**doc, "domain": dom, "source_domain": doc["domain"]}) + "\n")
+                        sizes[k][dom] += len(doc["text"].encode())
+    return sizes
+
+
+class Experiment:
+    """The corpus runs, the base model and one continual pre-training run per (budget, R, seed)."""
+
+    def __init__(self, out: Path, p: dict[str, Any], cmds: Commands) -> None:
+        self.out, self.p, self.cmds = out, p, cmds
+
+    def run(self, *a: str) -> str:
+        return self.cmds(*a)[0]
+
+    def prepare(self) -> dict[str, Any]:
+        out, p = self.out, self.p
+        info: dict[str, Any] = {}
+        if not (out / "corpus" / "heldout_b" / "manifest.json").exists():
+            (out / "splits").mkdir(parents=True, exist_ok=True)
+            (out / "splits" / "sizes.json").write_text(json.dumps(write_splits(out / "splits")))
+            for k in ("train", "heldout_a", "heldout_b"):
+                pipe = out / f"corpus_{k}.json"
+                pipe.write_text(json.dumps({"name": f"cmr_{k}", "input": {"paths": [str(out / "splits" / f"{k}.jsonl.gz")],
+                                            "id_field": "id", "domain_field": "domain"},
+                                            "stages": [{"stage": "text_length_v1", "min_chars": 200}],
+                                            "output": {"dir": str(out / "corpus" / k)}, "executor": {"kind": "local"}}))
+                self.run("curation.cli", "run", str(pipe))
+        info["split_bytes"] = json.loads((out / "splits" / "sizes.json").read_text())
+        base = {"data": {"runs": [str(out / "corpus" / "train")], "ratios": {GENERAL: 1.0}, "seq_len": p["seq_len"],
+                         "batch_size": p["batch_size"], "tokenizer": "bytes"},
+                "model": {"n_layer": 2, "n_head": 2, "d_model": p["d_model"]},
+                "schedule": {"kind": "cosine", "lr": 3e-3, "warmup_steps": 10}, "steps": p["base_steps"],
+                "eval_every": p["base_steps"], "eval_batches": 1, "checkpoint_every": 100_000,
+                "out_dir": str(out / "base")}
+        (out / "base.json").write_text(json.dumps(base))
+        if not (out / "base" / "eval_a.json").exists():
+            self.run("training.cli", "run", str(out / "base.json"))
+            self.evaluate(out / "base")
+        # continual pre-training: its own warmup and decay per run; the in-training evaluation (training
+        # batches) is cut to its minimum, the measurement is `train eval` on held-out documents
+        cpt = {**base, "init_from": str(out / "base" / "checkpoint.pt"),
+               "schedule": {"kind": "wsd", "lr": 1e-3, "warmup_steps": 5, "decay_fraction": 0.2}}
+        (out / "cpt.json").write_text(json.dumps(cpt))
+        info["base_loss"] = self.losses(out / "base")
+        return info
+
+    def evaluate(self, run_dir: Path) -> None:
+        for half in ("a", "b"):
+            self.run("training.cli", "eval", str(run_dir / "checkpoint.pt"), "--runs", str(self.out / "corpus" / f"heldout_{half}"),
+                     "--max-tokens", str(self.p["max_eval_tokens"]), "--out", str(run_dir / f"eval_{half}.json"))
+
+    def losses(self, run_dir: Path) -> dict[str, dict[str, float]]:
+        """Held-out loss per domain: each half, and both together (token-weighted)."""
+        res: dict[str, dict[str, float]] = {}
+        halves = {h: json.loads((run_dir / f"eval_{h}.json").read_text())["domains"] for h in ("a", "b")}
+        for dom in (GENERAL, DOMAIN):
+            a, b = halves["a"][dom], halves["b"][dom]
+            res[dom] = {"a": a["loss"], "b": b["loss"], "tokens": a["tokens"] + b["tokens"],
+                        "all": (a["loss"] * a["tokens"] + b["loss"] * b["tokens"]) / (a["tokens"] + b["tokens"])}
+        return res
+
+    def cpt(self, steps: int, ratio: float, seed: int) -> dict[str, float]:
+        """dL_gen, dL_dom (held-out, both halves together) and per half, of one run; trained if not done."""
+        run_dir = self.out / "runs" / f"T{steps}_r{ratio:g}_s{seed}"
+        if not (run_dir / "eval_b.json").exists():
+            mix = json.dumps({GENERAL: round(1 - ratio, 6), DOMAIN: ratio})
+            self.run("training.cli", "run", str(self.out / "cpt.json"), "-o", f"steps={steps}", "-o", f"eval_every={steps}",
+                     "-o", f"data.ratios={mix}", "-o", f"seed={seed}", "-o", f"data.seed={seed}",
+                     "-o", f"out_dir={run_dir}")
+            self.evaluate(run_dir)
+        base, now = self.losses(self.out / "base"), self.losses(run_dir)
+        return {f"{k}_{part}": now[dom][part] - base[dom][part]
+                for k, dom in (("gen", GENERAL), ("dom", DOMAIN)) for part in ("all", "a", "b")}
+
+    def grid(self, steps: int, ratios: list[float]) -> dict[str, np.ndarray]:
+        """Every loss change at one budget, arrays shaped (ratios, seeds)."""
+        cells = [[self.cpt(steps, r, s) for s in self.p["seeds"]] for r in ratios]
+        return {k: np.array([[c[k] for c in row] for row in cells]) for k in cells[0][0]}
+
+
+def noise(g: dict[str, np.ndarray]) -> dict[str, float]:
+    """Seed SD pooled over ratios (sample variance per ratio, averaged) and the evaluation-sampling SD:
+    RMS over runs of (dL_A - dL_B) / 2, the SD of a two-half mean if the halves were independent draws."""
+    out: dict[str, float] = {}
+    for k in ("gen", "dom"):
+        out[f"seed_sd_{k}"] = float(np.sqrt(np.mean(np.var(g[f"{k}_all"], axis=1, ddof=1))))
+        out[f"eval_sd_{k}"] = float(np.sqrt(np.mean(((g[f"{k}_a"] - g[f"{k}_b"]) / 2) ** 2)))
+    return out
+
+
+def score(pred: float, values: np.ndarray, seed_sd: float) -> dict[str, float | bool]:
+    """A prediction against the seed mean: error, z in units of the mean's standard error, pass."""
+    mean = float(np.mean(values))
+    z = (pred - mean) / (seed_sd / np.sqrt(len(values)))
+    return {"pred": pred, "mean": mean, "err": pred - mean, "z": float(z),
+            "pass": bool(abs(z) <= Z_MAX or abs(pred - mean) <= ABS_MAX)}
+
+
+def gates(r_emp: dict[str, float], ratios: list[float], nz: dict[str, float]) -> dict[str, bool]:
+    """The pre-registered gates: eval noise below seed noise (dL_gen), R* inside the grid, CI narrow enough."""
+    return {"eval_noise_below_seed_noise": nz["eval_sd_gen"] < nz["seed_sd_gen"],
+            "r_star_inside_grid": min(ratios) < r_emp["r_star"] < max(ratios),
+            "ci_resolves_tolerance": r_emp["ci_high"] - r_emp["ci_low"] <= 2 * TOLERANCE}
+
+
+def critical(exp: Experiment) -> dict[str, Any]:
+    from training.cmr import critical_ratio_of, dml_curve, empirical_critical_ratio, fit_dml
+
+    p, c = exp.p, exp.p["critical"]
+    ratios, eps = c["ratios"], p["eps"]
+    g = exp.grid(c["steps"], ratios)
+    nz = noise(g)
+    r_emp = empirical_critical_ratio(ratios, g["gen_all"], g["dom_all"], eps)
+    fit_idx = [i for i, r in enumerate(ratios) if r not in c["held_out"]]
+    rs = np.array(ratios)
+    fits = {k: fit_dml(rs[fit_idx], g[f"{k}_all"][fit_idx].mean(1)) for k in ("gen", "dom")}
+    r_pred = critical_ratio_of(lambda r: dml_curve(r, *fits["gen"]), lambda r: dml_curve(r, *fits["dom"]),
+                               min(ratios), max(ratios), eps)
+    held = [{"ratio": r, **{k: score(float(dml_curve(np.array(r), *fits[k])), g[f"{k}_all"][ratios.index(r)],
+                                     nz[f"seed_sd_{k}"]) for k in ("gen", "dom")}} for r in c["held_out"]]
+    gate = gates(r_emp, ratios, nz)
+    verdict = {"gates": gate, "r_star_within_tolerance": abs(r_pred - r_emp["r_star"]) <= TOLERANCE,
+               "held_out_dl_all_pass": all(h[k]["pass"] for h in held for k in ("gen", "dom"))}
+    verdict["outcome"] = ("inconclusive (a gate failed)" if not all(gate.values()) else
+                          "pass" if verdict["r_star_within_tolerance"] and verdict["held_out_dl_all_pass"] else "fail")
+    return {"steps": c["steps"], "ratios": ratios, "seeds": p["seeds"], "eps": eps,
+            "d_gen": g["gen_all"].tolist(), "d_dom": g["dom_all"].tolist(), "noise": nz, "r_star_emp": r_emp,
+            "fit_ratios": rs[fit_idx].tolist(), "dml_fits": fits, "r_star_pred": r_pred, "held_out": held,
+            "verdicts": verdict}
+
+
+def extrapolate(exp: Experiment) -> dict[str, Any]:
+    from training.cmr import (
+        _fit,
+        cmr_curve,
+        critical_ratio_of,
+        crossing,
+        empirical_critical_ratio,
+        fit_joint,
+        joint_dom_curve,
+        joint_gen_curve,
+    )
+
+    p, c = exp.p, exp.p["extrapolate"]
+    ratios, eps, unit = c["ratios"], p["eps"], p["step_unit"]
+    grids = {t: exp.grid(t, ratios) for t in c["steps"]}
+    t_fit = [t for t in c["steps"] if t <= c["fit_max_steps"]]
+    t_pred = max(c["steps"])
+    rr, tt, gg, dd = [], [], [], []
+    for t in t_fit:
+        for i, r in enumerate(ratios):
+            rr.append(r)
+            tt.append(t / unit)
+            gg.append(grids[t]["gen_all"][i].mean())
+            dd.append(grids[t]["dom_all"][i].mean())
+    fits = fit_joint(np.array(rr), np.array(tt), np.array(gg), np.array(dd))
+
+    def at(t: float, which: str) -> Any:
+        fn, prm = (joint_gen_curve, fits["gen"]) if which == "gen" else (joint_dom_curve, fits["dom"])
+        return lambda r: fn(np.vstack([np.atleast_1d(r), np.full(np.size(r), t / unit)]), *prm)
+
+    g_last = grids[t_pred]
+    nz = noise(g_last)
+    r_emp = empirical_critical_ratio(ratios, g_last["gen_all"], g_last["dom_all"], eps)
+    r_pred = critical_ratio_of(at(t_pred, "gen"), at(t_pred, "dom"), min(ratios), max(ratios), eps)
+    held = [{"ratio": r, **{k: score(float(at(t_pred, k)(r)[0]), g_last[f"{k}_all"][i], nz[f"seed_sd_{k}"])
+                            for k in ("gen", "dom")}} for i, r in enumerate(ratios)]
+    # secondary (reported, not the decision): the paper's route, R* per fitted budget from the seed means,
+    # then R_CMR(T) = a4 T^s4 + b3 through them; and the persistence baseline R*(T_max) = R*(largest fitted T)
+    per_t = {t: crossing(ratios, grids[t]["gen_all"].mean(1), grids[t]["dom_all"].mean(1), eps) for t in c["steps"]}
+    try:
+        cm = _fit(cmr_curve, np.array(t_fit, float) / unit, np.array([per_t[t] for t in t_fit]),
+                  [(0.1, 0.3, 0.0), (0.5, 0.1, 0.0), (-0.5, -0.5, 0.5), (-0.1, 0.5, 0.7)])
+        r_cmr = float(np.clip(cmr_curve(np.array([t_pred / unit]), *cm)[0], 0.0, 1.0))
+    except ValueError:
+        cm, r_cmr = None, None
+    per_t_noise = {t: noise(grids[t]) for t in c["steps"]}
+    gate = gates(r_emp, ratios, nz)
+    verdict = {"gates": gate, "r_star_within_tolerance": abs(r_pred - r_emp["r_star"]) <= TOLERANCE,
+               "held_out_dl_all_pass": all(h[k]["pass"] for h in held for k in ("gen", "dom"))}
+    verdict["outcome"] = ("inconclusive (a gate failed)" if not all(gate.values()) else
+                          "pass" if verdict["r_star_within_tolerance"] and verdict["held_out_dl_all_pass"] else "fail")
+    return {"steps": c["steps"], "fit_steps": t_fit, "predicted_steps": t_pred, "ratios": ratios, "seeds": p["seeds"],
+            "eps": eps, "step_unit": unit,
+            "d_gen": {t: grids[t]["gen_all"].tolist() for t in c["steps"]},
+            "d_dom": {t: grids[t]["dom_all"].tolist() for t in c["steps"]},
+            "noise": nz, "noise_per_budget": per_t_noise, "joint_fits": fits, "r_star_emp": r_emp, "r_star_pred": r_pred,
+            "held_out": held, "r_star_per_budget": per_t, "cmr_power_law": cm, "r_star_cmr_power_law": r_cmr,
+            "r_star_persistence": per_t[max(t_fit)], "verdicts": verdict}
+
+
+def plot(res: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from training.cmr import dml_curve, joint_gen_curve
+
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    eps = res["eps"]
+    if res["experiment"] == "critical":
+        rs, g = np.array(res["ratios"]), np.array(res["d_gen"])
+        fine = np.linspace(rs.min(), rs.max(), 100)
+        for j in range(g.shape[1]):
+            ax[0].plot(rs, g[:, j], ".", color="grey", label="seeds" if j == 0 else None)
+        ax[0].plot(rs, g.mean(1), "ko", label="seed mean")
+        held = np.isin(rs, [h["ratio"] for h in res["held_out"]])
+        ax[0].plot(rs[held], g.mean(1)[held], "o", mfc="none", mec="r", ms=10, label="held out (not fitted)")
+        ax[0].plot(fine, dml_curve(fine, *res["dml_fits"]["gen"]), "b-", label="c + k exp(tR), fitted ratios")
+        ax[0].set(xlabel="domain share R", ylabel="held-out dL_gen (nats/byte)", title=f"T = {res['steps']} steps")
+        d = np.array(res["d_dom"])
+        ax[1].plot(rs, d.mean(1), "ko", label="dL_dom seed mean")
+        ax[1].plot(fine, dml_curve(fine, *res["dml_fits"]["dom"]), "b-", label="fit")
+        ax[1].set(xlabel="domain share R", ylabel="held-out dL_dom (nats/byte)")
+        ax[1].legend()
+    else:
+        unit = res["step_unit"]
+        fine = np.linspace(min(res["ratios"]), max(res["ratios"]), 100)
+        for k, t in enumerate(res["steps"]):
+            col = f"C{k}"
+            g = np.array(res["d_gen"][t])
+            ax[0].plot(res["ratios"], g.mean(1), "o" if t in res["fit_steps"] else "s", color=col,
+                       label=f"T={t}" + ("" if t in res["fit_steps"] else " (held out)"))
+            surf = joint_gen_curve(np.vstack([fine, np.full(fine.size, t / unit)]), *res["joint_fits"]["gen"])
+            ax[0].plot(fine, surf, "-" if t in res["fit_steps"] else "--", color=col)
+        ax[0].set(xlabel="domain share R", ylabel="held-out dL_gen (nats/byte)",
+                  title=f"seed means; lines: joint law fitted on T <= {max(res['fit_steps'])}")
+        ts = res["steps"]
+        ax[1].plot(ts, [res["r_star_per_budget"][t] for t in ts], "ko-", label="R* of seed means")
+        e = res["r_star_emp"]
+        ax[1].errorbar([res["predicted_steps"]], [e["r_star"]], yerr=[[e["r_star"] - e["ci_low"]], [e["ci_high"] - e["r_star"]]],
+                       fmt="none", ecolor="k", capsize=4, label="bootstrap 95% CI")
+        ax[1].plot([res["predicted_steps"]], [res["r_star_pred"]], "r*", ms=12, label="joint law's prediction")
+        if res["r_star_cmr_power_law"] is not None:
+            ax[1].plot([res["predicted_steps"]], [res["r_star_cmr_power_law"]], "bx", ms=10, label="R_CMR(T) power law")
+        ax[1].set(xscale="log", xlabel="budget T (steps)", ylabel="critical ratio R*", ylim=(0.4, 0.8))
+        ax[1].legend()
+    ax[0].axhline(eps, color="k", ls=":", label="eps")
+    ax[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def table(res: dict[str, Any]) -> str:
+    """Markdown summary of one experiment's results."""
+    nz, e, v = res["noise"], res["r_star_emp"], res["verdicts"]
+    lines = [f"Experiment `{res['experiment']}` (eps {res['eps']}, seeds {res['seeds']}):", ""]
+    if res["experiment"] == "critical":
+        budgets = [(res["steps"], res["d_gen"], res["d_dom"])]
+    else:
+        budgets = [(t, res["d_gen"][t], res["d_dom"][t]) for t in res["steps"]]
+    lines += ["| T (steps) | R | dL_gen mean ± SD | dL_dom mean ± SD |", "|---|---|---|---|"]
+    for t, gs, ds in budgets:
+        for r, g, d in zip(res["ratios"], np.array(gs), np.array(ds)):
+            lines.append(f"| {t} | {r:g} | {g.mean():+.4f} ± {g.std(ddof=1):.4f} | {d.mean():+.4f} ± {d.std(ddof=1):.4f} |")
+    lines += ["", (f"Seed SD (pooled over ratios, at the scored budget): dL_gen {nz['seed_sd_gen']:.4f}, dL_dom "
+                   f"{nz['seed_sd_dom']:.4f}; evaluation-sampling SD: dL_gen {nz['eval_sd_gen']:.4f}, "
+                   f"dL_dom {nz['eval_sd_dom']:.4f}."),
+              (f"R*_emp = {e['r_star']:.3f} (95% bootstrap CI {e['ci_low']:.3f}–{e['ci_high']:.3f}); "
+               f"R*_pred = {res['r_star_pred']:.3f}; |difference| = {abs(res['r_star_pred'] - e['r_star']):.3f} "
+               f"(tolerance {TOLERANCE})."), ""]
+    if res["experiment"] == "extrapolate":
+        per = ", ".join(f"T={t}: {r:.3f}" for t, r in res["r_star_per_budget"].items())
+        lines += [f"R* of the seed means per budget: {per}. Secondary predictions of R* at T={res['predicted_steps']}: "
+                  f"R_CMR(T) power law through the fitted budgets "
+                  + (f"{res['r_star_cmr_power_law']:.3f}" if res["r_star_cmr_power_law"] is not None else "(no fit)")
+                  + f"; persistence (R* at T={max(res['fit_steps'])}) {res['r_star_persistence']:.3f}.", ""]
+    lines += ["| held-out R | dL_gen pred | mean | z | dL_dom pred | mean | z | pass |", "|---|---|---|---|---|---|---|---|"]
+    for h in res["held_out"]:
+        g, d = h["gen"], h["dom"]
+        lines.append(f"| {h['ratio']:g} | {g['pred']:+.4f} | {g['mean']:+.4f} | {g['z']:+.1f} | {d['pred']:+.4f} | "
+                     f"{d['mean']:+.4f} | {d['z']:+.1f} | {'yes' if g['pass'] and d['pass'] else 'no'} |")
+    lines += ["", "Gates: " + ", ".join(f"{k} {'ok' if ok else 'FAILED'}" for k, ok in v["gates"].items()),
+              (f"R* within ±{TOLERANCE}: {v['r_star_within_tolerance']}; every held-out dL within |z| <= {Z_MAX:g} or "
+               f"{ABS_MAX} nats/byte: {v['held_out_dl_all_pass']}; outcome: **{v['outcome']}**")]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=REPO / "runs" / "cmr_holdout")
+    ap.add_argument("--out", type=Path, default=REPO / "runs" / "cmr")
+    ap.add_argument("--experiment", choices=["critical", "extrapolate", "both"], default="both")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seeds", type=int, default=1, help="repeat the sweep with this many seeds in all (scatter)")
-    ap.add_argument("--in-process", action=argparse.BooleanOptionalAction, default=None,
-                    help="run the commands in this interpreter instead of one python per command "
-                         "(default: in-process with --quick, subprocesses otherwise)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--in-process", action=argparse.BooleanOptionalAction, default=True,
+                    help="run the commands in this interpreter (default; ~100 training runs would each pay "
+                         "a torch import otherwise) or one python per command")
     args = ap.parse_args(argv)
     p = PARAMS["quick" if args.quick else "full"]
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    cmds = Commands(REPO, out / "commands.log", args.threads, args.quick if args.in_process is None else args.in_process)
-
-    def run(*a: str) -> str:
-        return cmds(*a)[0]
-
-    t_start = time.time()
-    corpus = out / "corpus"
-    pipe = out / "corpus.json"
-    pipe.write_text(json.dumps({"name": "cmr_corpus", "input": {"paths": [str(REPO / "curation/data/sample/*.jsonl.gz")],
-                                "id_field": "id", "domain_field": "domain"}, "stages": [{"stage": "text_length_v1", "min_chars": 200}],
-                                "output": {"dir": str(corpus)}, "executor": {"kind": "local"}}))
-    run("curation.cli", "run", str(pipe))
-    cfg = {"data": {"runs": [str(corpus)], "ratios": {GENERAL: 1.0}, "seq_len": p["seq_len"], "batch_size": p["batch_size"],
-                    "tokenizer": "bytes"},
-           "model": {"n_layer": 2, "n_head": 2, "d_model": p["d_model"]},
-           "schedule": {"kind": "cosine", "lr": 3e-3, "warmup_steps": 10}, "steps": p["base_steps"],
-           "eval_every": p["eval_every"], "eval_batches": p["eval_batches"], "checkpoint_every": 100_000,
-           "out_dir": str(out / "base")}
-    (out / "base.json").write_text(json.dumps(cfg))
-    run("training.cli", "run", str(out / "base.json"))
-    cpt = {**cfg, "init_from": str(out / "base" / "checkpoint.pt"), "steps": p["cpt_steps"],
-           "schedule": {"kind": "wsd", "lr": 1e-3, "warmup_steps": 5, "decay_fraction": 0.2}}
-    (out / "cpt.json").write_text(json.dumps(cpt))
-    ratios = p["ratios"]
-    run("training.cli", "cmr", "sweep", str(out / "cpt.json"), "--general", GENERAL, "--domain", DOMAIN,
-        "--ratios", ",".join(map(str, ratios)), "--out", str(out / "sweep"))
-    tokens = p["cpt_steps"] * p["seq_len"] * p["batch_size"]
-    unit = tokens / 10  # T in tenths of the budget: the fit sees T in (0, 10]
-
-    from training.cmr import curves_from_log
-
-    def measured(run_dir: Path) -> dict[str, float]:
-        _, (t, g, d) = curves_from_log(run_dir / "log.jsonl", GENERAL, DOMAIN, unit)
-        return {"d_general": float(g[-1]), "d_domain": float(d[-1])}
-
-    scatter = {r: [measured(out / "sweep" / f"r{r:g}")] for r in ratios}
-    for seed in range(1, args.seeds):
-        run("training.cli", "cmr", "sweep", str(out / "cpt.json"), "--general", GENERAL, "--domain", DOMAIN,
-            "--ratios", ",".join(map(str, ratios)), "--out", str(out / f"sweep_seed{seed}"),
-            "-o", f"seed={seed}", "-o", f"data.seed={seed}")
-        for r in ratios:
-            scatter[r].append(measured(out / f"sweep_seed{seed}" / f"r{r:g}"))
-
-    rows = []
-    for r in ratios:
-        others = [str(out / "sweep" / f"r{x:g}") for x in ratios if x != r]
-        fit = out / "fits" / f"without_r{r:g}.json"
-        fit.parent.mkdir(exist_ok=True)
-        run("training.cli", "cmr", "fit", *others, "--general", GENERAL, "--domain", DOMAIN, "--eps", str(p["eps"]),
-            "--token-unit", str(unit), "--out", str(fit))
-        pred = json.loads(run("training.cli", "cmr", "predict", str(fit), "--tokens", str(tokens), "--ratio", str(r)))["at_ratio"]
-        meas = measured(out / "sweep" / f"r{r:g}")
-        rows.append({"ratio": r, "interpolated": min(ratios) < r < max(ratios),
-                     **{f"pred_{k}": pred[k] for k in ("d_general", "d_domain")},
-                     **{f"meas_{k}": meas[k] for k in ("d_general", "d_domain")},
-                     **{f"relerr_{k}": abs(pred[k] - meas[k]) / max(1e-9, abs(meas[k])) for k in ("d_general", "d_domain")},
-                     **({f"seeds_{k}": [m[k] for m in scatter[r]] for k in ("d_general", "d_domain")} if args.seeds > 1 else {})})
-    full_fit = out / "fits" / "all.json"
-    run("training.cli", "cmr", "fit", *[str(out / "sweep" / f"r{x:g}") for x in ratios], "--general", GENERAL,
-        "--domain", DOMAIN, "--eps", str(p["eps"]), "--token-unit", str(unit), "--out", str(full_fit))
-    crit = json.loads(run("training.cli", "cmr", "predict", str(full_fit), "--tokens", str(tokens),
-                          "--mixture", str(out / "mixture_cmr.json")))
-    r_star = round(crit["critical_ratio"], 4)
-    check: dict[str, Any] = {"critical_ratio": r_star, "pred": crit["at_critical"]}
-    if 0 < r_star < 1:
-        run("training.cli", "cmr", "sweep", str(out / "cpt.json"), "--general", GENERAL, "--domain", DOMAIN,
-            "--ratios", str(r_star), "--out", str(out / "at_critical"))
-        check["meas"] = measured(out / "at_critical" / f"r{r_star:g}")
-    res = {"params": p, "tokens": tokens, "token_unit": unit, "holdout": rows, "critical": check,
-           "wall_s": time.time() - t_start}
-    (out / "results.json").write_text(json.dumps(res, indent=1))
-    (out / "table.md").write_text(table(res))
-    print(table(res))
+    exp = Experiment(out, p, Commands(REPO, out / "commands.log", args.threads, args.in_process))
+    t0 = time.time()
+    res: dict[str, Any] = {"params": p, "prepare": exp.prepare()}
+    for name in (["critical", "extrapolate"] if args.experiment == "both" else [args.experiment]):
+        t1 = time.time()
+        r = {"experiment": name, **(critical(exp) if name == "critical" else extrapolate(exp))}
+        r["wall_s"] = time.time() - t1
+        plot(r, out / f"cmr_{name}.png")
+        res[name] = r
+        print(table(r))
+    res["wall_s"] = time.time() - t0
+    (out / "results.json").write_text(json.dumps(res, indent=1, default=str))
+    (out / "table.md").write_text("".join(table(res[k]) + "\n" for k in ("critical", "extrapolate") if k in res))
     return res
-
-
-def table(res: dict[str, Any]) -> str:
-    lines = ["| left-out R | dL_gen predicted | dL_gen measured | rel. error | dL_dom predicted | dL_dom measured | rel. error |",
-             "|---|---|---|---|---|---|---|"]
-    for r in res["holdout"]:
-        tag = "" if r["interpolated"] else " (extrapolated)"
-        lines.append(f"| {r['ratio']:g}{tag} | {r['pred_d_general']:+.4f} | {r['meas_d_general']:+.4f} | "
-                     f"{100 * r['relerr_d_general']:.0f}% | {r['pred_d_domain']:+.4f} | {r['meas_d_domain']:+.4f} | "
-                     f"{100 * r['relerr_d_domain']:.0f}% |")
-    c = res["critical"]
-    if "seeds_d_general" in res["holdout"][0]:
-        lines += ["", "Seed-to-seed scatter of the measured changes (the sweep repeated with other training seeds):", "",
-                  "| R | dL_gen mean ± std over seeds | abs. error of the prediction | dL_dom mean ± std | abs. error |",
-                  "|---|---|---|---|---|"]
-        for r in res["holdout"]:
-            cells = []
-            for k in ("d_general", "d_domain"):
-                v = np.asarray(r[f"seeds_{k}"])
-                cells += [f"{v.mean():+.4f} ± {v.std(ddof=1):.4f}", f"{abs(r[f'pred_{k}'] - r[f'meas_{k}']):.4f}"]
-            lines.append(f"| {r['ratio']:g} | " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append(f"Critical ratio at {res['tokens']:,} tokens (eps {res['params']['eps']}): R* = {c['critical_ratio']:g}; "
-                 f"predicted dL_gen {c['pred']['d_general']:+.4f}, dL_dom {c['pred']['d_domain']:+.4f}"
-                 + (f"; measured dL_gen {c['meas']['d_general']:+.4f}, dL_dom {c['meas']['d_domain']:+.4f}" if "meas" in c
-                    else "; not trained (R* at the edge)"))
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -47,8 +47,8 @@ def _fit(fn: Callable[..., np.ndarray], t: np.ndarray, y: np.ndarray, starts: Se
     from scipy.optimize import curve_fit
 
     n_params = len(starts[0])
-    if len(t) < n_params:  # scipy would raise a bare TypeError; say what the run lacks instead
-        raise ValueError(f"{len(t)} evaluation points after step 0, but the curve has {n_params} parameters: "
+    if len(y) < n_params:  # scipy would raise a bare TypeError; say what the run lacks instead
+        raise ValueError(f"{len(y)} evaluation points after step 0, but the curve has {n_params} parameters: "
                          f"evaluate more often (eval_every) or train for more steps")
     best, best_err = None, math.inf
     for p0 in starts:
@@ -77,10 +77,19 @@ def critical_ratio(t: float, ratios: Sequence[float], gen_fits: Sequence[list[fl
                    eps: float) -> float:
     """Largest R whose fitted general-loss increase at ``t`` stays within ``eps`` (and whose domain
     loss falls); between two measured ratios the crossing is interpolated linearly. 0 if none."""
+    g = [gen_curve(np.array([t]), *p)[0] for p in gen_fits]
+    d = [dom_curve(np.array([t]), *p)[0] for p in dom_fits]
+    return crossing(ratios, g, d, eps)
+
+
+def crossing(ratios: Sequence[float], d_gen: Sequence[float], d_dom: Sequence[float], eps: float) -> float:
+    """Largest R with ``d_gen <= eps`` and ``d_dom < 0`` among ``ratios`` (any order), the ``eps``
+    crossing interpolated linearly between the last feasible ratio and the next one. 0 if none is
+    feasible; the largest ratio if it is (then R* is only known to be at least that: censored)."""
     order = np.argsort(ratios)
     rs = np.asarray(ratios, dtype=float)[order]
-    g = np.array([gen_curve(np.array([t]), *gen_fits[i])[0] for i in order])
-    d = np.array([dom_curve(np.array([t]), *dom_fits[i])[0] for i in order])
+    g = np.asarray(d_gen, dtype=float)[order]
+    d = np.asarray(d_dom, dtype=float)[order]
     ok = (g <= eps) & (d < 0)
     if not ok.any():
         return 0.0
@@ -89,6 +98,68 @@ def critical_ratio(t: float, ratios: Sequence[float], gen_fits: Sequence[list[fl
         return float(rs[k])
     # g crosses eps between rs[k] (feasible) and rs[k+1] (infeasible)
     return float(rs[k] + (eps - g[k]) * (rs[k + 1] - rs[k]) / (g[k + 1] - g[k]))
+
+
+def empirical_critical_ratio(ratios: Sequence[float], d_gen: np.ndarray, d_dom: np.ndarray, eps: float,
+                             n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
+    """R* from measured loss changes, ``d_gen``/``d_dom`` shaped (ratios, seeds): ``crossing`` of the
+    seed means, and a percentile bootstrap 95% interval resampling the seeds of each ratio with
+    replacement (independently per ratio: every run is its own seed draw)."""
+    g, d = np.asarray(d_gen, dtype=float), np.asarray(d_dom, dtype=float)
+    point = crossing(ratios, g.mean(axis=1), d.mean(axis=1), eps)
+    rng = np.random.default_rng(seed)
+    n_r, n_s = g.shape
+    boots = np.empty(n_boot)
+    for b in range(n_boot):
+        idx = rng.integers(0, n_s, size=(n_r, n_s))
+        boots[b] = crossing(ratios, np.take_along_axis(g, idx, 1).mean(1), np.take_along_axis(d, idx, 1).mean(1), eps)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"r_star": point, "ci_low": float(lo), "ci_high": float(hi)}
+
+
+def dml_curve(r: np.ndarray, c: float, k: float, t: float) -> np.ndarray:
+    """Data-Mixing-Laws form of a loss (change) against the domain share R at a fixed budget."""
+    return c + k * np.exp(t * r)
+
+
+def fit_dml(r: np.ndarray, y: np.ndarray) -> list[float]:
+    """``dml_curve`` through seed means at several ratios (3 parameters: needs >= 3 ratios)."""
+    return _fit(dml_curve, np.asarray(r, float), np.asarray(y, float),
+                [(0.0, 0.01, 3.0), (0.0, -0.01, 3.0), (0.0, 0.1, -1.0), (0.0, -0.1, -1.0), (0.1, 0.001, 6.0)])
+
+
+def joint_gen_curve(rt: np.ndarray, k: float, tau: float, s2: float, a3: float, s3: float, b2: float) -> np.ndarray:
+    """The law's dL_gen(T) = a2 T^s2 + a3 T^s3 + b2 over (R, T), ``rt`` = [R, T]: the rising term's
+    amplitude is Data-Mixing-Laws-like in R, a2 = k exp(tau R); a3, b2 and the exponents are shared.
+    Amplitudes linear in R would be unidentifiable from three budgets: at each T the surface would
+    be a line in R (two numbers per budget, six in all, for seven parameters)."""
+    r, t = rt
+    return k * np.exp(tau * r) * np.power(t, s2) + a3 * np.power(t, s3) + b2
+
+
+def joint_dom_curve(rt: np.ndarray, a0: float, a1: float, s1: float, b1: float) -> np.ndarray:
+    """The law's dL_dom(T) = a1 T^s1 + b1 with the amplitude linear in R, exponent shared."""
+    r, t = rt
+    return (a0 + a1 * r) * np.power(t, s1) + b1
+
+
+def fit_joint(r: np.ndarray, t: np.ndarray, d_gen: np.ndarray, d_dom: np.ndarray) -> dict[str, list[float]]:
+    """Both joint surfaces fitted to loss changes at points (R, T) (seed means: one value per point)."""
+    rt = np.vstack([np.asarray(r, float), np.asarray(t, float)])
+    # exponents over a small grid of starts: the two power terms trade off, and one start finds a local minimum
+    starts = [(k, tau, s2, a3, s3, 0.0) for k, tau in ((0.002, 4.0), (0.01, 2.0), (0.0005, 6.0))
+              for s2 in (0.2, 0.5) for a3, s3 in ((-0.02, 0.8), (-0.02, 1.5), (0.02, -0.3))]
+    gen = _fit(joint_gen_curve, rt, np.asarray(d_gen, float), starts)  # type: ignore[arg-type]
+    dom = _fit(joint_dom_curve, rt, np.asarray(d_dom, float),  # type: ignore[arg-type]
+               [(-0.1, -0.2, 0.3, 0.0), (-0.5, -0.5, 0.1, 0.0), (0.1, 0.2, -0.3, -0.5)])
+    return {"gen": gen, "dom": dom}
+
+
+def critical_ratio_of(gen: Callable[[np.ndarray], np.ndarray], dom: Callable[[np.ndarray], np.ndarray],
+                      r_min: float, r_max: float, eps: float, step: float = 0.001) -> float:
+    """``crossing`` of predicted curves over a fine grid of R in [r_min, r_max] (no extrapolation in R)."""
+    grid = np.linspace(r_min, r_max, round((r_max - r_min) / step) + 1)  # ends exactly at r_max
+    return crossing(grid, gen(grid), dom(grid), eps)
 
 
 @dataclass
@@ -136,8 +207,9 @@ def loss_changes_at(fit: CMRFit, ratio: float, tokens: float) -> dict[str, float
 
     The law is fitted per measured ratio; at another ratio both fitted curves are evaluated at T and
     interpolated linearly in R between the two nearest measured ratios (extrapolated from the two
-    nearest at either end). This is what predicting a held-out ratio, or the loss at the critical
-    ratio, needs; its error is measured in benchmarks/cmr_holdout.py."""
+    nearest at either end): a heuristic with no form in R. To predict a ratio that was not run, fit an
+    explicit form in R instead (``fit_dml`` at one budget, ``fit_joint`` over (R, T)), as
+    benchmarks/cmr_holdout.py does."""
     t = np.array([tokens / fit.token_unit])
     rs = np.asarray(fit.ratios, dtype=float)
     if len(rs) < 2:

@@ -58,9 +58,33 @@ def test_preselect_effect_quick_runs_the_loop(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_cmr_holdout_quick_predicts_every_ratio(tmp_path: Path) -> None:
-    res = _load("cmr_holdout").main(["--out", str(tmp_path), "--quick"])
-    assert [r["ratio"] for r in res["holdout"]] == res["params"]["ratios"] and len(res["holdout"]) >= 6
-    assert all(math.isfinite(r["pred_d_general"]) and math.isfinite(r["meas_d_domain"]) for r in res["holdout"])
-    assert 0.0 <= res["critical"]["critical_ratio"] <= 1.0
-    assert "left-out R" in (tmp_path / "table.md").read_text()
+def test_cmr_holdout_quick_scores_both_experiments_on_held_out_documents(tmp_path: Path) -> None:
+    import gzip
+
+    import numpy as np
+
+    mod = _load("cmr_holdout")
+    res = mod.main(["--out", str(tmp_path), "--quick", "--experiment", "both"])
+    # held out means held out: no document id of either evaluation half is a training document
+    ids: dict[str, set[str]] = {}
+    for k in ("train", "heldout_a", "heldout_b"):
+        with gzip.open(tmp_path / "splits" / f"{k}.jsonl.gz", "rt") as fh:
+            ids[k] = {json.loads(x)["id"] for x in fh}
+    assert ids["heldout_a"] and ids["heldout_b"] and not (ids["train"] & (ids["heldout_a"] | ids["heldout_b"]))
+    assert all(res["prepare"]["base_loss"][d]["tokens"] > 1000 for d in (mod.GENERAL, mod.DOMAIN))
+    for name in ("critical", "extrapolate"):
+        r = res[name]
+        dom = np.array(r["d_dom"] if name == "critical" else [r["d_dom"][t] for t in r["steps"]])
+        assert dom.shape[-1] == len(r["seeds"]) == 2 and (dom < 0).all()  # training on code lowers held-out code loss
+        e = r["r_star_emp"]
+        assert e["ci_low"] <= e["r_star"] <= e["ci_high"] and min(r["ratios"]) <= r["r_star_pred"] <= max(r["ratios"])
+        for h in r["held_out"]:  # z is the error in units of the seed mean's standard error
+            se = r["noise"]["seed_sd_gen"] / math.sqrt(len(r["seeds"]))
+            assert h["gen"]["z"] == pytest.approx((h["gen"]["pred"] - h["gen"]["mean"]) / se)
+        v = r["verdicts"]
+        assert v["outcome"] == ("inconclusive (a gate failed)" if not all(v["gates"].values()) else
+                                "pass" if v["r_star_within_tolerance"] and v["held_out_dl_all_pass"] else "fail")
+        assert (tmp_path / f"cmr_{name}.png").stat().st_size > 10_000
+    assert [h["ratio"] for h in res["critical"]["held_out"]] == [0.5, 0.6, 0.7]
+    assert res["extrapolate"]["fit_steps"] == [2, 4, 8] and res["extrapolate"]["predicted_steps"] == 16
+    assert "R*_emp" in (tmp_path / "table.md").read_text()

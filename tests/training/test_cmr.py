@@ -100,3 +100,54 @@ def test_too_few_evaluation_points_is_a_clear_error() -> None:
     curves = {r: (t, 0.1 * r * t ** -0.3, -0.5 * r * t ** 0.4) for r in (0.2, 0.5)}
     with pytest.raises(ValueError, match=r"R=0.2: 4 evaluation points .* 5 parameters.*eval_every"):
         fit_cmr(curves, 0.05, 2e8)
+
+
+def test_crossing_interpolates_and_reports_the_grid_edges() -> None:
+    from training.cmr import crossing
+
+    dom = [-0.1, -0.1, -0.1]
+    # feasible at 0.4 and 0.5, infeasible at 0.6: eps 0.06 is crossed halfway between 0.04 and 0.08
+    assert crossing([0.6, 0.4, 0.5], [0.08, 0.0, 0.04], [-0.1, -0.1, -0.1], 0.06) == pytest.approx(0.55)
+    assert crossing([0.4, 0.5, 0.6], [0.0, 0.01, 0.02], dom, 0.06) == 0.6  # all feasible: the top ratio (censored)
+    assert crossing([0.4, 0.5, 0.6], [0.1, 0.2, 0.3], dom, 0.06) == 0.0  # none feasible
+    # a domain loss that does not fall makes the ratio infeasible whatever dL_gen does
+    assert crossing([0.4, 0.5, 0.6], [0.0, 0.01, 0.02], [-0.1, -0.1, 0.01], 0.06) == 0.5
+
+
+def test_empirical_critical_ratio_and_its_bootstrap_interval() -> None:
+    from training.cmr import empirical_critical_ratio
+
+    ratios = [0.4, 0.5, 0.6]
+    gen = np.array([[0.0] * 3, [0.04] * 3, [0.08] * 3])  # identical seeds: the interval collapses onto the point
+    got = empirical_critical_ratio(ratios, gen, -np.ones_like(gen), 0.06, n_boot=200)
+    assert got == pytest.approx({"r_star": 0.55, "ci_low": 0.55, "ci_high": 0.55})
+    # seeds +-0.01 around the same means: the point is unchanged, the interval brackets it and widens
+    noisy = gen + np.array([-0.01, 0.0, 0.01])
+    got = empirical_critical_ratio(ratios, noisy, -np.ones_like(gen), 0.06, n_boot=500)
+    assert got["r_star"] == pytest.approx(0.55)
+    assert 0.5 <= got["ci_low"] < 0.55 < got["ci_high"] <= 0.6
+    assert got == empirical_critical_ratio(ratios, noisy, -np.ones_like(gen), 0.06, n_boot=500)  # seeded
+
+
+def test_dml_form_predicts_a_ratio_it_was_not_fitted_on() -> None:
+    from training.cmr import critical_ratio_of, dml_curve, fit_dml
+
+    fitted = np.array([0.45, 0.55, 0.65, 0.75])
+    params = fitted, dml_curve(fitted, 0.01, 0.002, 5.0)
+    c, k, t = fit_dml(*params)
+    assert dml_curve(np.array([0.6]), c, k, t)[0] == pytest.approx(0.01 + 0.002 * np.exp(3.0), abs=1e-6)
+    # R* where 0.01 + 0.002 exp(5R) = 0.07: R = ln(30) / 5 = 0.6802
+    r = critical_ratio_of(lambda x: dml_curve(x, c, k, t), lambda x: -np.ones_like(x), 0.45, 0.75, 0.07)
+    assert r == pytest.approx(np.log(30) / 5, abs=1e-3)
+
+
+def test_joint_law_fitted_on_short_budgets_extrapolates_an_exact_surface() -> None:
+    from training.cmr import fit_joint, joint_dom_curve, joint_gen_curve
+
+    gen_true, dom_true = (0.002, 4.0, 0.3, -0.015, 0.9, 0.035), (-0.05, -0.15, 0.35, 0.0)
+    r, t = np.meshgrid([0.45, 0.525, 0.6, 0.675, 0.75], [0.5, 1.0, 2.0])
+    rt = np.vstack([r.ravel(), t.ravel()])
+    fits = fit_joint(rt[0], rt[1], joint_gen_curve(rt, *gen_true), joint_dom_curve(rt, *dom_true))
+    at4 = np.vstack([[0.45, 0.75], [4.0, 4.0]])  # twice the longest fitted budget
+    assert joint_gen_curve(at4, *fits["gen"]) == pytest.approx(joint_gen_curve(at4, *gen_true), abs=1e-4)
+    assert joint_dom_curve(at4, *fits["dom"]) == pytest.approx(joint_dom_curve(at4, *dom_true), abs=1e-5)
