@@ -88,3 +88,8 @@ def test_cmr_holdout_quick_scores_both_experiments_on_held_out_documents(tmp_pat
     assert [h["ratio"] for h in res["critical"]["held_out"]] == [0.5, 0.6, 0.7]
     assert res["extrapolate"]["fit_steps"] == [2, 4, 8] and res["extrapolate"]["predicted_steps"] == 16
     assert "R*_emp" in (tmp_path / "table.md").read_text()
+    # the noise split: ratio effects plus per-seed offsets and nothing else leave no within-seed noise
+    x = np.array([0.0, 0.1, 0.2])[:, None] + np.array([0.0, 0.03, -0.03])[None, :]
+    nz = mod.noise({f"{k}_{part}": x for k in ("gen", "dom") for part in ("all", "a", "b")})
+    assert nz["seed_offset_sd_gen"] == pytest.approx(0.03) and nz["within_seed_sd_gen"] == pytest.approx(0.0, abs=1e-12)
+    assert nz["seed_sd_gen"] == pytest.approx(0.03) and nz["eval_sd_gen"] == 0.0
