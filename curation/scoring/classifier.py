@@ -8,6 +8,8 @@ PreSelect: labels and classifier).
 
 from __future__ import annotations
 
+import hashlib
+
 import math
 import os
 import platform
@@ -53,17 +55,20 @@ def preselect_labels(ids: Sequence[str], strength: np.ndarray, positive_min: flo
                      max_per_class: int | None = None) -> tuple[list[int], list[int]]:
     """Indices of positives (S >= positive_min) and of as many lowest-S negatives (ties by id).
     Classes are balanced as in the paper: when fewer negatives than positives exist, positives
-    are cut to match (in id order). Documents with a null S are never used."""
+    are cut to match. The cut keeps a pseudo-random subset (ordered by a hash of the id, so the
+    same labels give the same subset): ids often start with their source (``changelog:...``), and
+    the first ids in sort order would make the positive class one source, which a classifier then
+    learns instead of S. Documents with a null S are never used. Both lists come back in id order."""
     s = np.asarray(strength, dtype=np.float64)
     valid = ~np.isnan(s)
     pos = [i for i in np.flatnonzero(valid & (s >= positive_min))]
-    pos.sort(key=lambda i: ids[i])
+    pos.sort(key=lambda i: (hashlib.blake2b(ids[i].encode(), digest_size=8).digest(), ids[i]))
     if max_per_class is not None:
         pos = pos[:max_per_class]
     rest = [i for i in np.flatnonzero(valid & (s < positive_min))]
     rest.sort(key=lambda i: (s[i], ids[i]))
     n = min(len(pos), len(rest))
-    return [int(i) for i in pos[:n]], [int(i) for i in rest[:n]]
+    return sorted((int(i) for i in pos[:n]), key=lambda i: ids[i]), [int(i) for i in rest[:n]]
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:

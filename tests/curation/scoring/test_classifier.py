@@ -30,7 +30,21 @@ def test_preselect_labels_balance_and_ties() -> None:
     pos, neg = preselect_labels(ids, s)
     assert pos == [0, 3] and neg == [1, 4]  # lowest S first, ties by id; NaN never used
     pos, neg = preselect_labels(ids, s, positive_min=0.6)
-    assert pos == [0, 3] and neg == [1, 4]  # fewer negatives than positives: positives cut to balance
+    assert len(pos) == 2 and set(pos) < {0, 3, 5} and neg == [1, 4]  # fewer negatives: positives cut to balance
+    assert preselect_labels(ids, s, positive_min=0.6) == (pos, neg)  # the same labels, the same cut
+
+
+def test_the_positive_cut_is_not_the_first_ids_in_sort_order() -> None:
+    # 200 positives whose ids start with their source, 20 negatives: the 20 positives kept must not all come
+    # from the source that sorts first, or the classifier learns the source instead of S.
+    ids = [f"changelog:{i:03d}" for i in range(100)] + [f"python_docs:{i:03d}" for i in range(100)] + \
+          [f"neg:{i:03d}" for i in range(20)]
+    s = np.array([1.0] * 200 + [0.4] * 20)
+    pos, neg = preselect_labels(ids, s)
+    assert len(pos) == len(neg) == 20 and pos == sorted(pos, key=lambda i: ids[i])
+    from_changelog = sum(ids[i].startswith("changelog") for i in pos)
+    assert 4 <= from_changelog <= 16  # about half from each source (binomial(20, 0.5): 4..16 holds at p > 0.99)
+    assert len(preselect_labels(ids, s, max_per_class=10)[0]) == 10
 
 
 def test_auc_rank_formula() -> None:
