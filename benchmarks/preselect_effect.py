@@ -1,34 +1,30 @@
 # python benchmarks/preselect_effect.py --out runs/preselect_effect            # the full run (docs/preselect_effect.md)
 # python benchmarks/preselect_effect.py --out /tmp/pe --quick                  # CI smoke: the loop end to end
-"""PreSelect at micro scale: does data selected by predictive strength teach a small model better?
+# python benchmarks/preselect_effect.py --out /tmp/pe --target my_target.jsonl # your own target (JSONL or a folder of text)
+"""PreSelect at micro scale, powered: does data selected by predictive strength teach a small model better?
 
+The design, its gates and decision rules are in docs/preselect_effect.md (written before the run).
 Everything runs through the project's own commands (``curate run``, ``curate train-scorer``,
-``train run``, ``train eval``, ``train export-hf``, ``train natural-mixture``) as subprocesses, so
-the experiment is also the end-to-end test of the loop from training back to curation.
+``curate fit-skills``, ``train run``, ``train eval``, ``train export-hf``, ``train natural-mixture``).
 
-1. Sources, built deterministically from what any Debian machine of this kind has offline:
-   pool = docstrings of the stdlib and the installed packages (``python_docs``), stdlib source
-   (``code``), package and Debian READMEs (``readme``), package licence files and Debian
-   ``copyright`` files (``license``), Debian ``changelog.Debian`` files (``changelog``), and
-   machine-degraded copies of docstrings and READMEs (``shuffled``: words shuffled within each
-   document; ``truncated``: a random 10-40% prefix, cut mid-word). Each source gives at most an
-   equal share of ``pool_mb``.
-   Every 20th document of each pool source goes to the *general* held-out set instead.
-   Target = English man pages (``/usr/share/man``, roff markup stripped), a source the pool does
-   not contain: its ``dev`` half is the only selection signal (PreSelect's per-model target scores,
-   DCLM's positives); its ``test`` half (other pages) is the held-out target evaluation.
-2. Pool: ``curate run`` with text_length_v1 -> exact_dedup_v1 -> near_dedup_v1.
-3. Family: 6 GPTs trained with ``train run`` on the pool (different sizes, steps, domain mixes);
-   target score of each = minus its loss on target dev (``train eval``); exported (``train
-   export-hf``) for ``lm_loss_v1``.
-4. Arms, each a ``curate run`` over the pool keeping ``--keep`` of its characters:
-   ``preselect`` (lm_loss_v1 on a random sample -> predictive_strength_v1 -> ``curate train-scorer
-   --run`` -> fasttext_score_v1 + select_v1), ``dclm`` (fastText target dev vs pool, ``--positive/
-   --negative``), ``perplexity`` (lowest bpc under the best family model), ``random``
-   (random_score_v1), and ``none`` (the whole filtered pool, no selection, at the same training tokens).
-5. Per arm and seed a fresh model (same size, same steps for the selection arms) trained on the
-   arm's own domain proportions (``train natural-mixture``), evaluated on target test and general
-   held-out (``train eval``). Output: results.json, table.md, curves.png under ``--out``.
+1. Sources, built deterministically from what a Debian machine of this kind has offline. Pool: five
+   natural sources (docstrings, stdlib code, READMEs, licence files, Debian changelogs) and a labelled
+   known-bad control (``shuffled``: words shuffled within each line, line breaks and indents kept;
+   ``truncated``: a 10-40% prefix cut mid-word), built from pool documents only. General held-out:
+   every 20th natural document. Target: man pages of every section, sampled by a hash of the resolved
+   path, each name family (``gcloud_*``, ``git-*``...) capped at 5% of the target, split dev/test by
+   resolved path; ``--target`` replaces them. The pool is decontaminated against target test.
+2. A shared base model trained on the pool; every arm continues from it (low seed variance).
+3. Family: 6 models on the pool's natural mix differing only in training steps (2x apart), trained
+   with two seeds (the order must reproduce); S (``predictive_strength_v1``) on full documents of a
+   sample; three fastText scorers (paper settings) on three disjoint thirds of the labels.
+4. One scoring run over the pool (every scorer, reference LMs, random scores, embedding clusters);
+   each arm a ``select_v1`` run keeping the same share of characters.
+5. Per arm, selection and seed: continue the base for the same steps, evaluate on every target test
+   page and on the general held-out set.
+6. Mechanism: continue the base briefly on each embedding cluster; Spearman rho between a cluster's
+   teaching value and each scorer's cluster mean.
+Output under ``--out``: results.json, report.md, contrasts.png, mechanism.png, commands.log.
 """
 
 from __future__ import annotations
@@ -46,12 +42,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._commands import Commands  # noqa: E402
+from benchmarks import _selection_stats as st  # noqa: E402
+from benchmarks._commands import CommandError, Commands  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-POOL_DOMAINS = ("python_docs", "code", "readme", "license", "changelog", "shuffled", "truncated")
-TARGET = "manpage"
+NATURAL = ("python_docs", "code", "readme", "license", "changelog")
+JUNK = ("shuffled", "truncated")
+TARGET = "target"
 
 
 def _corpus_module() -> Any:
@@ -81,22 +81,6 @@ def roff_text(src: str) -> str:
         line = _ROFF_ESC.sub("", line).replace("\\-", "-").replace("\\\\", "\\")
         out.append(line)
     return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip()
-
-
-def man_pages(limit_bytes: int) -> list[dict]:
-    docs, total = [], 0
-    for sec in ("1", "5", "8"):
-        for path in sorted(Path(f"/usr/share/man/man{sec}").glob("*.gz")):
-            try:
-                text = roff_text(gzip.open(path, "rt", encoding="utf-8", errors="replace").read())
-            except (OSError, EOFError):
-                continue
-            if len(text) >= 800:
-                docs.append({"id": f"man:{path.name}", "text": text[:20000], "domain": TARGET, "origin": str(path)})
-                total += len(docs[-1]["text"])
-            if total >= limit_bytes:
-                return docs
-    return docs
 
 
 def site_docs(min_chars: int, limit_chars: int) -> list[dict]:
@@ -158,14 +142,80 @@ def debian_docs(pattern: str, domain: str, limit_chars: int, max_chars: int = 20
     return docs
 
 
+def man_family(name: str) -> str:
+    """The family of a man page: its name up to the first ``-``, ``_`` or ``.`` (``gcloud_compute_x`` -> gcloud)."""
+    return re.split(r"[-_.]", name, maxsplit=1)[0]
+
+
+def man_pages(limit_chars: int, family_cap: float) -> list[dict]:
+    """Man pages of every section in hash order of their resolved paths (symlinks and ``.so`` aliases
+    count once), roff stripped, until ``limit_chars``; no name family above ``family_cap`` of it."""
+    seen, docs, total, per_family = set(), [], 0, {}
+    paths = {p.resolve() for p in Path("/usr/share/man").glob("man[1-8]/*.gz")}
+    for path in sorted(paths, key=lambda p: _h(str(p))):
+        try:
+            text = roff_text(gzip.open(path, "rt", encoding="utf-8", errors="replace").read())
+        except (OSError, EOFError):
+            continue
+        text = text[:20000]
+        fam = man_family(path.name)
+        if len(text) < 800 or _h(text) in seen or per_family.get(fam, 0) + len(text) > family_cap * limit_chars:
+            continue
+        seen.add(_h(text))
+        per_family[fam] = per_family.get(fam, 0) + len(text)
+        docs.append({"id": f"man:{path.name}", "text": text, "domain": TARGET, "origin": str(path)})
+        total += len(text)
+        if total >= limit_chars:
+            break
+    return docs
+
+
+def user_target(path: Path, limit_chars: int) -> list[dict]:
+    """``--target``: a JSONL file (``text`` field, ``id`` optional) or a folder of text files."""
+    docs = []
+    if path.is_dir():
+        for f in sorted(path.rglob("*")):
+            if f.is_file():
+                docs.append({"id": f"target:{f.relative_to(path).as_posix()}", "origin": str(f.resolve()),
+                             "text": f.read_text(encoding="utf-8", errors="replace")})
+    else:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8") as fh:
+            for i, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                    text = rec["text"]
+                except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                    raise SystemExit(f"--target {path}: line {i}: no JSON object with a text field ({exc})") from None
+                docs.append({"id": f"target:{rec.get('id', i)}", "origin": f"{path}:{i}", "text": str(text)})
+    docs = [{**d, "domain": TARGET} for d in sorted(docs, key=lambda d: _h(d["origin"])) if len(d["text"]) >= 200]
+    out, total = [], 0
+    for d in docs:
+        if total >= limit_chars:
+            break
+        out.append(d)
+        total += len(d["text"])
+    if len(out) < 4:
+        raise SystemExit(f"--target {path}: {len(out)} documents of 200+ characters; at least 4 are needed")
+    return out
+
+
 def degrade(docs: list[dict], kind: str, seed: int) -> list[dict]:
+    """Known-bad copies. ``shuffled``: words shuffled within each line, line breaks and leading indents
+    kept (the damage is in the words, not in the layout a scorer could key on); ``truncated``: a random
+    10-40% prefix, cut mid-word."""
     out = []
     for d in docs:
         rng = random.Random(_h(f"{seed}/{kind}/{d['id']}"))
         if kind == "shuffled":
-            words = d["text"].split()
-            rng.shuffle(words)
-            text = " ".join(words)
+            lines = []
+            for line in d["text"].split("\n"):
+                words = line.split()
+                rng.shuffle(words)
+                lines.append(line[: len(line) - len(line.lstrip())] + " ".join(words))
+            text = "\n".join(lines)
         else:
             text = d["text"][: max(200, int(len(d["text"]) * rng.uniform(0.1, 0.4)))]
         out.append({**d, "id": f"{kind}:{d['id']}", "text": text, "domain": kind})
@@ -179,44 +229,62 @@ def write_jsonl(path: Path, docs: list[dict]) -> None:
             fh.write((json.dumps(d, ensure_ascii=False) + "\n").encode())
 
 
-def build_sources(src: Path, pool_bytes: int, target_bytes: int) -> dict[str, Any]:
-    """Pool files per domain, general held-out, target dev/test; returns byte counts."""
+def build_sources(src: Path, p: dict[str, Any], target: Path | None) -> dict[str, Any]:
+    """Pool files per domain, general held-out, target dev/test; returns what went where."""
     mod = _corpus_module()
-    cap = pool_bytes // len(POOL_DOMAINS)  # each source at most an equal share of the pool
+    pool_chars = int(p["pool_mb"] * 1e6)
+    cap = int(pool_chars * (1 - p["junk_share"]) / len(NATURAL))
     pkg = list(mod.package_texts(200))
     stdlib_docs = list(mod.stdlib_docs(200))
-    # every reader stops at twice the share (the deterministic shuffle below then picks the share
-    # from all of it), so building a small pool reads little
+    # every reader stops at twice the share (the hash order below then picks the share from all of it)
     raw = {"python_docs": stdlib_docs + site_docs(200, 2 * cap - sum(len(d["text"]) for d in stdlib_docs)),
            "code": stdlib_code(60_000, 2 * cap),
            "readme": [r for r in pkg if r["domain"] == "readme"] + debian_docs("*/README*", "readme", 2 * cap),
            "license": [r for r in pkg if r["domain"] == "license"] + debian_docs("*/copyright", "license", 2 * cap),
            "changelog": debian_docs("*/changelog.Debian*", "changelog", 2 * cap)}
-    raw["shuffled"] = degrade(raw["python_docs"] + raw["readme"], "shuffled", 0)
-    raw["truncated"] = degrade(raw["python_docs"] + raw["readme"] + raw["code"], "truncated", 0)
     stats: dict[str, Any] = {"pool": {}, "general_test": {}}
-    general = []
-    for dom in POOL_DOMAINS:
+    general, pools = [], {}
+    for dom in NATURAL:
         docs = sorted(raw[dom], key=lambda d: _h(d["id"]))  # a deterministic shuffle
-        held = [d for i, d in enumerate(docs) if i % 20 == 0][:max(5, cap // 20 // 2000)]
+        held = [d for i, d in enumerate(docs) if i % 20 == 0][: max(5, cap // 20 // 2000)]
         pool, total = [], 0
         for d in (d for i, d in enumerate(docs) if i % 20 != 0):
             if total >= cap:
                 break
             pool.append(d)
             total += len(d["text"])
-        write_jsonl(src / "pool" / f"{dom}.jsonl.gz", pool)
+        pools[dom] = pool
         general += held
-        stats["pool"][dom] = {"docs": len(pool), "chars": total}
         stats["general_test"][dom] = {"docs": len(held), "chars": sum(len(d["text"]) for d in held)}
+    # the known-bad control is made from pool documents only: no degraded copy of a held-out document
+    junk_cap = int(pool_chars * p["junk_share"] / len(JUNK))
+    sources = {"shuffled": pools["python_docs"] + pools["readme"],
+               "truncated": pools["python_docs"] + pools["readme"] + pools["code"]}
+    for kind in JUNK:
+        bad, total = [], 0
+        for d in sorted(degrade(sources[kind], kind, 0), key=lambda d: _h(d["id"])):
+            if total >= junk_cap:
+                break
+            bad.append(d)
+            total += len(d["text"])
+        pools[kind] = bad
+    for dom, pool in pools.items():
+        write_jsonl(src / "pool" / f"{dom}.jsonl.gz", pool)
+        stats["pool"][dom] = {"docs": len(pool), "chars": sum(len(d["text"]) for d in pool)}
     write_jsonl(src / "general_test.jsonl.gz", general)
-    pages = man_pages(2 * target_bytes)
-    dev = [p for p in pages if _h(p["id"]) % 2 == 0]
-    test = [p for p in pages if _h(p["id"]) % 2 == 1]
+    pages = user_target(target, 2 * int(p["target_mb"] * 1e6)) if target else \
+        man_pages(2 * int(p["target_mb"] * 1e6), p["family_cap"])
+    dev = [d for d in pages if _h(d["origin"]) % 2 == 0]
+    test = [d for d in pages if _h(d["origin"]) % 2 == 1]
     write_jsonl(src / "target_dev.jsonl.gz", dev)
     write_jsonl(src / "target_test.jsonl.gz", test)
-    stats["target"] = {"dev_docs": len(dev), "test_docs": len(test), "dev_chars": sum(len(p["text"]) for p in dev),
-                       "test_chars": sum(len(p["text"]) for p in test)}
+    fams: dict[str, int] = {}
+    for d in pages:
+        fams[man_family(Path(d["origin"]).name)] = fams.get(man_family(Path(d["origin"]).name), 0) + len(d["text"])
+    stats["target"] = {"source": str(target) if target else "man pages", "dev_docs": len(dev), "test_docs": len(test),
+                       "dev_chars": sum(len(d["text"]) for d in dev), "test_chars": sum(len(d["text"]) for d in test),
+                       "largest_family_share": max(fams.values()) / max(1, sum(fams.values())),
+                       "largest_family": max(fams, key=fams.__getitem__)}
     return stats
 
 
@@ -240,189 +308,466 @@ def last_json(stdout: str) -> Any:
     return json.loads([ln for ln in stdout.splitlines() if ln.startswith("{")][-1])
 
 
-def train_cfg(p: dict[str, Any], path: Path) -> Path:
-    cfg = {"data": {"runs": [], "seq_len": p["seq_len"], "batch_size": p["batch_size"], "tokenizer": "bytes"},
-           "model": {"n_layer": 2, "n_head": 2, "d_model": 64}, "schedule": {"kind": "cosine", "lr": 3e-3, "warmup_steps": 10},
-           "steps": 100, "eval_every": p["eval_every"], "eval_batches": 2, "checkpoint_every": 10_000}
-    path.write_text(json.dumps(cfg))
-    return path
-
-
-PARAMS = {  # fixed before any evaluation; --quick shrinks everything to a smoke test
-    "full": {"pool_mb": 26.0, "target_mb": 1.0, "keep": 0.15, "seq_len": 128, "batch_size": 16, "eval_every": 50,
-             "family": [(32, 1, 100, "all"), (32, 1, 400, "all"), (64, 2, 200, "docs"), (64, 2, 600, "all"),
-                        (64, 2, 300, "code"), (96, 2, 1000, "all")],
-             "label_fraction": 0.1, "lm_max_tokens": 1024, "max_eval_tokens": 200_000, "seeds": 10},
-    "quick": {"pool_mb": 1.5, "target_mb": 0.1, "keep": 0.15, "seq_len": 64, "batch_size": 8, "eval_every": 10,
-              "family": [(16, 1, 5, "all"), (16, 1, 20, "all"), (32, 1, 40, "docs"), (32, 1, 30, "all"),
-                         (32, 1, 40, "code"), (32, 2, 40, "all")],
-              "label_fraction": 0.1, "lm_max_tokens": 256, "max_eval_tokens": 5000, "seeds": 1, "arm_steps": 20},
+PARAMS = {  # fixed before any evaluation (docs/preselect_effect.md); --quick shrinks everything to a smoke test
+    "full": {"pool_mb": 12.0, "junk_share": 0.1, "target_mb": 0.6, "family_cap": 0.05, "keep": 0.15,
+             "seq_len": 128, "batch_size": 16, "d_model": 64, "n_layer": 2, "base_steps": 1500, "base_lr": 3e-3,
+             "arm_steps": 300, "arm_lr": 1e-3, "seeds": 4,
+             # (d_model, layers, steps): the same data, compute (6 x non-embedding params x tokens) 2.1-2.2x apart
+             "family": [(32, 1, 100), (48, 1, 100), (64, 1, 120), (64, 2, 130), (96, 2, 120), (128, 2, 140)],
+             "family_seeds": 2, "label_docs": 5000, "scorers": 3, "bucket": 2_000_000, "ml_steps": 200,
+             "clusters": 40, "cluster_sample": 4000, "cluster_steps": 40, "cluster_seeds": 2,
+             "cluster_eval_tokens": 100_000, "general_eval_tokens": 50_000, "deadline_min": None},
+    "quick": {"pool_mb": 1.0, "junk_share": 0.1, "target_mb": 0.06, "family_cap": 0.05, "keep": 0.15,
+              "seq_len": 64, "batch_size": 8, "d_model": 32, "n_layer": 1, "base_steps": 40, "base_lr": 3e-3,
+              "arm_steps": 10, "arm_lr": 1e-3, "seeds": 2,
+              "family": [(16, 1, 40), (16, 1, 40, "code"), (24, 1, 40, "python_docs"), (24, 1, 40), (32, 1, 40, "readme"),
+                         (32, 1, 40)],
+              "family_seeds": 2, "label_docs": 300, "scorers": 3, "bucket": 100_000, "ml_steps": 10,
+              "clusters": 4, "cluster_sample": 200, "cluster_steps": 5, "cluster_seeds": 2,
+              "cluster_eval_tokens": 5_000, "general_eval_tokens": 5_000, "deadline_min": None},
+    # a lent GPU: a ~5M-parameter learner and a larger pool; stops launching runs at 8 minutes
+    "gpu": {"pool_mb": 90.0, "junk_share": 0.1, "target_mb": 2.0, "family_cap": 0.05, "keep": 0.15,
+            "seq_len": 256, "batch_size": 64, "d_model": 256, "n_layer": 6, "base_steps": 1500, "base_lr": 1e-3,
+            "arm_steps": 800, "arm_lr": 5e-4, "seeds": 3,
+            "family": [(64, 2, 200), (96, 2, 200), (128, 2, 250), (128, 4, 250), (192, 4, 250), (256, 4, 300)],
+            "family_seeds": 2, "label_docs": 20000, "scorers": 3, "bucket": 2_000_000, "ml_steps": 400,
+            "clusters": 40, "cluster_sample": 5000, "cluster_steps": 60, "cluster_seeds": 2,
+            "cluster_eval_tokens": 200_000, "general_eval_tokens": 100_000, "deadline_min": 8.0},
 }
-MIXES = {"all": None, "docs": {"python_docs": 1.0, "readme": 1.0}, "code": {"code": 1.0, "license": 1.0}}
+GATE_SEED_SD = 0.02      # learner seed SD of target loss (nats/byte), within a selection
+GATE_AUC = 0.7           # each PreSelect scorer's held-out AUC
+GATE_TAU = 0.8           # family order on the target, seed 0 vs seed 1
+GATE_ML_MDE = 3.0        # Moore-Lewis must beat random by more than this many detectable differences
+MARGIN = 0.01            # equivalence margin (nats/byte) for a negative result
+
+
+class Deadline(Exception):
+    """--deadline-min passed: stop launching runs, write what finished."""
+
+
+class Stopped(Exception):
+    """A step the design depends on cannot be done (e.g. no PreSelect negatives): report why, write what finished."""
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "preselect_effect")
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny pool, models and runs (CI)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="cuda: the GPU scale (5M-parameter learner, 90 MB pool), stops by itself at 8 minutes")
+    ap.add_argument("--target", type=Path, default=None, help="JSONL (text field) or folder of text: the target")
     ap.add_argument("--seeds", type=int, default=None)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--in-process", action=argparse.BooleanOptionalAction, default=None,
-                    help="run the commands in this interpreter instead of one python per command "
-                         "(default: in-process with --quick, subprocesses otherwise)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads per command (1: these models are too small to gain from more, and a second "
+                         "thread fights any other job on a 2-core machine)")
+    ap.add_argument("--deadline-min", type=float, default=None, help="stop launching training runs after this")
+    ap.add_argument("--in-process", action=argparse.BooleanOptionalAction, default=True,
+                    help="run the commands in this interpreter (default) instead of one python per command")
     args = ap.parse_args(argv)
-    p = dict(PARAMS["quick" if args.quick else "full"])
-    seeds = args.seeds or p["seeds"]
+    p = dict(PARAMS["quick" if args.quick else "gpu" if args.device == "cuda" else "full"])
+    p["seeds"] = args.seeds or p["seeds"]
+    deadline = args.deadline_min if args.deadline_min is not None else p["deadline_min"]
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    run = Runner(out, args.threads, args.quick if args.in_process is None else args.in_process)
+    run = Runner(out, args.threads, args.in_process)
     t_start = time.time()
+
+    def check_deadline() -> None:
+        if deadline is not None and time.time() - t_start > 60 * deadline:
+            raise Deadline()
+
+    res: dict[str, Any] = {"params": p, "device": args.device, "finished": False}
+    try:
+        experiment(run, p, out, args, res, check_deadline)
+        res["finished"] = True
+    except Deadline:
+        res["stopped_at_deadline_min"] = deadline
+    except Stopped as exc:
+        res["stopped"] = str(exc)
+    res["wall_s"] = time.time() - t_start
+    analyse(res)
+    (out / "results.json").write_text(json.dumps(res, indent=1))
+    (out / "report.md").write_text(report(res))
+    plots(res, out)
+    print(report(res))
+    print(f"wall time {res['wall_s']:.0f} s; results in {out}")
+    return res
+
+
+def experiment(run: Runner, p: dict[str, Any], out: Path, args: argparse.Namespace, res: dict[str, Any],
+               check_deadline: Any) -> None:
     src, runs = out / "src", out / "runs"
-    stats = build_sources(src, int(p["pool_mb"] * 1e6), int(p["target_mb"] * 1e6))
+    res["sources"] = build_sources(src, p, args.target)
+    test_file = src / "target_test.jsonl.gz"
     filters = [{"stage": "text_length_v1", "min_chars": 200}, {"stage": "exact_dedup_v1"},
                {"stage": "near_dedup_v1", "threshold": 0.8,
                 # licence files are near-copies of a few templates: most of that source going is intended
-                "on_mass_removal": "warn"}]
+                "on_mass_removal": "warn"},
+               {"stage": "decontaminate_v1", "eval_files": [{"path": str(test_file)}]}]
     run.curate_run("pool", [str(src / "pool" / "*.jsonl.gz")], filters, runs / "pool")
     for name in ("target_dev", "target_test", "general_test"):
         run.curate_run(name, [str(src / f"{name}.jsonl.gz")], [], runs / name)
-    pool_shards = [str(runs / "pool" / "shards" / "*.parquet")]
-    base = train_cfg(p, out / "base.json")
-    pool_mix = out / "mix_pool.json"
-    run("training.cli", "natural-mixture", str(runs / "pool"), "--out", str(pool_mix))
-    natural = json.loads(pool_mix.read_text())["ratios"]
+    pool = runs / "pool"
+    pool_shards = str(pool / "shards" / "*.parquet")
+    manifest = json.loads((pool / "manifest.json").read_text())
+    res["pool"] = {"docs": manifest["totals"]["docs_out"],
+                   "by_domain": {d: v["chars"] for d, v in manifest["domains"].items()},
+                   "decontaminated": manifest.get("funnel", {}).get("decontaminate_v1")}
+    pool_chars = sum(res["pool"]["by_domain"].values())
+    run("training.cli", "natural-mixture", str(pool), "--out", str(out / "mix_pool.json"))
 
-    # -- the family of reference models -------------------------------------------------------
-    family = []
-    for k, (d, layers, steps, mix) in enumerate(p["family"]):
-        fdir = out / "family" / f"m{k}"
-        ratios = MIXES[mix] or natural
-        run("training.cli", "run", str(base), "-o", f"data.runs=[{runs / 'pool'}]", "-o", f"data.ratios={json.dumps(ratios)}",
-            "-o", f"model.d_model={d}", "-o", f"model.n_layer={layers}", "-o", f"steps={steps}", "-o", f"out_dir={fdir}",
-            "-o", f"seed={k}")
-        ev = last_json(run("training.cli", "eval", str(fdir / "checkpoint.pt"), "--runs", str(runs / "target_dev"),
-                           "--max-tokens", str(p["max_eval_tokens"]))[0])
-        run("training.cli", "export-hf", str(fdir / "checkpoint.pt"), str(fdir / "hf"))
-        family.append({"name": f"m{k}", "d_model": d, "n_layer": layers, "steps": steps, "mix": mix,
-                       "target_dev_loss": ev["all"]["loss"], "score": -ev["all"]["loss"], "path": str(fdir / "hf")})
-    best = max(family, key=lambda m: m["score"])
-    lm = {"stage": "lm_loss_v1", "block_size": p["seq_len"], "stride": p["seq_len"] // 2, "device": "cpu",
-          "max_tokens": p["lm_max_tokens"], "batch_size": 16}
+    def train(name: str, steps: int, seed: int, extra: list[str], lr: float) -> Path:
+        cfg = {"data": {"runs": [str(pool)], "ratios_file": str(out / "mix_pool.json"), "seq_len": p["seq_len"],
+                        "batch_size": p["batch_size"], "tokenizer": "bytes", "seed": seed},
+               "model": {"n_layer": p["n_layer"], "n_head": 2, "d_model": p["d_model"]},
+               "schedule": {"kind": "cosine", "lr": lr, "warmup_steps": min(20, max(1, steps // 10))},
+               "steps": steps, "eval_every": max(1, steps // 5), "eval_batches": 2, "checkpoint_every": 10**9,
+               "seed": seed, "out_dir": str(out / "train" / name)}
+        path = out / "train" / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(cfg))
+        run("training.cli", "run", str(path), *[x for o in extra for x in ("-o", o)])
+        return out / "train" / name / "checkpoint.pt"
 
-    # -- selection arms: each a curation run over the pool ------------------------------------
+    def evaluate(ckpt: Path, name: str, max_tokens: int | None = None) -> dict[str, Any]:
+        a = ["--max-tokens", str(max_tokens)] if max_tokens else []
+        return last_json(run("training.cli", "eval", str(ckpt), "--runs", str(runs / name), *a)[0])
+
+    # -- the shared base, and the reference models ---------------------------------------------
+    base = train("base", p["base_steps"], 0, [], p["base_lr"])
+    res["base"] = {"target_loss": evaluate(base, "target_test")["all"]["loss"]}
+    family: list[dict[str, Any]] = []
+    for fseed in range(p["family_seeds"]):
+        for k, (d_model, n_layer, steps, *mix) in enumerate(p["family"]):
+            # a fourth field (quick only) trains on one domain: tiny models on one mix rank documents alike
+            data = [f"data.ratios={{\"{mix[0]}\": 1.0}}", "data.ratios_file=null"] if mix else []
+            ck = train(f"family_s{fseed}_m{k}", steps, 100 + fseed,
+                       [f"model.d_model={d_model}", f"model.n_layer={n_layer}", *data], p["base_lr"])
+            dev = evaluate(ck, "target_dev")["all"]["loss"]
+            m = {"name": f"m{k}", "seed": fseed, "d_model": d_model, "n_layer": n_layer, "steps": steps,
+                 "compute": 6 * 12 * n_layer * d_model ** 2 * steps * p["seq_len"] * p["batch_size"],
+                 "target_dev_loss": dev, "score": -dev}
+            if fseed == 0:
+                run("training.cli", "export-hf", str(ck), str(ck.parent / "hf"))
+                m["path"] = str(ck.parent / "hf")
+            family.append(m)
+    res["family"] = family
+    fam0 = [m for m in family if m["seed"] == 0]
+    fam1 = [m for m in family if m["seed"] == 1]
+    res["family_tau"] = st.kendall_tau([m["score"] for m in fam0], [m["score"] for m in fam1]) if fam1 else None
+    best = max(fam0, key=lambda m: m["score"])
+    # windows of seq_len advancing by 7/8 of it: every token has at least seq_len/8 of context, 1.14x the cost
+    lm = {"stage": "lm_loss_v1", "block_size": p["seq_len"], "stride": p["seq_len"] * 7 // 8, "device": args.device,
+          "batch_size": 32}
+    # Moore-Lewis: the base continued on target dev is the target LM, the base itself the pool LM
+    ml_ck = train("ml_target", p["ml_steps"], 0, [f"init_from={base}", f"data.runs=[{runs / 'target_dev'}]",
+                                                  f"data.ratios={{\"{TARGET}\": 1.0}}", "data.ratios_file=null"],
+                  p["arm_lr"])
+    for ck in (ml_ck, base):
+        run("training.cli", "export-hf", str(ck), str(ck.parent / "hf"))
+
+    # -- PreSelect labels and scorers, the DCLM scorer ---------------------------------------
+    label_fraction = min(1.0, p["label_docs"] / res["pool"]["docs"] * 1.05)
+    label_stages = [{"stage": "random_score_v1", "name": "label", "seed": 1},
+                    {"stage": "select_v1", "column": "score_label", "top_fraction": label_fraction},
+                    {**lm, "models": [{"name": m["name"], "path": m["path"]} for m in fam0]},
+                    {"stage": "predictive_strength_v1", "models": [{"name": m["name"], "score": m["score"]} for m in fam0]}]
+    run.curate_run("labels", [pool_shards], label_stages, runs / "labels")
+    n_sc = p["scorers"]
+    res["labels"] = label_stats(runs / "labels")
+    try:
+        scorers = [train_scorer(run, out / f"scorer_ps{k}", ["--run", str(runs / "labels"), "--part", f"{k}/{n_sc}"], p, k)
+                   for k in range(n_sc)]
+    except CommandError as exc:  # e.g. every labelled document has S = 1: nothing to contrast them with
+        said = [ln for ln in str(exc).splitlines() if ln.startswith("error:")] or str(exc).splitlines()[:1]
+        raise Stopped(f"a PreSelect scorer could not be trained: {said[0]}") from None
+    dclm = train_scorer(run, out / "scorer_dclm", ["--positive", str(src / "target_dev.jsonl.gz"),
+                                                   "--negative", pool_shards], p, 0)
+    res["scorers"] = {"preselect": scorers, "dclm": dclm}
+
+    # -- the arms: each a curation run over the pool, scoring then keeping the same share ------
     keep = p["keep"]
-    sel: dict[str, dict[str, Any]] = {}
-    t = run.curate_run("labels", pool_shards, [
-        {"stage": "random_score_v1", "name": "sample", "seed": 1},
-        {"stage": "select_v1", "column": "score_sample", "top_fraction": p["label_fraction"]},
-        {**lm, "models": [{"name": m["name"], "path": m["path"]} for m in family]},
-        {"stage": "predictive_strength_v1", "models": [{"name": m["name"], "score": m["score"]} for m in family]}],
-        runs / "labels")
-    t += run("curation.cli", "train-scorer", str(out / "scorer_preselect"), "--run", str(runs / "labels"),
-             "--epoch", "10", "--bucket", "200000", "--valid-fraction", "0.1")[1]
-    t += run.curate_run("sel_preselect", pool_shards, [
-        {"stage": "fasttext_score_v1", "models": [{"name": "preselect", "path": str(out / "scorer_preselect")}]},
-        {"stage": "select_v1", "column": "score_preselect", "top_fraction": keep}], runs / "sel_preselect")
-    sel["preselect"] = {"recipe_s": t}
-    t = run("curation.cli", "train-scorer", str(out / "scorer_dclm"), "--positive", str(src / "target_dev.jsonl.gz"),
-            "--negative", pool_shards[0], "--epoch", "10", "--bucket", "200000", "--valid-fraction", "0.1")[1]
-    t += run.curate_run("sel_dclm", pool_shards, [
-        {"stage": "fasttext_score_v1", "models": [{"name": "dclm", "path": str(out / "scorer_dclm")}]},
-        {"stage": "select_v1", "column": "score_dclm", "top_fraction": keep}], runs / "sel_dclm")
-    sel["dclm"] = {"recipe_s": t}
-    t = run.curate_run("sel_perplexity", pool_shards, [
-        {**lm, "models": [{"name": "ref", "path": best["path"]}]},
-        {"stage": "select_v1", "column": "bpc_ref", "top_fraction": keep, "lowest": True}], runs / "sel_perplexity")
-    sel["perplexity"] = {"recipe_s": t}
-    t = run.curate_run("sel_random", pool_shards, [
-        {"stage": "random_score_v1", "seed": 0},
-        {"stage": "select_v1", "column": "score_random", "top_fraction": keep}], runs / "sel_random")
-    sel["random"] = {"recipe_s": t}
-    sel["none"] = {"recipe_s": 0.0}
+    selections: dict[str, list[dict[str, Any]]] = {}
 
-    # -- one fresh model per arm and seed -----------------------------------------------------
-    tokens_per_step = p["seq_len"] * p["batch_size"]
-    pool_manifest = json.loads((runs / "pool" / "manifest.json").read_text())
-    pool_tokens = sum(v["chars"] for v in pool_manifest["domains"].values())  # byte tokens ~ characters
-    results: dict[str, Any] = {"params": p, "sources": stats, "family": family, "arms": {}}
-    for arm, info in sel.items():
-        arm_run = runs / ("pool" if arm == "none" else f"sel_{arm}")
-        mix = out / f"mix_{arm}.json"
-        info["ratios"] = last_json(run("training.cli", "natural-mixture", str(arm_run), "--out", str(mix))[0])["ratios"]
-        manifest = json.loads((arm_run / "manifest.json").read_text())
-        info["docs"] = manifest["totals"]["docs_out"]
-        info["chars"] = sum(v["chars"] for v in manifest["domains"].values())
-        results["arms"][arm] = info
-    sel_tokens = keep * pool_tokens
-    arm_steps = p.get("arm_steps") or max(50, int(sel_tokens / tokens_per_step))
-    eval_domains = [TARGET] + sorted(stats["pool"])
-    for arm, info in sel.items():
-        info["steps"] = arm_steps  # equal training tokens for every arm, `none` included (it samples the whole pool)
-        info["tokens_seen"] = info["steps"] * tokens_per_step
-        info["seeds"] = []
-        for seed in range(seeds):
-            adir = out / "arms" / f"{arm}-s{seed}"
-            _, dt = run("training.cli", "run", str(base), "-o", f"data.runs=[{runs / ('pool' if arm == 'none' else 'sel_' + arm)}]",
-                        "-o", f"data.ratios_file={out / f'mix_{arm}.json'}", "-o", f"steps={info['steps']}", "-o", f"seed={seed}",
-                        "-o", f"data.seed={seed}", "-o", f"out_dir={adir}",
-                        "-o", f"eval_runs=[{runs / 'target_test'}, {runs / 'general_test'}]",
-                        "-o", f"eval_domains=[{', '.join(eval_domains)}]")
-            tgt = last_json(run("training.cli", "eval", str(adir / "checkpoint.pt"), "--runs", str(runs / "target_test"),
-                                "--max-tokens", str(p["max_eval_tokens"]))[0])
-            gen = last_json(run("training.cli", "eval", str(adir / "checkpoint.pt"), "--runs", str(runs / "general_test"),
-                                "--max-tokens", str(p["max_eval_tokens"]))[0])
-            curve = [json.loads(x) for x in (adir / "log.jsonl").read_text().splitlines()]
-            curve = [{"step": c["step"], "target": c["eval"][TARGET],
-                      "general": sum(c["eval"][d] for d in stats["pool"]) / len(stats["pool"])} for c in curve if "eval" in c]
-            info["seeds"].append({"seed": seed, "target_loss": tgt["all"]["loss"],
-                                  "general_loss": sum(v["loss"] for v in gen["domains"].values()) / len(gen["domains"]),
-                                  "general_by_domain": {d: v["loss"] for d, v in gen["domains"].items()},
-                                  "train_s": dt, "s_per_step": dt / info["steps"], "curve": curve})
-    results["wall_s"] = time.time() - t_start
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    (out / "table.md").write_text(table(results))
-    plot(results, out / "curves.png")
-    print(table(results))
-    print(f"wall time {results['wall_s']:.0f} s; results in {out}")
-    return results
+    def select(arm: str, name: str, stages: list[dict[str, Any]], column: str, lowest: bool = False,
+               fraction: float = keep) -> None:
+        d = runs / f"sel_{name}"
+        run.curate_run(f"sel_{name}", [pool_shards], [*stages, {"stage": "select_v1", "column": column,
+                                                                "top_fraction": fraction, "lowest": lowest}], d)
+        selections.setdefault(arm, []).append({"name": name, "run": str(d), "ratios_from": str(d)})
+
+    def ft(name: str) -> dict[str, Any]:
+        return {"stage": "fasttext_score_v1", "models": [{"name": name, "path": str(out / f"scorer_{name}")}]}
+
+    for k in range(n_sc):
+        select("random", f"random{k}", [{"stage": "random_score_v1", "name": f"r{k}", "seed": 10 + k}], f"score_r{k}")
+        select("preselect", f"preselect{k}", [ft(f"ps{k}")], f"score_ps{k}")
+    for k in range(n_sc):  # random documents at PreSelect's domain proportions
+        selections.setdefault("domain_matched", []).append(
+            {"name": f"domain_matched{k}", "run": selections["random"][k]["run"],
+             "ratios_from": selections["preselect"][k]["run"]})
+    # S is known on the labelled sample only: keep the same characters as the other arms from it
+    # S is known on the labelled sample only, and a second run would not see the labels run's columns (a run
+    # reads text, id and domain from its input): the top of the sample by S, as many characters as the other
+    # arms keep of the pool, is picked here with select_v1's own threshold rule and run through `curate run`.
+    from curation.stages.scoring.select import top_fraction_threshold
+
+    lab = _docs(runs / "labels", ["id", "text", "domain", "n_chars", "predictive_strength"])
+    s_lab = lab["predictive_strength"].astype(float)
+    thr = top_fraction_threshold(s_lab, lab["n_chars"].astype(float), min(1.0, keep * pool_chars / lab["n_chars"].sum()))
+    write_jsonl(src / "preselect_direct.jsonl.gz", [{"id": i, "text": t, "domain": d} for i, t, d, v in zip(
+        lab["id"], lab["text"], lab["domain"], s_lab) if v >= thr])
+    d = runs / "sel_preselect_direct"
+    run.curate_run("sel_preselect_direct", [str(src / "preselect_direct.jsonl.gz")], [], d)
+    selections["preselect_direct"] = [{"name": "preselect_direct", "run": str(d), "ratios_from": str(d), "threshold": thr}]
+    select("moore_lewis", "moore_lewis", [
+        {**lm, "models": [{"name": "mltarget", "path": str(ml_ck.parent / "hf")}, {"name": "mlpool", "path": str(base.parent / "hf")}]},
+        {"stage": "cross_entropy_diff_v1", "target": "mltarget", "general": "mlpool", "name": "moore_lewis"}],
+        "score_moore_lewis")
+    select("dclm", "dclm", [ft("dclm")], "score_dclm")
+    select("perplexity", "perplexity", [{**lm, "models": [{"name": "ref", "path": best["path"]}]}], "bpc_ref", lowest=True)
+    res["selections"] = {arm: [describe_selection(s, res["pool"]["by_domain"]) for s in sels]
+                         for arm, sels in selections.items()}
+
+    # -- the learner: continue the base on each selection, same steps, same seeds --------------
+    eval_domains = [TARGET, *NATURAL]
+
+    def mixture(sel: dict[str, Any]) -> Path:
+        """The ratios file a selection trains with: its own proportions, or (domain_matched) another run's,
+        restricted to the domains the trained-on run has (renormalised by the loader)."""
+        mix = out / "mixes" / f"{sel['name']}.json"
+        if not mix.exists():
+            mix.parent.mkdir(exist_ok=True)
+            ratios = last_json(run("training.cli", "natural-mixture", sel["ratios_from"], "--out", str(mix))[0])["ratios"]
+            if sel["ratios_from"] != sel["run"]:
+                own = last_json(run("training.cli", "natural-mixture", sel["run"], "--out", str(mix))[0])["ratios"]
+                sel["missing_domains"] = sorted(set(ratios) - set(own))
+                mix.write_text(json.dumps({"ratios": {d: r for d, r in ratios.items() if d in own}}) + "\n")
+        return mix
+    res["arms"] = {arm: [{"name": s["name"], "seeds": []} for s in sels] for arm, sels in selections.items()}
+    order = ["random", "preselect", "moore_lewis", "domain_matched", "preselect_direct", "dclm", "perplexity"]
+    for seed in range(p["seeds"]):  # seed-major: a deadline leaves every arm with the same seeds
+        for arm in order:
+            for sel, rec in zip(selections[arm], res["arms"][arm]):
+                check_deadline()
+                mix = mixture(sel)
+                ck = train(f"{sel['name']}_s{seed}", p["arm_steps"], seed, [
+                    f"init_from={base}", f"data.runs=[{sel['run']}]", f"data.ratios_file={mix}",
+                    f"eval_runs=[{runs / 'target_test'}, {runs / 'general_test'}]",
+                    f"eval_domains=[{', '.join(eval_domains)}]"], p["arm_lr"])
+                tgt = evaluate(ck, "target_test")
+                gen = evaluate(ck, "general_test", p["general_eval_tokens"])
+                log = [json.loads(x) for x in (ck.parent / "log.jsonl").read_text().splitlines()]
+                rec["seeds"].append({"seed": seed, "target_loss": tgt["all"]["loss"], "target_tokens": tgt["all"]["tokens"],
+                                     "general_loss": float(np.mean([v["loss"] for v in gen["domains"].values()])),
+                                     "curve": [{"step": c["step"], "target": c["eval"][TARGET]} for c in log if "eval" in c]})
+
+    # -- mechanism: what each cluster teaches, against what each scorer says of it ------------
+    run("curation.cli", "fit-skills", pool_shards, "--k", str(p["clusters"]), "--sample", str(p["cluster_sample"]),
+        "--out", str(out / "clusters.json"), "--seed", "0", "--max-tokens", "64")
+    names = [f"ps{k}" for k in range(n_sc)]
+    scores = runs / "scores"
+    run.curate_run("scores", [pool_shards], [
+        {"stage": "fasttext_score_v1", "models": [{"name": n, "path": str(out / f"scorer_{n}")} for n in names + ["dclm"]]},
+        {"stage": "random_score_v1", "name": "r0", "seed": 10},
+        {"stage": "skill_tag_v1", "source": "embedding", "centroids": str(out / "clusters.json"), "column": "cluster",
+         "max_tokens": 64}],
+        scores)
+    clusters = cluster_table(scores, names)
+    res["mechanism"] = {"clusters": clusters}
+    base_t = evaluate(base, "target_test", p["cluster_eval_tokens"])["all"]["loss"]
+    res["mechanism"]["base_target_loss"] = base_t
+    for seed in range(p["cluster_seeds"]):
+        for c in clusters:
+            check_deadline()
+            ck = train(f"cluster_{c['cluster']}_s{seed}", p["cluster_steps"], seed, [
+                f"init_from={base}", f"data.runs=[{scores}]", "data.group_by=cluster",
+                f"data.ratios={{\"{c['cluster']}\": 1.0}}", "data.ratios_file=null"], p["arm_lr"])
+            c.setdefault("target_loss", []).append(evaluate(ck, "target_test", p["cluster_eval_tokens"])["all"]["loss"])
+            c["teaching"] = base_t - float(np.mean(c["target_loss"]))  # loss removed: higher teaches more
 
 
-def _ms(xs: list[float]) -> str:
-    import numpy as np
-
-    return f"{np.mean(xs):.4f} ± {np.std(xs):.4f}" if len(xs) > 1 else f"{xs[0]:.4f}"
-
-
-def table(res: dict[str, Any]) -> str:
-    rows = ["| arm | docs kept | chars kept | tokens seen | target loss (nats/byte) | general loss (nats/byte) | selection s | train s/step |",
-            "|---|---|---|---|---|---|---|---|"]
-    for arm, a in res["arms"].items():
-        s = a["seeds"]
-        rows.append(f"| {arm} | {a['docs']} | {a['chars']:,} | {a['tokens_seen']:,} | {_ms([x['target_loss'] for x in s])} | "
-                    f"{_ms([x['general_loss'] for x in s])} | {a['recipe_s']:.0f} | "
-                    f"{sum(x['s_per_step'] for x in s) / len(s):.3f} |")
-    return "\n".join(rows) + "\n"
+def train_scorer(run: Runner, out: Path, data: list[str], p: dict[str, Any], seed: int) -> dict[str, Any]:
+    """``curate train-scorer`` with the paper's settings (epoch 3, lr 0.1, bigrams, dim 100, 2M buckets
+    at full scale); returns its card's held-out metrics."""
+    run("curation.cli", "train-scorer", str(out), *data, "--bucket", str(p["bucket"]), "--valid-fraction", "0.2",
+        "--seed", str(seed))
+    card = json.loads((out / "card.json").read_text())
+    return {"path": str(out), **{k: card["metrics"].get(k) for k in ("train_docs", "valid_docs", "valid_auc", "valid_accuracy")},
+            "data": card.get("data")}
 
 
-def plot(res: dict[str, Any], path: Path) -> None:
+def _docs(run_dir: Path, columns: list[str]) -> dict[str, np.ndarray]:
+    import pyarrow.parquet as pq
+
+    import pyarrow as pa
+
+    t = pa.concat_tables([pq.read_table(f, columns=columns) for f in sorted((run_dir / "shards").glob("*.parquet"))])
+    return {c: t.column(c).to_numpy(zero_copy_only=False) for c in columns}
+
+
+def label_stats(labels: Path) -> dict[str, Any]:
+    d = _docs(labels, ["predictive_strength"])
+    s = d["predictive_strength"].astype(float)
+    s = s[~np.isnan(s)]
+    return {"docs": int(len(s)), "s_one": int((s >= 1.0).sum()), "s_mean": float(s.mean()) if len(s) else None,
+            "s_hist": np.histogram(s, bins=5, range=(0, 1))[0].tolist()}
+
+
+def describe_selection(sel: dict[str, Any], pool_by_domain: dict[str, int]) -> dict[str, Any]:
+    """Characters kept per domain, and junk retention: the known-bad control's share of the selection
+    divided by its share of the pool (1 = kept like any document, 0 = all removed)."""
+    by = {d: v["chars"] for d, v in json.loads((Path(sel["ratios_from"]) / "manifest.json").read_text())["domains"].items()}
+    total, pool_total = sum(by.values()), sum(pool_by_domain.values())
+    junk = sum(by.get(d, 0) for d in JUNK) / max(1, total)
+    return {**sel, "chars": total, "by_domain": by,
+            "junk_retention": st.junk_retention(junk, sum(pool_by_domain.get(d, 0) for d in JUNK) / pool_total)}
+
+
+def cluster_table(scores: Path, scorer_names: list[str]) -> list[dict[str, Any]]:
+    """Per embedding cluster: documents, characters, and the mean of every score column over its documents."""
+    cols = ["cluster", "n_chars", "domain", "score_dclm", *[f"score_{n}" for n in scorer_names], "score_r0"]
+    d = _docs(scores, cols)
+    out = []
+    for c in sorted(set(d["cluster"].tolist())):
+        m = d["cluster"] == c
+        rec: dict[str, Any] = {"cluster": c, "docs": int(m.sum()), "chars": int(d["n_chars"][m].sum()),
+                               "junk_share": float(np.isin(d["domain"][m], JUNK).mean())}
+        for col in cols[3:]:
+            rec[col] = float(np.nanmean(d[col][m].astype(float)))
+        out.append(rec)
+    return out
+
+
+def loss_matrix(res: dict[str, Any], arm: str, key: str = "target_loss") -> np.ndarray:
+    """(selections, seeds) of an arm, over the seeds every run of every arm finished."""
+    n = min(len(r["seeds"]) for recs in res["arms"].values() for r in recs)
+    return np.array([[s[key] for s in r["seeds"][:n]] for r in res["arms"][arm]], dtype=float)
+
+
+def analyse(res: dict[str, Any]) -> None:
+    """Gates, contrasts against random, decisions and the mechanism rho, as pre-registered."""
+    if not res.get("arms") or min(len(r["seeds"]) for recs in res["arms"].values() for r in recs) < 2:
+        res["analysis"] = {"note": "fewer than two seeds finished in every arm: nothing to compare"}
+        return
+    rnd = loss_matrix(res, "random")
+    aa = st.aa_contrast(rnd)
+    contrasts = {arm: st.hierarchical_diff(loss_matrix(res, arm), rnd) for arm in res["arms"] if arm != "random"}
+    general = {arm: st.hierarchical_diff(loss_matrix(res, arm, "general_loss"), rnd) for arm in res["arms"] if arm != "random"}
+    mde = st.min_detectable_difference(contrasts["preselect"]["se"])
+    within = [st.seed_spread(row) for arm in ("random", "preselect") for row in loss_matrix(res, arm)]
+    seed_sd = float(np.sqrt(np.mean([w["sd"] ** 2 for w in within])))
+    aucs = [s["valid_auc"] for s in res["scorers"]["preselect"]]
+    tau = res.get("family_tau")
+    gates = {
+        f"scorer AUC >= {GATE_AUC} (each PreSelect scorer)": all(a is not None and a >= GATE_AUC for a in aucs),
+        f"learner seed SD <= {GATE_SEED_SD}, no bimodal selection": seed_sd <= GATE_SEED_SD and not any(w["bimodal"] for w in within),
+        "A/A contrast (random vs random) covers 0": bool(aa["covers_zero"]),
+        f"Moore-Lewis beats random by > {GATE_ML_MDE:g}x the detectable difference":
+            contrasts["moore_lewis"]["diff"] < -GATE_ML_MDE * mde,
+        f"family order reproduces on a second seed (Kendall tau >= {GATE_TAU})": tau is not None and tau >= GATE_TAU,
+    }
+    decisions = {arm: st.decide(c, aa, gates, MARGIN) for arm, c in contrasts.items()}
+    mech = res.get("mechanism", {})
+    rho = {}
+    clusters = [c for c in mech.get("clusters", []) if "teaching" in c]
+    if len(clusters) >= 4:
+        teach = [c["teaching"] for c in clusters]
+        for col in [k for k in clusters[0] if k.startswith("score_")]:
+            rho[col] = st.spearman_ci(teach, [c[col] for c in clusters])
+        rho["junk_share"] = st.spearman_ci(teach, [c["junk_share"] for c in clusters])
+    res["analysis"] = {"aa": aa, "contrasts": contrasts, "general_contrasts": general, "mde": mde, "seed_sd": seed_sd,
+                       "seed_spread": within, "gates": gates, "decisions": decisions, "mechanism_rho": rho,
+                       "seeds_used": int(rnd.shape[1])}
+
+
+def _ci(c: dict[str, Any], key: str = "ci95") -> str:
+    return f"{c['diff']:+.4f} [{c[key][0]:+.4f}, {c[key][1]:+.4f}]"
+
+
+def report(res: dict[str, Any]) -> str:
+    a = res.get("analysis", {})
+    state = "finished" if res["finished"] else f"stopped: {res['stopped']}" if "stopped" in res else "stopped at the deadline"
+    lines = [f"# PreSelect effect ({state}; {res['wall_s'] / 60:.1f} min; device {res['device']})", ""]
+    if "sources" in res:
+        t = res["sources"]["target"]
+        lines += [f"Target ({t['source']}): dev {t['dev_docs']} docs / {t['dev_chars']:,} chars, test {t['test_docs']} docs / "
+                  f"{t['test_chars']:,} chars; largest name family {t['largest_family']} at {100 * t['largest_family_share']:.1f}%.",
+                  f"Pool after filters and decontamination: {res['pool']['docs']:,} docs, "
+                  f"{sum(res['pool']['by_domain'].values()):,} chars; by domain: "
+                  + ", ".join(f"{d} {c:,}" for d, c in sorted(res["pool"]["by_domain"].items())), ""]
+    if "family" in res:
+        lines += ["Family (target dev loss, nats/byte): "
+                  + "; ".join(f"seed {s}: " + ", ".join(f"{m['d_model']}/{m['n_layer']}/{m['steps']} {m['target_dev_loss']:.4f}"
+                                                         for m in res["family"] if m["seed"] == s)
+                              for s in sorted({m["seed"] for m in res["family"]}))
+                  + f". Kendall tau between seeds: {res['family_tau']}", ""]
+    if "labels" in res:
+        lines += [f"PreSelect labels: {res['labels']}", ""]
+    if "scorers" in res:
+        lines += ["Scorers (held-out AUC): " + ", ".join(f"ps{k} {s['valid_auc']:.3f} ({s['train_docs']} train docs)"
+                                                     for k, s in enumerate(res["scorers"]["preselect"]))
+                  + f"; dclm {res['scorers']['dclm']['valid_auc']:.3f}.", ""]
+    if "note" in a or not a:
+        return "\n".join(lines + [a.get("note", "no analysis"), ""])
+    lines += [f"Seeds used: {a['seeds_used']}; pooled within-selection seed SD {a['seed_sd']:.4f}; "
+              f"smallest detectable difference (preselect - random, 80% power, 5% two-sided) {a['mde']:.4f} nats/byte; "
+              f"A/A (random vs random) {_ci(a['aa'])}.", "", "| gate | holds |", "|---|---|"]
+    lines += [f"| {g} | {'yes' if ok else 'NO'} |" for g, ok in a["gates"].items()]
+    lines += ["", "| arm | selections | target loss (mean) | vs random: diff [95% CI] | 90% CI | general vs random [95% CI] "
+              "| junk retention | decision |", "|---|---|---|---|---|---|---|---|"]
+    for arm, recs in res["arms"].items():
+        m = loss_matrix(res, arm)
+        junk = np.mean([s["junk_retention"] for s in res["selections"][arm]])
+        if arm == "random":
+            lines.append(f"| random | {len(recs)} | {m.mean():.4f} | (reference) | | | {junk:.2f} | |")
+            continue
+        c, g = a["contrasts"][arm], a["general_contrasts"][arm]
+        lines.append(f"| {arm} | {len(recs)} | {m.mean():.4f} | {_ci(c)} | [{c['ci90'][0]:+.4f}, {c['ci90'][1]:+.4f}] | "
+                     f"{_ci(g)} | {junk:.2f} | {a['decisions'][arm]} |")
+    if a["mechanism_rho"]:
+        lines += ["", f"Mechanism: {len(res['mechanism']['clusters'])} clusters; Spearman rho between a cluster's teaching "
+                  "value (target loss removed by continuing the base on it) and each score's cluster mean:", "",
+                  "| score | rho [95% CI] |", "|---|---|"]
+        lines += [f"| {k} | {v['rho']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}] |" for k, v in a["mechanism_rho"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def plots(res: dict[str, Any], out: Path) -> None:
+    a = res.get("analysis", {})
+    if "contrasts" not in a:
+        return
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-    for arm, a in res["arms"].items():
-        steps = [c["step"] for c in a["seeds"][0]["curve"]]
-        for k, key in enumerate(("target", "general")):
-            ys = np.mean([[c[key] for c in s["curve"]] for s in a["seeds"]], axis=0)
-            ax[k].plot(steps, ys, label=arm)
-    ax[0].set(xlabel="step", ylabel="loss (nats/byte)", title="target held-out (man pages, test half)")
-    ax[1].set(xlabel="step", ylabel="loss (nats/byte)", title="general held-out (pool sources, mean over domains)")
-    ax[0].legend()
+    arms = list(a["contrasts"])
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(arms) + 1.5))
+    for i, arm in enumerate(arms):
+        c = a["contrasts"][arm]
+        ax.errorbar(c["diff"], i, xerr=[[c["diff"] - c["ci95"][0]], [c["ci95"][1] - c["diff"]]], fmt="o", capsize=4)
+    half = (a["aa"]["ci95"][1] - a["aa"]["ci95"][0]) / 2
+    ax.axvspan(-half, half, color="grey", alpha=0.2, label="A/A 95% half-width")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.axvline(-a["mde"], color="r", ls="--", lw=0.8, label="detectable difference")
+    ax.set(yticks=range(len(arms)), yticklabels=arms, xlabel="target loss minus random (nats/byte), 95% CI")
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(out / "contrasts.png", dpi=100)
     plt.close(fig)
+    clusters = [c for c in res.get("mechanism", {}).get("clusters", []) if "teaching" in c]
+    if clusters:
+        cols = ["score_ps0", "score_ps1", "score_dclm", "junk_share"]
+        fig, axs = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3.5))
+        for ax, col in zip(axs, cols):
+            ax.scatter([c[col] for c in clusters], [c["teaching"] for c in clusters], s=12)
+            r = a["mechanism_rho"].get(col)
+            ax.set(xlabel=f"cluster mean {col}", ylabel="teaching value (nats/byte)",
+                   title=f"rho {r['rho']:+.2f}" if r else col)
+        fig.tight_layout()
+        fig.savefig(out / "mechanism.png", dpi=100)
+        plt.close(fig)
 
 
 if __name__ == "__main__":

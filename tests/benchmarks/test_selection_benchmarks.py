@@ -46,15 +46,28 @@ def test_a_failing_command_raises_with_what_it_printed(tmp_path: Path, in_proces
 @pytest.mark.slow
 def test_preselect_effect_quick_runs_the_loop(tmp_path: Path) -> None:
     res = _load("preselect_effect").main(["--out", str(tmp_path), "--quick"])
-    assert set(res["arms"]) == {"preselect", "dclm", "perplexity", "random", "none"}
-    assert len(res["family"]) >= 6 and len({m["score"] for m in res["family"]}) >= 2
-    for arm, a in res["arms"].items():
-        assert a["docs"] > 0 and a["tokens_seen"] > 0, arm
-        for s in a["seeds"]:
-            assert math.isfinite(s["target_loss"]) and math.isfinite(s["general_loss"]) and s["curve"], arm
-    pool = res["arms"]["none"]["docs"]
-    assert all(res["arms"][a]["docs"] < pool for a in ("preselect", "dclm", "perplexity", "random"))
-    assert (tmp_path / "curves.png").stat().st_size > 10_000 and "| preselect |" in (tmp_path / "table.md").read_text()
+    assert res["finished"], res.get("stopped")
+    assert set(res["arms"]) == {"random", "preselect", "domain_matched", "preselect_direct", "moore_lewis", "dclm",
+                                "perplexity"}
+    assert [len(res["arms"][a]) for a in ("random", "preselect", "domain_matched")] == [3, 3, 3]
+    assert len(res["family"]) == 12 and res["family_tau"] is not None
+    pool_chars = sum(res["pool"]["by_domain"].values())
+    for arm, recs in res["arms"].items():
+        for sel, rec in zip(res["selections"][arm], recs):
+            assert 0 < sel["chars"] < pool_chars and math.isfinite(sel["junk_retention"]), arm
+            assert len(rec["seeds"]) == res["params"]["seeds"], arm
+            assert all(math.isfinite(s["target_loss"]) and math.isfinite(s["general_loss"]) for s in rec["seeds"]), arm
+            # every target test page is scored: the token count is the test set's size in bytes plus nothing capped
+            assert all(s["target_tokens"] >= res["sources"]["target"]["test_chars"] for s in rec["seeds"]), arm
+    # domain-matched arms train on random documents at PreSelect's proportions
+    assert [s["run"] for s in res["selections"]["domain_matched"]] == [s["run"] for s in res["selections"]["random"]]
+    a = res["analysis"]
+    assert set(a["contrasts"]) == set(res["arms"]) - {"random"} and len(a["gates"]) == 5
+    assert all(d in ("positive", "negative", "negative (worse than random)", "inconclusive") or d.startswith("gates failed")
+               for d in a["decisions"].values())
+    assert a["mde"] > 0 and len(res["mechanism"]["clusters"]) >= 2
+    assert all("teaching" in c for c in res["mechanism"]["clusters"])
+    assert (tmp_path / "contrasts.png").stat().st_size > 5_000 and "| preselect |" in (tmp_path / "report.md").read_text()
 
 
 @pytest.mark.slow
