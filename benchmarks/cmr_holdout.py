@@ -2,6 +2,7 @@
 # python benchmarks/cmr_holdout.py --experiment extrapolate --out runs/cmr   # fit T <= 200 steps, predict T = 400 (9 min)
 # python benchmarks/cmr_holdout.py --experiment both --out /tmp/cmr --quick  # CI smoke (tests/benchmarks)
 # python benchmarks/cmr_holdout.py --experiment pilot --out runs/cmr         # the seed-99 pilot that chose eps
+# python benchmarks/cmr_holdout.py --experiment round2 --out runs/cmr        # round 2: paired to R = 0, fresh seeds
 """CMR law on held-out data: the critical mixture ratio R* measured with seeds, against the law's prediction.
 
 Only the project's commands do the work (``curate run``, ``train run``, ``train eval``); the fits are
@@ -20,6 +21,10 @@ document once, the same documents for every model), never on training batches.
 * ``extrapolate``: budgets T, each a separate run with its own decay; the law's (R, T) surface
   (``training.cmr.fit_joint``) is fitted to seed means at T <= ``fit_max_t`` and predicts dL and R* at
   the largest T, where R*_emp is measured the same way.
+
+* ``round2``: both experiments again on fresh seeds, every loss change paired to the same seed's R = 0 run
+  at the same budget (dL_mix = L(R) - L(R = 0): the loss change due to mixing in the domain), R* bootstrapped
+  over whole seeds, and eps fixed by a rule on round 1's seeds (``eps_rule``) before the fresh seeds run.
 
 The design, gates and decision rules are fixed in docs/benchmarks.md (CMR) before the run; the
 checks in ``verdicts`` apply them. Runs already finished under ``--out`` are reused (same config).
@@ -55,13 +60,17 @@ PARAMS: dict[str, dict[str, Any]] = {
              "critical": {"steps": 200, "ratios": [0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75],
                           "held_out": [0.5, 0.6, 0.7]},
              "extrapolate": {"steps": [50, 100, 200, 400], "ratios": [0.45, 0.525, 0.6, 0.675, 0.75],
-                             "fit_max_steps": 200}},
+                             "fit_max_steps": 200},
+             # round 2 (pre-registered in docs/benchmarks.md before it ran): fresh seeds; eps from round 1's seeds
+             "round2": {"seeds": [5, 6, 7, 8, 9], "calibration_seeds": [0, 1, 2, 3, 4], "eps_ratio": 0.6,
+                        "eps_steps": [200, 400]}},
     "quick": {"base_steps": 30, "seq_len": 64, "batch_size": 8, "d_model": 32, "max_eval_tokens": 4096,
               "seeds": [0, 1], "eps": 0.05, "step_unit": 4,
               "critical": {"steps": 8, "ratios": [0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75],
                            "held_out": [0.5, 0.6, 0.7]},
               "extrapolate": {"steps": [2, 4, 8, 16], "ratios": [0.45, 0.525, 0.6, 0.675, 0.75],
-                              "fit_max_steps": 8}},
+                              "fit_max_steps": 8},
+              "round2": {"seeds": [2, 3], "calibration_seeds": [0, 1], "eps_ratio": 0.6, "eps_steps": [8, 16]}},
 }
 # The pilot that chose eps: seed 99 is no seed of the experiments, so its runs are never reused by them.
 PILOT = {"seed": 99, "points": [(50, 0.45), (50, 0.75), (200, 0.45), (200, 0.6), (200, 0.75), (400, 0.45), (400, 0.75)]}
@@ -162,10 +171,18 @@ class Experiment:
         return {f"{k}_{part}": now[dom][part] - base[dom][part]
                 for k, dom in (("gen", GENERAL), ("dom", DOMAIN)) for part in ("all", "a", "b")}
 
-    def grid(self, steps: int, ratios: list[float]) -> dict[str, np.ndarray]:
+    def grid(self, steps: int, ratios: list[float], seeds: list[int] | None = None) -> dict[str, np.ndarray]:
         """Every loss change at one budget, arrays shaped (ratios, seeds)."""
-        cells = [[self.cpt(steps, r, s) for s in self.p["seeds"]] for r in ratios]
+        cells = [[self.cpt(steps, r, s) for s in (self.p["seeds"] if seeds is None else seeds)] for r in ratios]
         return {k: np.array([[c[k] for c in row] for row in cells]) for k in cells[0][0]}
+
+    def paired_grid(self, steps: int, ratios: list[float], seeds: list[int]) -> dict[str, np.ndarray]:
+        """Round 2: every loss change minus the same seed's R = 0 run at the same budget (continual pre-training
+        on general text only, same data order seed): dL_mix = L(R) - L(0), shaped (ratios, seeds)."""
+        from training.cmr import paired_changes
+
+        g, ref = self.grid(steps, ratios, seeds), self.grid(steps, [0.0], seeds)
+        return {k: paired_changes(g[k], ref[k][0]) for k in g}
 
 
 def noise(g: dict[str, np.ndarray]) -> dict[str, float]:
@@ -187,6 +204,8 @@ def noise(g: dict[str, np.ndarray]) -> dict[str, float]:
         out[f"within_seed_sd_{k}"] = float(np.sqrt((resid ** 2).sum() / ((n_r - 1) * (n_s - 1))))
         out[f"mdd_{k}"] = 2.8 * out[f"seed_sd_{k}"] * float(np.sqrt(2 / n_s))
         out[f"mdd_paired_{k}"] = 2.8 * out[f"within_seed_sd_{k}"] * float(np.sqrt(2 / n_s))
+        # and of one ratio's seed mean against a fixed level (e.g. eps, or a prediction)
+        out[f"mdd_level_{k}"] = 2.8 * out[f"seed_sd_{k}"] / float(np.sqrt(n_s))
     return out
 
 
@@ -205,14 +224,28 @@ def gates(r_emp: dict[str, float], ratios: list[float], nz: dict[str, float]) ->
             "ci_resolves_tolerance": r_emp["ci_high"] - r_emp["ci_low"] <= 2 * TOLERANCE}
 
 
-def critical(exp: Experiment) -> dict[str, Any]:
-    from training.cmr import critical_ratio_of, dml_curve, empirical_critical_ratio, fit_dml
+def eps_rule(exp: Experiment) -> dict[str, Any]:
+    """Round 2's eps, from round 1's seeds only (fixed before round 2's seeds run): the mean over the two scored
+    budgets of the seed-mean paired dL_gen at the middle ratio, rounded to 0.001 nats/byte, so that R* of the
+    calibration seeds sits mid-grid at both scored budgets."""
+    q = exp.p["round2"]
+    per_t = {t: float(exp.paired_grid(t, [q["eps_ratio"]], q["calibration_seeds"])["gen_all"].mean())
+             for t in q["eps_steps"]}
+    return {"eps": round(float(np.mean(list(per_t.values()))), 3), "paired_gen_at_ratio": per_t,
+            "ratio": q["eps_ratio"], "seeds": q["calibration_seeds"]}
+
+
+def critical(exp: Experiment, round2: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Experiment 1; with ``round2`` (its seeds and eps), on paired loss changes, R* bootstrapped over whole seeds."""
+    from training.cmr import critical_ratio_of, dml_curve, empirical_critical_ratio, fit_dml, paired_critical_ratio
 
     p, c = exp.p, exp.p["critical"]
-    ratios, eps = c["ratios"], p["eps"]
-    g = exp.grid(c["steps"], ratios)
+    ratios = c["ratios"]
+    seeds, eps = (p["seeds"], p["eps"]) if round2 is None else (round2["seeds"], round2["eps"])
+    g = exp.grid(c["steps"], ratios) if round2 is None else exp.paired_grid(c["steps"], ratios, seeds)
     nz = noise(g)
-    r_emp = empirical_critical_ratio(ratios, g["gen_all"], g["dom_all"], eps)
+    r_emp = (empirical_critical_ratio if round2 is None else paired_critical_ratio)(
+        ratios, g["gen_all"], g["dom_all"], eps)
     fit_idx = [i for i, r in enumerate(ratios) if r not in c["held_out"]]
     rs = np.array(ratios)
     fits = {k: fit_dml(rs[fit_idx], g[f"{k}_all"][fit_idx].mean(1)) for k in ("gen", "dom")}
@@ -225,13 +258,14 @@ def critical(exp: Experiment) -> dict[str, Any]:
                "held_out_dl_all_pass": all(h[k]["pass"] for h in held for k in ("gen", "dom"))}
     verdict["outcome"] = ("inconclusive (a gate failed)" if not all(gate.values()) else
                           "pass" if verdict["r_star_within_tolerance"] and verdict["held_out_dl_all_pass"] else "fail")
-    return {"steps": c["steps"], "ratios": ratios, "seeds": p["seeds"], "eps": eps,
+    return {"steps": c["steps"], "ratios": ratios, "seeds": seeds, "eps": eps, "paired": round2 is not None,
             "d_gen": g["gen_all"].tolist(), "d_dom": g["dom_all"].tolist(), "noise": nz, "r_star_emp": r_emp,
             "fit_ratios": rs[fit_idx].tolist(), "dml_fits": fits, "r_star_pred": r_pred, "held_out": held,
             "verdicts": verdict}
 
 
-def extrapolate(exp: Experiment) -> dict[str, Any]:
+def extrapolate(exp: Experiment, round2: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Experiment 2; with ``round2`` (its seeds and eps), on paired loss changes, R* bootstrapped over whole seeds."""
     from training.cmr import (
         _fit,
         cmr_curve,
@@ -241,11 +275,13 @@ def extrapolate(exp: Experiment) -> dict[str, Any]:
         fit_joint,
         joint_dom_curve,
         joint_gen_curve,
+        paired_critical_ratio,
     )
 
     p, c = exp.p, exp.p["extrapolate"]
-    ratios, eps, unit = c["ratios"], p["eps"], p["step_unit"]
-    grids = {t: exp.grid(t, ratios) for t in c["steps"]}
+    ratios, unit = c["ratios"], p["step_unit"]
+    seeds, eps = (p["seeds"], p["eps"]) if round2 is None else (round2["seeds"], round2["eps"])
+    grids = {t: exp.grid(t, ratios) if round2 is None else exp.paired_grid(t, ratios, seeds) for t in c["steps"]}
     t_fit = [t for t in c["steps"] if t <= c["fit_max_steps"]]
     t_pred = max(c["steps"])
     rr, tt, gg, dd = [], [], [], []
@@ -263,7 +299,8 @@ def extrapolate(exp: Experiment) -> dict[str, Any]:
 
     g_last = grids[t_pred]
     nz = noise(g_last)
-    r_emp = empirical_critical_ratio(ratios, g_last["gen_all"], g_last["dom_all"], eps)
+    r_emp = (empirical_critical_ratio if round2 is None else paired_critical_ratio)(
+        ratios, g_last["gen_all"], g_last["dom_all"], eps)
     r_pred = critical_ratio_of(at(t_pred, "gen"), at(t_pred, "dom"), min(ratios), max(ratios), eps)
     held = [{"ratio": r, **{k: score(float(at(t_pred, k)(r)[0]), g_last[f"{k}_all"][i], nz[f"seed_sd_{k}"])
                             for k in ("gen", "dom")}} for i, r in enumerate(ratios)]
@@ -282,8 +319,8 @@ def extrapolate(exp: Experiment) -> dict[str, Any]:
                "held_out_dl_all_pass": all(h[k]["pass"] for h in held for k in ("gen", "dom"))}
     verdict["outcome"] = ("inconclusive (a gate failed)" if not all(gate.values()) else
                           "pass" if verdict["r_star_within_tolerance"] and verdict["held_out_dl_all_pass"] else "fail")
-    return {"steps": c["steps"], "fit_steps": t_fit, "predicted_steps": t_pred, "ratios": ratios, "seeds": p["seeds"],
-            "eps": eps, "step_unit": unit,
+    return {"steps": c["steps"], "fit_steps": t_fit, "predicted_steps": t_pred, "ratios": ratios, "seeds": seeds,
+            "eps": eps, "step_unit": unit, "paired": round2 is not None,
             "d_gen": {t: grids[t]["gen_all"].tolist() for t in c["steps"]},
             "d_dom": {t: grids[t]["dom_all"].tolist() for t in c["steps"]},
             "noise": nz, "noise_per_budget": per_t_noise, "joint_fits": fits, "r_star_emp": r_emp, "r_star_pred": r_pred,
@@ -301,6 +338,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     eps = res["eps"]
+    dl = "dL_{} - same seed's R=0 run" if res.get("paired") else "dL_{}"
     if res["experiment"] == "critical":
         rs, g = np.array(res["ratios"]), np.array(res["d_gen"])
         fine = np.linspace(rs.min(), rs.max(), 100)
@@ -310,11 +348,11 @@ def plot(res: dict[str, Any], path: Path) -> None:
         held = np.isin(rs, [h["ratio"] for h in res["held_out"]])
         ax[0].plot(rs[held], g.mean(1)[held], "o", mfc="none", mec="r", ms=10, label="held out (not fitted)")
         ax[0].plot(fine, dml_curve(fine, *res["dml_fits"]["gen"]), "b-", label="c + k exp(tR), fitted ratios")
-        ax[0].set(xlabel="domain share R", ylabel="held-out dL_gen (nats/byte)", title=f"T = {res['steps']} steps")
+        ax[0].set(xlabel="domain share R", ylabel=f"held-out {dl.format('gen')} (nats/byte)", title=f"T = {res['steps']} steps")
         d = np.array(res["d_dom"])
-        ax[1].plot(rs, d.mean(1), "ko", label="dL_dom seed mean")
+        ax[1].plot(rs, d.mean(1), "ko", label=f"{dl.format('dom')}, seed mean")
         ax[1].plot(fine, dml_curve(fine, *res["dml_fits"]["dom"]), "b-", label="fit")
-        ax[1].set(xlabel="domain share R", ylabel="held-out dL_dom (nats/byte)")
+        ax[1].set(xlabel="domain share R", ylabel=f"held-out {dl.format('dom')} (nats/byte)")
         ax[1].legend()
     else:
         unit = res["step_unit"]
@@ -326,7 +364,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
                        label=f"T={t}" + ("" if t in res["fit_steps"] else " (held out)"))
             surf = joint_gen_curve(np.vstack([fine, np.full(fine.size, t / unit)]), *res["joint_fits"]["gen"])
             ax[0].plot(fine, surf, "-" if t in res["fit_steps"] else "--", color=col)
-        ax[0].set(xlabel="domain share R", ylabel="held-out dL_gen (nats/byte)",
+        ax[0].set(xlabel="domain share R", ylabel=f"held-out {dl.format('gen')} (nats/byte)",
                   title=f"seed means; lines: joint law fitted on T <= {max(res['fit_steps'])}")
         ts = res["steps"]
         ax[1].plot(ts, [res["r_star_per_budget"][t] for t in ts], "ko-", label="R* of seed means")
@@ -350,7 +388,9 @@ def plot(res: dict[str, Any], path: Path) -> None:
 def table(res: dict[str, Any]) -> str:
     """Markdown summary of one experiment's results."""
     nz, e, v = res["noise"], res["r_star_emp"], res["verdicts"]
-    lines = [f"Experiment `{res['experiment']}` (eps {res['eps']}, seeds {res['seeds']}):", ""]
+    lines = [f"Experiment `{res['experiment']}` (eps {res['eps']}, seeds {res['seeds']}"
+             + ("; every dL paired: minus the same seed's R = 0 run at the same budget" if res.get("paired") else "")
+             + "):", ""]
     if res["experiment"] == "critical":
         budgets = [(res["steps"], res["d_gen"], res["d_dom"])]
     else:
@@ -366,10 +406,14 @@ def table(res: dict[str, Any]) -> str:
                f"{nz['seed_offset_sd_dom']:.4f}; within-seed (ratio x seed residual) SD: dL_gen "
                f"{nz['within_seed_sd_gen']:.4f}, dL_dom {nz['within_seed_sd_dom']:.4f}; minimum detectable difference "
                f"between two ratios, unpaired / paired by seed: dL_gen {nz['mdd_gen']:.4f} / {nz['mdd_paired_gen']:.4f}, "
-               f"dL_dom {nz['mdd_dom']:.4f} / {nz['mdd_paired_dom']:.4f}."),
+               f"dL_dom {nz['mdd_dom']:.4f} / {nz['mdd_paired_dom']:.4f}"
+               + (f"; of one ratio's seed mean against a fixed level: dL_gen {nz['mdd_level_gen']:.4f}, dL_dom "
+                  f"{nz['mdd_level_dom']:.4f}." if "mdd_level_gen" in nz else ".")),
               (f"R*_emp = {e['r_star']:.3f} (95% bootstrap CI {e['ci_low']:.3f}–{e['ci_high']:.3f}); "
                f"R*_pred = {res['r_star_pred']:.3f}; |difference| = {abs(res['r_star_pred'] - e['r_star']):.3f} "
-               f"(tolerance {TOLERANCE})."), ""]
+               f"(tolerance {TOLERANCE})."
+               + (" Each seed's own R*: " + ", ".join(f"{x:.3f}" for x in e["per_seed"]) + "." if "per_seed" in e else "")),
+              ""]
     if res["experiment"] == "extrapolate":
         per = ", ".join(f"T={t}: {r:.3f}" for t, r in res["r_star_per_budget"].items())
         lines += [f"R* of the seed means per budget: {per}. Secondary predictions of R* at T={res['predicted_steps']}: "
@@ -390,7 +434,7 @@ def table(res: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "cmr")
-    ap.add_argument("--experiment", choices=["critical", "extrapolate", "both", "pilot"], default="both")
+    ap.add_argument("--experiment", choices=["critical", "extrapolate", "both", "pilot", "round2"], default="both")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--in-process", action=argparse.BooleanOptionalAction, default=True,
@@ -410,6 +454,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         (out / "pilot.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
         return {"params": p, "pilot": rows}
+    if args.experiment == "round2":
+        t1 = time.time()
+        cal = eps_rule(exp)
+        res["eps_rule"] = {**cal, "wall_s": time.time() - t1}
+        print(f"round 2 eps = {cal['eps']} (rule on seeds {cal['seeds']}: {cal['paired_gen_at_ratio']})", flush=True)
+        r2 = {"seeds": p["round2"]["seeds"], "eps": cal["eps"]}
+        for name in ("critical", "extrapolate"):
+            t1 = time.time()
+            r = {"experiment": name, **(critical(exp, r2) if name == "critical" else extrapolate(exp, r2))}
+            r["wall_s"] = time.time() - t1
+            plot(r, out / f"cmr_round2_{name}.png")
+            res[name] = r
+            print(table(r), flush=True)
+        res["wall_s"] = time.time() - t0
+        (out / "results_round2.json").write_text(json.dumps(res, indent=1, default=str))
+        (out / "table_round2.md").write_text(f"eps rule: {res['eps_rule']}\n\n"
+                                             + "".join(table(res[k]) + "\n" for k in ("critical", "extrapolate")))
+        return res
     for name in (["critical", "extrapolate"] if args.experiment == "both" else [args.experiment]):
         t1 = time.time()
         r = {"experiment": name, **(critical(exp) if name == "critical" else extrapolate(exp))}

@@ -117,6 +117,36 @@ def empirical_critical_ratio(ratios: Sequence[float], d_gen: np.ndarray, d_dom: 
     return {"r_star": point, "ci_low": float(lo), "ci_high": float(hi)}
 
 
+def paired_changes(runs: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Loss changes relative to a paired reference: ``runs`` shaped (ratios, seeds) minus ``reference``
+    shaped (seeds,) or (1, seeds), the same seed's reference run (e.g. R = 0 at the same budget), so an
+    offset that a seed shares between its runs and its reference cancels."""
+    runs, ref = np.asarray(runs, dtype=float), np.asarray(reference, dtype=float).reshape(1, -1)
+    if runs.ndim != 2 or runs.shape[1] != ref.shape[1]:
+        raise ValueError(f"runs {runs.shape} and reference {ref.shape[1:]} must have the same seeds (columns)")
+    return runs - ref
+
+
+def paired_critical_ratio(ratios: Sequence[float], d_gen: np.ndarray, d_dom: np.ndarray, eps: float,
+                          n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """R* from paired loss changes shaped (ratios, seeds), where column s is one seed's own sweep (its
+    runs share that seed's offset, or the offset was removed by ``paired_changes``): ``crossing`` of
+    the seed means; each seed's own crossing; a percentile bootstrap 95% interval that resamples whole
+    seeds (columns) with replacement, keeping each seed's sweep together (unlike
+    ``empirical_critical_ratio``, which resamples every ratio's seeds independently)."""
+    g, d = np.asarray(d_gen, dtype=float), np.asarray(d_dom, dtype=float)
+    point = crossing(ratios, g.mean(axis=1), d.mean(axis=1), eps)
+    per_seed = [crossing(ratios, g[:, j], d[:, j], eps) for j in range(g.shape[1])]
+    rng = np.random.default_rng(seed)
+    n_s = g.shape[1]
+    boots = np.empty(n_boot)
+    for b in range(n_boot):
+        idx = rng.integers(0, n_s, size=n_s)
+        boots[b] = crossing(ratios, g[:, idx].mean(1), d[:, idx].mean(1), eps)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"r_star": point, "ci_low": float(lo), "ci_high": float(hi), "per_seed": per_seed}
+
+
 def dml_curve(r: np.ndarray, c: float, k: float, t: float) -> np.ndarray:
     """Data-Mixing-Laws form of a loss (change) against the domain share R at a fixed budget."""
     return c + k * np.exp(t * r)

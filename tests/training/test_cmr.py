@@ -151,3 +151,33 @@ def test_joint_law_fitted_on_short_budgets_extrapolates_an_exact_surface() -> No
     at4 = np.vstack([[0.45, 0.75], [4.0, 4.0]])  # twice the longest fitted budget
     assert joint_gen_curve(at4, *fits["gen"]) == pytest.approx(joint_gen_curve(at4, *gen_true), abs=1e-4)
     assert joint_dom_curve(at4, *fits["dom"]) == pytest.approx(joint_dom_curve(at4, *dom_true), abs=1e-5)
+
+
+def test_paired_changes_remove_a_per_seed_offset() -> None:
+    from training.cmr import paired_changes
+
+    effect = np.array([[0.01], [0.03], [0.05]])  # the ratios' true effect
+    offset = np.array([0.0, 0.04, -0.02])  # shared by every run of a seed and by its reference
+    runs, ref = effect + offset + 0.1, offset + 0.1
+    assert paired_changes(runs, ref) == pytest.approx(np.repeat(effect, 3, axis=1))
+    with pytest.raises(ValueError, match="same seeds"):
+        paired_changes(runs, ref[:2])
+
+
+def test_paired_critical_ratio_resamples_whole_seeds() -> None:
+    from training.cmr import paired_critical_ratio
+
+    ratios = [0.4, 0.5, 0.6]
+    dom = -np.ones((3, 3))
+    # seed j's sweep is 0, 0.04, 0.08 shifted by its offset (-0.01, 0, +0.01): seed crossings of eps 0.06 at
+    # 0.575, 0.55, 0.525; the mean sweep crosses at 0.55
+    gen = np.array([[0.0], [0.04], [0.08]]) + np.array([-0.01, 0.0, 0.01])
+    got = paired_critical_ratio(ratios, gen, dom, 0.06, n_boot=500)
+    assert got["r_star"] == pytest.approx(0.55)
+    assert got["per_seed"] == pytest.approx([0.575, 0.55, 0.525])
+    # a resample of whole seeds is a mean of three of them: its crossing stays within the seeds' extremes
+    assert 0.525 - 1e-12 <= got["ci_low"] < 0.55 < got["ci_high"] <= 0.575 + 1e-12
+    # identical seeds: the interval collapses onto the point
+    flat = np.repeat(np.array([[0.0], [0.04], [0.08]]), 3, axis=1)
+    got = paired_critical_ratio(ratios, flat, dom, 0.06, n_boot=100)
+    assert [got["r_star"], got["ci_low"], got["ci_high"], *got["per_seed"]] == pytest.approx([0.55] * 6)
