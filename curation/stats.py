@@ -21,6 +21,7 @@ import duckdb
 from curation.errors import ConfigError
 from curation.io.layout import Layout
 from curation.io.manifest import manifest_path, read_manifest
+from curation.io.regular import check_regular
 from curation.io.storage import is_remote, run_path
 from curation.query_sandbox import Limits, Sandbox, one_line, open_sandbox
 from curation.schema import DECISION_SCHEMA, QUARANTINE_SCHEMA
@@ -64,7 +65,21 @@ def view_files(run_dir: str | Path, view: str) -> list[str]:
 
 
 def _files(folder: Path) -> list[str]:
-    return sorted(str(p) for p in folder.glob("*.parquet"))
+    """The ``*.parquet`` files of ``folder``, each checked to be a regular file: DuckDB opens them itself, and its
+    open of a FIFO planted as ``x.parquet`` would block its thread forever (no timeout interrupts an open)."""
+    files = sorted(str(p) for p in folder.glob("*.parquet"))
+    for f in files:
+        check_regular(f)  # NotRegularFileError (a CurationError) naming the file
+    return files
+
+
+def check_run_files(run_dir: str | Path) -> None:
+    """Every file the run's views read is still a regular file (NotRegularFileError otherwise). The service's pool
+    calls it before reusing a sandbox, whose views were listed when it was opened."""
+    root = _root(run_dir)
+    layout = Layout(root)
+    for folder in (layout.shards_dir, layout.decisions_dir, layout.quarantine_dir):
+        _files(folder)
 
 
 def _parquet_view(con: duckdb.DuckDBPyConnection, view: str, folder: Path, empty: str) -> None:

@@ -24,6 +24,7 @@ from curation.errors import CurationError
 from curation.io.digest import stream_digest
 from curation.io.layout import Layout
 from curation.io.manifest import safe_shard_path
+from curation.io.regular import NotRegularFileError, check_regular, open_regular, read_text
 from curation.io.storage import is_remote, run_path
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -60,7 +61,7 @@ class Report:
 
 
 def _digest(path: Path) -> tuple[int, str]:
-    with path.open("rb") as fh:
+    with open_regular(path, "rb") as fh:
         return stream_digest(fh)
 
 
@@ -71,14 +72,17 @@ def _files_under(root: Path, sub: str) -> list[str]:
         found = fs.find(f"{base}/{sub}") if fs.exists(f"{base}/{sub}") else []
         return sorted(p[len(base) + 1:] for p in found)
     folder = root / sub
-    return sorted(str(p.relative_to(root)) for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+    # Everything but folders: a FIFO or socket planted here is an unexpected file too, not something to skip.
+    return sorted(str(p.relative_to(root)) for p in folder.rglob("*") if not p.is_dir()) if folder.is_dir() else []
 
 
 def _read_json(path: Path, report: Report, what: str) -> Any:
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_text(path))
     except FileNotFoundError:
         report.problems.append(f"{what}: missing")
+    except NotRegularFileError as exc:
+        report.problems.append(f"{what}: {exc}")
     except (ValueError, OSError) as exc:
         report.problems.append(f"{what}: unreadable ({type(exc).__name__}: {exc})")
     return None
@@ -100,6 +104,11 @@ def _check_listed(root: Path, manifest: dict[str, Any], key: str, folder: str, r
         safe.add(rel)
         if not path.exists():
             report.problems.append(f"{rel}: listed in manifest.json {key} but missing")
+            continue
+        try:
+            check_regular(path)  # stat only: the readers of these files refuse the same
+        except NotRegularFileError as exc:
+            report.problems.append(f"{rel}: {exc}")
     for rel in _files_under(root, folder):
         if rel not in safe:
             report.problems.append(f"{rel}: unexpected file (not listed in manifest.json {key})")
@@ -132,6 +141,9 @@ def _check_shards(root: Path, manifest: dict[str, Any], report: Report) -> dict[
             continue
         try:
             real_size, real_sha = _digest(path)
+        except NotRegularFileError as exc:  # a FIFO or device: refused without waiting on it
+            report.problems.append(f"{rel}: {exc}")
+            continue
         except OSError as exc:  # e.g. an object replaced while being read
             report.problems.append(f"{rel}: unreadable ({type(exc).__name__}: {exc})")
             continue
@@ -140,7 +152,7 @@ def _check_shards(root: Path, manifest: dict[str, Any], report: Report) -> dict[
         elif real_sha != sha:
             report.problems.append(f"{rel}: sha256 {real_sha[:16]}.. differs from manifest.json {sha[:16]}..")
         else:
-            with path.open("rb") as fh:  # the bytes are the writer's: the footer tells the row count
+            with open_regular(path, "rb") as fh:  # the bytes are the writer's: the footer tells the row count
                 rows = pq.ParquetFile(fh).metadata.num_rows
             if "rows" in entry and entry["rows"] != rows:
                 report.problems.append(f"{rel}: {rows} rows, manifest.json says {entry['rows']}")

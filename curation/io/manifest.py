@@ -18,6 +18,7 @@ from typing import Any
 
 from curation.errors import ConfigError
 from curation.io.layout import Layout
+from curation.io.regular import NotRegularFileError, read_bytes
 from curation.io.storage import is_remote, run_path
 
 
@@ -46,7 +47,10 @@ def read_manifest_bytes(run: str | os.PathLike[str],
     if not path.exists():
         raise NoManifestError(f"{run_path(run)} has no manifest.json: not a finished run "
                               "(rerun `curate run` to finish it)")
-    raw = path.read_bytes()
+    try:
+        raw = read_bytes(path)  # a FIFO or device planted as the manifest is refused, never waited on
+    except NotRegularFileError as exc:
+        raise ManifestError(str(exc)) from exc
     try:
         manifest = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from curation.io.layout import Layout
 from curation.io.manifest import has_manifest, read_manifest
+from curation.io.regular import read_text
 from curation.io.storage import is_remote, run_path
 
 State = Literal["finished", "running", "resumable", "failed"]
@@ -82,7 +83,7 @@ class RunInfo:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_text(path))  # run.json, progress.json, markers: regular files only
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
 

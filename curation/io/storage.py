@@ -94,7 +94,10 @@ def read_parquet(path: str, columns: list[str] | None = None) -> Any:
     import pyarrow.parquet as pq
 
     if not is_url(path):
-        return pq.read_table(path, columns=columns)
+        from curation.io.regular import open_regular
+
+        with open_regular(path, "rb") as fh:  # a FIFO or device in the run is refused, never waited on
+            return pq.read_table(fh, columns=columns)
     import fsspec
 
     fs, inner = fsspec.core.url_to_fs(path)

@@ -25,7 +25,7 @@ import duckdb
 
 from curation.query_sandbox import Limits
 from curation.service.cache import run_key
-from curation.stats import open_run_sandbox
+from curation.stats import check_run_files, open_run_sandbox
 
 #: What the catalog of a run's connection holds; a session that changed it is not reused.
 _CATALOG_SQL = ("SELECT list(name ORDER BY name) FROM (SELECT view_name AS name FROM duckdb_views() WHERE NOT "
@@ -83,6 +83,13 @@ class SandboxPool:
         pool when one is idle."""
         key = (run_key(run), limits)
         entry = self._take(key)
+        if entry is not None:
+            try:
+                # A file swapped for a FIFO since the views were listed would block DuckDB's open forever.
+                check_run_files(run)
+            except BaseException:
+                self._give_back(key, entry, False)
+                raise
         if entry is None:
             try:
                 entry = _Entry(run, limits)

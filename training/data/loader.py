@@ -123,7 +123,12 @@ def _columns_of(path: str) -> list[str] | str:
     try:
         import pyarrow.parquet as pq
 
-        return pq.read_schema(path).names if "://" not in path else "?"
+        from curation.io.regular import open_regular
+
+        if "://" in path:
+            return "?"
+        with open_regular(path, "rb") as fh:
+            return pq.read_schema(fh).names
     except (OSError, ValueError):
         return "?"
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from dataclasses import dataclass
 from typing import Any
 
 from curation.io.manifest import ManifestError as RunManifestError
 from curation.io.manifest import NoManifestError, manifest_path, read_manifest_bytes, safe_shard_path, unsafe_reason
 from curation.io.digest import stream_digest
+from curation.io.regular import open_regular
 from curation.io.storage import run_path
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -105,9 +107,12 @@ def check_size(shard: Shard) -> None:
         actual = int(fs.size(inner))
     else:
         try:
-            actual = os.stat(shard.path).st_size
+            st = os.stat(shard.path)
         except FileNotFoundError:
             raise ManifestError(f"{shard.where}: file {shard.path} is missing") from None
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the reader's open forever
+            raise ManifestError(f"{shard.where}: {shard.path} is not a regular file (refused)")
+        actual = st.st_size
     if actual != shard.bytes:
         raise ManifestError(f"{shard.where}: size mismatch: manifest says {shard.bytes} bytes, "
                             f"{shard.path} has {actual}")
@@ -121,7 +126,7 @@ def check_sha256(shard: Shard) -> None:
         fs, inner = _fs_and_path(shard.path)
         fh = fs.open(inner, "rb")
     else:
-        fh = open(shard.path, "rb")
+        fh = open_regular(shard.path, "rb")
     with fh:
         digest = stream_digest(fh)[1]
     if digest != shard.sha256:
