@@ -154,9 +154,42 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return parse_mapping(Path(path).read_text(encoding="utf-8"), str(path))
 
 
+class _AliasRefused(Exception):
+    """An anchor or alias in YAML text: ``parse_mapping`` turns it into a one-line ConfigError."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """The safe loader, refusing anchors (``&a``) and aliases (``*a``, and so ``<<: *a`` merges) as it composes.
+
+    Aliases let a few hundred bytes stand for billions of nodes ("billion laughs"): the composed graph stays
+    small, but everything that walks it as a tree (``to_dict``, ``fingerprint``, ``yaml.safe_dump``) expands it,
+    which took 40 s and 2 GB for an 868-byte config. A config has no need for them, so they are refused before any
+    node is built, the cheapest place to stop them.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _AliasRefused(event.start_mark.line + 1)
+        return super().compose_node(parent, index)
+
+
+def safe_load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` without anchors and aliases (``_NoAliasLoader``); raises ``_AliasRefused``."""
+    loader = _NoAliasLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 #: How ``parse_mapping`` reads each format: loader, the error it raises, and what the message calls it.
 _FORMATS: dict[str, tuple[Callable[[str], Any], type[Exception], str]] = {
-    "yaml": (yaml.safe_load, yaml.YAMLError, "invalid YAML"),  # safe loader: no Python object tags
+    "yaml": (safe_load_yaml, yaml.YAMLError, "invalid YAML"),  # safe loader: no Python object tags, no aliases
     "json": (json.loads, json.JSONDecodeError, "not JSON"),
 }
 
@@ -168,25 +201,57 @@ def parse_mapping(text: str, where: str, fmt: Literal["json", "yaml"] = "yaml") 
         data = load(text)
     except error as exc:
         raise ConfigError(f"{where}: {what}: {exc}") from None
+    except _AliasRefused as exc:
+        raise ConfigError(f"{where}: line {exc.line}: YAML anchors and aliases (&name, *name, <<: *name) are not "
+                          "accepted in configs: write the values out") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: top level must be a mapping (a JSON object), got {type(data).__name__}")
     return data
 
 
 def apply_overrides(data: dict[str, Any], overrides: typing.Iterable[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides (value parsed as YAML; list items by index)."""
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML; list items by index).
+
+    Any override that does not fit the config's shape (an index that is not a number or out of range, a key
+    under a value that is neither a mapping nor a list, an empty key part, a value that is not YAML) is a
+    one-line ``ConfigError`` naming the override and the dotted path where it stopped fitting: ``curate run``
+    exits 2 with it and the service answers 422, rather than a traceback or a 500."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected KEY=VALUE")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw else ""
-        node: Any = data
+        try:
+            value = safe_load_yaml(raw) if raw else ""
+        except _AliasRefused:
+            raise ConfigError(f"override {item!r}: YAML anchors and aliases are not accepted") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({' '.join(str(exc).split())})") \
+                from None
         parts = key.split(".")
-        for part in parts[:-1]:
-            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-        last = parts[-1]
-        if isinstance(node, list):
-            node[int(last)] = value
-        else:
-            node[last] = value
+        if "" in parts:
+            raise ConfigError(f"override {item!r}: {key!r} has an empty part: use KEY.SUB=VALUE")
+        node: Any = data
+        for depth, part in enumerate(parts):
+            here = ".".join(parts[:depth + 1])  # the dotted path up to this part, for the message
+            last = depth == len(parts) - 1
+            if isinstance(node, list):
+                if not part.lstrip("-").isdigit():
+                    raise ConfigError(f"override {item!r}: {'.'.join(parts[:depth]) or 'the config'} is a list: "
+                                      f"{here} needs a list index (a number), not {part!r}")
+                index = int(part)
+                if not -len(node) <= index < len(node):
+                    raise ConfigError(f"override {item!r}: {here}: index {index} is out of range (the list has "
+                                      f"{len(node)} items)")
+                if last:
+                    node[index] = value
+                else:
+                    node = node[index]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                else:
+                    node = node.setdefault(part, {})
+            else:
+                raise ConfigError(f"override {item!r}: {'.'.join(parts[:depth])} is a {type(node).__name__} value, "
+                                  f"which has no key {part!r}")
     return data

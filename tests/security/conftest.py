@@ -34,3 +34,28 @@ def tiny_run(tiny_run_src: Path, tmp_path: Path) -> Path:
     out = tmp_path / "runs" / "run"
     shutil.copytree(tiny_run_src, out)
     return out
+
+
+SUBMIT_TOKEN = "s" * 20
+READ_TOKEN = "r" * 20
+
+
+@pytest.fixture
+def jobs_client(tmp_path: Path):  # noqa: ANN201 - a TestClient
+    """The job routes with a manager whose Ray never comes up (as ``tests/curation/service/test_jobs.py``):
+    enough for everything that happens before a job is handed to Ray (validation)."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from curation.service.jobs import JobManager
+    from curation.service.routes_jobs import router
+    from curation.service.settings import ServiceSettings
+
+    settings = ServiceSettings(runs_root=str(tmp_path / "runs"), state_dir=tmp_path / "state",
+                               ray_address="http://127.0.0.1:9", submit_tokens=frozenset({SUBMIT_TOKEN}),
+                               read_tokens=frozenset({READ_TOKEN}))
+    app = FastAPI()
+    app.include_router(router)
+    app.state.settings = settings
+    app.state.jobs = JobManager(settings, ready_timeout_s=0.1)  # never started: no Ray behind it
+    return TestClient(app)
