@@ -18,6 +18,7 @@ session gets its own time budget, and one that failed or ran out of time marks i
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 import threading
@@ -174,6 +175,7 @@ class Sandbox:
             timer.daemon = True
             timer.start()
         try:
+            self._reset_state()
             yield self.con
         except duckdb.Error as exc:
             self.broken = True
@@ -188,6 +190,17 @@ class Sandbox:
                 timer.cancel()
             if fired.is_set():
                 self.broken = True  # interrupted, even if the query had just finished
+
+    def _reset_state(self) -> None:
+        """Give this session the per-connection state a new connection would have.
+
+        The random generator is the one piece of connection state a SELECT can change (``setseed``): kept, one
+        request's ``setseed(0.5)`` would make the next request's ``random()``, ``ORDER BY random()`` or
+        ``USING SAMPLE`` on this pooled connection a continuation of its sequence, which that request can predict
+        and the first one can steer. A fresh seed from the OS per session cuts that link, as a new connection's
+        random seed would. (Catalog changes are caught by the pool, which never reuses a changed catalog.)
+        """
+        self.con.execute("SELECT setseed(?)", [secrets.randbelow(1 << 30) / (1 << 30)]).fetchall()
 
     def close(self) -> None:
         self.con.close()
