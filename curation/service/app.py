@@ -339,11 +339,22 @@ def _lifespan(settings: ServiceSettings, jobs: bool) -> Any:
     return lifespan
 
 
+def _openapi_route(app: FastAPI) -> None:
+    """``GET /api/openapi.json`` with read auth: the schema lists every route and body, which is for callers
+    who may use them, not for whoever can reach the port."""
+
+    @app.get("/api/openapi.json", dependencies=[Depends(require_read)], include_in_schema=False)
+    def openapi() -> dict[str, Any]:
+        return app.openapi()
+
+
 def create_app(settings: ServiceSettings, failed: Any = None) -> FastAPI:
     """The service's ASGI app over ``settings.runs_root``. ``failed(run_id) -> bool`` marks runs whose job
     failed; by default the job table decides when the job routes are present."""
     router = _job_router()
-    app = FastAPI(title="curate serve", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
+    # FastAPI's own openapi_url (and docs pages) would be served to anyone: the schema is served by
+    # _openapi_route instead, behind the same read auth as every other route. No docs pages are served.
+    app = FastAPI(title="curate serve", docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=_lifespan(settings, jobs=router is not None))
     if failed is None and router is not None:
         failed = _job_table_failed(settings)
@@ -353,6 +364,7 @@ def create_app(settings: ServiceSettings, failed: Any = None) -> FastAPI:
     app.state.pool = SandboxPool()  # open sandboxes of finished runs: see curation/service/sandbox_pool.py
     _install_errors(app)
     _read_api(app)
+    _openapi_route(app)
     _login_routes(app)
     app.state.jobs_enabled = router is not None
     if router is not None:

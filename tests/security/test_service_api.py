@@ -43,3 +43,21 @@ def test_pooled_query_requests_do_not_share_random_state(tiny_run: Path, tmp_pat
         b = c.post("/api/runs/run/query", json={"sql": "SELECT random() AS r"}).json()["rows"][0][0]
         assert pool.opened == 1 and pool.reused >= 1  # B ran on A's pooled connection
         assert b not in _after_setseed(0.5, 3), "request B's random() continued request A's seeded sequence"
+
+
+def test_openapi_schema_needs_a_read_token_when_tokens_are_configured(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from tests.curation.service.conftest import READ_TOKEN
+
+    (tmp_path / "runs").mkdir()
+    with TestClient(create_app(make_settings(tmp_path / "runs", tmp_path, tokens=True))) as c:
+        r = c.get("/api/openapi.json")
+        assert r.status_code == 401 and "token" in r.json()["detail"]
+        for page in ("/docs", "/redoc", "/docs/oauth2-redirect"):  # no docs pages at all
+            assert c.get(page, headers={"authorization": f"Bearer {READ_TOKEN}"}).status_code in (401, 404)
+        r = c.get("/api/openapi.json", headers={"authorization": f"Bearer {READ_TOKEN}"})
+        assert r.status_code == 200 and "/api/runs/{run_id}/query" in r.json()["paths"]
+        assert "/api/openapi.json" not in r.json()["paths"]
+    with TestClient(create_app(make_settings(tmp_path / "runs", tmp_path / "open"))) as c:  # loopback, no tokens
+        assert c.get("/api/openapi.json").status_code == 200
