@@ -321,11 +321,9 @@ def query(run_dir: str = typer.Argument(..., help="A run directory."),
     if fmt == "json":
         print(json.dumps([dict(zip(cols, r)) for r in rows], default=str))
     elif fmt == "csv":
-        import csv
+        from curation.io.csv_export import write_csv
 
-        w = csv.writer(sys.stdout)
-        w.writerow(cols)
-        w.writerows(rows)
+        write_csv(sys.stdout, cols, rows)  # spreadsheet formulas in cells neutralised
     else:
         from rich.text import Text
 

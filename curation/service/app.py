@@ -11,8 +11,6 @@ cookie, and the job routes when ``curation.service.routes_jobs`` is installed.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from curation.errors import CurationError
+from curation.io.csv_export import csv_text
 from curation.io.runs import progress as run_progress
 from curation.query_sandbox import Limits
 from curation.service import views
@@ -204,11 +203,8 @@ def _read_api(app: FastAPI) -> None:
                         rows=lambda o: len(o.get("rows", [])))
         if body.format == "json":
             return json_response(cache, key, out)
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(out["columns"])
-        w.writerows(out["rows"])
-        return Response(buf.getvalue(), media_type="text/csv; charset=utf-8")
+        # Cells are crawled text: formulas are neutralised for whoever opens the file in a spreadsheet.
+        return Response(csv_text(out["columns"], out["rows"]), media_type="text/csv; charset=utf-8")
 
     @app.get("/api/runs/{run_id}/drops", dependencies=read)
     def drops(run_id: str, stage: str | None = None, reason: str | None = None, domain: str | None = None,

