@@ -179,3 +179,17 @@ def test_run_json_and_markers_as_fifos_are_refused(tiny_run: Path) -> None:
     assert isinstance(_in_thread(lambda: progress(tiny_run), pj), dict)  # falls back to the markers
     rj = _plant_fifo(tiny_run / "run.json")
     assert isinstance(_in_thread(lambda: read_run_json(tiny_run), rj), NotRegularFileError)
+
+
+def test_training_manifest_errors_name_the_manifest_not_the_previous_shard(tiny_run: Path) -> None:
+    from training.data.manifest import ManifestError, read_manifest
+
+    manifest = json.loads((tiny_run / "manifest.json").read_text())
+    good = manifest["shards"][0]
+    manifest["shards"] = [good, {**good, "sha256": "not-hex"}]
+    (tiny_run / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError) as exc:
+        read_manifest(str(tiny_run))
+    msg = str(exc.value)
+    assert msg.startswith(f"{tiny_run / 'manifest.json'}: shard 1 ('{good['path']}'): 'sha256'"), msg
+    assert msg.count(good["path"]) == 1  # the shard is named once, as the entry

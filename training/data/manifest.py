@@ -83,13 +83,14 @@ def read_manifest(run: str) -> Manifest:
             raise ManifestError(f"{where}: refused: the path {why}; shard paths must be plain relative paths "
                                 "inside the run")
         try:
-            path = safe_shard_path(root, rel)  # also follows symlinks: a link out of the run is refused
+            # Its own name: ``path`` is the manifest's, which every later entry's message names.
+            shard_path = safe_shard_path(root, rel)  # also follows symlinks: a link out of the run is refused
         except ValueError as e:
             raise ManifestError(f"{where}: {e}") from None
         sha = entry.get("sha256")
         if sha is not None and not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
             raise ManifestError(f"{where}: 'sha256' must be 64 lowercase hex digits, got {sha!r}")
-        shards.append(Shard(path=path, rel=rel, rows=_int_field(entry, "rows", where, False),
+        shards.append(Shard(path=shard_path, rel=rel, rows=_int_field(entry, "rows", where, False),
                             bytes=_int_field(entry, "bytes", where, True) or 0, sha256=sha, where=where))
     return Manifest(run=run, fingerprint=hashlib.sha256(raw).hexdigest()[:16], shards=shards)
 
