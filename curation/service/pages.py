@@ -66,9 +66,10 @@ def page(request: Request, title: str, body: str, status: int = 200) -> HTMLResp
                '<form method="post" action="/logout" class="inline"><button id="logout">Log out</button></form>')
     elif s.open_access:
         who = '<span class="role">open access (loopback, no tokens configured)</span>'
+    # The empty data: icon keeps the browser from fetching /favicon.ico, a 404 that it logs as a console error.
     doc = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{e(title)} · curate</title><link rel="stylesheet" href="/static/style.css"></head>
+<title>{e(title)} · curate</title><link rel="stylesheet" href="/static/style.css"><link rel="icon" href="data:,"></head>
 <body><header><a href="/" class="brand">curate</a><span class="title">{e(title)}</span>{who}</header>
 <main>{body}</main><script src="/static/app.js"></script></body></html>"""
     return HTMLResponse(doc, status_code=status)
@@ -287,9 +288,9 @@ def index(request: Request) -> HTMLResponse:
     table = _table(["run", "state", "pipeline", "docs read", "docs kept", "kept", "tokens", "shards", "created",
                     ""], rows, "runs", numeric_from=3) if rows else '<p class="muted">No runs under this root yet.</p>'
     finished = [r.run_id for r in runs if r.state == "finished"]
-    opts = "".join(f'<option value="{e(i)}">{e(i)}</option>' for i in finished)
     compare = (f'<section class="card"><h2>Compare two runs</h2><form method="get" action="/compare" id="compare-form">'
-               f'<label>A <select name="a">{opts}</select></label> <label>B <select name="b">{opts}</select></label> '
+               f'<label>A <select name="a">{_run_options(finished, 0)}</select></label> '
+               f'<label>B <select name="b">{_run_options(finished, 1)}</select></label> '
                f'<button type="submit">Compare</button></form></section>') if len(finished) >= 2 else ""
     root = e(request.app.state.registry.root)
     body = f'<section class="card"><h2>Runs <span class="muted">under {root}</span></h2>{table}</section>{compare}'
@@ -298,12 +299,23 @@ def index(request: Request) -> HTMLResponse:
     return page(request, "runs", body)
 
 
+def _run_options(run_ids: list[str], selected: int) -> str:
+    """``<option>``s of ``run_ids`` (newest first) with the one at ``selected`` preselected. The compare form
+    preselects the newest run for A and the one before it for B: comparing a run with itself is never the
+    useful default."""
+    return "".join(f'<option value="{e(i)}"{" selected" if k == selected else ""}>{e(i)}</option>'
+                   for k, i in enumerate(run_ids))
+
+
+# The run id's pattern escapes '-' in its class: browsers compile pattern="" with the regex `v` flag, under which
+# an unescaped '-' beside '_' is a syntax error (Chromium logs it and ignores the pattern). Same rule as
+# jobs.RUN_ID_RE.
 SUBMIT_FORM = """<section class="card"><h2>Submit a run</h2>
 <form id="submit-form"><label class="block">Pipeline YAML<textarea name="config_yaml" rows="10" spellcheck="false"
 required placeholder="name: my-run&#10;input: ...&#10;stages: ..."></textarea></label>
 <label class="block">Overrides, one <code>key=value</code> per line<textarea name="overrides" rows="3"
 spellcheck="false" placeholder="stages.1.min_score=0.5"></textarea></label>
-<label>Run id (optional) <input name="run_id" pattern="[A-Za-z0-9._-]{1,128}"></label>
+<label>Run id (optional) <input name="run_id" pattern="[A-Za-z0-9][A-Za-z0-9._\\-]{0,127}"></label>
 <button type="submit">Submit</button></form><div id="submit-result" role="status"></div></section>"""
 
 

@@ -41,9 +41,12 @@ def page(browser):  # noqa: ANN001, ANN201 - playwright objects
     pg = ctx.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Console errors too: an invalid pattern="" attribute, a failed resource or CSP refusal is only logged there.
+    pg.on("console", lambda msg: errors.append(f"console: {msg.text} ({msg.location.get('url')})")
+          if msg.type == "error" else None)
     yield pg
     ctx.close()
-    assert not errors, f"script errors on the page: {errors}"
+    assert not errors, f"script or console errors on the page: {errors}"
 
 
 def shot(pg, name: str, full_page: bool = True) -> None:  # noqa: ANN001
@@ -93,8 +96,20 @@ def test_browse_run_drop_reason_document_and_whatif(page, open_server: str) -> N
     assert int(total.inner_text().replace(",", "")) < 193
 
 
+def test_index_page_logs_no_console_error(page, open_server: str) -> None:  # noqa: ANN001
+    """The runs page with every form (the submit form's run-id pattern is compiled with the `v` flag); the ``page``
+    fixture fails the test on any console error."""
+    page.goto(open_server + "/")
+    page.wait_for_load_state("networkidle")
+    assert page.locator("#submit-form input[name=run_id]").is_visible()
+    page.fill("#submit-form input[name=run_id]", "-bad")
+    assert page.eval_on_selector("#submit-form input[name=run_id]", "el => el.validity.patternMismatch")
+
+
 def test_compare_page(page, open_server: str) -> None:  # noqa: ANN001
     page.goto(open_server + "/")
+    # The form preselects two different runs (the newest and the one before it), not one run twice.
+    assert page.input_value("#compare-form select[name=a]") != page.input_value("#compare-form select[name=b]")
     page.select_option("#compare-form select[name=a]", "qs")
     page.select_option("#compare-form select[name=b]", "qs-lang50")
     page.click("#compare-form button")
