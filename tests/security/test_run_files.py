@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ def _plant_fifo(path: Path) -> Path:
 
 
 @pytest.fixture(params=["shard", "manifest"])
-def fifo(request: pytest.FixtureRequest, tiny_run: Path) -> Path:
+def fifo(request: pytest.FixtureRequest, tiny_run: Path) -> Iterator[Path]:
     """The run with its first shard or its manifest.json replaced by a FIFO; yields the FIFO, released after."""
     path = _plant_fifo(_shard(tiny_run) if request.param == "shard" else tiny_run / "manifest.json")
     yield path
@@ -169,8 +169,8 @@ def test_training_manifest_reader_refuses_a_fifo_promptly(fifo: Path) -> None:
 
 
 def test_run_json_and_markers_as_fifos_are_refused(tiny_run: Path) -> None:
-    from curation.io.runs import progress, read_run_json
     from curation.io.regular import NotRegularFileError
+    from curation.io.runs import progress, read_run_json
 
     marker = _plant_fifo(tiny_run / "_markers" / "seg0" / "00000.json")
     out = _in_thread(lambda: _curate("verify", str(tiny_run), fifo=marker), marker)
