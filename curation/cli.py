@@ -496,6 +496,10 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Bind address; anything but loopback needs tokens."),
     port: int = typer.Option(8000, "--port"),
     state_dir: str = typer.Option(".curate-serve", "--state-dir", help="The service's own folder (job table, logs)."),
+    allowed_host: list[str] = typer.Option([], "--allowed-host", help="A host name browsers use to reach the "
+                                           "service (the Host header), besides localhost, 127.0.0.1, [::1] and "
+                                           "--host; repeatable; '*' admits any. Other names get 400 (DNS "
+                                           "rebinding). With tokens and --host 0.0.0.0, no list admits any name."),
 ) -> None:
     """Serve runs in a browser and over a JSON API (tokens: CURATE_SERVE_READ_TOKENS, CURATE_SERVE_SUBMIT_TOKENS)."""
     from rich.markup import escape
@@ -506,7 +510,8 @@ def serve(
     try:
         settings = ServiceSettings(runs_root=runs_root, state_dir=state_dir, ray_address=ray_address, host=host,
                                    port=port, read_tokens=ServiceSettings.tokens_from_env(READ_TOKENS_ENV),
-                                   submit_tokens=ServiceSettings.tokens_from_env(SUBMIT_TOKENS_ENV))
+                                   submit_tokens=ServiceSettings.tokens_from_env(SUBMIT_TOKENS_ENV),
+                                   allowed_hosts=tuple(allowed_host))
     except CurationError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)

@@ -36,7 +36,7 @@ from curation.service.cache import (AnswerCache, cached_detail, cached_drops, ca
                                     json_response, mixture_key, run_key)
 from curation.service.registry import Registry
 from curation.service.sandbox_pool import SandboxPool
-from curation.service.settings import ServiceSettings
+from curation.service.settings import ServiceSettings, host_header_name
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -96,6 +96,27 @@ class _TooBig(StarletteHTTPException):
 
     def __init__(self, max_bytes: int) -> None:
         super().__init__(413, detail=f"request body over {max_bytes} bytes")
+
+
+class HostCheck:
+    """400 for a request whose ``Host`` header names a host the service does not answer to
+    (``ServiceSettings.allowed_host_names``): a page elsewhere whose DNS name now points at 127.0.0.1 would
+    otherwise be same-origin with the service and read and submit through it (DNS rebinding)."""
+
+    def __init__(self, app: ASGIApp, settings: ServiceSettings) -> None:
+        self.app, self.names = app, settings.allowed_host_names()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or self.names is None:
+            return await self.app(scope, receive, send)
+        raw = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+        name = host_header_name(raw)
+        if name is None or name not in self.names:
+            shown = raw[:100] or "(none)"
+            return await JSONResponse({"detail": f"Host {shown!r} is not served here: use one of "
+                                                 f"{sorted(self.names)} or start curate serve with "
+                                                 "--allowed-host NAME"}, status_code=400)(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 class SecurityHeaders:
@@ -371,6 +392,7 @@ def create_app(settings: ServiceSettings, failed: Any = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # The middleware added last is outermost: security headers go on every response, 413s included.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HostCheck, settings=settings)  # before anything reads the body or routes
     app.add_middleware(SecurityHeaders)
     return app
 

@@ -15,6 +15,30 @@ READ_TOKENS_ENV = "CURATE_SERVE_READ_TOKENS"
 SUBMIT_TOKENS_ENV = "CURATE_SERVE_SUBMIT_TOKENS"
 
 
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+
+
+def normalise_host(host: str) -> str:
+    """``Example.org`` -> ``example.org``; ``[::1]`` -> ``::1``; a port is kept out by the caller."""
+    host = host.strip().lower().rstrip(".")
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+def host_header_name(value: str) -> str | None:
+    """The host name of a ``Host`` header (``name``, ``name:port``, ``[v6]:port``), or None if malformed."""
+    value = value.strip()
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0 or (value[end + 1:] and not value[end + 1:].startswith(":")):
+            return None
+        return normalise_host(value[1:end])
+    name, _, port = value.partition(":")
+    if not name or (port and not port.isdigit()) or ":" in port:
+        return None
+    return normalise_host(name)
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -43,6 +67,9 @@ class ServiceSettings:
     query_timeout_s: float = 30.0
     query_memory_limit: str = "1GB"
     query_max_rows: int = 10_000
+    #: Host names (``Host`` header, port ignored) the service answers besides the loopback names and the
+    #: bound address; ``*`` admits any. See ``allowed_host_names``.
+    allowed_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.read_tokens and not self.submit_tokens and not is_loopback(self.host):
@@ -53,6 +80,24 @@ class ServiceSettings:
                 raise ConfigError("service tokens must be at least 16 characters (e.g. python -c "
                                   "'import secrets; print(secrets.token_urlsafe(24))')")
         self.state_dir = Path(self.state_dir)
+        self.allowed_hosts = tuple(normalise_host(h) for h in self.allowed_hosts)
+        for h in self.allowed_hosts:
+            if not h or "/" in h or " " in h:
+                raise ConfigError(f"--allowed-host {h!r}: give a host name or address (no scheme, no path)")
+
+    def allowed_host_names(self) -> frozenset[str] | None:
+        """The ``Host`` names a request may carry (None: any). Always the loopback names and the bound address
+        when it is not a wildcard, plus ``allowed_hosts``. In open access (no tokens) that is all, so a page whose
+        DNS name was rebound to 127.0.0.1 is refused (DNS rebinding). With tokens, bound to a wildcard address and
+        no ``allowed_hosts``, any name is answered: the tokens decide."""
+        if "*" in self.allowed_hosts:
+            return None
+        names = set(LOOPBACK_NAMES) | set(self.allowed_hosts)
+        if self.host not in WILDCARD_HOSTS:
+            names.add(normalise_host(self.host))
+        elif not self.open_access and not self.allowed_hosts:
+            return None
+        return frozenset(names)
 
     @property
     def open_access(self) -> bool:

@@ -16,7 +16,7 @@ from tests.curation.service.conftest import make_settings
 
 
 def _index(root: Path, tmp_path: Path) -> str:
-    with TestClient(create_app(make_settings(root, tmp_path / "svc"))) as c:
+    with TestClient(create_app(make_settings(root, tmp_path / "svc")), base_url="http://127.0.0.1") as c:
         r = c.get("/")
         assert r.status_code == 200
         return r.text

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import duckdb
 import httpx
+import pytest
 
 from curation.query_sandbox import Limits, Sandbox
 from curation.service.app import create_app
@@ -51,7 +52,8 @@ def test_openapi_schema_needs_a_read_token_when_tokens_are_configured(tmp_path: 
     from tests.curation.service.conftest import READ_TOKEN
 
     (tmp_path / "runs").mkdir()
-    with TestClient(create_app(make_settings(tmp_path / "runs", tmp_path, tokens=True))) as c:
+    with TestClient(create_app(make_settings(tmp_path / "runs", tmp_path, tokens=True)),
+                    base_url="http://127.0.0.1") as c:
         r = c.get("/api/openapi.json")
         assert r.status_code == 401 and "token" in r.json()["detail"]
         for page in ("/docs", "/redoc", "/docs/oauth2-redirect"):  # no docs pages at all
@@ -59,7 +61,8 @@ def test_openapi_schema_needs_a_read_token_when_tokens_are_configured(tmp_path: 
         r = c.get("/api/openapi.json", headers={"authorization": f"Bearer {READ_TOKEN}"})
         assert r.status_code == 200 and "/api/runs/{run_id}/query" in r.json()["paths"]
         assert "/api/openapi.json" not in r.json()["paths"]
-    with TestClient(create_app(make_settings(tmp_path / "runs", tmp_path / "open"))) as c:  # loopback, no tokens
+    with TestClient(create_app(make_settings(tmp_path / "runs", tmp_path / "open")),  # loopback, no tokens
+                    base_url="http://127.0.0.1") as c:
         assert c.get("/api/openapi.json").status_code == 200
 
 
@@ -113,3 +116,45 @@ def test_csv_export_neutralises_spreadsheet_formulas(tmp_path: Path) -> None:
                          env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     check(res.stdout)
+
+
+def test_a_host_the_service_does_not_answer_to_is_refused_on_read_and_submit_routes(tmp_path: Path) -> None:
+    """DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1 sends ``Host: evil.example``.
+    The open-access server (no tokens) refuses it before any route (no Ray is started by the refused submit);
+    the loopback names and the bound address work."""
+    (tmp_path / "runs").mkdir()
+    app = create_app(make_settings(tmp_path / "runs", tmp_path / "svc"))
+    with serving(app) as url, httpx.Client(base_url=url, timeout=30) as c:
+        port = url.rsplit(":", 1)[1]
+        for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example", "localhost.evil.example"):
+            for method, path, body in (("GET", "/api/runs", None), ("GET", "/", None),
+                                       ("POST", "/api/runs", {"config_yaml": "name: x"}),
+                                       ("POST", "/api/runs/x/cancel", None)):
+                r = c.request(method, path, json=body, headers={"host": host})
+                assert r.status_code in (400, 403), (host, method, path, r.status_code, r.text)
+        assert getattr(app.state, "jobs", None) is None  # the refused submit never reached the job manager
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "127.0.0.1", f"[::1]:{port}"):
+            r = c.get("/api/runs", headers={"host": host})
+            assert r.status_code == 200, (host, r.text)
+
+
+def test_allowed_host_admits_a_listed_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "runs").mkdir()
+    app = create_app(make_settings(tmp_path / "runs", tmp_path / "svc", allowed_hosts=("Curate.Team.Internal",)))
+    with serving(app) as url, httpx.Client(base_url=url, timeout=30) as c:
+        assert c.get("/api/runs", headers={"host": "curate.team.internal:8000"}).status_code == 200
+        assert c.get("/api/runs", headers={"host": "evil.example"}).status_code == 400
+        assert c.get("/api/runs").status_code == 200
+    # `curate serve --allowed-host NAME` (repeatable) reaches the settings.
+    from typer.testing import CliRunner
+
+    import curation.service.app as app_module
+    from curation.cli import app as cli
+
+    seen = []
+    monkeypatch.setattr(app_module, "serve", seen.append)
+    res = CliRunner().invoke(cli, ["serve", "--runs-root", str(tmp_path / "runs"), "--state-dir",
+                                   str(tmp_path / "st"), "--allowed-host", "a.internal", "--allowed-host", "b"])
+    assert res.exit_code == 0, res.output
+    assert seen[0].allowed_hosts == ("a.internal", "b")
+    assert seen[0].allowed_host_names() >= {"a.internal", "b", "localhost", "127.0.0.1", "::1"}
