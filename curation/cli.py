@@ -500,6 +500,12 @@ def serve(
                                            "service (the Host header), besides localhost, 127.0.0.1, [::1] and "
                                            "--host; repeatable; '*' admits any. Other names get 400 (DNS "
                                            "rebinding). With tokens and --host 0.0.0.0, no list admits any name."),
+    input_root: list[str] = typer.Option([], "--input-root", help="A folder or bucket prefix (s3://bucket/prefix/) "
+                                         "submitted jobs may read; repeatable. Their input.paths must lie under "
+                                         "one (symlinks and '..' resolved; no other URLs), else 422. None: only "
+                                         "the bundled sample corpus."),
+    sample_inputs: bool = typer.Option(True, "--sample-inputs/--no-sample-inputs", help="Let submitted jobs read "
+                                       "the bundled sample corpus (curation/data/sample)."),
 ) -> None:
     """Serve runs in a browser and over a JSON API (tokens: CURATE_SERVE_READ_TOKENS, CURATE_SERVE_SUBMIT_TOKENS)."""
     from rich.markup import escape
@@ -511,7 +517,8 @@ def serve(
         settings = ServiceSettings(runs_root=runs_root, state_dir=state_dir, ray_address=ray_address, host=host,
                                    port=port, read_tokens=ServiceSettings.tokens_from_env(READ_TOKENS_ENV),
                                    submit_tokens=ServiceSettings.tokens_from_env(SUBMIT_TOKENS_ENV),
-                                   allowed_hosts=tuple(allowed_host))
+                                   allowed_hosts=tuple(allowed_host), input_roots=tuple(input_root),
+                                   sample_inputs=sample_inputs)
     except CurationError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)

@@ -34,9 +34,17 @@ def _fixed_prefix(pattern: str) -> str:
 
 
 def expand_inputs(patterns: list[str]) -> list[Task]:
-    """Expand globs/URLs into tasks, sorted and numbered; an empty match is an error."""
+    """Expand globs/URLs into tasks, sorted and numbered; an empty match is an error.
+
+    In a job submitted through ``curate serve`` every pattern and every file it matches must lie under the
+    service's input roots (``curation.io.input_roots``); ``curate run`` reads what it is given."""
+    from curation.io import input_roots
+
+    roots = input_roots.active()
     found: list[tuple[str, str, int]] = []
     for pattern in patterns:
+        if roots is not None:
+            roots.check_pattern(pattern)
         fs, _, paths = fsspec.get_fs_token_paths(pattern)
         paths = [p for p in paths if not p.endswith(".tmp")]
         if not paths:
@@ -48,6 +56,8 @@ def expand_inputs(patterns: list[str]) -> list[Task]:
                 continue
             rel = p[len(prefix):] if prefix and p.startswith(prefix) else p.rsplit("/", 1)[-1]
             full = p if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol else fs.unstrip_protocol(p)
+            if roots is not None:
+                roots.check_file(full)  # a symlink in a root pointing out of it, planted after submission
             found.append((full, rel.lstrip("/"), int(info.get("size") or 0)))
     sources = [s for _, s, _ in found]
     dupes = sorted({s for s in sources if sources.count(s) > 1})

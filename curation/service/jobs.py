@@ -59,6 +59,8 @@ RUN_ID_ENV = "CURATE_JOB_RUN_ID"
 #: runtime_env env_vars of their own: the Ray executor's ray.init sets some of the same keys, and Ray
 #: refuses a driver whose runtime_env repeats a key of its job's.
 DRIVER_ENV = "CURATE_JOB_DRIVER_ENV"
+#: JSON list of the input roots (``curation.io.input_roots``) the job's inputs must stay under.
+INPUT_ROOTS_ENV = "CURATE_JOB_INPUT_ROOTS"
 #: Test-only: "before_ray:SECONDS" or "after_ray:SECONDS" sleeps in a submission at that point, so a
 #: test can SIGKILL the service there. Inert unless CURATION_ENABLE_FAULT_INJECTION=1 too.
 SERVICE_FAULT_ENV = "CURATION_SERVICE_FAULT"
@@ -172,6 +174,7 @@ class Validated:
     fingerprint: str
     name: str
     warnings: list[str]
+    config: Any = None  # the PipelineConfig
 
 
 def validate(config_yaml: str, overrides: list[str], run_dir: str) -> Validated:
@@ -191,7 +194,8 @@ def validate(config_yaml: str, overrides: list[str], run_dir: str) -> Validated:
                             "under its runs root, one directory per run id")
         output["dir"] = run_dir
     cfg = PipelineConfig.from_mapping(data, where=where)
-    return Validated(yaml.safe_dump(data, sort_keys=False), fingerprint(cfg.fingerprint_data()), cfg.name, warnings)
+    return Validated(yaml.safe_dump(data, sort_keys=False), fingerprint(cfg.fingerprint_data()), cfg.name, warnings,
+                     cfg)
 
 
 def join_run_dir(runs_root: str, run_id: str) -> str:
@@ -230,6 +234,31 @@ def redact(text: str, extra: tuple[str, ...] = ()) -> str:
 RAY_CLIENT_VARS = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_API_SERVER_ADDRESS")
 
 
+#: What a job may see of the service's environment (``job_env``): the system's basics, Python and model-cache
+#: settings, object-store settings and credentials (the jobs write the runs root), test switches.
+JOB_ENV_NAMES = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "PYTHONPATH",
+    "PYTHONHASHSEED", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+    "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_DATASETS_CACHE", "TRANSFORMERS_OFFLINE",
+    "TRANSFORMERS_CACHE", "XDG_CACHE_HOME", "TORCH_HOME", "TIKTOKEN_CACHE_DIR", "NLTK_DATA",
+    "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TOKENIZERS_PARALLELISM",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
+    "GOOGLE_APPLICATION_CREDENTIALS", "RAY_USAGE_STATS_ENABLED", "CURATION_ENABLE_FAULT_INJECTION",
+})
+JOB_ENV_PREFIXES = ("LC_",)
+
+
+def job_env(environ: Any, secret_env: tuple[str, ...] = ()) -> dict[str, str]:
+    """The environment of the Ray head the service starts, which its jobs inherit: an allowlist of the service's
+    own (``JOB_ENV_NAMES``, ``LC_*``) plus the secret variables the operator allowed (``--allow-secret-env``),
+    never the service's tokens (``CURATE_SERVE_*``), a Ray client's address or token, or test faults."""
+    keep = JOB_ENV_NAMES | set(secret_env)
+    return {k: v for k, v in environ.items()
+            if (k in keep or k.startswith(JOB_ENV_PREFIXES)) and not k.startswith("CURATE_SERVE_")
+            and k not in RAY_CLIENT_VARS}
+
+
 def free_ports(n: int) -> list[int]:
     """n distinct loopback ports that were free a moment ago (all sockets held until all are chosen)."""
     socks = []
@@ -254,6 +283,7 @@ class LocalRay:
     home: Path
     extra_args: list[str] = field(default_factory=list)
     timeout_s: float = 120
+    secret_env: tuple[str, ...] = ()  # operator-allowed secret variables the jobs may read (job_env)
     dashboard_url: str = ""
     token: str = ""
 
@@ -278,8 +308,7 @@ class LocalRay:
         temp_dir = Path(tempfile.mkdtemp(prefix="curate-ray-", dir="/tmp"))
         gcs, dash, client = free_ports(3)
         p = free_ports(7)
-        env = {k: v for k, v in os.environ.items()
-               if k not in RAY_CLIENT_VARS and not k.startswith("CURATION_FAULT") and k != SERVICE_FAULT_ENV}
+        env = job_env(os.environ, self.secret_env)
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, RAY_USAGE_STATS_ENABLED="0")
         # The job driver runs `python -m ...`: this interpreter first on PATH.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -473,6 +502,7 @@ class JobManager:
             v = validate(config_yaml, overrides, run_dir)
         except ConfigError as exc:
             raise JobError(422, str(exc), ("body", "config_yaml")) from None
+        self.check_allowed(v.config)
         self.wait_ready()
         job_id = uuid.uuid4().hex[:16]
         now = time.time()
@@ -511,6 +541,21 @@ class JobManager:
             raise JobError(409, f"run {run_id} is already active; cancel it first", ("body", "run_id")) from None
         self._submit_row(job_id)
         return self.store.get(job_id), warnings, True  # type: ignore[return-value]
+
+    def input_roots(self) -> Any:
+        """The roots submitted jobs may read, with relative ones resolved against the service's code folder."""
+        from curation.io.input_roots import InputRoots, code_root
+
+        return InputRoots(roots=self.settings.job_input_roots(), base=str(code_root()))
+
+    def check_allowed(self, cfg: Any) -> None:
+        """What the operator allows a submitted job (``curate run`` has none of these limits): 422 naming the
+        field otherwise."""
+        for i, pattern in enumerate(cfg.input.paths):
+            try:
+                self.input_roots().check_patterns([pattern])
+            except ConfigError as exc:
+                raise JobError(422, f"config_yaml.input.paths[{i}]: {exc}", ("body", "config_yaml")) from None
 
     def _by_key(self, key: str) -> dict[str, Any] | None:
         with self.store.connect() as db:
@@ -557,6 +602,7 @@ class JobManager:
         # so the cluster runs exactly the validated code; relative input paths resolve against it.
         code_root = Path(__file__).resolve().parents[2]
         env = {PIPELINE_ENV: row["pipeline_yaml"], RUN_ID_ENV: row["run_id"],
+               INPUT_ROOTS_ENV: json.dumps(list(self.settings.job_input_roots())),
                DRIVER_ENV: json.dumps({**forward_env(), **fault_injection_env()})}
         return {"working_dir": str(code_root), "excludes": list(DEFAULT_EXCLUDES), "env_vars": env}
 
@@ -666,15 +712,22 @@ def job_main(argv: list[str] | None = None, run: Callable[[list[str]], Any] | No
     if text is None:
         sys.exit(f"error: ${PIPELINE_ENV} is not set (this module is the driver of a `curate serve` job)")
     os.environ.update(json.loads(os.environ.pop(DRIVER_ENV, "{}")))
+    from curation.io.input_roots import InputRoots, confine
+
+    # The driver runs in the job's working dir (the uploaded code folder): relative roots resolve against it.
+    confine(InputRoots(roots=tuple(json.loads(os.environ.get(INPUT_ROOTS_ENV, "[]"))), base=os.getcwd()))
     path = Path(tempfile.mkdtemp(prefix="curate-job-")) / f"{run_id}.yaml"
     path.write_text(text)
     args = ["run", str(path), "--ray-address", "auto", "--executor", "ray", *(argv or [])]
-    if run is None:
-        from curation.cli import app
+    try:
+        if run is None:
+            from curation.cli import app
 
-        app(args, prog_name="curate")
-    else:
-        run(args)
+            app(args, prog_name="curate")
+        else:
+            run(args)
+    finally:
+        confine(None)
 
 
 if __name__ == "__main__":

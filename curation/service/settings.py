@@ -70,6 +70,10 @@ class ServiceSettings:
     #: Host names (``Host`` header, port ignored) the service answers besides the loopback names and the
     #: bound address; ``*`` admits any. See ``allowed_host_names``.
     allowed_hosts: tuple[str, ...] = ()
+    #: Folders and bucket prefixes submitted jobs may read (``curation.io.input_roots``); local ones are made
+    #: absolute against the service's working directory. ``sample_inputs``: also the bundled sample corpus.
+    input_roots: tuple[str, ...] = ()
+    sample_inputs: bool = True
 
     def __post_init__(self) -> None:
         if not self.read_tokens and not self.submit_tokens and not is_loopback(self.host):
@@ -81,9 +85,34 @@ class ServiceSettings:
                                   "'import secrets; print(secrets.token_urlsafe(24))')")
         self.state_dir = Path(self.state_dir)
         self.allowed_hosts = tuple(normalise_host(h) for h in self.allowed_hosts)
+        self.input_roots = tuple(self._input_root(r) for r in self.input_roots)
         for h in self.allowed_hosts:
             if not h or "/" in h or " " in h:
                 raise ConfigError(f"--allowed-host {h!r}: give a host name or address (no scheme, no path)")
+
+    def _input_root(self, root: str) -> str:
+        from curation.io.input_roots import normalise_root
+
+        root = normalise_root(root)
+        if "://" in root:
+            return root
+        path = os.path.realpath(os.path.expanduser(root))
+        if not os.path.isdir(path):
+            raise ConfigError(f"--input-root {root!r}: not a folder")
+        state = os.path.realpath(self.state_dir)
+        if state == path or state.startswith(path.rstrip(os.sep) + os.sep):
+            raise ConfigError(f"--input-root {root!r} holds the service's state dir {state} (job table, Ray token): "
+                              "declare a folder that does not")
+        return path
+
+    def job_input_roots(self) -> tuple[str, ...]:
+        """What submitted jobs may read: the declared roots and, unless turned off, the bundled sample corpus."""
+        from curation.io.input_roots import SAMPLE_ROOT, code_root
+
+        # The sample both in the service's code folder and relative: in a job, relative roots resolve against its
+        # working dir (the uploaded copy of that folder).
+        sample = (os.path.join(code_root(), SAMPLE_ROOT), SAMPLE_ROOT) if self.sample_inputs else ()
+        return self.input_roots + sample
 
     def allowed_host_names(self) -> frozenset[str] | None:
         """The ``Host`` names a request may carry (None: any). Always the loopback names and the bound address

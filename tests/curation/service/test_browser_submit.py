@@ -90,7 +90,8 @@ def test_submit_from_the_page_watch_it_finish_and_open_the_run(browser, service:
 
 def test_service_killed_mid_run_restarts_and_the_run_finishes_once(service: Service, tmp_path: Path) -> None:
     n = 12  # 12 pass-0 tasks of >= 1 s each on two CPUs: still running when the service is killed
-    r = service.post("/api/runs", {"config_yaml": _config(tmp_path, "kill", n), "run_id": "killed"})
+    body = {"config_yaml": _config(service.inputs / tmp_path.name, "kill", n), "run_id": "killed"}
+    r = service.post("/api/runs", body)
     assert r.status_code == 202, r.text
     job_id = r.json()["job"]["job_id"]
     run_dir = service.runs / "killed"

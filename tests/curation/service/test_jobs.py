@@ -109,9 +109,10 @@ def test_redact_blanks_tokens_from_env_and_headers(monkeypatch: pytest.MonkeyPat
 @pytest.fixture
 def client(tmp_path: Path) -> TestClient:
     """The job routes with a manager whose Ray never comes up (an unused loopback port)."""
+    (tmp_path / "in").mkdir()  # where _yaml's inputs are: the jobs' input root
     settings = ServiceSettings(runs_root=str(tmp_path / "runs"), state_dir=tmp_path / "state",
                                ray_address="http://127.0.0.1:9", submit_tokens=frozenset({"s" * 20}),
-                               read_tokens=frozenset({"r" * 20}))
+                               read_tokens=frozenset({"r" * 20}), input_roots=(str(tmp_path / "in"),))
     app = FastAPI()
     app.include_router(router)
     app.state.settings = settings

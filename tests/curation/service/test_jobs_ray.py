@@ -29,7 +29,7 @@ from tests.curation.cluster import free_ports
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-RUNS_ENV, STATE_ENV = "CURATE_TEST_RUNS_ROOT", "CURATE_TEST_STATE_DIR"
+RUNS_ENV, STATE_ENV, INPUTS_ENV = "CURATE_TEST_RUNS_ROOT", "CURATE_TEST_STATE_DIR", "CURATE_TEST_INPUT_ROOT"
 
 
 def app_from_env() -> FastAPI:
@@ -39,7 +39,8 @@ def app_from_env() -> FastAPI:
     from curation.service.jobs import JobManager
     from curation.service.settings import ServiceSettings
 
-    settings = ServiceSettings(runs_root=os.environ[RUNS_ENV], state_dir=Path(os.environ[STATE_ENV]))
+    settings = ServiceSettings(runs_root=os.environ[RUNS_ENV], state_dir=Path(os.environ[STATE_ENV]),
+                               input_roots=(os.environ[INPUTS_ENV],))  # where _config writes the jobs' inputs
     app = create_app(settings)
     app.state.jobs = JobManager(settings, ray_args=["--num-cpus=2", "--num-gpus=0",
                                                     f"--object-store-memory={200 * 2**20}"], poll_s=0.5)
@@ -52,7 +53,8 @@ class Service:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.runs, self.state = root / "runs", root / "state"
+        self.runs, self.state, self.inputs = root / "runs", root / "state", root / "inputs"
+        self.inputs.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen | None = None
         self.url = ""
 
@@ -60,7 +62,7 @@ class Service:
         port = free_ports(1)[0]
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH") and k != "RAY_ADDRESS"}
         env.update(PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", RAY_USAGE_STATS_ENABLED="0",
-                   **{RUNS_ENV: str(self.runs), STATE_ENV: str(self.state)},
+                   **{RUNS_ENV: str(self.runs), STATE_ENV: str(self.state), INPUTS_ENV: str(self.inputs)},
                    CURATION_ENABLE_FAULT_INJECTION="1", CURATION_FAULT="sleep:0:*", **extra_env)
         log = open(self.root / "service.log", "ab")  # noqa: SIM115 - the child holds it
         self.proc = subprocess.Popen(
@@ -153,7 +155,7 @@ def _config(tmp: Path, name: str, n_files: int) -> str:
 
 def test_submit_runs_to_the_end_idempotently_and_refuses_a_second_active_run(
         service: Service, tmp_path: Path) -> None:
-    body = {"config_yaml": _config(tmp_path, "tiny", 2), "overrides": ["stages.0.min_chars=10"], "run_id": "tiny"}
+    body = {"config_yaml": _config(service.inputs / tmp_path.name, "tiny", 2), "overrides": ["stages.0.min_chars=10"], "run_id": "tiny"}
     r = service.post("/api/runs", body, **{"Idempotency-Key": "k-tiny"})
     assert r.status_code == 202, r.text + service.log()
     job = r.json()["job"]
@@ -194,7 +196,7 @@ def _markers(run_dir: Path) -> dict[str, int]:
 
 def test_cancel_a_running_job_then_resubmit_resumes_it(service: Service, tmp_path: Path) -> None:
     n = 16  # 16 pass-0 tasks of >= 1 s each on two CPUs: still running when cancelled
-    body = {"config_yaml": _config(tmp_path, "many", n), "run_id": "slow"}
+    body = {"config_yaml": _config(service.inputs / tmp_path.name, "many", n), "run_id": "slow"}
     r = service.post("/api/runs", body)
     assert r.status_code == 202, r.text
     job_id = r.json()["job"]["job_id"]
@@ -225,7 +227,7 @@ def test_cancel_a_running_job_then_resubmit_resumes_it(service: Service, tmp_pat
 @pytest.mark.parametrize("point", ["before_ray", "after_ray"])
 def test_service_killed_mid_submission_recovers_the_run_once(service: Service, tmp_path: Path, point: str) -> None:
     run_id = f"crash-{point.replace('_', '-')}"
-    body = {"config_yaml": _config(tmp_path, "crash", 2), "run_id": run_id}
+    body = {"config_yaml": _config(service.inputs / tmp_path.name, "crash", 2), "run_id": run_id}
     service.kill()
     service.start(CURATION_SERVICE_FAULT=f"{point}:600")  # the submission stalls at that point
     t = threading.Thread(target=lambda: _swallow(lambda: service.post("/api/runs", body)), daemon=True)

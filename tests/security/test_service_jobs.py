@@ -1,0 +1,213 @@
+"""What a job submitted through ``curate serve`` may read, use and write: only under the operator's input roots,
+never the service's environment (issue 27 items 1, 2, 11)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from curation.errors import ConfigError
+from tests.conftest import PROSE, REPO, pipeline_dict, write_jsonl
+from tests.security.conftest import READ_TOKEN, SUBMIT_TOKEN
+
+SUBMIT = {"Authorization": f"Bearer {SUBMIT_TOKEN}"}
+READ = {"Authorization": f"Bearer {READ_TOKEN}"}
+
+ClientFactory = Callable[..., TestClient]
+
+
+@pytest.fixture
+def make_client(tmp_path: Path) -> ClientFactory:
+    """Job routes (as ``jobs_client``) over settings the test chooses; Ray never comes up, so a config that passes
+    every check gets 503 ("the Ray cluster is ...") and one that fails a check gets 422."""
+    from fastapi import FastAPI
+
+    from curation.service.jobs import JobManager
+    from curation.service.routes_jobs import router
+    from curation.service.settings import ServiceSettings
+
+    def make(**kw: Any) -> TestClient:
+        settings = ServiceSettings(runs_root=str(tmp_path / "runs"), state_dir=tmp_path / "state",
+                                   ray_address="http://127.0.0.1:9", submit_tokens=frozenset({SUBMIT_TOKEN}),
+                                   read_tokens=frozenset({READ_TOKEN}), **kw)
+        app = FastAPI()
+        app.include_router(router)
+        app.state.settings = settings
+        app.state.jobs = JobManager(settings, ready_timeout_s=0.1)
+        return TestClient(app)
+
+    return make
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """An input root with one JSONL file."""
+    r = tmp_path / "inputs"
+    write_jsonl(r / "a.jsonl", [{"id": "a", "text": PROSE[0], "domain": "web"}])
+    return r
+
+
+def _body(paths: list[str], tmp_path: Path, stages: list[dict[str, Any]] | None = None, run_id: str = "r1",
+          **output: Any) -> dict[str, Any]:
+    cfg = pipeline_dict(paths, tmp_path / "out", stages, **output)
+    cfg["input"]["max_malformed_fraction"] = 1.0  # every unreadable line to quarantine.raw, the run "succeeds"
+    return {"config_yaml": yaml.safe_dump(cfg), "run_id": run_id}
+
+
+def _refused(client: TestClient, body: dict[str, Any], *needles: str) -> str:
+    r = client.post("/api/runs", headers=SUBMIT, json=body)
+    assert r.status_code == 422, r.text
+    msg = r.json()["detail"][0]["msg"]
+    for n in needles:
+        assert n in msg, (n, msg)
+    return msg
+
+
+def _passes(client: TestClient, body: dict[str, Any]) -> None:
+    r = client.post("/api/runs", headers=SUBMIT, json=body)
+    assert r.status_code == 503, r.text  # every check passed; only the (absent) cluster stops it
+
+
+# -- item 1: inputs ----------------------------------------------------------------------------------------------
+
+
+def test_submitted_inputs_outside_the_input_roots_are_refused(make_client: ClientFactory, root: Path,
+                                                              tmp_path: Path) -> None:
+    client = make_client(input_roots=(str(root), "s3://team-bucket/corpora/"))
+    attacks = ["/etc/passwd", "/proc/self/environ", str(tmp_path / "state" / "jobs.sqlite"),
+               "http://127.0.0.1:8000/api/runs", "https://evil.example/x.jsonl", "file:///etc/passwd",
+               "memory://x.jsonl", f"zip://a.jsonl::file://{root}/a.jsonl", "s3://team-bucket/other/x.jsonl",
+               "s3://other-bucket/corpora/x.jsonl", "s3://team-bucket/corpora/../secrets/x.jsonl",
+               f"{root}/../state/jobs.sqlite", f"{root}/../*/*.sqlite", "../../../etc/passwd", "/etc/*"]
+    for path in attacks:
+        msg = _refused(client, _body([path], tmp_path), path, "input roots")
+        assert msg.startswith("config_yaml.input.paths[0]: input path"), msg
+    # The second of two paths is named by its index.
+    _refused(client, _body([f"{root}/*.jsonl", "/etc/passwd"], tmp_path), "input.paths[1]", "/etc/passwd")
+    assert client.get("/api/jobs", headers=READ).json() == {"jobs": []}  # nothing was recorded
+    _passes(client, _body([f"{root}/*.jsonl"], tmp_path))
+    _passes(client, _body(["s3://team-bucket/corpora/web/*.jsonl.zst"], tmp_path, run_id="r2"))
+
+
+def test_a_symlink_inside_an_input_root_pointing_outside_is_refused(make_client: ClientFactory, root: Path,
+                                                                    tmp_path: Path) -> None:
+    secret = tmp_path / "secret.jsonl"
+    secret.write_text('{"id": "s", "text": "the service\'s secret"}\n')
+    (root / "link.jsonl").symlink_to(secret)
+    (root / "up").symlink_to(tmp_path)
+    client = make_client(input_roots=(str(root),))
+    _refused(client, _body([str(root / "link.jsonl")], tmp_path), "link.jsonl", str(secret))
+    _refused(client, _body([f"{root}/*.jsonl"], tmp_path), "link.jsonl", "outside the input roots")
+    _refused(client, _body([f"{root}/up/secret.jsonl"], tmp_path), "outside the input roots")
+    _refused(client, _body([f"{root}/up/*.jsonl"], tmp_path), "outside the input roots")
+
+
+def test_with_no_input_root_submitted_jobs_read_only_the_sample_corpus(make_client: ClientFactory,
+                                                                       tmp_path: Path) -> None:
+    """The default: the bundled sample corpus (public, part of the code) by relative or absolute path; nothing
+    else. ``--no-sample-inputs`` (sample_inputs=False) with no root: nothing at all, and the 422 says so."""
+    client = make_client()
+    _passes(client, _body(["curation/data/sample/*.jsonl.gz"], tmp_path))
+    _passes(client, _body([f"{REPO}/curation/data/sample/*.jsonl.gz"], tmp_path, run_id="r2"))
+    _refused(client, _body(["curation/*.py"], tmp_path), "curation/*.py", "--input-root")
+    client = make_client(sample_inputs=False)
+    _refused(client, _body(["curation/data/sample/*.jsonl.gz"], tmp_path), "read nothing", "--input-root")
+
+
+def test_an_input_root_holding_the_state_dir_is_refused(tmp_path: Path) -> None:
+    from curation.service.settings import ServiceSettings
+
+    with pytest.raises(ConfigError, match="state dir"):
+        ServiceSettings(runs_root=str(tmp_path / "runs"), state_dir=tmp_path / "state", input_roots=(str(tmp_path),))
+    for bad in ("http://host/x/", "file:///data", "s3://", "s3://b/x*/"):
+        with pytest.raises(ConfigError, match="--input-root"):
+            ServiceSettings(runs_root=str(tmp_path / "runs"), state_dir=tmp_path / "state", input_roots=(bad,))
+
+
+def test_the_job_refuses_a_symlink_planted_after_submission(root: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job's driver confines its own input expansion to the roots it was given: a symlink that appears in a
+    root after the submission check is refused where the job expands its inputs. ``curate run`` is not confined."""
+    from curation.io.inputs import expand_inputs
+    from curation.service.jobs import INPUT_ROOTS_ENV, PIPELINE_ENV, RUN_ID_ENV, job_main
+
+    secret = tmp_path / "secret.jsonl"
+    secret.write_text('{"id": "s", "text": "x"}\n')
+    monkeypatch.setenv(PIPELINE_ENV, "name: x\n")
+    monkeypatch.setenv(RUN_ID_ENV, "r1")
+    monkeypatch.setenv(INPUT_ROOTS_ENV, json.dumps([str(root)]))
+    seen: list[int] = []
+
+    def run(_args: list[str]) -> None:
+        seen.append(len(expand_inputs([f"{root}/*.jsonl"])))  # fine before the plant
+        (root / "late.jsonl").symlink_to(secret)
+        with pytest.raises(ConfigError, match="late.jsonl.*outside the input roots"):
+            expand_inputs([f"{root}/*.jsonl"])
+        with pytest.raises(ConfigError, match="outside the input roots"):
+            expand_inputs([str(secret)])
+        with pytest.raises(ConfigError, match="scheme http"):
+            expand_inputs(["http://127.0.0.1:9/x.jsonl"])
+
+    job_main([], run=run)
+    assert seen == [1]
+    assert len(expand_inputs([f"{root}/*.jsonl", str(secret)])) == 3  # outside a job: curate run reads anything
+    monkeypatch.delenv(INPUT_ROOTS_ENV)  # a driver told no roots reads nothing
+
+    def run_nothing(_args: list[str]) -> None:
+        with pytest.raises(ConfigError, match="read nothing"):
+            expand_inputs([f"{root}/a.jsonl"])
+
+    job_main([], run=run_nothing)
+
+
+# -- item 1: the job's environment --------------------------------------------------------------------------------
+
+
+def test_the_job_environment_is_an_allowlist_without_the_service_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    from curation.service.jobs import job_env
+
+    env = {"PATH": "/usr/bin", "HOME": "/home/svc", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONPATH": "/code",
+           "HF_HUB_OFFLINE": "1", "AWS_REGION": "eu-west-1", "CURATE_SERVE_SUBMIT_TOKENS": "submit-secret-token-1",
+           "CURATE_SERVE_READ_TOKENS": "read-secret-token-12", "OPENAI_API_KEY": "sk-service", "GITHUB_TOKEN": "gh",
+           "RAY_AUTH_TOKEN": "ray", "RAY_ADDRESS": "http://elsewhere:8265", "CURATION_FAULT": "raise:0:0",
+           "DATABASE_URL": "postgres://u:p@h/db"}
+    out = job_env(env)
+    assert out == {k: env[k] for k in ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "HF_HUB_OFFLINE", "AWS_REGION")}
+    # An operator-allowed secret variable is passed; the service's own tokens never, even if named.
+    out = job_env(env, ("OPENAI_API_KEY", "CURATE_SERVE_SUBMIT_TOKENS"))
+    assert out["OPENAI_API_KEY"] == "sk-service" and not any(k.startswith("CURATE_SERVE_") for k in out)
+
+
+def test_the_local_ray_head_gets_the_allowlisted_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through ``LocalRay.start`` (the head every local job inherits its environment from), with ``ray start``
+    replaced by a process that exits at once."""
+    from curation.errors import CurationError
+    from curation.service import jobs
+
+    monkeypatch.setenv("CURATE_SERVE_SUBMIT_TOKENS", "submit-secret-token-1")
+    monkeypatch.setenv("CURATE_SERVE_READ_TOKENS", "read-secret-token-12")
+    monkeypatch.setenv("SOME_SERVICE_PASSWORD", "hunter2hunter2")
+    seen: list[dict[str, str]] = []
+
+    class Exited:
+        pid = 2**22 + 12345  # no such process
+
+        def __init__(self, args: list[str], env: dict[str, str], **_: Any) -> None:
+            seen.append(env)
+
+        def poll(self) -> int:
+            return 1
+
+    monkeypatch.setattr(jobs.subprocess, "Popen", Exited)
+    with pytest.raises(CurationError, match="did not start"):
+        jobs.LocalRay(tmp_path / "ray", timeout_s=5).start()
+    (env,) = seen
+    assert not any(k.startswith("CURATE_SERVE_") for k in env) and "SOME_SERVICE_PASSWORD" not in env
+    assert env["RAY_AUTH_MODE"] == "token" and env["PATH"].startswith(os.path.dirname(os.sys.executable))
