@@ -506,6 +506,13 @@ def serve(
                                          "the bundled sample corpus."),
     sample_inputs: bool = typer.Option(True, "--sample-inputs/--no-sample-inputs", help="Let submitted jobs read "
                                        "the bundled sample corpus (curation/data/sample)."),
+    allow_secret_env: list[str] = typer.Option([], "--allow-secret-env", help="An environment variable submitted "
+                                               "configs may name as backend.api_key_env (sent to an allowed "
+                                               "backend host); repeatable. Others get 422. The local Ray head "
+                                               "passes these to jobs; never CURATE_SERVE_*."),
+    allow_backend_host: list[str] = typer.Option([], "--allow-backend-host", help="HOST or HOST:PORT a submitted "
+                                                 "config's backend.base_url may point at; repeatable. Others get "
+                                                 "422."),
 ) -> None:
     """Serve runs in a browser and over a JSON API (tokens: CURATE_SERVE_READ_TOKENS, CURATE_SERVE_SUBMIT_TOKENS)."""
     from rich.markup import escape
@@ -518,7 +525,8 @@ def serve(
                                    port=port, read_tokens=ServiceSettings.tokens_from_env(READ_TOKENS_ENV),
                                    submit_tokens=ServiceSettings.tokens_from_env(SUBMIT_TOKENS_ENV),
                                    allowed_hosts=tuple(allowed_host), input_roots=tuple(input_root),
-                                   sample_inputs=sample_inputs)
+                                   sample_inputs=sample_inputs, allow_secret_env=tuple(allow_secret_env),
+                                   allow_backend_hosts=tuple(allow_backend_host))
     except CurationError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)

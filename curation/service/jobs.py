@@ -198,6 +198,41 @@ def validate(config_yaml: str, overrides: list[str], run_dir: str) -> Validated:
                      cfg)
 
 
+def to_plain(obj: Any) -> Any:
+    """A stage config (dataclasses, lists, dicts) as plain data, defaults included."""
+    from curation.config import to_dict
+
+    return to_dict(obj)
+
+
+def _mappings(obj: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every mapping inside ``obj`` with its dotted path."""
+    if isinstance(obj, dict):
+        yield where, obj
+        for k, v in obj.items():
+            yield from _mappings(v, f"{where}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _mappings(v, f"{where}[{i}]")
+
+
+def backend_host(url: str) -> tuple[str, int] | None:
+    """(host, port) of a plain ``http(s)://HOST[:PORT]/...`` URL; None for anything else (another scheme, user
+    info, backslashes or spaces that parsers read differently)."""
+    from urllib.parse import urlsplit
+
+    if any(ch in url for ch in "@\\ \t\r\n") or not url.isprintable():
+        return None
+    try:
+        u = urlsplit(url)
+        port = u.port
+    except ValueError:
+        return None
+    if u.scheme not in ("http", "https") or not u.hostname:
+        return None
+    return u.hostname.lower(), port or (443 if u.scheme == "https" else 80)
+
+
 def join_run_dir(runs_root: str, run_id: str) -> str:
     if "://" in runs_root:
         return runs_root.rstrip("/") + "/" + run_id
@@ -420,7 +455,10 @@ class JobManager:
         self.store = JobStore(Path(settings.state_dir) / "jobs.sqlite")
         self.poll_s = poll_s
         self.ready_timeout_s = ready_timeout_s
-        self.local = None if settings.ray_address else LocalRay(Path(settings.state_dir) / "ray", list(ray_args or []))
+        # The operator's allowed secret variables reach the local head's jobs; nothing else of theirs (job_env).
+        secret_env = tuple(getattr(settings, "allow_secret_env", ()))
+        self.local = None if settings.ray_address else LocalRay(Path(settings.state_dir) / "ray", list(ray_args or []),
+                                                                secret_env=secret_env)
         self.client: Any = None
         self._ready = threading.Event()
         self._stop = threading.Event()
@@ -556,6 +594,34 @@ class JobManager:
                 self.input_roots().check_patterns([pattern])
             except ConfigError as exc:
                 raise JobError(422, f"config_yaml.input.paths[{i}]: {exc}", ("body", "config_yaml")) from None
+        for i, spec in enumerate(cfg.stages):
+            where = f"config_yaml.stages[{i}] ({spec.stage})"
+            for path, node in _mappings(to_plain(spec.config), where):
+                self._check_backend(path, node)
+
+    def _check_backend(self, where: str, node: dict[str, Any]) -> None:
+        """A mapping with a ``base_url`` (a backend the job sends requests to, with the key ``api_key_env`` names):
+        the host must be one the operator allowed, and so must the variable."""
+        s = self.settings
+        url = node.get("base_url")
+        if url is None:
+            return
+        hint = "; its operator allows more with `curate serve --allow-backend-host HOST[:PORT]`"
+        host = backend_host(str(url))
+        if host is None:
+            raise JobError(422, f"{where}.base_url: {str(url)[:200]!r} is not a plain http(s)://HOST[:PORT]/... URL",
+                           ("body", "config_yaml"))
+        name, port = host
+        if not any(a in (name, f"{name}:{port}") for a in s.allow_backend_hosts):
+            allowed = ", ".join(s.allow_backend_hosts) or "none"
+            raise JobError(422, f"{where}.base_url: host {name}:{port} is not a backend this service lets submitted "
+                           f"jobs reach (allowed: {allowed}){hint}", ("body", "config_yaml"))
+        env = node.get("api_key_env")
+        if env and env not in s.allow_secret_env:
+            allowed = ", ".join(s.allow_secret_env) or "none"
+            raise JobError(422, f"{where}.api_key_env: {str(env)[:100]!r} is not a variable this service lets "
+                           f"submitted jobs send (allowed: {allowed}); its operator allows one with `curate serve "
+                           "--allow-secret-env NAME`", ("body", "config_yaml"))
 
     def _by_key(self, key: str) -> dict[str, Any] | None:
         with self.store.connect() as db:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,10 @@ class ServiceSettings:
     #: absolute against the service's working directory. ``sample_inputs``: also the bundled sample corpus.
     input_roots: tuple[str, ...] = ()
     sample_inputs: bool = True
+    #: Environment variables a submitted config may name as a secret (``backend.api_key_env``), and the hosts
+    #: (``HOST`` or ``HOST:PORT``) its backends may send requests to (``backend.base_url``).
+    allow_secret_env: tuple[str, ...] = ()
+    allow_backend_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.read_tokens and not self.submit_tokens and not is_loopback(self.host):
@@ -86,6 +91,14 @@ class ServiceSettings:
         self.state_dir = Path(self.state_dir)
         self.allowed_hosts = tuple(normalise_host(h) for h in self.allowed_hosts)
         self.input_roots = tuple(self._input_root(r) for r in self.input_roots)
+        for name in self.allow_secret_env:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or name.upper().startswith("CURATE_SERVE_"):
+                raise ConfigError(f"--allow-secret-env {name!r}: give a variable name other than the service's own "
+                                  "CURATE_SERVE_* tokens")
+        self.allow_backend_hosts = tuple(h.strip().lower() for h in self.allow_backend_hosts)
+        for h in self.allow_backend_hosts:
+            if not re.fullmatch(r"(\[[0-9a-f:.]+\]|[a-z0-9._-]+)(:[0-9]{1,5})?", h):
+                raise ConfigError(f"--allow-backend-host {h!r}: give HOST or HOST:PORT (no scheme, no path)")
         for h in self.allowed_hosts:
             if not h or "/" in h or " " in h:
                 raise ConfigError(f"--allowed-host {h!r}: give a host name or address (no scheme, no path)")

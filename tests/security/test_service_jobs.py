@@ -211,3 +211,81 @@ def test_the_local_ray_head_gets_the_allowlisted_environment(tmp_path: Path, mon
     (env,) = seen
     assert not any(k.startswith("CURATE_SERVE_") for k in env) and "SOME_SERVICE_PASSWORD" not in env
     assert env["RAY_AUTH_MODE"] == "token" and env["PATH"].startswith(os.path.dirname(os.sys.executable))
+
+
+# -- item 2: secrets and backend hosts ----------------------------------------------------------------------------
+
+
+def _rephrase(base_url: str, **backend: Any) -> list[dict[str, Any]]:
+    return [{"stage": "rephrase_v1", "templates": ["wrap_medium"],
+             "backend": {"kind": "openai", "model": "m", "base_url": base_url, **backend}}]
+
+
+SAMPLE = ["curation/data/sample/*.jsonl.gz"]
+
+
+def test_a_submitted_config_may_name_only_an_allowed_secret_variable(make_client: ClientFactory,
+                                                                     tmp_path: Path) -> None:
+    """``api_key_env: CURATE_SERVE_SUBMIT_TOKENS`` would send the service's submit tokens as the API key."""
+    client = make_client(allow_backend_hosts=("llm.internal:8000",), allow_secret_env=("TEAM_LLM_KEY",))
+    url = "http://llm.internal:8000/v1"
+    for name in ("CURATE_SERVE_SUBMIT_TOKENS", "CURATE_SERVE_READ_TOKENS", "AWS_SECRET_ACCESS_KEY", "HOME"):
+        _refused(client, _body(SAMPLE, tmp_path, _rephrase(url, api_key_env=name)),
+                 "config_yaml.stages[0] (rephrase_v1).backend.api_key_env", name, "--allow-secret-env")
+    # Left out, api_key_env is OPENAI_API_KEY: not allowed here either.
+    _refused(client, _body(SAMPLE, tmp_path, _rephrase(url)), "backend.api_key_env", "OPENAI_API_KEY")
+    with pytest.raises(ConfigError, match="CURATE_SERVE"):
+        make_client(allow_secret_env=("CURATE_SERVE_SUBMIT_TOKENS",))
+
+
+def test_a_submitted_config_may_reach_only_an_allowed_backend_host(make_client: ClientFactory,
+                                                                   tmp_path: Path) -> None:
+    client = make_client(allow_backend_hosts=("llm.internal:8000", "gpu-box"), allow_secret_env=("TEAM_LLM_KEY",))
+    for url in ("http://evil.example/v1", "https://evil.example:8000/v1", "http://llm.internal:9999/v1",
+                "http://llm.internal:8000@evil.example/v1", "http://evil.example\\@llm.internal:8000/v1",
+                "http://llm.internal.evil.example:8000/v1", "file:///etc/passwd", "ftp://llm.internal:8000/",
+                "http://127.0.0.1:8000/v1"):
+        _refused(client, _body(SAMPLE, tmp_path, _rephrase(url, api_key_env="TEAM_LLM_KEY")),
+                 "config_yaml.stages[0] (rephrase_v1).backend.base_url")
+    _refused(client, _body(SAMPLE, tmp_path, _rephrase("http://evil.example/v1", api_key_env=None)),
+             "backend.base_url", "evil.example:80", "--allow-backend-host")
+    _refused(make_client(), _body(SAMPLE, tmp_path, _rephrase("http://llm.internal:8000/v1", api_key_env=None)),
+             "allowed: none")
+
+
+def test_an_allowed_secret_and_backend_host_pass_validation(make_client: ClientFactory, tmp_path: Path) -> None:
+    client = make_client(allow_backend_hosts=("llm.internal:8000", "gpu-box"), allow_secret_env=("TEAM_LLM_KEY",))
+    _passes(client, _body(SAMPLE, tmp_path, _rephrase("http://llm.internal:8000/v1", api_key_env="TEAM_LLM_KEY")))
+    _passes(client, _body(SAMPLE, tmp_path, _rephrase("https://GPU-BOX:9443/v1", api_key_env=None), run_id="r2"))
+    _passes(client, _body(SAMPLE, tmp_path, _rephrase("http://gpu-box/v1", api_key_env="TEAM_LLM_KEY"), run_id="r3"))
+    # The local Ray head passes the allowed variable on to jobs (job_env's secret_env), nothing else of that kind.
+    from curation.service.jobs import JobManager
+    from curation.service.settings import ServiceSettings
+
+    jobs = JobManager(ServiceSettings(runs_root=str(tmp_path / "runs"), state_dir=tmp_path / "st2",
+                                      allow_secret_env=("TEAM_LLM_KEY",)))
+    assert jobs.local is not None and jobs.local.secret_env == ("TEAM_LLM_KEY",)
+
+
+def test_curate_serve_flags_reach_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import curation.service.app as app_module
+    from curation.cli import app as cli
+
+    seen: list[Any] = []
+    monkeypatch.setattr(app_module, "serve", seen.append)
+    (tmp_path / "in").mkdir()
+    base = ["serve", "--runs-root", str(tmp_path / "runs"), "--state-dir", str(tmp_path / "st")]
+    res = CliRunner().invoke(cli, [*base, "--input-root", str(tmp_path / "in"), "--input-root", "s3://b/p",
+                                   "--no-sample-inputs", "--allow-secret-env", "TEAM_LLM_KEY",
+                                   "--allow-backend-host", "llm.internal:8000"])
+    assert res.exit_code == 0, res.output
+    s = seen[0]
+    assert s.input_roots == (str((tmp_path / "in").resolve()), "s3://b/p/") and not s.sample_inputs
+    assert s.allow_secret_env == ("TEAM_LLM_KEY",) and s.allow_backend_hosts == ("llm.internal:8000",)
+    res = CliRunner().invoke(cli, [*base, "--allow-secret-env", "CURATE_SERVE_SUBMIT_TOKENS"])
+    assert res.exit_code == 2 and "CURATE_SERVE" in res.output
+    res = CliRunner().invoke(cli, ["serve", "--help"], env={"COLUMNS": "300", "TERM": "dumb"})
+    for flag in ("--input-root", "--allow-secret-env", "--allow-backend-host", "--allowed-host"):
+        assert flag in res.output
