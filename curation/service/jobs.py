@@ -198,6 +198,10 @@ def validate(config_yaml: str, overrides: list[str], run_dir: str) -> Validated:
                      cfg)
 
 
+#: Keys of a stage config naming a folder the job writes into.
+WRITE_PATH_KEYS = ("cache_dir",)
+
+
 def to_plain(obj: Any) -> Any:
     """A stage config (dataclasses, lists, dicts) as plain data, defaults included."""
     from curation.config import to_dict
@@ -540,7 +544,7 @@ class JobManager:
             v = validate(config_yaml, overrides, run_dir)
         except ConfigError as exc:
             raise JobError(422, str(exc), ("body", "config_yaml")) from None
-        self.check_allowed(v.config)
+        self.check_allowed(v.config, run_dir)
         self.wait_ready()
         job_id = uuid.uuid4().hex[:16]
         now = time.time()
@@ -586,7 +590,7 @@ class JobManager:
 
         return InputRoots(roots=self.settings.job_input_roots(), base=str(code_root()))
 
-    def check_allowed(self, cfg: Any) -> None:
+    def check_allowed(self, cfg: Any, run_dir: str | None = None) -> None:
         """What the operator allows a submitted job (``curate run`` has none of these limits): 422 naming the
         field otherwise."""
         for i, pattern in enumerate(cfg.input.paths):
@@ -598,6 +602,30 @@ class JobManager:
             where = f"config_yaml.stages[{i}] ({spec.stage})"
             for path, node in _mappings(to_plain(spec.config), where):
                 self._check_backend(path, node)
+                for key in WRITE_PATH_KEYS:
+                    if node.get(key) is not None:
+                        self._check_write_path(f"{path}.{key}", str(node[key]), run_dir)
+
+    def _check_write_path(self, where: str, path: str, run_dir: str | None) -> None:
+        """A folder the job writes into (a generation cache): under this run's directory or a ``--cache-root``,
+        once ``..`` and symlinks are resolved; never a URL, a relative path or ``~``."""
+        roots = list(self.settings.cache_roots)
+        if run_dir is not None and "://" not in run_dir:
+            roots.insert(0, os.path.realpath(run_dir))
+        shown = ", ".join(roots) or "none"
+        why = None
+        if "\0" in path or "://" in path or not os.path.isabs(path):
+            why = "is not an absolute local path"
+        elif ".." in Path(path).parts:
+            why = "contains '..'"
+        else:
+            real = os.path.realpath(path)
+            if not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
+                why = f"resolves to {real}, outside the run directory and the cache roots"
+        if why:
+            raise JobError(422, f"{where}: {path[:200]!r} {why}; a submitted job may write only under its run "
+                           f"directory or a cache root (allowed: {shown}); its operator declares cache roots with "
+                           "`curate serve --cache-root PATH`", ("body", "config_yaml"))
 
     def _check_backend(self, where: str, node: dict[str, Any]) -> None:
         """A mapping with a ``base_url`` (a backend the job sends requests to, with the key ``api_key_env`` names):

@@ -79,6 +79,8 @@ class ServiceSettings:
     #: (``HOST`` or ``HOST:PORT``) its backends may send requests to (``backend.base_url``).
     allow_secret_env: tuple[str, ...] = ()
     allow_backend_hosts: tuple[str, ...] = ()
+    #: Local folders a submitted config's caches (``cache_dir``) may lie under, besides the run's own directory.
+    cache_roots: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.read_tokens and not self.submit_tokens and not is_loopback(self.host):
@@ -91,6 +93,7 @@ class ServiceSettings:
         self.state_dir = Path(self.state_dir)
         self.allowed_hosts = tuple(normalise_host(h) for h in self.allowed_hosts)
         self.input_roots = tuple(self._input_root(r) for r in self.input_roots)
+        self.cache_roots = tuple(self._cache_root(r) for r in self.cache_roots)
         for name in self.allow_secret_env:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or name.upper().startswith("CURATE_SERVE_"):
                 raise ConfigError(f"--allow-secret-env {name!r}: give a variable name other than the service's own "
@@ -116,6 +119,17 @@ class ServiceSettings:
         if state == path or state.startswith(path.rstrip(os.sep) + os.sep):
             raise ConfigError(f"--input-root {root!r} holds the service's state dir {state} (job table, Ray token): "
                               "declare a folder that does not")
+        return path
+
+    def _cache_root(self, root: str) -> str:
+        if "://" in root or ".." in Path(root).parts:
+            raise ConfigError(f"--cache-root {root!r}: give a local folder (no URL, no '..')")
+        path = os.path.realpath(os.path.expanduser(root))
+        if not os.path.isdir(path):
+            raise ConfigError(f"--cache-root {root!r}: not a folder")
+        state = os.path.realpath(self.state_dir)
+        if state == path or state.startswith(path.rstrip(os.sep) + os.sep) or path.startswith(state + os.sep):
+            raise ConfigError(f"--cache-root {root!r} overlaps the service's state dir {state}: declare another folder")
         return path
 
     def job_input_roots(self) -> tuple[str, ...]:

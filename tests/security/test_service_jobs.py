@@ -279,13 +279,41 @@ def test_curate_serve_flags_reach_the_settings(tmp_path: Path, monkeypatch: pyte
     base = ["serve", "--runs-root", str(tmp_path / "runs"), "--state-dir", str(tmp_path / "st")]
     res = CliRunner().invoke(cli, [*base, "--input-root", str(tmp_path / "in"), "--input-root", "s3://b/p",
                                    "--no-sample-inputs", "--allow-secret-env", "TEAM_LLM_KEY",
-                                   "--allow-backend-host", "llm.internal:8000"])
+                                   "--allow-backend-host", "llm.internal:8000", "--cache-root", str(tmp_path / "in")])
     assert res.exit_code == 0, res.output
     s = seen[0]
     assert s.input_roots == (str((tmp_path / "in").resolve()), "s3://b/p/") and not s.sample_inputs
     assert s.allow_secret_env == ("TEAM_LLM_KEY",) and s.allow_backend_hosts == ("llm.internal:8000",)
+    assert s.cache_roots == (str((tmp_path / "in").resolve()),)
     res = CliRunner().invoke(cli, [*base, "--allow-secret-env", "CURATE_SERVE_SUBMIT_TOKENS"])
     assert res.exit_code == 2 and "CURATE_SERVE" in res.output
     res = CliRunner().invoke(cli, ["serve", "--help"], env={"COLUMNS": "300", "TERM": "dumb"})
-    for flag in ("--input-root", "--allow-secret-env", "--allow-backend-host", "--allowed-host"):
+    for flag in ("--input-root", "--allow-secret-env", "--allow-backend-host", "--allowed-host", "--cache-root"):
         assert flag in res.output
+
+
+# -- item 11: writes outside the runs root ------------------------------------------------------------------------
+
+
+def test_a_submitted_cache_dir_outside_the_run_and_the_cache_roots_is_refused(make_client: ClientFactory,
+                                                                             tmp_path: Path) -> None:
+    """``rephrase_v1.cache_dir`` creates a SQLite cache wherever it points: a submitted one must lie under the run's
+    own directory or an operator-declared ``--cache-root``."""
+    caches = tmp_path / "caches"
+    caches.mkdir()
+    (caches / "out").symlink_to(tmp_path)
+    client = make_client(allow_backend_hosts=("llm.internal",), cache_roots=(str(caches),))
+    runs = tmp_path / "runs"
+    for bad in ("/tmp/elsewhere", str(tmp_path / "elsewhere"), f"{runs}/r1/../other-run/cache",
+                f"{runs}/r1/../../state", f"{caches}/../state", f"{caches}/out/state", "relative/cache",
+                "~/cache", "s3://bucket/cache", str(runs / "other-run" / "cache"), str(tmp_path / "state")):
+        _refused(client, _body(SAMPLE, tmp_path, [{**_rephrase("http://llm.internal/v1", api_key_env=None)[0],
+                                                   "cache_dir": bad}]),
+                 "config_yaml.stages[0] (rephrase_v1).cache_dir", "--cache-root")
+    stage = _rephrase("http://llm.internal/v1", api_key_env=None)[0]
+    _passes(client, _body(SAMPLE, tmp_path, [{**stage, "cache_dir": str(runs / "r1" / "cache")}]))
+    _passes(client, _body(SAMPLE, tmp_path, [{**stage, "cache_dir": str(caches / "team")}], run_id="r2"))
+    _refused(make_client(allow_backend_hosts=("llm.internal",)),
+             _body(SAMPLE, tmp_path, [{**stage, "cache_dir": str(caches / "team")}], run_id="r3"), "cache_dir")
+    with pytest.raises(ConfigError, match="state dir"):
+        make_client(cache_roots=(str(tmp_path),))
