@@ -29,6 +29,7 @@ from tests.curation.cluster import free_ports
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
+SERVICE_ONLY_SECRET = "service-only-secret-0123456789"
 RUNS_ENV, STATE_ENV, INPUTS_ENV = "CURATE_TEST_RUNS_ROOT", "CURATE_TEST_STATE_DIR", "CURATE_TEST_INPUT_ROOT"
 
 
@@ -63,7 +64,9 @@ class Service:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH") and k != "RAY_ADDRESS"}
         env.update(PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", RAY_USAGE_STATS_ENABLED="0",
                    **{RUNS_ENV: str(self.runs), STATE_ENV: str(self.state), INPUTS_ENV: str(self.inputs)},
-                   CURATION_ENABLE_FAULT_INJECTION="1", CURATION_FAULT="sleep:0:*", **extra_env)
+                   CURATION_ENABLE_FAULT_INJECTION="1", CURATION_FAULT="sleep:0:*",
+                   # In the service's environment (app_from_env does not read it): never in its Ray head's or jobs'.
+                   CURATE_SERVE_SUBMIT_TOKENS=SERVICE_ONLY_SECRET, **extra_env)
         log = open(self.root / "service.log", "ab")  # noqa: SIM115 - the child holds it
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "tests.curation.service.test_jobs_ray:app_from_env", "--factory",
@@ -155,7 +158,8 @@ def _config(tmp: Path, name: str, n_files: int) -> str:
 
 def test_submit_runs_to_the_end_idempotently_and_refuses_a_second_active_run(
         service: Service, tmp_path: Path) -> None:
-    body = {"config_yaml": _config(service.inputs / tmp_path.name, "tiny", 2), "overrides": ["stages.0.min_chars=10"], "run_id": "tiny"}
+    body = {"config_yaml": _config(service.inputs / tmp_path.name, "tiny", 2), "overrides": ["stages.0.min_chars=10"],
+            "run_id": "tiny"}
     r = service.post("/api/runs", body, **{"Idempotency-Key": "k-tiny"})
     assert r.status_code == 202, r.text + service.log()
     job = r.json()["job"]
@@ -188,6 +192,27 @@ def test_submit_runs_to_the_end_idempotently_and_refuses_a_second_active_run(
     assert changed.status_code == 409 and "different config" in changed.json()["detail"]
     assert [j["job_id"] for j in service.get("/api/jobs?run_id=tiny")["jobs"]] == [job["job_id"]]
     assert len(service.ray_jobs("tiny")) == 1
+
+
+def test_the_ray_head_and_its_processes_never_hold_the_service_tokens(service: Service, tmp_path: Path) -> None:
+    """Every process of the local Ray head's session (``ray start``, GCS, raylet, workers, job drivers) has an
+    allowlisted environment (``curation.service.jobs.job_env``): the service's ``CURATE_SERVE_*`` are not in it."""
+    r = service.post("/api/runs", {"config_yaml": _config(service.inputs / tmp_path.name, "env", 1), "run_id": "env"})
+    assert r.status_code == 202, r.text + service.log()
+    assert service.wait(r.json()["job"]["job_id"], ("finished", "failed", "cancelled"))["state"] == "finished"
+    session = json.loads((service.state / "ray" / "head.json").read_text())["pgid"]
+    seen = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) != session:  # the session id (ray start runs in a new session)
+                continue
+            env = (stat.parent / "environ").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        seen += 1
+        assert b"CURATE_SERVE_" not in env and SERVICE_ONLY_SECRET.encode() not in env, stat.parent
+    assert seen >= 2  # ray start and at least the GCS / raylet
 
 
 def _markers(run_dir: Path) -> dict[str, int]:
