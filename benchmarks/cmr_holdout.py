@@ -235,6 +235,15 @@ def eps_rule(exp: Experiment) -> dict[str, Any]:
             "ratio": q["eps_ratio"], "seeds": q["calibration_seeds"]}
 
 
+def reference_check(exp: Experiment, steps: int, ratios: list[float], seeds: list[int]) -> dict[str, Any]:
+    """Post hoc (round 2, not a gate): does the R = 0 reference share a seed's offset? Per ratio, the seed SD of
+    dL_gen unpaired and paired, and the correlation over seeds between the run's and its reference's dL_gen."""
+    g, ref = exp.grid(steps, ratios, seeds)["gen_all"], exp.grid(steps, [0.0], seeds)["gen_all"][0]
+    return {"steps": steps, "seeds": seeds, "ratios": ratios,
+            "sd_unpaired": np.std(g, axis=1, ddof=1).tolist(), "sd_paired": np.std(g - ref, axis=1, ddof=1).tolist(),
+            "corr_with_reference": [float(np.corrcoef(row, ref)[0, 1]) for row in g]}
+
+
 def critical(exp: Experiment, round2: dict[str, Any] | None = None) -> dict[str, Any]:
     """Experiment 1; with ``round2`` (its seeds and eps), on paired loss changes, R* bootstrapped over whole seeds."""
     from training.cmr import critical_ratio_of, dml_curve, empirical_critical_ratio, fit_dml, paired_critical_ratio
@@ -467,10 +476,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             plot(r, out / f"cmr_round2_{name}.png")
             res[name] = r
             print(table(r), flush=True)
+        checks = [reference_check(exp, t, [0.45, 0.6, 0.75], sd) for sd in (p["round2"]["calibration_seeds"], r2["seeds"])
+                  for t in p["round2"]["eps_steps"]]
+        res["reference_check"] = checks
+        lines = ["Post hoc: does the R = 0 reference share each seed's offset? (dL_gen; seed SD unpaired / paired, "
+                 "correlation over seeds with the reference)", "", "| seeds | T | R | SD unpaired | SD paired | corr |",
+                 "|---|---|---|---|---|---|"]
+        lines += [f"| {x['seeds'][0]}–{x['seeds'][-1]} | {x['steps']} | {r:g} | {a:.4f} | {b:.4f} | {c:+.2f} |"
+                  for x in checks for r, a, b, c in zip(x["ratios"], x["sd_unpaired"], x["sd_paired"], x["corr_with_reference"])]
+        print("\n".join(lines), flush=True)
         res["wall_s"] = time.time() - t0
         (out / "results_round2.json").write_text(json.dumps(res, indent=1, default=str))
         (out / "table_round2.md").write_text(f"eps rule: {res['eps_rule']}\n\n"
-                                             + "".join(table(res[k]) + "\n" for k in ("critical", "extrapolate")))
+                                             + "".join(table(res[k]) + "\n" for k in ("critical", "extrapolate"))
+                                             + "\n".join(lines) + "\n")
         return res
     for name in (["critical", "extrapolate"] if args.experiment == "both" else [args.experiment]):
         t1 = time.time()

@@ -106,3 +106,20 @@ def test_cmr_holdout_quick_scores_both_experiments_on_held_out_documents(tmp_pat
     nz = mod.noise({f"{k}_{part}": x for k in ("gen", "dom") for part in ("all", "a", "b")})
     assert nz["seed_offset_sd_gen"] == pytest.approx(0.03) and nz["within_seed_sd_gen"] == pytest.approx(0.0, abs=1e-12)
     assert nz["seed_sd_gen"] == pytest.approx(0.03) and nz["eval_sd_gen"] == 0.0
+    # round 2 on the same --out: every dL paired to the same seed's R = 0 run, scored on seeds that did not set eps
+    r2 = mod.main(["--out", str(tmp_path), "--quick", "--experiment", "round2"])
+    q = mod.PARAMS["quick"]["round2"]
+    assert r2["eps_rule"]["seeds"] == q["calibration_seeds"] and not set(q["calibration_seeds"]) & set(q["seeds"])
+    assert r2["eps_rule"]["eps"] == round(float(np.mean(list(r2["eps_rule"]["paired_gen_at_ratio"].values()))), 3)
+    exp = mod.Experiment(tmp_path, mod.PARAMS["quick"], None)  # only reads the stored evaluations
+    gen = lambda t, r, s: exp.losses(tmp_path / "runs" / f"T{t}_r{r:g}_s{s}")[mod.GENERAL]["all"]  # noqa: E731
+    c = r2["critical"]
+    assert c["paired"] and c["seeds"] == q["seeds"] and c["eps"] == r2["eps_rule"]["eps"]
+    for i, r in enumerate(c["ratios"]):
+        for j, s in enumerate(c["seeds"]):  # dL_mix = L(R) - L(R = 0), same budget and seed; the base cancels
+            assert c["d_gen"][i][j] == pytest.approx(gen(c["steps"], r, s) - gen(c["steps"], 0, s), abs=1e-12)
+    for name in ("critical", "extrapolate"):
+        e = r2[name]["r_star_emp"]
+        assert len(e["per_seed"]) == len(q["seeds"]) and e["ci_low"] <= e["r_star"] <= e["ci_high"]
+        assert (tmp_path / f"cmr_round2_{name}.png").stat().st_size > 10_000
+    assert "R = 0 run" in (tmp_path / "table_round2.md").read_text()
