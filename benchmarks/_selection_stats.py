@@ -232,17 +232,20 @@ def spearman_ci(x: Sequence[float], y: Sequence[float], n_boot: int = 5000, seed
     return {"rho": rho, "ci95": ci, "n": int(n)}
 
 
-def seed_spread(losses: Sequence[float]) -> dict:
+def seed_spread(losses: Sequence[float], min_gap: float = 0.0) -> dict:
     """Spread of one configuration's loss over training seeds, with a bimodality screen.
 
     Returns:
         mean, sd (ddof=1; nan for one value), range (max - min), n.
         bimodal: a screening rule, not a test. With ``n >= 4``, sort the values and split them at the
-            largest gap between consecutive values; it is True when that gap exceeds 2 x the pooled
-            within-group standard deviation of the two sides (sum of squared deviations from each
-            side's mean over ``n - 2``). It flags runs that fall into two clusters (e.g. some seeds
-            diverged or got stuck), a single far outlier included; such a configuration's mean is not
-            a fair summary and the seeds should be inspected.
+            largest gap between consecutive values; it is True when that gap exceeds both 2 x the pooled
+            within-group standard deviation of the two sides (sum of squared deviations from each side's
+            mean over ``n - 2``) and ``min_gap``, an absolute size in the loss's units. The relative part
+            alone fires on Gaussian noise: with 4 normal values the largest gap exceeds twice the pooled
+            SD of the two sides in about 76% of draws (a single value away from three is a "cluster"),
+            so without ``min_gap`` it cannot tell a plateau-escape split from ordinary seed noise. Give
+            ``min_gap`` the size of split that would matter (e.g. the seed-SD gate) so that only such a
+            split is flagged.
     """
     v = np.sort(np.asarray(losses, dtype=float).ravel())
     n = v.size
@@ -255,7 +258,7 @@ def seed_spread(losses: Sequence[float]) -> dict:
         lo, hi = v[:k], v[k:]
         ss = float(((lo - lo.mean()) ** 2).sum() + ((hi - hi.mean()) ** 2).sum())
         pooled_sd = math.sqrt(ss / (n - 2))
-        bimodal = bool(gaps[k - 1] > 2.0 * pooled_sd)
+        bimodal = bool(gaps[k - 1] > 2.0 * pooled_sd and gaps[k - 1] > min_gap)
     return {
         "mean": float(v.mean()),
         "sd": float(v.std(ddof=1)) if n > 1 else math.nan,

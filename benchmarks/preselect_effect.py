@@ -312,8 +312,9 @@ PARAMS = {  # fixed before any evaluation (docs/preselect_effect.md); --quick sh
     "full": {"pool_mb": 12.0, "junk_share": 0.1, "target_mb": 0.6, "family_cap": 0.05, "keep": 0.15,
              "seq_len": 128, "batch_size": 16, "d_model": 64, "n_layer": 2, "base_steps": 1500, "base_lr": 3e-3,
              "arm_steps": 300, "arm_lr": 1e-3, "seeds": 4,
-             # (d_model, layers, steps): the same data, compute (6 x non-embedding params x tokens) 2.1-2.2x apart
-             "family": [(32, 1, 100), (48, 1, 100), (64, 1, 120), (64, 2, 130), (96, 2, 120), (128, 2, 140)],
+             # (d_model, layers, steps): the same data, compute (6 x non-embedding params x tokens) 2-3.6x apart,
+             # each trained long enough that its target loss is clearly below the previous one's
+             "family": [(32, 1, 150), (48, 1, 200), (64, 2, 200), (64, 2, 400), (96, 2, 500), (128, 2, 700)],
              "family_seeds": 2, "label_docs": 5000, "scorers": 3, "bucket": 2_000_000, "ml_steps": 200,
              "clusters": 40, "cluster_sample": 4000, "cluster_steps": 40, "cluster_seeds": 2,
              "cluster_eval_tokens": 100_000, "general_eval_tokens": 50_000, "deadline_min": None},
@@ -361,6 +362,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="torch threads per command (1: these models are too small to gain from more, and a second "
                          "thread fights any other job on a 2-core machine)")
     ap.add_argument("--deadline-min", type=float, default=None, help="stop launching training runs after this")
+    ap.add_argument("--seed-offset", type=int, default=0,
+                    help="added to every seed (base, family, labels, scorers, random selections, learner, clusters): "
+                         "a replication on fresh seeds")
     ap.add_argument("--in-process", action=argparse.BooleanOptionalAction, default=True,
                     help="run the commands in this interpreter (default) instead of one python per command")
     args = ap.parse_args(argv)
@@ -376,7 +380,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if deadline is not None and time.time() - t_start > 60 * deadline:
             raise Deadline()
 
-    res: dict[str, Any] = {"params": p, "device": args.device, "finished": False}
+    res: dict[str, Any] = {"params": p, "device": args.device, "seed_offset": args.seed_offset, "finished": False}
     try:
         experiment(run, p, out, args, res, check_deadline)
         res["finished"] = True
@@ -434,14 +438,15 @@ def experiment(run: Runner, p: dict[str, Any], out: Path, args: argparse.Namespa
         return last_json(run("training.cli", "eval", str(ckpt), "--runs", str(runs / name), *a)[0])
 
     # -- the shared base, and the reference models ---------------------------------------------
-    base = train("base", p["base_steps"], 0, [], p["base_lr"])
+    o = args.seed_offset
+    base = train("base", p["base_steps"], o, [], p["base_lr"])
     res["base"] = {"target_loss": evaluate(base, "target_test")["all"]["loss"]}
     family: list[dict[str, Any]] = []
     for fseed in range(p["family_seeds"]):
         for k, (d_model, n_layer, steps, *mix) in enumerate(p["family"]):
             # a fourth field (quick only) trains on one domain: tiny models on one mix rank documents alike
             data = [f"data.ratios={{\"{mix[0]}\": 1.0}}", "data.ratios_file=null"] if mix else []
-            ck = train(f"family_s{fseed}_m{k}", steps, 100 + fseed,
+            ck = train(f"family_s{fseed}_m{k}", steps, 100 + o + fseed,
                        [f"model.d_model={d_model}", f"model.n_layer={n_layer}", *data], p["base_lr"])
             dev = evaluate(ck, "target_dev")["all"]["loss"]
             m = {"name": f"m{k}", "seed": fseed, "d_model": d_model, "n_layer": n_layer, "steps": steps,
@@ -460,7 +465,7 @@ def experiment(run: Runner, p: dict[str, Any], out: Path, args: argparse.Namespa
     lm = {"stage": "lm_loss_v1", "block_size": p["seq_len"], "stride": p["seq_len"] * 7 // 8, "device": args.device,
           "batch_size": 32}
     # Moore-Lewis: the base continued on target dev is the target LM, the base itself the pool LM
-    ml_ck = train("ml_target", p["ml_steps"], 0, [f"init_from={base}", f"data.runs=[{runs / 'target_dev'}]",
+    ml_ck = train("ml_target", p["ml_steps"], o, [f"init_from={base}", f"data.runs=[{runs / 'target_dev'}]",
                                                   f"data.ratios={{\"{TARGET}\": 1.0}}", "data.ratios_file=null"],
                   p["arm_lr"])
     for ck in (ml_ck, base):
@@ -468,7 +473,7 @@ def experiment(run: Runner, p: dict[str, Any], out: Path, args: argparse.Namespa
 
     # -- PreSelect labels and scorers, the DCLM scorer ---------------------------------------
     label_fraction = min(1.0, p["label_docs"] / res["pool"]["docs"] * 1.05)
-    label_stages = [{"stage": "random_score_v1", "name": "label", "seed": 1},
+    label_stages = [{"stage": "random_score_v1", "name": "label", "seed": 1 + o},
                     {"stage": "select_v1", "column": "score_label", "top_fraction": label_fraction},
                     {**lm, "models": [{"name": m["name"], "path": m["path"]} for m in fam0]},
                     {"stage": "predictive_strength_v1", "models": [{"name": m["name"], "score": m["score"]} for m in fam0]}]
@@ -476,13 +481,13 @@ def experiment(run: Runner, p: dict[str, Any], out: Path, args: argparse.Namespa
     n_sc = p["scorers"]
     res["labels"] = label_stats(runs / "labels")
     try:
-        scorers = [train_scorer(run, out / f"scorer_ps{k}", ["--run", str(runs / "labels"), "--part", f"{k}/{n_sc}"], p, k)
+        scorers = [train_scorer(run, out / f"scorer_ps{k}", ["--run", str(runs / "labels"), "--part", f"{k}/{n_sc}"], p, k + o)
                    for k in range(n_sc)]
     except CommandError as exc:  # e.g. every labelled document has S = 1: nothing to contrast them with
         said = [ln for ln in str(exc).splitlines() if ln.startswith("error:")] or str(exc).splitlines()[:1]
         raise Stopped(f"a PreSelect scorer could not be trained: {said[0]}") from None
     dclm = train_scorer(run, out / "scorer_dclm", ["--positive", str(src / "target_dev.jsonl.gz"),
-                                                   "--negative", pool_shards], p, 0)
+                                                   "--negative", pool_shards], p, o)
     res["scorers"] = {"preselect": scorers, "dclm": dclm}
 
     # -- the arms: each a curation run over the pool, scoring then keeping the same share ------
@@ -500,7 +505,7 @@ def experiment(run: Runner, p: dict[str, Any], out: Path, args: argparse.Namespa
         return {"stage": "fasttext_score_v1", "models": [{"name": name, "path": str(out / f"scorer_{name}")}]}
 
     for k in range(n_sc):
-        select("random", f"random{k}", [{"stage": "random_score_v1", "name": f"r{k}", "seed": 10 + k}], f"score_r{k}")
+        select("random", f"random{k}", [{"stage": "random_score_v1", "name": f"r{k}", "seed": 10 + o + k}], f"score_r{k}")
         select("preselect", f"preselect{k}", [ft(f"ps{k}")], f"score_ps{k}")
     for k in range(n_sc):  # random documents at PreSelect's domain proportions
         selections.setdefault("domain_matched", []).append(
@@ -546,7 +551,7 @@ def experiment(run: Runner, p: dict[str, Any], out: Path, args: argparse.Namespa
         return mix
     res["arms"] = {arm: [{"name": s["name"], "seeds": []} for s in sels] for arm, sels in selections.items()}
     order = ["random", "preselect", "moore_lewis", "domain_matched", "preselect_direct", "dclm", "perplexity"]
-    for seed in range(p["seeds"]):  # seed-major: a deadline leaves every arm with the same seeds
+    for seed in range(o, o + p["seeds"]):  # seed-major: a deadline leaves every arm with the same seeds
         for arm in order:
             for sel, rec in zip(selections[arm], res["arms"][arm]):
                 check_deadline()
@@ -564,12 +569,12 @@ def experiment(run: Runner, p: dict[str, Any], out: Path, args: argparse.Namespa
 
     # -- mechanism: what each cluster teaches, against what each scorer says of it ------------
     run("curation.cli", "fit-skills", pool_shards, "--k", str(p["clusters"]), "--sample", str(p["cluster_sample"]),
-        "--out", str(out / "clusters.json"), "--seed", "0", "--max-tokens", "64")
+        "--out", str(out / "clusters.json"), "--seed", str(o), "--max-tokens", "64")
     names = [f"ps{k}" for k in range(n_sc)]
     scores = runs / "scores"
     run.curate_run("scores", [pool_shards], [
         {"stage": "fasttext_score_v1", "models": [{"name": n, "path": str(out / f"scorer_{n}")} for n in names + ["dclm"]]},
-        {"stage": "random_score_v1", "name": "r0", "seed": 10},
+        {"stage": "random_score_v1", "name": "r0", "seed": 10 + o},
         {"stage": "skill_tag_v1", "source": "embedding", "centroids": str(out / "clusters.json"), "column": "cluster",
          "max_tokens": 64}],
         scores)
@@ -577,7 +582,7 @@ def experiment(run: Runner, p: dict[str, Any], out: Path, args: argparse.Namespa
     res["mechanism"] = {"clusters": clusters}
     base_t = evaluate(base, "target_test", p["cluster_eval_tokens"])["all"]["loss"]
     res["mechanism"]["base_target_loss"] = base_t
-    for seed in range(p["cluster_seeds"]):
+    for seed in range(o, o + p["cluster_seeds"]):
         for c in clusters:
             check_deadline()
             ck = train(f"cluster_{c['cluster']}_s{seed}", p["cluster_steps"], seed, [
@@ -655,7 +660,7 @@ def analyse(res: dict[str, Any]) -> None:
     contrasts = {arm: st.hierarchical_diff(loss_matrix(res, arm), rnd) for arm in res["arms"] if arm != "random"}
     general = {arm: st.hierarchical_diff(loss_matrix(res, arm, "general_loss"), rnd) for arm in res["arms"] if arm != "random"}
     mde = st.min_detectable_difference(contrasts["preselect"]["se"])
-    within = [st.seed_spread(row) for arm in ("random", "preselect") for row in loss_matrix(res, arm)]
+    within = [st.seed_spread(row, min_gap=GATE_SEED_SD) for arm in ("random", "preselect") for row in loss_matrix(res, arm)]
     seed_sd = float(np.sqrt(np.mean([w["sd"] ** 2 for w in within])))
     aucs = [s["valid_auc"] for s in res["scorers"]["preselect"]]
     tau = res.get("family_tau")
@@ -761,10 +766,12 @@ def plots(res: dict[str, Any], out: Path) -> None:
         cols = ["score_ps0", "score_ps1", "score_dclm", "junk_share"]
         fig, axs = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3.5))
         for ax, col in zip(axs, cols):
-            ax.scatter([c[col] for c in clusters], [c["teaching"] for c in clusters], s=12)
+            # ranks: fastText probabilities of a lightly trained scorer differ in the 5th decimal
+            x = np.argsort(np.argsort([c[col] for c in clusters]))
+            ax.scatter(x, [c["teaching"] for c in clusters], s=12)
             r = a["mechanism_rho"].get(col)
-            ax.set(xlabel=f"cluster mean {col}", ylabel="teaching value (nats/byte)",
-                   title=f"rho {r['rho']:+.2f}" if r else col)
+            ax.set(xlabel=f"cluster rank by mean {col}", ylabel="teaching value (nats/byte)",
+                   title=f"{col}: rho {r['rho']:+.2f}" if r else col)
         fig.tight_layout()
         fig.savefig(out / "mechanism.png", dpi=100)
         plt.close(fig)

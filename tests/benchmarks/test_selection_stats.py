@@ -309,3 +309,15 @@ def test_junk_retention() -> None:
     assert S.junk_retention(0.05, 0.1) == 0.5
     assert S.junk_retention(0.0, 0.1) == 0.0
     assert math.isnan(S.junk_retention(0.05, 0.0))
+
+
+def test_the_relative_bimodality_screen_fires_on_gaussian_noise_and_min_gap_stops_it() -> None:
+    # Four normal seeds (SD 0.006 nats/byte, as a continued-pretraining learner measured): the relative rule
+    # alone calls most of them bimodal; with the gap required to exceed 0.02 (the seed-SD gate) almost none,
+    # while a real plateau split (0.2 apart) is still caught.
+    rng = np.random.default_rng(0)
+    draws = rng.normal(2.6, 0.006, size=(4000, 4))
+    relative = np.mean([S.seed_spread(d)["bimodal"] for d in draws])
+    absolute = np.mean([S.seed_spread(d, min_gap=0.02)["bimodal"] for d in draws])
+    assert 0.70 < relative < 0.82 and absolute < 0.01
+    assert S.seed_spread([2.45, 2.46, 2.66, 2.67], min_gap=0.02)["bimodal"] is True
