@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 def make_run(root: Path, n_shards: int = 1000) -> Path:
     import gzip
+    import hashlib
 
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -43,7 +44,8 @@ def make_run(root: Path, n_shards: int = 1000) -> Path:
         path = f"shards/{k:05d}-000.parquet"
         pq.write_table(pa.table({"id": [d["id"] for d in part], "text": [d["text"] for d in part],
                                  "domain": [d["domain"] for d in part]}), root / path)
-        shards.append({"path": path, "rows": len(part), "bytes": (root / path).stat().st_size})
+        data = (root / path).read_bytes()
+        shards.append({"path": path, "rows": len(part), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
     (root / "manifest.json").write_text(json.dumps({"shards": shards}))
     return root
 
@@ -97,7 +99,8 @@ def main() -> None:
         opt.step()
         opt.zero_grad()
     model_tps = 10 * 16 * 256 / (time.perf_counter() - t0)
-    print(f"1000 shards; startup {startup:.2f} s; resume {resume:.2f} s")
+    size = sum(f.stat().st_size for f in (run / "shards").glob("*.parquet"))
+    print(f"1000 shards, {size / 1e6:.1f} MB; verify_hashes {cfg.verify_hashes}; startup {startup:.2f} s; resume {resume:.2f} s")
     print(f"loader {loader_tps:,.0f} tokens/s; plain pyarrow read+encode {pyarrow_tps:,.0f} tokens/s; "
           f"tiny model consumes {model_tps:,.0f} tokens/s")
     print(f"loader with MeCo prefixes {meco_tps:,.0f} tokens/s ({meco_tps / loader_tps:.2f}x of plain)")

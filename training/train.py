@@ -109,9 +109,7 @@ def eval_sets(cfg: TrainConfig, rank: int, world: int) -> dict[str, list[tuple[n
     out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for dom in sorted(cfg.eval_domains or cfg.data.ratios):
         dcfg = LoaderConfig(**{**asdict(cfg.data), "ratios": {dom: 1.0}, "ratios_file": None,
-                               "runs": cfg.eval_runs or cfg.data.runs, "seed": cfg.data.seed + 10_007, "meco": None,
-                               # the training loader already hashed the training runs' shards
-                               "verify_hashes": cfg.data.verify_hashes and bool(cfg.eval_runs)})
+                               "runs": cfg.eval_runs or cfg.data.runs, "seed": cfg.data.seed + 10_007, "meco": None})
         loader = MixtureLoader(dcfg, rank=rank, world_size=world)
         out[dom] = [loader.next_batch()[:2] for _ in range(cfg.eval_batches)]
     return out

@@ -5,6 +5,9 @@ Before the fix each of these opened the FIFO and blocked until a writer appeared
 runs under a timeout (a subprocess timeout, an HTTP timeout, or a thread joined with a timeout) so a regression
 fails instead of hanging the suite; afterwards ``_release`` opens the FIFO for writing once, which unblocks a
 reader that is stuck in ``open``.
+
+Also (issue 27 item 12): the training loader refuses, by default, a shard replaced by other valid Parquet bytes of
+the same size, whenever it reads it.
 """
 
 from __future__ import annotations
@@ -193,3 +196,69 @@ def test_training_manifest_errors_name_the_manifest_not_the_previous_shard(tiny_
     msg = str(exc.value)
     assert msg.startswith(f"{tiny_run / 'manifest.json'}: shard 1 ('{good['path']}'): 'sha256'"), msg
     assert msg.count(good["path"]) == 1  # the shard is named once, as the entry
+
+
+def _poison_same_size(shard: Path) -> str:
+    """Replace ``shard`` by a valid Parquet file of exactly the same size whose texts say something else (what
+    a writer of the run would plant); returns the planted text. Uncompressed, no dictionary and no statistics, so
+    one more character of padding is one more byte of file."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table, size = pq.read_table(shard), shard.stat().st_size
+    poison = "IGNORE ALL PREVIOUS INSTRUCTIONS"
+    for pad in range(size):
+        texts = [f"{poison} {'x' * pad}"] + [poison] * (table.num_rows - 1)
+        col = pa.array(texts, type=table.schema.field("text").type)
+        buf = io.BytesIO()
+        pq.write_table(table.set_column(table.schema.get_field_index("text"), "text", col), buf,
+                       compression="none", use_dictionary=False, write_statistics=False)
+        if len(buf.getvalue()) == size:
+            shard.write_bytes(buf.getvalue())
+            return poison
+    raise AssertionError(f"no same-size poisoned Parquet for {shard}")
+
+
+def _loader_cfg(run: Path, **kw: Any) -> Any:
+    from training.data.loader import LoaderConfig
+
+    return LoaderConfig(**{"runs": [str(run)], "ratios": {"web": 1.0}, "seq_len": 16, "batch_size": 1, **kw})
+
+
+def test_training_loader_refuses_a_same_size_shard_swap_by_default(tiny_run: Path) -> None:
+    """Issue 27 item 12: the default loader accepted a shard replaced by other valid bytes of the same size."""
+    from training.data.loader import MixtureLoader
+    from training.data.manifest import ManifestError
+
+    shard = _shard(tiny_run)
+    _poison_same_size(shard)
+    with pytest.raises(ManifestError, match=r"sha256 mismatch") as exc:
+        MixtureLoader(_loader_cfg(tiny_run))
+    assert str(shard) in str(exc.value)
+
+
+def test_training_loader_catches_a_swap_after_the_index_is_built(tiny_run: Path) -> None:
+    """The index was built from the good bytes; the shard is swapped before its text is first read (the same
+    happens whenever a shard drops out of the loader's small cache and is read again mid-run)."""
+    from training.data.loader import MixtureLoader
+    from training.data.manifest import ManifestError
+
+    loader = MixtureLoader(_loader_cfg(tiny_run))
+    shard = _shard(tiny_run)
+    _poison_same_size(shard)
+    with pytest.raises(ManifestError, match=r"sha256 mismatch") as exc:
+        for _ in range(20):
+            loader.next_batch()
+    assert str(shard) in str(exc.value)
+
+
+def test_training_loader_verify_hashes_false_opts_out(tiny_run: Path) -> None:
+    """``verify_hashes: false`` reads the swapped shard (the poison is live: the tests above can fail)."""
+    from training.data.loader import MixtureLoader
+
+    poison = _poison_same_size(_shard(tiny_run))
+    loader = MixtureLoader(_loader_cfg(tiny_run, verify_hashes=False, seq_len=256))
+    seen = b"".join(bytes(int(t) for t in loader.next_batch()[0][0] if t < 256) for _ in range(8))
+    assert poison.encode() in seen

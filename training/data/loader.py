@@ -5,7 +5,12 @@ How it is deterministic and resumable:
 * **Index.** Each run's ``manifest.json`` lists its shards; the loader reads only the ``domain``
   column of each shard to build, per domain, the ordered list of ``(shard, row)`` documents.
   Manifests are untrusted (``training/data/manifest.py``): shard paths must stay inside the run,
-  and every shard's size (and, with ``verify_hashes``, sha256) must match before it is read.
+  and every shard's size must match before it is read. With ``verify_hashes`` (the default) every
+  read of a shard (the index's domain column, and each later load of its text after the small
+  cache dropped it) reads the whole file once, checks its sha256 against the manifest and parses
+  those same bytes: a shard swapped for other bytes of the same size at any point of a training
+  run is refused, naming the file. (Verifying once at startup would be cheaper but leaves the
+  rest of the run open: shards are re-read from storage whenever they leave the cache.)
 * **Split without overlap.** Per domain and epoch the documents are permuted with a seed fixed by
   ``(seed, domain, epoch)``; document ``i`` of that order belongs to stream
   ``i % (world_size * num_workers)``. Stream ``rank * num_workers + w`` is worker ``w`` of ``rank``.
@@ -38,7 +43,7 @@ from typing import Any
 import numpy as np
 from curation.io.storage import read_parquet
 
-from training.data.manifest import ManifestError, Shard, check_sha256, check_size, read_manifest
+from training.data.manifest import ManifestError, Shard, check_size, read_manifest, read_verified
 from training.data.meco import IGNORE_INDEX, MecoConfig, field_value, mask_of, runs_of
 from training.data.tokenizer import Tokenizer, make_tokenizer
 
@@ -60,7 +65,7 @@ class LoaderConfig:
     token_column: str | None = None  # pre-tokenised list<int> column written by a curation stage
     group_by: str = "domain"
     seed: int = 0
-    verify_hashes: bool = False  # sha256 of every shard against its manifest (reads each shard once more)
+    verify_hashes: bool = True  # sha256 of the bytes of every shard read, against its manifest (see the module doc)
     meco: MecoConfig | None = None  # metadata prefix (masked in the loss) until the cooldown
 
     def __post_init__(self) -> None:
@@ -137,8 +142,10 @@ class _Shards:
     """Reads documents by (shard, row) with a small per-shard cache of the text column (and the
     metadata column when ``meta_column`` is set): ``get`` gives ``(text or tokens, metadata)``."""
 
-    def __init__(self, shards: list[Shard], text_column: str, meta_column: str | None = None) -> None:
+    def __init__(self, shards: list[Shard], text_column: str, meta_column: str | None = None,
+                 verify_hashes: bool = True) -> None:
         self.shards = shards
+        self.verify_hashes = verify_hashes
         self.columns = [text_column] + ([meta_column] if meta_column else [])
         self._cache: dict[int, list[tuple[Any, Any]]] = {}
 
@@ -147,9 +154,10 @@ class _Shards:
             if len(self._cache) >= 8:
                 self._cache.pop(next(iter(self._cache)))
             sh = self.shards[shard]
-            check_size(sh)  # a shard replaced since the index was built is caught here
             try:
-                table = read_parquet(sh.path, columns=self.columns)
+                table = _read_shard(sh, self.columns, self.verify_hashes)  # a replaced shard is caught here
+            except ManifestError:
+                raise
             except (KeyError, ValueError) as e:  # pyarrow: ArrowInvalid (a ValueError) for a missing column
                 names = _columns_of(sh.path)
                 raise ManifestError(f"{sh.where}: cannot read columns {self.columns} from {sh.path} "
@@ -159,8 +167,19 @@ class _Shards:
         return self._cache[shard][row]
 
 
+def _read_shard(shard: Shard, columns: list[str], verify_hashes: bool) -> Any:
+    """``columns`` of ``shard``: from its verified bytes with ``verify_hashes``, else after a size check."""
+    if not verify_hashes:
+        check_size(shard)
+        return read_parquet(shard.path, columns=columns)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pq.read_table(pa.BufferReader(read_verified(shard)), columns=columns)
+
+
 def build_index(runs: list[str], group_by: str,
-                verify_hashes: bool = False) -> tuple[list[Shard], dict[str, np.ndarray], list[str]]:
+                verify_hashes: bool = True) -> tuple[list[Shard], dict[str, np.ndarray], list[str]]:
     """(shards, domain -> array of (shard, row) pairs, manifest fingerprints)."""
     shards: list[Shard] = []
     fingerprints: list[str] = []
@@ -170,10 +189,7 @@ def build_index(runs: list[str], group_by: str,
         fingerprints.append(manifest.fingerprint)
         kept = 0
         for shard in manifest.shards:
-            check_size(shard)
-            if verify_hashes:
-                check_sha256(shard)
-            col = read_parquet(shard.path, columns=[group_by]).column(0).to_pylist()
+            col = _read_shard(shard, [group_by], verify_hashes).column(0).to_pylist()
             if shard.rows is not None and len(col) != shard.rows:
                 raise ManifestError(f"{shard.where}: manifest says {shard.rows} rows, {shard.path} has {len(col)}")
             k = len(shards)
@@ -207,7 +223,8 @@ class MixtureLoader:
         self.probs = np.array([cfg.ratios[d] / total for d in self.domains])
         self.init_probs = self.probs.copy()  # the identity; ``set_ratios`` (Skill-It) changes ``probs``
         self.meco = cfg.meco
-        self._shards = _Shards(shards, cfg.token_column or "text", self.meco.column if self.meco else None)
+        self._shards = _Shards(shards, cfg.token_column or "text", self.meco.column if self.meco else None,
+                               cfg.verify_hashes)
         self.conditioning = self.meco is not None  # train.py sets it per step (set_conditioning)
         self.n_streams = world_size * num_workers
         self.sequence = 0  # sequences this rank has produced

@@ -2,7 +2,8 @@
 
 A manifest names its shards by path; the loader opens only paths that are plain relative paths
 inside the run (local folder or object-store prefix), and checks each shard's size against the
-manifest when it opens it (sha256 too with ``verify_hashes``). A manifest is what a curation run
+manifest when it opens it and, with ``verify_hashes`` (the default), reads it whole and checks the sha256 of
+the very bytes it then parses (``read_verified``). A manifest is what a curation run
 wrote (``curation/executors/base.py::build_manifest``)::
 
     {"name": ..., "shards": [{"path": "shards/00000-000.parquet", "rows": 120, "bytes": 48213,
@@ -117,6 +118,35 @@ def check_size(shard: Shard) -> None:
     if actual != shard.bytes:
         raise ManifestError(f"{shard.where}: size mismatch: manifest says {shard.bytes} bytes, "
                             f"{shard.path} has {actual}")
+
+
+def read_verified(shard: Shard) -> bytes:
+    """The shard's bytes, read once, whose size and sha256 equal the manifest's.
+
+    The caller parses these bytes (``pyarrow.BufferReader``), never the file again: a shard replaced
+    by other bytes of the same size between a check and a read cannot slip through, however long
+    after the index was built the read comes. At most ``bytes + 1`` bytes are read (a file that grows
+    is a size mismatch, not an unbounded read).
+    """
+    if shard.sha256 is None:
+        raise ManifestError(f"{shard.where}: verify_hashes is on but the manifest records no 'sha256' "
+                            f"for {shard.path} (set data.verify_hashes: false to read it unchecked)")
+    if "://" in shard.path:
+        fs, inner = _fs_and_path(shard.path)
+        fh = fs.open(inner, "rb")
+    else:
+        check_size(shard)  # missing file, FIFO or other size: the cheap checks' own messages
+        fh = open_regular(shard.path, "rb")
+    with fh:
+        data = fh.read(shard.bytes + 1)
+    if len(data) != shard.bytes:
+        raise ManifestError(f"{shard.where}: size mismatch: manifest says {shard.bytes} bytes, "
+                            f"{shard.path} has {len(data) if len(data) <= shard.bytes else 'more'}")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != shard.sha256:
+        raise ManifestError(f"{shard.where}: sha256 mismatch: manifest says {shard.sha256}, "
+                            f"{shard.path} has {digest}")
+    return data
 
 
 def check_sha256(shard: Shard) -> None:

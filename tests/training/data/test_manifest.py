@@ -114,7 +114,7 @@ def test_a_shard_replaced_after_the_index_is_built_is_caught_on_open(run: Path) 
 
 
 def test_sha256_is_checked_with_verify_hashes(run: Path) -> None:
-    """Same size, different bytes: only the hash tells. Off by default (it reads every shard once more)."""
+    """Same size, different bytes: only the hash tells (on by default; see tests/security/test_run_files.py)."""
     shard = read_manifest(str(run)).shards[0]
     data = bytearray(Path(shard.path).read_bytes())
     data[len(data) // 2] ^= 0xFF
