@@ -429,6 +429,9 @@ def submit(
     working_dir: Optional[str] = typer.Option(None, "--working-dir", help="Directory uploaded as the job's "
                                               "working_dir (default: the current one)."),
     exclude: list[str] = typer.Option([], "--exclude", help="More gitignore-style paths not to upload."),
+    include: list[str] = typer.Option([], "--include", help="A file or folder (inside the working dir) to upload "
+                                      "besides what git tracks; repeatable. Required outside a git checkout "
+                                      "(--include . = the whole folder minus credential files)."),
     token_env: str = typer.Option("RAY_AUTH_TOKEN", "--token-env", help="Variable holding the cluster's auth "
                                   "token (also read: RAY_AUTH_TOKEN_PATH, a file)."),
     python: str = typer.Option("python", "--python", help="Python on the cluster that runs `-m curation.cli`."),
@@ -443,7 +446,8 @@ def submit(
     from curation.submit import submit as submit_job
 
     try:
-        res = submit_job(address, config, override, working_dir=working_dir, excludes=exclude, token_env=token_env,
+        res = submit_job(address, config, override, working_dir=working_dir, excludes=exclude, includes=include,
+                         token_env=token_env,
                          python=python, overwrite=overwrite, wait=wait, insecure=insecure)
     except CurationError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)

@@ -18,7 +18,15 @@ the dashboard / job server must carry ``Authorization: Bearer TOKEN``. The token
 ``~/.ray/auth_token`` when ``RAY_AUTH_MODE=token`` is set here. The token never goes into the
 job's runtime_env (the dashboard would show it): the cluster's own processes already have it. Nor does it
 go over plain http to any host but loopback (a tunnel) unless ``insecure`` is set: whoever reads it can run
-code on the cluster. Files that commonly hold credentials (``SECRET_EXCLUDES``) are never uploaded.
+code on the cluster.
+
+What is uploaded (``upload_set``): the files git tracks under the working dir (``git ls-files``), plus the
+pipeline config and any ``--include`` paths, copied into a private staging folder that Ray packs; never
+"everything minus a denylist", so an untracked ``.netrc``, ``.env.production``, kubeconfig, key file or the
+service's state folder stays here. What git does not track is listed (a count and a few names, credential-looking
+names first). Outside a git checkout nothing is uploaded unless ``--include`` names it (a clear error otherwise;
+``--include .`` is the old "whole folder" behaviour, chosen explicitly). On top of that, files that commonly hold
+credentials (``SECRET_EXCLUDES``) are left out even when tracked or included.
 """
 
 from __future__ import annotations
@@ -43,8 +51,10 @@ from curation.errors import CurationError
 # Files that commonly hold credentials, at any depth: the upload lands on the head node and in the
 # cluster's package store, readable by every job, so these never leave this machine. SSH keys are named
 # explicitly (not ``id_*``) so that a source file such as ``id_map.py`` still travels.
-SECRET_EXCLUDES = [".env", "*.pem", "*.key", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", ".ssh/", ".aws/",
-                   "credentials*"]
+SECRET_EXCLUDES = [".env", ".env.*", "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore", "id_rsa*", "id_dsa*",
+                   "id_ecdsa*", "id_ed25519*", ".ssh/", ".aws/", "credentials*", ".netrc", "_netrc", ".git-credentials",
+                   ".pgpass", ".pypirc", ".npmrc", ".kube/", "kubeconfig*", ".docker/config.json", ".azure/", "gcloud/",
+                   "application_default_credentials.json", "service-account*.json", "*-sa-key.json", ".curate-serve/"]
 # Never uploaded: virtualenvs, git history, local run outputs, caches, secrets (gitignore syntax,
 # relative to the working dir; Ray also honours the repository's .gitignore files).
 DEFAULT_EXCLUDES = [".git", ".venv", "venv", "/runs/", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache",
@@ -146,6 +156,99 @@ def describe_excluded(wd: Path, excluded: list[str]) -> str:
     return "; ".join(parts) or "nothing"
 
 
+@dataclass
+class UploadSet:
+    """What ``curate submit`` uploads (``files``, relative to the working dir) and what it left out."""
+
+    files: list[str]
+    left_out: list[str]  # untracked/ignored paths git reports (directories end in /), not uploaded
+    source: str  # "git" or "--include"
+
+
+def _git(wd: Path, *args: str) -> str | None:
+    """``git -C wd ARGS`` output, or None when git is missing or ``wd`` is not inside a work tree."""
+    import subprocess
+
+    try:
+        r = subprocess.run(["git", "-C", str(wd), *args], capture_output=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return r.stdout.decode("utf-8", "surrogateescape") if r.returncode == 0 else None
+
+
+def _inside(wd: Path, path: Path) -> bool:
+    try:
+        path.relative_to(wd)
+        return True
+    except ValueError:
+        return False
+
+
+def upload_set(wd: Path, includes: list[str] | None = None, always: list[str] | None = None) -> UploadSet:
+    """The files to upload from ``wd``: what git tracks there plus ``includes`` (files or folders) and ``always``
+    (the pipeline config). Outside a git checkout only ``includes`` (and ``always``): with none, SubmitError.
+    Symlinks that resolve outside ``wd`` are never followed (left out)."""
+    wd = wd.resolve()
+    includes = list(includes or [])
+    tracked = _git(wd, "ls-files", "-z", "--cached") if _git(wd, "rev-parse", "--is-inside-work-tree") else None
+    if tracked is None and not includes:
+        raise SubmitError(f"{wd} is not a git checkout: curate submit uploads the files git tracks, so it does not "
+                          "know what to upload here; name it with --include PATH (repeatable; --include . uploads "
+                          "the whole folder minus credential files)")
+    rels: set[str] = {p for p in (tracked or "").split("\0") if p}
+    named: list[Path] = []
+    for inc in includes + list(always or []):
+        p = Path(inc) if Path(inc).is_absolute() else wd / inc
+        if not _inside(wd, Path(os.path.abspath(p))):
+            raise SubmitError(f"--include {inc}: not inside the working dir {wd} that is uploaded")
+        if not p.exists():
+            raise SubmitError(f"--include {inc}: no such file or folder")
+        named.append(Path(os.path.abspath(p)))
+    for p in named:
+        if p.is_dir() and not p.is_symlink():
+            for root, dirs, names in os.walk(p):
+                dirs[:] = [d for d in dirs if d != ".git"]
+                rels.update((Path(root) / n).relative_to(wd).as_posix() for n in names)
+        else:
+            rels.add(p.relative_to(wd).as_posix())
+    files = []
+    for rel in sorted(rels):
+        full = wd / rel
+        if full.is_symlink() and not _inside(wd, full.resolve()):
+            continue  # a link out of the checkout (say, to ~/.aws/credentials) is never followed
+        if full.is_file():
+            files.append(rel)
+    left_out: list[str] = []
+    if tracked is not None:
+        others = _git(wd, "ls-files", "-z", "--others", "--directory") or ""
+        chosen = set(files)
+        left_out = [p for p in others.split("\0") if p and p.rstrip("/") not in chosen
+                    and not any(_inside(n, Path(os.path.abspath(wd / p))) for n in named)]
+    return UploadSet(files, sorted(left_out), "git" if tracked is not None else "--include")
+
+
+def stage(wd: Path, files: list[str], dest: Path) -> None:
+    """Copy ``files`` (relative to ``wd``) into ``dest``, the folder Ray packs and uploads."""
+    import shutil
+
+    for rel in files:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(wd / rel, target)  # follows a link inside the checkout: the content travels, not the link
+
+
+def describe_left_out(wd: Path, left_out: list[str], shown: int = 8) -> str:
+    """``N paths git does not track: a, b, ... (+K more)``, credential-looking names first."""
+    from ray._private.runtime_env.packaging import _get_excludes
+
+    if not left_out:
+        return "0 paths"
+    secret = _get_excludes(wd, SECRET_EXCLUDES)
+    order = sorted(left_out, key=lambda p: (not secret(wd / p.rstrip("/")), p))
+    more = f" (+{len(order) - shown} more)" if len(order) > shown else ""
+    return f"{len(order)} paths git does not track: {', '.join(order[:shown])}{more}"
+
+
 def entrypoint(config: str, overrides: list[str], python: str = "python", overwrite: bool = False) -> str:
     """The job's shell command: ``curate run`` against the cluster the job runs in."""
     args = [python, "-m", "curation.cli", "run", config, "--ray-address", "auto", "--executor", "ray"]
@@ -179,6 +282,7 @@ def submit(
     *,
     working_dir: str | None = None,
     excludes: list[str] | None = None,
+    includes: list[str] | None = None,
     token_env: str = TOKEN_ENV,
     python: str = "python",
     overwrite: bool = False,
@@ -190,27 +294,39 @@ def submit(
     """Submit ``curate run CONFIG`` as a Ray job at ``address`` (https://HEAD:8265) and follow it.
 
     Logs stream to ``echo`` (stdout by default) until the job is terminal; the result's ``status``
-    says how it ended. Raises SubmitError if the job cannot be submitted, or if a token would go over
-    plain http to another host and ``insecure`` is not set.
+    says how it ended. Uploads what git tracks under the working dir plus ``includes`` and the config
+    (``upload_set``). Raises SubmitError if the job cannot be submitted, if the working dir is not a git
+    checkout and no ``includes`` are given, or if a token would go over plain http to another host and
+    ``insecure`` is not set.
     """
+    import tempfile
+
     overrides = list(overrides or [])
     out = echo or (lambda s: (sys.stdout.write(s), sys.stdout.flush()))
     rel_config, run_dir, wd = prepare(config, overrides, working_dir)
     check_transport(address, sends_token(token_env), insecure)
-    runtime_env = {"working_dir": str(wd), "excludes": DEFAULT_EXCLUDES + list(excludes or [])}
+    chosen = upload_set(wd, includes, always=[rel_config])
     _quiet_ray_client_logs()
-    # Said before connecting, so that a key lying in the working dir is seen even when the cluster is not reached.
-    out(f"uploading {wd} to {address}; not uploaded: "
-        f"{describe_excluded(wd, excluded_paths(wd, runtime_env['excludes']))}\n")
-    if client is None:
-        client = connect(address, token_env)
     job_id = f"curate-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     cmd = entrypoint(rel_config, overrides, python=python, overwrite=overwrite)
-    try:
-        client.submit_job(entrypoint=cmd, runtime_env=runtime_env, submission_id=job_id,
-                          metadata={"curation_config": rel_config, "curation_run_dir": str(run_dir)})
-    except Exception as exc:  # noqa: BLE001 - Ray raises RuntimeError, AuthenticationError, ConnectionError
-        raise SubmitError(f"submitting to {address} failed: {_explain(exc, token_env)}") from None
+    with tempfile.TemporaryDirectory(prefix="curate-submit-") as tmp:
+        staged = Path(tmp) / wd.name
+        stage(wd, chosen.files, staged)
+        runtime_env = {"working_dir": str(staged), "excludes": DEFAULT_EXCLUDES + list(excludes or [])}
+        # Said before connecting, so that a key lying in the working dir is seen even when the cluster is not reached.
+        what = "what git tracks" if chosen.source == "git" else "the --include paths"
+        out(f"uploading {len(chosen.files)} files of {wd} ({what}"
+            f"{' and --include paths' if chosen.source == 'git' and includes else ''}) to {address}\n")
+        if chosen.source == "git":
+            out(f"left out: {describe_left_out(wd, chosen.left_out)}\n")
+        out(f"not uploaded: {describe_excluded(staged, excluded_paths(staged, runtime_env['excludes']))}\n")
+        if client is None:
+            client = connect(address, token_env)
+        try:
+            client.submit_job(entrypoint=cmd, runtime_env=runtime_env, submission_id=job_id,
+                              metadata={"curation_config": rel_config, "curation_run_dir": str(run_dir)})
+        except Exception as exc:  # noqa: BLE001 - Ray raises RuntimeError, AuthenticationError, ConnectionError
+            raise SubmitError(f"submitting to {address} failed: {_explain(exc, token_env)}") from None
     out(f"submitted job {job_id} to {address}: {cmd}\n")
     if not wait:
         return SubmitResult(job_id, None, str(run_dir))

@@ -115,7 +115,8 @@ def test_credential_files_are_never_uploaded(tmp_path: Path) -> None:
 def test_submit_names_what_it_leaves_out(tmp_path: Path) -> None:
     wd = _workdir_with_secrets(tmp_path)
     # Port 9 on loopback refuses at once: the listing is printed before connecting.
-    r = curate("submit", str(wd / "pipelines/quickstart.yaml"), "--working-dir", str(wd),
+    # Not a git checkout: "--include ." names the whole folder; the credential patterns still apply.
+    r = curate("submit", str(wd / "pipelines/quickstart.yaml"), "--working-dir", str(wd), "--include", ".",
                "--address", "http://127.0.0.1:9", env=_client_env(tmp_path))
     assert r.returncode == 2 and "connecting to the Ray job server" in r.stdout, r.stdout + r.stderr
     line = next(ln for ln in r.stdout.splitlines() if "not uploaded:" in ln)
