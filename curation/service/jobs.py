@@ -298,6 +298,21 @@ def job_env(environ: Any, secret_env: tuple[str, ...] = ()) -> dict[str, str]:
             and k not in RAY_CLIENT_VARS}
 
 
+def state_excludes(code_root: Path, state_dir: Path) -> list[str]:
+    """The upload excludes (gitignore syntax, anchored at ``code_root``) that keep the service's state dir (Ray
+    token, job table, logs) out of every job's working_dir upload when it lies inside the code folder (the default
+    ``.curate-serve`` does when the service runs from the checkout); [] when it lies elsewhere."""
+    root, state = os.path.realpath(code_root), os.path.realpath(state_dir)
+    if state == root:
+        raise CurationError(f"the state dir {state} is the service's code folder, which every job uploads: "
+                            "choose another --state-dir")
+    if not state.startswith(root.rstrip(os.sep) + os.sep):
+        return []
+    rel = os.path.relpath(state, root).replace(os.sep, "/")
+    escaped = re.sub(r"([\\*?\[\]!#])", r"\\\1", rel)  # glob and comment characters are literal
+    return [f"/{escaped}/", f"/{escaped}"]
+
+
 def free_ports(n: int) -> list[int]:
     """n distinct loopback ports that were free a moment ago (all sockets held until all are chosen)."""
     socks = []
@@ -698,7 +713,8 @@ class JobManager:
         env = {PIPELINE_ENV: row["pipeline_yaml"], RUN_ID_ENV: row["run_id"],
                INPUT_ROOTS_ENV: json.dumps(list(self.settings.job_input_roots())),
                DRIVER_ENV: json.dumps({**forward_env(), **fault_injection_env()})}
-        return {"working_dir": str(code_root), "excludes": list(DEFAULT_EXCLUDES), "env_vars": env}
+        return {"working_dir": str(code_root), "excludes": list(DEFAULT_EXCLUDES) + state_excludes(
+            code_root, self.settings.state_dir), "env_vars": env}
 
     # tracking
 

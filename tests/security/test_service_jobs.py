@@ -317,3 +317,36 @@ def test_a_submitted_cache_dir_outside_the_run_and_the_cache_roots_is_refused(ma
              _body(SAMPLE, tmp_path, [{**stage, "cache_dir": str(caches / "team")}], run_id="r3"), "cache_dir")
     with pytest.raises(ConfigError, match="state dir"):
         make_client(cache_roots=(str(tmp_path),))
+
+
+# -- items 14, 15: the service's state dir and its local Ray head ---------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [".curate-serve", "serve-state", "state [x]*#"])
+def test_the_state_dir_is_never_part_of_a_job_upload(tmp_path: Path, name: str) -> None:
+    """Issue 27 item 14: the state dir (Ray token, job table) inside the code folder that every job uploads as its
+    working_dir. Ray's own packer, with the excludes the service passes, on a code folder holding one."""
+    from types import SimpleNamespace
+    import zipfile
+
+    from ray._private.runtime_env.packaging import _zip_files
+
+    from curation.service.jobs import JobManager
+    from curation.service.settings import ServiceSettings
+
+    code = tmp_path / "code"
+    for rel in ("curation/cli.py", f"{name}/ray/token", f"{name}/jobs.sqlite", f"{name}/logs/j1.log"):
+        (code / rel).parent.mkdir(parents=True, exist_ok=True)
+        (code / rel).write_text("x")
+    from curation.service.jobs import state_excludes
+    from curation.submit import DEFAULT_EXCLUDES
+
+    _zip_files(str(code), DEFAULT_EXCLUDES + state_excludes(code, code / name), str(tmp_path / "pkg.zip"),
+               include_gitignore=True)
+    assert {n for n in zipfile.ZipFile(tmp_path / "pkg.zip").namelist() if not n.endswith("/")} == {"curation/cli.py"}
+    # The service's own runtime_env, for a state dir inside the code folder it uploads (this checkout) and outside.
+    settings = ServiceSettings(runs_root=str(tmp_path / "runs"), state_dir=REPO / name, ray_address="http://x:1")
+    env = JobManager._runtime_env(SimpleNamespace(settings=settings), {"pipeline_yaml": "", "run_id": "r"})
+    assert Path(env["working_dir"]) == REPO and set(state_excludes(REPO, REPO / name)) <= set(env["excludes"])
+    settings.state_dir = tmp_path / "elsewhere"
+    assert state_excludes(REPO, settings.state_dir) == []
