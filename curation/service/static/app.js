@@ -2,6 +2,24 @@
 // What-if sliders, live-run progress polling and the submit form, all through the JSON API.
 "use strict";
 
+// The server puts a fresh random token in <meta name="curate-bind"> (the first of <head>) and on each element this
+// script may drive (data-bind). Only those elements are bound: an element smuggled into a page by a value from a
+// run file (a form, a section with the same id) does not carry the token, so it is never picked up.
+const BIND = (() => {
+  const m = document.head && document.head.querySelector("meta[name='curate-bind']");
+  return m && m.content && m.content.length >= 16 ? m.content : null;
+})();
+
+function bound(selector) {
+  if (!BIND) return [];
+  return Array.from(document.querySelectorAll(selector)).filter((el) => el.dataset.bind === BIND);
+}
+
+function boundOne(selector) {
+  const all = bound(selector);
+  return all.length === 1 ? all[0] : null;
+}
+
 function fmt(n) { return Number(n).toLocaleString("en-US"); }
 
 async function postJSON(url, body) {
@@ -64,9 +82,9 @@ function setupProgress(sec) {
     if (r.ok) {
       const p = await r.json();
       if (p.state === "finished") { location.reload(); return; }
-      document.getElementById("progress-state").textContent = p.state;
-      document.getElementById("progress-tasks").textContent = `${p.tasks_done} of ${p.tasks_total}`;
-      document.getElementById("progress-eta").textContent = p.eta_s === null ? "–" : `${Math.round(p.eta_s)} s`;
+      sec.querySelector("#progress-state").textContent = p.state;
+      sec.querySelector("#progress-tasks").textContent = `${p.tasks_done} of ${p.tasks_total}`;
+      sec.querySelector("#progress-eta").textContent = p.eta_s === null ? "–" : `${Math.round(p.eta_s)} s`;
       const cells = sec.querySelectorAll("[data-f=tasks]");
       p.passes.forEach((x, i) => { if (cells[i]) cells[i].textContent = `${x.tasks_done} / ${x.tasks_total}`; });
     }
@@ -80,7 +98,7 @@ function dotted(loc) {
   return Array.isArray(loc) ? loc.join(".") : String(loc || "");
 }
 
-function fieldError(form, loc, msg) {
+function fieldError(form, result, loc, msg) {
   // The error goes under the field it names (body.config_yaml, body.overrides, body.run_id), else under the form.
   const parts = dotted(loc).split(".");
   const field = parts[0] === "body" ? parts[1] : parts[0];
@@ -93,7 +111,7 @@ function fieldError(form, loc, msg) {
     el.dataset.field = field;
     input.closest("label").after(el);
   } else {
-    document.getElementById("submit-result").appendChild(el);
+    result.appendChild(el);
   }
 }
 
@@ -127,8 +145,7 @@ function watchJob(jobId, runId, box) {
   poll();
 }
 
-function setupSubmit(form) {
-  const result = document.getElementById("submit-result");
+function setupSubmit(form, result) {
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     for (const el of form.parentNode.querySelectorAll(".field-error")) el.remove();
@@ -152,12 +169,12 @@ function setupSubmit(form) {
     }
     const detail = res.data && res.data.detail;
     const items = Array.isArray(detail) ? detail : [{loc: "", msg: String(detail || res.status)}];
-    for (const d of items) fieldError(form, d.loc, d.msg);
+    for (const d of items) fieldError(form, result, d.loc, d.msg);
   });
 }
 
-document.querySelectorAll("section.whatif").forEach(setupWhatIf);
-const prog = document.getElementById("progress");
+bound("section.whatif").forEach(setupWhatIf);
+const prog = boundOne("section#progress");
 if (prog) setupProgress(prog);
-const sf = document.getElementById("submit-form");
-if (sf) setupSubmit(sf);
+const sf = boundOne("form#submit-form"), sr = boundOne("div#submit-result");
+if (sf && sr) setupSubmit(sf, sr);
