@@ -185,6 +185,7 @@ def _read_api(app: FastAPI) -> None:
     read = [Depends(require_read)]
     cache: AnswerCache = app.state.cache
     opener = app.state.pool.open_run  # open sandboxes of finished runs, reused across requests
+    latest_job = _job_table_latest(s)  # the job table, for a submitted run whose directory does not exist yet
 
     def finished(run_id: str) -> Path:
         path = reg.path(run_id)
@@ -205,7 +206,16 @@ def _read_api(app: FastAPI) -> None:
 
     @app.get("/api/runs/{run_id}/progress", dependencies=read)
     def progress(run_id: str) -> dict[str, Any]:
-        path = reg.path(run_id)
+        try:
+            path = reg.path(run_id)
+        except HTTPException as exc:
+            # A job just submitted has no run directory yet: its run is queued (or starting), not missing.
+            row = latest_job(run_id) if exc.status_code == 404 and app.state.jobs_enabled else None
+            if row is None or row["state"] not in _BEFORE_RUN:
+                raise
+            return {"state": _BEFORE_RUN[row["state"]], "job_id": row["job_id"], "job_state": row["state"],
+                    "tasks_done": 0, "tasks_total": 0, "passes": [], "input_bytes": 0, "input_bytes_done": 0,
+                    "eta_s": None, "source": "job"}
         try:
             out = run_progress(path)
         except ValueError as exc:
@@ -306,23 +316,38 @@ def _job_router() -> Any:
     return router
 
 
-def _job_table_failed(settings: ServiceSettings) -> Any:
-    """``failed(run_id)``: the run's latest job failed (run directories do not record failures)."""
+def _job_table_latest(settings: ServiceSettings) -> Any:
+    """``latest(run_id)``: the run's latest job row in the job table, or None (no table, no job)."""
 
     path = Path(settings.state_dir) / "jobs.sqlite"
     store: list[Any] = []  # opened once the table exists (opening runs its schema script)
 
-    def failed(run_id: str) -> bool:
+    def latest(run_id: str) -> dict[str, Any] | None:
         if not store:
             if not path.exists():
-                return False
+                return None
             from curation.service.jobs import JobStore
 
             store.append(JobStore(path))
         rows = store[0].list(run_id=run_id, limit=1)
-        return bool(rows) and rows[0]["state"] == "failed"
+        return rows[0] if rows else None
+
+    return latest
+
+
+def _job_table_failed(settings: ServiceSettings) -> Any:
+    """``failed(run_id)``: the run's latest job failed (run directories do not record failures)."""
+    latest = _job_table_latest(settings)
+
+    def failed(run_id: str) -> bool:
+        row = latest(run_id)
+        return row is not None and row["state"] == "failed"
 
     return failed
+
+
+#: Job states before the job's run directory exists, and what the progress route answers for them.
+_BEFORE_RUN = {"validated": "queued", "submitting": "queued", "submitted": "queued", "running": "starting"}
 
 
 def _lifespan(settings: ServiceSettings, jobs: bool) -> Any:
