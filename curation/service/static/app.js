@@ -115,6 +115,21 @@ function fieldError(form, result, loc, msg) {
   }
 }
 
+async function refreshRuns() {
+  // The runs table of this page, re-read from the server (a finished job's run is listed). The new table comes
+  // from a parsed copy of the page (DOMParser runs no script) and only from its section carrying that copy's token.
+  const cur = boundOne("section#runs");
+  if (!cur) return;
+  const r = await fetch("/", {credentials: "same-origin"});
+  if (!r.ok) return;
+  const doc = new DOMParser().parseFromString(await r.text(), "text/html");
+  const meta = doc.head && doc.head.querySelector("meta[name='curate-bind']");
+  const fresh = meta && Array.from(doc.querySelectorAll("section#runs")).filter((el) => el.dataset.bind === meta.content);
+  if (!fresh || fresh.length !== 1) return;
+  cur.replaceChildren(...Array.from(fresh[0].childNodes).map((n) => document.importNode(n, true)));
+  cur.dataset.refreshed = "1";
+}
+
 function watchJob(jobId, runId, box) {
   // The job's state and the run's progress, every second, until the job ends; then a link to the run.
   const state = document.createElement("p"), prog = document.createElement("p");
@@ -138,6 +153,7 @@ function watchJob(jobId, runId, box) {
       const a = document.createElement("a");
       a.id = "open-run"; a.href = "/runs/" + encodeURIComponent(runId); a.textContent = "open run " + runId;
       box.append(a);
+      refreshRuns();
       return;
     }
     setTimeout(poll, 1000);

@@ -79,6 +79,8 @@ def test_submit_from_the_page_watch_it_finish_and_open_the_run(browser, service:
     assert pg.locator("#submit-state").get_attribute("data-state") == "finished"
     assert pg.locator("#submit-progress").inner_text() != first  # the progress moved while we watched
     assert any("running" in s or "submitted" in s for s in seen), seen
+    # The runs table above the form lists the run now, without a reload (issue 27 item 24).
+    pg.wait_for_selector("section#runs table.runs a[href='/runs/qs-web']", timeout=30_000)
     shot(pg, "submit", full_page=False)
     pg.click("#open-run")
     pg.wait_for_url("**/runs/qs-web")
