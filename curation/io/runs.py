@@ -139,7 +139,9 @@ def _info(path: Path, failed: Callable[[str], bool] | None) -> RunInfo | None:
         if state == "finished":
             m = read_manifest(path, fields=())
             info.name, info.fingerprint = str(m.get("name", "")), str(m.get("fingerprint", ""))
-            info.created_unix = m.get("created_unix")
+            created = m.get("created_unix")
+            # a manifest is untrusted: only a real number is a time (a string here broke the runs list's sort)
+            info.created_unix = float(created) if isinstance(created, (int, float)) and not isinstance(created, bool) else None
             info.totals = dict(m.get("totals", {}))
             info.funnel = [(s["name"], s["in"], s["out"], sum(s["dropped"].values())) for s in m.get("stages", [])]
             info.domains = dict(m.get("domains", {}))

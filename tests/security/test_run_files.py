@@ -262,3 +262,15 @@ def test_training_loader_verify_hashes_false_opts_out(tiny_run: Path) -> None:
     loader = MixtureLoader(_loader_cfg(tiny_run, verify_hashes=False, seq_len=256))
     seen = b"".join(bytes(int(t) for t in loader.next_batch()[0][0] if t < 256) for _ in range(8))
     assert poison.encode() in seen
+
+
+def test_a_non_numeric_created_time_in_a_manifest_does_not_break_the_runs_list(tiny_run: Path) -> None:
+    # The runs list sorts by created_unix: a string there made every listing (and the index page) a 500.
+    from curation.io.runs import list_runs
+
+    manifest = tiny_run / "manifest.json"
+    m = json.loads(manifest.read_text())
+    m["created_unix"] = "<b>yesterday</b>"
+    manifest.write_text(json.dumps(m))
+    runs = list_runs(str(tiny_run.parent))
+    assert [r.run_id for r in runs] == [tiny_run.name] and runs[0].created_unix is None
