@@ -6,7 +6,6 @@ dialog opens. ``static/app.js`` binds only to elements carrying the response's `
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import time
@@ -155,15 +154,3 @@ def test_hostile_run_files_in_chromium_plant_nothing(hostile_root: Path, tmp_pat
     assert not events, events
 
 
-@pytest.fixture(scope="module")
-def browser():  # noqa: ANN201 - a playwright browser (as tests/curation/service/test_browser.py's)
-    from tests.curation.service.test_browser import ARGS, CHROMIUM
-
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get update && apt-get install -y chromium`")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()

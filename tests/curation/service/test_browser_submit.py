@@ -8,7 +8,6 @@ Jobs are slowed by the executor's fault-injection sleep (1 s per pass-0 task), s
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.curation.service.test_browser import ARGS, CHROMIUM, shot
+from tests.curation.service.test_browser import shot
 from tests.curation.service.test_jobs_ray import Service, _config, _markers, running_service
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -31,16 +30,6 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     yield from running_service(tmp_path_factory.mktemp("svc"))
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get update && apt-get install -y chromium`")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 def test_submit_from_the_page_watch_it_finish_and_open_the_run(browser, service: Service) -> None:  # noqa: ANN001
