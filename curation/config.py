@@ -204,6 +204,8 @@ def parse_mapping(text: str, where: str, fmt: Literal["json", "yaml"] = "yaml") 
     except _AliasRefused as exc:
         raise ConfigError(f"{where}: line {exc.line}: YAML anchors and aliases (&name, *name, <<: *name) are not "
                           "accepted in configs: write the values out") from None
+    except RecursionError:  # '[[[[...' deeper than the parser's stack: a refusal, not a 500 or a traceback
+        raise ConfigError(f"{where}: nested too deeply to parse") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: top level must be a mapping (a JSON object), got {type(data).__name__}")
     return data
@@ -224,6 +226,8 @@ def apply_overrides(data: dict[str, Any], overrides: typing.Iterable[str]) -> di
             value = safe_load_yaml(raw) if raw else ""
         except _AliasRefused:
             raise ConfigError(f"override {item!r}: YAML anchors and aliases are not accepted") from None
+        except RecursionError:
+            raise ConfigError(f"override {key!r}: the value is nested too deeply to parse") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {item!r}: the value is not valid YAML ({' '.join(str(exc).split())})") \
                 from None

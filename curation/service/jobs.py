@@ -617,6 +617,16 @@ class JobManager:
             where = f"config_yaml.stages[{i}] ({spec.stage})"
             for path, node in _mappings(to_plain(spec.config), where):
                 self._check_backend(path, node)
+                # Engine keyword arguments pass into the backend's constructor unchecked (vLLM's
+                # trust_remote_code runs a hub repository's code; download_dir writes anywhere): a submitted
+                # job may not set them, nor ask any loader to trust remote code.
+                if "kind" in node and node.get("extra"):
+                    raise JobError(422, f"{path}.extra: engine arguments are not accepted in submitted configs "
+                                        "(they reach the engine unchecked); run such a pipeline with `curate run`",
+                                   ("body", "config_yaml"))
+                if node.get("trust_remote_code"):
+                    raise JobError(422, f"{path}.trust_remote_code: not accepted in submitted configs",
+                                   ("body", "config_yaml"))
                 for key in WRITE_PATH_KEYS:
                     if node.get(key) is not None:
                         self._check_write_path(f"{path}.{key}", str(node[key]), run_dir)

@@ -103,3 +103,13 @@ def test_malformed_override_exits_2_from_curate_run(tmp_path: Path) -> None:
     cfg.write_text(yaml.safe_dump(pipeline_dict([str(tmp_path / "in" / "*.jsonl")], tmp_path / "out")))
     line = _one_line_exit_2(_curate_run(cfg, "stages.x.min_score=1"))
     assert "override 'stages.x.min_score=1': stages is a list: stages.x needs a list index" in line
+
+
+def test_nesting_deeper_than_the_parser_is_a_refusal_not_a_500(jobs_client) -> None:  # noqa: ANN001 - fixture
+    deep = "a: " + "[" * 100_000
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        parse_mapping(deep, "config")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        apply_overrides({"x": 1}, ["x=" + "[" * 100_000])
+    r = jobs_client.post("/api/runs", headers=SUBMIT, json={"config_yaml": deep, "run_id": "deep"})
+    assert r.status_code == 422 and "nested too deeply" in r.json()["detail"][0]["msg"], r.text

@@ -350,3 +350,16 @@ def test_the_state_dir_is_never_part_of_a_job_upload(tmp_path: Path, name: str) 
     assert Path(env["working_dir"]) == REPO and set(state_excludes(REPO, REPO / name)) <= set(env["excludes"])
     settings.state_dir = tmp_path / "elsewhere"
     assert state_excludes(REPO, settings.state_dir) == []
+
+
+def test_a_submitted_config_may_not_pass_engine_arguments_or_trust_remote_code(make_client: ClientFactory,
+                                                                             tmp_path: Path) -> None:
+    # vLLM's `extra` goes into LLM(**kwargs): trust_remote_code would run a hub repository's code on the cluster,
+    # download_dir would write outside the run and the cache roots.
+    client = make_client()
+    vllm = [{"stage": "rephrase_v1", "templates": ["wrap_medium"],
+             "backend": {"kind": "vllm", "model": "attacker/evil",
+                         "extra": {"trust_remote_code": True, "download_dir": "/tmp/anywhere"}}}]
+    _refused(client, _body(SAMPLE, tmp_path, vllm), "stages[0] (rephrase_v1).backend.extra")
+    vllm[0]["backend"]["extra"] = {}
+    _passes(client, _body(SAMPLE, tmp_path, vllm))
