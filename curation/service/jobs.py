@@ -313,17 +313,37 @@ def state_excludes(code_root: Path, state_dir: Path) -> list[str]:
     return [f"/{escaped}/", f"/{escaped}"]
 
 
+_handed_out: set[int] = set()  # ports this process already chose: not chosen again
+
+
 def free_ports(n: int) -> list[int]:
-    """n distinct loopback ports that were free a moment ago (all sockets held until all are chosen)."""
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
+    """n loopback ports that were free a moment ago and that no earlier call in this process returned.
+
+    The sockets are closed before the caller binds, so without the memory two calls (e.g. a head's
+    own ports, then its agents') could be given the same port by the kernel, and ``ray start`` refuses
+    a port named twice.
+    """
+    socks, ports = [], []
+    try:
+        while len(ports) < n:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)  # held open until all are chosen: the kernel cannot hand it out twice
+            port = s.getsockname()[1]
+            if port not in _handed_out:
+                ports.append(port)
+            if len(socks) > n + 1000:
+                raise CurationError("no free loopback ports left")
+    finally:
+        for s in socks:
+            s.close()
+    _handed_out.update(ports)
     return ports
+
+
+# What `ray start` prints when a port it was given is taken (by itself or by another program).
+_PORT_CONFLICT = ("is trying to use a port number", "Address already in use", "address already in use",
+                  "Failed to bind")
 
 
 @dataclass
@@ -358,14 +378,25 @@ class LocalRay:
         tok = self.home / "token"
         tok.touch(mode=0o600)
         tok.write_text(self.token)
-        # Short path: Ray's unix sockets live under it (108-byte limit).
-        temp_dir = Path(tempfile.mkdtemp(prefix="curate-ray-", dir="/tmp"))
-        gcs, dash, client = free_ports(3)
-        p = free_ports(7)
         env = job_env(os.environ, self.secret_env)
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, RAY_USAGE_STATS_ENABLED="0")
         # The job driver runs `python -m ...`: this interpreter first on PATH.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        # The ports are free when chosen, but another program may bind one before Ray does: a head
+        # that exits on a port conflict is started again on new ports.
+        for attempt in range(3):
+            error = self._start_once(env)
+            if error is None:
+                return
+            if not any(m in error for m in _PORT_CONFLICT) or attempt == 2:
+                raise CurationError(error)
+            log.warning("the local Ray head hit a port conflict; starting it again on other ports")
+
+    def _start_once(self, env: dict[str, str]) -> str | None:
+        """Start ``ray start --head``; None once it answers, else why it did not."""
+        # Short path: Ray's unix sockets live under it (108-byte limit).
+        temp_dir = Path(tempfile.mkdtemp(prefix="curate-ray-", dir="/tmp"))
+        gcs, dash, client, *p = free_ports(9)
         args = [str(Path(sys.executable).with_name("ray")), "start", "--block", "--head", f"--port={gcs}",
                 "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
                 f"--ray-client-server-port={client}", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
@@ -382,11 +413,18 @@ class LocalRay:
                                               "temp_dir": str(temp_dir)}))
         deadline = time.time() + self.timeout_s
         while not self._alive():
-            if proc.poll() is not None or time.time() > deadline:
+            rc = proc.poll()
+            if rc is not None or time.time() > deadline:
                 tail = logf.read_text(errors="replace")[-3000:]
                 self.stop()
-                raise CurationError(f"the local Ray head did not start (see {logf}):\n{tail}")
+                if rc is None:  # still up but not answering: stop() ended its group
+                    try:
+                        proc.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        pass
+                return f"the local Ray head did not start (see {logf}):\n{tail}"
             time.sleep(0.5)
+        return None
 
     def _alive(self) -> bool:
         import urllib.request

@@ -53,8 +53,9 @@ def test_submit_from_the_page_watch_it_finish_and_open_the_run(browser, service:
     # The same form fixed: submitted, the job's state and the run's progress update, it finishes.
     pg.fill("#submit-form textarea[name=config_yaml]", QUICKSTART)
     pg.click("#submit-form button[type=submit]")
-    pg.wait_for_selector("#submit-ok", timeout=240_000)
-    assert pg.locator(".field-error").count() == 0
+    # Either outcome ends the wait: a refusal fails here with its message, not after the timeout.
+    pg.wait_for_selector("#submit-ok, .field-error", timeout=240_000)
+    assert pg.locator(".field-error").count() == 0, pg.locator(".field-error").all_inner_texts()
     assert "submitted run qs-web" in pg.locator("#submit-ok").inner_text()
     pg.wait_for_function("() => { const p = document.getElementById('submit-progress'); "
                          "return p && / of [1-9]\\d* tasks done/.test(p.textContent); }", timeout=120_000)

@@ -180,3 +180,12 @@ def test_a_token_never_goes_in_clear_text_to_a_remote_cluster(tmp_path: Path, mo
         jobs.wait_ready(timeout=30)
     assert err.value.status == 503 and "t0ken" not in str(err.value)
     jobs.close()
+
+
+def test_free_ports_never_hands_out_a_port_twice() -> None:
+    """``ray start`` refuses a port named twice: a head's ports and its agents' ports came from two
+    calls, and the kernel gave both the same one on CI."""
+    from curation.service.jobs import free_ports
+
+    ports = [p for _ in range(60) for p in free_ports(9)]
+    assert len(ports) == 540 and len(set(ports)) == 540

@@ -280,3 +280,29 @@ def _swallow(fn: Any) -> None:
         fn()
     except httpx.HTTPError:  # the service was killed under this request
         pass
+
+
+def test_a_local_head_that_hits_a_port_conflict_is_started_again_on_other_ports(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first ``ray start`` is given the dashboard's port for its agent too (what a port taken between
+    choosing and binding looks like); the head is started again and answers."""
+    from curation.service import jobs
+
+    real, calls = jobs.free_ports, []
+
+    def clashing(n: int) -> list[int]:
+        ports = real(n)
+        calls.append(ports)
+        if len(calls) == 1:
+            ports[5] = ports[1]  # dashboard-agent-listen-port = dashboard-port
+        return ports
+
+    monkeypatch.setattr(jobs, "free_ports", clashing)
+    head = jobs.LocalRay(tmp_path / "ray")
+    try:
+        head.start()
+        assert len(calls) == 2 and head._alive()
+        assert head.dashboard_url.endswith(f":{calls[1][1]}")
+        assert "is trying to use a port number" not in (tmp_path / "ray" / "head.log").read_text()
+    finally:
+        head.stop()
