@@ -18,9 +18,10 @@ from typing import Any, Literal
 
 from curation.config import apply_overrides, check_choices, from_dict, load_yaml, to_dict
 from curation.errors import ConfigError
+from curation.io import input_roots
 from curation.io.readers import InputConfig
 from curation.registry import get_stage
-from curation.stages.base import Stage
+from curation.stages.base import Stage, config_paths
 
 
 @dataclass(kw_only=True)
@@ -143,8 +144,22 @@ class StageSpec:
     resources: Resources = field(default_factory=Resources)
 
     def build(self) -> Stage:
-        """A new instance of the stage (validates its config and files)."""
+        """A new instance of the stage (validates its config and files). In a job submitted through
+        ``curate serve`` the files its config names must lie under the service's input roots first."""
+        roots = input_roots.active()
+        if roots is not None:
+            self.check_files(roots, f"stage {self.stage}")
         return get_stage(self.stage)(self.config)
+
+    def check_files(self, roots: input_roots.InputRoots, where: str) -> None:
+        """Every file the config names (``Stage.artifact_keys``: models, eval sets, centroids, templates,
+        tokenizers) under ``roots``, before the stage is built (building reads them); ConfigError naming
+        ``where.key`` otherwise."""
+        for key, value in config_paths(self.config, *get_stage(self.stage).artifact_keys, urls=True).items():
+            try:
+                roots.check_artifact(value)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}.{key}: {exc}") from None
 
     def built(self) -> Stage:
         """The stage built once per process copy of this spec, shared by everything that asks it
@@ -227,3 +242,4 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
     """Load a pipeline YAML, apply ``a.b=value`` overrides, validate everything."""
     data = apply_overrides(load_yaml(path), overrides or [])
     return PipelineConfig.from_mapping(data, where=str(path))
+

@@ -127,6 +127,29 @@ class InputRoots:
         if not self._inside_local(real):
             raise self._refuse(path, f"resolves to {real}, outside the input roots")
 
+    def check_artifact(self, value: str) -> None:
+        """A file or folder a stage config names (a model, eval set, centroids, templates, tokenizer).
+
+        A URL must lie under a bucket root; a local path (absolute, ``~``, ``.``-relative, or relative and
+        existing under ``base``) must resolve inside a local root. Anything else is a name, not a path (a hub
+        id such as ``org/model``, the bundled model's name, an API backend's model): loaders look it up by name.
+        """
+        if "\0" in value or "::" in value:
+            raise self._refuse(value, "is a chained URL")
+        if _has_dotdot(value):
+            raise self._refuse(value, "contains '..'")
+        scheme = _scheme(value)
+        if scheme is not None and len(scheme) > 1:
+            if "://" not in value or scheme not in BUCKET_SCHEMES:
+                raise self._refuse(value, f"uses the scheme {scheme}:, which submitted jobs may not read")
+            self.check_file(value)
+            return
+        if value.startswith("~"):
+            raise self._refuse(value, "starts with '~'")
+        local = os.path.isabs(value) or value.startswith(".") or os.path.lexists(os.path.join(self.base, value))
+        if local:
+            self.check_file(value)
+
     def check_patterns(self, patterns: list[str]) -> None:
         """Each pattern, and for local ones each file it matches now (a symlink out of a root is refused)."""
         import glob

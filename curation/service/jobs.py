@@ -653,6 +653,10 @@ class JobManager:
                 raise JobError(422, f"config_yaml.input.paths[{i}]: {exc}", ("body", "config_yaml")) from None
         for i, spec in enumerate(cfg.stages):
             where = f"config_yaml.stages[{i}] ({spec.stage})"
+            try:  # models, eval sets, centroids, templates: read like inputs, so under the same roots
+                spec.check_files(self.input_roots(), where)
+            except ConfigError as exc:
+                raise JobError(422, str(exc), ("body", "config_yaml")) from None
             for path, node in _mappings(to_plain(spec.config), where):
                 self._check_backend(path, node)
                 # Engine keyword arguments pass into the backend's constructor unchecked (vLLM's

@@ -84,14 +84,18 @@ class Stage(ABC):
         """
         return None
 
+    #: Config keys naming local files or folders whose contents decide the output (models, eval sets,
+    #: centroids, templates); ``*`` walks a list (``models.*.path``). A class attribute, so a submitted config
+    #: can be checked against the service's input roots before the stage is built (building reads them).
+    artifact_keys: ClassVar[tuple[str, ...]] = ()
+
     def artifacts(self) -> dict[str, str]:
-        """Config values that name local files or folders whose contents decide the output
-        (models, eval sets, centroids, templates): ``{dotted config key: path}``.
+        """``{dotted config key: path}`` of the local files named by ``artifact_keys``.
 
         The executor puts their digests in the run identity, so a changed file behind the same
-        path refuses to resume into the old run's outputs. ``config_paths`` builds the mapping.
+        path refuses to resume into the old run's outputs.
         """
-        return {}
+        return config_paths(self.config, *self.artifact_keys)
 
     def describe(self) -> str | None:
         """A line for the console at launch saying what the stage will do (None: nothing to say)."""
@@ -102,18 +106,18 @@ class Stage(ABC):
         """Map one batch of documents to kept and dropped rows."""
 
 
-def config_paths(config: Any, *keys: str) -> dict[str, str]:
+def config_paths(config: Any, *keys: str, urls: bool = False) -> dict[str, str]:
     """``{dotted key: value}`` of the config fields named by ``keys`` that hold a local path.
 
     A ``*`` in a key walks every item of a list field (``models.*.path`` gives ``models.0.path``,
-    ``models.1.path``, ...). Unset or empty values and URLs (``s3://``, hub ids are checked for
-    existence by the caller) are left out.
+    ``models.1.path``, ...). Unset or empty values are left out, and so are URLs (``s3://``) unless
+    ``urls``; hub ids are checked for existence by the caller.
     """
     out: dict[str, str] = {}
 
     def walk(node: Any, parts: list[str], done: list[str]) -> None:
         if not parts:
-            if isinstance(node, str) and node and "://" not in node:
+            if isinstance(node, str) and node and (urls or "://" not in node):
                 out[".".join(done)] = node
             return
         head, rest = parts[0], parts[1:]

@@ -319,6 +319,80 @@ def test_a_submitted_cache_dir_outside_the_run_and_the_cache_roots_is_refused(ma
         make_client(cache_roots=(str(tmp_path),))
 
 
+def _file_stages(path: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every stage field that names a file the stage reads (``Stage.artifact_keys``), pointing at ``path``."""
+    return [
+        ("stages[0] (language_id_v1).model_path", {"stage": "language_id_v1", "model_path": path}),
+        ("stages[0] (fasttext_score_v1).models.0.path",
+         {"stage": "fasttext_score_v1", "models": [{"name": "q", "path": path}]}),
+        ("stages[0] (lm_loss_v1).models.0.path", {"stage": "lm_loss_v1", "models": [{"name": "a", "path": path}]}),
+        ("stages[0] (skill_tag_v1).model", {"stage": "skill_tag_v1", "source": "fasttext", "model": path}),
+        ("stages[0] (skill_tag_v1).centroids", {"stage": "skill_tag_v1", "source": "embedding", "centroids": path}),
+        ("stages[0] (decontaminate_v1).eval_files.0.path",
+         {"stage": "decontaminate_v1", "eval_files": [{"path": path}]}),
+        ("stages[0] (rephrase_v1).templates_file",
+         {**_rephrase("http://llm.internal/v1", api_key_env=None)[0], "templates_file": path}),
+        ("stages[0] (rephrase_v1).tokenizer",
+         {**_rephrase("http://llm.internal/v1", api_key_env=None)[0], "tokenizer": path}),
+    ]
+
+
+def test_files_a_submitted_stage_config_names_must_lie_under_the_input_roots(make_client: ClientFactory, root: Path,
+                                                                             tmp_path: Path) -> None:
+    """Models, eval sets, centroids, templates and tokenizers are read like inputs: a submitted config naming
+    ``/etc/passwd`` as an eval set, or the job table as templates, would quote their lines into the job's log
+    (which read tokens see). Each such field is checked against the input roots before any stage is built."""
+    (root / "up").symlink_to(tmp_path)
+    (tmp_path / "secret.txt").write_text("the service's secret\n")
+    client = make_client(input_roots=(str(root), "s3://team-bucket/models/"), allow_backend_hosts=("llm.internal",))
+    attacks = ["/etc/passwd", str(tmp_path / "state" / "jobs.sqlite"), f"{root}/../secret.txt",
+               f"{root}/up/secret.txt", "~/.netrc", "./curation/cli.py", "curation/cli.py",
+               "http://127.0.0.1:9/model.bin", "file:///etc/passwd", "s3://other-bucket/m.bin",
+               f"zip://m.bin::file://{root}/a.jsonl"]
+    for attack in attacks:
+        for where, stage in _file_stages(attack):
+            msg = _refused(client, _body([f"{root}/*.jsonl"], tmp_path, [stage]), "config_yaml.stages[0] (")
+            # (the stage's own config refuses some first: eval files are local files only)
+            assert (msg.startswith(f"config_yaml.{where}: ") and "input roots" in msg) or "only local files" in msg, msg
+    assert client.get("/api/jobs", headers=READ).json() == {"jobs": []}
+    # Files under a root, bucket prefixes under a bucket root, and names that are not local paths (a hub id, an
+    # API backend's model) pass.
+    (root / "m.bin").write_text("model")
+    for i, ok in enumerate([str(root / "m.bin"), "s3://team-bucket/models/m.bin", "org/hub-model"]):
+        for j, (where, stage) in enumerate(_file_stages(ok)):
+            if "eval_files" in where and i > 0:
+                continue  # eval files are local files only (the stage's own rule)
+            _passes(client, _body([f"{root}/*.jsonl"], tmp_path, [stage], run_id=f"ok{i}-{j}"))
+
+
+def test_the_job_refuses_a_stage_file_outside_its_roots_before_building_the_stage(
+        root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver confines stage building as it confines inputs: a symlink planted in a root after the submission
+    check, naming a file outside, is refused before the stage reads it. ``curate run`` is not confined."""
+    from curation.pipeline import StageSpec
+    from curation.service.jobs import INPUT_ROOTS_ENV, PIPELINE_ENV, RUN_ID_ENV, job_main
+    from curation.stages.decontam.stage import DecontaminateConfig
+    from curation.stages.decontam.evalsets import EvalFileSpec
+
+    secret = tmp_path / "secret.jsonl"
+    secret.write_text('{"text": "the service secret value one two three four five six seven eight"}\n')
+    monkeypatch.setenv(PIPELINE_ENV, "name: x\n")
+    monkeypatch.setenv(RUN_ID_ENV, "r1")
+    monkeypatch.setenv(INPUT_ROOTS_ENV, json.dumps([str(root)]))
+    planted = root / "evals.jsonl"
+
+    def spec() -> StageSpec:
+        return StageSpec(stage="decontaminate_v1", config=DecontaminateConfig(eval_files=[EvalFileSpec(path=str(planted))]))
+
+    def run(_args: list[str]) -> None:
+        planted.symlink_to(secret)
+        with pytest.raises(ConfigError, match=r"stage decontaminate_v1\.eval_files\.0\.path: .*outside the input roots"):
+            spec().build()
+
+    job_main([], run=run)
+    assert spec().build() is not None  # outside a job: curate run reads what it is given
+
+
 # -- items 14, 15: the service's state dir and its local Ray head ---------------------------------------------------
 
 

@@ -26,7 +26,7 @@ from curation.config import check_choices
 from curation.errors import ConfigError
 from curation.io.digest import file_digest
 from curation.registry import register_stage
-from curation.stages.base import Decisions, Filter, config_paths
+from curation.stages.base import Decisions, Filter
 from curation.stages.decontam.evalsets import EvalFileSpec
 from curation.stages.decontam.index import BatchMatch, EvalIndex, build_index
 from curation.stages.decontam.ngrams import words, words_with_spans
@@ -127,9 +127,7 @@ class Decontaminate(Filter):
 
     Config = DecontaminateConfig
 
-    def artifacts(self) -> dict[str, str]:
-        """The eval sets: their digests are part of the run identity."""
-        return config_paths(self.config, "eval_files.*.path")
+    artifact_keys = ("eval_files.*.path",)
 
     def __init__(self, config: DecontaminateConfig | None = None) -> None:
         super().__init__(config)

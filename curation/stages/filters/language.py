@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from curation.errors import ConfigError
 from curation.registry import register_stage
-from curation.stages.base import Decisions, Filter, config_paths
+from curation.stages.base import Decisions, Filter
 
 ENV_MODEL = "CURATION_LID_MODEL"
 
@@ -59,9 +59,7 @@ class LanguageId(Filter):
     Config = LanguageIdConfig
     requires = ("fasttext",)
 
-    def artifacts(self) -> dict[str, str]:
-        """The lid.176 model file: their digests are part of the run identity."""
-        return config_paths(self.config, "model_path")
+    artifact_keys = ("model_path",)
 
     def __init__(self, config: LanguageIdConfig | None = None) -> None:
         super().__init__(config)

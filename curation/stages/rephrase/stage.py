@@ -40,7 +40,7 @@ from curation.rephrase.checks import OutputChecks, check_code, check_output, ext
 from curation.rephrase.chunking import chunk_text, hf_counter, join_chunks
 from curation.rephrase.prox import document_decision, execute, number_lines
 from curation.rephrase.templates import Template, load_templates
-from curation.stages.base import Stage, StageResult, config_paths, split
+from curation.stages.base import Stage, StageResult, split
 
 _PROVENANCE = {
     "rephrase_of": pa.string(), "rephrase_template": pa.string(), "rephrase_model": pa.string(),
@@ -89,9 +89,7 @@ def _source(batch: pa.Table) -> str:
 class Rephrase(Stage):
     Config = RephraseConfig
 
-    def artifacts(self) -> dict[str, str]:
-        """Templates, a local model and tokenizer: their digests are part of the run identity."""
-        return config_paths(self.config, "templates_file", "backend.model", "tokenizer")
+    artifact_keys = ("templates_file", "backend.model", "tokenizer")
 
     def __init__(self, config: RephraseConfig | None = None) -> None:
         super().__init__(config)

@@ -17,7 +17,7 @@ import pyarrow as pa
 from curation.errors import ConfigError
 from curation.registry import register_stage
 from curation.scoring.classifier import positive_probability
-from curation.stages.base import Stage, StageResult, config_paths, split
+from curation.stages.base import Stage, StageResult, split
 from curation.stages.scoring.lm_loss import check_model_names
 
 _MODELS: dict[str, Any] = {}
@@ -58,9 +58,7 @@ class FastTextScore(Stage):
     Config = FastTextScoreConfig
     requires = ("fasttext",)
 
-    def artifacts(self) -> dict[str, str]:
-        """The fastText models: their digests are part of the run identity."""
-        return config_paths(self.config, "models.*.path")
+    artifact_keys = ("models.*.path",)
 
     def __init__(self, config: FastTextScoreConfig | None = None) -> None:
         super().__init__(config)

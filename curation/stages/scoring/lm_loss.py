@@ -30,7 +30,7 @@ import pyarrow as pa
 from curation.config import check_choices
 from curation.registry import register_stage
 from curation.scoring.hf import load_pretrained
-from curation.stages.base import Stage, StageResult, config_paths, split
+from curation.stages.base import Stage, StageResult, split
 
 
 def check_model_names(names: list[str]) -> None:
@@ -153,9 +153,7 @@ class LMLoss(Stage):
     Config = LMLossConfig
     requires = ("torch", "transformers")
 
-    def artifacts(self) -> dict[str, str]:
-        """The reference LMs' local model dirs: their digests are part of the run identity."""
-        return config_paths(self.config, "models.*.path")
+    artifact_keys = ("models.*.path",)
 
     def _device(self) -> tuple[str, str]:
         import torch

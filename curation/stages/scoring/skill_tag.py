@@ -16,7 +16,7 @@ from curation.config import check_choices
 from curation.errors import ConfigError
 from curation.registry import register_stage
 from curation.scoring.classifier import normalise
-from curation.stages.base import Stage, StageResult, config_paths, split
+from curation.stages.base import Stage, StageResult, split
 from curation.stages.scoring.fasttext_score import ScorerSpec, load_fasttext
 
 
@@ -60,9 +60,7 @@ class SkillTagConfig:
 class SkillTag(Stage):
     Config = SkillTagConfig
 
-    def artifacts(self) -> dict[str, str]:
-        """The fastText model or the embedding centroids: their digests are part of the run identity."""
-        return config_paths(self.config, "model", "centroids")
+    artifact_keys = ("model", "centroids")
 
     def __init__(self, config: Any = None) -> None:
         super().__init__(config)
