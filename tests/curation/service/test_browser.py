@@ -1,11 +1,15 @@
 """The pages in a real browser (Debian's Chromium driven by Playwright) against a real uvicorn server.
 
 Chromium comes from ``apt-get install -y chromium`` (scripts/setup.sh does it); without it these
-tests fail with that command rather than skip. Screenshots go to docs/img/service-*.png.
+tests fail with that command rather than skip. Screenshots go to a temp folder, or to
+``$CURATE_SCREENSHOTS_DIR`` when set: ``bash scripts/screenshots.sh`` regenerates docs/img/service-*.png
+on purpose (the suite never writes into the repository).
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,7 +18,7 @@ from curation.service.app import create_app
 from tests.curation.service.conftest import READ_TOKEN, make_settings, serving
 
 pytestmark = pytest.mark.slow
-IMG = Path(__file__).resolve().parents[3] / "docs" / "img"
+IMG = Path(os.environ.get("CURATE_SCREENSHOTS_DIR") or Path(tempfile.gettempdir()) / "curate-screenshots")
 
 
 @pytest.fixture()
