@@ -520,6 +520,9 @@ def serve(
     cache_root: list[str] = typer.Option([], "--cache-root", help="A local folder submitted configs may put "
                                          "caches under (rephrase_v1.cache_dir), besides the run's own directory; "
                                          "repeatable. Others get 422."),
+    cache_mb: int = typer.Option(256, "--cache-mb", min=0, help="Megabytes of answers (encoded JSON) the "
+                                 "service keeps for finished runs, least recently used evicted first; an answer "
+                                 "over a quarter of it is served but not kept. 0: keep none."),
 ) -> None:
     """Serve runs in a browser and over a JSON API (tokens: CURATE_SERVE_READ_TOKENS, CURATE_SERVE_SUBMIT_TOKENS)."""
     from rich.markup import escape
@@ -533,7 +536,8 @@ def serve(
                                    submit_tokens=ServiceSettings.tokens_from_env(SUBMIT_TOKENS_ENV),
                                    allowed_hosts=tuple(allowed_host), input_roots=tuple(input_root),
                                    sample_inputs=sample_inputs, allow_secret_env=tuple(allow_secret_env),
-                                   allow_backend_hosts=tuple(allow_backend_host), cache_roots=tuple(cache_root))
+                                   allow_backend_hosts=tuple(allow_backend_host), cache_roots=tuple(cache_root),
+                                   cache_mb=cache_mb)
     except CurationError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)

@@ -32,8 +32,8 @@ from curation.io.runs import progress as run_progress
 from curation.query_sandbox import Limits
 from curation.service import views
 from curation.service.auth import COOKIE, _matches, require_read, same_origin
-from curation.service.cache import (AnswerCache, cached_detail, cached_drops, cached_mixture, detail_key, drops_key,
-                                    json_response, mixture_key, run_key)
+from curation.service.cache import (AnswerCache, approx_bytes, decode, detail_json, drops_json, json_response,
+                                    mixture_json, run_key)
 from curation.service.registry import Registry
 from curation.service.sandbox_pool import SandboxPool
 from curation.service.settings import ServiceSettings, host_header_name
@@ -202,7 +202,7 @@ def _read_api(app: FastAPI) -> None:
     @app.get("/api/runs/{run_id}", dependencies=read)
     def run_detail(run_id: str) -> Response:
         path = finished(run_id)
-        return json_response(cache, detail_key(path), cached_detail(cache, path, limits, opener))
+        return json_response(detail_json(cache, path, limits, opener))
 
     @app.get("/api/runs/{run_id}/progress", dependencies=read)
     def progress(run_id: str) -> dict[str, Any]:
@@ -229,21 +229,22 @@ def _read_api(app: FastAPI) -> None:
             raise HTTPException(400, detail=f"need offset >= 0 and 1 <= limit <= {s.query_max_rows}")
         path = finished(run_id)
         key = ("query", run_key(path), body.sql, body.offset, body.limit)
-        out = cache.get(key, lambda: views.run_query(path, limits, body.sql, body.offset, body.limit,
-                                                     s.query_max_rows, opener),
-                        rows=lambda o: len(o.get("rows", [])))
+        out = cache.json(key, lambda: views.run_query(path, limits, body.sql, body.offset, body.limit,
+                                                      s.query_max_rows, opener))
         if body.format == "json":
-            return json_response(cache, key, out)
-        # Cells are crawled text: formulas are neutralised for whoever opens the file in a spreadsheet.
-        return Response(csv_text(out["columns"], out["rows"]), media_type="text/csv; charset=utf-8")
+            return json_response(out)
+        # The cache keeps the JSON bytes (what its bound counts); the cells are views.jsonable values, which JSON
+        # carries unchanged. Cells are crawled text: formulas are neutralised for whoever opens the file in a
+        # spreadsheet.
+        table = decode(out)
+        return Response(csv_text(table["columns"], table["rows"]), media_type="text/csv; charset=utf-8")
 
     @app.get("/api/runs/{run_id}/drops", dependencies=read)
     def drops(run_id: str, stage: str | None = None, reason: str | None = None, domain: str | None = None,
               source: str | None = None, offset: int = Query(0, ge=0, le=1_000_000),
               limit: int = Query(20, ge=1, le=500)) -> Response:
         path = finished(run_id)
-        return json_response(cache, drops_key(path, stage, reason, domain, source, offset, limit),
-                             cached_drops(cache, path, limits, opener, stage, reason, domain, source, offset, limit))
+        return json_response(drops_json(cache, path, limits, opener, stage, reason, domain, source, offset, limit))
 
     @app.get("/api/runs/{run_id}/docs/{doc_id:path}", dependencies=read)
     def document(run_id: str, doc_id: str) -> dict[str, Any]:
@@ -257,21 +258,20 @@ def _read_api(app: FastAPI) -> None:
         path = finished(run_id)
         # The pool is read once per run and column; every slider position is then answered in memory.
         pool = cache.get(("whatif_pool", run_key(path), body.column),
-                         lambda: views.whatif_pool(path, limits, body.column, opener))
+                         lambda: views.whatif_pool(path, limits, body.column, opener), approx_bytes)
         return views.whatif_at(pool, body.threshold, body.direction)
 
     @app.get("/api/runs/{run_id}/mixture", dependencies=read)
     def mixture(run_id: str) -> Response:
         path = finished(run_id)
-        return json_response(cache, mixture_key(path), cached_mixture(cache, path, limits))
+        return json_response(mixture_json(cache, path, limits))
 
     @app.get("/api/compare", dependencies=read)
     def compare(a: str, b: str, offset: int = Query(0, ge=0, le=10_000_000),
                 limit: int = Query(50, ge=1, le=1000)) -> Response:
         pa, pb = finished(a), finished(b)
         key = ("compare", run_key(pa), run_key(pb), offset, limit)
-        return json_response(cache, key, cache.get(key, lambda: views.compare(pa, pb, limits, offset, limit, opener),
-                                                   rows=lambda o: len(o["changed"])))
+        return json_response(cache.json(key, lambda: views.compare(pa, pb, limits, offset, limit, opener)))
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -402,7 +402,8 @@ def create_app(settings: ServiceSettings, failed: Any = None) -> FastAPI:
         failed = _job_table_failed(settings)
     app.state.settings = settings
     app.state.registry = Registry(settings.runs_root, failed)
-    app.state.cache = AnswerCache()  # answers of finished runs (immutable): see curation/service/cache.py
+    # Answers of finished runs (immutable), bounded in bytes: see curation/service/cache.py.
+    app.state.cache = AnswerCache(settings.cache_mb << 20)
     app.state.pool = SandboxPool()  # open sandboxes of finished runs: see curation/service/sandbox_pool.py
     _install_errors(app)
     _read_api(app)

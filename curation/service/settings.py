@@ -68,6 +68,8 @@ class ServiceSettings:
     query_timeout_s: float = 30.0
     query_memory_limit: str = "1GB"
     query_max_rows: int = 10_000
+    #: Megabytes the answer cache may hold, counted as encoded answers (``curation.service.cache``); 0: none kept.
+    cache_mb: int = 256
     #: Host names (``Host`` header, port ignored) the service answers besides the loopback names and the
     #: bound address; ``*`` admits any. See ``allowed_host_names``.
     allowed_hosts: tuple[str, ...] = ()
@@ -90,6 +92,8 @@ class ServiceSettings:
             if len(t) < 16:
                 raise ConfigError("service tokens must be at least 16 characters (e.g. python -c "
                                   "'import secrets; print(secrets.token_urlsafe(24))')")
+        if isinstance(self.cache_mb, bool) or not isinstance(self.cache_mb, int) or self.cache_mb < 0:
+            raise ConfigError(f"--cache-mb {self.cache_mb!r}: give a whole number of megabytes >= 0")
         self.state_dir = Path(self.state_dir)
         self.allowed_hosts = tuple(normalise_host(h) for h in self.allowed_hosts)
         self.input_roots = tuple(self._input_root(r) for r in self.input_roots)

@@ -59,7 +59,7 @@ def test_concurrent_misses_of_one_key_compute_once_and_errors_are_not_cached() -
         return 42
 
     out: list[int] = []
-    threads = [threading.Thread(target=lambda: out.append(cache.get("k", slow))) for _ in range(8)]
+    threads = [threading.Thread(target=lambda: out.append(cache.get("k", slow, lambda _: 8))) for _ in range(8)]
     for t in threads:
         t.start()
     time.sleep(0.2)
@@ -72,52 +72,39 @@ def test_concurrent_misses_of_one_key_compute_once_and_errors_are_not_cached() -
         raise ValueError("bad query")
 
     with pytest.raises(ValueError):
-        cache.get("e", boom)
-    assert cache.get("e", lambda: 7) == 7  # the failure was not remembered
+        cache.get("e", boom, lambda _: 8)
+    assert cache.get("e", lambda: 7, lambda _: 8) == 7  # the failure was not remembered
 
 
 def test_big_answers_are_not_kept() -> None:
-    cache = AnswerCache(max_rows=10)
-    cache.get("big", lambda: list(range(11)), rows=len)
-    cache.get("big", lambda: list(range(11)), rows=len)
-    assert cache.misses == 2 and cache.hits == 0
-    for i in range(3):
-        cache.get(("lru", i), lambda: i)
+    cache = AnswerCache(max_bytes=40)  # an entry may count up to 10 bytes
+    cache.get("big", lambda: b"x" * 10, len)  # 10 + the key's 3 bytes
+    cache.get("big", lambda: b"x" * 10, len)
+    assert cache.misses == 2 and cache.hits == 0 and cache.bytes == 0
     small = AnswerCache(max_entries=2)
     for i in range(3):
-        small.get(i, lambda: i)
-    small.get(0, lambda: -1)
+        small.get(i, lambda i=i: i, lambda _: 0)
+    small.get(0, lambda: -1, lambda _: 0)
     assert small.misses == 4  # 0 was evicted by 2
 
 
-def test_a_kept_answer_is_encoded_once_and_as_fastapi_would() -> None:
+def test_a_kept_answer_is_its_json_bytes_as_fastapi_would_send_them() -> None:
     from fastapi.encoders import jsonable_encoder
     from fastapi.responses import JSONResponse
 
     from curation.service.cache import json_response
 
-    cache = AnswerCache(max_entries=2, max_rows=3)
+    cache = AnswerCache(max_bytes=4 * 100)
     answer = {"rows": [[1, "é"], [2, None]], "x": (1.5, "a")}
-    value = cache.get("k", lambda: answer, rows=lambda o: len(o["rows"]))
-    encoded: list[int] = []
+    computed: list[int] = []
 
-    def encode(v: object) -> bytes:
-        encoded.append(1)
-        return JSONResponse(jsonable_encoder(v)).body
+    def compute() -> dict[str, object]:
+        computed.append(1)
+        return answer
 
-    assert cache.encoded("k", value, encode) == cache.encoded("k", value, encode) == \
-        b'{"rows":[[1,"\xc3\xa9"],[2,null]],"x":[1.5,"a"]}'
-    assert len(encoded) == 1 and (cache.hits, cache.misses) == (0, 1)
-    r = json_response(cache, "k", value)
-    assert r.body == JSONResponse(jsonable_encoder(answer)).body and r.media_type == "application/json"
-    # An answer that was not kept (over max_rows) is encoded on every request, never served stale.
-    big = cache.get("big", lambda: {"rows": [1, 2, 3, 4]}, rows=lambda o: len(o["rows"]))
-    cache.encoded("big", big, encode)
-    cache.encoded("big", big, encode)
-    assert len(encoded) == 3
-    # An evicted answer loses its bytes with it; the recomputed one is encoded again.
-    cache.get("a", lambda: 1)
-    cache.get("b", lambda: 2)
-    assert "k" not in cache._encoded
-    fresh = cache.get("k", lambda: {"rows": [], "x": 0}, rows=lambda o: len(o["rows"]))
-    assert cache.encoded("k", fresh, encode) == b'{"rows":[],"x":0}' and len(encoded) == 4
+    body = cache.json("k", compute)
+    assert body == b'{"rows":[[1,"\xc3\xa9"],[2,null]],"x":[1.5,"a"]}' == JSONResponse(jsonable_encoder(answer)).body
+    assert cache.json("k", compute) is body and len(computed) == 1 and (cache.hits, cache.misses) == (1, 1)
+    assert cache._data["k"] == (body, len(body) + 1) and cache.bytes == len(body) + 1  # the bytes are what is kept
+    r = json_response(body)
+    assert r.body == body and r.media_type == "application/json"
