@@ -19,12 +19,13 @@ def make_fast_filter(**kwargs: Any) -> Any:
     from datatrove.utils.text import split_into_sentences
 
     class FastC4QualityFilter(C4QualityFilter):  # type: ignore[misc, valid-type]
-        def filter(self, doc: Any) -> bool | tuple[bool, str]:
+        def filter(self, doc: Any) -> bool | tuple[bool, str, dict[str, Any]]:
             lines = doc.text.splitlines() if self.split_paragraph else split_into_sentences(doc.text, self.language)
             need = self.min_num_sentences
+            unit = "line" if self.split_paragraph else "sentence"  # what ``line`` numbers below
             num_sentences = 0
             kept_lines = []
-            for line in lines:
+            for number, line in enumerate(lines, start=1):
                 line = line.strip()
                 words = line.split()
                 if self.max_word_length != -1 and any(len(word) > self.max_word_length for word in words):
@@ -37,18 +38,18 @@ def make_fast_filter(**kwargs: Any) -> Any:
                     continue
                 line_l = line.lower()
                 if self.filter_lorem_ipsum and "lorem ipsum" in line_l:
-                    return False, "lorem_ipsum"
+                    return False, "lorem_ipsum", {"line": number, "unit": unit}
                 if self.filter_javascript and "javascript" in line_l:
                     continue
                 if self.filter_curly_bracket and "{" in line:
-                    return False, "curly_bracket"
+                    return False, "curly_bracket", {"line": number, "unit": unit}
                 if self.filter_policy and any(p in line_l for p in POLICY_SUBSTRINGS):
                     continue
                 if need != -1 and num_sentences < need:  # counting further cannot change the outcome
                     num_sentences += len(split_into_sentences(line, self.language)) if self.split_paragraph else 1
                 kept_lines.append(line)
             if num_sentences < self.min_num_sentences:
-                return False, "too_few_sentences"
+                return False, "too_few_sentences", {"sentences": num_sentences, "min": self.min_num_sentences}
             doc.text = ("\n" if self.split_paragraph else " ").join(kept_lines).strip()
             return True
 

@@ -51,7 +51,9 @@ class DatatroveFilter(Filter):
     requires = ("datatrove", "spacy")
     #: Class name in ``datatrove.pipeline.filters``.
     datatrove_filter: ClassVar[str] = ""
-    #: Module with ``make_fast_filter`` for ``implementation: fast``; None: datatrove's class serves both.
+    #: Module with ``make_fast_filter`` for ``implementation: fast`` (same decisions, each drop with its details);
+    #: None: datatrove's class serves both. A config without ``implementation`` decides with datatrove's class and
+    #: uses this one only to explain drops.
     fast_filter: ClassVar[str | None] = None
 
     def make_filter(self) -> Any:
@@ -77,8 +79,31 @@ class DatatroveFilter(Filter):
 
         if not hasattr(self, "_impl"):
             self.setup()
-        dt_doc = Document(text=doc.text, id=doc.id, metadata={"url": doc.url} if doc.url else {})
+        text = doc.text
+        dt_doc = Document(text=text, id=doc.id, metadata={"url": doc.url} if doc.url else {})
         outcome = self._impl.filter(dt_doc)
         if dt_doc.text != doc.text:
             doc.text = dt_doc.text
+        if isinstance(outcome, tuple) and len(outcome) == 2 and not outcome[0]:
+            details = self.explain(outcome[1], text, doc)
+            if details is not None:
+                return False, outcome[1], details
         return outcome
+
+    def explain(self, reason: str, text: str, doc: Doc) -> dict[str, Any] | None:
+        """Details of a drop whose filter gave only a reason (datatrove's classes): the measured value and the
+        threshold of the rule that fired. Our fast filters return them with the decision; for datatrove's own
+        class the fast filter is run again on the same text (drops only) and its details are used when it names
+        the same rule (the parity tests hold them to the same decisions)."""
+        if not self.fast_filter:
+            return None
+        from datatrove.data import Document
+
+        if not hasattr(self, "_explainer"):
+            kwargs = self._kwargs()
+            kwargs.pop("implementation", None)
+            self._explainer = importlib.import_module(self.fast_filter).make_fast_filter(**kwargs)
+        again = self._explainer.filter(Document(text=text, id=doc.id, metadata={"url": doc.url} if doc.url else {}))
+        if isinstance(again, tuple) and len(again) == 3 and again[1] == reason:
+            return again[2]
+        return None

@@ -29,7 +29,7 @@ def make_fast_filter(**kwargs: Any) -> Any:
                 self._flags[w] = f
             return f
 
-        def filter(self, doc: Any) -> bool | tuple[bool, str]:
+        def filter(self, doc: Any) -> bool | tuple[bool, str, dict[str, Any]]:
             text = doc.text
             words = split_into_words(text, self.language)  # datatrove's lru-cached split, shared with other filters
             n_words = len(words)
@@ -44,30 +44,34 @@ def make_fast_filter(**kwargs: Any) -> Any:
                 if alpha:
                     n_alpha += c
             if self.min_doc_words and n_non_symbol < self.min_doc_words:
-                return False, "gopher_short_doc"
+                return False, "gopher_short_doc", {"words": n_non_symbol, "min": self.min_doc_words}
             if self.max_doc_words and n_non_symbol > self.max_doc_words:
-                return False, "gopher_long_doc"
+                return False, "gopher_long_doc", {"words": n_non_symbol, "max": self.max_doc_words}
             # An exact integer sum over a count, as np.mean of the lengths (no float rounding differs).
             avg = total_len / n_non_symbol if n_non_symbol else float("nan")
             if self.min_avg_word_length and avg < self.min_avg_word_length:
-                return False, "gopher_below_avg_threshold"
+                return False, "gopher_below_avg_threshold", {"avg_word_length": avg, "min": self.min_avg_word_length}
             if self.max_avg_word_length and avg > self.max_avg_word_length:
-                return False, "gopher_above_avg_threshold"
-            if self.max_symbol_word_ratio and text.count("#") / n_words > self.max_symbol_word_ratio:
-                return False, "gopher_too_many_hashes"
-            if self.max_symbol_word_ratio and (text.count("...") + text.count("…")) / n_words > self.max_symbol_word_ratio:
-                return False, "gopher_too_many_ellipsis"
+                return False, "gopher_above_avg_threshold", {"avg_word_length": avg, "max": self.max_avg_word_length}
+            if self.max_symbol_word_ratio and (r := text.count("#") / n_words) > self.max_symbol_word_ratio:
+                return False, "gopher_too_many_hashes", {"hash_word_ratio": r, "max": self.max_symbol_word_ratio}
+            if (self.max_symbol_word_ratio
+                    and (r := (text.count("...") + text.count("…")) / n_words) > self.max_symbol_word_ratio):
+                return False, "gopher_too_many_ellipsis", {"ellipsis_word_ratio": r, "max": self.max_symbol_word_ratio}
             lines = text.splitlines()
-            if (self.max_bullet_lines_ratio and sum(s.lstrip().startswith("•") or s.lstrip().startswith("-")
-                                                    for s in lines) / len(lines) > self.max_bullet_lines_ratio):
-                return False, "gopher_too_many_bullets"
-            if (self.max_ellipsis_lines_ratio and sum(s.rstrip().endswith("...") or s.rstrip().endswith("…")
-                                                      for s in lines) / len(lines) > self.max_ellipsis_lines_ratio):
-                return False, "gopher_too_many_end_ellipsis"
-            if self.max_non_alpha_words_ratio and n_alpha / n_words < self.max_non_alpha_words_ratio:
-                return False, "gopher_below_alpha_threshold"
-            if self.min_stop_words and len(self.stop_words.intersection(counts)) < self.min_stop_words:
-                return False, "gopher_enough_stop_words"
+            if (self.max_bullet_lines_ratio and (r := sum(s.lstrip().startswith("•") or s.lstrip().startswith("-")
+                                                          for s in lines) / len(lines)) > self.max_bullet_lines_ratio):
+                return False, "gopher_too_many_bullets", {"bullet_lines_ratio": r, "max": self.max_bullet_lines_ratio}
+            if (self.max_ellipsis_lines_ratio
+                    and (r := sum(s.rstrip().endswith("...") or s.rstrip().endswith("…")
+                                  for s in lines) / len(lines)) > self.max_ellipsis_lines_ratio):
+                return False, "gopher_too_many_end_ellipsis", {"ellipsis_lines_ratio": r,
+                                                               "max": self.max_ellipsis_lines_ratio}
+            if self.max_non_alpha_words_ratio and (r := n_alpha / n_words) < self.max_non_alpha_words_ratio:
+                return False, "gopher_below_alpha_threshold", {"alpha_words_ratio": r,
+                                                               "min": self.max_non_alpha_words_ratio}
+            if self.min_stop_words and (k := len(self.stop_words.intersection(counts))) < self.min_stop_words:
+                return False, "gopher_enough_stop_words", {"stop_words": k, "min": self.min_stop_words}
             return True
 
     f = FastGopherQualityFilter(**kwargs)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from curation.registry import register_stage
 from curation.stages.filters._datatrove import DatatroveFilter, DatatroveOptions
@@ -29,3 +30,9 @@ class FineWebQuality(DatatroveFilter):
 
     Config = FineWebQualityConfig
     datatrove_filter = "FineWebQualityFilter"
+
+    def make_filter(self) -> Any:
+        # datatrove's rules, returning each drop's value and threshold (same decisions: test_drop_details.py)
+        from curation.stages.filters._fineweb import make_fast_filter
+
+        return make_fast_filter(**self._kwargs())

@@ -72,31 +72,43 @@ class GopherRepetition(DatatroveFilter):
 
     def filter(self, doc: Doc) -> FilterOutcome:
         if self.config.implementation == "datatrove":
-            return super().filter(doc)
+            return super().filter(doc)  # (explain below gives its drops their details)
+        return self._fast(doc.text)
+
+    def explain(self, reason: str, text: str, doc: Doc) -> dict[str, Any] | None:
+        again = self._fast(text)
+        if isinstance(again, tuple) and len(again) == 3 and again[1] == reason:
+            return again[2]
+        return None
+
+    def _fast(self, text: str) -> FilterOutcome:
+        """datatrove's rules in its order; a drop carries the measured fraction and its maximum."""
         from datatrove.utils.text import split_into_words
 
         if not hasattr(self, "_impl"):
             self.setup()
-        c, text = self.config, doc.text
+        c = self.config
         if not text:
             return False, "empty"
         paragraphs = _PARAGRAPH.split(text.strip())
         dups, chars = _duplicates(paragraphs)
-        if c.dup_para_frac and dups / len(paragraphs) > c.dup_para_frac:
-            return False, "dup_para_frac"
-        if c.dup_para_char_frac and chars / len(text) > c.dup_para_char_frac:
-            return False, "dup_para_char_frac"
+        if c.dup_para_frac and (r := dups / len(paragraphs)) > c.dup_para_frac:
+            return False, "dup_para_frac", {"dup_para_frac": r, "max": c.dup_para_frac}
+        if c.dup_para_char_frac and (r := chars / len(text)) > c.dup_para_char_frac:
+            return False, "dup_para_char_frac", {"dup_para_char_frac": r, "max": c.dup_para_char_frac}
         lines = _LINES.split(text)
         dups, chars = _duplicates(lines)
-        if c.dup_line_frac and dups / len(lines) > c.dup_line_frac:
-            return False, "dup_line_frac"
-        if c.dup_line_char_frac and chars / len(text) > c.dup_line_char_frac:
-            return False, "dup_line_char_frac"
+        if c.dup_line_frac and (r := dups / len(lines)) > c.dup_line_frac:
+            return False, "dup_line_frac", {"dup_line_frac": r, "max": c.dup_line_frac}
+        if c.dup_line_char_frac and (r := chars / len(text)) > c.dup_line_char_frac:
+            return False, "dup_line_char_frac", {"dup_line_char_frac": r, "max": c.dup_line_char_frac}
         stats = NgramStats(split_into_words(text, self._impl.language))  # shares datatrove's per-text cache
         for n, frac in self._impl.top_n_grams:
-            if stats.top_ngram_exceeds(n, frac, len(text)):
-                return False, f"top_{n}_gram"
+            if stats.top_ngram_exceeds(n, frac, len(text)):  # (the exact fraction is computed for drops only)
+                return False, f"top_{n}_gram", {"top_ngram_char_frac": stats.top_ngram_chars(n) / len(text),
+                                                 "n": n, "max": frac}
         for n, frac in self._impl.dup_n_grams:
             if stats.duplicated_ngram_exceeds(n, frac, len(text)):
-                return False, f"duplicated_{n}_n_grams"
+                return False, f"duplicated_{n}_n_grams", {
+                    "dup_ngram_char_frac": stats.duplicated_ngram_chars(n) / len(text), "n": n, "max": frac}
         return True
