@@ -501,6 +501,17 @@ def serve(
                                                "runs (http://HEAD:8265); default: a local Ray."),
     host: str = typer.Option("127.0.0.1", "--host", help="Bind address; anything but loopback needs tokens."),
     port: int = typer.Option(8000, "--port"),
+    header_timeout_s: float = typer.Option(10.0, "--header-timeout-s", help="Seconds a client has to send a request "
+                                           "head (request line and headers); slower ones are closed (slowloris)."),
+    keep_alive_s: float = typer.Option(5.0, "--keep-alive-s", help="Seconds an idle kept-alive connection stays "
+                                       "open between requests."),
+    max_connections: int = typer.Option(1000, "--max-connections", help="Open connections at most; past it the "
+                                        "oldest one still sending its request (or idle) is closed. The process's "
+                                        "file descriptor limit is raised to fit if it can."),
+    forwarded_allow_ips: Optional[str] = typer.Option(None, "--forwarded-allow-ips", help="Comma-separated "
+                                                      "addresses or networks of the TLS proxy in front: only from "
+                                                      "them are X-Forwarded-Proto/-For believed (https origin, "
+                                                      "Secure cookie). Default: from no one."),
     state_dir: str = typer.Option(".curate-serve", "--state-dir", help="The service's own folder (job table, logs)."),
     allowed_host: list[str] = typer.Option([], "--allowed-host", help="A host name browsers use to reach the "
                                            "service (the Host header), besides localhost, 127.0.0.1, [::1] and "
@@ -535,6 +546,9 @@ def serve(
     try:
         settings = ServiceSettings(runs_root=runs_root, state_dir=state_dir, ray_address=ray_address, host=host,
                                    port=port, read_tokens=ServiceSettings.tokens_from_env(READ_TOKENS_ENV),
+                                   header_timeout_s=header_timeout_s, keep_alive_s=keep_alive_s,
+                                   max_connections=max_connections,
+                                   forwarded_allow_ips=tuple((forwarded_allow_ips or "").split(",")),
                                    submit_tokens=ServiceSettings.tokens_from_env(SUBMIT_TOKENS_ENV),
                                    allowed_hosts=tuple(allowed_host), input_roots=tuple(input_root),
                                    sample_inputs=sample_inputs, allow_secret_env=tuple(allow_secret_env),

@@ -301,7 +301,7 @@ def _login_routes(app: FastAPI) -> None:
         if not same_origin(request):
             raise HTTPException(403, detail="cross-site request refused")
         resp = RedirectResponse("/", status_code=303)
-        resp.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        resp.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict", secure=request.url.scheme == "https")
         return resp
 
 
@@ -428,5 +428,8 @@ def serve(settings: ServiceSettings) -> None:
     import uvicorn
 
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    from curation.service.transport import uvicorn_options
+
+    # Slow-client limits and proxy-header trust (none unless --forwarded-allow-ips): curation/service/transport.py.
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                proxy_headers=False, server_header=False)
+                server_header=False, **uvicorn_options(settings))

@@ -1,7 +1,8 @@
 """Two token roles: ``read`` (browse, query) and ``submit`` (also submit and cancel).
 
 A token travels only in the ``Authorization: Bearer`` header or in an HttpOnly, SameSite=Strict
-cookie set by the login form. Requests that change state must also come from the service's own
+cookie set by the login form (also ``Secure`` when the request is https, directly or through a proxy that
+``--forwarded-allow-ips`` trusts). Requests that change state must also come from the service's own
 origin (an ``Origin``/``Referer`` of another site is refused), so a page elsewhere cannot submit
 through a logged-in browser.
 """
@@ -46,13 +47,35 @@ def role_of(request: Request) -> Role | None:
     return None
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin_of(scheme: str, netloc: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port) with the scheme's default port filled in, or None if malformed: a proxy may pass
+    ``Host: example.org:443`` where the browser's ``Origin`` says ``https://example.org``."""
+    try:
+        parts = urlsplit(f"{scheme}://{netloc}")
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    return scheme.lower(), parts.hostname, port if port is not None else DEFAULT_PORTS.get(scheme.lower())
+
+
 def same_origin(request: Request) -> bool:
-    """True unless the browser says the request comes from another origin."""
+    """True unless the browser says the request comes from another origin.
+
+    The request's own origin is its scheme and ``Host`` header. Behind a TLS proxy the scheme is ``https`` only
+    when ``curate serve --forwarded-allow-ips`` names the proxy (uvicorn then takes ``X-Forwarded-Proto`` from it);
+    otherwise the service sees ``http`` and refuses the browser's ``Origin: https://...``, since any client could
+    send that header and only the operator can say which peer is the proxy."""
     origin = request.headers.get("origin") or request.headers.get("referer")
     if not origin:
         return True  # not a browser cross-site request (curl, scripts): the token decides
     o = urlsplit(origin)
-    return (o.scheme, o.netloc) == (request.url.scheme, request.url.netloc)
+    theirs = _origin_of(o.scheme, o.netloc)
+    return theirs is not None and theirs == _origin_of(request.url.scheme, request.url.netloc)
 
 
 def require(role: Role):  # noqa: ANN201 - a FastAPI dependency factory

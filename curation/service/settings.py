@@ -83,6 +83,12 @@ class ServiceSettings:
     allow_backend_hosts: tuple[str, ...] = ()
     #: Local folders a submitted config's caches (``cache_dir``) may lie under, besides the run's own directory.
     cache_roots: tuple[str, ...] = ()
+    #: Transport limits against slow clients, and the proxies whose X-Forwarded-Proto/-For are believed (none by
+    #: default): see ``curation/service/transport.py``.
+    header_timeout_s: float = 10.0
+    keep_alive_s: float = 5.0
+    max_connections: int = 1000
+    forwarded_allow_ips: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.read_tokens and not self.submit_tokens and not is_loopback(self.host):
@@ -109,6 +115,10 @@ class ServiceSettings:
         for h in self.allowed_hosts:
             if not h or "/" in h or " " in h:
                 raise ConfigError(f"--allowed-host {h!r}: give a host name or address (no scheme, no path)")
+        from curation.service.transport import check_transport_settings
+
+        self.forwarded_allow_ips = tuple(ip.strip() for ip in self.forwarded_allow_ips if ip.strip())
+        check_transport_settings(self)
 
     def _input_root(self, root: str) -> str:
         from curation.io.input_roots import normalise_root
