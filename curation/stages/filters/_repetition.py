@@ -13,6 +13,9 @@ the sample corpus). Here n-grams are 64-bit polynomial hashes computed with nump
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -150,3 +153,56 @@ class NgramStats:
             else:
                 seen.add(hv)
         return repeated
+
+
+_PARAGRAPH = re.compile(r"\n{2,}")
+_LINES = re.compile("\n+")
+
+
+def _duplicates(parts: list[str]) -> tuple[int, int]:
+    seen: set[str] = set()
+    count = chars = 0
+    for p in parts:
+        if p in seen:
+            count += 1
+            chars += len(p)
+        else:
+            seen.add(p)
+    return count, chars
+
+
+def make_fast_filter(**kwargs: Any) -> Any:
+    """datatrove's ``GopherRepetitionFilter`` with its n-gram statistics from ``NgramStats``: the same rules in the
+    same order; a drop carries the measured fraction and its maximum."""
+    from datatrove.pipeline.filters.gopher_repetition_filter import GopherRepetitionFilter
+    from datatrove.utils.text import split_into_words
+
+    class FastGopherRepetitionFilter(GopherRepetitionFilter):  # type: ignore[misc, valid-type]
+        def filter(self, doc: Any) -> bool | tuple[bool, str] | tuple[bool, str, dict[str, Any]]:
+            text = doc.text
+            if not text:
+                return False, "empty"
+            paragraphs = _PARAGRAPH.split(text.strip())
+            dups, chars = _duplicates(paragraphs)
+            if self.dup_para_frac and (r := dups / len(paragraphs)) > self.dup_para_frac:
+                return False, "dup_para_frac", {"dup_para_frac": r, "max": self.dup_para_frac}
+            if self.dup_para_char_frac and (r := chars / len(text)) > self.dup_para_char_frac:
+                return False, "dup_para_char_frac", {"dup_para_char_frac": r, "max": self.dup_para_char_frac}
+            lines = _LINES.split(text)
+            dups, chars = _duplicates(lines)
+            if self.dup_line_frac and (r := dups / len(lines)) > self.dup_line_frac:
+                return False, "dup_line_frac", {"dup_line_frac": r, "max": self.dup_line_frac}
+            if self.dup_line_char_frac and (r := chars / len(text)) > self.dup_line_char_frac:
+                return False, "dup_line_char_frac", {"dup_line_char_frac": r, "max": self.dup_line_char_frac}
+            stats = NgramStats(split_into_words(text, self.language))  # shares datatrove's per-text cache
+            for n, frac in self.top_n_grams:
+                if stats.top_ngram_exceeds(n, frac, len(text)):  # (the exact fraction is computed for drops only)
+                    return False, f"top_{n}_gram", {"top_ngram_char_frac": stats.top_ngram_chars(n) / len(text),
+                                                     "n": n, "max": frac}
+            for n, frac in self.dup_n_grams:
+                if stats.duplicated_ngram_exceeds(n, frac, len(text)):
+                    return False, f"duplicated_{n}_n_grams", {
+                        "dup_ngram_char_frac": stats.duplicated_ngram_chars(n) / len(text), "n": n, "max": frac}
+            return True
+
+    return FastGopherRepetitionFilter(**kwargs)

@@ -7,17 +7,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from curation.registry import register_stage
-from curation.stages.base import Doc, FilterOutcome
 from curation.stages.filters._datatrove import DatatroveFilter, DatatroveImplOptions
-from curation.stages.filters._repetition import NgramStats
-
-_PARAGRAPH = re.compile(r"\n{2,}")
-_LINES = re.compile("\n+")
 
 
 @dataclass(kw_only=True)
@@ -44,71 +38,16 @@ class GopherRepetitionConfig(DatatroveImplOptions):
                     raise ValueError(f"{name}: each entry must be [n, max_fraction], got {pair}")
 
 
-def _duplicates(parts: list[str]) -> tuple[int, int]:
-    seen: set[str] = set()
-    count = chars = 0
-    for p in parts:
-        if p in seen:
-            count += 1
-            chars += len(p)
-        else:
-            seen.add(p)
-    return count, chars
-
-
 @register_stage("gopher_repetition_v1")
 class GopherRepetition(DatatroveFilter):
     """Drops documents with too many repeated lines, paragraphs or n-grams."""
 
     Config = GopherRepetitionConfig
-    # implementation: fast runs ``filter`` below; datatrove's filter still holds the language and n-gram lists
     datatrove_filter = "GopherRepetitionFilter"
+    fast_filter = "curation.stages.filters._repetition"  # hashed n-grams, same decisions
 
     def _kwargs(self) -> dict[str, Any]:
         kw = super()._kwargs()
         kw["top_n_grams"] = tuple((int(n), float(f)) for n, f in kw["top_n_grams"])
         kw["dup_n_grams"] = tuple((int(n), float(f)) for n, f in kw["dup_n_grams"])
         return kw
-
-    def filter(self, doc: Doc) -> FilterOutcome:
-        if self.config.implementation == "datatrove":
-            return super().filter(doc)  # (explain below gives its drops their details)
-        return self._fast(doc.text)
-
-    def explain(self, reason: str, text: str, doc: Doc) -> dict[str, Any] | None:
-        again = self._fast(text)
-        if isinstance(again, tuple) and len(again) == 3 and again[1] == reason:
-            return again[2]
-        return None
-
-    def _fast(self, text: str) -> FilterOutcome:
-        """datatrove's rules in its order; a drop carries the measured fraction and its maximum."""
-        from datatrove.utils.text import split_into_words
-
-        if not hasattr(self, "_impl"):
-            self.setup()
-        c = self.config
-        if not text:
-            return False, "empty"
-        paragraphs = _PARAGRAPH.split(text.strip())
-        dups, chars = _duplicates(paragraphs)
-        if c.dup_para_frac and (r := dups / len(paragraphs)) > c.dup_para_frac:
-            return False, "dup_para_frac", {"dup_para_frac": r, "max": c.dup_para_frac}
-        if c.dup_para_char_frac and (r := chars / len(text)) > c.dup_para_char_frac:
-            return False, "dup_para_char_frac", {"dup_para_char_frac": r, "max": c.dup_para_char_frac}
-        lines = _LINES.split(text)
-        dups, chars = _duplicates(lines)
-        if c.dup_line_frac and (r := dups / len(lines)) > c.dup_line_frac:
-            return False, "dup_line_frac", {"dup_line_frac": r, "max": c.dup_line_frac}
-        if c.dup_line_char_frac and (r := chars / len(text)) > c.dup_line_char_frac:
-            return False, "dup_line_char_frac", {"dup_line_char_frac": r, "max": c.dup_line_char_frac}
-        stats = NgramStats(split_into_words(text, self._impl.language))  # shares datatrove's per-text cache
-        for n, frac in self._impl.top_n_grams:
-            if stats.top_ngram_exceeds(n, frac, len(text)):  # (the exact fraction is computed for drops only)
-                return False, f"top_{n}_gram", {"top_ngram_char_frac": stats.top_ngram_chars(n) / len(text),
-                                                 "n": n, "max": frac}
-        for n, frac in self._impl.dup_n_grams:
-            if stats.duplicated_ngram_exceeds(n, frac, len(text)):
-                return False, f"duplicated_{n}_n_grams", {
-                    "dup_ngram_char_frac": stats.duplicated_ngram_chars(n) / len(text), "n": n, "max": frac}
-        return True

@@ -9,7 +9,7 @@ from curation.stages.base import Doc, Filter, FilterOutcome, run_chain
 from curation.stages.filters.c4_quality import C4Quality, C4QualityConfig
 from curation.stages.filters.fineweb_quality import FineWebQuality
 from curation.stages.filters.gopher_quality import GopherQuality, GopherQualityConfig
-from curation.stages.filters.gopher_repetition import GopherRepetitionConfig
+from curation.stages.filters.gopher_repetition import GopherRepetition, GopherRepetitionConfig
 from tests.curation.stages.filters.helpers import batch_of
 
 
@@ -40,7 +40,8 @@ def test_filter_without_filter_or_decide_says_so() -> None:
         Nothing().process(batch_of(["a"]))
 
 
-@pytest.mark.parametrize("stage, config", [(C4Quality, C4QualityConfig), (GopherQuality, GopherQualityConfig)])
+@pytest.mark.parametrize("stage, config", [(C4Quality, C4QualityConfig), (GopherQuality, GopherQualityConfig),
+                                           (GopherRepetition, GopherRepetitionConfig)])
 def test_implementation_picks_the_filter_class(stage: type, config: type) -> None:
     import datatrove.pipeline.filters as dt
 
@@ -52,12 +53,14 @@ def test_implementation_picks_the_filter_class(stage: type, config: type) -> Non
     assert isinstance(s_fast._impl, reference) and type(s_fast._impl) is not reference
 
 
-def test_fineweb_builds_datatrove_filter_and_has_no_implementation_option() -> None:
+def test_fineweb_runs_datatrove_s_rules_and_has_no_implementation_option() -> None:
+    """Its one implementation is a subclass of datatrove's that returns each drop's values (decisions held equal
+    to datatrove's in test_drop_details.py)."""
     import datatrove.pipeline.filters as dt
 
     s = FineWebQuality()
     s.setup()
-    assert type(s._impl) is dt.FineWebQualityFilter
+    assert isinstance(s._impl, dt.FineWebQualityFilter)
     with pytest.raises(TypeError):
         FineWebQuality.Config(implementation="fast")  # type: ignore[call-arg]
 
