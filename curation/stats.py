@@ -7,10 +7,16 @@ is built (``curation.query_sandbox``): it reads only inside the run directory, w
 memory and spill budget, so ``read_csv('/etc/passwd')``, ``COPY ... TO`` or ``SET`` are refused.
 Views are built from data: file paths are quoted string literals, column names quoted identifiers,
 manifest rows bound parameters; an edited manifest cannot inject SQL.
+
+With a time limit, ``open_run`` (so ``query`` and ``summary``, the CLI's ``curate query`` / ``curate stats``)
+runs the sandbox in a worker process that is killed at the limit (``query_sandbox.SandboxProcess``): a scalar
+call DuckDB cannot interrupt ends there too. Without one there is nothing to enforce, and the connection is
+opened in this process as before.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,8 +29,7 @@ from curation.io.layout import Layout
 from curation.io.manifest import manifest_path, read_manifest
 from curation.io.regular import check_regular
 from curation.io.storage import is_remote, run_path
-from curation.query_sandbox import Limits, Sandbox, one_line, open_sandbox
-from curation.schema import DECISION_SCHEMA, QUARANTINE_SCHEMA
+from curation.query_sandbox import Limits, RemoteConnection, SandboxProcess, check_limits, one_line, open_sandbox
 
 VIEWS = ("docs", "decisions", "quarantine", "shards", "stages")
 #: What the views are built from: a manifest without these is refused before any SQL runs.
@@ -91,11 +96,22 @@ def _parquet_view(con: duckdb.DuckDBPyConnection, view: str, folder: Path, empty
     con.execute(f"CREATE VIEW {view} AS {src}")
 
 
-def _build_views(con: duckdb.DuckDBPyConnection, root: Path, manifest: dict[str, Any]) -> None:
+def _fixed_empties() -> dict[str, str]:
+    """The SELECTs the ``decisions`` and ``quarantine`` views fall back to when their folder holds no file."""
+    # Imported here, not at the top: the schemas are pyarrow's, and a query worker (which gets these strings
+    # from its parent) would otherwise import pyarrow only for them: ~50 ms of its start, ~37 MB of its memory.
+    from curation.schema import DECISION_SCHEMA, QUARANTINE_SCHEMA
+
+    return {view: _empty_select([(f.name, f.type) for f in schema])
+            for view, schema in (("decisions", DECISION_SCHEMA), ("quarantine", QUARANTINE_SCHEMA))}
+
+
+def _build_views(con: duckdb.DuckDBPyConnection, root: Path, manifest: dict[str, Any],
+                 empties: dict[str, str] | None = None) -> None:
     layout = Layout(root)
-    for view, folder, schema in (("decisions", layout.decisions_dir, DECISION_SCHEMA),
-                                 ("quarantine", layout.quarantine_dir, QUARANTINE_SCHEMA)):
-        _parquet_view(con, view, folder, _empty_select([(f.name, f.type) for f in schema]))
+    empties = empties or _fixed_empties()
+    for view, folder in (("decisions", layout.decisions_dir), ("quarantine", layout.quarantine_dir)):
+        _parquet_view(con, view, folder, empties[view])
     try:
         docs_empty = _empty_select([(c["name"], c["type"]) for c in manifest["schema"]])
         shards = [(s["path"], s["rows"], s["bytes"], s["sha256"]) for s in manifest["shards"]]
@@ -111,33 +127,49 @@ def _build_views(con: duckdb.DuckDBPyConnection, root: Path, manifest: dict[str,
         con.executemany("INSERT INTO stages VALUES (?, ?, ?, ?, ?)", stages)
 
 
+def _views_setup(root: Path, manifest: dict[str, Any], empties: dict[str, str],
+                 con: duckdb.DuckDBPyConnection) -> None:
+    """``_build_views`` as a worker's setup (``functools.partial`` of a module-level function: it pickles)."""
+    _build_views(con, root, manifest, empties)
+
+
 @contextmanager
 def open_run(run_dir: str | Path,
-             limits: Limits | None = None) -> Iterator[tuple[duckdb.DuckDBPyConnection, dict[str, Any]]]:
-    """The run's views on a sandboxed connection (confined and locked first), and its manifest."""
+             limits: Limits | None = None) -> Iterator[tuple[duckdb.DuckDBPyConnection | RemoteConnection,
+                                                            dict[str, Any]]]:
+    """The run's views on a sandboxed connection (confined and locked first), and its manifest. With a time
+    limit the connection lives in a worker process killed at the limit (see the module docstring)."""
+    limits = limits or Limits()
+    if limits.timeout_s is not None:
+        box, manifest = open_run_sandbox(run_dir, limits)
+        try:
+            with box.session() as con:
+                yield con, manifest
+        finally:
+            box.close()
+        return
     root = _root(run_dir)
     manifest = read_manifest(root, MANIFEST_FIELDS)
-    with open_sandbox(root, limits or Limits()) as con:
+    with open_sandbox(root, limits) as con:
         _build_views(con, root, manifest)
         yield con, manifest
 
 
-def open_run_sandbox(run_dir: str | Path, limits: Limits | None = None) -> tuple[Sandbox, dict[str, Any]]:
-    """A ``Sandbox`` with the run's views built, for a caller that keeps it open (the service's pool), and the
-    manifest. The caller closes it."""
+def open_run_sandbox(run_dir: str | Path, limits: Limits | None = None) -> tuple[SandboxProcess, dict[str, Any]]:
+    """A worker process holding the run's sandbox with its views built, for a caller that keeps it open (the
+    service's pool) or uses it once (``open_run``), and the manifest. The caller closes it. The manifest is read
+    here (a broken one is refused before any process starts) and handed to the worker, which confines and locks
+    its connection before it builds the views from it."""
+    limits = limits or Limits()
+    check_limits(limits)
     root = _root(run_dir)
     manifest = read_manifest(root, MANIFEST_FIELDS)
-    box = Sandbox(root, limits or Limits())
-    try:
-        with box.session() as con:
-            _build_views(con, root, manifest)
-    except BaseException:
-        box.close()
-        raise
-    return box, manifest
+    setup = functools.partial(_views_setup, root, manifest, _fixed_empties())
+    return SandboxProcess(root, limits, setup), manifest
 
 
-def execute_select(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyConnection:
+def execute_select(con: duckdb.DuckDBPyConnection | RemoteConnection,
+                   sql: str) -> duckdb.DuckDBPyConnection | RemoteConnection:
     """Execute ``sql`` if it is exactly one SELECT (the guard every user query goes through, on top of the
     locked sandbox); anything else is refused with ConfigError."""
     try:

@@ -210,6 +210,29 @@ def test_timeout_interrupts_the_query(run_copy: Path) -> None:
     assert time.monotonic() - t0 < 10
 
 
+def test_a_scalar_call_past_the_limit_is_killed_and_its_spill_dir_removed(run_copy: Path, private_tmp: Path) -> None:
+    # One levenshtein call has no chunk boundary for the interrupt: ~37 s uninterrupted here. Its worker process
+    # is killed at the limit plus GRACE_S instead (tests/security/test_query_kill.py has the CLI and service).
+    before = _spill_dirs()
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match=r"time limit \(--timeout 1 s\)"):
+        query(run_copy, "SELECT levenshtein(repeat('a', 200000), repeat('b', 200000))", limits=Limits(timeout_s=1))
+    assert time.monotonic() - t0 < 8
+    assert _spill_dirs() == before  # removed by the parent: the killed worker could not
+
+
+def test_without_a_time_limit_the_connection_stays_in_process(run_copy: Path) -> None:
+    from curation.query_sandbox import RemoteConnection
+    from curation.stats import open_run
+
+    with open_run(run_copy, Limits(timeout_s=None)) as (con, _):
+        assert not isinstance(con, RemoteConnection)  # nothing to enforce: no worker to start
+        assert con.execute("SELECT current_setting('lock_configuration')").fetchone() == (True,)
+    with open_run(run_copy, Limits(timeout_s=5)) as (con, _):
+        assert isinstance(con, RemoteConnection)
+        assert con.execute("SELECT current_setting('lock_configuration')").fetchone() == (True,)
+
+
 def test_memory_limit_stops_the_query(run_copy: Path) -> None:
     with pytest.raises(ConfigError, match=r"over the memory limit \(--memory-limit 64MB\)"):
         query(run_copy, BIG_LIST_SQL, limits=Limits(memory_limit="64MB"))

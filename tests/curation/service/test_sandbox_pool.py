@@ -3,6 +3,8 @@ shutdown, never handing on a connection a failed or timed-out request used, and 
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -152,6 +154,30 @@ def test_a_timed_out_request_is_discarded_and_each_request_has_its_own_time_budg
         assert con.execute("SELECT count(*) FROM docs").fetchone()[0] == 3
     assert pool.reused >= 1 and pool.discarded == 1
     pool.close()
+
+
+def _exited(pid: int) -> bool:
+    """``pid`` has exited (gone, or a zombie its parent has not reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_worker_that_died_while_idle_is_not_handed_out(runs: tuple[Path, Path]) -> None:
+    a, _ = runs
+    pool = SandboxPool()
+    assert _count(pool, a) == 3
+    (pid,) = pool.workers()
+    os.kill(pid, signal.SIGKILL)  # as the kernel's OOM killer would
+    deadline = time.monotonic() + 10
+    while not _exited(pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert _count(pool, a) == 3  # on a new worker, not an error
+    assert pool.discarded == 1 and pool.opened == 2 and pid not in pool.workers()
+    pool.close()
+    assert pool.workers() == []
 
 
 def test_a_reused_connection_is_still_confined_and_locked(runs: tuple[Path, Path], tmp_path: Path) -> None:
