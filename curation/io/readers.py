@@ -1,4 +1,5 @@
-"""Readers: JSONL (plain, .gz, .zst, .bz2, .xz) and Parquet, local paths or fsspec URLs, into document batches.
+"""Readers: JSONL (plain, .gz, .zst, .bz2, .xz), Parquet and crawl archives (WARC, WET, HTML files;
+``curation.io.web``), local paths or fsspec URLs, into document batches.
 
 No input line can fail a run, and none is dropped silently: a line that is over
 ``max_line_bytes``, not UTF-8, not JSON (including nesting too deep or a number too long), not an
@@ -39,7 +40,9 @@ class InputConfig:
 
     Args:
         paths: Files, globs or fsspec URLs (``s3://bucket/x/*.jsonl.zst``). Each file is one task.
-        format: ``jsonl``, ``parquet``, or ``auto`` (by extension).
+        format: ``jsonl``, ``parquet``, ``warc``, ``wet``, ``html``, or ``auto`` (by extension: ``.warc``,
+            ``.wet``, ``.html``/``.htm``, each also compressed). The web formats ignore the
+            ``*_field`` options: documents take id, url and metadata from the records (``curation.io.web``).
         text_field: Field holding the document text.
         id_field: Field holding a unique document id; when absent the id is ``SOURCE:LINE``.
         domain_field: Field holding the domain/source label; falls back to ``domain``.
@@ -53,10 +56,15 @@ class InputConfig:
         on_corrupt_file: ``fail`` (a truncated or damaged file fails the run, naming it) or
             ``quarantine`` (keep the lines read before the damage and record the rest as one
             quarantine row; it counts as one malformed line toward ``max_malformed_fraction``).
+        extractor: Main-text extractor of ``warc``/``html`` pages: ``resiliparse`` or ``trafilatura``.
+        extract_timeout_s: Seconds one page's extraction may take; past it the worker process doing it is
+            killed and the page quarantined.
+        max_record_bytes: A WARC record block, decoded payload or HTML file over this many bytes is not
+            read: quarantined when it is a page, skipped when it is not.
     """
 
     paths: list[str]
-    format: Literal["auto", "jsonl", "parquet"] = "auto"
+    format: Literal["auto", "jsonl", "parquet", "warc", "wet", "html"] = "auto"
     text_field: str = "text"
     id_field: str | None = "id"
     domain_field: str | None = "domain"
@@ -67,6 +75,9 @@ class InputConfig:
     max_chars: int = 2_000_000
     max_line_bytes: int = 64 * 1024 * 1024
     on_corrupt_file: Literal["fail", "quarantine"] = "fail"
+    extractor: Literal["resiliparse", "trafilatura"] = "resiliparse"
+    extract_timeout_s: float = 5.0
+    max_record_bytes: int = 10 * 1024 * 1024
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -78,6 +89,10 @@ class InputConfig:
             raise ValueError("max_malformed_fraction must be in [0, 1]")
         if self.max_line_bytes < 1:
             raise ValueError("max_line_bytes must be >= 1")
+        if not self.extract_timeout_s > 0:
+            raise ValueError("extract_timeout_s must be > 0")
+        if self.max_record_bytes < 1:
+            raise ValueError("max_record_bytes must be >= 1")
 
 
 class CorruptInputError(ShardError):
@@ -109,12 +124,23 @@ def detect_format(path: str, configured: str) -> str:
         return "jsonl"
     if name.endswith((".parquet", ".pq")):
         return "parquet"
+    if name.endswith(".warc"):
+        return "warc"
+    if name.endswith(".wet"):
+        return "wet"
+    if name.endswith((".html", ".htm")):
+        return "html"
     raise ValueError(f"{path}: cannot tell the format from the extension; set input.format")
 
 
 def read_documents(path: str, source: str, cfg: InputConfig) -> Iterator[ReadBatch]:
     """Yield normalised document batches from one input file."""
     fmt = detect_format(path, cfg.format)
+    if fmt in ("warc", "wet", "html"):
+        from curation.io.web import read_web  # it builds on this module's rows and quarantine
+
+        yield from read_web(path, source, cfg, fmt)
+        return
     reader = _read_jsonl if fmt == "jsonl" else _read_parquet
     yield from reader(path, source, cfg)
 
