@@ -211,8 +211,9 @@ class PipelineConfig:
             stage_cls = get_stage(item["stage"])
             specs.append(StageSpec(stage=item["stage"], config=from_dict(stage_cls.Config, params, f"{loc} ({item['stage']})"),
                                    resources=resources))
-        cfg = from_dict(_PipelineFields, data, where)
-        return cls(stages=specs, **{k: getattr(cfg, k) for k in ("name", "input", "output", "executor", "seed")})
+        cfg = from_dict(cls, data, where)  # every field but stages, which were built above
+        cfg.stages = specs
+        return cfg
 
     def to_mapping(self) -> dict[str, Any]:
         out = {k: to_dict(getattr(self, k)) for k in ("name", "seed", "input", "output", "executor")}
@@ -226,16 +227,12 @@ class PipelineConfig:
         data.pop("executor")
         for stage in data["stages"]:
             stage.pop("resources", None)
+            # Keys a stage config gained later are left out at the value that changes nothing (a config's
+            # FINGERPRINT_DEFAULTS, e.g. dedup's ``against: []``), so runs made before keep their fingerprints.
+            for key, value in getattr(get_stage(stage["stage"]).Config, "FINGERPRINT_DEFAULTS", {}).items():
+                if stage.get(key) == value:
+                    stage.pop(key)
         return data
-
-
-@dataclass(kw_only=True)
-class _PipelineFields:
-    name: str
-    input: InputConfig
-    output: OutputConfig
-    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
-    seed: int = 0
 
 
 def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Callable, TypeVar
 
 from curation.errors import ConfigError
@@ -19,6 +20,12 @@ def register_stage(name: str) -> Callable[[S], S]:
     def deco(cls: S) -> S:
         if not name.rsplit("_", 1)[-1].startswith("v"):
             raise ValueError(f"stage name {name!r} needs a version suffix such as '_v1'")
+        config = getattr(cls, "Config", None)
+        # Typed configs: YAML keys map onto keyword-only dataclass fields (unknown keys refused, no positional
+        # meaning); a plain class or a positional dataclass would slip past ``from_dict``'s checks.
+        if config is not None and not (dataclasses.is_dataclass(config)
+                                       and all(f.kw_only for f in dataclasses.fields(config))):
+            raise TypeError(f"stage {name!r}: {cls.__name__}.Config must be a @dataclass(kw_only=True)")
         if name in _STAGES and _STAGES[name] is not cls:
             raise ValueError(f"stage name {name!r} is already registered by {_STAGES[name].__name__}")
         cls.name = name

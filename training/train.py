@@ -18,7 +18,7 @@ import math
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -143,9 +143,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     init = read_checkpoint(cfg.init_from, map_location=device) if ckpt is None and cfg.init_from else None
     loader = MixtureLoader(cfg.data, rank=rank, world_size=world)
     evals = eval_sets(cfg, rank, world)
-    cfg.model.vocab_size = loader.tokenizer.vocab_size
-    cfg.model.seq_len = cfg.data.seq_len
-    model = GPT(cfg.model).to(device)
+    # The model as built (vocabulary from the tokenizer, context from the loader); the config itself stays as given,
+    # and what is logged and checkpointed is the config with this model section, so a checkpoint rebuilds it.
+    model_cfg = replace(cfg.model, vocab_size=loader.tokenizer.vocab_size, seq_len=cfg.data.seq_len)
+    effective = {**asdict(cfg), "model": asdict(model_cfg)}
+    model = GPT(model_cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.schedule.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     step = 0
     sampler = None
@@ -183,7 +185,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if sampler is not None:
             sampler.observe(base)
         if log:
-            log.write(json.dumps({"config": asdict(cfg)}) + "\n")
+            log.write(json.dumps({"config": effective}) + "\n")
             log.write(json.dumps({"step": 0, "tokens": 0, "eval": base}) + "\n")
     while step < steps:
         lr = lr_at(step, steps, cfg.schedule)
@@ -226,7 +228,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 states = [mine]
             if rank == 0:
                 write_checkpoint(ckpt_path, model.state_dict(), opt.state_dict(), rng=[s["rng"] for s in states],
-                                 meta={"step": step, "loaders": [s["loader"] for s in states], "config": asdict(cfg),
+                                 meta={"step": step, "loaders": [s["loader"] for s in states], "config": effective,
                                        "skillit": sampler.state_dict() if sampler else None})
         if log:
             log.write(json.dumps(record) + "\n")
