@@ -57,7 +57,7 @@ def _tokenize(texts: list[str], spec: str) -> list[list[int]]:
     tok = load_tokenizer(spec)
     out: list[list[int]] = []
     for i in range(0, len(texts), BATCH_DOCS):
-        out += [list(t) for t in tok.encode_batch(texts[i:i + BATCH_DOCS])]
+        out += tok.encode_batch(texts[i:i + BATCH_DOCS])  # lists of ints for every tokenizer kind
     return out
 
 
