@@ -37,6 +37,7 @@ _MAX_LENGTH_DIGITS = 15  # 10^15 bytes: a petabyte; more digits is garbage
 _MAX_GAP = 64
 _VERSION = re.compile(rb"WARC/\d+\.\d+")
 _START = re.compile(rb"WARC/\d")
+_START_PREFIX = re.compile(rb"W(?:A(?:R(?:C(?:/\d?)?)?)?)?\Z")
 _LINE_START = re.compile(rb"\nWARC/\d")
 _BLANK_LINE = re.compile(rb"\n\r?\n")
 
@@ -129,8 +130,11 @@ class _Window:
                 return
 
     def is_start(self, pos: int) -> bool:
-        self.fill(pos + 6)
-        return _START.match(self.buf, pos - self.start) is not None
+        """Whether a record starts at ``pos``; also a prefix of ``WARC/<digit>`` cut by the stream's end, so that
+        a file cut there reads as truncated rather than as stray bytes."""
+        if self.fill(pos + 6):
+            return _START.match(self.buf, pos - self.start) is not None
+        return _START_PREFIX.match(self.buf, pos - self.start) is not None
 
     def next_start(self, begin: int) -> int:
         """Offset of the first line at or after ``begin`` that starts with ``WARC/<digit>`` (the stream's end if
