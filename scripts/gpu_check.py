@@ -189,7 +189,7 @@ def _train(work: Path, nproc: int, out: str, steps: int, port: int) -> subproces
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-                           "--master_port", str(port), "-m", "training.train", str(path)],
+                           "--master_port", str(port), "-m", "training.cli", "run", str(path)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -1,6 +1,7 @@
 """``train``: the training package's commands, a typer app like ``curate``.
 
-    train run training/configs/tiny.yaml [-o key=value ...]       # = python -m training.train
+    train run training/configs/tiny.yaml [-o key=value ...]
+    torchrun --nproc_per_node 2 -m training.cli run training/configs/tiny.yaml    # one process per rank
     train ray training/configs/tiny.yaml --workers 2               # Ray Train launcher
     train cmr fit RUN_LOGS... --general G --domain D --out fit.json
     train cmr predict fit.json --tokens 2e9 --mixture mix.json
@@ -10,9 +11,8 @@
     train export-hf runs/train-tiny/checkpoint.pt runs/train-tiny/hf
     train natural-mixture runs/selected --out mix.json
 
-The older module entry points (``python -m training.train``, ``training.cmr``,
-``training.skills_graph``, ``training.ray_launch``) run these same commands through ``as_program``,
-so every spelling parses alike: ``-o``/``--set`` overrides, and exit code 2 naming an unknown flag.
+This is the one door: the modules behind the commands have no entry points of their own (``python -m training.cli``
+is ``train``, for torchrun and for installs without the console script).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
@@ -187,22 +187,6 @@ def natural_mixture_cmd(
         ratios = natural_mixture(list(runs), tokenizer)
     out.write_text(json.dumps({"ratios": ratios}) + "\n")
     print(json.dumps({"ratios": ratios, "out": str(out)}))
-
-
-def as_program(path: list[str], argv: list[str], prog_name: str) -> None:
-    """Run the command at ``path`` (e.g. ``["cmr"]``) as a program of its own named ``prog_name``.
-
-    Usage errors exit 2 naming the flag, as in ``train``; success returns (click would exit 0), so
-    that a caller such as a test can go on after it.
-    """
-    command: Any = typer.main.get_command(app)  # a click command (typer's own copy of click)
-    for name in path:
-        command = command.commands[name]
-    try:
-        command.main(list(argv), prog_name=prog_name, standalone_mode=True)
-    except SystemExit as exc:
-        if exc.code not in (0, None):
-            raise
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,10 +1,10 @@
 """Critical Mixture Ratio (CMR) law for continual pre-training (docs/methods.md, CMR law; treat the paper's numbers
 as unverified, the functional forms and the definition are what matter).
 
-    python -m training.cmr sweep training/configs/cpt_general_domain.yaml --general python_docs \
+    train cmr sweep training/configs/cpt_general_domain.yaml --general python_docs \
         --domain license --ratios 0.125,0.25,0.5,0.75 --out runs/cmr-sweep
-    python -m training.cmr fit runs/cmr-sweep/r* --general python_docs --domain license --out runs/cmr-fit.json
-    python -m training.cmr predict runs/cmr-fit.json --tokens 2000000 --mixture runs/mixture.yaml
+    train cmr fit runs/cmr-sweep/r* --general python_docs --domain license --out runs/cmr-fit.json
+    train cmr predict runs/cmr-fit.json --tokens 2000000 --mixture runs/mixture.yaml
 
 Per mixture ratio R (domain share), loss changes from the start of continual pre-training, with T in
 ``token_unit`` tokens:
@@ -298,7 +298,7 @@ def sweep(config: Path, general: str, domain: str, ratios: Sequence[float], out:
     """Train one continual pre-training run per domain share R into ``out/r{R}``."""
     for r in ratios:
         mix = json.dumps({general: 1 - r, domain: r})
-        cmd = [sys.executable, "-m", "training.train", str(config), "-o", f"out_dir={out}/r{r:g}",
+        cmd = [sys.executable, "-m", "training.cli", "run", str(config), "-o", f"out_dir={out}/r{r:g}",
                "-o", f"data.ratios={mix}"] + [x for o in overrides for x in ("-o", o)]
         subprocess.run(cmd, check=True)
 
@@ -329,13 +329,3 @@ def predict(fit_path: Path, tokens: float, mixture: Path | None = None, ratio: f
     if ratio is not None:
         out["at_ratio"] = loss_changes_at(fit, ratio, tokens)
     return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m training.cmr sweep|fit|predict ...``: the ``train cmr`` commands."""
-    from training.cli import as_program
-
-    as_program(["cmr"], sys.argv[1:] if argv is None else argv, "python -m training.cmr")
-
-if __name__ == "__main__":
-    main()

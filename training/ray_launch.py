@@ -1,7 +1,7 @@
 """Launch the training loop with Ray Train's TorchTrainer instead of torchrun.
 
-    python -m training.ray_launch training/configs/tiny.yaml --workers 2            # CPU, gloo
-    python -m training.ray_launch CONFIG --workers 8 --gpu --address auto           # a GPU Ray cluster, NCCL
+    train ray training/configs/tiny.yaml --workers 2            # CPU, gloo
+    train ray CONFIG --workers 8 --gpu --address auto           # a GPU Ray cluster, NCCL
 
 Ray Train starts one worker per rank and sets up the torch process group; ``training.train.train``
 sees it initialised and runs unchanged (the same checkpoints, logs and resume).
@@ -32,15 +32,3 @@ def launch(cfg: TrainConfig, workers: int, use_gpu: bool = False) -> Any:
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
     )
     return trainer.fit()
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m training.ray_launch CONFIG [--workers N] [--gpu] [--address A]``: the ``train ray`` command."""
-    import sys
-
-    from training.cli import as_program
-
-    as_program(["ray"], sys.argv[1:] if argv is None else argv, "python -m training.ray_launch")
-
-if __name__ == "__main__":
-    main()

@@ -1,8 +1,8 @@
 """Estimate the Skill-It skills graph A (training skills x evaluation skills) with short training runs.
 
-    python -m training.skills_graph linear training/configs/tiny.yaml --skills python_docs,code,license \
+    train skills-graph linear training/configs/tiny.yaml --skills python_docs,code,license \
         --steps 20 --out runs/skills/graph.json            # k runs, h steps each (+ heatmap graph.png)
-    python -m training.skills_graph brute training/configs/tiny.yaml --skills python_docs,code,license \
+    train skills-graph brute training/configs/tiny.yaml --skills python_docs,code,license \
         --steps 60 --out runs/skills/graph-bf.json          # k^2 runs
 
 ``linear`` (docs/methods.md, Skill-It: skills graph): from the same start, train ``steps`` on skill i
@@ -91,15 +91,3 @@ def build_graph(method: str, config: str, skills: list[str], steps: int, out: Pa
     out.write_text(json.dumps(graph, indent=1))
     heatmap(graph, out.with_suffix(".png"))
     return {"A": graph["A"], "graph": str(out), "heatmap": str(out.with_suffix(".png"))}
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m training.skills_graph linear|brute CONFIG ...``: the ``train skills-graph`` command."""
-    import sys
-
-    from training.cli import as_program
-
-    as_program(["skills-graph"], sys.argv[1:] if argv is None else argv, "python -m training.skills_graph")
-
-if __name__ == "__main__":
-    main()

@@ -1,9 +1,9 @@
 """The training loop: DDP (gloo on CPU, NCCL on GPU), bf16 autocast on CUDA, gradient accumulation,
 cosine or warmup-stable-decay schedule, exact checkpoint/resume, per-domain eval loss to JSONL.
 
-    python -m training.train training/configs/tiny.yaml                      # one process
-    torchrun --nproc_per_node 2 -m training.train training/configs/tiny.yaml  # DDP
-    python -m training.train CONFIG -o steps=200 -o out_dir=runs/train2       # overrides
+    train run training/configs/tiny.yaml                                          # one process
+    torchrun --nproc_per_node 2 -m training.cli run training/configs/tiny.yaml   # DDP
+    train run CONFIG -o steps=200 -o out_dir=runs/train2                          # overrides
 
 Resume: rerunning with the same ``out_dir`` continues from ``checkpoint.pt`` (model, optimiser,
 step, every rank's loader state and RNG state), producing the batches an uninterrupted run would
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
@@ -250,18 +249,3 @@ def load_config(path: str, overrides: list[str]) -> TrainConfig:
     except ValueError as exc:
         raise ConfigError(f"{path}: data.{exc}") from exc
     return cfg
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m training.train CONFIG [-o key=value ...]`` (also under torchrun): the ``train run`` command.
-
-    Parsed by the ``train`` CLI, so an unknown flag ends with exit code 2 naming it instead of
-    being ignored.
-    """
-    from training.cli import as_program
-
-    as_program(["run"], sys.argv[1:] if argv is None else argv, "python -m training.train")
-
-
-if __name__ == "__main__":
-    main()

@@ -10,7 +10,7 @@
   (tokens are counted per domain, not per document), and each skill's share.
 * ``schedule``: when the run is a skill-ordered run (``curate skill-order`` writes ``schedule`` and ``rounds``
   into its manifest): per round the planned and the realised mixture and the characters written per skill.
-* ``cmr``: when the run directory holds ``mixture/cmr_fit.json`` (the file ``python -m training.cmr fit --out``
+* ``cmr``: when the run directory holds ``mixture/cmr_fit.json`` (the file ``train cmr fit --out``
   writes, copied there): the measured critical ratios per token budget (``grid``) and the fitted power law
   R_CMR(T) = a4 * T**s4 + b3 sampled over the same range.
 """
@@ -108,7 +108,7 @@ def _cmr(run: Path) -> dict[str, Any] | None:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(fit, dict) or any(k not in fit for k in CMR_KEYS):
-        raise ConfigError(f"{path}: a CMR fit needs the fields {', '.join(CMR_KEYS)} (python -m training.cmr fit "
+        raise ConfigError(f"{path}: a CMR fit needs the fields {', '.join(CMR_KEYS)} (train cmr fit "
                           "writes them)")
     cmr = fit["cmr"]
     if not (isinstance(cmr, list) and len(cmr) == 3 and all(isinstance(x, (int, float)) for x in cmr)):

@@ -26,33 +26,38 @@ def _cfg(tmp: Path, run: Path) -> Path:
     return path
 
 
-def test_python_m_training_train_refuses_unknown_flag_and_keeps_overrides(sample_run: Path, tmp_path: Path) -> None:
+def test_python_m_training_cli_run_refuses_unknown_flag_and_keeps_overrides(sample_run: Path, tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, sample_run)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    bad = subprocess.run([sys.executable, "-m", "training.train", str(cfg), "--bogus"], capture_output=True,
+    bad = subprocess.run([sys.executable, "-m", "training.cli", "run", str(cfg), "--bogus"], capture_output=True,
                          text=True, cwd=REPO, env=env, timeout=300)
     assert bad.returncode == 2 and "--bogus" in bad.stderr, bad.stdout[-2000:] + bad.stderr[-2000:]
     assert not (tmp_path / "out").exists()  # refused before any training
-    ok = subprocess.run([sys.executable, "-m", "training.train", str(cfg), "-o", f"out_dir={tmp_path / 'o2'}",
+    ok = subprocess.run([sys.executable, "-m", "training.cli", "run", str(cfg), "-o", f"out_dir={tmp_path / 'o2'}",
                          "--set", "steps=1"], capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
     assert json.loads(ok.stdout.strip().splitlines()[-1])["rank"] == 0
     assert (tmp_path / "o2" / "log.jsonl").exists() and not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("module, argv", [
-    ("training.train", ["cfg.yaml", "--bogus"]),
-    ("training.cmr", ["fit", "run", "--general", "g", "--domain", "d", "--out", "f.json", "--bogus"]),
-    ("training.skills_graph", ["linear", "cfg.yaml", "--skills", "a", "--out", "g.json", "--bogus"]),
-    ("training.ray_launch", ["cfg.yaml", "--bogus"]),
+@pytest.mark.parametrize("argv", [
+    ["run", "cfg.yaml", "--bogus"],
+    ["cmr", "fit", "run", "--general", "g", "--domain", "d", "--out", "f.json", "--bogus"],
+    ["skills-graph", "linear", "cfg.yaml", "--skills", "a", "--out", "g.json", "--bogus"],
+    ["ray", "cfg.yaml", "--bogus"],
 ])
-def test_module_entry_points_refuse_unknown_flags(module: str, argv: list[str],
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    main = __import__(module, fromlist=["main"]).main
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    assert "No such option: --bogus" in capsys.readouterr().err
+def test_every_command_refuses_unknown_flags(argv: list[str]) -> None:
+    res = CliRunner().invoke(app, argv)
+    assert res.exit_code == 2 and "No such option: --bogus" in res.output, res.output
+
+
+@pytest.mark.parametrize("module", ["training.train", "training.cmr", "training.skills_graph", "training.ray_launch"])
+def test_one_door_per_command_the_modules_have_no_entry_points(module: str) -> None:
+    """``train ...`` (``python -m training.cli``) is the only way in: the modules behind it run nothing as programs."""
+    r = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=REPO,
+                       env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert r.returncode == 0 and r.stdout == "", (r.stdout[-500:], r.stderr[-500:])
+    assert not hasattr(__import__(module, fromlist=["main"]), "main")
 
 
 def test_train_app_lists_commands_and_reports_config_errors_in_one_line(tmp_path: Path) -> None:

@@ -50,16 +50,16 @@ def test_real_sweep_on_cpu_fits_a_ratio_and_plots(quickstart_run: Path, tmp_path
     base.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     run = lambda *a: subprocess.run([sys.executable, *a], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)  # noqa: E731
-    r = run("-m", "training.train", str(base))
+    r = run("-m", "training.cli", "run", str(base))
     assert r.returncode == 0, r.stderr[-2000:]
     cfg.update(init_from=str(tmp_path / "general" / "checkpoint.pt"), steps=48, schedule={"kind": "wsd", "lr": 2e-3, "warmup_steps": 4})
     cpt = tmp_path / "cpt.yaml"
     cpt.write_text(yaml.safe_dump(cfg))
-    r = run("-m", "training.cmr", "sweep", str(cpt), "--general", "python_docs", "--domain", "license",
+    r = run("-m", "training.cli", "cmr", "sweep", str(cpt), "--general", "python_docs", "--domain", "license",
             "--ratios", "0.125,0.25,0.5,0.75", "--out", str(tmp_path / "sweep"))
     assert r.returncode == 0, r.stderr[-2000:]
     runs = sorted(str(p) for p in (tmp_path / "sweep").iterdir())
-    r = run("-m", "training.cmr", "fit", *runs, "--general", "python_docs", "--domain", "license", "--eps", "0.05",
+    r = run("-m", "training.cli", "cmr", "fit", *runs, "--general", "python_docs", "--domain", "license", "--eps", "0.05",
             "--token-unit", "1000", "--out", str(tmp_path / "fit.json"))
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "fit.png").stat().st_size > 10_000

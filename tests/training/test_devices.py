@@ -57,7 +57,7 @@ def test_torchrun_on_gpus_uses_nccl_and_resumes(quickstart_run: Path, tmp_path: 
     def run(steps: int) -> dict[str, object]:
         path = write_cfg(tmp_path, quickstart_run, steps=steps, eval_every=2, checkpoint_every=2)
         r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-                            "--master_port", str(free_ports(1)[0]), "-m", "training.train", str(path)],
+                            "--master_port", str(free_ports(1)[0]), "-m", "training.cli", "run", str(path)],
                            capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         return json.loads(r.stdout.strip().splitlines()[-1])

@@ -73,11 +73,15 @@ def test_online_run_resumes_with_the_same_weights_and_batches(sample_run: Path, 
 
 @pytest.mark.slow
 def test_linear_skills_graph_from_short_runs(sample_run: Path, tmp_path: Path) -> None:
-    from training.skills_graph import main as graph_main
+    from typer.testing import CliRunner
+
+    from training.cli import app
 
     cfg = write_cfg(tmp_path, sample_run, steps=10, eval_every=10)
     out = tmp_path / "graph.json"
-    graph_main(["linear", str(cfg), "--skills", "python_docs,code,license", "--steps", "8", "--out", str(out)])
+    res = CliRunner().invoke(app, ["skills-graph", "linear", str(cfg), "--skills", "python_docs,code,license",
+                                   "--steps", "8", "--out", str(out)])
+    assert res.exit_code == 0, res.output
     g = SkillGraph.load(out)
     assert g.A.shape == (3, 3) and (np.diag(g.A) > 0).all()  # training on a skill lowers its own loss
     assert (tmp_path / "graph.png").stat().st_size > 5_000

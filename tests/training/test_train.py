@@ -34,7 +34,7 @@ def test_two_process_gloo_ddp_loss_falls(quickstart_run: Path, tmp_path: Path) -
     path = write_cfg(tmp_path, quickstart_run, steps=40, eval_every=20, checkpoint_every=40, grad_accum=2)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_ports(1)[0]),
-                        "-m", "training.train", str(path)], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+                        "-m", "training.cli", "run", str(path)], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["world_size"] == 2 and result["backend"] == "gloo"

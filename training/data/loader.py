@@ -58,7 +58,7 @@ class LoaderConfig:
 
     runs: list[str]
     ratios: dict[str, float] = field(default_factory=dict)
-    ratios_file: str | None = None  # JSON/YAML {ratios: {...}} (e.g. from `training.cmr predict --mixture`)
+    ratios_file: str | None = None  # JSON/YAML {ratios: {...}} (e.g. from `train cmr predict --mixture`)
     seq_len: int = 256
     batch_size: int = 8
     tokenizer: str = "bytes"
