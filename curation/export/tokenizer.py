@@ -50,16 +50,39 @@ def normalize_spec(spec: str) -> str:
     return f"hf:{folder.resolve()}"
 
 
+class _FastBackend:
+    """A Hugging Face fast tokenizer's ids straight from its Rust backend.
+
+    ``HFTokenizer.encode_batch`` calls transformers, which for a fast tokenizer runs the backend's ``encode_batch``
+    and then builds a ``BatchEncoding`` (attention masks, offsets): about a fifth of the export's time on cl100k.
+    The ids are the same: transformers' call without special tokens, truncation or padding is this backend call
+    (on a copy with truncation and padding off, as transformers switches them off for such a call)."""
+
+    def __init__(self, hf: Any) -> None:
+        from tokenizers import Tokenizer
+
+        self._backend = Tokenizer.from_str(hf._tok.backend_tokenizer.to_str())  # training's loader keeps it private
+        self._backend.no_truncation()
+        self._backend.no_padding()
+        self.vocab_size, self.eos_id = hf.vocab_size, hf.eos_id
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self._backend.encode_batch_fast(texts, add_special_tokens=False)]
+
+
 @lru_cache(maxsize=4)
 def load_tokenizer(spec: str) -> Any:
     """The tokenizer of a normalized ``spec``, once per process (each Ray worker loads it once, not per shard)."""
     from training.data.tokenizer import make_tokenizer
 
     try:
-        return make_tokenizer(spec)
+        tok = make_tokenizer(spec)
     except Exception as exc:  # a broken folder, an unknown tiktoken name (a stock one needs a download)
         raise TokenizerError(f"tokenizer {spec!r} cannot be loaded offline: {type(exc).__name__}: "
                              f"{' '.join(str(exc).split())[:300]}") from exc
+    if getattr(getattr(tok, "_tok", None), "is_fast", False):
+        return _FastBackend(tok)
+    return tok
 
 
 def _hf_digest(folder: Path) -> str:

@@ -109,3 +109,34 @@ def test_idx_bytes_equal_megatron_builder(tmp_path: Path, megatron: Any) -> None
     builder.finalize(str(tmp_path / "ref.idx"))
     assert idx_bytes(np.array([len(d) + 1 for d in docs]), "uint16") == (tmp_path / "ref.idx").read_bytes()
     assert flat_tokens(docs, 0, "uint16").tobytes() == (tmp_path / "ref.bin").read_bytes()
+
+
+def test_hugging_face_tokenizer_folder(tiny_run: Path, tmp_path: Path, megatron: Any) -> None:
+    """A local HF folder: ids equal transformers' own call, even when tokenizer.json asks for truncation; the
+    manifest names the folder and hashes its files; the EOD is the BOS when there is no EOS (as the loader does)."""
+    import hashlib
+
+    from transformers import AutoTokenizer
+
+    from curation.testing.tiny import PROSE, train_tokenizer
+
+    tok = train_tokenizer(PROSE, vocab_size=300)
+    tok.backend_tokenizer.enable_truncation(max_length=8)  # saved in tokenizer.json; an export must not truncate
+    folder = tmp_path / "tok"
+    tok.save_pretrained(folder)
+    out = tmp_path / "out"
+    r = curate("export", tiny_run, out, "--tokenizer", folder)
+    assert r.exit_code == 0, r.output
+    m = _manifest(out)
+    ref = AutoTokenizer.from_pretrained(folder)
+    files = [n for n in ("tokenizer.json", "tokenizer_config.json") if (folder / n).exists()]
+    digest = hashlib.sha256("".join(f"{n}\0{hashlib.sha256((folder / n).read_bytes()).hexdigest()}\n"
+                                    for n in files).encode()).hexdigest()
+    assert m["tokenizer"] == {"spec": f"hf:{folder}", "kind": "huggingface", "vocab_size": len(ref),
+                              "eod_id": ref.bos_token_id, "sha256": digest}
+    assert m["dtype"] == "uint16"
+    web = [d for d in run_docs(tiny_run) if d["domain"] == "web"]
+    ds = megatron.IndexedDataset(str(out / "megatron" / "web"))
+    for i, d in enumerate(web):
+        assert ds[i].tolist() == ref(d["text"], add_special_tokens=False)["input_ids"] + [ref.bos_token_id]
+    assert len(ds[0]) > 100  # not truncated to 8
