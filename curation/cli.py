@@ -536,6 +536,10 @@ def serve(
     cache_mb: int = typer.Option(256, "--cache-mb", min=0, help="Megabytes of answers (encoded JSON) the "
                                  "service keeps for finished runs, least recently used evicted first; an answer "
                                  "over a quarter of it is served but not kept. 0: keep none."),
+    query_timeout_s: float = typer.Option(30.0, "--query-timeout-s", min=0.1, help="Seconds a query of a "
+                                          "read-token holder may run; past it (+1 s) its worker process is killed."),
+    query_max_mb: int = typer.Option(32, "--query-max-mb", min=1, help="Megabytes (JSON) one query answer may "
+                                     "hold; a bigger one is refused naming the row where it passed."),
 ) -> None:
     """Serve runs in a browser and over a JSON API (tokens: CURATE_SERVE_READ_TOKENS, CURATE_SERVE_SUBMIT_TOKENS)."""
     from rich.markup import escape
@@ -553,7 +557,7 @@ def serve(
                                    allowed_hosts=tuple(allowed_host), input_roots=tuple(input_root),
                                    sample_inputs=sample_inputs, allow_secret_env=tuple(allow_secret_env),
                                    allow_backend_hosts=tuple(allow_backend_host), cache_roots=tuple(cache_root),
-                                   cache_mb=cache_mb)
+                                   cache_mb=cache_mb, query_timeout_s=query_timeout_s, query_max_mb=query_max_mb)
     except CurationError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)

@@ -230,7 +230,7 @@ def _read_api(app: FastAPI) -> None:
         path = finished(run_id)
         key = ("query", run_key(path), body.sql, body.offset, body.limit)
         out = cache.json(key, lambda: views.run_query(path, limits, body.sql, body.offset, body.limit,
-                                                      s.query_max_rows, opener))
+                                                      s.query_max_rows, opener, s.query_max_mb << 20))
         if body.format == "json":
             return json_response(out)
         # The cache keeps the JSON bytes (what its bound counts); the cells are views.jsonable values, which JSON

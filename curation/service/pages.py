@@ -388,6 +388,9 @@ def doc_page(request: Request, run_id: str, doc_id: str) -> HTMLResponse:
     dup = d.get("duplicates")
     if isinstance(dup, dict):
         dup = {**dup, "dropped_members": _dicts(dup.get("dropped_members"))}
+        total = dup.get("dropped_total")
+        dup["more"] = total - len(dup["dropped_members"]) if isinstance(total, int) and not isinstance(total, bool) \
+            and total > len(dup["dropped_members"]) else 0
         if not (dup["dropped_members"] or dup.get("kept_member") != doc_id):
             dup = None
     else:

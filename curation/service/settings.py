@@ -68,6 +68,8 @@ class ServiceSettings:
     query_timeout_s: float = 30.0
     query_memory_limit: str = "1GB"
     query_max_rows: int = 10_000
+    #: Megabytes of JSON one query answer may hold (``views.run_query`` refuses a bigger one, naming the row).
+    query_max_mb: int = 32
     #: Megabytes the answer cache may hold, counted as encoded answers (``curation.service.cache``); 0: none kept.
     cache_mb: int = 256
     #: Host names (``Host`` header, port ignored) the service answers besides the loopback names and the

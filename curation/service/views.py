@@ -344,6 +344,10 @@ def drops(run: Path, limits: Limits, stage: str | None, reason: str | None, doma
             "filters": {"stage": stage, "reason": reason, "domain": domain, "source": source}}
 
 
+#: Members of a duplicate cluster a document's answer lists (``dropped_total`` counts them all).
+MAX_CLUSTER_MEMBERS = 500
+
+
 def document(run: Path, limits: Limits, doc_id: str, opener: RunOpener = open_run) -> dict[str, Any]:
     """One document's path through the run: the stage that dropped it (with details), or its kept row;
     and its duplicate cluster (the kept member and the members dropped as its duplicates)."""
@@ -359,9 +363,15 @@ def document(run: Path, limits: Limits, doc_id: str, opener: RunOpener = open_ru
             # near_dedup_v1 sets dup_cluster to the keeper's id on every member (its own id when alone).
             kept_member = kept[0].get("dup_cluster") or None
         members: list[dict[str, Any]] = []
+        total = 0
         if kept_member is not None:
+            # A cluster can hold every copy of a boilerplate page: the first MAX_CLUSTER_MEMBERS by id, and the count.
             members = _rows(con, "SELECT id, stage, reason FROM decisions WHERE "
-                                 "json_extract_string(details, '$.dup_of') = ? ORDER BY id", [kept_member])
+                                 "json_extract_string(details, '$.dup_of') = ? ORDER BY id LIMIT ?",
+                            [kept_member, MAX_CLUSTER_MEMBERS])
+            total = len(members) if len(members) < MAX_CLUSTER_MEMBERS else con.execute(
+                "SELECT count(*) FROM decisions WHERE json_extract_string(details, '$.dup_of') = ?",
+                [kept_member]).fetchone()[0]
     if not dropped and not kept:
         return {"id": doc_id, "outcome": "unknown", "dropped": None, "kept": None, "duplicates": None}
     stage_index = {s["name"]: s["index"] for s in m.get("stages", [])}
@@ -369,7 +379,8 @@ def document(run: Path, limits: Limits, doc_id: str, opener: RunOpener = open_ru
         "id": doc_id, "outcome": "kept" if kept else "dropped",
         "dropped": sorted(dropped, key=lambda d: stage_index.get(d["stage"], 1 << 30)) or None,
         "kept": kept[0] if kept else None,
-        "duplicates": None if kept_member is None else {"kept_member": kept_member, "dropped_members": members},
+        "duplicates": None if kept_member is None else {"kept_member": kept_member, "dropped_members": members,
+                                                         "dropped_total": total},
     }
 
 
@@ -416,18 +427,35 @@ def compare(a: Path, b: Path, limits: Limits, offset: int, limit: int,
 # -- SQL --------------------------------------------------------------------------------------------
 
 def run_query(run: Path, limits: Limits, sql: str, offset: int, limit: int,
-              max_rows: int, opener: RunOpener = open_run) -> dict[str, Any]:
+              max_rows: int, opener: RunOpener = open_run, max_bytes: int = 32 << 20) -> dict[str, Any]:
     """One read-only SELECT over the run's views, rows ``offset .. offset+limit`` (at most ``max_rows``
-    past the start). The statement runs as sent (never wrapped in more SQL); paging skips rows."""
+    past the start). The statement runs as sent (never wrapped in more SQL); paging skips rows.
+
+    The answer is bounded in bytes as well as rows (``max_bytes`` of JSON-encoded cells): rows are fetched in
+    small chunks and the query is refused, naming the row, as soon as the answer passes the bound, so a few rows
+    of whole documents cannot build an answer of hundreds of megabytes."""
     if offset + limit > max_rows:
         raise ConfigError(f"offset + limit must be at most {max_rows} (the service's row cap), got "
                           f"{offset + limit}")
+    out: list[list[Any]] = []
+    size = 0
     with opener(run, limits) as (con, _):
         rel = execute_select(con, sql)
         cols = [d[0] for d in rel.description]
         if offset:
             rel.fetchmany(offset)
-        rows = rel.fetchmany(limit + 1)
-    more = len(rows) > limit
-    return {"columns": cols, "rows": [[jsonable(v) for v in r] for r in rows[:limit]], "offset": offset,
-            "limit": limit, "more": more}
+        chunk = 16
+        while len(out) <= limit:
+            rows = rel.fetchmany(min(chunk, limit + 1 - len(out)))
+            if not rows:
+                break
+            for r in rows:
+                cells = [jsonable(v) for v in r]
+                size += len(json.dumps(cells, default=str))
+                if size > max_bytes:
+                    raise ConfigError(f"the answer passed {max_bytes >> 20} MB at row {offset + len(out) + 1}: "
+                                      "select fewer or shorter columns (e.g. left(text, 200)) or a smaller limit")
+                out.append(cells)
+            chunk = min(chunk * 2, 1024)
+    more = len(out) > limit
+    return {"columns": cols, "rows": out[:limit], "offset": offset, "limit": limit, "more": more}

@@ -62,7 +62,8 @@ class Tenant:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "curation.cli", "serve", "--runs-root", str(self.runs), "--state-dir",
              str(self.state), "--port", str(self.port), "--ray-address", f"http://127.0.0.1:{free_ports(1)[0]}",
-             "--input-root", str(self.inputs), "--no-sample-inputs", "--allow-backend-host", "llm.internal"],
+             "--input-root", str(self.inputs), "--no-sample-inputs", "--allow-backend-host", "llm.internal",
+             "--query-timeout-s", "3", "--query-max-mb", "4"],
             cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -244,6 +245,13 @@ def test_a_hostile_tenant_gets_nothing_and_the_service_stays_responsive(tenant: 
         for run in ("evil", "live", "fifo", "symlink"):
             tenant.call("GET", f"/api/runs/{run}", headers=READ)
             tenant.call("GET", f"/api/runs/{run}/progress", headers=READ)
+        # A query that would run for a minute ends at its limit; one whose answer would be 100 MB is refused.
+        r = tenant.call("POST", "/api/runs/tiny/query", headers=READ, bound_s=10,
+                        json={"sql": "SELECT levenshtein(repeat('a', 200000), repeat('b', 200000))"})
+        assert r.status_code == 400 and "time limit" in r.text.lower(), r.text
+        r = tenant.call("POST", "/api/runs/tiny/query", headers=READ,
+                        json={"sql": "SELECT repeat('x', 1000000) || range AS t FROM range(100)"})
+        assert r.status_code == 400 and "the answer passed 4 MB" in r.text, r.text
         r = tenant.call("POST", "/api/runs/tiny/query", headers=READ, json={"sql": "SELECT id FROM docs ORDER BY id"})
         assert r.status_code == 200 and len(r.json()["rows"]) > 0, r.text
         r = tenant.call("POST", "/api/runs/tiny/query", headers=READ,

@@ -212,3 +212,39 @@ def test_rss_stays_bounded_under_a_storm_of_distinct_big_answers(tiny_run: Path,
                                  f"{STORM_CACHE_MB} MB cache + {STORM_MARGIN_MB} MB margin")
     assert peak[0] <= max_bytes and cache.bytes <= max_bytes and cache.bytes == _counted(cache)
     assert cache.bytes > max_bytes // 2  # it did keep answers: the bound, not a disabled cache, held the RSS
+
+
+# -- one answer is bounded in bytes, not only in rows ----------------------------------------------------------
+
+
+def test_a_query_answer_is_bounded_in_bytes(tiny_run: Path, tmp_path: Path) -> None:
+    """100 rows of 100 kB cells (10 MB of JSON) against a 2 MB bound: refused at the row where the answer passed
+    it, with one line saying what to do; an answer under the bound is served whole."""
+    from fastapi.testclient import TestClient
+
+    app = create_app(make_settings(tiny_run.parent, tmp_path, query_max_mb=2))
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        r = c.post("/api/runs/run/query", json={"sql": "SELECT repeat('x', 100000) || range AS t FROM range(100)"})
+        assert r.status_code == 400, r.text
+        detail = r.json()["detail"]
+        assert "the answer passed 2 MB at row 21" in detail and "left(text, 200)" in detail, detail
+        ok = c.post("/api/runs/run/query", json={"sql": "SELECT repeat('x', 100000) || range AS t FROM range(15)"})
+        assert ok.status_code == 200 and len(ok.json()["rows"]) == 15 and not ok.json()["more"]
+        paged = c.post("/api/runs/run/query", json={"sql": "SELECT range AS i FROM range(50)", "offset": 10,
+                                                    "limit": 5})
+        assert paged.json()["rows"] == [[10], [11], [12], [13], [14]] and paged.json()["more"] is True
+
+
+def test_curate_serve_query_limits_reach_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import curation.service.app as app_module
+    from curation.cli import app as cli
+
+    seen: list[Any] = []
+    monkeypatch.setattr(app_module, "serve", seen.append)
+    base = ["serve", "--runs-root", str(tmp_path / "runs"), "--state-dir", str(tmp_path / "st")]
+    assert CliRunner().invoke(cli, [*base, "--query-timeout-s", "2.5", "--query-max-mb", "4"]).exit_code == 0
+    assert CliRunner().invoke(cli, base).exit_code == 0
+    assert [(s.query_timeout_s, s.query_max_mb) for s in seen] == [(2.5, 4), (30.0, 32)]
+    assert CliRunner().invoke(cli, [*base, "--query-max-mb", "0"]).exit_code == 2

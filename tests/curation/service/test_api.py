@@ -236,3 +236,22 @@ def test_security_headers(open_server: str) -> None:
     r = get(f"{open_server}/")
     assert "script-src 'self'" in r.headers["content-security-policy"]
     assert r.headers["x-content-type-options"] == "nosniff" and r.headers["x-frame-options"] == "DENY"
+
+
+def test_a_documents_duplicate_cluster_is_listed_up_to_a_cap_with_its_total(
+        open_server: str, runs_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cluster may hold every copy of a boilerplate page: the answer lists the first members by id and counts all."""
+    from curation.service import views
+
+    run = runs_root / "qs"
+    big = curate_query(run, "SELECT json_extract_string(details, '$.dup_of') AS k, count(*) AS n FROM decisions "
+                            "WHERE stage = 'near_dedup_v1' AND k IN (SELECT id FROM docs) GROUP BY k "
+                            "ORDER BY n DESC, k LIMIT 1")[0]
+    assert big["n"] >= 3
+    monkeypatch.setattr(views, "MAX_CLUSTER_MEMBERS", 2)
+    d = get(f"{open_server}/api/runs/qs/docs/{big['k']}").json()["duplicates"]
+    want = curate_query(run, "SELECT id FROM decisions WHERE json_extract_string(details, '$.dup_of') = "
+                             f"'{big['k']}' ORDER BY id LIMIT 2")
+    assert [m["id"] for m in d["dropped_members"]] == [w["id"] for w in want] and d["dropped_total"] == big["n"]
+    page = get(f"{open_server}/runs/qs/docs/{big['k']}").text
+    assert f"and {big['n'] - 2:,} more" in page or f"and {big['n'] - 2} more" in page
