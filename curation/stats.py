@@ -249,7 +249,7 @@ def near_dup_sources(con: duckdb.DuckDBPyConnection, stage: str = "near_dedup_v1
             SELECT coalesce(nullif(source, ''), domain) AS src, 0 AS removed, CAST(NULL AS DOUBLE) AS j FROM docs
             UNION ALL
             SELECT coalesce(nullif(source, ''), domain),
-                   CASE WHEN stage = $stage AND reason = 'near_duplicate' THEN 1 ELSE 0 END,
+                   CASE WHEN stage = $stage AND reason IN ('near_duplicate', 'duplicate_of_corpus') THEN 1 ELSE 0 END,
                    CASE WHEN stage = $stage THEN TRY_CAST(json_extract_string(details, '$.jaccard') AS DOUBLE) END
             FROM decisions WHERE stage IN (SELECT stage FROM later))
         SELECT src AS source, count(*) AS docs_in, sum(removed) AS removed,
@@ -267,6 +267,30 @@ def pii_counts(con: duckdb.DuckDBPyConnection, columns: list[str]) -> list[tuple
              for c in columns]
     rows = con.execute(" UNION ALL ".join(parts)).fetchall() if parts else []
     return sorted(((t, int(c), int(d), int(f)) for t, c, d, f in rows), key=lambda r: PII_COLUMNS.index(f"pii_{r[0]}"))
+
+
+def _number(value: Any) -> int | float | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def corpus_runs(manifest: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """(stage, earlier run, removed, share of the documents reaching the stage) per earlier run a dedup stage
+    of this run was deduplicated against (``against``), from the manifest alone: the paths it names are never
+    followed, and values of the wrong type read as None (a manifest is untrusted, and the service shows this)."""
+    entries = manifest.get("corpus")
+    return [(str(entry.get("stage")), str(r.get("run")), _number(r.get("removed")), _number(r.get("share")))
+            for entry in (entries if isinstance(entries, list) else []) if isinstance(entry, dict)
+            for r in (entry.get("against") if isinstance(entry.get("against"), list) else []) if isinstance(r, dict)]
+
+
+def index_summary(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """Documents, files and bytes of the run's dedup index (None without one), type-checked like ``corpus_runs``."""
+    ix = manifest.get("dedup_index")
+    if not isinstance(ix, dict):
+        return None
+    files = ix.get("files")
+    return {"docs": _number(ix.get("docs")), "files": len(files) if isinstance(files, list) else None,
+            "bytes": _number(ix.get("bytes"))}
 
 
 def summary(run_dir: str | Path, limits: Limits | None = None) -> dict[str, Any]:
@@ -298,6 +322,8 @@ def summary(run_dir: str | Path, limits: Limits | None = None) -> dict[str, Any]
             "near_dup_sources": near,
             "pii": pii,
             "warnings": manifest.get("warnings", []),
+            "corpus": corpus_runs(manifest),
+            "dedup_index": index_summary(manifest),
             "shards": len(manifest["shards"]),
             "token_counter": manifest.get("token_counter", "?"),
         }

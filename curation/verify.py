@@ -4,7 +4,9 @@ Every shard is re-read and re-hashed (size and sha256 against the manifest), eve
 manifest or a marker names must be a plain relative path inside the run, every task marker of
 every pass and every global-stage marker must be present, the markers' outputs and counts must
 agree with the manifest, and no file may sit in ``shards/``, ``decisions/`` or ``quarantine/``
-that the manifest does not list. Works on local and object-store runs (``curation.io.storage``).
+that the manifest does not list. The dedup index (``dedup_index/``, which later runs read instead of
+the shards) is checked the same way: every file it lists re-hashed, no other file there. Works on
+local and object-store runs (``curation.io.storage``).
 
 Derived datasets with a manifest but no ``run.json`` (``curate skill-order`` output) have no
 markers: only their files are checked. An export (``curate export``: ``export.json``,
@@ -22,6 +24,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from curation.errors import CurationError
+from curation.io.dedup_index import verify_index
 from curation.io.digest import stream_digest
 from curation.io.layout import Layout
 from curation.io.manifest import safe_shard_path
@@ -48,6 +51,7 @@ class Report:
     rows: int = 0
     bytes: int = 0
     markers: int = 0
+    index_files: int = 0
     has_run_json: bool = True
 
     @property
@@ -57,8 +61,9 @@ class Report:
     def summary(self) -> str:
         what = (f"{self.markers} markers agree with the manifest" if self.has_run_json
                 else "no run.json, so no markers to check")
+        index = f"; {self.index_files} dedup index files match" if self.index_files else ""
         return (f"OK {self.root}: {self.shards} shards ({self.rows} rows, {self.bytes} bytes) match their "
-                f"size and sha256; {what}")
+                f"size and sha256; {what}{index}")
 
 
 def _digest(path: Path) -> tuple[int, str]:
@@ -286,6 +291,8 @@ def verify_run(run_dir: str | Path) -> Report:
     shards = _check_shards(root, manifest, report)
     _check_listed(root, manifest, "decisions", "decisions", report)
     _check_listed(root, manifest, "quarantine", "quarantine", report)
+    problems, report.index_files = verify_index(root, manifest)
+    report.problems += problems
     if has_run:
         _check_markers(root, manifest, shards, report)
     return report

@@ -30,6 +30,7 @@ from curation.io.digest import file_digest
 from curation.pipeline import PipelineConfig
 from curation.schema import SCHEMA_VERSION
 from curation.stages.base import Stage
+from curation.stages.dedup.index import params_for, write_run_index
 from curation.stages.global_stage import GlobalStage
 
 log = logging.getLogger(__name__)
@@ -195,11 +196,17 @@ class Executor(ABC):
                         self.run_global(plan, seg, stage, stage_index)
                     # Warnings live in the marker so that a resumed run's manifest still has them.
                     write_json(marker, {"stage": spec.stage, "seconds": round(time.time() - t0, 3),
-                                        "warnings": stage.warnings})
+                                        "warnings": stage.warnings, "report": stage.report})
             self.tracker.end_pass(seg.index)
-        manifest = build_manifest(plan, identity, wall_seconds=time.time() - started)
+        manifest = build_manifest(plan, identity, wall_seconds=0.0)
+        # The index of the kept documents, from the final pass's parts (curation/stages/dedup/index.py):
+        # later runs deduplicate against it (``against``) without reading this run's shards.
+        manifest["dedup_index"] = write_run_index(lay, len(plan.tasks), manifest["totals"]["docs_out"],
+                                                  params_for(plan.stages()))
+        manifest["wall_seconds"] = round(time.time() - started, 3)
         self.tracker.finish()  # before the manifest: a finished run's progress.json says so
         write_json(lay.manifest, manifest)  # the commit point of the run
+        remove_tree(lay.index_part(0).parent)  # the parts are in dedup_index/ now
         return RunResult(lay.root, manifest, nothing_to_do=False, tasks_run=tasks_run)
 
 
@@ -247,9 +254,13 @@ def build_manifest(plan: Plan, identity: dict[str, Any], wall_seconds: float) ->
                     for k in agg_d:
                         agg_d[k] += d[k]
     warnings: list[dict[str, Any]] = []  # from global stages (e.g. near-dedup's mass-removal audit)
+    corpus: list[dict[str, Any]] = []  # dedup stages run ``against`` earlier runs: what each removed
     for seg in plan.segments:
         if seg.key_for is not None:
-            warnings += read_json(lay.global_marker(seg.key_for[0])).get("warnings", [])
+            gm = read_json(lay.global_marker(seg.key_for[0]))
+            warnings += gm.get("warnings", [])
+            if (gm.get("report") or {}).get("against"):
+                corpus.append({"index": seg.key_for[0], "stage": seg.key_for[1].stage, **gm["report"]})
     final_schema: pa.Schema = segment_schema(plan, plan.segments[-1])
     return {
         "name": plan.config.name,
@@ -269,4 +280,5 @@ def build_manifest(plan: Plan, identity: dict[str, Any], wall_seconds: float) ->
         "quarantine": sorted(quarantine_files),
         "nodes": dict(sorted(nodes.items())),
         "warnings": warnings,
+        **({"corpus": corpus} if corpus else {}),
     }

@@ -30,6 +30,7 @@ from curation.io.storage import TMP_SUFFIX, arrow_source, is_remote
 from curation.io.writers import RollingParquetWriter
 from curation.schema import DECISION_SCHEMA, QUARANTINE_SCHEMA, base_schema
 from curation.stages.base import Stage, StageResult, is_per_document, run_chain, split
+from curation.stages.dedup.index import TaskIndex, params_for
 from curation.stages.global_stage import GlobalStage
 from curation.tokens import token_counter
 
@@ -159,6 +160,8 @@ def _cleanup(plan: Plan, seg: Segment, task: Task) -> None:
     victims = [lay.work(seg.index, task.index), lay.decisions(seg.index, task.index), lay.marker(seg.index, task.index)]
     if seg.index == 0:
         victims.append(lay.quarantine(task.index))
+    if seg.final:
+        victims.append(lay.index_part(task.index))
     remote = is_remote(lay.root)  # object stores hold no temp files (storage.local_temp)
     for path in victims:
         path.unlink(missing_ok=True)
@@ -212,6 +215,7 @@ class ShardRun:
     data_writer: RollingParquetWriter
     gstage: GlobalStage | None  # the next global stage, whose keys this pass adds
     count_tokens: Callable[[list[str]], list[int]] | None  # the final pass only
+    index: TaskIndex | None  # the final pass only: this task's rows of the run's dedup index
 
     def __init__(self, plan: Plan, seg_index: int, task_index: int) -> None:
         self.plan = plan
@@ -244,9 +248,13 @@ class ShardRun:
                     self.fault("after_first_batch")
             files = self.data_writer.close(write_empty=not self.seg.final)
             dec_files = self.dec_writer.close()
+            if self.index is not None:
+                self.index.close()
         except BaseException:
             self.data_writer.abort()
             self.dec_writer.abort()
+            if self.index is not None:
+                self.index.abort()
             raise
         self.write_quarantine()
         self.stats.update(self.summary(files, dec_files, started))
@@ -273,6 +281,7 @@ class ShardRun:
                                                     single_name=work.name)
         self.gstage = global_stage(self.plan, seg.key_for[0]) if seg.key_for else None
         self.count_tokens = token_counter(out.token_counter) if seg.final else None
+        self.index = TaskIndex(lay, task.index, params_for(self.plan.stages())) if seg.final else None
 
     def read(self) -> Iterator[pa.Table]:
         """The task's input batches: the input file (pass 0) or the previous pass's work file."""
@@ -371,6 +380,8 @@ class ShardRun:
                 d["docs"] += 1
                 d["chars"] += n_chars
                 d["tokens"] += n_tok
+        if self.index is not None:
+            self.index.write(batch)
         self.data_writer.write(batch)
 
     def write_quarantine(self) -> None:
@@ -399,6 +410,7 @@ class ShardRun:
             # the task's wall time went to waiting for a core on a busy machine.
             cpu_seconds=round(time.process_time() - self.cpu_started, 3),
             stage_seconds={str(k): round(v, 4) for k, v in sorted(self.stage_seconds.items())},
+            **({"index_seconds": round(self.index.seconds, 4)} if self.index is not None else {}),
             node=_node_id(),
         )
 

@@ -42,6 +42,10 @@ class Layout:
     def dups_for_task(self, stage_index: int, task: int) -> Path:
         return self.dups_dir(stage_index) / f"_task={task}"
 
+    def index_part(self, task: int) -> Path:
+        """One task's dedup-index rows, written by the final pass; ``dedup_index/`` is made from them."""
+        return self.root / "_work" / "index" / f"{task:05d}.parquet"
+
     def global_marker(self, stage_index: int) -> Path:
         return self.markers_dir / f"global-stage{stage_index}.json"
 

@@ -61,6 +61,12 @@ class GlobalStage(Stage):
         filled in the process that runs ``run_global`` (the driver), read by the executor."""
         return self.__dict__.setdefault("_warnings", [])
 
+    @property
+    def report(self) -> dict[str, Any]:
+        """Figures of ``run_global`` the run records in its manifest (e.g. what each earlier run a
+        dedup stage ran ``against`` removed); filled in the driver like ``warnings``."""
+        return self.__dict__.setdefault("_report", {})
+
     def process(self, batch: pa.Table) -> StageResult:
         raise TypeError(f"{self.name} is a global stage; the executor runs it, not process()")
 

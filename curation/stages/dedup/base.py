@@ -12,6 +12,9 @@ import pyarrow as pa
 from curation.stages.base import StageResult, split
 from curation.stages.global_stage import GlobalStage, row_positions
 
+#: Reason of a document dropped because an earlier run (``against``) kept a duplicate of it.
+CORPUS_REASON = "duplicate_of_corpus"
+
 #: Columns ``resolve`` must return: which row is a duplicate, and of which kept document.
 DUPLICATE_SCHEMA = pa.schema(
     [
@@ -19,6 +22,7 @@ DUPLICATE_SCHEMA = pa.schema(
         pa.field("_row", pa.int64(), nullable=False),
         pa.field("id", pa.string(), nullable=False),
         pa.field("dup_of", pa.string(), nullable=False),
+        pa.field("dup_run", pa.string()),  # the earlier run (``against``) that kept ``dup_of``; null within the run
     ]
 )
 
@@ -31,15 +35,19 @@ class DuplicateStage(GlobalStage):
 
     def apply(self, batch: pa.Table, marks: pa.Table) -> StageResult:
         """Drop the rows of ``batch`` that ``marks`` (this task's resolved rows) names with a
-        ``dup_of``; the decision details record which document was kept instead."""
+        ``dup_of``; the decision details record which document was kept instead, and for a
+        document an earlier run kept (``dup_run``), that run (reason ``duplicate_of_corpus``)."""
         pos = row_positions(batch, marks)
         found = pos >= 0
         dup_of = marks.column("dup_of").to_pylist()
+        dup_run = marks.column("dup_run").to_pylist() if "dup_run" in marks.column_names else [None] * len(marks)
         keep = np.ones(len(batch), dtype=bool)
+        reasons: list[str | None] = [None] * len(batch)
         details: list[dict[str, str] | None] = [None] * len(batch)
         for i in np.flatnonzero(found):
-            d = dup_of[int(pos[i])]
+            d, run = dup_of[int(pos[i])], dup_run[int(pos[i])]
             if d is not None:
                 keep[i] = False
-                details[i] = {"dup_of": d}
-        return split(batch, keep, [None if k else self.reason for k in keep], details)
+                reasons[i] = self.reason if run is None else CORPUS_REASON
+                details[i] = {"dup_of": d} if run is None else {"dup_of": d, "run": run}
+        return split(batch, keep, reasons, details)

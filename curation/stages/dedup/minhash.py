@@ -199,6 +199,35 @@ def band_keys(sig: np.ndarray, bands: int, rows: int, seed: int) -> np.ndarray:
     return acc
 
 
+def minhash_columns(texts: pa.Array, num_perm: int, ngram: int, seed: int, bands: int, rows: int,
+                    with_sets: bool) -> tuple[pa.ListArray, pa.FixedSizeListArray, pa.ListArray | None]:
+    """What near-dedup hashes per document, as Arrow columns: the ``bands`` band keys (a null list for a
+    text without words: it is never a candidate), the signature followed by two uint32 of the shingle
+    set's 64-bit hash (zeros without ``with_sets``), and with ``with_sets`` the sorted shingle hashes.
+
+    The one function both the stage's key pass and a run's dedup index use, so that a document of
+    an earlier run and a new one are hashed alike."""
+    sh = shingle_hashes(texts, ngram)
+    sig = signatures(sh, num_perm, seed)
+    keys = band_keys(sig, bands, rows, seed)
+    n = len(texts)
+    has = np.diff(sh.offsets) > 0
+    offsets = np.arange(0, (n + 1) * bands, bands, dtype=np.int32)
+    band_list = pa.ListArray.from_arrays(pa.array(offsets), pa.array(keys.reshape(-1), pa.uint64()),
+                                         mask=pa.array(~has))
+    sets = None
+    if with_sets:
+        set_offsets, set_values, set_hash = shingle_sets(sh)
+        # The signature travels with a 64-bit hash of the shingle set (two more uint32), so that
+        # only documents with equal sets (not merely equal signatures) share a vertex in a group.
+        wide = np.concatenate([sig, set_hash.view(np.uint32).reshape(-1, 2)], axis=1)
+        sets = pa.ListArray.from_arrays(pa.array(set_offsets.astype(np.int32)), pa.array(set_values, pa.uint32()))
+    else:
+        wide = np.concatenate([sig, np.zeros((len(sig), 2), np.uint32)], axis=1)
+    sigs = pa.FixedSizeListArray.from_arrays(pa.array(wide.reshape(-1), pa.uint32()), num_perm + 2)
+    return band_list, sigs, sets
+
+
 def candidate_probability(jaccard: float, bands: int, rows: int) -> float:
     """P(two documents with this Jaccard share at least one band) = 1 - (1 - J^r)^b."""
     return 1.0 - (1.0 - jaccard**rows) ** bands

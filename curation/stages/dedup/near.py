@@ -35,6 +35,12 @@ members. The driver gathers only node numbers (8 bytes per candidate document, b
 ``FILTER_MAX_NODES``), so that the joins of steps 2 and 4 shuffle the documents they can match
 instead of every document (``wanted_nodes``).
 
+**Earlier runs** (``against``, ``corpus.py``): the band join of step 2 also reads the matching band
+rows of each earlier run's index, whose documents (nodes below every new one) then take part in
+verification and clustering like new ones, with their signatures and shingles read from the index;
+pairs of two corpus documents are never formed (those runs are final). A cluster holding a corpus
+document is kept as that document: its new members are dropped as ``duplicate_of_corpus``.
+
 Transitivity is the standard one (as datatrove, text-dedup): A~B and B~C put A, B, C in one
 cluster even when J(A, C) is below the threshold. What must hold is that every link is a real
 one: with ``verify`` (the default) a candidate pair whose signature estimate is not decisive is
@@ -45,8 +51,8 @@ the threshold joins two whole clusters.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -56,15 +62,18 @@ from curation.config import check_choices
 from curation.errors import ConfigError
 from curation.registry import register_stage
 from curation.stages.base import StageResult, split
+from curation.stages.dedup.base import CORPUS_REASON
 from curation.stages.dedup.components import connected_components, edges, run_starts
-from curation.stages.frame import Frame, TableFn
-from curation.stages.global_stage import GlobalStage, row_positions
-from curation.stages.dedup.minhash import (
-    band_keys, candidate_probability, optimal_bands, shingle_hashes, shingle_sets, signatures,
+from curation.stages.dedup.corpus import (
+    CORPUS_LEN, IB, Corpus, JoinBands, WithBucket, corpus_docs, corpus_report, report_rows,
 )
+from curation.stages.dedup.exact import check_against, corpus_artifacts
+from curation.stages.dedup.minhash import candidate_probability, minhash_columns, optimal_bands
 from curation.stages.dedup.verify import (
     SHINGLES, agreement_bounds, carry_shingles, exact_edges, group_pairs, pair_rows, scored, shingle_rows, sure_edges,
 )
+from curation.stages.frame import Frame, TableFn
+from curation.stages.global_stage import GlobalStage, row_positions
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +87,7 @@ RESULT_SCHEMA = pa.schema(
         pa.field("dup_cluster_size", pa.int64(), nullable=False),
         pa.field("jaccard", pa.float64()),  # estimated Jaccard to the keeper; null for the keeper
         pa.field("source", pa.string()),  # the audit's source (``source``, else ``domain``)
+        pa.field("dup_run", pa.string()),  # the earlier run whose document is the keeper; null within the run
     ]
 )
 
@@ -119,6 +129,11 @@ class NearDedupConfig:
             manifest's ``warnings``).
         seed: Seed of the hash functions (same seed, same signatures).
         num_buckets: Parallelism of the shuffles.
+        against: Finished runs (folders or URLs) whose kept documents count as the corpus: a new
+            document in a cluster with one of them is dropped as ``duplicate_of_corpus``. Read
+            through their dedup indexes, which must be hashed with this stage's ``num_perm``,
+            ``ngram``, ``seed`` and bands x rows (and hold shingle sets when ``verify``). List them
+            oldest first: a cluster with documents of several is named after the earliest-listed.
     """
 
     threshold: float = 0.8
@@ -135,9 +150,14 @@ class NearDedupConfig:
     on_mass_removal: Literal["fail", "warn"] = "fail"
     seed: int = 42
     num_buckets: int = 64
+    against: list[str] = field(default_factory=list)
+
+    #: Left out of the fingerprint at these values (see ``ExactDedupConfig``).
+    FINGERPRINT_DEFAULTS: ClassVar[dict[str, Any]] = {"against": []}
 
     def __post_init__(self) -> None:
         check_choices(self)
+        check_against(self.against)
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
         if self.verify_sigmas < 0:
@@ -174,6 +194,29 @@ class NearDedup(GlobalStage):
         else:
             self.bands, self.rows = optimal_bands(c.threshold, c.num_perm)
 
+    artifact_keys = ("against.*",)
+
+    def index_needs(self) -> dict[str, Any]:
+        """What an earlier run's index must have been hashed with for this stage to read it."""
+        c = self.config
+        return {"num_perm": c.num_perm, "ngram": c.ngram, "seed": c.seed, "bands": self.bands, "rows": self.rows,
+                "shingles": c.verify}
+
+    @property
+    def corpus(self) -> Corpus | None:
+        """The earlier runs' indexes (opened and checked on first use, in the driver), or None."""
+        if not self.config.against:
+            return None
+        if "_corpus" not in self.__dict__:
+            self.__dict__["_corpus"] = Corpus.open(self.config.against, self.index_needs(), self.name,
+                                                   self.config.num_perm)
+        return self.__dict__["_corpus"]
+
+    def artifacts(self) -> dict[str, str]:
+        """As ``ExactDedup.artifacts``: the earlier runs' manifests, checked before the first pass."""
+        _ = self.corpus
+        return corpus_artifacts(self.config.against)
+
     def s_curve(self) -> dict[float, float]:
         """P(candidate) at a few Jaccard values, for the log and the run stats."""
         return {j: round(candidate_probability(j, self.bands, self.rows), 4) for j in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)}
@@ -184,9 +227,10 @@ class NearDedup(GlobalStage):
         k = self.config.num_perm
         verify = (f"verified: estimated J >= {hi / k:.3f} accepted, < {lo / k:.3f} rejected, exact Jaccard between"
                   if self.config.verify else "unverified")
+        against = f"; against {len(self.config.against)} earlier run(s)" if self.config.against else ""
         return (f"near_dedup: {self.bands} bands x {self.rows} rows of {self.config.num_perm} permutations, "
                 f"{self.config.ngram}-gram words, threshold {self.config.threshold}, {verify}; "
-                f"P(candidate): {curve}")
+                f"P(candidate): {curve}{against}")
 
     # -- shard pass ---------------------------------------------------------------------------
 
@@ -200,55 +244,56 @@ class NearDedup(GlobalStage):
 
     def add_keys(self, batch: pa.Table) -> pa.Table:
         c = self.config
-        texts = batch.column("text").combine_chunks()
-        sh = shingle_hashes(texts, c.ngram)
-        sig = signatures(sh, c.num_perm, c.seed)
-        keys = band_keys(sig, self.bands, self.rows, c.seed)
-        has = np.diff(sh.offsets) > 0
-        offsets = np.arange(0, (len(batch) + 1) * self.bands, self.bands, dtype=np.int32)
-        bands = pa.ListArray.from_arrays(pa.array(offsets), pa.array(keys.reshape(-1), pa.uint64()),
-                                         mask=pa.array(~has))  # no words: no bands, never a candidate
+        bands, sigs, sets = minhash_columns(batch.column("text").combine_chunks(), c.num_perm, c.ngram, c.seed,
+                                            self.bands, self.rows, c.verify)
         batch = (batch.append_column("_nd_bands", bands).append_column("_nd_len", batch.column("n_chars"))
-                 .append_column("_nd_src", audit_source(batch)))
-        if c.verify:
-            set_offsets, set_values, set_hash = shingle_sets(sh)
-            # The signature travels with a 64-bit hash of the shingle set (two more uint32), so that
-            # only documents with equal sets (not merely equal signatures) share a vertex in a group.
-            wide = np.concatenate([sig, set_hash.view(np.uint32).reshape(-1, 2)], axis=1)
-        else:
-            wide = np.concatenate([sig, np.zeros((len(sig), 2), np.uint32)], axis=1)
-        sigs = pa.FixedSizeListArray.from_arrays(pa.array(wide.reshape(-1), pa.uint32()), self._sig_width())
-        batch = batch.append_column("_nd_sig", sigs)
-        if c.verify:
-            shingles = pa.ListArray.from_arrays(pa.array(set_offsets.astype(np.int32)),
-                                                pa.array(set_values, pa.uint32()))
-            batch = batch.append_column("_nd_sh", shingles)
+                 .append_column("_nd_src", audit_source(batch)).append_column("_nd_sig", sigs))
+        if sets is not None:
+            batch = batch.append_column("_nd_sh", sets)
         return batch
 
     # -- global step --------------------------------------------------------------------------
 
     def run_global(self, keys: Frame) -> Frame:
         log.info(self.describe())
+        corpus = self.corpus
         members = keys.map(_explode)
+
+        def by_band(fn: TableFn) -> Frame:
+            """``fn`` per group of equal band keys; with a corpus, the groups get its matching band rows."""
+            if corpus is None:
+                return members.group("key", fn)
+            return members.map(WithBucket("key")).group(IB, JoinBands(corpus, fn))
+
         if self.config.verify:
-            grouped = members.group("key", _candidate_members).materialize()
+            grouped = by_band(_candidate_members).materialize()
             # Each join by node below takes only the documents it can match (see wanted_nodes).
             sig_rows = keys.map(OnlyNodes(wanted_nodes(grouped, _member_nodes), self._sig_rows))
+            if corpus is not None:
+                sig_rows = sig_rows.union(corpus_docs(grouped, corpus, _member_nodes, False, self._corpus_sig_rows))
             with_sig = grouped.map(self._as_join_rows).union(sig_rows).group("node", _attach_sig)
             pairs = with_sig.group("key", self._scored_pairs).materialize()
             docs = keys.map(OnlyNodes(wanted_nodes(pairs, _uncertain_nodes), _shingle_rows))
+            if corpus is not None:  # read twice below: materialised so the index is read once
+                docs = docs.union(corpus_docs(pairs, corpus, _uncertain_nodes, True, _corpus_shingle_rows)).materialize()
             carried = pairs.map(pair_rows).union(docs).group("node", carry_shingles)
             checked = carried.union(docs).group("node", exact_edges(self.config.threshold))
             candidates = pairs.map(sure_edges).union(checked)
         else:
-            candidates = members.group("key", _star_edges)
+            candidates = by_band(_star_edges)
         stars = connected_components(candidates)
         info = keys.map(OnlyNodes(wanted_nodes(stars, _edge_nodes), self._node_info))
+        if corpus is not None:
+            info = info.union(corpus_docs(stars, corpus, _edge_nodes, False, self._corpus_info_rows))
         labels = stars.map(self._label_rows)
         joined = info.union(labels).group("node", _attach_label)
         result = joined.group("label", self._choose_keepers)
-        if self.config.max_source_removal_fraction is not None and self.config.mode == "drop":
-            result = result.materialize()  # read twice: by the audit, then by the executor's write
+        audit = self.config.max_source_removal_fraction is not None and self.config.mode == "drop"
+        if audit or corpus is not None:
+            result = result.materialize()  # read twice: by the audit or report, then by the executor's write
+        if corpus is not None:
+            self.report.update(corpus_report(corpus.runs, keys.count(), result.map(report_rows).collect()))
+        if audit:
             self._audit(keys, result)
         return result
 
@@ -264,11 +309,15 @@ class NearDedup(GlobalStage):
         if not over:
             return
         examples = _examples(result.map(_first_removals).collect())
+        by_run = _sum_by_run(result.map(_removal_runs).collect()) if self.config.against else {}
         findings = [{"source": s, "docs_in": docs_in[s], "removed": removed[s], "share": round(share, 4),
-                     "examples": examples.get(s, [])} for share, s in over]
+                     "examples": examples.get(s, []), **({"by_run": by_run[s]} if s in by_run else {})}
+                    for share, s in over]
         lines = "; ".join(
-            f"source {f['source']!r} loses {f['removed']} of {f['docs_in']} documents ({100 * f['share']:.1f}%), "
-            f"e.g. " + ", ".join(f"{r} -> {k} (J~{j:.3f})" for r, k, j in f["examples"]) for f in findings)
+            f"source {f['source']!r} loses {f['removed']} of {f['docs_in']} documents ({100 * f['share']:.1f}%)"
+            + ("" if "by_run" not in f else " (" + ", ".join(f"{n} as duplicates of {r or 'this run'}"
+                                                            for r, n in f["by_run"].items()) + ")")
+            + ", e.g. " + ", ".join(f"{r} -> {k} (J~{j:.3f})" for r, k, j in f["examples"]) for f in findings)
         head = (f"{self.name}: near-duplicate removal over max_source_removal_fraction={frac} in "
                 f"{len(findings)} source(s): {lines}")
         if self.config.on_mass_removal == "fail":
@@ -298,8 +347,21 @@ class NearDedup(GlobalStage):
         return pa.table({"key": pa.nulls(len(t), pa.int64()), "node": pa.array(_node(t), pa.int64()),
                          "sig": t.column("_nd_sig")}, schema=self._join_schema())
 
+    def _corpus_sig_rows(self, t: pa.Table) -> pa.Table:
+        """Signature rows of corpus documents (``CorpusDocs``), as ``_sig_rows`` makes them for new ones."""
+        return pa.table({"key": pa.nulls(len(t), pa.int64()), "node": t.column("node"), "sig": t.column("sig")},
+                        schema=self._join_schema())
+
+    def _corpus_info_rows(self, t: pa.Table) -> pa.Table:
+        """Info rows of corpus documents (as ``_node_info``), with a length that makes them keepers."""
+        n = len(t)
+        return pa.table({"node": t.column("node"), "label": pa.array(np.full(n, -1, np.int64)), "id": t.column("id"),
+                         "len": pa.array(np.full(n, CORPUS_LEN, np.int64)), "src": pa.nulls(n, pa.string()),
+                         "sig": t.column("sig")}, schema=self._info_schema())
+
     def _scored_pairs(self, t: pa.Table) -> pa.Table:
-        """Per band group: accepted pairs (a spanning forest) and uncertain pairs to check exactly."""
+        """Per band group: accepted pairs (a spanning forest) and uncertain pairs to check exactly.
+        Two corpus documents (nodes < 0) are never paired: only a group's other pairs are scored."""
         k = self.config.num_perm
         key, node = t.column("key").to_numpy(), t.column("node").to_numpy()
         sig = t.column("sig").combine_chunks().flatten().to_numpy().reshape(-1, self._sig_width())
@@ -313,6 +375,7 @@ class NearDedup(GlobalStage):
         pair_starts = starts[sizes == 2]
         agree = (sig[pair_starts, :k] == sig[pair_starts + 1, :k]).sum(axis=1)
         ok = agree >= lo
+        # (a group of two always has a new document: corpus rows join only keys new documents have)
         out_a, out_b, out_s = [node[pair_starts + 1][ok]], [node[pair_starts][ok]], [agree[ok] >= hi]
         for s, e in zip(starts[sizes > 2], starts[sizes > 2] + sizes[sizes > 2]):
             a, b, sure = group_pairs(node[s:e], sig[s:e], k, lo, hi, self.config.max_group)
@@ -367,16 +430,23 @@ class NearDedup(GlobalStage):
         is_keeper = np.zeros(len(node), dtype=bool)
         is_keeper[starts] = True
         jaccard = (sig == sig[starts][run_of]).sum(axis=1) / k
+        keeper_node = node[starts][run_of]
+        # Corpus documents (< 0) only name the keeper of their cluster: they are no row of this run.
+        new = node >= 0
+        dup_run = self.corpus.run_names(keeper_node[new]) if self.corpus is not None else None
+        sel = pa.array(new)
         return pa.table(
             {
-                "_task": pa.array(node >> 32, pa.int32()),
-                "_row": pa.array(node & 0xFFFFFFFF, pa.int64()),
-                "id": pa.array(ids, pa.string()),
-                "dup_of": pa.array(np.where(is_keeper, None, keeper_ids), pa.string()),
-                "dup_cluster": pa.array(keeper_ids, pa.string()),
-                "dup_cluster_size": pa.array(sizes[run_of], pa.int64()),
-                "jaccard": pa.array(jaccard, pa.float64(), mask=is_keeper),
-                "source": src,
+                "_task": pa.array(node[new] >> 32, pa.int32()),
+                "_row": pa.array(node[new] & 0xFFFFFFFF, pa.int64()),
+                "id": pa.array(ids[new], pa.string()),
+                "dup_of": pa.array(np.where(is_keeper, None, keeper_ids)[new], pa.string()),
+                "dup_cluster": pa.array(keeper_ids[new], pa.string()),
+                "dup_cluster_size": pa.array(sizes[run_of][new], pa.int64()),
+                "jaccard": pa.array(jaccard[new], pa.float64(), mask=is_keeper[new]),
+                "source": src.filter(sel),
+                "dup_run": pa.array(dup_run, pa.string()) if dup_run is not None else pa.nulls(int(new.sum()),
+                                                                                               pa.string()),
             },
             schema=RESULT_SCHEMA,
         )
@@ -395,6 +465,7 @@ class NearDedup(GlobalStage):
         size = np.ones(n, dtype=np.int64)
         dup_of: list[str | None] = [None] * n
         jaccard: list[float | None] = [None] * n
+        dup_run: list[str | None] = [None] * n
         if found.any():
             hit = pa.array(pos[found], pa.int64())
             cluster[found] = marks.column("dup_cluster").take(hit).to_pylist()
@@ -404,6 +475,9 @@ class NearDedup(GlobalStage):
             if "jaccard" in marks.column_names:  # absent in resolved rows written before it existed
                 for i, j in zip(np.flatnonzero(found), marks.column("jaccard").take(hit).to_pylist()):
                     jaccard[i] = j
+            if "dup_run" in marks.column_names:
+                for i, r in zip(np.flatnonzero(found), marks.column("dup_run").take(hit).to_pylist()):
+                    dup_run[i] = r
         kept = np.array([d is None for d in dup_of], dtype=bool)
         batch = (batch.append_column("dup_cluster", pa.array(cluster, pa.string()))
                  .append_column("dup_cluster_size", pa.array(size, pa.int64()))
@@ -411,9 +485,10 @@ class NearDedup(GlobalStage):
         if self.config.mode == "mark":
             return split(batch, np.ones(n, dtype=bool), [None] * n)
         details = [None if k else {"dup_of": d, "dup_cluster_size": int(c),
-                                   **({} if j is None else {"jaccard": round(j, 4)})}
-                   for k, d, c, j in zip(kept, dup_of, size, jaccard)]
-        return split(batch, kept, [None if k else self.reason for k in kept], details)
+                                   **({} if j is None else {"jaccard": round(j, 4)}), **({} if r is None else {"run": r})}
+                   for k, d, c, j, r in zip(kept, dup_of, size, jaccard, dup_run)]
+        reasons = [None if k else self.reason if r is None else CORPUS_REASON for k, r in zip(kept, dup_run)]
+        return split(batch, kept, reasons, details)
 
 
 def _node(t: pa.Table) -> np.ndarray:
@@ -533,10 +608,15 @@ def _shingle_rows(t: pa.Table) -> pa.Table:
     return shingle_rows(_node(t), t.column("_nd_sh"))
 
 
+def _corpus_shingle_rows(t: pa.Table) -> pa.Table:
+    """Shingle rows of corpus documents (``CorpusDocs``), as ``_shingle_rows`` makes them for new ones."""
+    return shingle_rows(t.column("node").to_numpy(), t.column("sh"))
+
+
 def _attach_label(t: pa.Table) -> pa.Table:
     """Per node with a label row: its id and length (from its info row) and its component label."""
     node, label = t.column("node").to_numpy(), t.column("label").to_numpy()
-    is_info = label < 0
+    is_info = label == -1  # (a label is a node, and corpus nodes are negative too: never -1)
     lab_nodes, first = np.unique(node[~is_info], return_index=True)  # all label rows of a node agree
     lab_values = label[~is_info][first]
     info_idx = np.flatnonzero(is_info)
@@ -579,6 +659,29 @@ def _source_counts(t: pa.Table) -> pa.Table:
 def _removal_counts(t: pa.Table) -> pa.Table:
     """Removed documents per source, for one block of resolved rows."""
     return _count_by(t.filter(t.column("dup_of").is_valid()).column("source"))
+
+
+def _removal_runs(t: pa.Table) -> pa.Table:
+    """Removed documents per (source, earlier run or "" for this run) in one block of resolved rows."""
+    t = t.filter(t.column("dup_of").is_valid())
+    if len(t) == 0:
+        return pa.table({"source": pa.array([], pa.string()), "run": pa.array([], pa.string()),
+                         "n": pa.array([], pa.int64())})
+    t = pa.table({"source": t.column("source"), "run": pc.fill_null(t.column("dup_run"), ""),
+                  "n": pa.array(np.ones(len(t), np.int64))})
+    agg = t.group_by(["source", "run"]).aggregate([("n", "sum")])
+    return pa.table({"source": agg.column("source"), "run": agg.column("run"), "n": agg.column("n_sum")})
+
+
+def _sum_by_run(t: pa.Table) -> dict[str, dict[str, int]]:
+    """source -> {earlier run ("" for this run): removed}, over the blocks of ``_removal_runs``."""
+    out: dict[str, dict[str, int]] = {}
+    if t.num_columns == 0 or len(t) == 0:
+        return out
+    agg = t.group_by(["source", "run"]).aggregate([("n", "sum")])
+    for s, r, n in zip(agg.column("source").to_pylist(), agg.column("run").to_pylist(), agg.column("n_sum").to_pylist()):
+        out.setdefault(s, {})[r] = int(n)
+    return {s: dict(sorted(v.items())) for s, v in out.items()}
 
 
 def _sum_counts(t: pa.Table) -> dict[str, int]:

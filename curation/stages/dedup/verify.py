@@ -93,6 +93,12 @@ def group_pairs(node: np.ndarray, sig: np.ndarray, k: int, lo: int, hi: int,
         else:  # bounded work: every distinct signature against the first one only
             agree = np.zeros((m, m), dtype=np.int32)
             agree[0] = agree[:, 0] = (uniq == uniq[0]).sum(axis=1)
+        # Documents of earlier runs (nodes < 0, ``corpus.py``) meet only through new ones: two vertices
+        # holding corpus documents alone are never paired (those runs are final).
+        only_corpus = np.ones(m, dtype=bool)
+        only_corpus[inverse[node >= 0]] = False
+        if only_corpus.sum() > 1:
+            agree[np.ix_(only_corpus, only_corpus)] = 0
         labels = _matrix_components(agree >= hi)
         root = np.zeros(m, dtype=np.int64)
         for lab in np.unique(labels):
@@ -192,8 +198,9 @@ def sure_edges(t: pa.Table) -> pa.Table:
 def _split(t: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Pair rows (deduplicated) and, for each, the row index of its node's shingle row."""
     node, other = t.column("node").to_numpy(), t.column("other").to_numpy()
-    doc = np.flatnonzero(other < 0)
-    pairs = np.flatnonzero(other >= 0)
+    # -1 marks a shingle row; any other value is a pair's other end (corpus nodes are negative too).
+    doc = np.flatnonzero(other == -1)
+    pairs = np.flatnonzero(other != -1)
     if len(pairs):
         order = np.lexsort((other[pairs], node[pairs]))
         pairs = pairs[order]
