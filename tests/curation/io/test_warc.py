@@ -135,12 +135,14 @@ def test_html_responses_become_documents_with_their_metadata(tmp_path: Path) -> 
 
 def test_a_response_without_content_type_is_sniffed(tmp_path: Path) -> None:
     recs = [page(1, "https://e.org/doc", b"<!DOCTYPE html><html><body><p>Sniffed page.</p></body></html>", ctype=""),
-            page(2, "https://e.org/bin", b"\x00\x01binary", ctype="")]
+            page(2, "https://e.org/bin", b"\x00\x01binary", ctype=""),
+            page(3, "https://e.org/xhtml", b'<?xml version="1.0" encoding="UTF-8"?>\n<!-- c -->\n<html><body>'
+                                           b"<p>XHTML page.</p></body></html>", ctype="")]
     data, _ = warc_bytes(recs)
     batches = read(write(tmp_path, "s.warc", data))
-    assert counts(batches) == (1, 1, 0, 2)
-    (doc,) = docs(batches)
-    assert doc["text"] == "Sniffed page." and json.loads(doc["metadata"])["content_type"] is None
+    assert counts(batches) == (2, 1, 0, 3)
+    assert [d["text"] for d in docs(batches)] == ["Sniffed page.", "XHTML page."]
+    assert json.loads(docs(batches)[0]["metadata"])["content_type"] is None
 
 
 def test_wet_conversion_records_keep_their_text(tmp_path: Path) -> None:
