@@ -276,3 +276,21 @@ def test_independent_earlier_runs_are_never_linked_to_each_other(tmp_path: Path)
     run_pipeline(pipeline_dict([str(tmp_path / "x.jsonl")], tmp_path / "C",
                                stages=[{**STAGES[1], "against": [str(r) for r in runs]}]))
     assert verdicts([tmp_path / "C"]) == {"x": ("duplicate_of_corpus", "B")}
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_on_ray_the_corpus_joins_run_as_shuffles_and_agree(ray_cluster: None, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Snapshot 1 on Ray (its index written by the Ray executor), snapshot 2 against it with every global
+    step as a Ray Data shuffle (``global_in_driver_mb: 0``): the band, exact and docs joins read the index
+    in Ray workers. Same verdicts as the reference and as the in-process executor."""
+    monkeypatch.setattr(dedup_index, "DOCS_PER_BUCKET", 2)  # several bucket files per kind
+    corpus = planted(21, bases=3)
+    rng = np.random.default_rng(21)
+    docs = [(i, t, int(rng.integers(0, 2))) for i, t in corpus]
+    ray_runs = snapshot_runs(tmp_path / "ray", docs, 2, kind="ray", global_in_driver_mb=0)
+    want = reference(docs, 2)
+    assert verdicts(ray_runs) == want
+    assert any(v == "duplicate_of_corpus" for v, _ in want.values())
+    assert verdicts(snapshot_runs(tmp_path / "local", docs, 2)) == want
