@@ -281,7 +281,9 @@ class ShardRun:
                                                     single_name=work.name)
         self.gstage = global_stage(self.plan, seg.key_for[0]) if seg.key_for else None
         self.count_tokens = token_counter(out.token_counter) if seg.final else None
-        self.index = TaskIndex(lay, task.index, params_for(self.plan.stages())) if seg.final else None
+        # With no stage after the last global one, its keys (e.g. near-dedup's MinHash) are the index's.
+        keyed_by = self.plan.stage(seg.drop_from[0]) if seg.drop_from is not None and not seg.stages else None
+        self.index = TaskIndex(lay, task.index, params_for(self.plan.stages()), keyed_by) if seg.final else None
 
     def read(self) -> Iterator[pa.Table]:
         """The task's input batches: the input file (pass 0) or the previous pass's work file."""

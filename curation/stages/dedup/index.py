@@ -107,18 +107,35 @@ def index_rows(batch: pa.Table, params: IndexParams) -> pa.Table:
 
 
 class TaskIndex:
-    """The final pass's writer of one task's index part (``Layout.index_part``)."""
+    """The final pass's writer of one task's index part (``Layout.index_part``).
 
-    def __init__(self, layout: Layout, task: int, params: IndexParams) -> None:
+    ``keyed_by``: the global stage whose resolved rows this pass reads when no stage follows it. If it
+    is a near-dedup stage hashing as ``params`` does, its key columns (``_nd_bands``, ``_nd_sig``,
+    ``_nd_sh``) are still on the batches, of the very text written: they are reused rather than
+    computed a second time (the MinHash is most of an index's cost)."""
+
+    def __init__(self, layout: Layout, task: int, params: IndexParams, keyed_by: Stage | None = None) -> None:
         path = layout.index_part(task)
         self.params = params
+        self.reuse = isinstance(keyed_by, NearDedup) and keyed_by.index_needs() == {
+            "num_perm": params.num_perm, "ngram": params.ngram, "seed": params.seed, "bands": params.bands,
+            "rows": params.rows, "shingles": params.shingles}
         self.writer = RollingParquetWriter(path.parent, "", part_schema(params), compression="zstd",
                                            single_name=path.name)
         self.seconds = 0.0
 
     def write(self, batch: pa.Table) -> None:
         t0 = time.perf_counter()
-        self.writer.write(index_rows(batch, self.params))
+        if self.reuse and "_nd_sig" in batch.column_names:
+            cols = {"id": batch.column("id"), "hash": pa.array(text_hashes(batch.column("text").to_pylist(),
+                                                                           self.params.normalize)),
+                    "bands": batch.column("_nd_bands"), "sig": batch.column("_nd_sig")}
+            if self.params.shingles:
+                cols["sh"] = batch.column("_nd_sh")
+            rows = pa.table(cols).cast(part_schema(self.params))
+        else:
+            rows = index_rows(batch, self.params)
+        self.writer.write(rows)
         self.seconds += time.perf_counter() - t0
 
     def close(self) -> None:
