@@ -379,7 +379,11 @@ class LocalRay:
         tok.touch(mode=0o600)
         tok.write_text(self.token)
         env = job_env(os.environ, self.secret_env)
-        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, RAY_USAGE_STATS_ENABLED="0")
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, RAY_USAGE_STATS_ENABLED="0",
+                   # Ray's single-machine mode (its default on macOS and Windows): "127.0.0.1" stays loopback
+                   # instead of being replaced by the routable address, so the GCS, raylet, agent, metrics and
+                   # client servers listen on loopback only, like the dashboard.
+                   RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
         # The job driver runs `python -m ...`: this interpreter first on PATH.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         # The ports are free when chosen, but another program may bind one before Ray does: a head

@@ -306,3 +306,57 @@ def test_a_local_head_that_hits_a_port_conflict_is_started_again_on_other_ports(
         assert "is trying to use a port number" not in (tmp_path / "ray" / "head.log").read_text()
     finally:
         head.stop()
+
+
+def _listening(pids: set[int]) -> list[tuple[str, int, int]]:
+    """(address, port, pid) of every TCP socket the processes ``pids`` listen on (from /proc)."""
+    inodes: dict[str, int] = {}
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes[link[8:-1]] = pid
+        except OSError:
+            continue
+    out = []
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in open(table).read().splitlines()[1:]:
+            f = line.split()
+            if f[3] != "0A" or f[9] not in inodes:  # 0A: LISTEN
+                continue
+            hexaddr, port = f[1].split(":")
+            raw = bytes.fromhex(hexaddr)
+            words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # each 32-bit word is host order
+            import ipaddress
+
+            ip = ipaddress.ip_address(words)
+            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+                ip = ip.ipv4_mapped
+            out.append((str(ip), int(port, 16), inodes[f[9]]))
+    return out
+
+
+def test_every_port_of_the_local_ray_head_listens_on_loopback_only(tmp_path: Path) -> None:
+    """The GCS, raylet, dashboard agent, metrics, runtime-env and client servers of the head the service starts:
+    none reachable from another machine (without Ray's single-machine switch they listen on all interfaces)."""
+    from curation.service.jobs import LocalRay
+
+    head = LocalRay(tmp_path / "ray")
+    try:
+        head.start()
+        pgid = json.loads(head.info_file.read_text())["pgid"]
+        time.sleep(3)  # the agents open their ports after the dashboard answers
+        pids = {int(p) for p in os.listdir("/proc") if p.isdigit() and _pgid(int(p)) == pgid}
+        socks = _listening(pids)
+        assert len(socks) >= 6, socks  # the parser sees the head's servers
+        assert [s for s in socks if s[0] not in ("127.0.0.1", "::1")] == [], socks
+    finally:
+        head.stop()
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
