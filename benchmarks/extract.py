@@ -32,7 +32,6 @@ response payload), µs per record.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import re
@@ -156,7 +155,7 @@ def child(args: argparse.Namespace) -> None:
 
 def measure(what: str, warc: Path) -> dict[str, Any]:
     """One measurement in a fresh interpreter, so that imports and caches do not carry over."""
-    proc = subprocess.run([sys.executable, __file__, "--child", what, "--warc", str(warc)], env=ENV,
+    proc = subprocess.run([sys.executable, __file__, "--child", what, "--warc", str(warc)], env=ENV, check=False,
                           capture_output=True, text=True)
     lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
     if proc.returncode or not lines:
@@ -253,8 +252,8 @@ def main() -> None:
             warc = Path(tmp) / "bench.warc.gz"
             size = build_warc(warc, args.max_page_bytes, args.repeat)
             print(f"data: {size['pages']} HTML pages, {size['html_mb']:.1f} MB of HTML, "
-                  f"{size['warc_gz_mb']:.1f} MB .warc.gz (Debian /usr/share/doc, pages <= {args.max_page_bytes} bytes, "
-                  f"x{args.repeat})")
+                  f"{size['warc_gz_mb']:.1f} MB .warc.gz (Debian /usr/share/doc, pages <= {args.max_page_bytes} "
+                  f"bytes, x{args.repeat})")
             libs = measure("libraries", warc)
             print(f"WARC libraries alone (read every response payload): warcio {libs['warcio']:.0f} µs/record, "
                   f"FastWARC {libs['fastwarc']:.0f} µs/record")
@@ -265,9 +264,9 @@ def main() -> None:
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for name, r in results.items():
             rate = r["docs"] / r["cpu"]
-            print(f"| {name} | {r['docs']} | {r['chars']:,} | {r['quarantined'] if r['quarantined'] is not None else '-'}"
-                  f" | {r['wall']:.1f} | {r['cpu']:.1f} | {rate:.1f} | {rate / base:.2f}x "
-                  f"| {r['cpu'] / size['pages'] * 1000:.1f} |")
+            quarantined = "-" if r["quarantined"] is None else r["quarantined"]
+            print(f"| {name} | {r['docs']} | {r['chars']:,} | {quarantined} | {r['wall']:.1f} | {r['cpu']:.1f} "
+                  f"| {rate:.1f} | {rate / base:.2f}x | {r['cpu'] / size['pages'] * 1000:.1f} |")
     print("\nextractor quality on benchmarks/data/extract_labels.jsonl (20 pages):\n")
     print("| extractor | line precision | line recall | correct / output lines | found / main lines |")
     print("|---|---:|---:|---:|---:|")

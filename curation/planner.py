@@ -132,7 +132,16 @@ def sample_file(path: str, source: str, config: PipelineConfig, rate: float, out
     """Write the sampled documents of one input file under ``out`` (JSONL as raw lines, Parquet as rows)."""
     cfg = config.input
     fs = FileSample(source)
-    if detect_format(path, cfg.format) == "parquet":
+    fmt = detect_format(path, cfg.format)
+    if fmt in ("warc", "wet", "html"):  # raw records (extraction is most of their cost, so the sample pays it)
+        from curation.io.web import sample_web_input
+
+        target = out / f"{len(list(out.iterdir())):05d}.{fmt}"
+        fs.docs, fs.bytes, fs.sample_docs, fs.sample_bytes = sample_web_input(
+            path, fmt, cfg, lambda text: doc_key(text, config.seed) < rate, target)
+        fs.sample_path = str(target)
+        return fs
+    if fmt == "parquet":
         target = out / f"{len(list(out.iterdir())):05d}.parquet"
         pf = pq.ParquetFile(path)
         writer = None
@@ -475,7 +484,12 @@ def split_probe(files: list[FileSample], sample_dir: Path, text_field: str) -> F
         return None
     k = min(PROBE_DOCS, fs.sample_docs // 3)
     src = Path(fs.sample_path)
-    if src.suffix == ".parquet":
+    if src.suffix in (".warc", ".wet"):
+        from curation.io.web import split_web_sample
+
+        target = sample_dir / f"probe{src.suffix}"
+        nbytes = split_web_sample(src, k, target)
+    elif src.suffix == ".parquet":
         table = pq.read_table(src)
         target = sample_dir / "probe.parquet"
         pq.write_table(table.slice(0, k), target)

@@ -84,7 +84,7 @@ SAMPLE_PAGES = [
 RECRAWLED = "libffi8/html/Introduction.html"
 #: A plain-text response (skipped by the reader: not HTML).
 PLAIN_TEXT = "bc/copyright"
-_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.I)
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 
 
 def record_id(kind: str, url: str, date: str) -> str:

@@ -24,8 +24,9 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 
 EXTRACTORS = ("resiliparse", "trafilatura")
 #: Seconds a new worker may take to import its extractor and answer (not counted against any page).
@@ -136,10 +137,12 @@ class SandboxedExtractor:
             status, body = _read_message(proc.stdout, time.monotonic() + START_TIMEOUT_S)  # type: ignore[arg-type]
         except (TimeoutError, OSError, EOFError):
             code = self._kill()
-            raise RuntimeError(f"the {self.extractor} extraction worker did not start ({_exit_reason(code)})") from None
+            raise RuntimeError(f"the {self.extractor} extraction worker did not start "
+                               f"({_exit_reason(code)})") from None
         if status != b"r":
             self._kill()
-            raise RuntimeError(f"the {self.extractor} extraction worker failed to start: {body.decode(errors='replace')}")
+            raise RuntimeError(f"the {self.extractor} extraction worker failed to start: "
+                               f"{body.decode(errors='replace')}")
         return proc
 
     def _kill(self) -> int | None:

@@ -21,12 +21,12 @@ MAX_REPLACED_SHARE = 0.01
 #: Bytes given to the charset detector: enough to decide, bounded in time.
 DETECT_BYTES = 256 * 1024
 
-_CHARSET = re.compile(r"""charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
-_META_CHARSET = re.compile(rb"""<meta[^>]{0,500}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
-_LANG = re.compile(rb"""<(html|body)\b[^>]{0,2000}?\blang\s*=\s*["']?\s*([A-Za-z]{1,8}(?:[-_][A-Za-z0-9]{1,8}){0,3})""",
-                   re.I)
+_CHARSET = re.compile(r"""charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
+_META_CHARSET = re.compile(rb"""<meta[^>]{0,500}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
+_LANG_TAG = rb"""([A-Za-z]{1,8}(?:[-_][A-Za-z0-9]{1,8}){0,3})"""  # a BCP 47 tag, loosely
+_LANG = re.compile(rb"""<(html|body)\b[^>]{0,2000}?\blang\s*=\s*["']?\s*""" + _LANG_TAG, re.IGNORECASE)
 _HTML_START = re.compile(rb"\s*(?:<\?xml[^>]{0,200}>\s*)?(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body)\b",
-                         re.I | re.S)  # XHTML pages may open with an XML declaration
+                         re.IGNORECASE | re.DOTALL)  # XHTML pages may open with an XML declaration
 _BOMS = [(codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")]
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 
@@ -116,7 +116,7 @@ def decode_page(payload: bytes, content_type: str | None) -> Decoded:
 
 
 def _strip_bom(text: str) -> str:
-    return text[1:] if text.startswith("\ufeff") else text
+    return text.removeprefix("\ufeff")
 
 
 def _detect(payload: bytes) -> str | None:

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -120,7 +121,7 @@ def _page(rec: RawRecord, source: str, cfg: InputConfig, fmt: str,
                    rec.header)
     try:
         record, payload = parse_record(rec, cap)
-    except Exception as exc:  # noqa: BLE001 - warcio's own complaint names the problem
+    except Exception as exc:  # whatever warcio raises, its message names the problem
         raise _Bad(f"malformed {_where(rec)}: warcio cannot parse it: {type(exc).__name__}: {exc}", rec.header) \
             from exc
     http = record.http_headers if fmt == "warc" else None
@@ -158,9 +159,9 @@ def _page(rec: RawRecord, source: str, cfg: InputConfig, fmt: str,
         "content_language": http.get_header("Content-Language") if http is not None else None,
         "identified_language": rec.fields.get("warc-identified-content-language"),
     }
-    return dict(id=rid or _url_date_id(url, date, source, rec.offset), text=text, source=source,
-                domain=cfg.domain, url=url, metadata=json.dumps(meta, ensure_ascii=False, sort_keys=True),
-                n_chars=len(text))
+    return {"id": rid or _url_date_id(url, date, source, rec.offset), "text": text, "source": source,
+            "domain": cfg.domain, "url": url, "metadata": json.dumps(meta, ensure_ascii=False, sort_keys=True),
+            "n_chars": len(text)}
 
 
 def _maybe_html(rec: RawRecord, http: Any, payload: bytes | None = None) -> bool:
@@ -217,7 +218,51 @@ def _read_html_file(path: str, source: str, cfg: InputConfig, sandbox: Sandboxed
         return batch
     meta = {"content_type": "text/html", "charset": decoded.charset, "charset_source": decoded.source,
             "html_lang": html_lang(payload)}
-    builder.add(dict(id=source, text=text, source=source, domain=cfg.domain, url=None,
-                     metadata=json.dumps(meta, ensure_ascii=False, sort_keys=True), n_chars=len(text)))
+    builder.add({"id": source, "text": text, "source": source, "domain": cfg.domain, "url": None,
+                 "metadata": json.dumps(meta, ensure_ascii=False, sort_keys=True), "n_chars": len(text)})
     batch.table = builder.flush()
     return batch
+
+
+def sample_web_input(path: str, fmt: str, cfg: InputConfig, keep: Callable[[str], bool],
+                     target: Path) -> tuple[int, int, int, int]:
+    """Copy the would-be documents of one web input that ``keep`` accepts into ``target``, as raw records
+    (or the file itself for ``html``), so that a run on the sample reads and extracts them as the full run
+    would; ``keep`` sees the record's block decoded as UTF-8. Returns (documents, bytes, sampled documents,
+    sampled bytes), sizes being block lengths. Reading stops at a truncated or corrupt stream (the run
+    reports it). For ``curate plan``."""
+    if fmt == "html":
+        with fsspec.open(path, "rb", compression="infer") as fh:
+            data = fh.read(cfg.max_record_bytes + 1)
+        if keep(data.decode("utf-8", "replace")):
+            target.write_bytes(data)
+            return 1, len(data), 1, len(data)
+        return 1, len(data), 0, 0
+    wanted = "response" if fmt == "warc" else "conversion"
+    docs = size = sampled = sampled_size = 0
+    with open_chunks(path) as chunks, target.open("wb") as out:
+        try:
+            for rec in iter_records(chunks, cfg.max_record_bytes, path.lower().endswith(_COMPRESSED)):
+                if isinstance(rec, Malformed) or rec.type != wanted or rec.block is None:
+                    continue
+                if fmt == "warc" and not _maybe_html(rec, http_head(rec.head)):
+                    continue  # a response the reader would skip: not a document
+                docs += 1
+                size += rec.length
+                if keep(rec.block.decode("utf-8", "replace")):
+                    out.write(rec.header + rec.block + b"\r\n\r\n")
+                    sampled += 1
+                    sampled_size += rec.length
+        except (StreamCorrupt, Truncated):
+            pass
+    return docs, size, sampled, sampled_size
+
+
+def split_web_sample(src: Path, k: int, target: Path) -> int:
+    """Move the first ``k`` records of a sample written by :func:`sample_web_input` into ``target``; returns
+    the bytes (block lengths) moved. For ``curate plan``'s probe task."""
+    records = [r for r in iter_records(iter([src.read_bytes()]), 1 << 62, compressed=True)
+               if isinstance(r, RawRecord)]
+    target.write_bytes(b"".join(r.header + (r.block or b"") + b"\r\n\r\n" for r in records[:k]))
+    src.write_bytes(b"".join(r.header + (r.block or b"") + b"\r\n\r\n" for r in records[k:]))
+    return sum(r.length for r in records[:k])

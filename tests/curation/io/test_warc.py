@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import json
 import os
 from dataclasses import dataclass, field
@@ -74,7 +75,7 @@ def warc_bytes(recs: list[Rec]) -> tuple[bytes, list[int]]:
 def gzip_members(data: bytes, offsets: list[int]) -> bytes:
     """Each record in its own gzip member, as crawlers write .warc.gz."""
     bounds = offsets + [len(data)]
-    return b"".join(gzip.compress(data[a:b], mtime=0) for a, b in zip(bounds, bounds[1:]))
+    return b"".join(gzip.compress(data[a:b], mtime=0) for a, b in itertools.pairwise(bounds))
 
 
 def write(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -256,18 +257,18 @@ def test_malformed_records_are_quarantined_and_reading_resumes(tmp_path: Path) -
     batches = read(write(tmp_path, "m.warc", b"".join(parts)))
     assert [d["url"] for d in docs(batches)] == ["https://e.org/1", "https://e.org/5", "https://e.org/7"]
     assert quarantine(batches) == [
-        (2, f"malformed record 2 at offset {at[1]} ({rid(2)}): header line without a name: b'WARC-Type response'; "
-            f"{len(parts[1])} bytes skipped"),
-        (3, f"malformed record 3 at offset {at[2]} ({rid(3)}): Content-Length {cl + 100} does not match the record: "
-            f"the block is not followed by CRLF CRLF and the next record; {len(parts[2])} bytes skipped"),
-        (4, f"malformed record 4 at offset {at[3]} ({rid(4)}): Content-Length {cl - 7} does not match the record: "
-            f"the block is not followed by CRLF CRLF and the next record; {len(parts[3])} bytes skipped"),
-        (6, f"malformed record 6 at offset {at[5]} (no WARC-Record-ID): bytes that are not a WARC record; "
-            f"{len(junk)} bytes skipped"),
-        (7, f"malformed record 7 at offset {at[6]} ({rid(6)}): Content-Length runs past the next record: the "
-            f"stream ends inside the block of record 7 (Content-Length 1000000000, "
-            f"{cl + 4 + len(parts[7])} bytes of it read); "  # its own block and CRLF CRLF, then record 7
-            f"{len(parts[6])} bytes skipped"),
+        (2, (f"malformed record 2 at offset {at[1]} ({rid(2)}): header line without a name: b'WARC-Type response'; "
+             f"{len(parts[1])} bytes skipped")),
+        (3, (f"malformed record 3 at offset {at[2]} ({rid(3)}): Content-Length {cl + 100} does not match the record: "
+             f"the block is not followed by CRLF CRLF and the next record; {len(parts[2])} bytes skipped")),
+        (4, (f"malformed record 4 at offset {at[3]} ({rid(4)}): Content-Length {cl - 7} does not match the record: "
+             f"the block is not followed by CRLF CRLF and the next record; {len(parts[3])} bytes skipped")),
+        (6, (f"malformed record 6 at offset {at[5]} (no WARC-Record-ID): bytes that are not a WARC record; "
+             f"{len(junk)} bytes skipped")),
+        (7, (f"malformed record 7 at offset {at[6]} ({rid(6)}): Content-Length runs past the next record: the "
+             f"stream ends inside the block of record 7 (Content-Length 1000000000, "
+             f"{cl + 4 + len(parts[7])} bytes of it read); "  # its own block and CRLF CRLF, then record 7
+             f"{len(parts[6])} bytes skipped")),
     ]
     assert counts(batches) == (3, 0, 5, 8)
 
@@ -285,20 +286,20 @@ def test_pages_over_the_size_cap_are_quarantined_and_other_large_records_skipped
     block = len(big_page) + len(b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\r\n")
     assert quarantine(batches) == [
         (1, f"record 1 at offset 0 ({rid(1)}): block is {block} bytes, over input.max_record_bytes=1000; not read"),
-        (3, f"record 3 at offset {off[2]} ({rid(3)}): payload decodes to more than input.max_record_bytes=1000 bytes "
-            "(Content-Encoding); not read"),
+        (3, (f"record 3 at offset {off[2]} ({rid(3)}): payload decodes to more than input.max_record_bytes=1000 bytes "
+             "(Content-Encoding); not read")),
     ]
     assert counts(batches) == (1, 1, 2, 4)
 
 
 def test_an_undecodable_page_is_quarantined(tmp_path: Path) -> None:
-    data, off = warc_bytes([page(1, "https://e.org/bin", bytes(range(128, 256)) * 4, ctype="text/html"),
+    data, _off = warc_bytes([page(1, "https://e.org/bin", bytes(range(128, 256)) * 4, ctype="text/html"),
                             page(2, "https://e.org/ok")])
     batches = read(write(tmp_path, "u.warc", data))
     assert [d["url"] for d in docs(batches)] == ["https://e.org/ok"]
     assert quarantine(batches) == [
-        (1, f"record 1 at offset 0 ({rid(1)}): undecodable page: no charset decodes it (declared: none, meta: none, "
-            "detected: none); as UTF-8 512 of 512 characters would be replaced")]
+        (1, (f"record 1 at offset 0 ({rid(1)}): undecodable page: no charset decodes it (declared: none, meta: none, "
+             "detected: none); as UTF-8 512 of 512 characters would be replaced"))]
 
 
 def test_a_runaway_extraction_is_killed_and_the_next_page_is_read(tmp_path: Path) -> None:
@@ -316,9 +317,9 @@ def test_the_timed_out_worker_process_is_gone() -> None:
         assert sandbox.extract(PAGE.decode()) == PAGE_TEXT
         pid = sandbox.pid
         with pytest.raises(ExtractionFailed, match=r"^extraction timed out after 0.3 s; its process was killed$"):
-            sandbox.extract(PATHOLOGICAL.decode())
+             sandbox.extract(PATHOLOGICAL.decode())
         with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)  # type: ignore[arg-type]
+             os.kill(pid, 0)  # type: ignore[arg-type]
         assert sandbox.extract(PAGE.decode()) == PAGE_TEXT and sandbox.starts == 2
 
 
@@ -339,7 +340,7 @@ def _die_on_boom(html: str) -> str:
     ("_die_on_boom", "the extractor process died (killed by SIGKILL)"),
 ])
 def test_an_extractor_error_or_crash_loses_only_its_page(tmp_path: Path, func: str, error: str) -> None:
-    data, off = warc_bytes([page(1, "https://e.org/1", b"<p>boom</p>"), page(2, "https://e.org/2")])
+    data, _off = warc_bytes([page(1, "https://e.org/1", b"<p>boom</p>"), page(2, "https://e.org/2")])
     path = write(tmp_path, "e.warc", data)
     cfg = InputConfig(paths=[str(path)])
     cfg.extractor = f"{__name__}:{func}"  # type: ignore[assignment]  # not a config choice: module:function
@@ -357,13 +358,13 @@ def test_a_truncated_warc_gz_follows_on_corrupt_file(tmp_path: Path, mode: str) 
         with pytest.raises(CorruptInputError, match=r"cut.warc.gz: corrupt or truncated file after record 2 "
                                                     r"\(EOFError: Compressed file ended before the end-of-stream "
                                                     r"marker was reached\); 2 records read before it"):
-            read(path)
+             read(path)
         return
     batches = read(path, on_corrupt_file="quarantine")
     assert [d["url"] for d in docs(batches)] == ["https://e.org/1", "https://e.org/2"]
-    assert quarantine(batches) == [(3, "corrupt or truncated file (EOFError: Compressed file ended before the "
+    assert quarantine(batches) == [(3, ("corrupt or truncated file (EOFError: Compressed file ended before the "
                                        "end-of-stream marker was reached); 2 records read before it; the rest of the "
-                                       "file is lost")]
+                                       "file is lost"))]
     assert counts(batches) == (2, 0, 1, 3)
 
 
@@ -374,6 +375,6 @@ def test_a_plain_warc_cut_inside_a_record_is_a_truncated_file(tmp_path: Path) ->
     assert [d["url"] for d in docs(batches)] == ["https://e.org/1", "https://e.org/2"]
     cl = int(data[off[2]:].split(b"Content-Length: ")[1].split(b"\r\n")[0])
     head = 450 - (off[1] - off[0] - cl - 4)  # the cut record's header is as long as the first one's
-    assert quarantine(batches) == [(3, f"corrupt or truncated file (the stream ends inside the block of record 3 "
+    assert quarantine(batches) == [(3, (f"corrupt or truncated file (the stream ends inside the block of record 3 "
                                        f"(Content-Length {cl}, {head} bytes of it read)); 2 records read before it; "
-                                       "the rest of the file is lost")]
+                                       "the rest of the file is lost"))]

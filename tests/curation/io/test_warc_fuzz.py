@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 
 from curation.io.readers import InputConfig, ReadBatch, read_documents
 from curation.schema import QUARANTINE_SCHEMA, base_schema
-from tests.curation.io.test_warc import Rec, gzip_members, warc_bytes
+from tests.curation.io.test_warc import Rec, warc_bytes
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 TEXTS = st.text(st.characters(codec="utf-8"), max_size=60)
@@ -33,7 +34,7 @@ def conversions(texts: list[str]) -> tuple[list[bytes], list[str]]:
     data, offsets = warc_bytes([Rec("conversion", f"https://e.org/{i}", t.encode(), n=i + 1,
                                     content_type="text/plain") for i, t in enumerate(texts)])
     bounds = offsets + [len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:])], [f"urn:uuid:00000000-0000-0000-0000-{i + 1:012d}"
+    return [data[a:b] for a, b in itertools.pairwise(bounds)], [f"urn:uuid:00000000-0000-0000-0000-{i + 1:012d}"
                                                             for i in range(len(texts))]
 
 
@@ -127,9 +128,11 @@ def test_a_gz_file_cut_anywhere_keeps_a_prefix_and_says_so(tmp_path: Path, texts
     assert len(errors) == (0 if at_boundary else 1)
 
 
-@given(data=st.binary(max_size=400) | st.lists(st.sampled_from(
-    [b"WARC/1.0\r\n", b"WARC-Type: conversion\r\n", b"Content-Length: 5\r\n", b"Content-Length: x\r\n", b"\r\n",
-     b"hello", b"\r\n\r\n", b"WARC/", b"\n", b"\x00\xff", b"Content-Length: 99999999999\r\n"]), max_size=30).map(b"".join))
+PIECES = [b"WARC/1.0\r\n", b"WARC-Type: conversion\r\n", b"Content-Length: 5\r\n", b"Content-Length: x\r\n", b"\r\n",
+          b"hello", b"\r\n\r\n", b"WARC/", b"\n", b"\x00\xff", b"Content-Length: 99999999999\r\n"]
+
+
+@given(data=st.binary(max_size=400) | st.lists(st.sampled_from(PIECES), max_size=30).map(b"".join))
 @FUZZ
 def test_arbitrary_bytes_never_raise(tmp_path: Path, data: bytes) -> None:
     check(read(tmp_path, "any.warc.wet", data))

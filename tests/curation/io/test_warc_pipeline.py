@@ -57,3 +57,29 @@ def test_the_url_filter_sees_the_warc_target_uri(tmp_path: Path) -> None:
     assert (kept["id"], kept["url"], kept["text"]) == (rid(2).strip("<>"), "https://docs.example/page", PAGE_TEXT)
     rows = duckdb.sql(f"SELECT id, stage, reason, url FROM '{tmp_path}/run/decisions/**/*.parquet'").fetchall()
     assert rows == [(rid(1).strip("<>"), "url_filter_v1", "domain", "https://www.spam-offers.com/deal")]
+
+
+def test_curate_plan_samples_web_inputs_as_raw_records(tmp_path: Path) -> None:
+    from curation.io.web import sample_web_input, split_web_sample
+    from curation.pipeline import PipelineConfig
+    from curation.planner import Cluster, plan
+
+    recs = [page(i, f"https://e.org/{i}", b"<p>%s page %d</p>" % (b"keep" if i % 3 else b"drop", i))
+            for i in range(1, 10)] + [page(10, "https://e.org/t.txt", b"keep me?", ctype="text/plain")]
+    data, _ = warc_bytes(recs)
+    path = tmp_path / "in.warc"
+    path.write_bytes(data)
+    cfg = InputConfig(paths=[str(path)])
+    sample = tmp_path / "s.warc"
+    docs, size, sampled, sampled_size = sample_web_input(str(path), "warc", cfg, lambda t: "keep" in t, sample)
+    assert (docs, sampled) == (9, 6)  # the text/plain response is not a document
+    moved = split_web_sample(sample, 2, tmp_path / "probe.warc")
+    probe = read_documents(str(tmp_path / "probe.warc"), "p", cfg)
+    read_urls = [u for b in probe for u in b.table.column("url").to_pylist()]
+    assert read_urls == ["https://e.org/1", "https://e.org/2"] and 0 < moved < sampled_size < size
+    # The whole planner on the bundled sample: every page is sampled (it is small) and read as the run reads it.
+    data_cfg = load_yaml(REPO / "pipelines" / "web.yaml")
+    data_cfg["input"]["paths"] = [str(SAMPLE_WEB / "*.warc.gz")]
+    data_cfg["stages"] = [{"stage": "text_length_v1", "min_chars": 200}]
+    pred = plan(PipelineConfig.from_mapping(data_cfg), 0.01, Cluster(cpus=2))
+    assert pred.input_docs == 48 and pred.kept_docs == 44
