@@ -40,6 +40,7 @@ _START = re.compile(rb"WARC/\d")
 _START_PREFIX = re.compile(rb"W(?:A(?:R(?:C(?:/\d?)?)?)?)?\Z")
 _LINE_START = re.compile(rb"\nWARC/\d")
 _BLANK_LINE = re.compile(rb"\n\r?\n")
+_CONTENT = re.compile(rb"[^\r\n]")
 
 
 class Truncated(Exception):
@@ -192,11 +193,11 @@ def iter_records(chunks: Iterator[bytes], max_block_bytes: int, compressed: bool
     pos = number = 0
     while True:
         win.drop(pos)
-        while win.fill(pos + 1) and win.buf[0] in b"\r\n":  # blank lines between records
-            pos += 1
-            win.drop(pos)
-        if not win.fill(pos + 1):
-            return
+        while (m := _CONTENT.search(win.buf)) is None:  # blank lines between records, skipped a chunk at a time
+            win.drop(win.end)
+            if not win.more():
+                return
+        pos = win.start + m.start()
         number += 1
         if not win.is_start(pos):
             raw = win.get(pos, pos + EXCERPT_BYTES)
