@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterable
+from types import ModuleType
 from typing import NamedTuple
 
 from curation.stages.pii import _rules
@@ -43,16 +44,19 @@ class Detector:
         placeholders: Replacement string per type (defaults: ``DEFAULT_PLACEHOLDERS``).
         ip_public_only: Leave private, loopback, link-local, documentation and reserved addresses.
         keep_ips: Addresses never replaced (compared as written and in canonical form).
+        rules: The module with the ``find_*`` functions (default: ``_rules``); the benchmark passes
+            an older revision of it to compare rule versions on the same set.
     """
 
     def __init__(self, types: Iterable[str] = TYPES, placeholders: dict[str, str] | None = None,
-                 ip_public_only: bool = True, keep_ips: Iterable[str] = DEFAULT_KEEP_IPS) -> None:
+                 ip_public_only: bool = True, keep_ips: Iterable[str] = DEFAULT_KEEP_IPS,
+                 rules: ModuleType = _rules) -> None:
         self.types = tuple(t for t in TYPES if t in set(types))
         self.placeholders = {**DEFAULT_PLACEHOLDERS, **(placeholders or {})}
         keep = frozenset(keep_ips)
         finders: dict[str, Callable[[str], _rules.Spans]] = {
-            "secret": _rules.find_secrets, "email": _rules.find_emails, "card": _rules.find_cards,
-            "ip": lambda t: _rules.find_ips(t, ip_public_only, keep), "phone": _rules.find_phones,
+            "secret": rules.find_secrets, "email": rules.find_emails, "card": rules.find_cards,
+            "ip": lambda t: rules.find_ips(t, ip_public_only, keep), "phone": rules.find_phones,
         }
         self._finders = [(t, finders[t]) for t in self.types]
         self._rank = {t: i for i, t in enumerate(TYPES)}

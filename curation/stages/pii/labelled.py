@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from curation.stages.pii.detect import TYPES, Span
 
-_MARK = re.compile(r"\[\[(\w+)\|(.*?)\]\]", re.S)
+_MARK = re.compile(r"\[\[(\w+)\|(.*?)\]\]", re.DOTALL)
 
 _JWT = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2"
         "MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c")
@@ -86,8 +86,8 @@ HANDWRITTEN = [
     "reply-to: <[[email|alerts+prod@monitoring.io]]>",
     "The JWT [[secret|" + _JWT + "]] expired.",
     "SLACK_BOT_TOKEN=[[secret|xoxb-998877665544-1122334455667-ZyXwVuTsRqPoNmLkJiHgFeDc]]",
-    "GITHUB_TOKEN: [[secret|github_pat_11ABCDEFG0aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"
-    "abcdefghijklmnopqrstuvwxyzABCDE]]",
+    ("GITHUB_TOKEN: [[secret|github_pat_11ABCDEFG0aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"
+     "abcdefghijklmnopqrstuvwxyzABCDE]]"),
     "Server log: [[ip|185.60.216.35]] - - [15/Jan/2024:10:22:01 +0000] \"GET /index.html\"",
     "He gave me his number, [[phone|(646) 555-0190]], and his e-mail, [[email|dan_r@outlook.com]].",
     "Donations: [[card|5105-1051-0510-5100]] (test card)",
@@ -141,8 +141,8 @@ LOOKALIKES = [
     "sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
     "md5 d41d8cd98f00b204e9800998ecf8427e", "commit 1f9a611d6040b0a3c5796c4e0e218aa1dc462b00",
     "UUID 123e4567-e89b-12d3-a456-426614174000", "git checkout c5796c4",
-    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAA"
-    "BJRU5ErkJggg==",
+    ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAA"
+     "BJRU5ErkJggg=="),
     "AKIA is the prefix of AWS key ids.", "AKIAXXXXXXXX placeholder", "Use ghp_xxxxxxxx as a placeholder.",
     "Bearer token authentication is described in RFC 6750.", "Authorization: Bearer <token>",
     "Authorization: Bearer YOUR_ACCESS_TOKEN_HERE", "curl -H \"Authorization: Bearer $ACCESS_TOKEN\"",
