@@ -5,11 +5,12 @@ shards' final text): per document a position ``pos`` (its ordinal in shard order
 
 * ``exact/BBB.parquet``: ``hash`` (uint64, exact-dedup's hash of the normalised text), ``pos``, ``id``;
 * ``bands/BBB.parquet``: ``key`` (int64, one MinHash LSH band key), ``pos``; one row per band;
-* ``docs/BBB.parquet``: ``pos``, ``id``, ``sig`` (the MinHash signature and the shingle set's hash)
-  and, when the index serves verified near-dedup, ``sh`` (the sorted shingle hashes the exact
-  Jaccard check needs).
+* ``docs/BBB.parquet``: ``pos``, ``id``, ``sig`` (the MinHash signature and the shingle set's hash);
+* ``shingles/BBB.parquet``: ``pos``, ``sh`` (the sorted shingle hashes the exact Jaccard check of
+  verified near-dedup needs; absent for an index of unverified near-dedup). Apart from ``docs``
+  because the signature joins need no shingles, and shingles are most of an index's bytes.
 
-``BBB`` is a bucket: ``exact`` by hash, ``bands`` by band key, ``docs`` by ``pos``, each with the
+``BBB`` is a bucket: ``exact`` by hash, ``bands`` by band key, ``docs`` and ``shingles`` by ``pos``, each with the
 same mixing function as the global stages' shuffles (``curation.stages.frame.bucket_of``) and a
 power-of-two count of at most ``MAX_BUCKETS``. A later run groups its own keys by the same buckets
 and reads, for each of its groups, only the files of those buckets: band keys are matched where
@@ -31,6 +32,7 @@ import hashlib
 import io
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +52,7 @@ from curation.io.storage import is_remote, local_temp, remove_tree, run_path
 
 #: The index folder inside a run and its three kinds of bucket files.
 INDEX_DIR = "dedup_index"
-KINDS = ("exact", "bands", "docs")
+KINDS = ("exact", "bands", "docs", "shingles")
 #: Most buckets per kind. Always a power of two and at most this, so that the buckets of every index
 #: refine into ``MAX_BUCKETS`` (``h % n == (h % MAX_BUCKETS) % n``): a reader grouping by the finest
 #: bucket meets each index's files whatever its size.
@@ -60,9 +62,17 @@ DOCS_PER_BUCKET = 16_384
 #: Rows per Parquet row group, per kind. Fixed counts (not bytes) keep the bytes of an index a
 #: function of its rows alone, whatever batches they arrived in: ``curate index`` rebuilds the
 #: same files a run wrote.
-ROW_GROUP_ROWS = {"exact": 16_384, "bands": 16_384, "docs": 512}
+ROW_GROUP_ROWS = {"exact": 16_384, "bands": 16_384, "docs": 2048, "shingles": 512}
 #: Columns whose values repeat enough to gain from Parquet's dictionary encoding (hashes do not).
 _DICTIONARY = ["id"]
+#: What this process keeps of index files it read, least recently used evicted first: verified bytes,
+#: and key-sorted tables of exact and band files. A join's groups are keyed finer than a small index's
+#: buckets (``MAX_BUCKETS``), and a document file serves three joins (signatures, shingles, keepers):
+#: without it one file would be read, hashed and searched many times.
+CACHE_BYTES = 256 * 1024 * 1024
+_cache: OrderedDict[tuple[Any, ...], bytes | pa.Table] = OrderedDict()
+#: Bytes of index files this process read from storage (cache misses): what a benchmark reports.
+read_stats = {"bytes": 0, "files": 0}
 
 
 class DedupIndexError(ConfigError):
@@ -213,16 +223,58 @@ class CorpusIndex:
         if entry is None:
             return None
         path = run_path(safe_shard_path(self.root, rel))
-        try:
-            data = read_bytes(path)
-        except (FileNotFoundError, NotRegularFileError, OSError) as exc:
-            raise DedupIndexError(f"dedup index of {self.run}: {path}: cannot be read ({exc}); rebuild it with "
-                                  f"`curate index {self.run} --force`") from exc
-        problem = _mismatch(data, entry)
-        if problem:
-            raise DedupIndexError(f"dedup index of {self.run}: {path}: {problem}: the file changed after the run "
-                                  f"wrote it and is not used; rebuild it with `curate index {self.run} --force`")
+        key = (str(path), entry["sha256"])
+        data = _cache.get(key)
+        if data is None:
+            try:
+                data = read_bytes(path)
+            except (FileNotFoundError, NotRegularFileError, OSError) as exc:
+                raise DedupIndexError(f"dedup index of {self.run}: {path}: cannot be read ({exc}); rebuild it with "
+                                      f"`curate index {self.run} --force`") from exc
+            read_stats["bytes"] += len(data)
+            read_stats["files"] += 1
+            problem = _mismatch(data, entry)
+            if problem:
+                raise DedupIndexError(f"dedup index of {self.run}: {path}: {problem}: the file changed after the "
+                                      f"run wrote it and is not used; rebuild it with `curate index {self.run} "
+                                      "--force`")
+            _remember(key, data)  # verified: these bytes may be parsed again without a re-read
+        else:
+            _cache.move_to_end(key)
+        assert isinstance(data, bytes)
         return pq.read_table(io.BytesIO(data), columns=columns)
+
+    def read_sorted(self, kind: str, bucket: int, by: str, columns: list[str]) -> pa.Table | None:
+        """``read``, sorted by ``by`` (kept in this process's cache): a join then finds its keys with a
+        binary search each instead of testing every row of the file."""
+        rel = bucket_file(kind, bucket)
+        entry = self.files.get(rel)
+        if entry is None:
+            return None
+        key = (str(run_path(self.root)), rel, entry["sha256"], by, tuple(columns))
+        t = _cache.get(key)
+        if t is None:
+            t = self.read(kind, bucket, columns)
+            assert t is not None
+            t = t.take(pa.array(np.argsort(t.column(by).to_numpy(), kind="stable"), pa.int64())).combine_chunks()
+            _remember(key, t)
+        else:
+            _cache.move_to_end(key)
+        assert isinstance(t, pa.Table)
+        return t
+
+
+def _size(v: bytes | pa.Table) -> int:
+    return len(v) if isinstance(v, bytes) else v.nbytes
+
+
+def _remember(key: tuple[Any, ...], value: bytes | pa.Table) -> None:
+    if _size(value) > CACHE_BYTES // 4:
+        return
+    _cache[key] = value
+    total = sum(_size(v) for v in _cache.values())
+    while total > CACHE_BYTES:
+        total -= _size(_cache.popitem(last=False)[1])
 
 
 def _mismatch(data: bytes, entry: dict[str, Any]) -> str | None:

@@ -131,19 +131,16 @@ class Corpus:
         """``(hash, node, id)`` of the corpus documents whose exact hash is one of ``hashes``."""
         wanted = np.unique(hashes.astype(np.uint64))
         ib = np.unique(bucket_of(wanted, MAX_BUCKETS))
-        out_h, out_n, out_id = [], [], []
+        out_h, out_n, out_id = [np.zeros(0, np.uint64)], [np.zeros(0, np.int64)], [pa.array([], pa.string())]
         for rank, ix in enumerate(self.indexes):
             for b in np.unique(ib % ix.buckets).tolist():
-                t = ix.read("exact", b, ["hash", "pos", "id"])
+                t = ix.read_sorted("exact", b, "hash", ["hash", "pos", "id"])
                 if t is None:
                     continue
-                h = t.column("hash").to_numpy()
-                sel = _isin_sorted(h, wanted)
-                out_h.append(h[sel])
-                out_n.append(self.nodes(rank, t.column("pos").to_numpy()[sel]))
-                out_id.append(t.column("id").filter(pa.array(sel)).combine_chunks())
-        if not out_h:
-            return np.zeros(0, np.uint64), np.zeros(0, np.int64), pa.array([], pa.string())
+                idx = _matches(t.column("hash").to_numpy(), wanted)
+                out_h.append(t.column("hash").to_numpy()[idx])
+                out_n.append(self.nodes(rank, t.column("pos").to_numpy()[idx]))
+                out_id.append(t.column("id").take(pa.array(idx, pa.int64())).combine_chunks())
         return np.concatenate(out_h), np.concatenate(out_n), pa.concat_arrays(out_id)
 
     def band_rows(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -153,54 +150,55 @@ class Corpus:
         out_k, out_n = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
         for rank, ix in enumerate(self.indexes):
             for b in np.unique(ib % ix.buckets).tolist():
-                t = ix.read("bands", b, ["key", "pos"])
+                t = ix.read_sorted("bands", b, "key", ["key", "pos"])
                 if t is None:
                     continue
-                k = t.column("key").to_numpy()
-                sel = _isin_sorted(k, wanted)
-                out_k.append(k[sel])
-                out_n.append(self.nodes(rank, t.column("pos").to_numpy()[sel]))
+                idx = _matches(t.column("key").to_numpy(), wanted)
+                out_k.append(t.column("key").to_numpy()[idx])
+                out_n.append(self.nodes(rank, t.column("pos").to_numpy()[idx]))
         return np.concatenate(out_k), np.concatenate(out_n)
 
-    def docs_schema(self, with_sh: bool) -> pa.Schema:
-        schema = pa.schema([pa.field("node", pa.int64(), nullable=False), pa.field("id", pa.string()),
-                            pa.field("sig", pa.list_(pa.uint32(), self.sig_width))])
-        return schema.append(pa.field("sh", pa.list_(pa.uint32()))) if with_sh else schema
+    def docs_schema(self, kind: str) -> pa.Schema:
+        node = pa.field("node", pa.int64(), nullable=False)
+        if kind == "shingles":
+            return pa.schema([node, pa.field("sh", pa.list_(pa.uint32()))])
+        return pa.schema([node, pa.field("id", pa.string()), pa.field("sig", pa.list_(pa.uint32(), self.sig_width))])
 
-    def doc_rows(self, groups: np.ndarray, nodes: np.ndarray, with_sh: bool) -> pa.Table:
-        """``node, id, sig[, sh]`` of the corpus documents ``nodes``, whose docs buckets are ``groups``
-        (``rank * MAX_BUCKETS + bucket``, as ``WantedDocs`` computes them)."""
-        cols = ["pos", "id", "sig", *(["sh"] if with_sh else [])]
-        parts = [self.docs_schema(with_sh).empty_table()]
+    def doc_rows(self, groups: np.ndarray, nodes: np.ndarray, kind: str) -> pa.Table:
+        """``node, id, sig`` (``kind`` docs) or ``node, sh`` (shingles) of the corpus documents ``nodes``,
+        whose buckets are ``groups`` (``rank * MAX_BUCKETS + bucket``, as ``WantedDocs`` computes them)."""
+        cols = ["pos", "sh"] if kind == "shingles" else ["pos", "id", "sig"]
+        schema = self.docs_schema(kind)
+        parts = [schema.empty_table()]
         rank_of, pos_of = self.rank_pos(nodes) if len(nodes) else (np.zeros(0, np.int64), np.zeros(0, np.int64))
         for g in np.unique(groups).tolist():
             rank, b = divmod(int(g), MAX_BUCKETS)
-            t = self.indexes[rank].read("docs", b, cols)
+            t = self.indexes[rank].read(kind, b, cols)
             if t is None:
-                raise DedupIndexError(f"dedup index of {self.runs[rank]}: bucket {b} of docs is missing although "
+                raise DedupIndexError(f"dedup index of {self.runs[rank]}: bucket {b} of {kind} is missing although "
                                       "its bands name documents in it")
             wanted = np.unique(pos_of[(rank_of == rank) & (groups == g)])
-            pos = t.column("pos").to_numpy()
-            sel = _isin_sorted(pos, wanted)
-            t = t.filter(pa.array(sel))
+            t = t.take(pa.array(_matches(t.column("pos").to_numpy(), wanted), pa.int64()))  # written in pos order
             if len(t) != len(wanted):
-                raise DedupIndexError(f"dedup index of {self.runs[rank]}: docs bucket {b} lacks documents its bands "
-                                      "name")
+                raise DedupIndexError(f"dedup index of {self.runs[rank]}: {kind} bucket {b} lacks documents its "
+                                      "bands name")
             node = self.nodes(rank, t.column("pos").to_numpy())
             parts.append(pa.table({"node": pa.array(node, pa.int64()), **{c: t.column(c) for c in cols[1:]}},
-                                  schema=self.docs_schema(with_sh)))
+                                  schema=schema))
         return pa.concat_tables(parts)
 
-    def docs_group(self, t: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-        return t.column("_gk").to_numpy(), t.column("node").to_numpy()
 
-
-def _isin_sorted(values: np.ndarray, wanted_sorted: np.ndarray) -> np.ndarray:
-    """``np.isin`` for a sorted, distinct ``wanted_sorted`` (one binary search per value)."""
-    if len(wanted_sorted) == 0 or len(values) == 0:
-        return np.zeros(len(values), bool)
-    at = np.minimum(np.searchsorted(wanted_sorted, values), len(wanted_sorted) - 1)
-    return wanted_sorted[at] == values
+def _matches(sorted_values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Indices (ascending) of the elements of ``sorted_values`` equal to one of ``wanted``: two binary
+    searches per wanted value, so a small group pays for its own keys, not for the file's rows."""
+    lo = np.searchsorted(sorted_values, wanted, side="left")
+    hi = np.searchsorted(sorted_values, wanted, side="right")
+    n = hi - lo
+    if n.sum() == 0:
+        return np.zeros(0, np.int64)
+    starts = np.repeat(lo, n)
+    offsets = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
+    return np.sort(starts + offsets)
 
 
 # -- Frame functions (picklable: they run on Ray workers) -----------------------------------------
@@ -250,22 +248,22 @@ class WantedDocs:
 
 
 class CorpusDocs:
-    """Group (rows ``_gk, node``): read the docs bucket files the group names, once each, and pass the
-    wanted documents (``node, id, sig[, sh]``) to ``fn``, which shapes them as its join's rows."""
+    """Group (rows ``_gk, node``): read the docs (or shingles) bucket files the group names, once each,
+    and pass the wanted documents (``Corpus.doc_rows``) to ``fn``, which shapes them as its join's rows."""
 
-    def __init__(self, corpus: Corpus, with_sh: bool, fn: Callable[[pa.Table], pa.Table]) -> None:
-        self.corpus, self.with_sh, self.fn = corpus, with_sh, fn
+    def __init__(self, corpus: Corpus, kind: str, fn: Callable[[pa.Table], pa.Table]) -> None:
+        self.corpus, self.kind, self.fn = corpus, kind, fn
 
     def __call__(self, t: pa.Table) -> pa.Table:
         groups, nodes = (t.column("_gk").to_numpy(), t.column("node").to_numpy()) if t.num_rows else (
             np.zeros(0, np.int64), np.zeros(0, np.int64))
-        return self.fn(self.corpus.doc_rows(groups, nodes, self.with_sh))
+        return self.fn(self.corpus.doc_rows(groups, nodes, self.kind))
 
 
-def corpus_docs(frame: Any, corpus: Corpus, nodes_of: TableFn, with_sh: bool,
-                fn: Callable[[pa.Table], pa.Table]) -> Any:
-    """A frame of ``fn``'s rows for the corpus documents ``nodes_of`` finds in ``frame`` (a ``Frame``)."""
-    return frame.map(WantedDocs(corpus, nodes_of)).group("_gk", CorpusDocs(corpus, with_sh, fn))
+def corpus_docs(frame: Any, corpus: Corpus, nodes_of: TableFn, kind: str, fn: Callable[[pa.Table], pa.Table]) -> Any:
+    """A frame of ``fn``'s rows for the corpus documents ``nodes_of`` finds in ``frame`` (a ``Frame``):
+    their ``docs`` (id, signature) or ``shingles``."""
+    return frame.map(WantedDocs(corpus, nodes_of)).group("_gk", CorpusDocs(corpus, kind, fn))
 
 
 def removal_counts(dup_run: pa.ChunkedArray | pa.Array) -> dict[str, int]:

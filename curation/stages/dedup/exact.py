@@ -8,7 +8,6 @@ data, as ``duplicate_of_corpus`` naming that run's document: earlier runs always
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -24,7 +23,6 @@ from curation.stages.dedup.base import DUPLICATE_SCHEMA, DuplicateStage
 from curation.stages.dedup.corpus import IB, Corpus, WithBucket, corpus_report, report_rows
 from curation.stages.frame import Frame
 
-_WS = re.compile(r"\s+")
 
 
 @dataclass(kw_only=True)
@@ -64,7 +62,10 @@ def text_hashes(texts: list[str], normalize: str) -> np.ndarray:
     def norm(text: str) -> str:
         if normalize == "none":
             return text
-        text = _WS.sub(" ", unicodedata.normalize("NFC", text)).strip()
+        # NFC is the identity on ASCII, and " ".join(str.split()) is re.sub(r"\s+", " ", t).strip(): Python's
+        # \s and str.isspace() are the same 29 code points (checked over all of Unicode). 3x faster (0.24 s
+        # vs 0.73 s for 15.5k documents), which matters since every run's index hashes its kept documents.
+        text = " ".join((text if text.isascii() else unicodedata.normalize("NFC", text)).split())
         return text.lower() if normalize == "lower" else text
 
     return np.fromiter((xxhash.xxh3_64_intdigest(norm(t).encode("utf-8", "surrogatepass")) for t in texts),

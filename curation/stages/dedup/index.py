@@ -72,15 +72,12 @@ def params_for_mapping(config: dict[str, Any], where: str) -> IndexParams:
 
 
 def _schemas(params: IndexParams) -> dict[str, pa.Schema]:
-    docs = [pa.field("pos", pa.int64(), nullable=False), pa.field("id", pa.string()),
-            pa.field("sig", pa.list_(pa.uint32(), params.num_perm + 2))]
-    if params.shingles:
-        docs.append(pa.field("sh", pa.list_(pa.uint32())))
+    pos = pa.field("pos", pa.int64(), nullable=False)
     return {
-        "exact": pa.schema([pa.field("hash", pa.uint64(), nullable=False), pa.field("pos", pa.int64(), nullable=False),
-                            pa.field("id", pa.string())]),
-        "bands": pa.schema([pa.field("key", pa.int64(), nullable=False), pa.field("pos", pa.int64(), nullable=False)]),
-        "docs": pa.schema(docs),
+        "exact": pa.schema([pa.field("hash", pa.uint64(), nullable=False), pos, pa.field("id", pa.string())]),
+        "bands": pa.schema([pa.field("key", pa.int64(), nullable=False), pos]),
+        "docs": pa.schema([pos, pa.field("id", pa.string()), pa.field("sig", pa.list_(pa.uint32(), params.num_perm + 2))]),
+        "shingles": pa.schema([pos, pa.field("sh", pa.list_(pa.uint32()))]),
     }
 
 
@@ -165,10 +162,9 @@ def _write(root: Path, params: IndexParams, docs: int, tables: Iterable[pa.Table
             keys = bands.flatten().to_numpy().view(np.int64)
             writer.add("bands", bucket_of(keys, buckets),
                        pa.table({"key": pa.array(keys, pa.int64()), "pos": pa.array(np.repeat(pos, counts))}))
-            cols = {"pos": pa.array(pos), "id": t.column("id"), "sig": t.column("sig")}
+            writer.add("docs", bucket_of(pos, buckets), pa.table({"pos": pos, "id": t.column("id"), "sig": t.column("sig")}))
             if params.shingles:
-                cols["sh"] = t.column("sh")
-            writer.add("docs", bucket_of(pos, buckets), pa.table(cols))
+                writer.add("shingles", bucket_of(pos, buckets), pa.table({"pos": pos, "sh": t.column("sh")}))
         files = writer.close()
     except BaseException:
         writer.abort()

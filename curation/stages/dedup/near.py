@@ -270,12 +270,12 @@ class NearDedup(GlobalStage):
             # Each join by node below takes only the documents it can match (see wanted_nodes).
             sig_rows = keys.map(OnlyNodes(wanted_nodes(grouped, _member_nodes), self._sig_rows))
             if corpus is not None:
-                sig_rows = sig_rows.union(corpus_docs(grouped, corpus, _member_nodes, False, self._corpus_sig_rows))
+                sig_rows = sig_rows.union(corpus_docs(grouped, corpus, _member_nodes, "docs", self._corpus_sig_rows))
             with_sig = grouped.map(self._as_join_rows).union(sig_rows).group("node", _attach_sig)
             pairs = with_sig.group("key", self._scored_pairs).materialize()
             docs = keys.map(OnlyNodes(wanted_nodes(pairs, _uncertain_nodes), _shingle_rows))
             if corpus is not None:  # read twice below: materialised so the index is read once
-                docs = docs.union(corpus_docs(pairs, corpus, _uncertain_nodes, True, _corpus_shingle_rows)).materialize()
+                docs = docs.union(corpus_docs(pairs, corpus, _uncertain_nodes, "shingles", _corpus_shingle_rows)).materialize()
             carried = pairs.map(pair_rows).union(docs).group("node", carry_shingles)
             checked = carried.union(docs).group("node", exact_edges(self.config.threshold))
             candidates = pairs.map(sure_edges).union(checked)
@@ -284,7 +284,7 @@ class NearDedup(GlobalStage):
         stars = connected_components(candidates)
         info = keys.map(OnlyNodes(wanted_nodes(stars, _edge_nodes), self._node_info))
         if corpus is not None:
-            info = info.union(corpus_docs(stars, corpus, _edge_nodes, False, self._corpus_info_rows))
+            info = info.union(corpus_docs(stars, corpus, _edge_nodes, "docs", self._corpus_info_rows))
         labels = stars.map(self._label_rows)
         joined = info.union(labels).group("node", _attach_label)
         result = joined.group("label", self._choose_keepers)

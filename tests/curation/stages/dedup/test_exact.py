@@ -44,3 +44,20 @@ def test_normalisation_modes() -> None:
     for mode, n_dups in (("none", 0), ("whitespace", 1), ("lower", 2)):
         stage = ExactDedup(ExactDedupConfig(normalize=mode))
         assert len(stage.resolve(keyed(stage, texts, [0, 0, 0], [0, 1, 2]))) == n_dups, mode
+
+
+def test_whitespace_normalisation_is_the_regex_one() -> None:
+    """``text_hashes`` collapses whitespace with ``str.split`` (fast); it must equal the definition
+    ``re.sub(r"\\s+", " ", NFC(text)).strip()`` on every kind of whitespace and on composed accents."""
+    import re
+    import sys
+    import unicodedata
+
+    from curation.stages.dedup.exact import text_hashes
+
+    spaces = [chr(c) for c in range(sys.maxunicode + 1) if re.fullmatch(r"\s", chr(c))]
+    texts = ["  a\u2003b\u3000\u00a0c \x1c\x1f d\n", "e\u0301t\u00e9 \u200bz", "".join(spaces) + "x" + "".join(spaces), ""]
+    for mode in ("whitespace", "lower"):
+        want = [re.sub(r"\s+", " ", unicodedata.normalize("NFC", t)).strip() for t in texts]
+        want = [w.lower() for w in want] if mode == "lower" else want
+        assert text_hashes(texts, mode).tolist() == text_hashes(want, "none").tolist()

@@ -45,19 +45,20 @@ def test_the_index_holds_every_kept_document_by_bucket(tmp_path: Path, monkeypat
     shards = pa.concat_tables([pq.read_table(f, columns=["id", "text"]) for f in sorted((run / "shards").glob("*"))])
     shard_ids = shards.column("id").to_pylist()
     tables = {}
-    for kind in ("exact", "bands", "docs"):
+    for kind in ("exact", "bands", "docs", "shingles"):
         parts = []
         for f in ix["files"]:
             if f["path"].startswith(f"dedup_index/{kind}/"):
                 t = pq.read_table(run / f["path"])
                 b = int(f["path"][-11:-8])
-                key = {"exact": "hash", "bands": "key", "docs": "pos"}[kind]
+                key = {"exact": "hash", "bands": "key"}.get(kind, "pos")
                 assert set(bucket_of(t.column(key).to_numpy(), 4).tolist()) == {b}  # each row in its bucket
                 assert len(t) == f["rows"]
                 parts.append(t)
         tables[kind] = pa.concat_tables(parts)
     docs = tables["docs"].sort_by("pos")
     assert docs.column("pos").to_pylist() == list(range(7)) and docs.column("id").to_pylist() == shard_ids
+    assert tables["shingles"].sort_by("pos").column("pos").to_pylist() == list(range(7))
     exact = tables["exact"].sort_by("pos")
     assert exact.column("hash").to_pylist() == text_hashes(shards.column("text").to_pylist(), "whitespace").tolist()
     assert len(tables["bands"]) == 7 * 16 and sorted(set(tables["bands"].column("pos").to_pylist())) == list(range(7))
@@ -85,7 +86,7 @@ def test_curate_index_rebuilds_the_same_files_and_builds_one_for_an_old_run(tmp_
     assert {f["path"]: f["sha256"] for f in rebuilt["dedup_index"]["files"]} == wrote
     assert {k: v for k, v in rebuilt.items() if k != "dedup_index"} == {k: v for k, v in again.items()}
     r = runner.invoke(app, ["verify", str(run)])
-    assert r.exit_code == 0 and "3 dedup index files match" in r.output, r.output
+    assert r.exit_code == 0 and "4 dedup index files match" in r.output, r.output
 
 
 def test_curate_index_like_another_pipeline(tmp_path: Path) -> None:
@@ -99,17 +100,17 @@ def test_curate_index_like_another_pipeline(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     params = json.loads((run / "manifest.json").read_text())["dedup_index"]["params"]
     assert (params["num_perm"], params["shingles"]) == (64, False)
-    assert not any(f.name == "sh" for f in pq.read_schema(next((run / "dedup_index" / "docs").glob("*.parquet"))))
+    assert not (run / "dedup_index" / "shingles").exists()  # unverified near-dedup needs no shingle sets
     write_jsonl(tmp_path / "new.jsonl", [{"id": "n0", "text": salad(3) + " with a tail"}])
     res = run_pipeline(pipeline_dict([str(tmp_path / "new.jsonl")], tmp_path / "later",
                                      stages=[{**s, "against": [str(run)]} for s in later]))
     assert res.manifest["stages"][-1]["dropped"] == {"duplicate_of_corpus": 1}
 
 
-@pytest.mark.parametrize("damage", ["edit", "truncate"])
-def test_a_changed_index_file_is_refused_naming_it(tmp_path: Path, damage: str) -> None:
+@pytest.mark.parametrize("damage,kind", [("edit", "docs"), ("truncate", "bands")])
+def test_a_changed_index_file_is_refused_naming_it(tmp_path: Path, damage: str, kind: str) -> None:
     run = small_run(tmp_path)
-    victim = next((run / "dedup_index" / "docs").glob("*.parquet"))
+    victim = next((run / "dedup_index" / kind).glob("*.parquet"))
     data = bytearray(victim.read_bytes())
     if damage == "edit":
         data[len(data) // 2] ^= 0xFF

@@ -1,0 +1,209 @@
+""".venv/bin/python benchmarks/incremental.py --sizes 20000,100000 --work /tmp/incremental-bench
+
+Incremental curation (``against``): N existing + N/10 new documents of the pipeline_scale corpus
+(``benchmarks/_synthetic.py``: ~2.2 kB per document, 10% exact and 10% near copies of earlier
+documents, so the new tenth holds copies of the existing documents as well as of its own). Per size:
+
+1. ``base``: a run over the N existing documents (it writes its dedup index);
+2. ``incremental``: a run over the N/10 new documents ``against`` the base run;
+3. ``full``: one run over all N + N/10 documents, the rerun incremental curation avoids.
+
+The pipeline is ``text_length_v1`` + ``exact_dedup_v1`` + ``near_dedup_v1`` (``keep: first``, so that
+a cluster spanning both snapshots keeps its existing document in the full run too). Checked: the
+kept sets of base + incremental and of full are identical, or each difference is named (a new
+document that links two existing clusters: a full run merges them, a finished run is never
+rewritten; see docs/methods.md). Measured per run, each in its own process with the in-process
+executor: CPU-seconds (``getrusage``, self and children), wall seconds, peak RSS, and for the
+incremental run the peak RSS while its global steps (the joins with the index) ran and the bytes
+of index files they read; for the base run the index's size on disk by kind, per million indexed
+(kept) documents, and the time the index cost (key computation in the final pass plus writing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from benchmarks._synthetic import make_corpus  # noqa: E402
+
+DOCS_PER_FILE = 5000
+
+
+def pipeline(inputs: list[str], out: Path, against: list[str], executor: str = "local") -> dict[str, Any]:
+    dedup = {"against": against} if against else {}
+    return {
+        "name": "incremental",
+        "input": {"paths": inputs, "batch_size": 1000},
+        "stages": [
+            {"stage": "text_length_v1", "min_chars": 200},
+            {"stage": "exact_dedup_v1", **dedup},
+            # The audit is off: re-crawled copies are the point of this corpus, not a broken source.
+            {"stage": "near_dedup_v1", "threshold": 0.8, "keep": "first", "max_source_removal_fraction": None,
+             **dedup},
+        ],
+        "output": {"dir": str(out), "token_counter": "whitespace", "keep_rejected_text": False},
+        # On Ray every global step is a Ray Data shuffle, so the joins with the index run in Ray workers.
+        "executor": {"kind": "local"} if executor == "local" else {"kind": "ray", "num_cpus": 2,
+                                                                    "global_in_driver_mb": 0},
+    }
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def child(cfg_path: Path) -> dict[str, Any]:
+    """One run in this process; prints its figures as JSON."""
+    from curation.executors import make_executor
+    from curation.executors.local import LocalExecutor
+    from curation.io.dedup_index import read_stats
+    from curation.pipeline import PipelineConfig
+
+    cfg = PipelineConfig.from_mapping(json.loads(cfg_path.read_text()))
+    # The RSS of this process sampled every 20 ms while a global step runs (in process: the joins).
+    state = {"in_global": False, "global_peak": 0.0, "before_global": 0.0, "stop": False}
+
+    def sample() -> None:
+        while not state["stop"]:
+            if state["in_global"]:
+                state["global_peak"] = max(state["global_peak"], _rss_mb())
+            time.sleep(0.02)
+
+    original_global = LocalExecutor.run_global
+
+    def timed_global(self: Any, *args: Any) -> None:
+        state["before_global"] = max(state["before_global"], _rss_mb())
+        state["in_global"] = True
+        try:
+            original_global(self, *args)
+        finally:
+            state["in_global"] = False
+
+    LocalExecutor.run_global = timed_global  # type: ignore[method-assign]
+    threading.Thread(target=sample, daemon=True).start()
+    tracker = None
+    if cfg.executor.kind == "ray":  # Ray's workers and daemons are this process's descendants
+        from benchmarks.pipeline_scale import CpuTracker
+
+        tracker = CpuTracker()
+    t0, c0 = time.time(), time.process_time()
+    ex = make_executor(cfg)
+    try:
+        result = ex.run()
+    finally:
+        ex.close()
+    state["stop"] = True
+    wall = time.time() - t0
+    ru_self, ru_kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = ru_self.ru_utime + ru_self.ru_stime + ru_kids.ru_utime + ru_kids.ru_stime
+    if tracker is not None:
+        cpu = tracker.stop()
+    run = result.root
+    markers = sorted((run / "_markers").glob("seg*/*.json"))
+    index_key_s = sum(json.loads(m.read_text()).get("index_seconds", 0.0) for m in markers)
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "run_cpu_s": round(time.process_time() - c0, 2),
+            "peak_rss_mb": round(ru_self.ru_maxrss / 1024, 1),
+            "global_peak_rss_mb": round(state["global_peak"], 1), "rss_before_global_mb": round(state["before_global"], 1),
+            "index_read_bytes": read_stats["bytes"], "docs_read": result.manifest["totals"]["docs_read"],
+            "docs_out": result.manifest["totals"]["docs_out"], "dedup_index": result.manifest.get("dedup_index"),
+            "index_key_s": round(index_key_s, 2), "corpus": result.manifest.get("corpus")}
+
+
+def run_child(cfg: dict[str, Any], work: Path, name: str) -> dict[str, Any]:
+    path = work / f"{name}.json"
+    path.write_text(json.dumps(cfg))
+    out = subprocess.run([sys.executable, __file__, "--child", str(path)], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def kept_ids(run: Path) -> set[str]:
+    import pyarrow.parquet as pq
+
+    return {i for f in sorted((run / "shards").glob("*.parquet")) for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()}
+
+
+def one_size(n: int, work: Path, executor: str = "local") -> dict[str, Any]:
+    new = n // 10
+    corpus = work / f"corpus-{n}"
+    if not (corpus / "truth.jsonl").exists():
+        make_corpus(n + new, corpus, seed=0, docs_per_file=DOCS_PER_FILE)
+    files = sorted(str(p) for p in corpus.glob("part-*.jsonl"))
+    if n % DOCS_PER_FILE:
+        raise SystemExit(f"--sizes must be multiples of {DOCS_PER_FILE}")
+    existing, fresh = files[: n // DOCS_PER_FILE], files[n // DOCS_PER_FILE:]
+    runs = {k: work / f"run-{n}-{executor}-{k}" for k in ("base", "incremental", "full")}
+    for r in runs.values():
+        if r.exists():
+            import shutil
+
+            shutil.rmtree(r)
+    res = {"existing_docs": n, "new_docs": new,
+           "existing_mb": round(sum(Path(f).stat().st_size for f in existing) / 1e6, 1),
+           "new_mb": round(sum(Path(f).stat().st_size for f in fresh) / 1e6, 1)}
+    res["base"] = run_child(pipeline(existing, runs["base"], [], executor), work, f"{n}-base")
+    res["incremental"] = run_child(pipeline(fresh, runs["incremental"], [str(runs["base"])], executor), work,
+                                   f"{n}-incremental")
+    res["full"] = run_child(pipeline(files, runs["full"], [], executor), work, f"{n}-full")
+    both = kept_ids(runs["base"]) | kept_ids(runs["incremental"])
+    full = kept_ids(runs["full"])
+    res["kept_incremental"], res["kept_full"] = len(both), len(full)
+    res["identical_kept_sets"] = both == full
+    res["only_incremental"], res["only_full"] = sorted(both - full)[:20], sorted(full - both)[:20]
+    ix = res["base"]["dedup_index"]
+    res["index_mb_per_million_docs"] = {k: round(v / ix["docs"], 1) for k, v in
+                                        {**ix["bytes_by_kind"], "total": ix["bytes"]}.items()}
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="20000,100000", help="existing documents per size (multiples of 5000)")
+    ap.add_argument("--work", default="/tmp/incremental-bench")
+    ap.add_argument("--executor", default="local", choices=["local", "ray"])
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        print(json.dumps(child(Path(a.child))))
+        return
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    for n in (int(s) for s in a.sizes.split(",")):
+        r = one_size(n, work, a.executor)
+        b, i, f = r["base"], r["incremental"], r["full"]
+        print(f"\n== {n:,} existing ({r['existing_mb']} MB) + {r['new_docs']:,} new ({r['new_mb']} MB), {a.executor}")
+        print(f"{'run':12} {'docs read':>10} {'kept':>8} {'wall s':>8} {'CPU s':>8} {'run CPU s':>9} {'peak MB':>8} "
+              f"{'global peak MB':>14} {'RSS before MB':>13} {'index read MB':>13}")
+        for name, x in (("base", b), ("incremental", i), ("full", f)):
+            print(f"{name:12} {x['docs_read']:>10,} {x['docs_out']:>8,} {x['wall_s']:>8} {x['cpu_s']:>8} "
+                  f"{x['run_cpu_s']:>9} {x['peak_rss_mb']:>8} {x['global_peak_rss_mb']:>14} "
+                  f"{x['rss_before_global_mb']:>13} {x['index_read_bytes'] / 1e6:>13.1f}")
+        print(f"incremental / full rerun: CPU-s of the process {i['cpu_s'] / f['cpu_s']:.3f}, of the run alone "
+              f"{i['run_cpu_s'] / f['run_cpu_s']:.3f}; base + incremental {(b['cpu_s'] + i['cpu_s']) / f['cpu_s']:.2f} "
+              "of full")
+        print(f"kept: base + incremental {r['kept_incremental']:,}, full {r['kept_full']:,}; identical sets: "
+              f"{r['identical_kept_sets']}; only incremental {r['only_incremental']}, only full {r['only_full']}")
+        ix = b["dedup_index"]
+        print(f"base index: {ix['docs']:,} docs, {len(ix['files'])} files ({ix['buckets']} buckets per kind), "
+              f"{ix['bytes'] / 1e6:.1f} MB; MB per million indexed docs {r['index_mb_per_million_docs']}; "
+              f"key computation in the final pass {b['index_key_s']} s + writing {ix['seconds']} s")
+        print(f"removed by the base run's documents: {i['corpus']}")
+        (work / f"result-{n}-{a.executor}.json").write_text(json.dumps(r, indent=1))
+
+
+if __name__ == "__main__":
+    main()
