@@ -241,6 +241,30 @@ def cmd_dev_hits(args: argparse.Namespace) -> None:
     print(f"{n} {args.type} spans in DEV files", dict(per_kind), file=sys.stderr)
 
 
+def cmd_fires(args: argparse.Namespace) -> None:
+    """How often each type fires on whole files, as a new user would see it (the issue's
+    measurement): spans per type, rules at ``BEFORE_REV`` vs now, for one split and file kind."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from benchmarks.pii import BEFORE_REV, rules_at
+    from curation.stages.pii.detect import TYPES, Detector
+
+    dets = {f"pii_v1 @{BEFORE_REV}": Detector(rules=rules_at(BEFORE_REV)), "pii_v1 now": Detector()}
+    counts: dict[str, Counter[str]] = {name: Counter() for name in dets}
+    n_files = 0
+    for f in source_files():
+        if f.split != args.split or f.kind != args.kind:
+            continue
+        text = read_text(f.path)
+        if text is None:
+            continue
+        n_files += 1
+        for name, det in dets.items():
+            counts[name].update(t for _, _, t in det.find(text))
+    print(f"{n_files} {args.split.upper()} {args.kind} files")
+    for name in dets:
+        print(f"  {name}: " + ", ".join(f"{t} {counts[name][t]}" for t in TYPES))
+
+
 def cmd_candidates(args: argparse.Namespace) -> None:
     """Candidate snippets from TEST files, one JSON line each, deduplicated on whitespace-normalised text."""
     finders = detectors()
@@ -487,6 +511,10 @@ def main() -> None:
     p.add_argument("--kind", default="")
     p.add_argument("--show", action="store_true")
     p.set_defaults(fn=cmd_dev_hits)
+    p = sub.add_parser("fires")
+    p.add_argument("--split", default="test", choices=["dev", "test"])
+    p.add_argument("--kind", default="debian-changelog")
+    p.set_defaults(fn=cmd_fires)
     p = sub.add_parser("candidates")
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_candidates)

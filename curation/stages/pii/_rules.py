@@ -9,6 +9,7 @@ word such as ``version`` right before a dotted quad all disqualify it.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import re
 from collections.abc import Iterator
 
@@ -42,12 +43,74 @@ _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 # Not glued to a word or a dot on the left, nor followed by a word character or ``.digit``:
 # so 1.2.3.4.5, v1.2.3.4 and 10.0.0.1a are not addresses; a sentence-final dot is fine.
 _IPV4 = re.compile(rf"(?=\d)(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\w|\.\d)")
-# A word that makes a dotted quad a version number when it comes right before it.
+# A word that makes a dotted quad a version number when it comes right before it, possibly with
+# "to"/"for" and one more word between: "Standards-Version: 3.6.2.1", "Bump Standards-Version to
+# 4.6.1.0", "Policy 4.6.1.0", "release notes for 1.7.5.2", "OID 1.3.101.110"; or a verb of
+# packaging with one name between: "Require inputproto 1.9.99.10", "upgrade V8 to 4.5.103.24",
+# "Bump to 1.0.99.2".
 _VERSION_WORD = re.compile(
-    r"(?i)(?:[<>!~=]=|[<>^~]|\bv|\bver|\bversion|\brelease|\brel|\bbuild|\brevision|\brev|\bfirmware|\bkernel|"
-    r"\bpython|"
-    r"\bjava|\bnode|\bupdate|\bpatch|\bsections?|\bsec|\bchapter|\bclause|\bstep|\bfigure|\bfig|\btable|\bpart|"
-    r"§)\.?[\s:=#\-\"'(]*$")
+    r"(?i)(?:(?:[<>!~=]=|[<>^~]"  # comparison: ">= 1.2.1.0", "==2.0.1.3", "=== '1.2.3.4'"
+    r"|(?:\bv|\bver|\bversions?|\breleases?|\brel|\bbuild|\brevision|\brev|\bfirmware|\bkernel|\bpython|"
+    r"\bjava|\bnode|\bupdate|\bpatch|\bsections?|\bsec|\bchapter|\bclause|\bstep|\bfigure|\bfig|\btable|"
+    r"\bpart|\bpolicy|\bstandards|\boid)\b\.?|§)"
+    r"[\s:=#\-\"'(]*(?:(?:[\w-]+\s+)?(?:to|for)\s+)?"
+    r"|\b(?:bump(?:s|ed)?|upgrad(?:e|es|ed|ing)|updated|requires?|required)\s+"
+    r"(?:(?:to|from)\s+)?(?:[\w+-]+\s+)?(?:(?:to|from)\s+)?)$")
+# The token right before an opening parenthesis: "debianutils (4.8.6.2)" is a package and its
+# version; "example.com (93.184.216.34)" is a host name and its address (it ends in a TLD).
+_PAREN_NAME = re.compile(r"(?i)(?:^|[\s(\[])([a-z0-9][a-z0-9+.\-]*)\s*\(\s*(?:\d{1,2}:)?$")
+_HOSTLIKE = re.compile(r"(?i)\.[a-z]{2,}$|^localhost$")
+# After the number: a Debian revision, a tilde or plus suffix or a release-candidate tag
+# ("1.2.1.2-2", "4.1.4.2+svn3283", "1.3.0.1-motley") make it a version; "-10.0.0.255" is a range.
+_VERSION_SUFFIX = re.compile(r"[-~+][0-9A-Za-z]")
+_RANGE_TAIL = re.compile(r"-\d{1,3}(?:\.\d{1,3}){3}")
+# A heading number at the start of a line ("2.2.1.1. Unix platforms"): followed by a capitalised word.
+_EPOCH = re.compile(r"(?<![\w:.])\d{1,2}:$")
+_HEADING_TAIL = re.compile(r"\.?[ \t]+[A-Z][a-z]")
+
+
+def _version_context(text: str, start: int, end: int) -> bool:
+    """True when the dotted quad at ``text[start:end]`` reads as a version, section or object
+    number rather than an address, judged by the text around it (rules in docs/pii.md)."""
+    if _VERSION_WORD.search(text, max(0, start - 40), start):
+        return True
+    before = text[max(0, start - 3):start]
+    # Glued to a name ("zlib-1.2.8.1", "Policy_0.12.0.0", roff's "openjdk\-1.8.0.121").
+    if re.search(r"[A-Za-z]\\?[-_]$", before):
+        return True
+    # After a Debian epoch ("2:1.2.99.4-1"); "80:162.222.181.197:80" is port:address:port.
+    if _EPOCH.search(text, max(0, start - 3), start) and not text.startswith(":", end):
+        return True
+    if _VERSION_SUFFIX.match(text, end) and not _RANGE_TAIL.match(text, end):
+        return True
+    pm = _PAREN_NAME.search(text, max(0, start - 60), start)
+    if pm and not _HOSTLIKE.search(pm.group(1)):
+        return True
+    line_start = text.rfind("\n", 0, start) + 1
+    return not text[line_start:start].strip() and _HEADING_TAIL.match(text, end) is not None
+
+
+_RUNS = ("0123456789", "9876543210")
+
+
+def _placeholder_quad(quad: str) -> bool:
+    """A made-up example address: every number a repeated digit ("11.22.33.44", "222.111.111.222",
+    "123.123.123.123" has equal numbers) or the digits a straight run ("123.45.67.89",
+    "1.234.56.78", "98.76.54.32"). About 4 in 100,000 random public addresses look like this."""
+    parts = quad.split(".")
+    if len(set(parts)) == 1 or all(len(set(p)) == 1 for p in parts):
+        return True
+    digits = "".join(parts)
+    return len(digits) >= 6 and any(digits in run for run in _RUNS)
+
+
+def _small_quad(quad: str) -> bool:
+    """All four numbers below 32: "3.9.8.0", "2.5.4.3", "1.2.3.4", "4.6.1.0". Versions, section
+    numbers, OIDs and made-up examples look like this; of random public addresses only
+    (32/256)^4 = 0.02% do, and the public resolvers among them (8.8.8.8, 1.1.1.1) identify no one."""
+    return all(int(p) < 32 for p in quad.split("."))
+
+
 # IPv6 candidate: hex groups with at least two colons, optionally an embedded IPv4 tail and a
 # zone id; ``ipaddress`` then decides if it is really an address.
 _IPV6 = re.compile(r"(?=[0-9A-Fa-f:])(?<![\w:.])(?:[0-9A-Fa-f]{1,4}|:)?(?::[0-9A-Fa-f]{0,4}){2,7}"
@@ -68,9 +131,10 @@ def find_ips(text: str, public_only: bool = True, keep: frozenset[str] = frozens
     reserved ranges are left alone (they identify no one), and so is anything in ``keep``."""
     if "." in text:
         for m in _IPV4.finditer(text):
-            if _VERSION_WORD.search(text, max(0, m.start() - 16), m.start()):
+            quad = m.group(0)
+            if _small_quad(quad) or _placeholder_quad(quad) or _version_context(text, m.start(), m.end()):
                 continue
-            if m.group(0) in keep or (public_only and not _is_public(ipaddress.IPv4Address(m.group(0)))):
+            if quad in keep or (public_only and not _is_public(ipaddress.IPv4Address(quad))):
                 continue
             yield m.span()
     if "::" in text or text.count(":") >= 7:
@@ -88,23 +152,51 @@ def find_ips(text: str, public_only: bool = True, keep: frozenset[str] = frozens
 # --- phone numbers ---------------------------------------------------------------------------
 _SEP = r"[ .\-\u00a0]"
 _PHONE = re.compile(
-    r"(?=[+(\d])(?<![\w.+\-/#=])(?<!\d[ \-])(?:"  # not the tail of a longer grouped number
-    rf"\+\d{{1,3}}{_SEP}?(?:\(0?\d{{1,4}}\){_SEP}?)?\d{{1,5}}(?:{_SEP}\d{{1,8}}){{1,5}}"  # +44 20 7946 0958
-    r"|\+\d{8,15}"  # E.164 written without separators: +4915112345678
+    # Not the tail of a longer grouped number, nor a "+" inside a version ("1:10~+20191229111838").
+    r"(?=[+(\d])(?<![\w.+\-/#=~])(?<!\d[ \-])(?:"
+    rf"\+[1-9]\d{{0,2}}{_SEP}?(?:\(0?\d{{1,4}}\){_SEP}?)?\d{{1,5}}(?:{_SEP}\d{{1,8}}){{1,5}}"  # +44 20 7946 0958
+    r"|\+[1-9]\d{9,14}"  # E.164 written without separators: +4915112345678 (country codes never start with 0)
     rf"|(?:1{_SEP})?\(?[2-9]\d\d\)?{_SEP}?[2-9]\d\d[ .\-]\d{{4}}"  # NANP: (212) 555-0147, 1-800-555-0199
     rf"|\(0\d{{1,4}}\){_SEP}?\d{{2,8}}(?:{_SEP}\d{{2,8}}){{0,3}}"  # (030) 1234 5678
     rf"|0\d{{1,4}}(?:{_SEP}\d{{2,8}}){{1,4}}"  # national trunk 0: 020 7946 0958, 06 12 34 56 78
-    r")(?!\w|[.\-]\d)")
+    # Digit-run boundary: not followed by a word, ".5", "-5", "+" (version suffix) or one more
+    # group of digits ("571 612 1056 1214", "00 00 00 00 00 00": lists, tables and hex dumps).
+    r")(?!\w|[.\-]\d|\+\w|[ \u00a0]\d)")
 _ISBN_PREFIX = re.compile(r"(?i)isbn(?:-1[03])?:?\s*$")
+# A US state (two-letter postal abbreviation) right before a ZIP+4 code, perhaps with a comma and
+# a line break with a comment leader between: "Boston, MA 02110-1301", "Boston, MA\n.\\" 02111-1307".
+_US_STATE = re.compile(
+    r"\b(?:A[KLRSZ]|C[AOT]|D[CE]|FL|G[AU]|HI|I[ADLN]|K[SY]|LA|M[ADEINOST]|N[CDEHJMVY]|O[HKR]|P[AR]|RI|"
+    r"S[CD]|T[NX]|UT|V[AIT]|W[AIVY])\.?,?[ \t]*(?:\r?\n[ \t]*(?:\.\\\"|\\\"|#|//|\*|;|--|dnl)?[ \t]*)?$")
+_ZIP4 = re.compile(r"\d{5}-\d{4}")
+
+
+def _timestamp_digits(plain: str) -> bool:
+    """YYYYMMDD[hhmm[ss]] with a plausible year, month and day: "20191229111838" is a snapshot
+    time inside a version string, not an E.164 number."""
+    if len(plain) not in (8, 12, 14) or plain[:2] not in ("19", "20"):
+        return False
+    month, day = int(plain[4:6]), int(plain[6:8])
+    return 1 <= month <= 12 and 1 <= day <= 31
+
+
+def _counting_groups(s: str) -> bool:
+    """Groups that count up or down by one ("01 02 03 04 05"): a sequence, not a number."""
+    groups = [int(g) for g in re.findall(r"\d+", s)]
+    diffs = {b - a for a, b in itertools.pairwise(groups)}
+    return len(groups) >= 4 and diffs in ({1}, {-1})
 
 
 def find_phones(text: str) -> Spans:
     """Numbers with phone structure: a ``+`` country code, the North American 3-3-4 layout
     (area code and exchange 2-9), or a national trunk ``0`` followed by separated groups.
 
-    Digits must number 8-15 with ``+``, 10-11 for the North American layout and 9-12 for the
-    trunk-0 layout, which rules out dates (8 digits at most), times and short codes; parentheses
-    must balance; a 13-digit 978/979 run or one right after ``ISBN`` is a book number.
+    Digits must number 8-15 with ``+`` (10-15 without separators), 10-11 for the North American
+    layout and 9-12 for the trunk-0 layout, which rules out dates (8 digits at most), times and
+    short codes; parentheses must balance; a 13-digit 978/979 run or one right after ``ISBN`` is
+    a book number; a ZIP+4 code after a US state is a postal code; a ``+`` number whose digits
+    are a date and time is a timestamp; groups counting by one or starting ``000`` are not
+    numbers anyone dials.
     """
     for m in _PHONE.finditer(text):
         s = m.group(0)
@@ -121,6 +213,10 @@ def find_phones(text: str) -> Spans:
             continue
         plain = re.sub(r"\D", "", s)
         if len(plain) == 13 and plain[:3] in ("978", "979") and s[0] != "+":
+            continue
+        if _ZIP4.fullmatch(s) and _US_STATE.search(text, max(0, m.start() - 24), m.start()):
+            continue
+        if (s[0] == "+" and _timestamp_digits(plain)) or plain.startswith("000") or _counting_groups(s):
             continue
         yield m.span()
 
