@@ -290,10 +290,6 @@ def cmd_candidates(args: argparse.Namespace) -> None:
 
 # --- sampling and labelling -------------------------------------------------------------------
 # Strata by candidate class (never by what a detector predicts), first match wins; (name, test, cap).
-def _is_digit_run(t: str, s: int, e: int, k: str) -> bool:
-    return k == "digit-run"
-
-
 def _stratum(text: str, cands: list[list]) -> str:
     spans = [(text[s:e], k) for s, e, k in cands if not k.startswith("pred:")]
     kinds = {k for _, k in spans}
