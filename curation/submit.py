@@ -11,14 +11,8 @@ needs only a Python on the cluster's PATH that has Ray (the cluster image), and 
 ``curation/`` shadows any installed copy, so the cluster runs the code you submitted. The job's
 logs are streamed here until it ends.
 
-Token authentication (Ray 2.60: ``RAY_AUTH_MODE=token`` on the cluster): every request to
-the dashboard / job server must carry ``Authorization: Bearer TOKEN``. The token is read from
-``$RAY_AUTH_TOKEN`` (or the variable named by ``token_env``), else from the file named by
-``$RAY_AUTH_TOKEN_PATH``, and sent as that header; with neither, Ray's own client adds
-``~/.ray/auth_token`` when ``RAY_AUTH_MODE=token`` is set here. The token never goes into the
-job's runtime_env (the dashboard would show it): the cluster's own processes already have it. Nor does it
-go over plain http to any host but loopback (a tunnel) unless ``insecure`` is set: whoever reads it can run
-code on the cluster.
+Connecting, the token and when it may travel, and what is never uploaded (``SECRET_EXCLUDES``,
+``DEFAULT_EXCLUDES``) are shared with ``curate serve``'s job manager: ``curation/ray_jobs.py``.
 
 What is uploaded (``upload_set``): the files git tracks under the working dir (``git ls-files``), plus the
 pipeline config and any ``--include`` paths, copied into a private staging folder that Ray packs; never
@@ -32,9 +26,7 @@ credentials (``SECRET_EXCLUDES``) are left out even when tracked or included.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
-import re
 import shlex
 import sys
 import time
@@ -44,26 +36,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from curation.errors import CurationError
+# Re-exported: callers and tests of `curate submit` find its excludes, errors and transport rules here.
+from curation.ray_jobs import (DEFAULT_EXCLUDES, SECRET_EXCLUDES, TOKEN_ENV, SubmitError, auth_headers,
+                               check_transport, connect, explain, job_log, quiet_client_logs, runtime_env,
+                               sends_token, without_log_tail)
 
-# Files that commonly hold credentials, at any depth: the upload lands on the head node and in the
-# cluster's package store, readable by every job, so these never leave this machine. SSH keys are named
-# explicitly (not ``id_*``) so that a source file such as ``id_map.py`` still travels.
-SECRET_EXCLUDES = [".env", ".env.*", "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore", "id_rsa*", "id_dsa*",
-                   "id_ecdsa*", "id_ed25519*", ".ssh/", ".aws/", "credentials*", ".netrc", "_netrc", ".git-credentials",
-                   ".pgpass", ".pypirc", ".npmrc", ".kube/", "kubeconfig*", ".docker/config.json", ".azure/", "gcloud/",
-                   "application_default_credentials.json", "service-account*.json", "*-sa-key.json", ".curate-serve/"]
-# Never uploaded: virtualenvs, git history, local run outputs, caches, secrets (gitignore syntax,
-# relative to the working dir; Ray also honours the repository's .gitignore files).
-DEFAULT_EXCLUDES = [".git", ".venv", "venv", "/runs/", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache",
-                    ".mypy_cache", ".hypothesis", "*.egg-info", "/build/", "/dist/", ".cache", *SECRET_EXCLUDES]
-TOKEN_ENV = "RAY_AUTH_TOKEN"
-
-
-class SubmitError(CurationError):
-    """The job could not be submitted (unreachable, refused, bad config)."""
+__all__ = ["DEFAULT_EXCLUDES", "SECRET_EXCLUDES", "TOKEN_ENV", "SubmitError", "SubmitResult", "UploadSet",
+           "auth_headers", "check_transport", "connect", "describe_excluded", "describe_left_out", "entrypoint",
+           "excluded_paths", "prepare", "sends_token", "stage", "submit", "upload_set"]
 
 
 @dataclass
@@ -78,50 +59,6 @@ class SubmitResult:
     @property
     def ok(self) -> bool:
         return self.status in (None, "SUCCEEDED")
-
-
-def auth_headers(token_env: str = TOKEN_ENV) -> dict[str, str]:
-    """``{"Authorization": "Bearer TOKEN"}`` from ``$token_env`` or ``$RAY_AUTH_TOKEN_PATH``, else {}."""
-    token = os.environ.get(token_env, "").strip()
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    if not token and path:
-        try:
-            token = Path(path).expanduser().read_text().strip()
-        except OSError as exc:
-            raise SubmitError(f"RAY_AUTH_TOKEN_PATH={path} cannot be read: {exc}") from None
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def sends_token(token_env: str = TOKEN_ENV) -> bool:
-    """Whether a request to the job server would carry a token: ours, or the one Ray's client adds itself."""
-    if auth_headers(token_env):
-        return True
-    try:  # Ray adds ~/.ray/auth_token (or $RAY_AUTH_TOKEN) whenever its token mode is on here
-        from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled
-    except ImportError:  # a Ray without token auth, or one that moved it: trust the documented switch
-        return os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
-    return bool(get_auth_headers_if_auth_enabled({}))
-
-
-def check_transport(address: str, token: bool, insecure: bool = False) -> None:
-    """Refuse to send a token in clear text (plain http, or no scheme, which Ray reads as http) off this host.
-
-    Loopback is fine: a ``kubectl port-forward`` or ``ray dashboard`` SSH tunnel ends there and encrypts the rest.
-    """
-    scheme, sep, rest = address.partition("://")
-    if not sep:
-        scheme, rest = "http", address
-    if scheme.lower() != "http" or not token or insecure:
-        return
-    host = urlsplit(f"http://{rest}").hostname or ""  # strips user@, :port and the [] of IPv6
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host.lower() in ("localhost", "localhost.")
-    if not loopback:
-        raise SubmitError(f"refusing to send the cluster token over plain http to {host}: anyone on the path can "
-                          "read it and run code on the cluster; use https://, a tunnel to 127.0.0.1 "
-                          "(kubectl port-forward, ray dashboard), or --insecure on a network you trust")
 
 
 def excluded_paths(wd: Path, excludes: list[str]) -> list[str]:
@@ -306,65 +243,37 @@ def submit(
     rel_config, run_dir, wd = prepare(config, overrides, working_dir)
     check_transport(address, sends_token(token_env), insecure)
     chosen = upload_set(wd, includes, always=[rel_config])
-    _quiet_ray_client_logs()
+    quiet_client_logs()
     job_id = f"curate-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     cmd = entrypoint(rel_config, overrides, python=python, overwrite=overwrite)
     with tempfile.TemporaryDirectory(prefix="curate-submit-") as tmp:
         staged = Path(tmp) / wd.name
         stage(wd, chosen.files, staged)
-        runtime_env = {"working_dir": str(staged), "excludes": DEFAULT_EXCLUDES + list(excludes or [])}
+        env = runtime_env(staged, list(excludes or []))
         # Said before connecting, so that a key lying in the working dir is seen even when the cluster is not reached.
         what = "what git tracks" if chosen.source == "git" else "the --include paths"
         out(f"uploading {len(chosen.files)} files of {wd} ({what}"
             f"{' and --include paths' if chosen.source == 'git' and includes else ''}) to {address}\n")
         if chosen.source == "git":
             out(f"left out: {describe_left_out(wd, chosen.left_out)}\n")
-        out(f"not uploaded: {describe_excluded(staged, excluded_paths(staged, runtime_env['excludes']))}\n")
+        out(f"not uploaded: {describe_excluded(staged, excluded_paths(staged, env['excludes']))}\n")
         if client is None:
             client = connect(address, token_env)
         try:
-            client.submit_job(entrypoint=cmd, runtime_env=runtime_env, submission_id=job_id,
+            client.submit_job(entrypoint=cmd, runtime_env=env, submission_id=job_id,
                               metadata={"curation_config": rel_config, "curation_run_dir": str(run_dir)})
         except Exception as exc:  # noqa: BLE001 - Ray raises RuntimeError, AuthenticationError, ConnectionError
-            raise SubmitError(f"submitting to {address} failed: {_explain(exc, token_env)}") from None
+            raise SubmitError(f"submitting to {address} failed: {explain(exc, token_env)}") from None
     out(f"submitted job {job_id} to {address}: {cmd}\n")
     if not wait:
         return SubmitResult(job_id, None, str(run_dir))
     streamed = _stream_logs(client, job_id, out)
     info = _wait_terminal(client, job_id)
     if not streamed:  # the log stream broke: print the whole log once
-        out(client.get_job_logs(job_id))
+        out(job_log(client, job_id, None))
     # Ray appends the log tail to a failure message: it was streamed already, keep the first line.
-    message = re.sub(r",? last available logs.*", "", (info.message or "").strip().split("\n")[0])
+    message = without_log_tail((info.message or "").strip().split("\n")[0])
     return SubmitResult(job_id, str(info.status), str(run_dir), message)
-
-
-def connect(address: str, token_env: str = TOKEN_ENV) -> Any:
-    """A ``JobSubmissionClient`` for ``address`` carrying the auth token header, if any."""
-    from ray.job_submission import JobSubmissionClient
-
-    headers = auth_headers(token_env)
-    try:
-        return JobSubmissionClient(address, headers=headers or None)
-    except Exception as exc:  # noqa: BLE001
-        raise SubmitError(f"connecting to the Ray job server at {address} failed: "
-                          f"{_explain(exc, token_env)}") from None
-
-
-def _quiet_ray_client_logs() -> None:
-    """Ray logs every file it leaves out of the upload and every default exclude at INFO/WARNING."""
-    import logging
-
-    for name in ("ray._private.runtime_env", "ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
-def _explain(exc: Exception, token_env: str) -> str:
-    msg = f"{type(exc).__name__}: {exc}"
-    if "Authentication" in msg or "401" in msg or "403" in msg:
-        msg += (f"\nThe cluster uses token authentication: set ${token_env} (or RAY_AUTH_TOKEN_PATH) to its token "
-                "(`ray get-auth-token` on the head node).")
-    return msg
 
 
 def _stream_logs(client: Any, job_id: str, out: Callable[[str], None]) -> bool:

@@ -161,7 +161,7 @@ class InputRoots:
                     self.check_file(p)
 
 
-#: Set in a submitted job's driver (``curation.service.jobs.job_main``): every ``expand_inputs`` of the job checks
+#: Set in a submitted job's driver (``curation.job_driver.job_main``): every ``expand_inputs`` of the job checks
 #: against it. None (``curate run``): no confinement.
 _ACTIVE: InputRoots | None = None
 

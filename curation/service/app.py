@@ -326,7 +326,7 @@ def _job_table_latest(settings: ServiceSettings) -> Any:
         if not store:
             if not path.exists():
                 return None
-            from curation.service.jobs import JobStore
+            from curation.service.job_store import JobStore
 
             store.append(JobStore(path))
         rows = store[0].list(run_id=run_id, limit=1)
@@ -364,7 +364,7 @@ def _lifespan(settings: ServiceSettings, jobs: bool) -> Any:
                 app.state.pool.close()
             return
         from curation.service import routes_jobs
-        from curation.service.jobs import ACTIVE, JobStore
+        from curation.service.job_store import ACTIVE, JobStore
 
         path = Path(settings.state_dir) / "jobs.sqlite"
         startup, shutdown = routes_jobs.lifespan_hooks

@@ -1,21 +1,15 @@
-"""The service's job table and its bridge to the Ray Jobs API.
+"""The service's job manager: validates a submission, writes its row in the job table
+(``curation/service/job_store.py``) and hands it to the Ray Jobs API, then follows, cancels and recovers it.
 
-One row per submission in ``STATE_DIR/jobs.sqlite`` (WAL mode, so the read API and the poller read
-while a submission writes). A row moves along
+A row is written (and committed) before Ray hears of the job, and the Ray submission id is derived from the
+row's job id (``curate-JOBID``): a service killed between the two finds, on restart, the row and asks Ray for
+that submission id (``recover``): known -> adopted, unknown -> submitted now. Nothing is lost and nothing runs
+twice. A finished run re-submitted with the same config is a no-op, a failed or cancelled one resumes in the same
+run directory (the executors' markers redo only the unfinished tasks).
 
-    validated -> submitting -> submitted -> running -> finished | failed | cancelled
-
-and only by compare-and-set (``UPDATE ... WHERE state IN (...)`` inside a transaction), so two
-threads or two service processes that race on a row cannot both move it. A row is written (and
-committed) before Ray hears of the job, and the Ray submission id is derived from the row's job id
-(``curate-JOBID``): a service killed between the two finds, on restart, the row and asks Ray for
-that submission id (``recover``): known -> adopted, unknown -> submitted now. Nothing is lost and
-nothing runs twice. At most one job per run id is active at a time (a partial unique index says so
-to every writer); a finished run re-submitted with the same config is a no-op, a failed or cancelled
-one resumes in the same run directory (the executors' markers redo only the unfinished tasks).
-
-Run as ``python -m curation.service.jobs`` this module is the job's driver on the cluster: it writes
-the validated pipeline (passed in ``$CURATE_JOB_PIPELINE_YAML``) to a file and runs ``curate run`` on it.
+Ray is the local head the service starts (``curation/service/local_ray.py``) or the cluster at
+``--ray-address``, reached as ``curate submit`` reaches it (``curation/ray_jobs.py``). On the cluster, each job
+runs ``python -m curation.job_driver`` (``DRIVER_MODULE``), which reads the ``*_ENV`` variables below.
 """
 
 from __future__ import annotations
@@ -24,35 +18,32 @@ import json
 import logging
 import os
 import re
-import secrets
 import shlex
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from curation.errors import ConfigError, CurationError
+from curation.ray_jobs import (auth_headers, check_transport, connect, job_log, not_found, quiet_client_logs,
+                               runtime_env, without_log_tail)
+from curation.service.job_store import ACTIVE, TABLE_FILE, TERMINAL, JobStore, public
+from curation.service.local_ray import LocalRay
 
 log = logging.getLogger(__name__)
 
-STATES = ("validated", "submitting", "submitted", "running", "finished", "failed", "cancelled")
-ACTIVE = ("validated", "submitting", "submitted", "running")
-TERMINAL = ("finished", "failed", "cancelled")
 #: Ray's job status -> ours.
 RAY_STATES = {"PENDING": "submitted", "RUNNING": "running", "SUCCEEDED": "finished", "FAILED": "failed",
               "STOPPED": "cancelled"}
+#: The job's driver on the cluster (``curation/job_driver.py``), run with ``python -m``; nothing imports it.
+DRIVER_MODULE = "curation.job_driver"
+# What the manager passes to the driver, as runtime_env variables:
 PIPELINE_ENV = "CURATE_JOB_PIPELINE_YAML"
 RUN_ID_ENV = "CURATE_JOB_RUN_ID"
 #: JSON of variables the driver exports before `curate run` (object-store settings, test faults). Not
@@ -65,31 +56,6 @@ INPUT_ROOTS_ENV = "CURATE_JOB_INPUT_ROOTS"
 #: test can SIGKILL the service there. Inert unless CURATION_ENABLE_FAULT_INJECTION=1 too.
 SERVICE_FAULT_ENV = "CURATION_SERVICE_FAULT"
 RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-LOG_TAIL_CHARS = 8000
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id TEXT PRIMARY KEY,
-    run_id TEXT NOT NULL,
-    run_dir TEXT NOT NULL,
-    submitted_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    config_yaml TEXT NOT NULL,
-    overrides_json TEXT NOT NULL,
-    pipeline_yaml TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    ray_job_id TEXT NOT NULL,
-    state TEXT NOT NULL,
-    error TEXT,
-    submitter_role TEXT NOT NULL,
-    idempotency_key TEXT UNIQUE,
-    request_hash TEXT NOT NULL,
-    warnings_json TEXT NOT NULL DEFAULT '[]'
-);
-CREATE INDEX IF NOT EXISTS jobs_run ON jobs(run_id, submitted_at);
-CREATE UNIQUE INDEX IF NOT EXISTS one_active_job_per_run ON jobs(run_id)
-    WHERE state IN ('validated', 'submitting', 'submitted', 'running');
-"""
 
 
 class JobError(CurationError):
@@ -99,70 +65,6 @@ class JobError(CurationError):
         super().__init__(message)
         self.status = status
         self.loc = loc
-
-
-# -- the table -------------------------------------------------------------------------------------
-
-
-class JobStore:
-    """The job table. Every call opens its own connection: safe from any thread or process."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
-
-    @contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA busy_timeout=30000")
-        try:
-            yield db
-        finally:
-            db.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE: the write lock is taken up front, so check-then-insert is atomic."""
-        with self.connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-
-    def get(self, job_id: str) -> dict[str, Any] | None:
-        with self.connect() as db:
-            row = db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-        return dict(row) if row else None
-
-    def list(self, run_id: str | None = None, states: tuple[str, ...] = (), limit: int = 1000) -> list[dict[str, Any]]:
-        sql, args = "SELECT * FROM jobs WHERE 1=1", []
-        if run_id is not None:
-            sql += " AND run_id = ?"
-            args.append(run_id)
-        if states:
-            sql += f" AND state IN ({','.join('?' * len(states))})"
-            args += list(states)
-        sql += " ORDER BY submitted_at DESC, rowid DESC LIMIT ?"
-        with self.connect() as db:
-            return [dict(r) for r in db.execute(sql, (*args, limit))]
-
-    def transition(self, job_id: str, from_states: tuple[str, ...], to: str, **fields: Any) -> bool:
-        """Compare-and-set: move the row to ``to`` only if it is in one of ``from_states``."""
-        # Column names are interpolated: only these internal ones, never anything from a request.
-        assert to in STATES and all(s in STATES for s in from_states) and set(fields) <= {"error"}
-        sets = ", ".join(f"{k} = ?" for k in ("state", "updated_at", *fields))
-        marks = ",".join("?" * len(from_states))
-        with self.transaction() as db:
-            cur = db.execute(f"UPDATE jobs SET {sets} WHERE job_id = ? AND state IN ({marks})",
-                             (to, time.time(), *fields.values(), job_id, *from_states))
-            return cur.rowcount == 1
 
 
 # -- validation (exactly what `curate run` does) ---------------------------------------------------
@@ -267,37 +169,6 @@ def redact(text: str, extra: tuple[str, ...] = ()) -> str:
     return re.sub(r"(?i)((?:auth_)?token[\"']?\s*[=:]\s*[\"']?)[A-Za-z0-9._~+/=-]{16,}", r"\1[redacted]", text)
 
 
-# -- a local Ray head for `ray_address=None` --------------------------------------------------------
-
-#: Variables that would point a Ray client at another cluster or another token.
-RAY_CLIENT_VARS = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_API_SERVER_ADDRESS")
-
-
-#: What a job may see of the service's environment (``job_env``): the system's basics, Python and model-cache
-#: settings, object-store settings and credentials (the jobs write the runs root), test switches.
-JOB_ENV_NAMES = frozenset({
-    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "PYTHONPATH",
-    "PYTHONHASHSEED", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
-    "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_DATASETS_CACHE", "TRANSFORMERS_OFFLINE",
-    "TRANSFORMERS_CACHE", "XDG_CACHE_HOME", "TORCH_HOME", "TIKTOKEN_CACHE_DIR", "NLTK_DATA",
-    "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TOKENIZERS_PARALLELISM",
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_CONFIG_FILE",
-    "AWS_SHARED_CREDENTIALS_FILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
-    "GOOGLE_APPLICATION_CREDENTIALS", "RAY_USAGE_STATS_ENABLED", "CURATION_ENABLE_FAULT_INJECTION",
-})
-JOB_ENV_PREFIXES = ("LC_",)
-
-
-def job_env(environ: Any, secret_env: tuple[str, ...] = ()) -> dict[str, str]:
-    """The environment of the Ray head the service starts, which its jobs inherit: an allowlist of the service's
-    own (``JOB_ENV_NAMES``, ``LC_*``) plus the secret variables the operator allowed (``--allow-secret-env``),
-    never the service's tokens (``CURATE_SERVE_*``), a Ray client's address or token, or test faults."""
-    keep = JOB_ENV_NAMES | set(secret_env)
-    return {k: v for k, v in environ.items()
-            if (k in keep or k.startswith(JOB_ENV_PREFIXES)) and not k.startswith("CURATE_SERVE_")
-            and k not in RAY_CLIENT_VARS}
-
-
 def state_excludes(code_root: Path, state_dir: Path) -> list[str]:
     """The upload excludes (gitignore syntax, anchored at ``code_root``) that keep the service's state dir (Ray
     token, job table, logs) out of every job's working_dir upload when it lies inside the code folder (the default
@@ -313,181 +184,7 @@ def state_excludes(code_root: Path, state_dir: Path) -> list[str]:
     return [f"/{escaped}/", f"/{escaped}"]
 
 
-_handed_out: set[int] = set()  # ports this process already chose: not chosen again
-
-
-def free_ports(n: int) -> list[int]:
-    """n loopback ports that were free a moment ago and that no earlier call in this process returned.
-
-    The sockets are closed before the caller binds, so without the memory two calls (e.g. a head's
-    own ports, then its agents') could be given the same port by the kernel, and ``ray start`` refuses
-    a port named twice.
-    """
-    socks, ports = [], []
-    try:
-        while len(ports) < n:
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)  # held open until all are chosen: the kernel cannot hand it out twice
-            port = s.getsockname()[1]
-            if port not in _handed_out:
-                ports.append(port)
-            if len(socks) > n + 1000:
-                raise CurationError("no free loopback ports left")
-    finally:
-        for s in socks:
-            s.close()
-    _handed_out.update(ports)
-    return ports
-
-
-# What `ray start` prints when a port it was given is taken (by itself or by another program).
-_PORT_CONFLICT = ("is trying to use a port number", "Address already in use", "address already in use",
-                  "Failed to bind")
-
-
-@dataclass
-class LocalRay:
-    """A Ray head the service starts: loopback only, token auth, its own temp dir and process group.
-
-    Its address and token live in ``STATE_DIR/ray/`` (token file 0600), so a service that was killed
-    finds and reuses its head on restart (the jobs kept running); ``stop`` ends it.
-    """
-
-    home: Path
-    extra_args: list[str] = field(default_factory=list)
-    timeout_s: float = 120
-    secret_env: tuple[str, ...] = ()  # operator-allowed secret variables the jobs may read (job_env)
-    dashboard_url: str = ""
-    token: str = ""
-
-    @property
-    def info_file(self) -> Path:
-        return self.home / "head.json"
-
-    def start(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        if self.info_file.exists():
-            info = json.loads(self.info_file.read_text())
-            self.dashboard_url, self.token = info["dashboard_url"], (self.home / "token").read_text().strip()
-            if self._alive():
-                log.info("reusing the local Ray head at %s", self.dashboard_url)
-                return
-            self.stop()
-        self.token = secrets.token_hex(32)
-        tok = self.home / "token"
-        tok.touch(mode=0o600)
-        tok.write_text(self.token)
-        env = job_env(os.environ, self.secret_env)
-        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, RAY_USAGE_STATS_ENABLED="0",
-                   # Ray's single-machine mode (its default on macOS and Windows): "127.0.0.1" stays loopback
-                   # instead of being replaced by the routable address, so the GCS, raylet, agent, metrics and
-                   # client servers listen on loopback only, like the dashboard.
-                   RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
-        # The job driver runs `python -m ...`: this interpreter first on PATH.
-        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-        # The ports are free when chosen, but another program may bind one before Ray does: a head
-        # that exits on a port conflict is started again on new ports.
-        for attempt in range(3):
-            error = self._start_once(env)
-            if error is None:
-                return
-            if not any(m in error for m in _PORT_CONFLICT) or attempt == 2:
-                raise CurationError(error)
-            log.warning("the local Ray head hit a port conflict; starting it again on other ports")
-
-    def _start_once(self, env: dict[str, str]) -> str | None:
-        """Start ``ray start --head``; None once it answers, else why it did not."""
-        # Short path: Ray's unix sockets live under it (108-byte limit).
-        temp_dir = Path(tempfile.mkdtemp(prefix="curate-ray-", dir="/tmp"))
-        gcs, dash, client, *p = free_ports(9)
-        args = [str(Path(sys.executable).with_name("ray")), "start", "--block", "--head", f"--port={gcs}",
-                "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-                f"--ray-client-server-port={client}", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
-                f"--temp-dir={temp_dir}", f"--node-manager-port={p[0]}", f"--object-manager-port={p[1]}",
-                f"--dashboard-agent-listen-port={p[2]}", f"--dashboard-agent-grpc-port={p[3]}",
-                f"--metrics-export-port={p[4]}", f"--runtime-env-agent-port={p[5]}", "--min-worker-port=0",
-                "--max-worker-port=0", *self.extra_args]
-        logf = self.home / "head.log"
-        with open(logf, "wb") as fh:
-            proc = subprocess.Popen(args, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-                                    cwd=self.home)
-        self.dashboard_url = f"http://127.0.0.1:{dash}"
-        self.info_file.write_text(json.dumps({"dashboard_url": self.dashboard_url, "pgid": proc.pid,
-                                              "temp_dir": str(temp_dir)}))
-        deadline = time.time() + self.timeout_s
-        while not self._alive():
-            rc = proc.poll()
-            if rc is not None or time.time() > deadline:
-                tail = logf.read_text(errors="replace")[-3000:]
-                self.stop()
-                if rc is None:  # still up but not answering: stop() ended its group
-                    try:
-                        proc.wait(timeout=10)
-                    except subprocess.TimeoutExpired:
-                        pass
-                return f"the local Ray head did not start (see {logf}):\n{tail}"
-            time.sleep(0.5)
-        return None
-
-    def _alive(self) -> bool:
-        import urllib.request
-
-        req = urllib.request.Request(self.dashboard_url + "/api/jobs/", headers=self.headers())
-        try:
-            with urllib.request.urlopen(req, timeout=5) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    def stop(self) -> None:
-        """End the head's process group (every process of this node, nothing else) and its files."""
-        if not self.info_file.exists():
-            return
-        info = json.loads(self.info_file.read_text())
-        signals = ((signal.SIGTERM, 3.0), (signal.SIGKILL, 0.0)) if _is_ray_start(info["pgid"]) else ()
-        for sig, wait in signals:
-            try:
-                os.killpg(info["pgid"], sig)
-            except (ProcessLookupError, PermissionError):
-                break
-            t0 = time.time()
-            while time.time() - t0 < wait:
-                try:
-                    os.killpg(info["pgid"], 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.1)
-        import shutil
-
-        shutil.rmtree(info.get("temp_dir", "/nonexistent"), ignore_errors=True)
-        self.info_file.unlink(missing_ok=True)
-
-
-def _is_ray_start(pid: int) -> bool:
-    """Whether ``pid`` is still the ``ray start`` this file recorded (after a reboot the id may be another
-    program's, whose group must not be signalled)."""
-    try:
-        return b"ray" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return not Path("/proc/self").exists()  # no procfs: trust the recorded id
-
-
 # -- the manager -----------------------------------------------------------------------------------
-
-
-def public(row: dict[str, Any], *, detail: bool = False) -> dict[str, Any]:
-    """A row as the API shows it (the effective pipeline and request hash stay inside)."""
-    out = {k: row[k] for k in ("job_id", "run_id", "run_dir", "state", "submitted_at", "updated_at", "error",
-                               "fingerprint", "ray_job_id", "submitter_role")}
-    out["overrides"] = json.loads(row["overrides_json"])
-    out["warnings"] = json.loads(row["warnings_json"])
-    if detail:
-        out["config_yaml"] = row["config_yaml"]
-    return out
 
 
 def _service_fault(point: str) -> None:
@@ -496,10 +193,6 @@ def _service_fault(point: str) -> None:
     spec = os.environ.get(SERVICE_FAULT_ENV, "")
     if os.environ.get(FAULT_ENABLE_ENV) == "1" and spec.startswith(point + ":"):
         time.sleep(float(spec.split(":", 1)[1]))
-
-
-def _not_found(exc: Exception) -> bool:
-    return "status code 404" in str(exc) or "does not exist" in str(exc)
 
 
 class JobManager:
@@ -513,7 +206,7 @@ class JobManager:
     def __init__(self, settings: Any, *, ray_args: list[str] | None = None, poll_s: float = 1.0,
                  ready_timeout_s: float = 180.0) -> None:
         self.settings = settings
-        self.store = JobStore(Path(settings.state_dir) / "jobs.sqlite")
+        self.store = JobStore(Path(settings.state_dir) / TABLE_FILE)
         self.poll_s = poll_s
         self.ready_timeout_s = ready_timeout_s
         # The operator's allowed secret variables reach the local head's jobs; nothing else of theirs (job_env).
@@ -550,9 +243,7 @@ class JobManager:
                 log.warning("polling Ray jobs failed: %s", redact(str(exc), self._secrets()))
 
     def _connect(self) -> Any:
-        from curation.submit import _quiet_ray_client_logs, auth_headers, check_transport, connect
-
-        _quiet_ray_client_logs()
+        quiet_client_logs()
         if self.local is None:
             check_transport(self.settings.ray_address, bool(auth_headers()))
             return connect(self.settings.ray_address)
@@ -756,12 +447,11 @@ class JobManager:
 
     @staticmethod
     def _entrypoint() -> str:
-        return shlex.join(["python", "-m", "curation.service.jobs"])
+        return shlex.join(["python", "-m", DRIVER_MODULE])
 
     def _runtime_env(self, row: dict[str, Any]) -> dict[str, Any]:
         from curation.executors.shard import fault_injection_env
         from curation.io.storage import forward_env
-        from curation.submit import DEFAULT_EXCLUDES
 
         # The code this service runs travels with the job (as `curate submit` uploads the repository),
         # so the cluster runs exactly the validated code; relative input paths resolve against it.
@@ -769,8 +459,7 @@ class JobManager:
         env = {PIPELINE_ENV: row["pipeline_yaml"], RUN_ID_ENV: row["run_id"],
                INPUT_ROOTS_ENV: json.dumps(list(self.settings.job_input_roots())),
                DRIVER_ENV: json.dumps({**forward_env(), **fault_injection_env()})}
-        return {"working_dir": str(code_root), "excludes": list(DEFAULT_EXCLUDES) + state_excludes(
-            code_root, self.settings.state_dir), "env_vars": env}
+        return runtime_env(code_root, state_excludes(code_root, self.settings.state_dir), env)
 
     # tracking
 
@@ -778,7 +467,7 @@ class JobManager:
         try:
             return self.client.get_job_info(row["ray_job_id"])
         except RuntimeError as exc:
-            if _not_found(exc):
+            if not_found(exc):
                 return None
             raise
 
@@ -799,7 +488,7 @@ class JobManager:
             if to != row["state"]:
                 error = None
                 if to == "failed":
-                    error = redact(re.sub(r",? last available logs.*", "", (info.message or "").strip(), flags=re.S),
+                    error = redact(without_log_tail((info.message or "").strip()),
                                    self._secrets())[:2000]
                 from_states = ("submitted",) if to == "submitted" else ("submitted", "running")
                 self.store.transition(row["job_id"], from_states, to, **({"error": error} if error else {}))
@@ -838,10 +527,10 @@ class JobManager:
         if row["state"] in ("validated", "submitting") or not self._ready.is_set() or self.client is None:
             return ""
         try:
-            text = self.client.get_job_logs(row["ray_job_id"])
+            text = job_log(self.client, row["ray_job_id"])
         except Exception as exc:  # noqa: BLE001
             return f"[logs unavailable: {redact(str(exc), self._secrets())[:300]}]"
-        return redact(text[-LOG_TAIL_CHARS:], self._secrets())
+        return redact(text, self._secrets())
 
     def cancel(self, run_id: str, wait_s: float = 15.0) -> dict[str, Any]:
         rows = self.store.list(run_id=run_id)
@@ -857,7 +546,7 @@ class JobManager:
         try:
             self.client.stop_job(row["ray_job_id"])
         except RuntimeError as exc:
-            if not _not_found(exc):
+            if not not_found(exc):
                 raise JobError(502, redact(f"Ray refused to stop {row['ray_job_id']}: {exc}", self._secrets())) \
                     from None
         deadline = time.time() + wait_s
@@ -866,35 +555,3 @@ class JobManager:
             if row["state"] in TERMINAL or time.time() > deadline:
                 return row
             time.sleep(0.3)
-
-
-# -- the job's driver on the cluster ---------------------------------------------------------------
-
-
-def job_main(argv: list[str] | None = None, run: Callable[[list[str]], Any] | None = None) -> None:
-    """Write ``$CURATE_JOB_PIPELINE_YAML`` to RUN_ID.yaml and run ``curate run`` on it."""
-    run_id = os.environ.get(RUN_ID_ENV, "job")
-    text = os.environ.get(PIPELINE_ENV)
-    if text is None:
-        sys.exit(f"error: ${PIPELINE_ENV} is not set (this module is the driver of a `curate serve` job)")
-    os.environ.update(json.loads(os.environ.pop(DRIVER_ENV, "{}")))
-    from curation.io.input_roots import InputRoots, confine
-
-    # The driver runs in the job's working dir (the uploaded code folder): relative roots resolve against it.
-    confine(InputRoots(roots=tuple(json.loads(os.environ.get(INPUT_ROOTS_ENV, "[]"))), base=os.getcwd()))
-    path = Path(tempfile.mkdtemp(prefix="curate-job-")) / f"{run_id}.yaml"
-    path.write_text(text)
-    args = ["run", str(path), "--ray-address", "auto", "--executor", "ray", *(argv or [])]
-    try:
-        if run is None:
-            from curation.cli import app
-
-            app(args, prog_name="curate")
-        else:
-            run(args)
-    finally:
-        confine(None)
-
-
-if __name__ == "__main__":
-    job_main(sys.argv[1:])

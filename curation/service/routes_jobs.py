@@ -40,7 +40,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from curation.service.auth import require_read, require_submit
-from curation.service.jobs import JobError, JobManager, public
+from curation.service.job_store import public
+from curation.service.jobs import JobError, JobManager
 
 router = APIRouter()
 

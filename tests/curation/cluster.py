@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from curation.service.jobs import RAY_CLIENT_VARS, free_ports
+from curation.ray_jobs import RAY_CLIENT_VARS
+from curation.service.local_ray import free_ports
 from tests.conftest import REPO
 
 RAY = str(Path(sys.executable).with_name("ray"))

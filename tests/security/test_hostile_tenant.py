@@ -27,7 +27,7 @@ import httpx
 import pytest
 import yaml
 
-from curation.service.jobs import free_ports
+from curation.service.local_ray import free_ports
 from tests.conftest import PROSE, REPO, pipeline_dict, write_jsonl
 from tests.security.conftest import make_tiny_run
 from tests.security.test_html_injection import HOSTILE, RAW, make_hostile_runs

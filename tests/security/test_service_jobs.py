@@ -136,7 +136,8 @@ def test_the_job_refuses_a_symlink_planted_after_submission(root: Path, tmp_path
     """The job's driver confines its own input expansion to the roots it was given: a symlink that appears in a
     root after the submission check is refused where the job expands its inputs. ``curate run`` is not confined."""
     from curation.io.inputs import expand_inputs
-    from curation.service.jobs import INPUT_ROOTS_ENV, PIPELINE_ENV, RUN_ID_ENV, job_main
+    from curation.job_driver import job_main
+    from curation.service.jobs import INPUT_ROOTS_ENV, PIPELINE_ENV, RUN_ID_ENV
 
     secret = tmp_path / "secret.jsonl"
     secret.write_text('{"id": "s", "text": "x"}\n')
@@ -171,7 +172,7 @@ def test_the_job_refuses_a_symlink_planted_after_submission(root: Path, tmp_path
 
 
 def test_the_job_environment_is_an_allowlist_without_the_service_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
-    from curation.service.jobs import job_env
+    from curation.service.local_ray import job_env
 
     env = {"PATH": "/usr/bin", "HOME": "/home/svc", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONPATH": "/code",
            "HF_HUB_OFFLINE": "1", "AWS_REGION": "eu-west-1", "CURATE_SERVE_SUBMIT_TOKENS": "submit-secret-token-1",
@@ -189,7 +190,7 @@ def test_the_local_ray_head_gets_the_allowlisted_environment(tmp_path: Path, mon
     """Through ``LocalRay.start`` (the head every local job inherits its environment from), with ``ray start``
     replaced by a process that exits at once."""
     from curation.errors import CurationError
-    from curation.service import jobs
+    from curation.service import local_ray
 
     monkeypatch.setenv("CURATE_SERVE_SUBMIT_TOKENS", "submit-secret-token-1")
     monkeypatch.setenv("CURATE_SERVE_READ_TOKENS", "read-secret-token-12")
@@ -205,9 +206,9 @@ def test_the_local_ray_head_gets_the_allowlisted_environment(tmp_path: Path, mon
         def poll(self) -> int:
             return 1
 
-    monkeypatch.setattr(jobs.subprocess, "Popen", Exited)
+    monkeypatch.setattr(local_ray.subprocess, "Popen", Exited)
     with pytest.raises(CurationError, match="did not start"):
-        jobs.LocalRay(tmp_path / "ray", timeout_s=5).start()
+        local_ray.LocalRay(tmp_path / "ray", timeout_s=5).start()
     (env,) = seen
     assert not any(k.startswith("CURATE_SERVE_") for k in env) and "SOME_SERVICE_PASSWORD" not in env
     assert env["RAY_AUTH_MODE"] == "token" and env["PATH"].startswith(os.path.dirname(os.sys.executable))
@@ -370,7 +371,8 @@ def test_the_job_refuses_a_stage_file_outside_its_roots_before_building_the_stag
     """The driver confines stage building as it confines inputs: a symlink planted in a root after the submission
     check, naming a file outside, is refused before the stage reads it. ``curate run`` is not confined."""
     from curation.pipeline import StageSpec
-    from curation.service.jobs import INPUT_ROOTS_ENV, PIPELINE_ENV, RUN_ID_ENV, job_main
+    from curation.job_driver import job_main
+    from curation.service.jobs import INPUT_ROOTS_ENV, PIPELINE_ENV, RUN_ID_ENV
     from curation.stages.decontam.stage import DecontaminateConfig
     from curation.stages.decontam.evalsets import EvalFileSpec
 

@@ -67,7 +67,7 @@ class ServeProcess:
 
 
 def _free_port() -> int:
-    from curation.service.jobs import free_ports
+    from curation.service.local_ray import free_ports
 
     return free_ports(1)[0]
 

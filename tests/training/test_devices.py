@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from curation.service.jobs import free_ports
+from curation.service.local_ray import free_ports
 from tests.conftest import REPO
 from tests.training.test_train import write_cfg
 from training.devices import select_device

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from curation.service.jobs import free_ports
+from curation.service.local_ray import free_ports
 from tests.conftest import REPO
 from training.checkpoint import read_checkpoint
 from training.train import ScheduleConfig, load_config, lr_at, train

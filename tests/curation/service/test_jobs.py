@@ -15,7 +15,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from curation.errors import ConfigError
-from curation.service.jobs import JobError, JobManager, JobStore, redact, validate
+from curation.service.job_store import JobStore
+from curation.service.jobs import JobError, JobManager, redact, validate
 from curation.service.routes_jobs import router
 from curation.service.settings import ServiceSettings
 from tests.conftest import pipeline_dict
@@ -155,7 +156,8 @@ def test_roles_and_a_cluster_that_is_not_up(client: TestClient, tmp_path: Path) 
 
 
 def test_job_driver_writes_the_pipeline_and_runs_curate_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from curation.service.jobs import DRIVER_ENV, PIPELINE_ENV, RUN_ID_ENV, job_main
+    from curation.job_driver import job_main
+    from curation.service.jobs import DRIVER_ENV, PIPELINE_ENV, RUN_ID_ENV
 
     text = _yaml(tmp_path)
     monkeypatch.setenv(PIPELINE_ENV, text)
@@ -185,7 +187,7 @@ def test_a_token_never_goes_in_clear_text_to_a_remote_cluster(tmp_path: Path, mo
 def test_free_ports_never_hands_out_a_port_twice() -> None:
     """``ray start`` refuses a port named twice: a head's ports and its agents' ports came from two
     calls, and the kernel gave both the same one on CI."""
-    from curation.service.jobs import free_ports
+    from curation.service.local_ray import free_ports
 
     ports = [p for _ in range(60) for p in free_ports(9)]
     assert len(ports) == 540 and len(set(ports)) == 540

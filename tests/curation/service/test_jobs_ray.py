@@ -137,7 +137,7 @@ def running_service(root: Path) -> Iterator[Service]:
         yield svc
     finally:
         svc.stop()
-        from curation.service.jobs import LocalRay
+        from curation.service.local_ray import LocalRay
 
         LocalRay(svc.state / "ray").stop()  # in case the last service was killed: never leave a head behind
 
@@ -196,7 +196,7 @@ def test_submit_runs_to_the_end_idempotently_and_refuses_a_second_active_run(
 
 def test_the_ray_head_and_its_processes_never_hold_the_service_tokens(service: Service, tmp_path: Path) -> None:
     """Every process of the local Ray head's session (``ray start``, GCS, raylet, workers, job drivers) has an
-    allowlisted environment (``curation.service.jobs.job_env``): the service's ``CURATE_SERVE_*`` are not in it."""
+    allowlisted environment (``curation.service.local_ray.job_env``): the service's ``CURATE_SERVE_*`` are not in it."""
     r = service.post("/api/runs", {"config_yaml": _config(service.inputs / tmp_path.name, "env", 1), "run_id": "env"})
     assert r.status_code == 202, r.text + service.log()
     assert service.wait(r.json()["job"]["job_id"], ("finished", "failed", "cancelled"))["state"] == "finished"
@@ -286,9 +286,9 @@ def test_a_local_head_that_hits_a_port_conflict_is_started_again_on_other_ports(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The first ``ray start`` is given the dashboard's port for its agent too (what a port taken between
     choosing and binding looks like); the head is started again and answers."""
-    from curation.service import jobs
+    from curation.service import local_ray
 
-    real, calls = jobs.free_ports, []
+    real, calls = local_ray.free_ports, []
 
     def clashing(n: int) -> list[int]:
         ports = real(n)
@@ -297,8 +297,8 @@ def test_a_local_head_that_hits_a_port_conflict_is_started_again_on_other_ports(
             ports[5] = ports[1]  # dashboard-agent-listen-port = dashboard-port
         return ports
 
-    monkeypatch.setattr(jobs, "free_ports", clashing)
-    head = jobs.LocalRay(tmp_path / "ray")
+    monkeypatch.setattr(local_ray, "free_ports", clashing)
+    head = local_ray.LocalRay(tmp_path / "ray")
     try:
         head.start()
         assert len(calls) == 2 and head._alive()
@@ -340,7 +340,7 @@ def _listening(pids: set[int]) -> list[tuple[str, int, int]]:
 def test_every_port_of_the_local_ray_head_listens_on_loopback_only(tmp_path: Path) -> None:
     """The GCS, raylet, dashboard agent, metrics, runtime-env and client servers of the head the service starts:
     none reachable from another machine (without Ray's single-machine switch they listen on all interfaces)."""
-    from curation.service.jobs import LocalRay
+    from curation.service.local_ray import LocalRay
 
     head = LocalRay(tmp_path / "ray")
     try:

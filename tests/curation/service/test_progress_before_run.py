@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from curation.service.app import create_app
-from curation.service.jobs import JobStore
+from curation.service.job_store import JobStore
 from tests.curation.service.conftest import make_settings
 
 
