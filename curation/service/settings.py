@@ -49,6 +49,28 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_transport_settings(settings: ServiceSettings) -> None:
+    """ConfigError for transport limits that cannot work and proxy addresses that are not addresses or networks
+    (what ``curation/service/transport.py`` enforces with them)."""
+    if not settings.header_timeout_s > 0:
+        raise ConfigError(f"--header-timeout-s {settings.header_timeout_s}: give a number of seconds above 0")
+    if not settings.keep_alive_s > 0:
+        raise ConfigError(f"--keep-alive-s {settings.keep_alive_s}: give a number of seconds above 0")
+    if settings.max_connections < 1:
+        raise ConfigError(f"--max-connections {settings.max_connections}: give at least 1")
+    for item in settings.forwarded_allow_ips:
+        # uvicorn would keep anything it cannot parse as a literal that never matches: a typo would silently
+        # trust no one (every POST 403) or, with '*', everyone (anyone could claim https and any client address).
+        if item == "*":
+            raise ConfigError("--forwarded-allow-ips '*' would trust forwarded headers from any client: give the "
+                              "proxy's addresses or networks (e.g. 10.0.0.0/8)")
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(f"--forwarded-allow-ips {item!r}: give IP addresses or networks (CIDR), "
+                              "comma-separated") from None
+
+
 @dataclass(kw_only=True)
 class ServiceSettings:
     """``runs_root``: a local folder or an object-store prefix (``s3://bucket/runs``) holding run
@@ -117,8 +139,6 @@ class ServiceSettings:
         for h in self.allowed_hosts:
             if not h or "/" in h or " " in h:
                 raise ConfigError(f"--allowed-host {h!r}: give a host name or address (no scheme, no path)")
-        from curation.service.transport import check_transport_settings
-
         self.forwarded_allow_ips = tuple(ip.strip() for ip in self.forwarded_allow_ips if ip.strip())
         check_transport_settings(self)
 

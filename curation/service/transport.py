@@ -27,15 +27,12 @@ addresses or networks, and from no one else: the same-origin check then compares
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
-
-from curation.errors import ConfigError
 
 if TYPE_CHECKING:
     from curation.service.settings import ServiceSettings
@@ -50,27 +47,6 @@ FD_RESERVE = 256
 #: At most one warning per this many seconds about connections closed for being slow: a storm must not also
 #: flood the log.
 WARN_EVERY_S = 10.0
-
-
-def check_transport_settings(settings: ServiceSettings) -> None:
-    """ConfigError for limits that cannot work and proxy addresses that are not addresses or networks."""
-    if not settings.header_timeout_s > 0:
-        raise ConfigError(f"--header-timeout-s {settings.header_timeout_s}: give a number of seconds above 0")
-    if not settings.keep_alive_s > 0:
-        raise ConfigError(f"--keep-alive-s {settings.keep_alive_s}: give a number of seconds above 0")
-    if settings.max_connections < 1:
-        raise ConfigError(f"--max-connections {settings.max_connections}: give at least 1")
-    for item in settings.forwarded_allow_ips:
-        # uvicorn would keep anything it cannot parse as a literal that never matches: a typo would silently
-        # trust no one (every POST 403) or, with '*', everyone (anyone could claim https and any client address).
-        if item == "*":
-            raise ConfigError("--forwarded-allow-ips '*' would trust forwarded headers from any client: give the "
-                              "proxy's addresses or networks (e.g. 10.0.0.0/8)")
-        try:
-            ipaddress.ip_network(item, strict=False)
-        except ValueError:
-            raise ConfigError(f"--forwarded-allow-ips {item!r}: give IP addresses or networks (CIDR), "
-                              "comma-separated") from None
 
 
 def guarded_h11_protocol(header_timeout_s: float, max_connections: int) -> type[H11Protocol]:

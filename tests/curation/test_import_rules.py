@@ -77,3 +77,80 @@ def test_io_modules_import_each_other_without_a_cycle() -> None:
     for m in graph:
         visit(m, [])
     assert cycles == []
+
+
+# -- the CLI, `curate submit` and the service ---------------------------------------------------------------------
+#
+# `curate serve` and `curate submit` live behind the CLI; the service once reached back into it (its job driver ran
+# `curate run` through `curation.cli`) and into `curation.submit`'s private helpers, a circle
+# cli -> service.app -> service.jobs -> cli that only held because the imports sat inside functions.
+
+SERVICE = CURATION / "service"
+SUBMIT = CURATION / "submit.py"
+
+
+def _strongly_connected(graph: dict[str, list[str]]) -> list[list[str]]:
+    """The components of ``graph`` with more than one module (each one is, or contains, an import cycle)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(m: str) -> None:  # Tarjan's algorithm
+        index[m] = low[m] = len(index)
+        stack.append(m)
+        on_stack.add(m)
+        for n in graph[m]:
+            if n not in index:
+                visit(n)
+                low[m] = min(low[m], low[n])
+            elif n in on_stack:
+                low[m] = min(low[m], index[n])
+        if low[m] == index[m]:
+            comp = []
+            while True:
+                n = stack.pop()
+                on_stack.discard(n)
+                comp.append(n)
+                if n == m:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for m in graph:
+        if m not in index:
+            visit(m)
+    return out
+
+
+def _private_names(files: list[Path], package: str) -> dict[str, list[str]]:
+    """Names with a leading ``_`` that ``files`` import from ``package`` or its modules."""
+    out = {}
+    for f in files:
+        bad = sorted(m for m in _imports(f) if (m == package or m.startswith(package + "."))
+                     and any(p.startswith("_") and p != "__init__" for p in m[len(package):].split(".")))
+        if bad:
+            out[str(f.relative_to(REPO))] = bad
+    return out
+
+
+def test_the_service_does_not_import_the_cli() -> None:
+    assert _offenders(_files(SERVICE), "curation.cli") == {}
+
+
+def test_submit_and_the_service_import_no_private_name_of_each_other() -> None:
+    """What both need (connecting, the transport check, auth headers, the runtime env, excludes, log tails) is a
+    public name of the module they share."""
+    assert _private_names(_files(SERVICE), "curation.submit") == {}
+    assert _private_names([SUBMIT], "curation.service") == {}
+    assert _private_names([SUBMIT], "ray") != {}  # the helper sees private names (Ray's, used on purpose)
+
+
+def test_no_import_cycle_runs_through_the_cli_submit_or_the_service() -> None:
+    modules = {_module(f): f for f in _files(CURATION)}
+    graph = {m: sorted(i for i in _imports(f) if i in modules and i != m) for m, f in modules.items()}
+    assert "curation.service.app" in graph["curation.cli"]  # the parser sees function-level edges
+    watched = [c for c in _strongly_connected(graph)
+               if any(m in ("curation.cli", "curation.submit") or m.startswith("curation.service") for m in c)]
+    assert watched == []
