@@ -17,100 +17,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.config import check_choices
-from curation.errors import ShardError
 from curation.io.linestream import Oversize, StreamCorrupt, TrackedFile, iter_lines, open_chunks
-from curation.io.records import BadRecord, may_hold_surrogates, normalise, printable
+# InputConfig, ReadBatch and CorruptInputError are this module's public names too (readers' callers import them here).
+from curation.io.read_batch import (_RAW_EXCERPT, Builder, CorruptInputError, InputConfig, ReadBatch,  # noqa: F401
+                                    corrupt_row, quarantine_row)
+from curation.io.records import BadRecord, may_hold_surrogates, normalise
 from curation.schema import base_schema
 
-_RAW_EXCERPT = 1000
 _BOM = b"\xef\xbb\xbf"
-
-
-@dataclass(kw_only=True)
-class InputConfig:
-    """Where documents come from and which fields hold what.
-
-    Args:
-        paths: Files, globs or fsspec URLs (``s3://bucket/x/*.jsonl.zst``). Each file is one task.
-        format: ``jsonl``, ``parquet``, ``warc``, ``wet``, ``html``, or ``auto`` (by extension: ``.warc``,
-            ``.wet``, ``.html``/``.htm``, each also compressed). The web formats ignore the
-            ``*_field`` options: documents take id, url and metadata from the records (``curation.io.web``).
-        text_field: Field holding the document text.
-        id_field: Field holding a unique document id; when absent the id is ``SOURCE:LINE``.
-        domain_field: Field holding the domain/source label; falls back to ``domain``.
-        domain: Domain label for documents without ``domain_field``.
-        url_field: Field holding the URL, if any.
-        batch_size: Documents per batch handed to the stages (memory is bounded by this).
-        max_malformed_fraction: A file whose quarantined share of lines exceeds this fails the run.
-        max_chars: Documents longer than this are dropped with reason ``too_long`` before any stage.
-        max_line_bytes: A JSONL line longer than this (in bytes, after decompression) is
-            quarantined without being decoded or held in memory whole.
-        on_corrupt_file: ``fail`` (a truncated or damaged file fails the run, naming it) or
-            ``quarantine`` (keep the lines read before the damage and record the rest as one
-            quarantine row; it counts as one malformed line toward ``max_malformed_fraction``).
-        extractor: Main-text extractor of ``warc``/``html`` pages: ``resiliparse`` or ``trafilatura``.
-        extract_timeout_s: Seconds one page's extraction may take; past it the worker process doing it is
-            killed and the page quarantined.
-        max_record_bytes: A WARC record block, decoded payload or HTML file over this many bytes is not
-            read: quarantined when it is a page, skipped when it is not.
-    """
-
-    paths: list[str]
-    format: Literal["auto", "jsonl", "parquet", "warc", "wet", "html"] = "auto"
-    text_field: str = "text"
-    id_field: str | None = "id"
-    domain_field: str | None = "domain"
-    domain: str = "default"
-    url_field: str | None = "url"
-    batch_size: int = 1000
-    max_malformed_fraction: float = 0.5
-    max_chars: int = 2_000_000
-    max_line_bytes: int = 64 * 1024 * 1024
-    on_corrupt_file: Literal["fail", "quarantine"] = "fail"
-    extractor: Literal["resiliparse", "trafilatura"] = "resiliparse"
-    extract_timeout_s: float = 5.0
-    max_record_bytes: int = 10 * 1024 * 1024
-
-    def __post_init__(self) -> None:
-        check_choices(self)
-        if not self.paths:
-            raise ValueError("paths: at least one input path is needed")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        if not 0.0 <= self.max_malformed_fraction <= 1.0:
-            raise ValueError("max_malformed_fraction must be in [0, 1]")
-        if self.max_line_bytes < 1:
-            raise ValueError("max_line_bytes must be >= 1")
-        if not self.extract_timeout_s > 0:
-            raise ValueError("extract_timeout_s must be > 0")
-        if self.max_record_bytes < 1:
-            raise ValueError("max_record_bytes must be >= 1")
-
-
-class CorruptInputError(ShardError):
-    """An input file is truncated or damaged and ``on_corrupt_file`` is ``fail``."""
-
-
-@dataclass
-class ReadBatch:
-    """A batch of normalised documents plus what was quarantined while reading it.
-
-    ``len(table) + quarantined + blank == lines`` for every batch.
-    """
-
-    table: pa.Table
-    quarantine: list[dict[str, Any]] = field(default_factory=list)
-    lines: int = 0  # input lines/rows consumed, including quarantined and blank ones
-    blank: int = 0
-    quarantined: int = 0  # input lines/rows the quarantine rows stand for (a whole-file row stands for all)
 
 
 def detect_format(path: str, configured: str) -> str:
@@ -137,49 +57,12 @@ def read_documents(path: str, source: str, cfg: InputConfig) -> Iterator[ReadBat
     """Yield normalised document batches from one input file."""
     fmt = detect_format(path, cfg.format)
     if fmt in ("warc", "wet", "html"):
-        from curation.io.web import read_web  # it builds on this module's rows and quarantine
+        from curation.io.web import read_web  # (lazily: the web readers' dependencies load only for web inputs)
 
         yield from read_web(path, source, cfg, fmt)
         return
     reader = _read_jsonl if fmt == "jsonl" else _read_parquet
     yield from reader(path, source, cfg)
-
-
-class _Builder:
-    """Accumulates normalised rows column-wise and emits Arrow tables."""
-
-    def __init__(self) -> None:
-        self.schema = base_schema()
-        self.cols: dict[str, list[Any]] = {f.name: [] for f in self.schema}
-
-    def add(self, row: dict[str, Any]) -> None:
-        for name, values in self.cols.items():
-            values.append(row[name])
-
-    def __len__(self) -> int:
-        return len(self.cols["id"])
-
-    def flush(self) -> pa.Table:
-        table = pa.table(self.cols, schema=self.schema)
-        self.cols = {f.name: [] for f in self.schema}
-        return table
-
-
-def _quarantine(file: str, line: int | None, field_name: str | None, error: str, raw: Any) -> dict[str, Any]:
-    if isinstance(raw, bytes):
-        raw = raw[: _RAW_EXCERPT * 4].rstrip(b"\r\n").decode("utf-8", errors="replace")
-    # printable(): a lone surrogate in any of these would make the quarantine table unwritable.
-    return {"file": printable(file), "line": line, "field": None if field_name is None else printable(field_name),
-            "error": printable(error), "raw": None if raw is None else printable(str(raw)[:_RAW_EXCERPT])}
-
-
-def _corrupt(path: str, source: str, cfg: InputConfig, done: int, unit: str, cause: str, raw: Any) -> dict[str, Any]:
-    """The quarantine row of a damaged file, or CorruptInputError when the policy is ``fail``."""
-    what = f"{done} {unit}s read before it; the rest of the file is lost"
-    if cfg.on_corrupt_file == "fail":
-        raise CorruptInputError(f"{path}: corrupt or truncated file after {unit} {done} ({cause}); {what}. "
-                                f"Set input.on_corrupt_file: quarantine to keep the readable part")
-    return _quarantine(source, done + 1, None, f"corrupt or truncated file ({cause}); {what}", raw)
 
 
 def _parse_line(line: bytes, source: str, line_no: int, cfg: InputConfig) -> dict[str, Any]:
@@ -200,7 +83,7 @@ def _parse_line(line: bytes, source: str, line_no: int, cfg: InputConfig) -> dic
 
 
 def _read_jsonl(path: str, source: str, cfg: InputConfig) -> Iterator[ReadBatch]:
-    builder = _Builder()
+    builder = Builder()
     batch = ReadBatch(table=pa.table({}))
     line_no = 0
     with open_chunks(path) as chunks:
@@ -221,7 +104,7 @@ def _read_jsonl(path: str, source: str, cfg: InputConfig) -> Iterator[ReadBatch]
                     yield batch
                     batch = ReadBatch(table=pa.table({}))
         except StreamCorrupt as exc:
-            batch.quarantine.append(_corrupt(path, source, cfg, line_no, "line", str(exc), None))
+            batch.quarantine.append(corrupt_row(path, source, cfg, line_no, "line", str(exc), None))
             batch.lines += 1
             batch.quarantined += 1
     batch.table = builder.flush()
@@ -232,7 +115,7 @@ def _line_row(raw: bytes | Oversize, source: str, line_no: int,
               cfg: InputConfig) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """``(row, None)`` for a document, ``(None, quarantine_row)`` for a bad line, ``(None, None)`` for a blank one."""
     if isinstance(raw, Oversize):
-        return None, _quarantine(source, line_no, None, f"line is {raw.size} bytes, over input.max_line_bytes="
+        return None, quarantine_row(source, line_no, None, f"line is {raw.size} bytes, over input.max_line_bytes="
                                  f"{cfg.max_line_bytes}; not decoded", raw.head)
     stripped = raw.strip()
     if stripped.startswith(_BOM):  # a byte-order mark (file start, or files concatenated)
@@ -242,11 +125,11 @@ def _line_row(raw: bytes | Oversize, source: str, line_no: int,
     try:
         return _parse_line(stripped, source, line_no, cfg), None
     except BadRecord as exc:
-        return None, _quarantine(source, line_no, exc.field, exc.message, raw)
+        return None, quarantine_row(source, line_no, exc.field, exc.message, raw)
     except MemoryError:
         raise
     except Exception as exc:  # last line of defence: one line never fails the file
-        return None, _quarantine(source, line_no, None, f"unreadable line: {type(exc).__name__}: {exc}", raw)
+        return None, quarantine_row(source, line_no, None, f"unreadable line: {type(exc).__name__}: {exc}", raw)
 
 
 def _stringish(dtype: pa.DataType) -> bool:
@@ -288,7 +171,7 @@ def _read_parquet(path: str, source: str, cfg: InputConfig) -> Iterator[ReadBatc
         if problem is not None:
             # A file without a usable text column is quarantined whole, with its row count, not skipped.
             rows = pf.metadata.num_rows
-            q = _quarantine(source, None, cfg.text_field, problem, None)
+            q = quarantine_row(source, None, cfg.text_field, problem, None)
             yield ReadBatch(table=base_schema().empty_table(), quarantine=[q], lines=rows, quarantined=rows)
             return
         while True:
@@ -308,12 +191,12 @@ def _read_parquet(path: str, source: str, cfg: InputConfig) -> Iterator[ReadBatc
 
 
 def _corrupt_batch(path: str, source: str, cfg: InputConfig, done: int, exc: Exception) -> ReadBatch:
-    q = _corrupt(path, source, cfg, done, "row", f"{type(exc).__name__}: {exc}", None)
+    q = corrupt_row(path, source, cfg, done, "row", f"{type(exc).__name__}: {exc}", None)
     return ReadBatch(table=base_schema().empty_table(), quarantine=[q], lines=1, quarantined=1)
 
 
 def _parquet_batch(record_batch: pa.RecordBatch, source: str, start: int, cfg: InputConfig) -> ReadBatch:
-    builder = _Builder()
+    builder = Builder()
     batch = ReadBatch(table=pa.table({}), lines=record_batch.num_rows)
     for offset, record in enumerate(_records(record_batch)):
         row = start + offset + 1
@@ -323,11 +206,11 @@ def _parquet_batch(record_batch: pa.RecordBatch, source: str, start: int, cfg: I
             builder.add(normalise(record, source, row, cfg))
             continue
         except BadRecord as exc:
-            q = _quarantine(source, row, exc.field, exc.message, _excerpt(record))
+            q = quarantine_row(source, row, exc.field, exc.message, _excerpt(record))
         except MemoryError:
             raise
         except Exception as exc:  # last line of defence: one row never fails the file
-            q = _quarantine(source, row, None, f"unreadable row: {type(exc).__name__}: {exc}", _excerpt(record))
+            q = quarantine_row(source, row, None, f"unreadable row: {type(exc).__name__}: {exc}", _excerpt(record))
         batch.quarantine.append(q)
         batch.quarantined += 1
     batch.table = builder.flush()

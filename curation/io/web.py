@@ -34,7 +34,7 @@ import pyarrow as pa
 from curation.io.extract import ExtractionFailed, SandboxedExtractor
 from curation.io.html_text import HTML_TYPES, Undecodable, decode_page, html_lang, looks_like_html, mime_type
 from curation.io.linestream import StreamCorrupt, open_chunks
-from curation.io.readers import InputConfig, ReadBatch, _Builder, _corrupt, _quarantine
+from curation.io.read_batch import Builder, InputConfig, ReadBatch, corrupt_row, quarantine_row
 from curation.io.warc import Malformed, RawRecord, Truncated, http_head, iter_records, parse_record
 
 _COMPRESSED = (".gz", ".zst", ".zstd", ".bz2", ".xz")
@@ -61,7 +61,7 @@ def read_web(path: str, source: str, cfg: InputConfig, fmt: str) -> Iterator[Rea
 
 def _read_archive(path: str, source: str, cfg: InputConfig, fmt: str,
                   sandbox: SandboxedExtractor) -> Iterator[ReadBatch]:
-    builder = _Builder()
+    builder = Builder()
     batch = ReadBatch(table=pa.table({}))
     done = 0  # records read so far
     with open_chunks(path) as chunks:
@@ -72,7 +72,7 @@ def _read_archive(path: str, source: str, cfg: InputConfig, fmt: str,
                 try:
                     row = _document(item, source, cfg, fmt, sandbox)
                 except _Bad as bad:
-                    batch.quarantine.append(_quarantine(source, item.number, None, bad.message, bad.raw))
+                    batch.quarantine.append(quarantine_row(source, item.number, None, bad.message, bad.raw))
                     batch.quarantined += 1
                     continue
                 if row is _SKIP:
@@ -85,7 +85,7 @@ def _read_archive(path: str, source: str, cfg: InputConfig, fmt: str,
                     batch = ReadBatch(table=pa.table({}))
         except (StreamCorrupt, Truncated) as exc:
             why = exc.why if isinstance(exc, Truncated) else str(exc)
-            batch.quarantine.append(_corrupt(path, source, cfg, done, "record", why, None))
+            batch.quarantine.append(corrupt_row(path, source, cfg, done, "record", why, None))
             batch.lines += 1
             batch.quarantined += 1
     batch.table = builder.flush()
@@ -197,7 +197,7 @@ def _url_date_id(url: str | None, date: str | None, source: str, offset: int) ->
 
 def _read_html_file(path: str, source: str, cfg: InputConfig, sandbox: SandboxedExtractor) -> ReadBatch:
     """One HTML file as one document (id: its source path)."""
-    builder = _Builder()
+    builder = Builder()
     batch = ReadBatch(table=pa.table({}), lines=1)
     cap = cfg.max_record_bytes
     with fsspec.open(path, "rb", compression="infer") as fh:
@@ -212,7 +212,7 @@ def _read_html_file(path: str, source: str, cfg: InputConfig, sandbox: Sandboxed
             raise _Bad(f"undecodable page: {exc}" if isinstance(exc, Undecodable) else str(exc), payload[:400]) \
                 from exc
     except _Bad as bad:
-        batch.quarantine.append(_quarantine(source, 1, None, bad.message, bad.raw))
+        batch.quarantine.append(quarantine_row(source, 1, None, bad.message, bad.raw))
         batch.quarantined = 1
         batch.table = builder.flush()
         return batch
