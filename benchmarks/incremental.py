@@ -188,13 +188,16 @@ def main() -> None:
         print(f"\n== {n:,} existing ({r['existing_mb']} MB) + {r['new_docs']:,} new ({r['new_mb']} MB), {a.executor}")
         print(f"{'run':12} {'docs read':>10} {'kept':>8} {'wall s':>8} {'CPU s':>8} {'run CPU s':>9} {'peak MB':>8} "
               f"{'global peak MB':>14} {'RSS before MB':>13} {'index read MB':>13}")
+        local = a.executor == "local"  # under Ray the driver's figures are not the run's: shown as -
         for name, x in (("base", b), ("incremental", i), ("full", f)):
+            run_cpu, peak, before = ((x["run_cpu_s"], x["global_peak_rss_mb"], x["rss_before_global_mb"]) if local
+                                     else ("-", "-", "-"))
+            read = f"{x['index_read_bytes'] / 1e6:.1f}" if local else "-"
             print(f"{name:12} {x['docs_read']:>10,} {x['docs_out']:>8,} {x['wall_s']:>8} {x['cpu_s']:>8} "
-                  f"{x['run_cpu_s']:>9} {x['peak_rss_mb']:>8} {x['global_peak_rss_mb']:>14} "
-                  f"{x['rss_before_global_mb']:>13} {x['index_read_bytes'] / 1e6:>13.1f}")
-        print(f"incremental / full rerun: CPU-s of the process {i['cpu_s'] / f['cpu_s']:.3f}, of the run alone "
-              f"{i['run_cpu_s'] / f['run_cpu_s']:.3f}; base + incremental {(b['cpu_s'] + i['cpu_s']) / f['cpu_s']:.2f} "
-              "of full")
+                  f"{run_cpu:>9} {x['peak_rss_mb']:>8} {peak:>14} {before:>13} {read:>13}")
+        alone = f", of the run alone {i['run_cpu_s'] / f['run_cpu_s']:.3f}" if local else ""
+        print(f"incremental / full rerun: CPU-s {i['cpu_s'] / f['cpu_s']:.3f}{alone}; base + incremental "
+              f"{(b['cpu_s'] + i['cpu_s']) / f['cpu_s']:.2f} of full")
         print(f"kept: base + incremental {r['kept_incremental']:,}, full {r['kept_full']:,}; identical sets: "
               f"{r['identical_kept_sets']}; only incremental {r['only_incremental']}, only full {r['only_full']}")
         ix = b["dedup_index"]

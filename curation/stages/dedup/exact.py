@@ -24,7 +24,6 @@ from curation.stages.dedup.corpus import IB, Corpus, WithBucket, corpus_report, 
 from curation.stages.frame import Frame
 
 
-
 @dataclass(kw_only=True)
 class ExactDedupConfig:
     """``normalize``: ``none`` (bytes), ``whitespace`` (NFC, collapse and strip whitespace) or

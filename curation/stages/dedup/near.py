@@ -289,9 +289,10 @@ class NearDedup(GlobalStage):
         joined = info.union(labels).group("node", _attach_label)
         result = joined.group("label", self._choose_keepers)
         audit = self.config.max_source_removal_fraction is not None and self.config.mode == "drop"
-        if audit or corpus is not None:
+        report = corpus is not None and self.config.mode == "drop"  # (mark mode removes nothing)
+        if audit or report:
             result = result.materialize()  # read twice: by the audit or report, then by the executor's write
-        if corpus is not None:
+        if report:
             self.report.update(corpus_report(corpus.runs, keys.count(), result.map(report_rows).collect()))
         if audit:
             self._audit(keys, result)
