@@ -202,7 +202,7 @@ class Executor(ABC):
         # The index of the kept documents, from the final pass's parts (curation/stages/dedup/index.py):
         # later runs deduplicate against it (``against``) without reading this run's shards.
         manifest["dedup_index"] = write_run_index(lay, len(plan.tasks), manifest["totals"]["docs_out"],
-                                                  params_for(plan.stages()))
+                                                  params_for(plan.stages()), manifest)
         manifest["wall_seconds"] = round(time.time() - started, 3)
         self.tracker.finish()  # before the manifest: a finished run's progress.json says so
         write_json(lay.manifest, manifest)  # the commit point of the run

@@ -174,10 +174,20 @@ def _write(root: Path, params: IndexParams, docs: int, tables: Iterable[pa.Table
     return manifest_entry(params.to_json(), docs, buckets, files, time.time() - started)
 
 
-def write_run_index(layout: Layout, tasks: int, docs: int, params: IndexParams) -> dict[str, Any]:
+def write_run_index(layout: Layout, tasks: int, docs: int, params: IndexParams,
+                    manifest: dict[str, Any]) -> dict[str, Any]:
     """At the end of a run: ``dedup_index/`` from the final pass's parts (``docs`` kept in all);
-    returns the manifest's ``dedup_index`` entry."""
-    return _write(layout.root, params, docs, iter_part_tables(layout.index_part(t) for t in range(tasks)))
+    returns the manifest's ``dedup_index`` entry. ``manifest``: the one about to be written (its shards).
+
+    A run resumed after its commit point was lost (its parts were removed once the index was written) has
+    parts only for the tasks it ran again: then the index is built from the shards the manifest lists, as
+    ``curate index`` does (the same rows, read once)."""
+    parts = [layout.index_part(t) for t in range(tasks)]
+    if all(p.exists() for p in parts):
+        return _write(layout.root, params, docs, iter_part_tables(parts))
+    log.info("dedup index of %s: some task parts are gone (a resumed run); building it from the shards", layout.root)
+    return _write(layout.root, params, docs,
+                  (index_rows(t, params) for t in _shard_tables(str(layout.root), manifest)))
 
 
 def _shard_tables(run: str, manifest: dict[str, Any]) -> Iterable[pa.Table]:

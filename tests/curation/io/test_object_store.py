@@ -101,6 +101,8 @@ def test_lost_task_on_s3_resumes_to_the_same_shards(s3: Any, tmp_path: Path) -> 
     assert second.tasks_run == 1
     assert _shard_digests(s3, root) == before
     assert second.manifest["shards"] == first.manifest["shards"]
+    # The dedup index, rebuilt from the shards (the first run's task parts were removed with its commit), is the same.
+    assert second.manifest["dedup_index"]["files"] == first.manifest["dedup_index"]["files"]
 
 
 def test_failed_writes_publish_nothing(s3: Any) -> None:
