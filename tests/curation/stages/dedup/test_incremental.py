@@ -294,3 +294,21 @@ def test_on_ray_the_corpus_joins_run_as_shuffles_and_agree(ray_cluster: None, tm
     assert verdicts(ray_runs) == want
     assert any(v == "duplicate_of_corpus" for v, _ in want.values())
     assert verdicts(snapshot_runs(tmp_path / "local", docs, 2)) == want
+
+
+def test_a_submitted_job_may_name_earlier_runs_only_under_the_input_roots(tmp_path: Path) -> None:
+    """``against`` names folders the job reads (indexes, manifests): under ``curate serve`` they are checked
+    against the input roots like models and eval sets (``Stage.artifact_keys``)."""
+    from curation.io.input_roots import InputRoots
+
+    (tmp_path / "corpus").mkdir()
+    roots = InputRoots(roots=(str(tmp_path / "corpus"),), base=str(tmp_path))
+    inside = str(tmp_path / "corpus" / "snap1")
+    for name in ("exact_dedup_v1", "near_dedup_v1"):
+        for bad in ("/etc", f"{tmp_path}/corpus/../state", "s3://other-bucket/runs/r1"):
+            cfg = PipelineConfig.from_mapping(pipeline_dict(["x"], tmp_path / "o", stages=[
+                {"stage": name, "against": [inside, bad]}]))
+            with pytest.raises(CurationError, match=r"stages\[0\]\.against\.1: .*input roots"):
+                cfg.stages[0].check_files(roots, "stages[0]")
+        cfg = PipelineConfig.from_mapping(pipeline_dict(["x"], tmp_path / "o", stages=[{"stage": name, "against": [inside]}]))
+        cfg.stages[0].check_files(roots, "stages[0]")
