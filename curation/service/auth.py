@@ -20,8 +20,8 @@ Role = Literal["read", "submit"]
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
-def _matches(token: str, allowed: frozenset[str]) -> bool:
-    # Constant-time comparison against each allowed token.
+def token_matches(token: str, allowed: frozenset[str]) -> bool:
+    """Whether ``token`` is one of ``allowed`` (compared in constant time against each)."""
     return any(hmac.compare_digest(token.encode(), a.encode()) for a in allowed)
 
 
@@ -40,9 +40,9 @@ def role_of(request: Request) -> Role | None:
     token = request_token(request)
     if token is None:
         return None
-    if _matches(token, settings.submit_tokens):
+    if token_matches(token, settings.submit_tokens):
         return "submit"
-    if _matches(token, settings.read_tokens):
+    if token_matches(token, settings.read_tokens):
         return "read"
     return None
 

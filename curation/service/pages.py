@@ -296,7 +296,7 @@ def index(request: Request) -> HTMLResponse:
     # never the useful default.
     finished = [r.run_id for r in runs if r.state == "finished"]
     return page(request, "index.html", "runs", runs=rows, finished=finished, root=str(request.app.state.registry.root),
-                submit=bool(request.app.state.jobs_enabled and role == "submit"))
+                submit=role == "submit")
 
 
 def _progress(p: dict[str, Any]) -> dict[str, Any]:

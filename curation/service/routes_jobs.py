@@ -18,16 +18,10 @@ JOB = {job_id, run_id, run_dir, state, submitted_at, updated_at (epoch s), error
 submitter_role, overrides, warnings}; state is one of validated, submitting, submitted, running, finished,
 failed, cancelled.
 
-Contract with the app (``curation.service.app``): ``app.state.settings`` holds the ServiceSettings;
-the JobManager lives in ``app.state.jobs`` (created from the settings on first use if the app did not
-put one there). The app's lifespan should call the two ``lifespan_hooks``:
-
-    startup, shutdown = routes_jobs.lifespan_hooks
-    startup(app)   # returns at once; Ray starts and the job table is reconciled in the background
-    ...
-    shutdown(app)  # stops polling; a Ray head the service started is stopped too
-
-so that jobs left active by a crash are recovered at startup rather than at the first request.
+Every route here raises ``JobError`` for a refusal; the app answers it with ``job_error`` (installed by
+``create_app``): a 422 in the shape FastAPI uses for its own validation errors, any other status as
+``{"detail": str}``. The job manager is ``curation.service.deps.job_manager``, created and started at the first job
+request (or at startup when the job table holds jobs a crash left active).
 """
 
 from __future__ import annotations
@@ -40,8 +34,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from curation.service.auth import require_read, require_submit
+from curation.service.deps import job_manager
 from curation.service.job_store import public
-from curation.service.jobs import JobError, JobManager
+from curation.service.jobs import JobError
+from curation.service.models import JobCancelled, JobDetail, JobList, JobSubmitted
 
 router = APIRouter()
 
@@ -52,64 +48,39 @@ class SubmitBody(BaseModel):
     run_id: str | None = Field(None, description="The run's id (its directory under the runs root); generated if null")
 
 
-def manager(app: Any) -> JobManager:
-    jobs = getattr(app.state, "jobs", None)
-    if jobs is None:
-        jobs = app.state.jobs = JobManager(app.state.settings)
-    jobs.start()  # idempotent; also starts a manager the app (or a test) put there itself
-    return jobs
-
-
-def startup(app: Any) -> None:
-    manager(app).start()
-
-
-def shutdown(app: Any) -> None:
-    jobs = getattr(app.state, "jobs", None)
-    if jobs is not None:
-        jobs.close()
-
-
-lifespan_hooks = (startup, shutdown)
-
-
-def _error(exc: JobError) -> JSONResponse:
+async def job_error(request: Request, exc: JobError) -> JSONResponse:
+    """The answer to a ``JobError`` (the app's exception handler for it)."""
     if exc.status == 422:  # the shape FastAPI uses for its own validation errors
         return JSONResponse({"detail": [{"loc": list(exc.loc), "msg": str(exc), "type": "config_error"}]}, 422)
     return JSONResponse({"detail": str(exc)}, exc.status)
 
 
-@router.post("/api/runs", status_code=202)
+# The submit and cancel routes pick their status (202, or 200 for a replay): they return a JSONResponse, which the
+# response_model only documents. The read routes' answers are validated against theirs.
+
+
+@router.post("/api/runs", status_code=202, response_model=JobSubmitted, responses={200: {"model": JobSubmitted}})
 async def submit_run(body: SubmitBody, request: Request, role: str = Depends(require_submit),
-                     idempotency_key: str | None = Header(None, max_length=200)) -> Any:
-    jobs = manager(request.app)
-    try:
-        row, warnings, created = await run_in_threadpool(
-            jobs.submit, body.config_yaml, body.overrides, body.run_id, role=role, idempotency_key=idempotency_key)
-    except JobError as exc:
-        return _error(exc)
+                     idempotency_key: str | None = Header(None, max_length=200)) -> JSONResponse:
+    jobs = job_manager(request.app)
+    row, warnings, created = await run_in_threadpool(
+        jobs.submit, body.config_yaml, body.overrides, body.run_id, role=role, idempotency_key=idempotency_key)
     return JSONResponse({"job": public(row), "run_id": row["run_id"], "warnings": warnings}, 202 if created else 200)
 
 
-@router.post("/api/runs/{run_id}/cancel", status_code=202)
-async def cancel_run(run_id: str, request: Request, role: str = Depends(require_submit)) -> Any:
-    try:
-        row = await run_in_threadpool(manager(request.app).cancel, run_id)
-    except JobError as exc:
-        return _error(exc)
+@router.post("/api/runs/{run_id}/cancel", status_code=202, response_model=JobCancelled)
+async def cancel_run(run_id: str, request: Request, role: str = Depends(require_submit)) -> JSONResponse:
+    row = await run_in_threadpool(job_manager(request.app).cancel, run_id)
     return JSONResponse({"job": public(row)}, 202)
 
 
-@router.get("/api/jobs")
+@router.get("/api/jobs", response_model=JobList)
 async def list_jobs(request: Request, run_id: str | None = None, limit: int = 200,
-                    role: str = Depends(require_read)) -> Any:
-    rows = await run_in_threadpool(manager(request.app).store.list, run_id, (), max(1, min(limit, 1000)))
+                    role: str = Depends(require_read)) -> dict[str, Any]:
+    rows = await run_in_threadpool(job_manager(request.app).store.list, run_id, (), max(1, min(limit, 1000)))
     return {"jobs": [public(r) for r in rows]}
 
 
-@router.get("/api/jobs/{job_id}")
-async def get_job(job_id: str, request: Request, role: str = Depends(require_read)) -> Any:
-    try:
-        return await run_in_threadpool(manager(request.app).job, job_id)
-    except JobError as exc:
-        return _error(exc)
+@router.get("/api/jobs/{job_id}", response_model=JobDetail)
+async def get_job(job_id: str, request: Request, role: str = Depends(require_read)) -> dict[str, Any]:
+    return await run_in_threadpool(job_manager(request.app).job, job_id)

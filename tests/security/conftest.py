@@ -47,8 +47,8 @@ def jobs_client(tmp_path: Path):  # noqa: ANN201 - a TestClient
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from curation.service.jobs import JobManager
-    from curation.service.routes_jobs import router
+    from curation.service.jobs import JobError, JobManager
+    from curation.service.routes_jobs import job_error, router
     from curation.service.settings import ServiceSettings
 
     settings = ServiceSettings(runs_root=str(tmp_path / "runs"), state_dir=tmp_path / "state",
@@ -56,6 +56,7 @@ def jobs_client(tmp_path: Path):  # noqa: ANN201 - a TestClient
                                read_tokens=frozenset({READ_TOKEN}))
     app = FastAPI()
     app.include_router(router)
+    app.add_exception_handler(JobError, job_error)  # as create_app does
     app.state.settings = settings
     app.state.jobs = JobManager(settings, ready_timeout_s=0.1)  # never started: no Ray behind it
     return TestClient(app)

@@ -29,8 +29,8 @@ def make_client(tmp_path: Path) -> ClientFactory:
     every check gets 503 ("the Ray cluster is ...") and one that fails a check gets 422."""
     from fastapi import FastAPI
 
-    from curation.service.jobs import JobManager
-    from curation.service.routes_jobs import router
+    from curation.service.jobs import JobError, JobManager
+    from curation.service.routes_jobs import job_error, router
     from curation.service.settings import ServiceSettings
 
     def make(**kw: Any) -> TestClient:
@@ -39,6 +39,7 @@ def make_client(tmp_path: Path) -> ClientFactory:
                                    read_tokens=frozenset({READ_TOKEN}), **kw)
         app = FastAPI()
         app.include_router(router)
+        app.add_exception_handler(JobError, job_error)  # as create_app does
         app.state.settings = settings
         app.state.jobs = JobManager(settings, ready_timeout_s=0.1)
         return TestClient(app)

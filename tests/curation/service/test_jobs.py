@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from curation.errors import ConfigError
 from curation.service.job_store import JobStore
 from curation.service.jobs import JobError, JobManager, redact, validate
-from curation.service.routes_jobs import router
+from curation.service.routes_jobs import job_error, router
 from curation.service.settings import ServiceSettings
 from tests.conftest import pipeline_dict
 
@@ -116,6 +116,7 @@ def client(tmp_path: Path) -> TestClient:
                                read_tokens=frozenset({"r" * 20}), input_roots=(str(tmp_path / "in"),))
     app = FastAPI()
     app.include_router(router)
+    app.add_exception_handler(JobError, job_error)  # as create_app does
     app.state.settings = settings
     app.state.jobs = JobManager(settings, ready_timeout_s=0.1)  # never started: no Ray behind it
     return TestClient(app)
