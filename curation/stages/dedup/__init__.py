@@ -1,3 +1,3 @@
 """Global deduplication stages."""
 
-from curation.stages.dedup import exact, near  # noqa: F401  (registers the stages)
+from curation.stages.dedup import exact, near, paragraph  # noqa: F401  (registers the stages)
