@@ -65,12 +65,13 @@ from curation.stages.base import StageResult, split
 from curation.stages.dedup.base import CORPUS_REASON
 from curation.stages.dedup.components import connected_components, edges, run_starts
 from curation.stages.dedup.corpus import (
-    CORPUS_LEN, IB, Corpus, JoinBands, WithBucket, corpus_docs, corpus_report, report_rows,
+    CORPUS_LEN, IB, Corpus, JoinBands, WantedDocs, WithBucket, corpus_docs, corpus_report, report_rows,
 )
 from curation.stages.dedup.exact import check_against, corpus_artifacts
 from curation.stages.dedup.minhash import candidate_probability, minhash_columns, optimal_bands
 from curation.stages.dedup.verify import (
-    SHINGLES, agreement_bounds, carry_shingles, exact_edges, group_pairs, pair_rows, scored, shingle_rows, sure_edges,
+    SHINGLES, agreement_bounds, carry_shingles, exact_edges, group_pairs, pair_rows, scored, shingle_rows,
+    star_centres, sure_edges,
 )
 from curation.stages.frame import Frame, TableFn
 from curation.stages.global_stage import GlobalStage, row_positions
@@ -88,6 +89,7 @@ RESULT_SCHEMA = pa.schema(
         pa.field("jaccard", pa.float64()),  # estimated Jaccard to the keeper; null for the keeper
         pa.field("source", pa.string()),  # the audit's source (``source``, else ``domain``)
         pa.field("dup_run", pa.string()),  # the earlier run whose document is the keeper; null within the run
+        pa.field("via", pa.string()),  # "direct" or "chain" (see NearDedupConfig.clustering); null for the keeper
     ]
 )
 
@@ -134,6 +136,14 @@ class NearDedupConfig:
             through their dedup indexes, which must be hashed with this stage's ``num_perm``,
             ``ngram``, ``seed`` and bands x rows (and hold shingle sets when ``verify``). List them
             oldest first: a cluster with documents of several is named after the earliest-listed.
+        clustering: ``components`` keeps one document per connected component of verified pairs
+            (a dropped document may be linked to its keeper only through a chain: its decision says
+            ``via: chain`` when its estimated Jaccard to the keeper is below ``threshold``, else
+            ``direct``). ``star`` splits each component into stars: in ``keep`` order (earlier
+            runs' documents first), a document is dropped for the earliest centre it is an LSH
+            candidate of with exact Jaccard >= ``threshold``, and otherwise becomes a centre and
+            stays; every drop is ``via: direct`` with its exact Jaccard. Needs ``verify``; costs
+            the members' shingle sets in the keeper join (``verify.star_centres``).
     """
 
     threshold: float = 0.8
@@ -151,15 +161,19 @@ class NearDedupConfig:
     seed: int = 42
     num_buckets: int = 64
     against: list[str] = field(default_factory=list)
+    clustering: Literal["components", "star"] = "components"
 
-    #: Left out of the fingerprint at these values (see ``ExactDedupConfig``).
-    FINGERPRINT_DEFAULTS: ClassVar[dict[str, Any]] = {"against": []}
+    #: Left out of the fingerprint at these values (see ``ExactDedupConfig``): runs made before a key
+    #: existed keep their fingerprints.
+    FINGERPRINT_DEFAULTS: ClassVar[dict[str, Any]] = {"against": [], "clustering": "components"}
 
     def __post_init__(self) -> None:
         check_choices(self)
         check_against(self.against)
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.clustering == "star" and not self.verify:
+            raise ValueError("clustering: star needs verify: true (it checks each drop on the shingle sets)")
         if self.verify_sigmas < 0:
             raise ValueError(f"verify_sigmas must be >= 0, got {self.verify_sigmas}")
         if self.num_perm < 2 or self.ngram < 1 or self.num_buckets < 1:
@@ -228,9 +242,11 @@ class NearDedup(GlobalStage):
         verify = (f"verified: estimated J >= {hi / k:.3f} accepted, < {lo / k:.3f} rejected, exact Jaccard between"
                   if self.config.verify else "unverified")
         against = f"; against {len(self.config.against)} earlier run(s)" if self.config.against else ""
+        star = "; star clusters (each drop exact Jaccard >= threshold with its kept document)" \
+            if self._star else ""
         return (f"near_dedup: {self.bands} bands x {self.rows} rows of {self.config.num_perm} permutations, "
                 f"{self.config.ngram}-gram words, threshold {self.config.threshold}, {verify}; "
-                f"P(candidate): {curve}{against}")
+                f"P(candidate): {curve}{against}{star}")
 
     # -- shard pass ---------------------------------------------------------------------------
 
@@ -283,7 +299,10 @@ class NearDedup(GlobalStage):
             candidates = by_band(_star_edges)
         stars = connected_components(candidates)
         info = keys.map(OnlyNodes(wanted_nodes(stars, _edge_nodes), self._node_info))
-        if corpus is not None:
+        if corpus is not None and self._star:  # the corpus documents' shingle sets too, for the exact checks
+            info = info.union(stars.map(WantedDocs(corpus, _edge_nodes)).group(
+                "_gk", _CorpusDocsAndShingles(corpus, self._corpus_info_rows)))
+        elif corpus is not None:
             info = info.union(corpus_docs(stars, corpus, _edge_nodes, "docs", self._corpus_info_rows))
         labels = stars.map(self._label_rows)
         joined = info.union(labels).group("node", _attach_label)
@@ -354,11 +373,13 @@ class NearDedup(GlobalStage):
                         schema=self._join_schema())
 
     def _corpus_info_rows(self, t: pa.Table) -> pa.Table:
-        """Info rows of corpus documents (as ``_node_info``), with a length that makes them keepers."""
+        """Info rows of corpus documents (as ``_node_info``), with a length that makes them keepers (and,
+        for star clusters, their shingle sets)."""
         n = len(t)
+        sh = {"sh": t.column("sh")} if self._star else {}
         return pa.table({"node": t.column("node"), "label": pa.array(np.full(n, -1, np.int64)), "id": t.column("id"),
                          "len": pa.array(np.full(n, CORPUS_LEN, np.int64)), "src": pa.nulls(n, pa.string()),
-                         "sig": t.column("sig")}, schema=self._info_schema())
+                         "sig": t.column("sig"), **sh}, schema=self._info_schema())
 
     def _scored_pairs(self, t: pa.Table) -> pa.Table:
         """Per band group: accepted pairs (a spanning forest) and uncertain pairs to check exactly.
@@ -388,7 +409,13 @@ class NearDedup(GlobalStage):
     def _bounds(self) -> tuple[int, int]:
         return agreement_bounds(self.config.threshold, self.config.num_perm, self.config.verify_sigmas)
 
+    @property
+    def _star(self) -> bool:
+        return self.config.clustering == "star"
+
     def _info_schema(self) -> pa.Schema:
+        # Star clusters check pairs exactly in the keeper group: the members bring their shingle sets.
+        sh = [pa.field("sh", SHINGLES)] if self._star else []
         return pa.schema([
             pa.field("node", pa.int64(), nullable=False),
             pa.field("label", pa.int64(), nullable=False),  # -1 on rows that carry the document's data
@@ -396,45 +423,58 @@ class NearDedup(GlobalStage):
             pa.field("len", pa.int64(), nullable=False),
             pa.field("src", pa.string()),
             pa.field("sig", pa.list_(pa.uint32(), self._sig_width())),
+            *sh,
         ])
 
     def _node_info(self, t: pa.Table) -> pa.Table:
         length = t.column("_nd_len") if self.config.keep == "longest" else pa.array(np.zeros(len(t), np.int64))
+        sh = {"sh": t.column("_nd_sh")} if self._star else {}
         return pa.table({"node": pa.array(_node(t), pa.int64()), "label": pa.array(np.full(len(t), -1, np.int64)),
-                         "id": t.column("id"), "len": length, "src": t.column("_nd_src"), "sig": t.column("_nd_sig")},
-                        schema=self._info_schema())
+                         "id": t.column("id"), "len": length, "src": t.column("_nd_src"), "sig": t.column("_nd_sig"),
+                         **sh}, schema=self._info_schema())
 
     def _label_rows(self, t: pa.Table) -> pa.Table:
         """From star edges ``(node, centre)``: a label row for every node and for every centre."""
         a, b = t.column("a").to_numpy(), t.column("b").to_numpy()
         n = len(a) + len(b)
+        sh = {"sh": pa.nulls(n, SHINGLES)} if self._star else {}
         return pa.table({"node": pa.array(np.concatenate([a, b]), pa.int64()),
                          "label": pa.array(np.concatenate([b, b]), pa.int64()),
                          "id": pa.nulls(n, pa.string()), "len": pa.array(np.full(n, -1, np.int64)),
                          "src": pa.nulls(n, pa.string()),
-                         "sig": pa.nulls(n, pa.list_(pa.uint32(), self._sig_width()))},
+                         "sig": pa.nulls(n, pa.list_(pa.uint32(), self._sig_width())), **sh},
                         schema=self._info_schema())
 
     def _choose_keepers(self, t: pa.Table) -> pa.Table:
+        """Per component (a group of label rows with their documents' data): who stays, and for whom
+        each other member is dropped."""
         node, label, length = (t.column(n).to_numpy() for n in ("node", "label", "len"))
         ids = np.array(t.column("id").to_pylist(), dtype=object)
         k = self.config.num_perm
-        sig = t.column("sig").combine_chunks().flatten().to_numpy().reshape(-1, self._sig_width())[:, :k]
-        # Order members of each cluster by preference: longest first, then input order.
+        sig = t.column("sig").combine_chunks().flatten().to_numpy().reshape(-1, self._sig_width())
+        # Order members of each cluster by preference (the declared order star clusters are built in):
+        # corpus documents (CORPUS_LEN) first, then longest first (``keep: longest``), then input order.
         order = np.lexsort((node, -length, label))
         node, label, ids, sig = node[order], label[order], ids[order], sig[order]
         src = t.column("src").take(pa.array(order, pa.int64()))
         first = run_starts(label)
         starts, run_of = np.flatnonzero(first), np.cumsum(first) - 1
-        sizes = np.diff(np.r_[starts, len(label)])
-        keeper_ids = ids[starts][run_of]
-        is_keeper = np.zeros(len(node), dtype=bool)
-        is_keeper[starts] = True
-        jaccard = (sig == sig[starts][run_of]).sum(axis=1) / k
-        keeper_node = node[starts][run_of]
+        if self._star:
+            keeper, jaccard = self._star_keepers(t.column("sh").take(pa.array(order, pa.int64())), node, sig, starts)
+            via = "direct"  # by construction: every drop is covered by its own centre
+        else:
+            keeper = starts[run_of]  # (the component's first member, by index into the sorted arrays)
+            jaccard = (sig[:, :k] == sig[keeper, :k]).sum(axis=1) / k
+            via = None
+        is_keeper = keeper == np.arange(len(node))
+        sizes = np.bincount(keeper, minlength=len(node))[keeper]
+        keeper_ids = ids[keeper]
+        # A drop is direct when its Jaccard to the document kept for it (exact for stars, else the
+        # signature estimate) reaches the threshold; below it, it is linked only through others.
+        via_of = np.where(is_keeper, None, via or np.where(jaccard >= self.config.threshold, "direct", "chain"))
         # Corpus documents (< 0) only name the keeper of their cluster: they are no row of this run.
         new = node >= 0
-        dup_run = self.corpus.run_names(keeper_node[new]) if self.corpus is not None else None
+        dup_run = self.corpus.run_names(node[keeper][new]) if self.corpus is not None else None
         sel = pa.array(new)
         return pa.table(
             {
@@ -443,14 +483,35 @@ class NearDedup(GlobalStage):
                 "id": pa.array(ids[new], pa.string()),
                 "dup_of": pa.array(np.where(is_keeper, None, keeper_ids)[new], pa.string()),
                 "dup_cluster": pa.array(keeper_ids[new], pa.string()),
-                "dup_cluster_size": pa.array(sizes[run_of][new], pa.int64()),
+                "dup_cluster_size": pa.array(sizes[new], pa.int64()),
                 "jaccard": pa.array(jaccard[new], pa.float64(), mask=is_keeper[new]),
                 "source": src.filter(sel),
                 "dup_run": pa.array(dup_run, pa.string()) if dup_run is not None else pa.nulls(int(new.sum()),
                                                                                                pa.string()),
+                "via": pa.array(via_of[new], pa.string()),
             },
             schema=RESULT_SCHEMA,
         )
+
+    def _star_keepers(self, sh: pa.ChunkedArray, node: np.ndarray, sig: np.ndarray,
+                      starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Star centres of each component (members sorted by component, then preference): per member,
+        the index of its centre and the exact Jaccard to it (``verify.star_centres``)."""
+        sh = sh.combine_chunks()
+        if sh.null_count:
+            raise RuntimeError("near_dedup: a clustered document has no shingle set (star clustering)")
+        offsets = sh.offsets.to_numpy().astype(np.int64)
+        values = sh.values.to_numpy()
+        keeper = np.arange(len(node), dtype=np.int64)
+        jaccard = np.full(len(node), np.nan)
+        lo, _ = self._bounds()
+        c = self.config
+        for s, e in zip(starts.tolist(), np.r_[starts[1:], len(node)].tolist()):
+            centre, jac, _ = star_centres(node[s:e], sig[s:e], offsets[s:e + 1], values, c.num_perm, self.bands,
+                                          self.rows, c.seed, lo, c.threshold)
+            keeper[s:e] = s + centre
+            jaccard[s:e] = jac
+        return keeper, jaccard
 
     # -- applying pass ------------------------------------------------------------------------
 
@@ -467,6 +528,7 @@ class NearDedup(GlobalStage):
         dup_of: list[str | None] = [None] * n
         jaccard: list[float | None] = [None] * n
         dup_run: list[str | None] = [None] * n
+        via: list[str | None] = [None] * n
         if found.any():
             hit = pa.array(pos[found], pa.int64())
             cluster[found] = marks.column("dup_cluster").take(hit).to_pylist()
@@ -479,6 +541,9 @@ class NearDedup(GlobalStage):
             if "dup_run" in marks.column_names:
                 for i, r in zip(np.flatnonzero(found), marks.column("dup_run").take(hit).to_pylist()):
                     dup_run[i] = r
+            if "via" in marks.column_names:
+                for i, v in zip(np.flatnonzero(found), marks.column("via").take(hit).to_pylist()):
+                    via[i] = v
         kept = np.array([d is None for d in dup_of], dtype=bool)
         batch = (batch.append_column("dup_cluster", pa.array(cluster, pa.string()))
                  .append_column("dup_cluster_size", pa.array(size, pa.int64()))
@@ -486,8 +551,9 @@ class NearDedup(GlobalStage):
         if self.config.mode == "mark":
             return split(batch, np.ones(n, dtype=bool), [None] * n)
         details = [None if k else {"dup_of": d, "dup_cluster_size": int(c),
-                                   **({} if j is None else {"jaccard": round(j, 4)}), **({} if r is None else {"run": r})}
-                   for k, d, c, j, r in zip(kept, dup_of, size, jaccard, dup_run)]
+                                   **({} if j is None else {"jaccard": round(j, 4)}), **({} if r is None else {"run": r}),
+                                   **({} if v is None else {"via": v})}
+                   for k, d, c, j, r, v in zip(kept, dup_of, size, jaccard, dup_run, via)]
         reasons = [None if k else self.reason if r is None else CORPUS_REASON for k, r in zip(kept, dup_run)]
         return split(batch, kept, reasons, details)
 
@@ -629,9 +695,30 @@ def _attach_label(t: pa.Table) -> pa.Table:
     if not ok.all():
         raise RuntimeError("near_dedup: a clustered node has no document row (work files changed during the run?)")
     take = pa.array(info_idx[order][at], pa.int64())
-    return pa.table({"node": pa.array(lab_nodes, pa.int64()), "label": pa.array(lab_values, pa.int64()),
-                     "id": t.column("id").take(take), "len": t.column("len").take(take),
-                     "src": t.column("src").take(take), "sig": t.column("sig").take(take)}, schema=t.schema)
+    data = {c: t.column(c).take(take) for c in t.column_names if c not in ("node", "label")}  # (with star: sh)
+    return pa.table({"node": pa.array(lab_nodes, pa.int64()), "label": pa.array(lab_values, pa.int64()), **data},
+                    schema=t.schema)
+
+
+class _CorpusDocsAndShingles:
+    """Group (rows ``_gk, node`` of ``WantedDocs``): the wanted corpus documents' id and signature
+    (``docs`` files) with their shingle sets (``shingles`` files, bucketed alike), passed to ``fn``
+    as one table ``node, id, sig, sh``; star clusters check new documents against them exactly."""
+
+    def __init__(self, corpus: Corpus, fn: TableFn) -> None:
+        self.corpus, self.fn = corpus, fn
+
+    def __call__(self, t: pa.Table) -> pa.Table:
+        groups, nodes = (t.column("_gk").to_numpy(), t.column("node").to_numpy()) if t.num_rows else (
+            np.zeros(0, np.int64), np.zeros(0, np.int64))
+        docs = self.corpus.doc_rows(groups, nodes, "docs")
+        sets = self.corpus.doc_rows(groups, nodes, "shingles")
+        d_order = np.argsort(docs.column("node").to_numpy(), kind="stable")
+        s_order = np.argsort(sets.column("node").to_numpy(), kind="stable")
+        docs, sets = docs.take(pa.array(d_order, pa.int64())), sets.take(pa.array(s_order, pa.int64()))
+        if not np.array_equal(docs.column("node").to_numpy(), sets.column("node").to_numpy()):
+            raise RuntimeError("near_dedup: an earlier run's index has documents without shingle sets")
+        return self.fn(docs.append_column("sh", sets.column("sh")))
 
 
 def audit_source(batch: pa.Table) -> pa.Array:

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.stages.dedup.components import edges
+from curation.stages.dedup.minhash import band_keys
 
 #: Edge-disjoint spanning forests of uncertain pairs checked per band group: bounds the exact
 #: checks to ``FORESTS * (m - 1)`` for ``m`` distinct signatures instead of ``m^2 / 2``.
@@ -232,6 +233,16 @@ def exact_edges(threshold: float) -> Callable[[pa.Table], pa.Table]:
     return _ExactEdges(threshold)
 
 
+def exact_jaccard(sa: np.ndarray, sb: np.ndarray) -> float:
+    """|A & B| / |A | B| of two sorted, distinct shingle-hash arrays (the oracle's expression:
+    benchmarks and tests compare with ``>= threshold`` on exactly this value)."""
+    if len(sa) == 0 or len(sb) == 0:
+        return 1.0 if len(sa) == len(sb) else 0.0
+    at = np.minimum(np.searchsorted(sb, sa), len(sb) - 1)
+    inter = int((sb[at] == sa).sum())
+    return inter / (len(sa) + len(sb) - inter)
+
+
 class _ExactEdges:
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
@@ -244,9 +255,62 @@ class _ExactEdges:
         for k in range(len(b)):
             if src[k] != last:  # pairs are sorted by b: each b's set is built once
                 last, sb = src[k], _shingle_set(sh, int(src[k]))
-            sa = _shingle_set(sh, int(rows[k]))
-            at = np.minimum(np.searchsorted(sb, sa), len(sb) - 1)
-            inter = int((sb[at] == sa).sum())
-            # the same expression as the oracle (benchmarks, tests): |A & B| / |A | B| >= threshold
-            keep[k] = inter / (len(sa) + len(sb) - inter) >= self.threshold
+            keep[k] = exact_jaccard(_shingle_set(sh, int(rows[k])), sb) >= self.threshold
         return edges(a[keep], b[keep])
+
+
+# -- star clustering: each dropped document verified against the member kept for it ---------------
+
+def star_centres(node: np.ndarray, sig: np.ndarray, offsets: np.ndarray, values: np.ndarray, k: int, bands: int,
+                 rows: int, seed: int, lo: int, threshold: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """Greedy star cover of one component, its members given in the declared order (``node``:
+    documents of earlier runs, nodes < 0, first; ``sig``: ``k`` signature values then the shingle
+    set's 64-bit hash as two uint32; member ``i``'s sorted shingle set is
+    ``values[offsets[i]:offsets[i + 1]]``).
+
+    Member ``i`` is dropped for the earliest centre ``c`` before it that *covers* it: ``c`` and ``i``
+    share a band key (an LSH candidate pair), their signatures agree in at least ``lo`` of ``k``
+    places (a decisive estimate below the threshold rejects, as in verification) and their exact
+    Jaccard is >= ``threshold``. A member no centre covers becomes a centre; an earlier run's document
+    always does (two of them are never compared: those runs are final).
+
+    Returns each member's centre (its own index for a centre), the exact Jaccard to it (NaN for a
+    centre) and the number of exact checks made. Work: per member, the centres sharing one of its
+    ``bands`` keys (a dict of band key -> centres), one ``k``-wide comparison each, and an exact check
+    (``O(L log L)``) per centre passing the estimate until one covers it; members with the shingle set
+    of an earlier new member reuse its answer (exact copies cost a dict lookup)."""
+    m = len(node)
+    centre = np.arange(m, dtype=np.int64)
+    jac = np.full(m, np.nan)
+    keys = band_keys(sig[:, :k], bands, rows, seed).tolist() if m else []
+    set_hash = np.ascontiguousarray(sig[:, k:k + 2]).view(np.uint64).reshape(-1).tolist() if m else []
+    by_key: dict[int, list[int]] = {}  # band key -> centres holding it, in order
+    first_of_set: dict[int, int] = {}  # set hash -> first new member with that set
+    checks = 0
+    for i in range(m):
+        sa = values[offsets[i]:offsets[i + 1]]
+        if node[i] >= 0:
+            j = first_of_set.setdefault(set_hash[i], i)
+            if j != i and np.array_equal(sa, values[offsets[j]:offsets[j + 1]]):
+                # An equal set has the same Jaccard with every centre: the centres before j did not
+                # cover j, so they do not cover i; j (a centre) or j's centre does, and is the earliest.
+                centre[i], jac[i] = (j, 1.0) if centre[j] == j else (centre[j], jac[j])
+                continue
+            cands = sorted({c for key in keys[i] for c in by_key.get(key, ())})
+            if cands:
+                c = np.array(cands, np.int64)
+                agree = (sig[c, :k] == sig[i, :k]).sum(axis=1)
+                for c_ in c[agree >= lo].tolist():
+                    sb = values[offsets[c_]:offsets[c_ + 1]]
+                    if min(len(sa), len(sb)) / max(len(sa), len(sb)) < threshold:
+                        continue  # J <= |small| / |large| (rounded alike): cannot reach the threshold
+                    checks += 1
+                    jj = exact_jaccard(sa, sb)
+                    if jj >= threshold:
+                        centre[i], jac[i] = c_, jj
+                        break
+                if centre[i] != i:
+                    continue
+        for key in keys[i]:
+            by_key.setdefault(key, []).append(i)
+    return centre, jac, checks

@@ -94,7 +94,7 @@ def test_apply_marks_and_drops() -> None:
     assert drop.kept.column("id").to_pylist() == ["d1", "d2"]
     details = json.loads(drop.details[0])
     assert drop.reasons == ["near_duplicate"] and details.pop("jaccard") > 0.7
-    assert details == {"dup_of": "d1", "dup_cluster_size": 2}
+    assert details == {"dup_of": "d1", "dup_cluster_size": 2, "via": "direct"}
 
 
 def test_accuracy_against_exact_jaccard_on_the_sample_corpus() -> None:
