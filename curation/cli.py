@@ -620,6 +620,40 @@ app.command("export")(export_cmd)
 app.command("trace")(trace_cmd)
 
 
+@app.command("semdedup-sweep")
+def semdedup_sweep_cmd(
+    run_dir: str = typer.Argument(..., help="A run with a semantic_dedup_v1 stage (its work files kept)."),
+    eps: str = typer.Option("0.01,0.02,0.05,0.1", "--eps", help="Comma-separated eps values to try."),
+    stage: Optional[int] = typer.Option(None, "--stage", help="Pipeline index of the stage, when there are several."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+) -> None:
+    """Documents semantic dedup would remove at each eps, per domain, from the run's stored embeddings
+    (nothing is embedded again)."""
+    from rich.markup import escape
+
+    from curation.stages.dedup.semantic import sweep, sweep_json
+
+    try:
+        values = [float(v) for v in eps.split(",") if v.strip()]
+        res = sweep(run_dir, values, stage)
+    except (CurationError, ValueError) as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    if as_json:
+        print(sweep_json(res))
+        return
+    table = Table(title=f"semantic_dedup_v1 (stage {res['stage']}, run eps {res['config_eps']:g}): "
+                        f"{res['docs']} documents, {res['n_clusters']} clusters; removed per eps")
+    table.add_column("domain")
+    table.add_column("docs in", justify="right")
+    for r in res["eps"]:
+        table.add_column(f"eps {r['eps']:g}", justify="right")
+    for dom, n in [*res["domains"].items(), ("all", res["docs"])]:
+        cells = [str(r["removed"] if dom == "all" else r["by_domain"].get(dom, 0)) for r in res["eps"]]
+        table.add_row(escape(dom), str(n), *cells)
+    console.print(table)
+
+
 @app.command("stages")
 def list_stages() -> None:
     """List the registered stage names."""

@@ -25,7 +25,9 @@
      the probe took beyond ``b`` times its bytes. (A one-document probe measured nothing: the
      document was often filtered out at once, so its later passes wrote no shard at all);
    - global steps: ``n log n`` in the documents reaching them
-     (``sec_full = sec_sample x (N log N) / (n log n)``): they sort/shuffle keys;
+     (``sec_full = sec_sample x (N log N) / (n log n)``): they sort/shuffle keys; a stage whose
+     work grows otherwise declares ``global_seconds_at(seconds, N)`` and scales its own parts
+     (``semantic_dedup_v1``: k-means fit, assignment n x k, pairs n^2 / k);
    - kept documents scale with the input documents, tokens with the input bytes;
    - wall time on a cluster of C CPUs (``cpus x nodes``): each pass runs its T file tasks on
      ``P = min(C / cpus_per_task, T)`` workers, so it lasts ``max(cpu / P, largest task)`` plus
@@ -201,6 +203,9 @@ class GlobalMeasure:
     key_bytes: int  # bytes of its keyed work files in the sample
     fixed_seconds: float = 0.0  # the same step over one document: its cost that does not grow with n
     ray_ops: int = 1  # its Frame executions on the sample (group, materialize, count, collect, checksum)
+    #: Its predicted in-process seconds over the full input when the stage has a cost model of its own
+    #: (``global_seconds_at``: semantic dedup's pairwise work grows as n^2 / k, not n log n); None: n log n.
+    full_seconds: float | None = None
 
 
 @dataclass
@@ -395,7 +400,8 @@ def extrapolate(m: Measurement, cluster: Cluster) -> Prediction:
     for g in m.globals:
         full_in = g.docs_in * m.full_docs / m.sample_docs
         fixed = min(g.fixed_seconds, g.seconds)
-        sec = fixed + (g.seconds - fixed) * nlogn_factor(g.docs_in, full_in)
+        sec = fixed + (g.seconds - fixed) * nlogn_factor(g.docs_in, full_in) if g.full_seconds is None \
+            else g.full_seconds
         key_mb = g.key_bytes * byte_scale / 1e6
         in_driver = not ray or key_mb < m.global_in_driver_mb
         if in_driver:
@@ -586,6 +592,7 @@ def least_time(runs: list[Timing]) -> Timing:
 
 def _measurement(config: PipelineConfig, rate: float, plan: Any, files: list[FileSample],
                  manifest: dict[str, Any], setups: list[float], wall: float, timing: Timing) -> Measurement:
+    from curation.executors.shard import global_stage
     from curation.io.atomic import read_json
 
     lay = plan.layout
@@ -619,8 +626,13 @@ def _measurement(config: PipelineConfig, rate: float, plan: Any, files: list[Fil
             # Timed again here, warm: the run's first global step also pays one-off imports and
             # initialisation, which at sample size outweigh the work and must not be scaled.
             again, ops = _global_seconds(plan, seg, None)
-            globals_.append(GlobalMeasure(spec.stage, min(float(gm["seconds"]), again), int(docs_in), int(kb),
-                                          _global_seconds(plan, seg, 1)[0], ray_ops=ops))
+            seconds = min(float(gm["seconds"]), again)
+            # A stage's own cost model reads the figures of the run just timed (before the one-row run below).
+            model = getattr(global_stage(plan, stage_index), "global_seconds_at", None)
+            full_in = docs_in * sum(f.docs for f in files) / max(sum(f.sample_docs for f in files), 1)
+            full_seconds = model(seconds, full_in) if model is not None else None
+            globals_.append(GlobalMeasure(spec.stage, seconds, int(docs_in), int(kb),
+                                          _global_seconds(plan, seg, 1)[0], ray_ops=ops, full_seconds=full_seconds))
     tokens = sum(int(d["tokens"]) for d in manifest["domains"].values())
     return Measurement(
         rate=rate, full_docs=sum(f.docs for f in files), full_bytes=sum(f.bytes for f in files),

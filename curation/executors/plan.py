@@ -42,10 +42,15 @@ class Segment:
     def final(self) -> bool:
         return self.key_for is None
 
+    def task_specs(self) -> list[tuple[int, StageSpec]]:
+        """The stages whose code runs in this pass's tasks: its map stages, and the next global
+        stage, whose ``add_keys`` runs last in each task (``semantic_dedup_v1`` embeds there)."""
+        return [*self.stages, *([self.key_for] if self.key_for is not None else [])]
+
     def task_resources(self) -> dict[str, float]:
         """Ray resources of each task of this pass: the most any of its stages needs."""
         resources: dict[str, float] = {}
-        for _, spec in self.stages:
+        for _, spec in self.task_specs():
             for k, v in spec.task_resources().items():
                 resources[k] = max(resources.get(k, 0.0), v)
         return resources
@@ -117,7 +122,7 @@ def check_gpu_placement(config: PipelineConfig, segments: list[Segment], stages:
     for seg in segments:
         if seg.task_resources().get("num_gpus", 0.0) > 0:
             continue
-        for i, spec in seg.stages:
+        for i, spec in seg.task_specs():
             demand = stages[i].cuda_demand()
             if demand is None:
                 continue

@@ -125,7 +125,7 @@ class RayExecutor(Executor):
     def _concurrency(self, ray: Any, n_tasks: int, seg: Segment | None = None) -> int:
         wanted = self.config.executor.concurrency or int(ray.cluster_resources().get("CPU", 1))
         # A stage's resources.concurrency caps its pass (e.g. as many model copies as GPUs or memory allow).
-        caps = [spec.concurrency for _, spec in (seg.stages if seg else []) if spec.concurrency is not None]
+        caps = [spec.concurrency for _, spec in (seg.task_specs() if seg else []) if spec.concurrency is not None]
         return max(1, min([wanted, n_tasks, *caps]))
 
     def _check_gpus(self, ray: Any, seg: Segment, num_gpus: float) -> None:
@@ -133,7 +133,7 @@ class RayExecutor(Executor):
         have = float(ray.cluster_resources().get("GPU", 0.0))
         if num_gpus <= have:
             return
-        names = ", ".join(f"stages[{i}] ({spec.stage})" for i, spec in seg.stages
+        names = ", ".join(f"stages[{i}] ({spec.stage})" for i, spec in seg.task_specs()
                           if spec.task_resources().get("num_gpus", 0.0) > have)
         msg = (f"{names}: each task asks for {num_gpus:g} GPU(s) but the Ray cluster has {have:g}; "
                f"set num_gpus: 0 (or resources: {{num_gpus: 0}}) to run on CPU, or use a cluster with GPUs")

@@ -372,8 +372,11 @@ class ShardRun:
 
     def write(self, batch: pa.Table) -> None:
         """Write one batch of kept documents: keyed for the next global stage, or counted per domain."""
-        if self.gstage is not None:
+        if self.gstage is not None and self.seg.key_for is not None:
+            t_keys = time.perf_counter()
             batch = self.gstage.add_keys(batch)
+            # Keying is the global stage's share of this pass (semantic dedup embeds here): timed as its own.
+            self.stage_seconds[self.seg.key_for[0]] += time.perf_counter() - t_keys
         if self.count_tokens is not None and len(batch):  # the final pass
             toks = self.count_tokens(batch.column("text").to_pylist())
             for dom, n_chars, n_tok in zip(batch.column("domain").to_pylist(),

@@ -108,13 +108,18 @@ class Embedder:
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """``(len(texts), dim)`` float32 L2-normalised mean-pooled embeddings, in input order."""
+        tok = self.load()[0]
+        return self.embed_ids(self._ids(tok, texts) if texts else [])
+
+    def embed_ids(self, ids: list[list[int]]) -> np.ndarray:
+        """Like ``embed`` for token id lists (special tokens included, at most ``max_tokens`` each):
+        callers that cut texts into windows themselves (``semantic_dedup_v1``'s ``chunks``)."""
         import torch
 
         tok, model, device = self.load()
-        out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
-        if not texts:
+        out = np.zeros((len(ids), model.config.hidden_size), dtype=np.float32)
+        if not ids:
             return out
-        ids = self._ids(tok, texts)
         order = np.argsort([len(x) for x in ids], kind="stable")
         pad = tok.pad_token_id or 0
         with torch.inference_mode():
