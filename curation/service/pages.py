@@ -375,6 +375,21 @@ def drops_page(request: Request, run_id: str, stage: str | None = None, reason: 
                 prev=prev, next=nxt)
 
 
+def via_note(details: Any) -> str | None:
+    """How a near-dedup drop relates to the document kept for it (its ``via`` detail): ``direct`` when
+    their Jaccard reaches the stage's threshold, ``chain`` when it is below and the two share a
+    cluster only through other members (``clustering: components``); None for other drops."""
+    via = details.get("via") if isinstance(details, dict) else None
+    if via not in ("direct", "chain"):
+        return None
+    j, kept = details.get("jaccard"), f_txt(details.get("dup_of"))
+    jac = f"Jaccard {j:.4f}" if isinstance(j, (int, float)) and not isinstance(j, bool) else "Jaccard"
+    if via == "direct":
+        return f"Direct duplicate: {jac} with the kept document {kept}, at or above the stage's threshold."
+    return (f"Through a chain: {jac} with the kept document {kept} is below the stage's threshold; the two are in "
+            "one cluster only through other documents (clustering: star drops direct duplicates only).")
+
+
 @router.get("/runs/{run_id}/docs/{doc_id:path}")
 def doc_page(request: Request, run_id: str, doc_id: str) -> HTMLResponse:
     if _guard(request) is None:
@@ -384,7 +399,8 @@ def doc_page(request: Request, run_id: str, doc_id: str) -> HTMLResponse:
         d = views.document(reg.path(run_id), _limits(request), doc_id, _opener(request))
     except (HTTPException, CurationError, ValueError) as exc:
         return _error_page(request, exc)
-    d = {**d, "dropped": _dicts(d.get("dropped")), "kept": d.get("kept") if isinstance(d.get("kept"), dict) else None}
+    d = {**d, "dropped": [{**x, "via_note": via_note(x.get("details"))} for x in _dicts(d.get("dropped"))],
+         "kept": d.get("kept") if isinstance(d.get("kept"), dict) else None}
     dup = d.get("duplicates")
     if isinstance(dup, dict):
         dup = {**dup, "dropped_members": _dicts(dup.get("dropped_members"))}
