@@ -258,6 +258,14 @@ def _print_stats(run_dir: str, limits: Any = None) -> None:
         for src, n, r, share, mj in nd[:20]:
             nt.add_row(Text(str(src)), str(n), str(r), f"{100 * share:.1f}", "-" if mj is None else f"{mj:.3f}")
         console.print(nt)
+    if s.get("paragraph_dedup"):
+        pd = s["paragraph_dedup"]
+        pt = Table(title="Paragraph dedup per source" + (f" (top 20 of {len(pd)})" if len(pd) > 20 else ""))
+        for col in ("source", "kept docs changed", "chars removed", "dropped boilerplate_only", "their chars"):
+            pt.add_column(col, justify="left" if col == "source" else "right")
+        for src, *vals in pd[:20]:
+            pt.add_row(Text(str(src)), *(str(v) for v in vals))
+        console.print(pt)
     if s.get("pii"):
         pt = Table(title="PII found in kept documents")
         for col in ("type", "docs checked", "docs with", "found"):
@@ -279,8 +287,11 @@ def _print_stats(run_dir: str, limits: Any = None) -> None:
         console.print(Text(f"dedup index: {ix['docs']} documents in {ix['files']} files, {size} MB (later runs name "
                            "this run in `against`)"))
     for w in s.get("warnings", []):
-        console.print(Text(f"warning: {w.get('stage', '?')}: source {w.get('source')!r} lost {w.get('removed')} of "
-                           f"{w.get('docs_in')} documents ({100 * float(w.get('share', 0)):.1f}%)", style="yellow"))
+        # near-dedup's audit counts documents, paragraph dedup's characters
+        lost = (f"{w.get('chars_removed')} of {w.get('chars_in')} characters" if "chars_in" in w else
+                f"{w.get('removed')} of {w.get('docs_in')} documents")
+        console.print(Text(f"warning: {w.get('stage', '?')}: source {w.get('source')!r} lost {lost} "
+                           f"({100 * float(w.get('share', 0)):.1f}%)", style="yellow"))
     if s["quarantine"]:
         q = Table(title="Quarantined input lines")
         for col in ("file", "lines", "first error"):

@@ -259,6 +259,23 @@ def near_dup_sources(con: duckdb.DuckDBPyConnection, stage: str = "near_dedup_v1
     return [(src, int(n), int(r), float(sh), mj) for src, n, r, sh, mj in rows]
 
 
+def paragraph_dedup_sources(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
+    """Per source (``source``, else ``domain``) where ``paragraph_dedup_v1`` removed anything: kept documents it
+    rewrote and the characters it removed from them (``para_dedup_chars``), and documents it dropped as
+    ``boilerplate_only`` with their characters. Most characters removed first."""
+    sql = """
+        WITH kept AS (SELECT coalesce(nullif(source, ''), domain) AS src, count_if(para_dedup_chars > 0) AS changed,
+                             coalesce(sum(para_dedup_chars), 0) AS removed FROM docs GROUP BY 1),
+        dropped AS (SELECT coalesce(nullif(source, ''), domain) AS src, count(*) AS docs, sum(n_chars) AS chars
+                    FROM decisions WHERE stage = 'paragraph_dedup_v1' GROUP BY 1)
+        SELECT coalesce(kept.src, dropped.src) AS source, coalesce(changed, 0), coalesce(removed, 0),
+               coalesce(docs, 0), coalesce(chars, 0)
+        FROM kept FULL JOIN dropped ON kept.src = dropped.src
+        WHERE coalesce(changed, 0) + coalesce(docs, 0) > 0
+        ORDER BY coalesce(removed, 0) + coalesce(chars, 0) DESC, source"""
+    return [(src, int(c), int(r), int(d), int(dc)) for src, c, r, d, dc in con.execute(sql).fetchall()]
+
+
 def pii_counts(con: duckdb.DuckDBPyConnection, columns: list[str]) -> list[tuple[Any, ...]]:
     """Per PII type column of the kept documents: documents checked (non-null), documents with at
     least one, and spans found in all."""
@@ -309,6 +326,7 @@ def summary(run_dir: str | Path, limits: Limits | None = None) -> dict[str, Any]
         names = {f["name"] for f in manifest["schema"]}
         near = near_dup_sources(con) if any(s.get("name") == "near_dedup_v1" for s in manifest["stages"]) else []
         pii = pii_counts(con, [c for c in PII_COLUMNS if c in names])
+        para = paragraph_dedup_sources(con) if "para_dedup_chars" in names else []
     try:
         tokens = {d: v["tokens"] for d, v in manifest["domains"].items()}
         return {
@@ -320,6 +338,7 @@ def summary(run_dir: str | Path, limits: Limits | None = None) -> dict[str, Any]
             "scores": scores,
             "rephrase": rephrase,
             "near_dup_sources": near,
+            "paragraph_dedup": para,
             "pii": pii,
             "warnings": manifest.get("warnings", []),
             "corpus": corpus_runs(manifest),

@@ -248,6 +248,8 @@ def test_pipeline_decisions_columns_and_stats(tmp_path: Path) -> None:
     assert hit == [(4,)]  # site-1..4 (site-0 keeps it, site-empty was dropped)
     s = summary(out)
     assert ("paragraph_dedup_v1", 10, 9, 1) in s["funnel"]
+    # site-0 loses the footer (47 chars with its separator), site-1..4 nav and footer (87), blog-1..3 the footer (46)
+    assert s["paragraph_dedup"] == [("site.jsonl", 5, 47 + 4 * 87, 1, 85), ("blog.jsonl", 3, 3 * 46, 0, 0)]
     assert any(r[:3] == ("paragraph_dedup_v1", "boilerplate_only", 1) for r in s["reasons"])
     assert run_pipeline(pipeline(src, out, max_source_removal_fraction=None)).nothing_to_do  # resumable
     assert res.manifest["warnings"] == []
@@ -271,6 +273,13 @@ def test_audit_fails_or_warns_per_source_share_of_characters(tmp_path: Path) -> 
     assert w["examples"] == [{"id": f"site-{i}", "removed_chars": 87, "dropped": False, "kept_in": "blog-0"}
                              for i in (1, 2, 3)]
     assert run_pipeline(pipeline(src, tmp_path / "ok", max_source_removal_fraction=0.9)).manifest["warnings"] == []
+    from typer.testing import CliRunner
+
+    from curation.cli import app
+
+    shown = CliRunner().invoke(app, ["stats", str(tmp_path / "warn")], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and "Paragraph dedup per source" in shown.output
+    assert "source 'site.jsonl' lost 480 of 934 characters (51.4%)" in shown.output
 
 
 @pytest.mark.ray
