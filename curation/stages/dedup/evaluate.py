@@ -41,6 +41,25 @@ def oracle_clusters(n_docs: int, i: np.ndarray, j: np.ndarray, jac: np.ndarray, 
     return connected_components(g, directed=False)[1]
 
 
+def oracle_stars(n_docs: int, i: np.ndarray, j: np.ndarray, jac: np.ndarray, threshold: float) -> np.ndarray:
+    """Cluster label per document under the star rule over all pairs, in input order: a document
+    joins the earliest centre before it with Jaccard >= threshold, else it is a centre (its own
+    label). ``near_dedup_v1`` with ``clustering: star, keep: first`` approximates it (it compares
+    only LSH candidates within a component)."""
+    sel = jac >= threshold
+    lo, hi = np.minimum(i[sel], j[sel]), np.maximum(i[sel], j[sel])
+    order = np.lexsort((lo, hi))  # by later document, then earlier
+    lo, hi = lo[order], hi[order]
+    starts = np.searchsorted(hi, np.arange(n_docs + 1))
+    label = np.arange(n_docs)
+    for b in range(n_docs):
+        for a in lo[starts[b]:starts[b + 1]].tolist():
+            if label[a] == a:  # a is a centre (a < b: decided already)
+                label[b] = a
+                break
+    return label
+
+
 def _same_cluster_pairs(labels: np.ndarray) -> set[tuple[int, int]]:
     pairs: set[tuple[int, int]] = set()
     order = np.argsort(labels, kind="stable")

@@ -20,9 +20,15 @@ Steps, with what each holds per document (B bands, K permutations):
    (``longest``: most characters, ties by input order; ``first``: input order). Every member
    becomes a result row with ``dup_cluster`` (the keeper's id), ``dup_of`` (the keeper's id, null
    for the keeper) and ``jaccard``: the signature estimate of its Jaccard to the keeper (which,
-   through transitivity, may be below the threshold). The signatures ride along in this join,
-   the only place where a member meets its keeper: ``4 (K + 2)`` more bytes per document in its
-   first shuffle and per clustered document in the second.
+   through transitivity, may be below the threshold; ``via`` says ``chain`` then, else ``direct``).
+   The signatures ride along in this join, the only place where a member meets its keeper:
+   ``4 (K + 2)`` more bytes per document in its first shuffle and per clustered document in the
+   second. With ``clustering: star`` the members' shingle sets ride along too (4 bytes per word, as
+   in the exact-check joins), and each component is cut into stars (``verify.star_centres``): in
+   the same preference order, a member is dropped for the earliest centre that is an LSH candidate
+   of it (a shared band, recomputed from the signatures) with exact Jaccard >= the threshold, else
+   it becomes a centre and stays. Work per component is the candidate pairs between members and
+   centres (one ``K``-wide comparison each) plus about one exact check per dropped member.
 5. **Audit** (drop mode, ``max_source_removal_fraction`` set): per source (the ``source`` column,
    the input file; ``domain`` where it is empty), documents in and removed; a source losing a
    larger share fails the run (``MassRemovalError``) or, with ``on_mass_removal: warn``, is
@@ -39,13 +45,17 @@ instead of every document (``wanted_nodes``).
 rows of each earlier run's index, whose documents (nodes below every new one) then take part in
 verification and clustering like new ones, with their signatures and shingles read from the index;
 pairs of two corpus documents are never formed (those runs are final). A cluster holding a corpus
-document is kept as that document: its new members are dropped as ``duplicate_of_corpus``.
+document is kept as that document: its new members are dropped as ``duplicate_of_corpus``. Star
+clusters put corpus documents first and make each a centre (with its shingle set read from the
+index): a new member is dropped as ``duplicate_of_corpus`` only for a corpus document it is itself
+close to, and stays (or is a centre for later new ones) otherwise.
 
-Transitivity is the standard one (as datatrove, text-dedup): A~B and B~C put A, B, C in one
-cluster even when J(A, C) is below the threshold. What must hold is that every link is a real
-one: with ``verify`` (the default) a candidate pair whose signature estimate is not decisive is
-checked by the exact Jaccard of its shingle sets (``verify.py``), because a single pair just below
-the threshold joins two whole clusters.
+Transitivity is the standard one (as datatrove, text-dedup; ``clustering: components``, the
+default): A~B and B~C put A, B, C in one cluster even when J(A, C) is below the threshold. What
+must hold is that every link is a real one: with ``verify`` (the default) a candidate pair whose
+signature estimate is not decisive is checked by the exact Jaccard of its shingle sets
+(``verify.py``), because a single pair just below the threshold joins two whole clusters.
+``clustering: star`` drops only what is close to the document kept for it.
 """
 
 from __future__ import annotations

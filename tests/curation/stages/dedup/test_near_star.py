@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from curation.pipeline import PipelineConfig
+from curation.stages.dedup.evaluate import oracle_stars
 from curation.stages.dedup.near import NearDedup, NearDedupConfig
 from curation.stages.dedup.verify import agreement_bounds, exact_jaccard
 from curation.stages.frame import LocalFrame
@@ -276,3 +277,12 @@ def test_on_ray_star_clusters_equal_in_process(ray_cluster: None, tmp_path: Path
 
     for r, loc in zip(ray_runs, local_runs):
         assert details(r) == details(loc)
+
+
+def test_the_benchmarks_star_oracle_follows_the_rule() -> None:
+    """``evaluate.oracle_stars`` (the accuracy benchmark's truth for star): 0~1, 1~2, 0!~2, 3~2, 3~0."""
+    i, j = np.array([0, 1, 2, 0, 0]), np.array([1, 2, 3, 3, 2])
+    jac = np.array([0.9, 0.85, 0.9, 0.8, 0.5])
+    # 1 joins 0; 2 is far from 0 (1 is no centre): a centre; 3 joins 0, the earliest centre close to it
+    assert oracle_stars(5, i, j, jac, 0.8).tolist() == [0, 0, 2, 0, 4]
+    assert oracle_stars(5, i, j, jac, 0.95).tolist() == [0, 1, 2, 3, 4]
