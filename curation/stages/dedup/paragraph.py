@@ -329,9 +329,9 @@ class ParagraphDedup(GlobalStage):
         hs = batch.column("_pd_h").take(at).to_pylist()
         mine = marks.take(pa.array(pos[found], pa.int64()))
         new_texts = batch.column("text").to_pylist()
-        for j, (i, text, h, removed, m_units, drop) in enumerate(zip(
+        for i, text, h, removed, m_units, drop in zip(
                 found.tolist(), texts, hs, mine.column("removed_chars").to_pylist(),
-                mine.column("units").to_pylist(), mine.column("drop").to_pylist())):
+                mine.column("units").to_pylist(), mine.column("drop").to_pylist()):
             gone = {u["hash"] for u in m_units}
             us, ss = split_units(text, self.config.unit)
             if len(us) != len(h):

@@ -136,6 +136,14 @@ def test_digits_are_normalised_only_when_asked() -> None:
     assert unit_hash("v1.5 of 3", digits=True) == unit_hash("V22,75 OF 4", digits=True)
 
 
+def test_unicode_forms_whitespace_and_case_are_one_unit() -> None:
+    composed, decomposed = "Caf\u00e9 menu \u2014 opening hours", "CAFE\u0301   MENU\u00a0\u2014\topening hours"
+    texts = [f"{BODY[0]}\n\n{composed}", f"{BODY[1]}\n\n{decomposed}", f"{BODY[2]}\n\n{composed.lower()}"]
+    _, res = dedup(texts, min_chars=10)
+    assert texts_by_id(res) == {"d0": texts[0], "d1": BODY[1], "d2": BODY[2]}
+    assert unit_hash(composed) == unit_hash(decomposed) != 0
+
+
 def test_boilerplate_only_drop_and_its_details() -> None:
     texts = [f"{NAV}\n\n{BODY[0]}\n\n{FOOT}", f"{NAV}\n\n{BODY[1]}\n\n{FOOT}", f"{NAV}\n\nShort.\n\n{FOOT}",
              "Tiny."]  # nothing removed: never dropped here, however short
