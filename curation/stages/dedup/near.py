@@ -99,7 +99,6 @@ RESULT_SCHEMA = pa.schema(
         pa.field("jaccard", pa.float64()),  # estimated Jaccard to the keeper; null for the keeper
         pa.field("source", pa.string()),  # the audit's source (``source``, else ``domain``)
         pa.field("dup_run", pa.string()),  # the earlier run whose document is the keeper; null within the run
-        pa.field("via", pa.string()),  # "direct" or "chain" (see NearDedupConfig.clustering); null for the keeper
     ]
 )
 
@@ -469,19 +468,14 @@ class NearDedup(GlobalStage):
         src = t.column("src").take(pa.array(order, pa.int64()))
         first = run_starts(label)
         starts, run_of = np.flatnonzero(first), np.cumsum(first) - 1
-        if self._star:
+        if self._star:  # jaccard: exact, >= threshold for every drop (its via is "direct", see apply)
             keeper, jaccard = self._star_keepers(t.column("sh").take(pa.array(order, pa.int64())), node, sig, starts)
-            via = "direct"  # by construction: every drop is covered by its own centre
         else:
             keeper = starts[run_of]  # (the component's first member, by index into the sorted arrays)
             jaccard = (sig[:, :k] == sig[keeper, :k]).sum(axis=1) / k
-            via = None
         is_keeper = keeper == np.arange(len(node))
         sizes = np.bincount(keeper, minlength=len(node))[keeper]
         keeper_ids = ids[keeper]
-        # A drop is direct when its Jaccard to the document kept for it (exact for stars, else the
-        # signature estimate) reaches the threshold; below it, it is linked only through others.
-        via_of = np.where(is_keeper, None, via or np.where(jaccard >= self.config.threshold, "direct", "chain"))
         # Corpus documents (< 0) only name the keeper of their cluster: they are no row of this run.
         new = node >= 0
         dup_run = self.corpus.run_names(node[keeper][new]) if self.corpus is not None else None
@@ -498,7 +492,6 @@ class NearDedup(GlobalStage):
                 "source": src.filter(sel),
                 "dup_run": pa.array(dup_run, pa.string()) if dup_run is not None else pa.nulls(int(new.sum()),
                                                                                                pa.string()),
-                "via": pa.array(via_of[new], pa.string()),
             },
             schema=RESULT_SCHEMA,
         )
@@ -525,6 +518,13 @@ class NearDedup(GlobalStage):
 
     # -- applying pass ------------------------------------------------------------------------
 
+    def via(self, jaccard: float) -> str:
+        """A drop is ``direct`` when its Jaccard to the document kept for it (the signature estimate
+        with ``components``; the exact value with ``star``, always >= threshold) reaches the
+        threshold, else ``chain``: in the cluster only through other members. Derived here, not a
+        result column, so resolved rows written by earlier versions still apply."""
+        return "direct" if jaccard >= self.config.threshold else "chain"
+
     def output_columns(self) -> dict[str, pa.DataType]:
         return {"dup_cluster": pa.string(), "dup_cluster_size": pa.int64(), "dup_kept": pa.bool_()}
 
@@ -538,7 +538,6 @@ class NearDedup(GlobalStage):
         dup_of: list[str | None] = [None] * n
         jaccard: list[float | None] = [None] * n
         dup_run: list[str | None] = [None] * n
-        via: list[str | None] = [None] * n
         if found.any():
             hit = pa.array(pos[found], pa.int64())
             cluster[found] = marks.column("dup_cluster").take(hit).to_pylist()
@@ -551,9 +550,6 @@ class NearDedup(GlobalStage):
             if "dup_run" in marks.column_names:
                 for i, r in zip(np.flatnonzero(found), marks.column("dup_run").take(hit).to_pylist()):
                     dup_run[i] = r
-            if "via" in marks.column_names:
-                for i, v in zip(np.flatnonzero(found), marks.column("via").take(hit).to_pylist()):
-                    via[i] = v
         kept = np.array([d is None for d in dup_of], dtype=bool)
         batch = (batch.append_column("dup_cluster", pa.array(cluster, pa.string()))
                  .append_column("dup_cluster_size", pa.array(size, pa.int64()))
@@ -561,9 +557,9 @@ class NearDedup(GlobalStage):
         if self.config.mode == "mark":
             return split(batch, np.ones(n, dtype=bool), [None] * n)
         details = [None if k else {"dup_of": d, "dup_cluster_size": int(c),
-                                   **({} if j is None else {"jaccard": round(j, 4)}), **({} if r is None else {"run": r}),
-                                   **({} if v is None else {"via": v})}
-                   for k, d, c, j, r, v in zip(kept, dup_of, size, jaccard, dup_run, via)]
+                                   **({} if j is None else {"jaccard": round(j, 4), "via": self.via(j)}),
+                                   **({} if r is None else {"run": r})}
+                   for k, d, c, j, r in zip(kept, dup_of, size, jaccard, dup_run)]
         reasons = [None if k else self.reason if r is None else CORPUS_REASON for k, r in zip(kept, dup_run)]
         return split(batch, kept, reasons, details)
 
