@@ -308,7 +308,10 @@ def docstring_pool() -> list[tuple[Doc, Doc]]:
     seen: set[int] = set()
     seen_doc: set[str] = set()
     out: list[tuple[Doc, Doc]] = []
-    for name, obj in _objects():
+    # Held in a list so every object stays alive: a bound method (numpy.random.Generator's) is made anew
+    # by each getattr, and a freed one's id() can be reused by the next, which made the pool vary by run.
+    objects = list(_objects())
+    for name, obj in objects:
         doc = getattr(obj, "__doc__", None)
         if not isinstance(doc, str) or id(obj) in seen:
             continue
