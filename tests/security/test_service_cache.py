@@ -169,11 +169,11 @@ def _sql(i: int) -> str:
     return f"SELECT {i} AS q, repeat('x', {CELL}) || range AS t FROM range({ROWS})"
 
 
-@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads RSS from /proc")
-def test_rss_stays_bounded_under_a_storm_of_distinct_big_answers(tiny_run: Path, tmp_path: Path) -> None:
-    app = create_app(make_settings(tiny_run.parent, tmp_path, cache_mb=STORM_CACHE_MB))
+def storm_report(runs_root: str, tmp: str) -> dict[str, Any]:
+    """The storm against an in-process server; run in a fresh process by the test below (``python -c``), so the
+    RSS it reads is the server's and the storm's alone, not what a long test session has accumulated."""
+    app = create_app(make_settings(Path(runs_root), Path(tmp), cache_mb=STORM_CACHE_MB))
     cache: AnswerCache = app.state.cache
-    max_bytes = STORM_CACHE_MB * MB
     peak = [0]
     errors: list[str] = []
     with serving(app) as url, httpx.Client(base_url=url, timeout=60) as c:
@@ -182,7 +182,6 @@ def test_rss_stays_bounded_under_a_storm_of_distinct_big_answers(tiny_run: Path,
             r = c.post("/api/runs/run/query", json={"sql": f"SELECT {i} AS q, repeat('y', 100) FROM range(10)"})
             assert r.status_code == 200, r.text
         baseline = _rss_mb()
-        ceiling = baseline + STORM_CACHE_MB + STORM_MARGIN_MB
 
         def client(k: int) -> None:
             with httpx.Client(base_url=url, timeout=60) as cc:
@@ -200,18 +199,38 @@ def test_rss_stays_bounded_under_a_storm_of_distinct_big_answers(tiny_run: Path,
             for t in threads:
                 t.join(120)
             rss.append(_rss_mb())
-        assert not errors, errors[:3]
         # The cache is full of the most recent answers, and answers them byte for byte.
         last = c.post("/api/runs/run/query", json={"sql": _sql(STORM_QUERIES - 1), "limit": ROWS})
         hits = cache.hits
         again = c.post("/api/runs/run/query", json={"sql": _sql(STORM_QUERIES - 1), "limit": ROWS})
-        assert cache.hits == hits + 1 and again.content == last.content
-    print(f"RSS baseline {baseline:.0f} MB, after each wave {[round(x) for x in rss]} MB, ceiling {ceiling:.0f} MB, "
-          f"cache {cache.bytes / MB:.1f} MB in {len(cache)} answers")
-    assert max(rss) <= ceiling, (f"RSS grew from {baseline:.0f} MB to {max(rss):.0f} MB, over baseline + "
-                                 f"{STORM_CACHE_MB} MB cache + {STORM_MARGIN_MB} MB margin")
-    assert peak[0] <= max_bytes and cache.bytes <= max_bytes and cache.bytes == _counted(cache)
-    assert cache.bytes > max_bytes // 2  # it did keep answers: the bound, not a disabled cache, held the RSS
+        replayed = cache.hits == hits + 1 and again.content == last.content
+    return {"baseline": baseline, "rss": rss, "errors": errors[:3], "peak": peak[0], "bytes": cache.bytes,
+            "counted": _counted(cache), "entries": len(cache), "replayed": replayed}
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads RSS from /proc")
+def test_rss_stays_bounded_under_a_storm_of_distinct_big_answers(tiny_run: Path, tmp_path: Path) -> None:
+    import json
+    import subprocess
+
+    from tests.conftest import REPO
+
+    code = ("import json, sys; from tests.security.test_service_cache import storm_report; "
+            "print(json.dumps(storm_report(sys.argv[1], sys.argv[2])))")
+    r = subprocess.run([sys.executable, "-c", code, str(tiny_run.parent), str(tmp_path)], cwd=REPO, text=True,
+                       capture_output=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    max_bytes = STORM_CACHE_MB * MB
+    ceiling = out["baseline"] + STORM_CACHE_MB + STORM_MARGIN_MB
+    print(f"RSS baseline {out['baseline']:.0f} MB, after each wave {[round(x) for x in out['rss']]} MB, ceiling "
+          f"{ceiling:.0f} MB, cache {out['bytes'] / MB:.1f} MB in {out['entries']} answers")
+    assert not out["errors"], out["errors"]
+    assert out["replayed"]
+    assert max(out["rss"]) <= ceiling, (f"RSS grew from {out['baseline']:.0f} MB to {max(out['rss']):.0f} MB, over "
+                                        f"baseline + {STORM_CACHE_MB} MB cache + {STORM_MARGIN_MB} MB margin")
+    assert out["peak"] <= max_bytes and out["bytes"] <= max_bytes and out["bytes"] == out["counted"]
+    assert out["bytes"] > max_bytes // 2  # it did keep answers: the bound, not a disabled cache, held the RSS
 
 
 # -- one answer is bounded in bytes, not only in rows ----------------------------------------------------------

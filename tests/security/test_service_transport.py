@@ -45,6 +45,10 @@ from tests.security.conftest import READ_TOKEN, SUBMIT_TOKEN
 STORM_SOCKETS = 2000
 HEADER_TIMEOUT_S = 2.0
 SLACK_S = 3.0  # scheduling on a shared 2-core machine, and time in the kernel's accept queue
+# The storm's own slack: its thread (in this process) sees a close only when it gets the CPU, and a connection can
+# wait in the kernel's accept queue before the server's deadline starts. A full suite on 2 busy cores saw 9.0 s for
+# the slowest of 5,440 connections (median 0.46 s). The server without the fix closes none of them.
+STORM_SLACK_S = 10.0
 NORMAL_ANSWER_S = 2.0  # a normal request must be answered this fast during the storm
 
 
@@ -274,7 +278,7 @@ def probe(url: str) -> float:
 def storm_and_probe(url: str, port: int, sockets: int, storm_s: float) -> tuple[list[float], StormReport]:
     """Run a storm of ``sockets`` slow connections for ``storm_s`` seconds, with a normal request every half
     second once the first wave of connects is out; the probes' latencies (``inf``: no answer) and the report."""
-    storm = SlowStorm(port, sockets).start()
+    storm = SlowStorm(port, sockets, drain_s=HEADER_TIMEOUT_S + STORM_SLACK_S).start()
     latencies: list[float] = []
     try:
         assert storm.wave_done.wait(30)
@@ -323,7 +327,7 @@ def test_a_normal_request_is_answered_during_a_slow_client_storm_and_slow_client
     # (b) the server closed every slow connection, each within the head deadline plus slack, none left open.
     assert report.still_open == 0, summary
     assert report.closed_by_server == report.opened, summary
-    assert max(report.lifetimes) <= HEADER_TIMEOUT_S + SLACK_S, summary
+    assert max(report.lifetimes) <= HEADER_TIMEOUT_S + STORM_SLACK_S, summary
     assert "out of system resource" not in served.log(), "accept() ran out of descriptors:\n" + served.log()[-3000:]
 
 
