@@ -134,6 +134,43 @@ def templates(pairs: list[dict[str, Any]], gold: np.ndarray) -> np.ndarray:
     return out
 
 
+def synthetic_keys(n: int, dim: int = 384, seed: int = 0) -> pa.Table:
+    """Key rows of ``n`` unit vectors: topics (one per 50 documents) plus noise, a few near copies each."""
+    from curation.stages.dedup.semantic import EMB, SCORE
+
+    rng = np.random.default_rng(seed)
+    topics = rng.normal(size=(max(1, n // 50), dim))
+    x = topics[rng.integers(len(topics), size=n)] + rng.normal(scale=1.2, size=(n, dim))
+    x[1::10] = x[::10][: len(x[1::10])] + rng.normal(scale=0.05, size=(len(x[1::10]), dim))  # near copies
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * dim)
+    return pa.table({"id": [f"d{i}" for i in range(n)], "_task": pa.array(np.arange(n) // 10000, pa.int32()),
+                     "_row": pa.array(np.arange(n) % 10000, pa.int64()),
+                     EMB: pa.ListArray.from_arrays(offsets, pa.array(x.reshape(-1))),
+                     SCORE: pa.array(np.full(n, np.nan))})
+
+
+def global_scaling(small: int, large: int) -> dict[str, Any]:
+    """The planner's cost model of the corpus-wide step (``global_seconds_at``), fitted on ``small``
+    documents and checked against a measured run over ``large``, both in process."""
+    from curation.stages.dedup.semantic import SemanticDedup, SemanticDedupConfig
+    from curation.stages.frame import LocalFrame
+
+    out: dict[str, Any] = {}
+    for n in (small, large):
+        stage = SemanticDedup(SemanticDedupConfig())
+        keys = synthetic_keys(n)
+        t0 = time.process_time()
+        stage.run_global(LocalFrame(keys, num_buckets=stage.num_buckets)).collect()
+        out[n] = (time.process_time() - t0, stage)
+    sec_small, stage_small = out[small]
+    predicted = stage_small.global_seconds_at(sec_small, large)
+    nlogn = sec_small * (large * np.log(large)) / (small * np.log(small))
+    return {"small": small, "large": large, "cpu_s_small": round(sec_small, 2), "cpu_s_large": round(out[large][0], 2),
+            "predicted_large": round(predicted or 0.0, 2), "nlogn_predicted_large": round(float(nlogn), 2),
+            "report_small": stage_small.report, "report_large": out[large][1].report}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", default=str(PAIRS))
@@ -141,7 +178,16 @@ def main() -> None:
     ap.add_argument("--eps", default=",".join(map(str, EPS)))
     ap.add_argument("--cache", default=None, help="npz of embeddings to reuse (keyed by chunks)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--scaling", default=None, metavar="SMALL,LARGE",
+                    help="only check the planner's cost model of the global step on synthetic vectors, e.g. 2000,20000")
     args = ap.parse_args()
+    if args.scaling:
+        small, large = (int(v) for v in args.scaling.split(","))
+        res = global_scaling(small, large)
+        print(json.dumps(res, indent=1))
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=1))
+        return
     pairs, texts, ab = load(Path(args.pairs))
     gold = np.array([p["label"] == 1 for p in pairs])
     cats = sorted({p["category"] for p in pairs})

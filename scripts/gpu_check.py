@@ -17,6 +17,8 @@ Steps (docs/gpu.md says what each proves):
   train_nccl     the training loop under torchrun with NCCL (2 ranks on one GPU if NCCL allows, else 1),
                  checkpoint, then resume: a 6+6-step run must equal a 12-step run
   bench          benchmarks/lm_loss_speed.py and benchmarks/rephrase.py on the GPU (tokens/s)
+  semdedup_embed semantic_dedup_v1's embedding (bundled MiniLM) of N_EMBED sample documents on CUDA in fp16 vs
+                 CPU fp32 on the first 64 (cosine of each pair >= 0.999), and docs/s per GPU
 """
 
 from __future__ import annotations
@@ -238,9 +240,43 @@ def step_bench(work: Path, dry: bool) -> dict[str, Any]:
     return out
 
 
+#: Documents the semdedup_embed step embeds on the GPU (the bundled sample repeated to this many).
+N_EMBED = 4096
+
+
+def step_semdedup_embed(work: Path, dry: bool) -> dict[str, Any]:
+    """semantic_dedup_v1's embedding path on CUDA: the stage's own ``embed_texts`` with ``device: auto``
+    (CUDA, fp16 there), checked against CPU float32, and timed over ``N_EMBED`` documents."""
+    import numpy as np
+
+    from curation.stages.dedup.semantic import SemanticDedup, SemanticDedupConfig, embed_texts
+
+    texts = sample_texts()
+    texts = (texts * (N_EMBED // len(texts) + 1))[:N_EMBED]
+    cpu_stage = SemanticDedup(SemanticDedupConfig(device="cpu"))
+    cpu = embed_texts(cpu_stage.embedder, texts[:64])
+    torch = cuda_or_stop(dry)
+    stage = SemanticDedup(SemanticDedupConfig(device="auto", batch_size=256))
+    _, model, device = stage.embedder.load()
+    if device != "cuda" or next(model.parameters()).dtype != torch.float16:
+        raise AssertionError(f"device auto chose {device} / {next(model.parameters()).dtype}, expected cuda / float16")
+    embed_texts(stage.embedder, texts[:256])  # warm-up: kernels, allocator
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    gpu = embed_texts(stage.embedder, texts)
+    torch.cuda.synchronize()
+    secs = time.perf_counter() - t0
+    agree = (cpu * gpu[:64]).sum(1)
+    figures = {"docs": len(texts), "embed_seconds": round(secs, 2), "docs_per_s_per_gpu": round(len(texts) / secs, 1),
+               "min_cosine_fp16_vs_fp32": round(float(agree.min()), 5), "gpu": torch.cuda.get_device_name(0)}
+    if not np.all(agree >= 0.999):
+        raise AssertionError(f"fp16 CUDA embeddings differ from CPU fp32: {figures}")
+    return figures
+
+
 STEPS: dict[str, Callable[[Path, bool], dict[str, Any]]] = {
     "env": step_env, "lm_loss": step_lm_loss, "rephrase_hf": step_rephrase_hf, "rephrase_vllm": step_rephrase_vllm,
-    "train_nccl": step_train_nccl, "bench": step_bench}
+    "train_nccl": step_train_nccl, "bench": step_bench, "semdedup_embed": step_semdedup_embed}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,7 @@ def test_dry_run_reaches_the_first_cuda_call_of_every_step(tmp_path: Path) -> No
     r, summary = _check(tmp_path, "--dry-run")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     steps = summary["steps"]
-    assert list(steps) == ["env", "lm_loss", "rephrase_hf", "rephrase_vllm", "train_nccl", "bench"]
+    assert list(steps) == ["env", "lm_loss", "rephrase_hf", "rephrase_vllm", "train_nccl", "bench", "semdedup_embed"]
     for name, step in steps.items():
         expected = {"skipped", "dry-run-ok"} if name == "rephrase_vllm" else {"dry-run-ok"}
         assert step["status"] in expected, (name, step)

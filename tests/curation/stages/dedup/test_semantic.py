@@ -325,11 +325,16 @@ def test_plan_predicts_the_stage(tmp_path: Path) -> None:
     pred = extrapolate(m, Cluster(cpus=2))
     assert any(s["step"] == "global semantic_dedup_v1" for s in pred.steps) and pred.kept_docs == 8
     stage = SemanticDedup(SemanticDedupConfig(n_clusters=None))
-    stage.report.update(docs=1000, n_clusters=32, fit_docs=1000, fit_seconds=1.0, assign_seconds=1.0,
-                        pair_seconds=1.0, pairs_compared=1000 * 1000 // 2 // 32)
-    # 100x the documents: fit 50x (sample cap) x 10x k, assign 100x x 10x k, pairs 100^2 / 10, rest 100x.
-    assert stage.global_seconds_at(4.0, 100_000) == pytest.approx(
-        50 * 316 / 32 + 100 * 316 / 32 + 1e4 * 32 / 316 + 100, rel=1e-3)
+    stage.report.update(docs=1000, n_clusters=32, fit_docs=1000, fit_iterations=10, fit_seconds=1.0,
+                        assign_seconds=1.0, pair_seconds=1.0, pairs_compared=1000 * 1000 // 2 // 32,
+                        pair_fixed_seconds=0.01, pair_seconds_per_pair=1e-5)
+    # 100x the documents, k 32 -> 316: fit 1 s / 10 steps x min(50, 10 sqrt(50)) steps x (50,000 x 316) / (1,000 x 32)
+    # (the sample is capped at 50,000); assignment 1 s x 100 x 316 / 32; pairs 0.01 s x 316 clusters + 1e-5 s x
+    # 1e10 / 2 / 316 pairs; the rest (4 - 3 s) x 100.
+    expected = 0.1 * 50 * 50_000 * 316 / 32_000 + 100 * 316 / 32 + (0.01 * 316 + 1e-5 * 1e10 / 2 / 316) + 100
+    assert stage.global_seconds_at(4.0, 100_000) == pytest.approx(expected, rel=1e-3)
+    t = [(10, 0.02 + 45 * 1e-4), (20, 0.02 + 190 * 1e-4), (40, 0.02 + 780 * 1e-4)]
+    assert semantic.pair_cost(t) == pytest.approx((0.02, 1e-4), rel=1e-3) and semantic.pair_cost(t[:1]) == (None, None)
 
 
 # -- the CUDA path: placement is checked on CPU, the embedding itself where a GPU is ----------------------
