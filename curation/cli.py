@@ -121,7 +121,7 @@ def run(
 
 def _check_budget(cfg: Any, budget_cpu_hours: float) -> None:
     """Exit 2 with one line, before any work, when the predicted CPU-hours exceed the budget."""
-    from curation.planner import budget_refusal, parse_cluster, plan as make_prediction
+    from curation.planner import budget_refusal, parse_cluster, predict as make_prediction
 
     try:
         pred = make_prediction(cfg, 0.01, parse_cluster(None))
@@ -151,7 +151,7 @@ def plan_cmd(
     from rich.text import Text
 
     from curation.pipeline import load_pipeline
-    from curation.planner import budget_refusal, parse_cluster, parse_rate, plan as make_prediction
+    from curation.planner import budget_refusal, parse_cluster, parse_rate, predict as make_prediction
 
     overrides = list(override) + ([f"executor.kind={executor}"] if executor else [])
     try:

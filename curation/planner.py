@@ -715,7 +715,7 @@ def _rephrase_rate(root: Path, config: PipelineConfig) -> float | None:
     return round(tokens / secs, 1) if secs else None
 
 
-def plan(config: PipelineConfig, rate: float, cluster: Cluster) -> Prediction:
+def predict(config: PipelineConfig, rate: float, cluster: Cluster) -> Prediction:
     """Measure a ``rate`` sample of ``config``'s inputs and predict the full run on ``cluster``."""
     return extrapolate(measure(config, rate), cluster)
 

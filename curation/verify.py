@@ -172,19 +172,15 @@ def _check_shards(root: Path, manifest: dict[str, Any], report: Report) -> dict[
 
 
 def _global_stage_indices(manifest: dict[str, Any], report: Report) -> list[int] | None:
-    from curation.registry import get_stage
-    from curation.stages.global_stage import GlobalStage
-
+    """The indices of the run's global stages, as its manifest records them (``global_stages``)."""
     stages = (manifest.get("config") or {}).get("stages", [])
-    out = []
-    for i, spec in enumerate(stages if isinstance(stages, list) else []):
-        try:
-            cls = get_stage(spec["stage"])
-        except Exception as exc:  # unknown name or malformed entry: the passes cannot be known
-            report.problems.append(f"manifest.json: config.stages[{i}]: {exc}")
-            return None
-        if issubclass(cls, GlobalStage):
-            out.append(i)
+    n = len(stages) if isinstance(stages, list) else 0
+    out = manifest.get("global_stages")
+    if not isinstance(out, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n
+                                            for i in out) or out != sorted(set(out)):
+        report.problems.append("manifest.json: global_stages: expected the sorted indices of the config's global "
+                               f"stages (each in 0..{n - 1}), got {str(out)[:100]}")
+        return None
     return out
 
 

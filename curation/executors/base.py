@@ -153,7 +153,10 @@ class Executor(ABC):
         elif lay.root.exists() and any(lay.root.iterdir()):
             raise FatalError(f"{lay.root} is not empty and holds no run.json; refusing to write into it")
         else:
-            write_json(lay.run_json, {**identity, "name": self.config.name, "full_config": self.config.to_mapping()})
+            # The global stages' indices say how many passes the run has, so readers of the run (progress,
+            # verify) need not import the stage registry to know.
+            write_json(lay.run_json, {**identity, "name": self.config.name, "full_config": self.config.to_mapping(),
+                                      "global_stages": global_stage_indices(plan)})
         # Temp files are only ever left by a killed attempt; none of them is live now (an object
         # store holds none: its writers stage them locally).
         if not is_remote(lay.root):
@@ -219,6 +222,11 @@ def work_rows(plan: Plan, seg: Segment) -> int:
     return total
 
 
+def global_stage_indices(plan: Plan) -> list[int]:
+    """Indices (in ``config.stages``) of the global stages: each ends a shard pass, so a run has one pass more."""
+    return [seg.key_for[0] for seg in plan.segments if seg.key_for is not None]
+
+
 def build_manifest(plan: Plan, identity: dict[str, Any], wall_seconds: float) -> dict[str, Any]:
     """Aggregate every task marker into the run manifest."""
     lay = plan.layout
@@ -269,6 +277,7 @@ def build_manifest(plan: Plan, identity: dict[str, Any], wall_seconds: float) ->
         "created_unix": round(time.time(), 3),
         "wall_seconds": round(wall_seconds, 3),
         "config": plan.config.to_mapping(),
+        "global_stages": global_stage_indices(plan),
         "inputs": identity["inputs"],
         "totals": totals,
         "stages": [stages[k] for k in sorted(stages)],

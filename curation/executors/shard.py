@@ -303,7 +303,7 @@ class ShardRun:
             stats["docs_read"] += len(table)
             keep, reasons = _input_guard(table, cfg.max_chars)
             res = split(table, keep, reasons)
-            self.decide(-1, "input", res, len(table))
+            self.record(-1, "input", res, len(table))
             yield res.kept
         if stats["lines"] and bad_lines / stats["lines"] > cfg.max_malformed_fraction:
             raise ShardError(f"{task.source}: {bad_lines} of {stats['lines']} lines are malformed, over "
@@ -325,7 +325,7 @@ class ShardRun:
             for rb in pq.ParquetFile(fh).iter_batches(batch_size=self.plan.config.input.batch_size):
                 table = pa.Table.from_batches([rb])
                 res = gstage.apply(table, marks)
-                self.decide(stage_index, spec.stage, res, len(table))
+                self.record(stage_index, spec.stage, res, len(table))
                 yield res.kept
 
     def apply_stages(self, batch: pa.Table) -> pa.Table:
@@ -339,7 +339,7 @@ class ShardRun:
                 if len(group) == 1 and not is_per_document(group[0][1]):
                     (index, spec), stage = group[0]
                     res = stage.process(batch)
-                    self.decide(index, spec.stage, res, len(batch), len(res.kept))
+                    self.record(index, spec.stage, res, len(batch), len(res.kept))
                     batch = res.kept
                     self.stage_seconds[index] += time.perf_counter() - t_group
                 else:
@@ -347,7 +347,7 @@ class ShardRun:
                     # A fused chain is timed as a whole; its time is shared by documents seen.
                     spent, seen = time.perf_counter() - t_group, sum(step.n_in for step in steps) or 1
                     for ((index, spec), _), step in zip(group, steps):
-                        self.decide(index, spec.stage, step.result, step.n_in)
+                        self.record(index, spec.stage, step.result, step.n_in)
                         self.stage_seconds[index] += spent * step.n_in / seen
             except CurationError:
                 raise
@@ -356,7 +356,7 @@ class ShardRun:
                                  f"docs {batch.column('id')[0]}..): {type(exc).__name__}: {exc}") from exc
         return batch
 
-    def decide(self, index: int, name: str, res: StageResult, n_in: int, n_out: int | None = None) -> None:
+    def record(self, index: int, name: str, res: StageResult, n_in: int, n_out: int | None = None) -> None:
         """Count a stage's verdicts on a batch and record its dropped rows in the decisions table."""
         # n_out: rows leaving the stage when it may add rows (rephrasing); chain steps leave it None.
         self.counts.add(index, name, n_in, n_in - len(res.dropped) if n_out is None else n_out, res.reasons)

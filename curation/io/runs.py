@@ -179,19 +179,11 @@ def list_runs(root: str | os.PathLike[str], failed: Callable[[str], bool] | None
     return out
 
 
-def _segments(config: dict[str, Any]) -> int:
-    """Number of shard passes of a config: one, plus one per global stage (dedup, select ...)."""
-    from curation.registry import get_stage
-    from curation.stages.global_stage import GlobalStage
-
-    n = 1
-    for spec in config.get("stages", []):
-        try:
-            if issubclass(get_stage(spec["stage"]), GlobalStage):
-                n += 1
-        except Exception:  # noqa: BLE001 - an unknown stage name: count what the markers show instead
-            continue
-    return n
+def _segments(run_json: dict[str, Any]) -> int:
+    """Number of shard passes of a run: one, plus one per global stage (dedup, select ...), as its run.json records
+    them (``global_stages``); 1 when it does not, and the markers found raise it (``_marker_progress``)."""
+    indices = run_json.get("global_stages")
+    return 1 + len(indices) if isinstance(indices, list) else 1
 
 
 def progress(run: str | os.PathLike[str], now: float | None = None) -> dict[str, Any]:
@@ -226,7 +218,7 @@ def _progress_json(root: Path) -> dict[str, Any] | None:
 def _marker_progress(root: Path, rj: dict[str, Any], now: float | None) -> dict[str, Any]:
     now = time.time() if now is None else now
     n_tasks = len(rj.get("inputs", []))
-    n_segs = _segments(rj.get("full_config") or {})
+    n_segs = _segments(rj)
     markers_dir = Layout(root).markers_dir
     passes: dict[int, dict[str, Any]] = {}
     if markers_dir.exists():

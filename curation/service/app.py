@@ -32,7 +32,7 @@ from curation.service.cache import AnswerCache
 from curation.service.deps import close_job_manager, job_manager
 from curation.service.job_store import JobLookup
 from curation.service.jobs import JobError
-from curation.service.registry import Registry
+from curation.service.run_index import Registry
 from curation.service.sandbox_pool import SandboxPool
 from curation.service.settings import ServiceSettings, host_header_name
 

@@ -17,7 +17,7 @@ from curation.query_sandbox import Limits
 from curation.service.cache import AnswerCache
 from curation.service.job_store import JobLookup
 from curation.service.jobs import JobManager
-from curation.service.registry import Registry
+from curation.service.run_index import Registry
 from curation.service.settings import ServiceSettings
 from curation.service.views import RunOpener
 

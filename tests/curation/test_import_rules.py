@@ -154,3 +154,19 @@ def test_no_import_cycle_runs_through_the_cli_submit_or_the_service() -> None:
     watched = [c for c in _strongly_connected(graph)
                if any(m in ("curation.cli", "curation.submit") or m.startswith("curation.service") for m in c)]
     assert watched == []
+
+
+def test_io_never_imports_the_stages_or_the_registry() -> None:
+    """``curation.io`` owns the run directory; how many passes a run has comes from its run.json and manifest
+    (``global_stages``), not from building its stages."""
+    files = _files(CURATION / "io", CURATION / "verify.py")
+    assert _offenders(files, "curation.stages") == {} and _offenders(files, "curation.registry") == {}
+
+
+def test_the_core_never_imports_the_service() -> None:
+    """The service builds on the core (io, stats, pipeline, executors); nothing of the core reaches up into it.
+    ``cli.py`` (which starts the service) and ``job_driver.py`` (the service's job driver) are its doors."""
+    doors = {CURATION / "cli.py", CURATION / "job_driver.py"}
+    files = [f for f in _files(CURATION) if "service" not in f.relative_to(CURATION).parts and f not in doors]
+    assert len(files) > 50
+    assert _offenders(files, "curation.service") == {}

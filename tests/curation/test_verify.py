@@ -131,6 +131,12 @@ def _missing_global_marker(run: Path) -> str:
     return r"_markers/global-stage1.json: missing"
 
 
+def _edited_global_stages(run: Path) -> str:
+    assert _manifest(run)["global_stages"] == [1]  # the fixture's dedup stage: two passes
+    _edit_manifest(run, lambda m: m.update(global_stages=[7]))
+    return r"manifest.json: global_stages: expected the sorted indices"
+
+
 def _edited_rows(run: Path) -> str:
     _edit_manifest(run, lambda m: m["shards"][0].update(rows=m["shards"][0]["rows"] + 1))
     return rf"{_first_shard(run)}: \d+ rows, manifest.json says \d+"
@@ -154,7 +160,8 @@ def _missing_decisions(run: Path) -> str:
 
 
 @pytest.mark.parametrize("tamper", [_flip_byte, _truncate, _delete, _edit_sha, _dotdot, _absolute, _extra_file,
-                                    _missing_marker, _missing_global_marker, _edited_rows, _edited_total,
+                                    _missing_marker, _missing_global_marker, _edited_global_stages, _edited_rows,
+                                    _edited_total,
                                     _dropped_shard_entry, _missing_decisions])
 def test_each_mismatch_is_named_on_its_own_line(run: Path, tamper: Callable[[Path], str]) -> None:
     expected = tamper(run)

@@ -79,7 +79,7 @@ from curation.stages.dedup.corpus import (
 )
 from curation.stages.dedup.exact import check_against, corpus_artifacts
 from curation.stages.dedup.minhash import candidate_probability, minhash_columns, optimal_bands
-from curation.stages.dedup.verify import (
+from curation.stages.dedup.pair_check import (
     SHINGLES, agreement_bounds, carry_shingles, exact_edges, group_pairs, pair_rows, scored, shingle_rows,
     star_centres, sure_edges,
 )

@@ -62,7 +62,7 @@ def test_the_url_filter_sees_the_warc_target_uri(tmp_path: Path) -> None:
 def test_curate_plan_samples_web_inputs_as_raw_records(tmp_path: Path) -> None:
     from curation.io.web import sample_web_input, split_web_sample
     from curation.pipeline import PipelineConfig
-    from curation.planner import Cluster, plan
+    from curation.planner import Cluster, predict
 
     recs = [page(i, f"https://e.org/{i}", b"<p>%s page %d</p>" % (b"keep" if i % 3 else b"drop", i))
             for i in range(1, 10)] + [page(10, "https://e.org/t.txt", b"keep me?", ctype="text/plain")]
@@ -81,5 +81,5 @@ def test_curate_plan_samples_web_inputs_as_raw_records(tmp_path: Path) -> None:
     data_cfg = load_yaml(REPO / "pipelines" / "web.yaml")
     data_cfg["input"]["paths"] = [str(SAMPLE_WEB / "*.warc.gz")]
     data_cfg["stages"] = [{"stage": "text_length_v1", "min_chars": 200}]
-    pred = plan(PipelineConfig.from_mapping(data_cfg), 0.01, Cluster(cpus=2))
+    pred = predict(PipelineConfig.from_mapping(data_cfg), 0.01, Cluster(cpus=2))
     assert pred.input_docs == 48 and pred.kept_docs == 44

@@ -26,7 +26,7 @@ import pyarrow as pa
 from curation.stages.dedup.exact import text_hashes
 from curation.stages.dedup.minhash import minhash_columns
 from curation.stages.dedup.near import NearDedup, NearDedupConfig
-from curation.stages.dedup.verify import agreement_bounds
+from curation.stages.dedup.pair_check import agreement_bounds
 
 
 @dataclass

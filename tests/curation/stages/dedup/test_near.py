@@ -143,7 +143,7 @@ def test_chain_links_are_exact_pairs_not_estimates() -> None:
 
 
 def test_exact_checks_per_band_group_are_bounded() -> None:
-    from curation.stages.dedup.verify import FORESTS, agreement_bounds, group_pairs
+    from curation.stages.dedup.pair_check import FORESTS, agreement_bounds, group_pairs
 
     rng = np.random.default_rng(1)
     m, k = 200, 128

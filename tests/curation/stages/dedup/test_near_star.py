@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from curation.pipeline import PipelineConfig
 from curation.stages.dedup.evaluate import oracle_stars
 from curation.stages.dedup.near import NearDedup, NearDedupConfig
-from curation.stages.dedup.verify import agreement_bounds, exact_jaccard
+from curation.stages.dedup.pair_check import agreement_bounds, exact_jaccard
 from curation.stages.frame import LocalFrame
 from curation.stats import query
 from tests.conftest import pipeline_dict

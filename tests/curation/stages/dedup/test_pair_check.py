@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from curation.stages.dedup.minhash import Shingles, shingle_sets
-from curation.stages.dedup.verify import group_pairs
+from curation.stages.dedup.pair_check import group_pairs
 
 
 def _pairs(out: tuple[np.ndarray, np.ndarray, np.ndarray]) -> list[tuple[int, int, bool]]:
