@@ -247,6 +247,19 @@ def test_stats_show_the_reason(local_run: Path) -> None:
     assert any("semantic_duplicate" in json.dumps(v) for v in s.values())
 
 
+def test_the_service_shows_the_drops_and_the_group(local_run: Path) -> None:
+    from curation.query_sandbox import Limits
+    from curation.service.views import document, drops
+
+    limits = Limits(timeout_s=30.0, memory_limit="512MB")
+    page = drops(local_run, limits, "semantic_dedup_v1", "semantic_duplicate", None, None, 0, 10)
+    assert page["total"] == 3 and {s["id"] for s in page["samples"]} == {"news-1", "news-6", "web-1"}
+    assert all(s["details"]["dup_of"] in ("news-2", "web-2") for s in page["samples"])
+    doc = document(local_run, limits, "web-1")  # a dropped member's page names the keeper and the group
+    assert doc["outcome"] == "dropped" and doc["duplicates"]["kept_member"] == "web-2"
+    assert {m["id"] for m in doc["duplicates"]["dropped_members"]} == {"news-6", "web-1"}
+
+
 def test_resume_reuses_the_stored_embeddings(local_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = semantic_run(corpus(tmp_path), tmp_path / "run")
     run = Path(data["output"]["dir"])
