@@ -69,8 +69,9 @@ def _rss_mb() -> float:
 
 def child(cfg_path: Path) -> dict[str, Any]:
     """One run in this process; prints its figures as JSON."""
+    from curation.executors import local as local_executor
     from curation.executors import make_executor
-    from curation.executors.local import LocalExecutor
+    from curation.executors import ray as ray_executor
     from curation.io.dedup_index import read_stats
     from curation.pipeline import PipelineConfig
 
@@ -84,17 +85,19 @@ def child(cfg_path: Path) -> dict[str, Any]:
                 state["global_peak"] = max(state["global_peak"], _rss_mb())
             time.sleep(0.02)
 
-    original_global = LocalExecutor.run_global
+    original_global = local_executor.resolve_in_process
 
-    def timed_global(self: Any, *args: Any) -> None:
+    def timed_global(*args: Any) -> None:
         state["before_global"] = max(state["before_global"], _rss_mb())
         state["in_global"] = True
         try:
-            original_global(self, *args)
+            original_global(*args)
         finally:
             state["in_global"] = False
 
-    LocalExecutor.run_global = timed_global  # type: ignore[method-assign]
+    # Both executors resolve a global step in process through this function (Ray: when its keys are small).
+    local_executor.resolve_in_process = timed_global  # type: ignore[assignment]
+    ray_executor.resolve_in_process = timed_global  # type: ignore[assignment]
     threading.Thread(target=sample, daemon=True).start()
     tracker = None
     if cfg.executor.kind == "ray":  # Ray's workers and daemons are this process's descendants

@@ -522,7 +522,6 @@ def measure(config: PipelineConfig, rate: float, workdir: Path | None = None,
     """
     from curation.executors.local import LocalExecutor
     from curation.executors.plan import make_plan
-    from curation.executors.shard import build_stages, forget_stages
 
     own = workdir is None
     work = Path(tempfile.mkdtemp(prefix="curate-plan-")) if own else workdir
@@ -542,7 +541,7 @@ def measure(config: PipelineConfig, rate: float, workdir: Path | None = None,
         setups = []
         for seg in plan.segments:  # timed apart: setup is paid once per worker, not per byte
             t0 = time.perf_counter()
-            build_stages(plan, seg)
+            plan.set_up(seg)
             setups.append(time.perf_counter() - t0)
         # Each task's time is the least of SAMPLE_REPEATS runs: a sample task lasts tens of
         # milliseconds, and one pause (a collection, another process) in one of a pass's two
@@ -560,7 +559,7 @@ def measure(config: PipelineConfig, rate: float, workdir: Path | None = None,
                 walls.append(time.time() - t0)
                 timings.append(_task_timings(plan))
         finally:
-            forget_stages(plan)
+            plan.forget()
         return _measurement(config, rate, plan, files, result.manifest, setups, walls[0], least_time(timings))
     finally:
         if own:
@@ -592,7 +591,6 @@ def least_time(runs: list[Timing]) -> Timing:
 
 def _measurement(config: PipelineConfig, rate: float, plan: Any, files: list[FileSample],
                  manifest: dict[str, Any], setups: list[float], wall: float, timing: Timing) -> Measurement:
-    from curation.executors.shard import global_stage
     from curation.io.atomic import read_json
 
     lay = plan.layout
@@ -628,7 +626,7 @@ def _measurement(config: PipelineConfig, rate: float, plan: Any, files: list[Fil
             again, ops = _global_seconds(plan, seg, None)
             seconds = min(float(gm["seconds"]), again)
             # A stage's own cost model reads the figures of the run just timed (before the one-row run below).
-            model = getattr(global_stage(plan, stage_index), "global_seconds_at", None)
+            model = getattr(plan.global_stage(stage_index), "global_seconds_at", None)
             full_in = docs_in * sum(f.docs for f in files) / max(sum(f.sample_docs for f in files), 1)
             full_seconds = model(seconds, full_in) if model is not None else None
             globals_.append(GlobalMeasure(spec.stage, seconds, int(docs_in), int(kb),
@@ -681,10 +679,9 @@ def _global_seconds(plan: Any, seg: Any, rows: int | None) -> tuple[float, int]:
     files read as in the run, and its shuffles; with one row, the part of its time that does not
     grow with n."""
     from curation.executors.local import key_read_columns
-    from curation.executors.shard import global_stage
     from curation.io.storage import read_parquet
 
-    stage = global_stage(plan, seg.key_for[0])  # the plan's, as the run's own global step
+    stage = plan.global_stage(seg.key_for[0])  # the plan's, as the run's own global step
     t0 = time.perf_counter()
     cols = key_read_columns(stage)
     tables = [read_parquet(str(plan.layout.work(seg.index, t.index)), columns=cols) for t in plan.tasks]

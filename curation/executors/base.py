@@ -23,7 +23,6 @@ from curation.config import fingerprint
 from curation.errors import FatalError
 from curation.executors.plan import Plan, Segment, make_plan
 from curation.executors.progress import ProgressTracker
-from curation.executors.shard import global_stage, segment_schema
 from curation.io.atomic import read_json, write_json
 from curation.io.storage import is_remote, remove_tree
 from curation.io.digest import file_digest
@@ -190,7 +189,7 @@ class Executor(ABC):
                 if not marker.exists() or pending:
                     remove_tree(lay.dups_dir(stage_index))
                     t0 = time.time()
-                    stage = global_stage(plan, stage_index)
+                    stage = plan.global_stage(stage_index)
                     if work_rows(plan, seg) == 0:
                         # Every document was dropped before this stage: there is nothing to resolve,
                         # and the next pass reads "no duplicates" from the absent dups folder.
@@ -269,7 +268,7 @@ def build_manifest(plan: Plan, identity: dict[str, Any], wall_seconds: float) ->
             warnings += gm.get("warnings", [])
             if (gm.get("report") or {}).get("against"):
                 corpus.append({"index": seg.key_for[0], "stage": seg.key_for[1].stage, **gm["report"]})
-    final_schema: pa.Schema = segment_schema(plan, plan.segments[-1])
+    final_schema: pa.Schema = plan.segment_schema(plan.segments[-1])
     return {
         "name": plan.config.name,
         "schema_version": SCHEMA_VERSION,

@@ -31,6 +31,18 @@ def write_duplicates(plan: Plan, stage_index: int, dups: pa.Table) -> None:
         w.close()
 
 
+def resolve_in_process(plan: Plan, seg: Segment, stage: GlobalStage, stage_index: int) -> None:
+    """A global step in this process: every key of ``seg``'s work files in one table, resolved on a
+    ``LocalFrame`` and written as ``write_duplicates`` does. The local executor's global step, and
+    the Ray executor's when the keys are small (``executor.global_in_driver_mb``)."""
+    cols = key_read_columns(stage)
+    table = pa.concat_tables(
+        [read_parquet(str(plan.layout.work(seg.index, t.index)), columns=cols) for t in plan.tasks]
+    )
+    result = stage.run_global(LocalFrame(table, num_buckets=stage.num_buckets)).table
+    write_duplicates(plan, stage_index, result.cast(stage.result_schema))
+
+
 class LocalExecutor(Executor):
     """Runs every task in this process, one after another."""
 
@@ -39,9 +51,4 @@ class LocalExecutor(Executor):
             self.progress(run_shard(plan, seg.index, t))
 
     def run_global(self, plan: Plan, seg: Segment, stage: GlobalStage, stage_index: int) -> None:
-        cols = key_read_columns(stage)
-        table = pa.concat_tables(
-            [read_parquet(str(plan.layout.work(seg.index, t.index)), columns=cols) for t in plan.tasks]
-        )
-        result = stage.run_global(LocalFrame(table, num_buckets=stage.num_buckets)).table
-        write_duplicates(plan, stage_index, result.cast(stage.result_schema))
+        resolve_in_process(plan, seg, stage, stage_index)

@@ -1,15 +1,19 @@
 """The execution plan: input tasks, shard passes ("segments") split at global stages, run layout.
 
-A plan is plain data, pickled to workers. It builds each stage once per process (``Plan.stage``);
-the built stages are left out of the pickle and rebuilt on each worker, so indexes or models a
-stage loads never travel through the object store.
+A plan is plain data, pickled to workers, and owns its stages: everything that asks a stage
+(executors, shard tasks, the planner) asks the plan. The built stage of each spec is kept on the
+spec (``StageSpec.built``), left out of the pickle and rebuilt on each worker, so indexes or models
+a stage loads never travel through the object store. The set-up stages of each pass are kept per
+process here (``Plan.set_up``), because a Ray worker gets a fresh copy of the plan with every task
+and must not load its models again for each.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+import pyarrow as pa
 
 from curation.config import fingerprint
 from curation.errors import ConfigError
@@ -17,6 +21,7 @@ from curation.io.inputs import Task, expand_inputs
 from curation.io.layout import Layout
 from curation.io.storage import is_url, run_path
 from curation.pipeline import PipelineConfig, StageSpec
+from curation.schema import base_schema
 from curation.stages.base import Stage
 from curation.stages.global_stage import GlobalStage
 from curation.registry import get_stage
@@ -56,14 +61,19 @@ class Segment:
         return resources
 
 
+#: The set-up stages of each pass in this process, by (plan root, pass, config fingerprint). Only
+#: ``Plan.set_up`` and ``Plan.forget`` touch it. The config's fingerprint is in the key: one process
+#: may run another config into the same directory (``--overwrite``), and must not reuse the first
+#: config's stages there.
+_SET_UP: dict[tuple[str, int, str], list[Stage]] = {}
+
+
 @dataclass
 class Plan:
     config: PipelineConfig
     tasks: list[Task]
     segments: list[Segment]
     root: str
-    #: ``config.stages`` built, by pipeline index; filled on first use in each process.
-    built: list[Stage] | None = field(default=None, repr=False, compare=False)
     _fingerprint: str | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -79,20 +89,56 @@ class Plan:
     def stages(self) -> list[Stage]:
         """``config.stages`` built, shared by everything in this process that asks a stage.
 
-        Built, not set up: ``setup()`` (models) is the shard pass's, once per worker process.
+        Built, not set up: ``setup()`` (models) is the shard pass's, once per worker process
+        (``set_up``). Each is its spec's (``StageSpec.built``), so resources and artifact digests
+        asked of the spec see the same object.
         """
-        if self.built is None:
-            self.built = [spec.built() for spec in self.config.stages]
-        return self.built
+        return [spec.built() for spec in self.config.stages]
 
     def stage(self, index: int) -> Stage:
         """The built stage at pipeline position ``index``."""
-        return self.stages()[index]
+        return self.config.stages[index].built()
 
-    def __getstate__(self) -> dict[str, Any]:
-        # A built stage may hold an eval-set index (decontaminate) or centroids (skill_tag), and
-        # a set-up one a model: a worker rebuilds its own rather than receive them with each task.
-        return {**self.__dict__, "built": None}
+    def global_stage(self, index: int) -> GlobalStage:
+        """The built global stage at pipeline position ``index``."""
+        stage = self.stage(index)
+        assert isinstance(stage, GlobalStage)
+        return stage
+
+    def segment_schema(self, seg: Segment) -> pa.Schema:
+        """Schema of a pass's output: base columns, every stage column so far, internal keys."""
+        extra: dict[str, pa.DataType] = {}
+        for s in self.segments[: seg.index + 1]:
+            if s.drop_from is not None:
+                extra.update(self.stage(s.drop_from[0]).output_columns())
+            for i, _ in s.stages:
+                extra.update(self.stage(i).output_columns())
+        if seg.key_for is None:
+            return base_schema(extra)
+        gstage = self.global_stage(seg.key_for[0])
+        schema = base_schema(extra, internal=True)
+        for name, dtype in gstage.key_columns().items():
+            schema = schema.append(pa.field(name, dtype))
+        return schema
+
+    def set_up(self, seg: Segment) -> list[Stage]:
+        """The pass's map stages, set up once per process (models load once per worker).
+
+        The plan's own stage objects when first set up in this process; a later copy of the plan
+        (the next task on a Ray worker) gets those same set-up objects back.
+        """
+        key = (self.root, seg.index, self.config_fingerprint())
+        if key not in _SET_UP:
+            stages = [self.stage(i) for i, _ in seg.stages]
+            for stage in stages:
+                stage.setup()
+            _SET_UP[key] = stages
+        return _SET_UP[key]
+
+    def forget(self) -> None:
+        """Drop this process's set-up stages of this plan (its models), e.g. once a throw-away run is done."""
+        for key in [k for k in _SET_UP if k[0] == self.root and k[2] == self.config_fingerprint()]:
+            del _SET_UP[key]
 
 
 def make_segments(stages: list[StageSpec]) -> list[Segment]:
@@ -135,11 +181,11 @@ def check_gpu_placement(config: PipelineConfig, segments: list[Segment], stages:
 
 
 def make_plan(config: PipelineConfig) -> Plan:
-    # Validate every stage on the driver (dependencies, model files) before any work starts; the
-    # plan keeps them built for everything the driver asks of its stages.
+    # Validate every stage on the driver (dependencies, model files) before any work starts; their
+    # specs keep them built for everything the driver asks of the plan's stages.
     built = [spec.built() for spec in config.stages]
     segments = make_segments(config.stages)
     check_gpu_placement(config, segments, built)
     out = config.output.dir
     root = out.rstrip("/") if is_url(out) else str(Path(out.removeprefix("file://")).resolve())
-    return Plan(config=config, tasks=expand_inputs(config.input.paths), segments=segments, root=root, built=built)
+    return Plan(config=config, tasks=expand_inputs(config.input.paths), segments=segments, root=root)

@@ -19,10 +19,11 @@ from typing import Any
 
 from curation.errors import ConfigError, ShardError
 from curation.executors.base import Executor
-from curation.executors.local import LocalExecutor, key_read_columns
+from curation.executors.local import key_read_columns, resolve_in_process
 from curation.executors.plan import Plan, Segment
 from curation.executors.ray_frame import RayFrame
-from curation.executors.shard import fault_injection_env, run_shard
+from curation.executors.shard import run_shard
+from curation.faults import fault_injection_env
 from curation.io.storage import arrow_source, forward_env, is_remote, remove_tree
 from curation.pipeline import PipelineConfig
 from curation.stages.global_stage import GlobalStage
@@ -188,7 +189,7 @@ class RayExecutor(Executor):
         size_mb = sum(w.stat().st_size for w in works) / 1e6
         if size_mb < self.config.executor.global_in_driver_mb:
             log.info("global stage %s: %.1f MB of keys, resolved in the driver", stage.name, size_mb)
-            LocalExecutor.run_global(self, plan, seg, stage, stage_index)  # type: ignore[arg-type]
+            resolve_in_process(plan, seg, stage, stage_index)
             return
         ray = self._ray_data()
         fs = arrow_source(works[0])[1]  # every work file lives in the same run directory
@@ -215,14 +216,3 @@ class RayExecutor(Executor):
 
             ray.shutdown()
             self._owns_ray = False
-
-
-def make_executor(config: PipelineConfig, **kwargs: Any) -> Executor:
-    """The executor named by ``config.executor.kind``."""
-    if config.executor.kind == "local":
-        from curation.executors.local import LocalExecutor
-
-        return LocalExecutor(config, **kwargs)
-    return RayExecutor(config, **kwargs)
-
-

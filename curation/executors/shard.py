@@ -8,12 +8,9 @@ deletes whatever a crashed attempt left, so the outputs are the same as a clean 
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,85 +20,17 @@ import pyarrow.parquet as pq
 
 from curation.errors import CurationError, ShardError
 from curation.executors.plan import Plan, Segment
+from curation.faults import shard_point
 from curation.io.atomic import write_json
 from curation.io.inputs import Task
 from curation.io.readers import read_documents
 from curation.io.storage import TMP_SUFFIX, arrow_source, is_remote
 from curation.io.writers import RollingParquetWriter
-from curation.schema import DECISION_SCHEMA, QUARANTINE_SCHEMA, base_schema
+from curation.schema import DECISION_SCHEMA, QUARANTINE_SCHEMA
 from curation.stages.base import Stage, StageResult, is_per_document, run_chain, split
 from curation.stages.dedup.index import TaskIndex, params_for
 from curation.stages.global_stage import GlobalStage
 from curation.tokens import token_counter
-
-#: Fault-injection hook for the crash tests: "kill:SEG:TASK" SIGKILLs the worker after the task's
-#: first batch is written, "hang:SEG:TASK" sleeps there, "sleep:SEG:TASK" (TASK may be *) waits 1 s
-#: there, "raise:SEG:TASK" raises ValueError at the start, "raise_before_marker:SEG:TASK" after the
-#: outputs are published but before the marker. With CURATION_FAULT_ONCE=PATH it fires once.
-FAULT_ENV = "CURATION_FAULT"
-#: The hook is inert unless this is also "1". A stray CURATION_FAULT in a production environment
-#: (a copied shell profile, a leaked CI variable) must never kill or stall a real run, so only the
-#: tests that exercise crashes set both. A second variable rather than "are we under pytest?",
-#: because the hook must also fire in Ray workers and in `curate run` subprocesses started by tests.
-FAULT_ENABLE_ENV = "CURATION_ENABLE_FAULT_INJECTION"
-#: What the Ray executor forwards to its workers, and only when injection is enabled.
-FAULT_VARS = (FAULT_ENV, "CURATION_FAULT_ONCE", FAULT_ENABLE_ENV)
-
-
-def fault_injection_env() -> dict[str, str]:
-    """The fault-injection variables of this process when injection is enabled; else nothing."""
-    if os.environ.get(FAULT_ENABLE_ENV) != "1":
-        return {}
-    return {k: os.environ[k] for k in FAULT_VARS if k in os.environ}
-
-_STAGE_CACHE: dict[tuple[str, int, str], list[Stage]] = {}
-
-
-def build_stages(plan: Plan, seg: Segment) -> list[Stage]:
-    """The pass's stages, set up once per process (models load once per worker).
-
-    The plan's own stage objects, but cached here rather than on the plan: a Ray worker gets a
-    fresh copy of the plan with every task and must not load its models again for each.
-    """
-    # The config's fingerprint is in the key: one process may run another config into the same
-    # directory (``--overwrite``), and must not reuse the first config's stages there.
-    key = (plan.root, seg.index, plan.config_fingerprint())
-    if key not in _STAGE_CACHE:
-        stages = [plan.stage(i) for i, _ in seg.stages]
-        for stage in stages:
-            stage.setup()
-        _STAGE_CACHE[key] = stages
-    return _STAGE_CACHE[key]
-
-
-def forget_stages(plan: Plan) -> None:
-    """Drop this process's set-up stages of ``plan`` (its models), e.g. once a throw-away run is done."""
-    for key in [k for k in _STAGE_CACHE if k[0] == plan.root and k[2] == plan.config_fingerprint()]:
-        del _STAGE_CACHE[key]
-
-
-def segment_schema(plan: Plan, seg: Segment) -> pa.Schema:
-    """Schema of a pass's output: base columns, every stage column so far, internal keys."""
-    extra: dict[str, pa.DataType] = {}
-    for s in plan.segments[: seg.index + 1]:
-        if s.drop_from is not None:
-            extra.update(plan.stage(s.drop_from[0]).output_columns())
-        for i, _ in s.stages:
-            extra.update(plan.stage(i).output_columns())
-    if seg.final:
-        return base_schema(extra)
-    gstage = global_stage(plan, seg.key_for[0])
-    schema = base_schema(extra, internal=True)
-    for name, dtype in gstage.key_columns().items():
-        schema = schema.append(pa.field(name, dtype))
-    return schema
-
-
-def global_stage(plan: Plan, index: int) -> GlobalStage:
-    """The built global stage at pipeline position ``index``."""
-    stage = plan.stage(index)
-    assert isinstance(stage, GlobalStage)
-    return stage
 
 
 class _Counts:
@@ -116,31 +45,6 @@ class _Counts:
         s["out"] += n_out
         for r in reasons:
             s["dropped"][r] = s["dropped"].get(r, 0) + 1
-
-
-def _fault(seg: int, task: int, point: str) -> None:
-    if os.environ.get(FAULT_ENABLE_ENV) != "1":
-        return
-    spec = os.environ.get(FAULT_ENV, "")
-    parts = spec.split(":")
-    if not spec or len(parts) != 3 or parts[1] != str(seg) or parts[2] not in (str(task), "*"):
-        return
-    kind = parts[0]
-    fires = {"kill": "after_first_batch", "hang": "after_first_batch", "raise": "start",
-             "raise_before_marker": "before_marker", "sleep": "after_first_batch"}.get(kind) == point
-    if fires and kind == "sleep":  # a slow task (concurrency tests): every matching task, every time
-        time.sleep(1.0)
-        return
-    once = os.environ.get("CURATION_FAULT_ONCE")
-    if not fires or (once and os.path.exists(once)):
-        return
-    if once:
-        Path(once).touch()
-    if kind == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    if kind == "hang":  # lets a test SIGKILL the driver while this task's temp file is open
-        time.sleep(3600)
-    raise ValueError(f"injected failure in seg {seg} task {task} at {point}")
 
 
 def _groups(seg: Segment, stages: list[Stage]) -> list[list[tuple[tuple[int, Any], Stage]]]:
@@ -263,13 +167,13 @@ class ShardRun:
         return self.stats
 
     def fault(self, point: str) -> None:
-        _fault(self.seg.index, self.task.index, point)
+        shard_point(self.seg.index, self.task.index, point)
 
     def open(self) -> None:
         """Set up the pass's stages and open the decision and output writers."""
         seg, task, lay, out = self.seg, self.task, self.lay, self.out
-        self.stages = build_stages(self.plan, seg)
-        schema = segment_schema(self.plan, seg)
+        self.stages = self.plan.set_up(seg)
+        schema = self.plan.segment_schema(seg)
         decisions = lay.decisions(seg.index, task.index)
         self.dec_writer = RollingParquetWriter(decisions.parent, "", DECISION_SCHEMA, single_name=decisions.name)
         if seg.final:
@@ -279,7 +183,7 @@ class ShardRun:
             work = lay.work(seg.index, task.index)
             self.data_writer = RollingParquetWriter(work.parent, "", schema, compression="zstd",
                                                     single_name=work.name)
-        self.gstage = global_stage(self.plan, seg.key_for[0]) if seg.key_for else None
+        self.gstage = self.plan.global_stage(seg.key_for[0]) if seg.key_for else None
         self.count_tokens = token_counter(out.token_counter) if seg.final else None
         # With no stage after the last global one, its keys (e.g. near-dedup's MinHash) are the index's.
         keyed_by = self.plan.stage(seg.drop_from[0]) if seg.drop_from is not None and not seg.stages else None
@@ -313,7 +217,7 @@ class ShardRun:
         """The previous pass's work file, less the rows its global stage marked as duplicates."""
         lay, task = self.lay, self.task
         stage_index, spec = self.seg.drop_from
-        gstage = global_stage(self.plan, stage_index)
+        gstage = self.plan.global_stage(stage_index)
         dups_path = lay.dups_for_task(stage_index, task.index)
         schema = gstage.result_schema
         if dups_path.exists():

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from curation.errors import ConfigError, CurationError
+from curation.faults import fault_injection_env, service_point
 from curation.ray_jobs import (auth_headers, check_transport, connect, job_log, not_found, quiet_client_logs,
                                runtime_env, without_log_tail)
 from curation.service.job_store import ACTIVE, TABLE_FILE, TERMINAL, JobStore, public
@@ -52,9 +53,6 @@ RUN_ID_ENV = "CURATE_JOB_RUN_ID"
 DRIVER_ENV = "CURATE_JOB_DRIVER_ENV"
 #: JSON list of the input roots (``curation.io.input_roots``) the job's inputs must stay under.
 INPUT_ROOTS_ENV = "CURATE_JOB_INPUT_ROOTS"
-#: Test-only: "before_ray:SECONDS" or "after_ray:SECONDS" sleeps in a submission at that point, so a
-#: test can SIGKILL the service there. Inert unless CURATION_ENABLE_FAULT_INJECTION=1 too.
-SERVICE_FAULT_ENV = "CURATION_SERVICE_FAULT"
 RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -185,14 +183,6 @@ def state_excludes(code_root: Path, state_dir: Path) -> list[str]:
 
 
 # -- the manager -----------------------------------------------------------------------------------
-
-
-def _service_fault(point: str) -> None:
-    from curation.executors.shard import FAULT_ENABLE_ENV
-
-    spec = os.environ.get(SERVICE_FAULT_ENV, "")
-    if os.environ.get(FAULT_ENABLE_ENV) == "1" and spec.startswith(point + ":"):
-        time.sleep(float(spec.split(":", 1)[1]))
 
 
 class JobManager:
@@ -432,7 +422,7 @@ class JobManager:
         row = self.store.get(job_id)
         if row is None or row["state"] != "submitting":
             return
-        _service_fault("before_ray")
+        service_point("before_ray")
         try:
             self.client.submit_job(entrypoint=self._entrypoint(), submission_id=row["ray_job_id"],
                                    runtime_env=self._runtime_env(row),
@@ -442,7 +432,7 @@ class JobManager:
                 self.store.transition(job_id, ("submitting",), "failed",
                                       error=redact(f"submitting to Ray failed: {exc}", self._secrets()))
                 return
-        _service_fault("after_ray")
+        service_point("after_ray")
         self.store.transition(job_id, ("submitting",), "submitted")
 
     @staticmethod
@@ -450,7 +440,6 @@ class JobManager:
         return shlex.join(["python", "-m", DRIVER_MODULE])
 
     def _runtime_env(self, row: dict[str, Any]) -> dict[str, Any]:
-        from curation.executors.shard import fault_injection_env
         from curation.io.storage import forward_env
 
         # The code this service runs travels with the job (as `curate submit` uploads the repository),

@@ -165,10 +165,10 @@ def test_measure_runs_the_real_pipeline_on_the_sample(tiny_corpus: Path, tmp_pat
     assert m.globals[0].stage == "exact_dedup_v1" and m.globals[0].docs_in == 6
     assert m.globals[0].ray_ops == 1  # its Ray Data executions, counted on the sample (one group by hash)
     assert not (tmp_path / "out").exists()  # the configured output dir is never touched
-    from curation.executors.shard import _STAGE_CACHE
+    from curation.executors.plan import _SET_UP
 
     # The sample run's set-up stages (models) are let go once it is measured, not kept for the process's life.
-    assert not [k for k in _STAGE_CACHE if str(tmp_path / "work") in k[0]]
+    assert not [k for k in _SET_UP if str(tmp_path / "work") in k[0]]
 
 
 def test_each_task_counts_with_its_least_time_over_the_repeats() -> None:

@@ -183,6 +183,6 @@ def test_fault_variables_alone_are_inert(tiny_corpus: Path, tmp_path: Path, monk
     monkeypatch.setenv("CURATION_FAULT_ONCE", str(tmp_path / "fired"))
     res = run_pipeline(pipeline_dict([str(tiny_corpus / "*")], tmp_path / "run"))
     assert res.manifest["totals"]["docs_out"] == 4 and not (tmp_path / "fired").exists()
-    from curation.executors.shard import fault_injection_env
+    from curation.faults import fault_injection_env
 
     assert fault_injection_env() == {}  # nothing is forwarded to Ray workers either
