@@ -46,6 +46,7 @@ from curation.errors import ConfigError
 from curation.registry import register_stage
 from curation.scoring.embed import BUNDLED, Embedder
 from curation.stages.base import StageResult, split
+from curation.stages.dedup.near import MassRemovalError, audit_source
 from curation.stages.frame import Frame, LocalFrame, mix64
 from curation.stages.global_stage import GlobalStage, row_positions
 
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 
 #: Key columns: the unit embedding (float32; a list, so the schema does not depend on the model's
 #: width) and the ``keep_by`` score (NaN without ``keep_by``).
-EMB, SCORE = "_sem_emb", "_sem_score"
+EMB, SCORE, SRC = "_sem_emb", "_sem_score", "_sem_src"
 #: Internal column of the assigned k-means cluster.
 CLUSTER = "_sem_cluster"
 
@@ -66,6 +67,7 @@ RESULT_SCHEMA = pa.schema(
         pa.field("cosine", pa.float64(), nullable=False),  # this document's cosine to the keeper
         pa.field("cluster", pa.int32(), nullable=False),  # the k-means cluster
         pa.field("group_size", pa.int64(), nullable=False),  # members of the duplicate group, keeper included
+        pa.field("source", pa.string()),  # the dropped document's source, for the mass-removal audit
     ]
 )
 
@@ -104,6 +106,11 @@ class SemanticDedupConfig:
         keep_by: A numeric column of earlier stages (e.g. a quality score ``score_fineweb``): the
             member with its highest value stays; ``keep`` breaks ties. Missing values rank last.
         block_size: Rows per side of a block of the pairwise cosine matrix (memory per cluster).
+        max_source_removal_fraction: The largest share of one source's documents (``source``, or ``domain``
+            where it is empty) this stage may remove; more fails the run (or warns, see ``on_mass_removal``), as
+            near-dedup's audit does. None: no audit.
+        on_mass_removal: ``fail`` (the run stops naming each source, its share and examples) or ``warn`` (the
+            finding goes into the manifest's ``warnings``).
         num_buckets: Parallelism of the cluster shuffle.
     """
 
@@ -124,6 +131,8 @@ class SemanticDedupConfig:
     keep_by: str | None = None
     block_size: int = 1024
     num_buckets: int = 64
+    max_source_removal_fraction: float | None = 0.5
+    on_mass_removal: Literal["fail", "warn"] = "fail"
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -143,6 +152,9 @@ class SemanticDedupConfig:
             raise ValueError(f"num_gpus must be >= 0, got {self.num_gpus}")
         if self.keep_by is not None and not self.keep_by.strip():
             raise ValueError("keep_by must name a column")
+        frac = self.max_source_removal_fraction
+        if frac is not None and not 0.0 <= frac <= 1.0:
+            raise ValueError(f"max_source_removal_fraction must be in [0, 1] or null, got {frac}")
 
 
 # -- embedding -------------------------------------------------------------------------------------
@@ -375,9 +387,45 @@ class Resolve:
                 "cosine": pa.array(np.round(cos[dup], 6), pa.float64()),
                 "cluster": pa.array(np.full(len(dup), c), pa.int32()),
                 "group_size": pa.array(sizes[dup], pa.int64()),
+                "source": group.column(SRC).take(pa.array(rows, pa.int64())),
             }, schema=RESULT_SCHEMA))
         self.seconds += time.perf_counter() - t0
         return pa.concat_tables(parts) if parts else RESULT_SCHEMA.empty_table()
+
+
+def _counts(col: pa.ChunkedArray | pa.Array) -> pa.Table:
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if len(col) == 0:
+        return pa.table({"source": pa.array([], pa.string()), "n": pa.array([], pa.int64())})
+    vc = pc.value_counts(col)
+    return pa.table({"source": vc.field("values"), "n": vc.field("counts").cast(pa.int64())})
+
+
+def _source_counts(t: pa.Table) -> pa.Table:
+    """Documents reaching the stage per source, for one block of keys."""
+    return _counts(t.column(SRC))
+
+
+def _removal_counts(t: pa.Table) -> pa.Table:
+    """Removed documents per source, for one block of resolved rows (every row is a removal)."""
+    return _counts(t.column("source"))
+
+
+def _sum_counts(t: pa.Table) -> dict[str, int]:
+    """Per-block counts (one table of ``source``, ``n`` rows) summed per source."""
+    out: dict[str, int] = {}
+    for s, n in zip(t.column("source").to_pylist(), t.column("n").to_pylist()):
+        out[s] = out.get(s, 0) + int(n)
+    return out
+
+
+def _first_removals(t: pa.Table) -> pa.Table:
+    """At most three removals per source of one block (smallest ids): the audit's examples stay small."""
+    t = t.select(["id", "dup_of", "cosine", "source"])
+    t = t.take(pc.sort_indices(t, [("source", "ascending"), ("id", "ascending")]))
+    src = t.column("source").to_pylist()
+    keep = [i for i in range(len(src)) if i < 3 or src[i] != src[i - 3]]
+    return t.take(pa.array(keep, pa.int64()))
 
 
 # -- the stage ---------------------------------------------------------------------------------------
@@ -440,7 +488,7 @@ class SemanticDedup(GlobalStage):
         self.embedder.load()
 
     def key_columns(self) -> dict[str, pa.DataType]:
-        return {EMB: pa.list_(pa.float32()), SCORE: pa.float64()}
+        return {EMB: pa.list_(pa.float32()), SCORE: pa.float64(), SRC: pa.string()}
 
     def add_keys(self, batch: pa.Table) -> pa.Table:
         c = self.config
@@ -457,7 +505,7 @@ class SemanticDedup(GlobalStage):
                 score = pc.cast(batch.column(c.keep_by), pa.float64())
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise ConfigError(f"semantic_dedup_v1: keep_by column {c.keep_by!r} is not numeric: {exc}") from None
-        return batch.append_column(EMB, emb).append_column(SCORE, score)
+        return batch.append_column(EMB, emb).append_column(SCORE, score).append_column(SRC, audit_source(batch))
 
     # -- the corpus-wide step ----------------------------------------------------------------------
 
@@ -504,9 +552,40 @@ class SemanticDedup(GlobalStage):
         cl.report.update(pair_seconds=round(resolve.seconds, 4), pairs_linked=resolve.linked,
                          pair_fixed_seconds=fixed, pair_seconds_per_pair=per_pair)
         self.report.update(cl.report)
+        if self.config.max_source_removal_fraction is not None:
+            self._audit(keys, result)
         log.info("semantic dedup: %d documents in %d clusters (largest %d), %d pairs compared",
                  cl.report["docs"], cl.report["n_clusters"], cl.report["largest_cluster"], cl.report["pairs_compared"])
         return result
+
+    def _audit(self, keys: Frame, result: Frame) -> None:
+        """A source losing more than ``max_source_removal_fraction`` of its documents: fail or warn."""
+        docs_in = _sum_counts(keys.map(_source_counts).collect())
+        removed = _sum_counts(result.map(_removal_counts).collect())
+        frac = self.config.max_source_removal_fraction
+        assert frac is not None
+        over = sorted(((removed[s] / docs_in[s], s) for s in removed if docs_in.get(s) and
+                       removed[s] / docs_in[s] > frac), key=lambda x: (-x[0], x[1]))
+        if not over:
+            return
+        examples: dict[str, list[tuple[str, str, float]]] = {}
+        t = _first_removals(result.map(_first_removals).collect())
+        for i, d, c, src in zip(t.column("id").to_pylist(), t.column("dup_of").to_pylist(),
+                                t.column("cosine").to_pylist(), t.column("source").to_pylist()):
+            examples.setdefault(src, []).append((i, d, c))
+        findings = [{"source": s, "docs_in": docs_in[s], "removed": removed[s], "share": round(share, 4),
+                     "examples": sorted(examples.get(s, []))} for share, s in over]
+        lines = "; ".join(f"source {f['source']!r} loses {f['removed']} of {f['docs_in']} documents "
+                          f"({100 * f['share']:.1f}%), e.g. " + ", ".join(f"{r} -> {k} (cos {c:.3f})"
+                                                                          for r, k, c in f["examples"])
+                          for f in findings)
+        head = (f"{self.name}: semantic-duplicate removal over max_source_removal_fraction={frac} in "
+                f"{len(findings)} source(s): {lines}")
+        if self.config.on_mass_removal == "fail":
+            raise MassRemovalError(f"{head}. If intended, raise max_source_removal_fraction, set it to null, or set "
+                                   "on_mass_removal: warn (a changed config needs a new output dir or --overwrite)")
+        log.warning(head)
+        self.warnings.extend({"stage": self.name, "kind": "mass_removal", "threshold": frac, **f} for f in findings)
 
     def apply(self, batch: pa.Table, marks: pa.Table) -> StageResult:
         pos = row_positions(batch, marks)
@@ -603,7 +682,7 @@ def stage_pass(run_dir: str | Path, stage_index: int | None = None) -> tuple[Any
 
 def stored_embeddings(run_dir: str | Path, pass_index: int) -> pa.Table:
     """Every document that reached the stage, with its stored embedding: ``id``, ``_task``, ``_row``,
-    ``domain``, ``_sem_emb``, ``_sem_score``, from the keying pass's work files (one per task)."""
+    ``domain``, ``_sem_emb``, ``_sem_score``, ``_sem_src``, from the keying pass's work files (one per task)."""
     from curation.io.layout import Layout
     from curation.io.storage import read_parquet, run_path
 
@@ -613,7 +692,7 @@ def stored_embeddings(run_dir: str | Path, pass_index: int) -> pa.Table:
     if not files:
         raise ConfigError(f"{run_dir}: no stored embeddings in {folder} (the run's work files were removed, or the "
                           "pass before semantic_dedup_v1 never finished)")
-    cols = ["id", "_task", "_row", "domain", EMB, SCORE]
+    cols = ["id", "_task", "_row", "domain", EMB, SCORE, SRC]
     return pa.concat_tables([read_parquet(str(f), columns=cols) for f in files])
 
 

@@ -18,6 +18,7 @@ from curation.stages.dedup.semantic import (
     EMB,
     RESULT_SCHEMA,
     SCORE,
+    SRC,
     SemanticDedup,
     SemanticDedupConfig,
     assign_clusters,
@@ -115,7 +116,8 @@ def keys_table(x: np.ndarray, tasks: list[int], score: list[float] | None = None
                                    pa.array(x.astype(np.float32).reshape(-1)))
     return pa.table({"id": [f"d{i}" for i in range(len(x))], "_task": pa.array(tasks, pa.int32()),
                      "_row": pa.array(rows, pa.int64()), EMB: emb,
-                     SCORE: pa.array(score if score is not None else [np.nan] * len(x), pa.float64())})
+                     SCORE: pa.array(score if score is not None else [np.nan] * len(x), pa.float64()),
+                     SRC: pa.array([f"in{t}.jsonl" for t in tasks], pa.string())})
 
 
 def planted(seed: int = 1) -> tuple[np.ndarray, list[int]]:
@@ -151,6 +153,26 @@ def test_result_independent_of_row_order_and_buckets() -> None:
         assert resolved(stage, keys.take(pa.array(rng.permutation(len(x)))), buckets) == expected
     loose = resolved(SemanticDedup(SemanticDedupConfig(eps=0.05, n_clusters=6)), keys, 4)
     assert len(loose) > len(expected)  # the 0.97 copies join too
+
+
+def test_a_source_losing_more_than_the_allowed_share_fails_or_warns() -> None:
+    """The mass-removal audit (as near-dedup's): per source, the share of its documents the stage removes."""
+    from curation.stages.dedup.near import MassRemovalError
+
+    b = basis(3)
+    x = np.stack([b[0], b[0], b[0], b[1], b[2], b[2]])  # in0: three copies; in1: two texts; in2: a copy of in1's d4
+    keys = keys_table(x, [0, 0, 0, 1, 1, 2])
+    with pytest.raises(MassRemovalError, match=r"source 'in0.jsonl' loses 2 of 3 documents \(66.7%\), e.g. d1 -> d0"):
+        SemanticDedup(SemanticDedupConfig(eps=0.01, n_clusters=1, max_source_removal_fraction=0.5)).run_global(
+            LocalFrame(keys))
+    warn = SemanticDedup(SemanticDedupConfig(eps=0.01, n_clusters=1, max_source_removal_fraction=0.5,
+                                             on_mass_removal="warn"))
+    res = warn.run_global(LocalFrame(keys)).collect()
+    # Largest share first: in2's one document is a copy (100%), in0 loses two of three; in1 loses nothing.
+    assert len(res) == 3 and [(w["source"], w["removed"], w["docs_in"]) for w in warn.warnings] == [
+        ("in2.jsonl", 1, 1), ("in0.jsonl", 2, 3)]
+    quiet = SemanticDedup(SemanticDedupConfig(eps=0.01, n_clusters=1, max_source_removal_fraction=None))
+    assert len(quiet.run_global(LocalFrame(keys)).collect()) == 3 and quiet.warnings == []
 
 
 def test_keep_by_score_keeps_the_highest() -> None:
