@@ -69,9 +69,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.config import check_choices
-from curation.errors import ConfigError
 from curation.registry import register_stage
 from curation.stages.base import StageResult, split
+from curation.stages.dedup.audit import audit_source, count_by, enforce, over_limit, sum_by_source
 from curation.stages.dedup.base import CORPUS_REASON
 from curation.stages.dedup.components import connected_components, edges, run_starts
 from curation.stages.dedup.corpus import (
@@ -104,10 +104,6 @@ RESULT_SCHEMA = pa.schema(
 
 #: How many (removed, kept, jaccard) examples a mass-removal error or warning names per source.
 EXAMPLES = 3
-
-
-class MassRemovalError(ConfigError):
-    """Near-dedup would remove more of a source than ``max_source_removal_fraction`` allows."""
 
 
 @dataclass(kw_only=True)
@@ -329,12 +325,11 @@ class NearDedup(GlobalStage):
     # Audit: a source losing more than max_source_removal_fraction of its documents.
 
     def _audit(self, keys: Frame, result: Frame) -> None:
-        docs_in = _sum_counts(keys.map(_source_counts).collect())
-        removed = _sum_counts(result.map(_removal_counts).collect())
+        docs_in = sum_by_source(keys.map(_source_counts).collect())
+        removed = sum_by_source(result.map(_removal_counts).collect())
         frac = self.config.max_source_removal_fraction
         assert frac is not None
-        over = sorted(((removed[s] / docs_in[s], s) for s in removed if docs_in.get(s) and
-                       removed[s] / docs_in[s] > frac), key=lambda x: (-x[0], x[1]))
+        over = over_limit(docs_in, removed, frac)
         if not over:
             return
         examples = _examples(result.map(_first_removals).collect())
@@ -347,14 +342,8 @@ class NearDedup(GlobalStage):
             + ("" if "by_run" not in f else " (" + ", ".join(f"{n} as duplicates of {r or 'this run'}"
                                                             for r, n in f["by_run"].items()) + ")")
             + ", e.g. " + ", ".join(f"{r} -> {k} (J~{j:.3f})" for r, k, j in f["examples"]) for f in findings)
-        head = (f"{self.name}: near-duplicate removal over max_source_removal_fraction={frac} in "
-                f"{len(findings)} source(s): {lines}")
-        if self.config.on_mass_removal == "fail":
-            raise MassRemovalError(
-                f"{head}. If intended, raise max_source_removal_fraction, set it to null, or set "
-                f"on_mass_removal: warn (a changed config needs a new output dir or --overwrite)")
-        log.warning(head)
-        self.warnings.extend({"stage": self.name, "kind": "mass_removal", "threshold": frac, **f} for f in findings)
+        enforce(self, frac, findings, f"{self.name}: near-duplicate removal over max_source_removal_fraction={frac} "
+                                      f"in {len(findings)} source(s): {lines}")
 
     # Verification: candidate memberships get their document's signature (a join by node), then
     # each band group links the members whose signatures agree, as a spanning forest.
@@ -727,32 +716,14 @@ class _CorpusDocsAndShingles:
         return self.fn(docs.append_column("sh", sets.column("sh")))
 
 
-def audit_source(batch: pa.Table) -> pa.Array:
-    """The audit's notion of a document's source: ``source`` (its input file), or ``domain`` where
-    ``source`` is empty (inputs read from a stream or a single unnamed file)."""
-    source, domain = batch.column("source"), batch.column("domain")
-    empty = pc.or_kleene(pc.is_null(source), pc.equal(source, ""))
-    return pc.if_else(empty, domain, source).combine_chunks()
-
-
-_COUNTS = pa.schema([pa.field("source", pa.string()), pa.field("n", pa.int64())])
-
-
-def _count_by(col: pa.ChunkedArray | pa.Array) -> pa.Table:
-    if len(col) == 0:
-        return _COUNTS.empty_table()
-    vc = pc.value_counts(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
-    return pa.table({"source": vc.field("values"), "n": vc.field("counts").cast(pa.int64())}, schema=_COUNTS)
-
-
 def _source_counts(t: pa.Table) -> pa.Table:
     """Documents reaching the stage per source, for one block of keys."""
-    return _count_by(t.column("_nd_src"))
+    return count_by(t.column("_nd_src"))
 
 
 def _removal_counts(t: pa.Table) -> pa.Table:
     """Removed documents per source, for one block of resolved rows."""
-    return _count_by(t.filter(t.column("dup_of").is_valid()).column("source"))
+    return count_by(t.filter(t.column("dup_of").is_valid()).column("source"))
 
 
 def _removal_runs(t: pa.Table) -> pa.Table:
@@ -776,13 +747,6 @@ def _sum_by_run(t: pa.Table) -> dict[str, dict[str, int]]:
     for s, r, n in zip(agg.column("source").to_pylist(), agg.column("run").to_pylist(), agg.column("n_sum").to_pylist()):
         out.setdefault(s, {})[r] = int(n)
     return {s: dict(sorted(v.items())) for s, v in out.items()}
-
-
-def _sum_counts(t: pa.Table) -> dict[str, int]:
-    if t.num_columns == 0 or len(t) == 0:  # a Ray collect of no blocks has no columns
-        return {}
-    agg = t.group_by("source").aggregate([("n", "sum")])
-    return dict(zip(agg.column("source").to_pylist(), agg.column("n_sum").to_pylist()))
 
 
 def _first_removals(t: pa.Table) -> pa.Table:

@@ -59,7 +59,7 @@ import xxhash
 from curation.config import check_choices
 from curation.registry import register_stage
 from curation.stages.base import StageResult, split, with_texts
-from curation.stages.dedup.near import MassRemovalError, audit_source
+from curation.stages.dedup.audit import COUNTS, audit_source, enforce, over_limit, sum_by_source
 from curation.stages.frame import Frame
 from curation.stages.global_stage import GlobalStage, row_positions
 
@@ -282,12 +282,11 @@ class ParagraphDedup(GlobalStage):
 
     def _audit(self, keys: Frame, result: Frame) -> None:
         """Fail (or warn) when a source would lose more than ``max_source_removal_fraction`` of its characters."""
-        chars_in = _sum_by_source(keys.map(_source_chars).collect())
-        removed = _sum_by_source(result.map(_source_removed).collect())
+        chars_in = sum_by_source(keys.map(_source_chars).collect())
+        removed = sum_by_source(result.map(_source_removed).collect())
         frac = self.config.max_source_removal_fraction
         assert frac is not None
-        over = sorted(((removed[s] / chars_in[s], s) for s in removed if chars_in.get(s)
-                       and removed[s] / chars_in[s] > frac), key=lambda x: (-x[0], x[1]))
+        over = over_limit(chars_in, removed, frac)
         if not over:
             return
         examples = _examples(result.map(_top_removals).collect())
@@ -299,14 +298,8 @@ class ParagraphDedup(GlobalStage):
                 f"{e['id']} ({'dropped, ' if e['dropped'] else ''}-{e['removed_chars']} chars, its most widespread "
                 f"unit kept in {e['kept_in']})" for e in f["examples"])
             for f in findings)
-        head = (f"{self.name}: unit removal over max_source_removal_fraction={frac} in {len(findings)} "
-                f"source(s): {lines}")
-        if self.config.on_mass_removal == "fail":
-            raise MassRemovalError(
-                f"{head}. If intended, raise max_source_removal_fraction, set it to null, or set "
-                f"on_mass_removal: warn (a changed config needs a new output dir or --overwrite)")
-        log.warning(head)
-        self.warnings.extend({"stage": self.name, "kind": "mass_removal", "threshold": frac, **f} for f in findings)
+        enforce(self, frac, findings, f"{self.name}: unit removal over max_source_removal_fraction={frac} in "
+                                      f"{len(findings)} source(s): {lines}")
 
     # -- applying pass ------------------------------------------------------------------------
 
@@ -497,14 +490,11 @@ class _Resolve:
 
 # -- audit helpers -------------------------------------------------------------------------------
 
-_CHARS = pa.schema([pa.field("source", pa.string()), pa.field("n", pa.int64())])
-
-
 def _by_source(src: pa.ChunkedArray | pa.Array, n: np.ndarray) -> pa.Table:
     if len(n) == 0:
-        return _CHARS.empty_table()
+        return COUNTS.empty_table()
     agg = pa.table({"source": src, "n": pa.array(n, pa.int64())}).group_by("source").aggregate([("n", "sum")])
-    return pa.table({"source": agg.column("source"), "n": agg.column("n_sum")}, schema=_CHARS)
+    return pa.table({"source": agg.column("source"), "n": agg.column("n_sum")}, schema=COUNTS)
 
 
 def _source_chars(t: pa.Table) -> pa.Table:
@@ -520,13 +510,6 @@ def _source_removed(t: pa.Table) -> pa.Table:
     drop = t.column("drop").to_numpy(zero_copy_only=False)
     n = np.where(drop, t.column("n_chars").to_numpy(), t.column("removed_chars").to_numpy())
     return _by_source(t.column("source"), n)
-
-
-def _sum_by_source(t: pa.Table) -> dict[str, int]:
-    if t.num_columns == 0 or len(t) == 0:  # a Ray collect of no blocks has no columns
-        return {}
-    agg = t.group_by("source").aggregate([("n", "sum")])
-    return dict(zip(agg.column("source").to_pylist(), (int(v) for v in agg.column("n_sum").to_pylist())))
 
 
 def _top_removals(t: pa.Table) -> pa.Table:

@@ -46,7 +46,7 @@ from curation.errors import ConfigError
 from curation.registry import register_stage
 from curation.scoring.embed import BUNDLED, Embedder
 from curation.stages.base import StageResult, split
-from curation.stages.dedup.near import MassRemovalError, audit_source
+from curation.stages.dedup.audit import audit_source, count_by, enforce, over_limit, sum_by_source
 from curation.stages.frame import Frame, LocalFrame, mix64
 from curation.stages.global_stage import GlobalStage, row_positions
 
@@ -393,30 +393,14 @@ class Resolve:
         return pa.concat_tables(parts) if parts else RESULT_SCHEMA.empty_table()
 
 
-def _counts(col: pa.ChunkedArray | pa.Array) -> pa.Table:
-    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if len(col) == 0:
-        return pa.table({"source": pa.array([], pa.string()), "n": pa.array([], pa.int64())})
-    vc = pc.value_counts(col)
-    return pa.table({"source": vc.field("values"), "n": vc.field("counts").cast(pa.int64())})
-
-
 def _source_counts(t: pa.Table) -> pa.Table:
     """Documents reaching the stage per source, for one block of keys."""
-    return _counts(t.column(SRC))
+    return count_by(t.column(SRC))
 
 
 def _removal_counts(t: pa.Table) -> pa.Table:
     """Removed documents per source, for one block of resolved rows (every row is a removal)."""
-    return _counts(t.column("source"))
-
-
-def _sum_counts(t: pa.Table) -> dict[str, int]:
-    """Per-block counts (one table of ``source``, ``n`` rows) summed per source."""
-    out: dict[str, int] = {}
-    for s, n in zip(t.column("source").to_pylist(), t.column("n").to_pylist()):
-        out[s] = out.get(s, 0) + int(n)
-    return out
+    return count_by(t.column("source"))
 
 
 def _first_removals(t: pa.Table) -> pa.Table:
@@ -560,12 +544,11 @@ class SemanticDedup(GlobalStage):
 
     def _audit(self, keys: Frame, result: Frame) -> None:
         """A source losing more than ``max_source_removal_fraction`` of its documents: fail or warn."""
-        docs_in = _sum_counts(keys.map(_source_counts).collect())
-        removed = _sum_counts(result.map(_removal_counts).collect())
+        docs_in = sum_by_source(keys.map(_source_counts).collect())
+        removed = sum_by_source(result.map(_removal_counts).collect())
         frac = self.config.max_source_removal_fraction
         assert frac is not None
-        over = sorted(((removed[s] / docs_in[s], s) for s in removed if docs_in.get(s) and
-                       removed[s] / docs_in[s] > frac), key=lambda x: (-x[0], x[1]))
+        over = over_limit(docs_in, removed, frac)
         if not over:
             return
         examples: dict[str, list[tuple[str, str, float]]] = {}
@@ -579,13 +562,8 @@ class SemanticDedup(GlobalStage):
                           f"({100 * f['share']:.1f}%), e.g. " + ", ".join(f"{r} -> {k} (cos {c:.3f})"
                                                                           for r, k, c in f["examples"])
                           for f in findings)
-        head = (f"{self.name}: semantic-duplicate removal over max_source_removal_fraction={frac} in "
-                f"{len(findings)} source(s): {lines}")
-        if self.config.on_mass_removal == "fail":
-            raise MassRemovalError(f"{head}. If intended, raise max_source_removal_fraction, set it to null, or set "
-                                   "on_mass_removal: warn (a changed config needs a new output dir or --overwrite)")
-        log.warning(head)
-        self.warnings.extend({"stage": self.name, "kind": "mass_removal", "threshold": frac, **f} for f in findings)
+        enforce(self, frac, findings, f"{self.name}: semantic-duplicate removal over max_source_removal_fraction="
+                                      f"{frac} in {len(findings)} source(s): {lines}")
 
     def apply(self, batch: pa.Table, marks: pa.Table) -> StageResult:
         pos = row_positions(batch, marks)

@@ -24,7 +24,7 @@ from curation.errors import CurationError
 from curation.io import dedup_index
 from curation.io.dedup_index import DedupIndexError
 from curation.pipeline import PipelineConfig
-from curation.stages.dedup.near import MassRemovalError
+from curation.stages.dedup.audit import MassRemovalError
 from curation.stats import query, summary
 from tests.conftest import pipeline_dict, write_jsonl
 from tests.curation.executors.runs import run_pipeline

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from curation.stages.dedup.near import MassRemovalError
+from curation.stages.dedup.audit import MassRemovalError
 from curation.stats import query, summary
 from tests.conftest import pipeline_dict, write_jsonl
 from tests.curation.executors.runs import run_pipeline

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from curation.stages.base import StageResult
-from curation.stages.dedup.near import MassRemovalError
+from curation.stages.dedup.audit import MassRemovalError
 from curation.stages.dedup.paragraph import (
     ParagraphDedup,
     ParagraphDedupConfig,

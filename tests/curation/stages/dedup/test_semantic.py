@@ -157,7 +157,7 @@ def test_result_independent_of_row_order_and_buckets() -> None:
 
 def test_a_source_losing_more_than_the_allowed_share_fails_or_warns() -> None:
     """The mass-removal audit (as near-dedup's): per source, the share of its documents the stage removes."""
-    from curation.stages.dedup.near import MassRemovalError
+    from curation.stages.dedup.audit import MassRemovalError
 
     b = basis(3)
     x = np.stack([b[0], b[0], b[0], b[1], b[2], b[2]])  # in0: three copies; in1: two texts; in2: a copy of in1's d4
