@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from curation.errors import ConfigError
 from curation.io.manifest import read_manifest_bytes, safe_shard_path
-from curation.io.regular import open_regular
+from curation.io.digest import DigestMismatch, read_checked
 from curation.io.storage import is_url, run_path
 
 
@@ -80,20 +80,8 @@ def open_source(run: str | os.PathLike[str]) -> SourceRun:
 
 def read_shard(shard: SourceShard, columns: list[str]) -> pa.Table:
     """``columns`` of a shard, parsed from bytes whose size and sha256 equal the manifest's (else ExportError)."""
-    if is_url(shard.path):
-        import fsspec
-
-        fs, inner = fsspec.core.url_to_fs(shard.path)
-        fh = fs.open(inner, "rb")
-    else:
-        fh = open_regular(shard.path, "rb")  # a FIFO or device planted as a shard is refused, never waited on
-    with fh:
-        data = fh.read(shard.bytes + 1)  # at most one byte more: a grown file is a mismatch, not an unbounded read
-    if len(data) != shard.bytes:
-        raise ExportError(f"{shard.path}: size mismatch: the run's manifest says {shard.bytes} bytes, the file "
-                          f"has {len(data) if len(data) <= shard.bytes else 'more'}")
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != shard.sha256:
-        raise ExportError(f"{shard.path}: sha256 mismatch: the run's manifest says {shard.sha256[:16]}.., "
-                          f"the file has {digest[:16]}..")
+    try:
+        data = read_checked(shard.path, shard.bytes, shard.sha256)
+    except DigestMismatch as exc:
+        raise ExportError(f"{shard.path}: {exc}") from None
     return pq.read_table(pa.BufferReader(data), columns=columns)

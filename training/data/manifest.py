@@ -21,7 +21,7 @@ from typing import Any
 
 from curation.io.manifest import ManifestError as RunManifestError
 from curation.io.manifest import NoManifestError, manifest_path, read_manifest_bytes, safe_shard_path, unsafe_reason
-from curation.io.digest import stream_digest
+from curation.io.digest import DigestMismatch, read_checked, stream_digest
 from curation.io.regular import open_regular
 from curation.io.storage import run_path
 
@@ -131,22 +131,12 @@ def read_verified(shard: Shard) -> bytes:
     if shard.sha256 is None:
         raise ManifestError(f"{shard.where}: verify_hashes is on but the manifest records no 'sha256' "
                             f"for {shard.path} (set data.verify_hashes: false to read it unchecked)")
-    if "://" in shard.path:
-        fs, inner = _fs_and_path(shard.path)
-        fh = fs.open(inner, "rb")
-    else:
+    if "://" not in shard.path:
         check_size(shard)  # missing file, FIFO or other size: the cheap checks' own messages
-        fh = open_regular(shard.path, "rb")
-    with fh:
-        data = fh.read(shard.bytes + 1)
-    if len(data) != shard.bytes:
-        raise ManifestError(f"{shard.where}: size mismatch: manifest says {shard.bytes} bytes, "
-                            f"{shard.path} has {len(data) if len(data) <= shard.bytes else 'more'}")
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != shard.sha256:
-        raise ManifestError(f"{shard.where}: sha256 mismatch: manifest says {shard.sha256}, "
-                            f"{shard.path} has {digest}")
-    return data
+    try:
+        return read_checked(shard.path, shard.bytes, shard.sha256)
+    except DigestMismatch as exc:
+        raise ManifestError(f"{shard.where}: {exc}") from None
 
 
 def check_sha256(shard: Shard) -> None:
