@@ -15,9 +15,11 @@ Everything runs through the project's own commands (``curate run``, ``curate tra
    path, each name family (``gcloud_*``, ``git-*``...) capped at 5% of the target, split dev/test by
    resolved path; ``--target`` replaces them. The pool is decontaminated against target test.
 2. A shared base model trained on the pool; every arm continues from it (low seed variance).
-3. Family: 6 models on the pool's natural mix differing only in training steps (2x apart), trained
-   with two seeds (the order must reproduce); S (``predictive_strength_v1``) on full documents of a
-   sample; three fastText scorers (paper settings) on three disjoint thirds of the labels.
+3. Family: 6 models on the pool's natural mix differing only in compute (>= 2x apart), four seeds
+   each: the mean of two seeds orders the family and labels the data (each model's loss on a document
+   is its two seeds' mean), the other two check that the order reproduces; S
+   (``predictive_strength_v1``) on full documents of the pool; three fastText scorers (paper
+   settings) on three disjoint thirds of the labels.
 4. One scoring run over the pool (every scorer, reference LMs, random scores, embedding clusters);
    each arm a ``select_v1`` run keeping the same share of characters.
 5. Per arm, selection and seed: continue the base for the same steps, evaluate on every target test
@@ -311,11 +313,12 @@ def last_json(stdout: str) -> Any:
 PARAMS = {  # fixed before any evaluation (docs/preselect_effect.md); --quick shrinks everything to a smoke test
     "full": {"pool_mb": 12.0, "junk_share": 0.1, "target_mb": 0.6, "family_cap": 0.05, "keep": 0.15,
              "seq_len": 128, "batch_size": 16, "d_model": 64, "n_layer": 2, "base_steps": 1500, "base_lr": 3e-3,
-             "arm_steps": 300, "arm_lr": 1e-3, "seeds": 4,
-             # (d_model, layers, steps): the same data, compute (6 x non-embedding params x tokens) 2-3.6x apart,
-             # each trained long enough that its target loss is clearly below the previous one's
-             "family": [(32, 1, 150), (48, 1, 200), (64, 2, 200), (64, 2, 400), (96, 2, 500), (128, 2, 700)],
-             "family_seeds": 2, "label_docs": 5000, "scorers": 3, "bucket": 2_000_000, "ml_steps": 200,
+             "arm_steps": 300, "arm_lr": 1e-3, "seeds": 5,
+             # (d_model, layers, steps): the same data, compute (6 x non-embedding params x tokens) 2-5.7x apart;
+             # depth and steps, not width, lower the target loss of these byte models (round 2 and the round-3 pilot)
+             "family": [(32, 1, 150), (48, 1, 250), (64, 2, 400), (64, 2, 800), (64, 3, 1100), (64, 4, 1700)],
+             # four seeds per model: the mean of seeds 0-1 orders the family and labels the data, seeds 2-3 check it
+             "family_seeds": 4, "order_seeds": 2, "label_docs": 6000, "scorers": 3, "bucket": 2_000_000, "ml_steps": 200,
              "clusters": 40, "cluster_sample": 4000, "cluster_steps": 40, "cluster_seeds": 2,
              "cluster_eval_tokens": 100_000, "general_eval_tokens": 50_000, "deadline_min": None},
     "quick": {"pool_mb": 1.0, "junk_share": 0.1, "target_mb": 0.06, "family_cap": 0.05, "keep": 0.15,
@@ -323,7 +326,7 @@ PARAMS = {  # fixed before any evaluation (docs/preselect_effect.md); --quick sh
               "arm_steps": 10, "arm_lr": 1e-3, "seeds": 2,
               "family": [(16, 1, 40), (16, 1, 40, "code"), (24, 1, 40, "python_docs"), (24, 1, 40), (32, 1, 40, "readme"),
                          (32, 1, 40)],
-              "family_seeds": 2, "label_docs": 300, "scorers": 3, "bucket": 100_000, "ml_steps": 10,
+              "family_seeds": 4, "order_seeds": 2, "label_docs": 300, "scorers": 3, "bucket": 100_000, "ml_steps": 10,
               "clusters": 4, "cluster_sample": 200, "cluster_steps": 5, "cluster_seeds": 2,
               "cluster_eval_tokens": 5_000, "general_eval_tokens": 5_000, "deadline_min": None},
     # a lent GPU: a ~5M-parameter learner and a larger pool; stops launching runs at 8 minutes
@@ -331,7 +334,7 @@ PARAMS = {  # fixed before any evaluation (docs/preselect_effect.md); --quick sh
             "seq_len": 256, "batch_size": 64, "d_model": 256, "n_layer": 6, "base_steps": 1500, "base_lr": 1e-3,
             "arm_steps": 800, "arm_lr": 5e-4, "seeds": 3,
             "family": [(64, 2, 200), (96, 2, 200), (128, 2, 250), (128, 4, 250), (192, 4, 250), (256, 4, 300)],
-            "family_seeds": 2, "label_docs": 20000, "scorers": 3, "bucket": 2_000_000, "ml_steps": 400,
+            "family_seeds": 4, "order_seeds": 2, "label_docs": 20000, "scorers": 3, "bucket": 2_000_000, "ml_steps": 400,
             "clusters": 40, "cluster_sample": 5000, "cluster_steps": 60, "cluster_seeds": 2,
             "cluster_eval_tokens": 200_000, "general_eval_tokens": 100_000, "deadline_min": 8.0},
 }
@@ -442,6 +445,7 @@ def experiment(run: Runner, p: dict[str, Any], out: Path, args: argparse.Namespa
     base = train("base", p["base_steps"], o, [], p["base_lr"])
     res["base"] = {"target_loss": evaluate(base, "target_test")["all"]["loss"]}
     family: list[dict[str, Any]] = []
+    n_order = p["order_seeds"]  # seeds 0..n_order-1 label the data, the rest check that the order reproduces
     for fseed in range(p["family_seeds"]):
         for k, (d_model, n_layer, steps, *mix) in enumerate(p["family"]):
             # a fourth field (quick only) trains on one domain: tiny models on one mix rank documents alike
@@ -449,18 +453,26 @@ def experiment(run: Runner, p: dict[str, Any], out: Path, args: argparse.Namespa
             ck = train(f"family_s{fseed}_m{k}", steps, 100 + o + fseed,
                        [f"model.d_model={d_model}", f"model.n_layer={n_layer}", *data], p["base_lr"])
             dev = evaluate(ck, "target_dev")["all"]["loss"]
-            m = {"name": f"m{k}", "seed": fseed, "d_model": d_model, "n_layer": n_layer, "steps": steps,
-                 "compute": 6 * 12 * n_layer * d_model ** 2 * steps * p["seq_len"] * p["batch_size"],
+            m = {"name": f"m{k}s{fseed}", "model": k, "seed": fseed, "d_model": d_model, "n_layer": n_layer,
+                 "steps": steps, "compute": 6 * 12 * n_layer * d_model ** 2 * steps * p["seq_len"] * p["batch_size"],
                  "target_dev_loss": dev, "score": -dev}
-            if fseed == 0:
+            if fseed < n_order:
                 run("training.cli", "export-hf", str(ck), str(ck.parent / "hf"))
                 m["path"] = str(ck.parent / "hf")
             family.append(m)
     res["family"] = family
-    fam0 = [m for m in family if m["seed"] == 0]
-    fam1 = [m for m in family if m["seed"] == 1]
-    res["family_tau"] = st.kendall_tau([m["score"] for m in fam0], [m["score"] for m in fam1]) if fam1 else None
-    best = max(fam0, key=lambda m: m["score"])
+    n_models = len(p["family"])
+
+    def mean_score(seeds: range) -> list[float]:
+        return [float(np.mean([m["score"] for m in family if m["model"] == k and m["seed"] in seeds]))
+                for k in range(n_models)]
+    order_scores = mean_score(range(n_order))
+    check_scores = mean_score(range(n_order, p["family_seeds"]))
+    res["family_scores"] = {"order": order_scores, "check": check_scores}
+    res["family_tau"] = st.kendall_tau(order_scores, check_scores) if p["family_seeds"] > n_order else None
+    labellers = [m for m in family if m["seed"] < n_order]
+    # the reference model of the perplexity arm: the best by the order seeds' mean, its first seed
+    best = next(m for m in labellers if m["model"] == int(np.argmax(order_scores)) and m["seed"] == 0)
     # windows of seq_len advancing by 7/8 of it: every token has at least seq_len/8 of context, 1.14x the cost
     lm = {"stage": "lm_loss_v1", "block_size": p["seq_len"], "stride": p["seq_len"] * 7 // 8, "device": args.device,
           "batch_size": 32}
@@ -475,8 +487,11 @@ def experiment(run: Runner, p: dict[str, Any], out: Path, args: argparse.Namespa
     label_fraction = min(1.0, p["label_docs"] / res["pool"]["docs"] * 1.05)
     label_stages = [{"stage": "random_score_v1", "name": "label", "seed": 1 + o},
                     {"stage": "select_v1", "column": "score_label", "top_fraction": label_fraction},
-                    {**lm, "models": [{"name": m["name"], "path": m["path"]} for m in fam0]},
-                    {"stage": "predictive_strength_v1", "models": [{"name": m["name"], "score": m["score"]} for m in fam0]}]
+                    {**lm, "models": [{"name": m["name"], "path": m["path"]} for m in labellers]},
+                    # each model's loss on a document is the mean over its order seeds, its score their mean score
+                    {"stage": "predictive_strength_v1", "models": [
+                        {"name": f"m{k}s0", "score": order_scores[k], "replicas": [f"m{k}s{j}" for j in range(1, n_order)]}
+                        for k in range(n_models)]}]
     run.curate_run("labels", [pool_shards], label_stages, runs / "labels")
     n_sc = p["scorers"]
     res["labels"] = label_stats(runs / "labels")
@@ -660,6 +675,9 @@ def analyse(res: dict[str, Any]) -> None:
     contrasts = {arm: st.hierarchical_diff(loss_matrix(res, arm), rnd) for arm in res["arms"] if arm != "random"}
     general = {arm: st.hierarchical_diff(loss_matrix(res, arm, "general_loss"), rnd) for arm in res["arms"] if arm != "random"}
     mde = st.min_detectable_difference(contrasts["preselect"]["se"])
+    # gate 4 asks for an effect the evaluation itself can see: the A/A contrast's detectable difference
+    # (the preselect contrast's SE also grows with disagreement between scorers, which is not the evaluation's)
+    mde_aa = st.min_detectable_difference(aa["se"])
     within = [st.seed_spread(row, min_gap=GATE_SEED_SD) for arm in ("random", "preselect") for row in loss_matrix(res, arm)]
     seed_sd = float(np.sqrt(np.mean([w["sd"] ** 2 for w in within])))
     aucs = [s["valid_auc"] for s in res["scorers"]["preselect"]]
@@ -669,7 +687,7 @@ def analyse(res: dict[str, Any]) -> None:
         f"learner seed SD <= {GATE_SEED_SD}, no bimodal selection": seed_sd <= GATE_SEED_SD and not any(w["bimodal"] for w in within),
         "A/A contrast (random vs random) covers 0": bool(aa["covers_zero"]),
         f"Moore-Lewis beats random by > {GATE_ML_MDE:g}x the detectable difference":
-            contrasts["moore_lewis"]["diff"] < -GATE_ML_MDE * mde,
+            contrasts["moore_lewis"]["diff"] < -GATE_ML_MDE * mde_aa,
         f"family order reproduces on a second seed (Kendall tau >= {GATE_TAU})": tau is not None and tau >= GATE_TAU,
     }
     decisions = {arm: st.decide(c, aa, gates, MARGIN) for arm, c in contrasts.items()}
@@ -681,7 +699,7 @@ def analyse(res: dict[str, Any]) -> None:
         for col in [k for k in clusters[0] if k.startswith("score_")]:
             rho[col] = st.spearman_ci(teach, [c[col] for c in clusters])
         rho["junk_share"] = st.spearman_ci(teach, [c["junk_share"] for c in clusters])
-    res["analysis"] = {"aa": aa, "contrasts": contrasts, "general_contrasts": general, "mde": mde, "seed_sd": seed_sd,
+    res["analysis"] = {"aa": aa, "contrasts": contrasts, "general_contrasts": general, "mde": mde, "mde_aa": mde_aa, "seed_sd": seed_sd,
                        "seed_spread": within, "gates": gates, "decisions": decisions, "mechanism_rho": rho,
                        "seeds_used": int(rnd.shape[1])}
 
@@ -706,7 +724,10 @@ def report(res: dict[str, Any]) -> str:
                   + "; ".join(f"seed {s}: " + ", ".join(f"{m['d_model']}/{m['n_layer']}/{m['steps']} {m['target_dev_loss']:.4f}"
                                                          for m in res["family"] if m["seed"] == s)
                               for s in sorted({m["seed"] for m in res["family"]}))
-                  + f". Kendall tau between seeds: {res['family_tau']}", ""]
+                  + ". Mean target score (minus dev loss) of the order seeds: "
+                  + ", ".join(f"{v:.4f}" for v in res["family_scores"]["order"])
+                  + "; of the check seeds: " + ", ".join(f"{v:.4f}" for v in res["family_scores"]["check"])
+                  + f". Kendall tau between the two: {res['family_tau']}", ""]
     if "labels" in res:
         lines += [f"PreSelect labels: {res['labels']}", ""]
     if "scorers" in res:
@@ -716,7 +737,8 @@ def report(res: dict[str, Any]) -> str:
     if "note" in a or not a:
         return "\n".join(lines + [a.get("note", "no analysis"), ""])
     lines += [f"Seeds used: {a['seeds_used']}; pooled within-selection seed SD {a['seed_sd']:.4f}; "
-              f"smallest detectable difference (preselect - random, 80% power, 5% two-sided) {a['mde']:.4f} nats/byte; "
+              f"smallest detectable difference (80% power, 5% two-sided): preselect - random {a['mde']:.4f}, "
+              f"A/A {a['mde_aa']:.4f} nats/byte (gate 4 uses the A/A one); "
               f"A/A (random vs random) {_ci(a['aa'])}.", "", "| gate | holds |", "|---|---|"]
     lines += [f"| {g} | {'yes' if ok else 'NO'} |" for g, ok in a["gates"].items()]
     lines += ["", "| arm | selections | target loss (mean) | vs random: diff [95% CI] | 90% CI | general vs random [95% CI] "

@@ -50,7 +50,11 @@ def test_preselect_effect_quick_runs_the_loop(tmp_path: Path) -> None:
     assert set(res["arms"]) == {"random", "preselect", "domain_matched", "preselect_direct", "moore_lewis", "dclm",
                                 "perplexity"}
     assert [len(res["arms"][a]) for a in ("random", "preselect", "domain_matched")] == [3, 3, 3]
-    assert len(res["family"]) == 12 and res["family_tau"] is not None
+    assert len(res["family"]) == 24 and res["family_tau"] is not None  # 6 models x 4 seeds
+    # the labels average each model's two order seeds: 12 loss columns, 6 models with one replica each
+    ps = json.loads((tmp_path / "pipelines" / "labels.json").read_text())["stages"][-1]
+    assert ps["stage"] == "predictive_strength_v1" and [m["replicas"] for m in ps["models"]] == [[f"m{k}s1"] for k in range(6)]
+    assert [m["score"] for m in ps["models"]] == res["family_scores"]["order"]
     pool_chars = sum(res["pool"]["by_domain"].values())
     for arm, recs in res["arms"].items():
         for sel, rec in zip(res["selections"][arm], recs):
@@ -65,7 +69,7 @@ def test_preselect_effect_quick_runs_the_loop(tmp_path: Path) -> None:
     assert set(a["contrasts"]) == set(res["arms"]) - {"random"} and len(a["gates"]) == 5
     assert all(d in ("positive", "negative", "negative (worse than random)", "inconclusive") or d.startswith("gates failed")
                for d in a["decisions"].values())
-    assert a["mde"] > 0 and len(res["mechanism"]["clusters"]) >= 2
+    assert a["mde"] > 0 and a["mde_aa"] > 0 and len(res["mechanism"]["clusters"]) >= 2
     assert all("teaching" in c for c in res["mechanism"]["clusters"])
     assert (tmp_path / "contrasts.png").stat().st_size > 5_000 and "| preselect |" in (tmp_path / "report.md").read_text()
 

@@ -39,15 +39,23 @@ def predictive_strength(losses: np.ndarray, scores: Sequence[float]) -> tuple[np
 
 @dataclass(kw_only=True)
 class ModelScore:
-    """A model whose loss column is ``<loss>_<name>`` and its downstream benchmark score."""
+    """A model whose loss column is ``<loss>_<name>`` and its downstream benchmark score.
+    ``replicas``: names of the same model trained with other seeds; the model's loss on a document
+    is then the mean of its own column and theirs. Small reference models trained once order
+    close pairs by seed noise; averaging seeds makes each pair's order on a document the model's."""
 
     name: str
     score: float
+    replicas: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.name in self.replicas or len(set(self.replicas)) != len(self.replicas):
+            raise ValueError(f"models: {self.name}: replicas {self.replicas} repeat a name")
 
 
 @dataclass(kw_only=True)
 class PredictiveStrengthConfig:
-    """``models``: names and downstream scores (at least two distinct scores). ``loss``: which
+    """``models``: names, downstream scores (at least two distinct) and optional seed ``replicas``. ``loss``: which
     columns to compare, ``bpc`` or ``nll`` (same order per document; bpc also across documents)."""
 
     models: list[ModelScore] = field(default_factory=list)
@@ -70,11 +78,16 @@ class PredictiveStrength(Stage):
 
     def process(self, batch: pa.Table) -> StageResult:
         c = self.config
-        cols = [f"{c.loss}_{m.name}" for m in c.models]
-        missing = [n for n in cols if n not in batch.column_names]
+        groups = [[f"{c.loss}_{n}" for n in (m.name, *m.replicas)] for m in c.models]
+        missing = [n for g in groups for n in g if n not in batch.column_names]
         if missing:
             raise ValueError(f"predictive_strength_v1 needs columns {missing}: run lm_loss_v1 with these model names first")
-        losses = np.column_stack([batch.column(n).to_numpy(zero_copy_only=False).astype(np.float64) for n in cols])
+
+        def column(n: str) -> np.ndarray:
+            return batch.column(n).to_numpy(zero_copy_only=False).astype(np.float64)
+
+        # a missing replica loss makes the mean NaN, so the document gets null like any missing loss
+        losses = np.column_stack([np.mean([column(n) for n in g], axis=0) for g in groups])
         conc, strength = predictive_strength(losses, [m.score for m in c.models])
         batch = batch.append_column("predictive_strength", pa.array(strength, pa.float64(), from_pandas=True))
         batch = batch.append_column("predictive_concordant", pa.array(np.where(conc < 0, None, conc), pa.int32()))

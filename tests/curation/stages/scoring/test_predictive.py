@@ -54,3 +54,24 @@ def test_missing_loss_columns_are_named() -> None:
     ps = PredictiveStrength(PredictiveStrengthConfig(models=[ModelScore(name="a", score=1), ModelScore(name="b", score=2)]))
     with pytest.raises(ValueError, match=r"bpc_a"):
         ps.process(batch_of(["x"]))
+
+
+def test_seed_replicas_are_averaged_before_pairs_are_ordered() -> None:
+    import pyarrow as pa
+
+    # a (score 1) and b (score 2), each trained with two seeds. Seed 0 alone orders doc 0 the wrong way
+    # (b 2.0 > a 1.9: discordant); the seed means (a 1.95, b 1.5) order it the right way.
+    t = batch_of(["doc0", "doc1"])
+    for name, vals in {"a0": [1.9, 1.0], "a1": [2.0, 1.0], "b0": [2.0, 2.0], "b1": [1.0, None]}.items():
+        t = t.append_column(f"bpc_{name}", pa.array(vals, pa.float64()))
+    single = PredictiveStrength(PredictiveStrengthConfig(models=[ModelScore(name="a0", score=1), ModelScore(name="b0", score=2)]))
+    assert single.process(t).kept.column("predictive_strength").to_pylist() == [0.0, 0.0]
+    avg = PredictiveStrength(PredictiveStrengthConfig(models=[ModelScore(name="a0", score=1, replicas=["a1"]),
+                                                              ModelScore(name="b0", score=2, replicas=["b1"])]))
+    # doc 1 lacks b's second seed: null, as any missing loss
+    assert avg.process(t).kept.column("predictive_strength").to_pylist() == [1.0, None]
+    with pytest.raises(ValueError, match="bpc_b2"):
+        PredictiveStrength(PredictiveStrengthConfig(models=[ModelScore(name="a0", score=1),
+                                                            ModelScore(name="b0", score=2, replicas=["b2"])])).process(t)
+    with pytest.raises(ValueError, match="repeat"):
+        ModelScore(name="a0", score=1, replicas=["a0"])
