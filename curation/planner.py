@@ -196,6 +196,22 @@ class PassMeasure:
 
 
 @dataclass
+class IndexJoin:
+    """A dedup step's join against the indexes of earlier runs (``against``). The full run is priced
+    as reading every bucket file of the kinds it joins: a new snapshot of realistic size holds some
+    duplicate of nearly every bucket, so bucketing bounds what a group holds, not what is read."""
+
+    runs: int
+    read_bytes: int  # every bucket file, times the reads the stage needs (``corpus_reads``)
+    bytes_by_kind: dict[str, int]
+    largest_file: int  # what one group holds per run at a time
+    seconds_per_byte: float  # read + sha256 + Parquet parse, timed here on the largest files
+
+    def seconds(self) -> float:
+        return self.read_bytes * self.seconds_per_byte
+
+
+@dataclass
 class GlobalMeasure:
     stage: str
     seconds: float
@@ -206,6 +222,7 @@ class GlobalMeasure:
     #: Its predicted in-process seconds over the full input when the stage has a cost model of its own
     #: (``global_seconds_at``: semantic dedup's pairwise work grows as n^2 / k, not n log n); None: n log n.
     full_seconds: float | None = None
+    join: IndexJoin | None = None  # what its join against earlier runs' dedup indexes reads (``against``)
 
 
 @dataclass
@@ -409,8 +426,22 @@ def extrapolate(m: Measurement, cluster: Cluster) -> Prediction:
         else:  # a fixed cost per Ray Data execution, then the work spread over the cluster
             sec *= RAY_SHUFFLE_CPU_FACTOR
             wall = g.ray_ops * RAY_SHUFFLE_OP_S + sec / max(cluster.total_cpus, 1) + RAY_DATA_STEP_S
-        steps.append({"step": f"global {g.stage}", "cpu_s": round(sec, 2), "gpu_s": 0.0, "wall_s": round(wall, 2),
-                      "workers": 1 if in_driver else cluster.total_cpus, "key_mb": round(key_mb, 1)})
+        step = {"step": f"global {g.stage}", "cpu_s": round(sec, 2), "gpu_s": 0.0, "wall_s": round(wall, 2),
+                "workers": 1 if in_driver else cluster.total_cpus, "key_mb": round(key_mb, 1)}
+        if g.join is not None:
+            j = g.join
+            read_s = j.seconds()
+            # in the driver one process reads every file; on the cluster the groups read in parallel
+            read_wall = read_s if in_driver else read_s / max(cluster.total_cpus, 1)
+            sec, wall = sec + read_s, wall + read_wall
+            step.update(cpu_s=round(sec, 2), wall_s=round(wall, 2), index_read_bytes=j.read_bytes,
+                        index_read_s=round(read_s, 4))
+            rate = f"{1 / j.seconds_per_byte / 1e6:,.0f} MB/s measured here" if j.seconds_per_byte else "no file to time"
+            notes.append(f"global {g.stage}: joins the dedup indexes of {j.runs} earlier run(s): "
+                         f"{j.read_bytes / 1e6:,.1f} MB read and verified ({read_s:,.1f} CPU-s at {rate}; "
+                         + ", ".join(f"{k} {b / 1e6:,.1f} MB" for k, b in j.bytes_by_kind.items())
+                         + f"); a group holds at most one bucket file per run, the largest {j.largest_file / 1e6:,.1f} MB")
+        steps.append(step)
         cpu_s, wall_s = cpu_s + sec, wall_s + wall
     wall_s += RAY_START_S if ray else 0.0
     t_lo, t_hi = bootstrap_rel_range(all_sec, all_bytes)
@@ -630,7 +661,8 @@ def _measurement(config: PipelineConfig, rate: float, plan: Any, files: list[Fil
             full_in = docs_in * sum(f.docs for f in files) / max(sum(f.sample_docs for f in files), 1)
             full_seconds = model(seconds, full_in) if model is not None else None
             globals_.append(GlobalMeasure(spec.stage, seconds, int(docs_in), int(kb),
-                                          _global_seconds(plan, seg, 1)[0], ray_ops=ops, full_seconds=full_seconds))
+                                          _global_seconds(plan, seg, 1)[0], ray_ops=ops, full_seconds=full_seconds,
+                                          join=_index_join(plan.global_stage(stage_index))))
     tokens = sum(int(d["tokens"]) for d in manifest["domains"].values())
     return Measurement(
         rate=rate, full_docs=sum(f.docs for f in files), full_bytes=sum(f.bytes for f in files),
@@ -640,6 +672,27 @@ def _measurement(config: PipelineConfig, rate: float, plan: Any, files: list[Fil
         stage_kept=[(s["name"], int(s["in"]), int(s["out"])) for s in manifest["stages"]],
         executor=config.executor.kind, global_in_driver_mb=config.executor.global_in_driver_mb,
         rephrase_tokens_per_s=_rephrase_rate(lay.root, config), sample_wall_seconds=round(wall, 3))
+
+
+def _index_join(stage: Any) -> IndexJoin | None:
+    """The join a dedup stage with ``against`` runs: the named runs' index sizes (from their
+    manifests) and a timed read of their largest files. The warm re-timing of the global step reads
+    the index from this process's cache, so the reads are priced here and not scaled with n."""
+    from curation.io.dedup_index import CACHE_BYTES
+
+    corpus = getattr(stage, "corpus", None)
+    if corpus is None:
+        return None
+    reads: dict[str, int] = stage.corpus_reads
+    cost = corpus.read_cost(tuple(reads))
+    total = 0
+    for kind, n in reads.items():
+        b = cost["bytes_by_kind"][kind]
+        # a kind read by several joins is read again only when the cache cannot hold it
+        total += b * (n if b > CACHE_BYTES or cost["largest_file"] > CACHE_BYTES // 4 else 1)
+    per_byte = corpus.read_seconds_per_byte(tuple(reads)) or 0.0
+    return IndexJoin(runs=len(corpus.runs), read_bytes=total, bytes_by_kind=cost["bytes_by_kind"],
+                     largest_file=cost["largest_file"], seconds_per_byte=per_byte)
 
 
 class _CountingFrame(LocalFrame):

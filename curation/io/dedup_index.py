@@ -244,6 +244,24 @@ class CorpusIndex:
         assert isinstance(data, bytes)
         return pq.read_table(io.BytesIO(data), columns=columns)
 
+    def kind_files(self, kind: str) -> list[int]:
+        """Bytes of each bucket file of ``kind`` (what a join that meets every bucket reads)."""
+        prefix = f"{INDEX_DIR}/{kind}/"
+        return [int(f["bytes"]) for rel, f in self.files.items() if rel.startswith(prefix)]
+
+    def timed_read(self, kind: str, bucket: int) -> tuple[int, float]:
+        """``(bytes, seconds)`` of reading, verifying and parsing one bucket file from storage, past
+        this process's cache and leaving it as it was: what ``curate plan`` prices a join with."""
+        saved = dict(_cache)
+        _cache.clear()
+        t0 = time.perf_counter()
+        try:
+            t = self.read(kind, bucket)
+        finally:
+            _cache.clear()
+            _cache.update(saved)
+        return (self.files[bucket_file(kind, bucket)]["bytes"] if t is not None else 0), time.perf_counter() - t0
+
     def read_sorted(self, kind: str, bucket: int, by: str, columns: list[str]) -> pa.Table | None:
         """``read``, sorted by ``by`` (kept in this process's cache): a join then finds its keys with a
         binary search each instead of testing every row of the file."""

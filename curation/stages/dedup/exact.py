@@ -94,6 +94,9 @@ class ExactDedup(DuplicateStage):
                                                    self.name)
         return self.__dict__["_corpus"]
 
+    #: The index kinds a join against earlier runs reads, and how many times each at most.
+    corpus_reads: ClassVar[dict[str, int]] = {"exact": 1}
+
     def artifacts(self) -> dict[str, str]:
         """The earlier runs' manifests (they hold their indexes' sha256): a changed index behind the
         same path refuses to resume into this run. Opening them here refuses a missing or

@@ -231,6 +231,16 @@ class NearDedup(GlobalStage):
                                                    self.config.num_perm)
         return self.__dict__["_corpus"]
 
+    @property
+    def corpus_reads(self) -> dict[str, int]:
+        """The index kinds a join against earlier runs reads, and how many times each at most: band
+        keys once; signatures for two joins (members, then keepers), a second read when they
+        exceed the index cache; shingle sets when uncertain pairs are verified."""
+        reads = {"bands": 1, "docs": 2}
+        if self.config.verify:
+            reads["shingles"] = 1
+        return reads
+
     def artifacts(self) -> dict[str, str]:
         """As ``ExactDedup.artifacts``: the earlier runs' manifests, checked before the first pass."""
         _ = self.corpus

@@ -312,3 +312,33 @@ def test_a_submitted_job_may_name_earlier_runs_only_under_the_input_roots(tmp_pa
                 cfg.stages[0].check_files(roots, "stages[0]")
         cfg = PipelineConfig.from_mapping(pipeline_dict(["x"], tmp_path / "o", stages=[{"stage": name, "against": [inside]}]))
         cfg.stages[0].check_files(roots, "stages[0]")
+
+
+def test_plan_prices_the_join_against_the_named_runs_indexes(tmp_path: Path) -> None:
+    from curation.planner import extrapolate, measure, parse_cluster
+
+    docs = [(i, t, k % 2) for k, (i, t) in enumerate(planted(5, bases=4))]
+    first = snapshot_runs(tmp_path / "a", [d for d in docs if d[2] == 0], 1)[0]
+    index = json.loads((first / "manifest.json").read_text())["dedup_index"]
+    write_jsonl(tmp_path / "s1.jsonl", [{"id": i, "text": t} for i, t, s in docs if s == 1])
+    cfg = PipelineConfig.from_mapping(pipeline_dict([str(tmp_path / "s1.jsonl")], tmp_path / "b",
+                                                    stages=[dict(s, against=[str(first)]) for s in STAGES]))
+    m = measure(cfg, 1.0, tmp_path / "work")
+    joins = {g.stage: g.join for g in m.globals}
+    assert set(joins) == {"exact_dedup_v1", "near_dedup_v1"} and all(j is not None for j in joins.values())
+    # the bytes come from the run's manifest, per kind the stage joins (near verifies: shingle sets too)
+    assert joins["exact_dedup_v1"].bytes_by_kind == {"exact": index["bytes_by_kind"]["exact"]}
+    assert joins["near_dedup_v1"].bytes_by_kind == {k: index["bytes_by_kind"][k] for k in ("bands", "docs", "shingles")}
+    assert joins["near_dedup_v1"].read_bytes == sum(index["bytes_by_kind"][k] for k in ("bands", "docs", "shingles"))
+    assert all(j.runs == 1 and j.seconds_per_byte > 0 for j in joins.values())
+    pred = extrapolate(m, parse_cluster("cpus=2"))
+    near = next(s for s in pred.steps if s["step"] == "global near_dedup_v1")
+    assert near["index_read_bytes"] == joins["near_dedup_v1"].read_bytes and near["index_read_s"] > 0
+    assert any("joins the dedup indexes of 1 earlier run(s)" in n for n in pred.notes)
+    # a run without `against` has no join to price
+    plain = PipelineConfig.from_mapping(pipeline_dict([str(tmp_path / "s1.jsonl")], tmp_path / "c", stages=STAGES))
+    assert all(g.join is None for g in measure(plain, 1.0, tmp_path / "work2").globals)
+    # the timed read leaves this process's cache of verified index bytes as it was
+    before = dict(dedup_index._cache)
+    dedup_index.open_index(str(first)).timed_read("bands", 0)
+    assert dict(dedup_index._cache) == before
