@@ -1,4 +1,5 @@
 """.venv/bin/python benchmarks/incremental.py --sizes 20000,100000 --work /tmp/incremental-bench
+.venv/bin/python benchmarks/incremental.py --sizes 100000,1000000 --new 10000 --skip-full --reuse-base  # memory vs corpus size
 
 Incremental curation (``against``): N existing + N/10 new documents of the pipeline_scale corpus
 (``benchmarks/_synthetic.py``: ~2.2 kB per document, 10% exact and 10% near copies of earlier
@@ -140,36 +141,50 @@ def kept_ids(run: Path) -> set[str]:
     return {i for f in sorted((run / "shards").glob("*.parquet")) for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()}
 
 
-def one_size(n: int, work: Path, executor: str = "local") -> dict[str, Any]:
-    new = n // 10
+def one_size(n: int, work: Path, executor: str = "local", new: int | None = None, skip_full: bool = False,
+             reuse_base: bool = False) -> dict[str, Any]:
+    """One size: ``n`` existing documents and ``new`` (default n/10, at most that) new ones, the documents
+    that follow the existing ones in the same generated stream (so the corpus of a size serves any ``new``)."""
+    new = n // 10 if new is None else new
+    if n % DOCS_PER_FILE or new % DOCS_PER_FILE or not 0 < new <= n // 10:
+        raise SystemExit(f"--sizes and --new must be multiples of {DOCS_PER_FILE}, with new <= size / 10")
     corpus = work / f"corpus-{n}"
     if not (corpus / "truth.jsonl").exists():
-        make_corpus(n + new, corpus, seed=0, docs_per_file=DOCS_PER_FILE)
+        make_corpus(n + n // 10, corpus, seed=0, docs_per_file=DOCS_PER_FILE)
     files = sorted(str(p) for p in corpus.glob("part-*.jsonl"))
-    if n % DOCS_PER_FILE:
-        raise SystemExit(f"--sizes must be multiples of {DOCS_PER_FILE}")
-    existing, fresh = files[: n // DOCS_PER_FILE], files[n // DOCS_PER_FILE:]
-    runs = {k: work / f"run-{n}-{executor}-{k}" for k in ("base", "incremental", "full")}
-    for r in runs.values():
-        if r.exists():
+    existing, fresh = files[: n // DOCS_PER_FILE], files[n // DOCS_PER_FILE:(n + new) // DOCS_PER_FILE]
+    tag = "" if new == n // 10 else f"-new{new}"
+    runs = {"base": work / f"run-{n}-{executor}-base", "incremental": work / f"run-{n}-{executor}-incremental{tag}",
+            "full": work / f"run-{n}-{executor}-full{tag}"}
+    # a base run is reused only when it finished (its manifest is written last) and --reuse-base asks for it
+    keep_base = reuse_base and (runs["base"] / "manifest.json").exists() and (work / f"{n}-base.result.json").exists()
+    for k, r in runs.items():
+        if r.exists() and not (k == "base" and keep_base):
             import shutil
 
             shutil.rmtree(r)
     res = {"existing_docs": n, "new_docs": new,
            "existing_mb": round(sum(Path(f).stat().st_size for f in existing) / 1e6, 1),
            "new_mb": round(sum(Path(f).stat().st_size for f in fresh) / 1e6, 1)}
-    res["base"] = run_child(pipeline(existing, runs["base"], [], executor), work, f"{n}-base")
+    base_result = work / f"{n}-base.result.json"
+    if keep_base:
+        res["base"] = {**json.loads(base_result.read_text()), "reused": True}
+    else:
+        res["base"] = run_child(pipeline(existing, runs["base"], [], executor), work, f"{n}-base")
+        base_result.write_text(json.dumps(res["base"]))
     res["incremental"] = run_child(pipeline(fresh, runs["incremental"], [str(runs["base"])], executor), work,
-                                   f"{n}-incremental")
-    res["full"] = run_child(pipeline(files, runs["full"], [], executor), work, f"{n}-full")
+                                   f"{n}-incremental{tag}")
+    ix = res["base"]["dedup_index"]
+    res["index_mb_per_million_docs"] = {k: round(v / ix["docs"], 1) for k, v in
+                                        {**ix["bytes_by_kind"], "total": ix["bytes"]}.items()}
+    if skip_full:
+        return res
+    res["full"] = run_child(pipeline(existing + fresh, runs["full"], [], executor), work, f"{n}-full{tag}")
     both = kept_ids(runs["base"]) | kept_ids(runs["incremental"])
     full = kept_ids(runs["full"])
     res["kept_incremental"], res["kept_full"] = len(both), len(full)
     res["identical_kept_sets"] = both == full
     res["only_incremental"], res["only_full"] = sorted(both - full)[:20], sorted(full - both)[:20]
-    ix = res["base"]["dedup_index"]
-    res["index_mb_per_million_docs"] = {k: round(v / ix["docs"], 1) for k, v in
-                                        {**ix["bytes_by_kind"], "total": ix["bytes"]}.items()}
     return res
 
 
@@ -178,6 +193,9 @@ def main() -> None:
     ap.add_argument("--sizes", default="20000,100000", help="existing documents per size (multiples of 5000)")
     ap.add_argument("--work", default="/tmp/incremental-bench")
     ap.add_argument("--executor", default="local", choices=["local", "ray"])
+    ap.add_argument("--new", type=int, default=None, help="new documents per size (default: a tenth of it)")
+    ap.add_argument("--skip-full", action="store_true", help="no full rerun (a memory comparison across sizes)")
+    ap.add_argument("--reuse-base", action="store_true", help="reuse a finished base run of the same size in --work")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -186,29 +204,37 @@ def main() -> None:
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     for n in (int(s) for s in a.sizes.split(",")):
-        r = one_size(n, work, a.executor)
-        b, i, f = r["base"], r["incremental"], r["full"]
-        print(f"\n== {n:,} existing ({r['existing_mb']} MB) + {r['new_docs']:,} new ({r['new_mb']} MB), {a.executor}")
+        r = one_size(n, work, a.executor, a.new, a.skip_full, a.reuse_base)
+        b, i, f = r["base"], r["incremental"], r.get("full")
+        print(f"\n== {n:,} existing ({r['existing_mb']} MB) + {r['new_docs']:,} new ({r['new_mb']} MB), {a.executor}"
+              + (" (base run reused)" if b.get("reused") else ""))
         print(f"{'run':12} {'docs read':>10} {'kept':>8} {'wall s':>8} {'CPU s':>8} {'run CPU s':>9} {'peak MB':>8} "
               f"{'global peak MB':>14} {'RSS before MB':>13} {'index read MB':>13}")
         local = a.executor == "local"  # under Ray the driver's figures are not the run's: shown as -
         for name, x in (("base", b), ("incremental", i), ("full", f)):
+            if x is None:
+                continue
             run_cpu, peak, before = ((x["run_cpu_s"], x["global_peak_rss_mb"], x["rss_before_global_mb"]) if local
                                      else ("-", "-", "-"))
             read = f"{x['index_read_bytes'] / 1e6:.1f}" if local else "-"
             print(f"{name:12} {x['docs_read']:>10,} {x['docs_out']:>8,} {x['wall_s']:>8} {x['cpu_s']:>8} "
                   f"{run_cpu:>9} {x['peak_rss_mb']:>8} {peak:>14} {before:>13} {read:>13}")
-        alone = f", of the run alone {i['run_cpu_s'] / f['run_cpu_s']:.3f}" if local else ""
-        print(f"incremental / full rerun: CPU-s {i['cpu_s'] / f['cpu_s']:.3f}{alone}; base + incremental "
-              f"{(b['cpu_s'] + i['cpu_s']) / f['cpu_s']:.2f} of full")
-        print(f"kept: base + incremental {r['kept_incremental']:,}, full {r['kept_full']:,}; identical sets: "
-              f"{r['identical_kept_sets']}; only incremental {r['only_incremental']}, only full {r['only_full']}")
+        if f is not None:
+            alone = f", of the run alone {i['run_cpu_s'] / f['run_cpu_s']:.3f}" if local else ""
+            print(f"incremental / full rerun: CPU-s {i['cpu_s'] / f['cpu_s']:.3f}{alone}; base + incremental "
+                  f"{(b['cpu_s'] + i['cpu_s']) / f['cpu_s']:.2f} of full")
+            print(f"kept: base + incremental {r['kept_incremental']:,}, full {r['kept_full']:,}; identical sets: "
+                  f"{r['identical_kept_sets']}; only incremental {r['only_incremental']}, only full {r['only_full']}")
+        if local:
+            print(f"the joins added {i['global_peak_rss_mb'] - i['rss_before_global_mb']:.1f} MB of RSS "
+                  f"(global-step peak {i['global_peak_rss_mb']} MB over {i['rss_before_global_mb']} MB before)")
         ix = b["dedup_index"]
         print(f"base index: {ix['docs']:,} docs, {len(ix['files'])} files ({ix['buckets']} buckets per kind), "
               f"{ix['bytes'] / 1e6:.1f} MB; MB per million indexed docs {r['index_mb_per_million_docs']}; "
               f"key computation in the final pass {b['index_key_s']} s + writing {ix['seconds']} s")
         print(f"removed by the base run's documents: {i['corpus']}")
-        (work / f"result-{n}-{a.executor}.json").write_text(json.dumps(r, indent=1))
+        tag = "" if a.new is None else f"-new{a.new}"
+        (work / f"result-{n}-{a.executor}{tag}.json").write_text(json.dumps(r, indent=1))
 
 
 if __name__ == "__main__":
