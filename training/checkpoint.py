@@ -14,9 +14,9 @@ Layout (``format`` 2)::
 
 The loader/sampler state and the config go through JSON (not pickle) so that what a checkpoint
 can contain is exactly what JSON can express; ``read_checkpoint`` decodes ``meta`` back into
-the returned dict's top level (``step``, ``loaders``, ``skillit``, ``config``). A checkpoint
-written before format 2 (those keys at the top level, no RNG state) still loads, through the same
-restricted unpickler.
+the returned dict's top level (``step``, ``loaders``, ``skillit``, ``config``). A checkpoint of
+another ``format`` (or none: those written before format 2) is refused with ``check_schema``'s one
+message; each loader state in it carries its own version (``training.data.loader.STATE``).
 
     python -c "from training.checkpoint import read_checkpoint as r; print(r('runs/train/checkpoint.pt')['step'])"
 """
@@ -31,7 +31,12 @@ from typing import Any
 
 import torch
 
+from curation.io.manifest import RecordKind, SchemaVersionError, check_schema
+
 FORMAT = 2
+#: The checkpoint file: ``format`` is its version.
+CHECKPOINT = RecordKind("checkpoint", FORMAT, "restart training from a checkpoint written by this version, or from "
+                                              "scratch", key="format", required=("optimizer", "rng", "meta"))
 META_KEYS = ("step", "loaders", "skillit", "config")
 
 
@@ -101,9 +106,12 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{where}: not a readable torch checkpoint: {e}") from e
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(f"{where}: not a training checkpoint (expected a dict with 'model')")
-    if "meta" in ckpt:
-        meta = tensor_json(ckpt.pop("meta"), where)
-        if not isinstance(meta, dict):
-            raise CheckpointError(f"{where}: 'meta' must be a JSON object")
-        ckpt.update({k: meta.get(k) for k in META_KEYS})
+    try:
+        check_schema(ckpt, CHECKPOINT, where)
+    except SchemaVersionError as e:
+        raise CheckpointError(str(e)) from None
+    meta = tensor_json(ckpt.pop("meta"), where)
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{where}: 'meta' must be a JSON object")
+    ckpt.update({k: meta.get(k) for k in META_KEYS})
     return ckpt

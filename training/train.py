@@ -159,11 +159,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         opt.load_state_dict(ckpt["optimizer"])
         if len(ckpt["loaders"]) != world:
             raise ValueError(f"{ckpt_path}: saved by {len(ckpt['loaders'])} ranks, now {world}")
-        loader.load_state_dict(ckpt["loaders"][rank])
+        loader.load_state_dict(ckpt["loaders"][rank], where=f"{ckpt_path}: loaders[{rank}]")
         if sampler is not None:
             sampler.load_state_dict(ckpt["skillit"])
-        if ckpt.get("rng"):  # dropout draws continue where they stopped
-            set_rng_state(ckpt["rng"][rank])
+        set_rng_state(ckpt["rng"][rank])  # dropout draws continue where they stopped
         step = int(ckpt["step"])
     elif init is not None:
         model.load_state_dict(init["model"])

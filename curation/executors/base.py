@@ -24,6 +24,7 @@ from curation.errors import FatalError
 from curation.executors.plan import Plan, Segment, make_plan
 from curation.executors.progress import ProgressTracker
 from curation.io.atomic import read_json, write_json
+from curation.io.manifest import GLOBAL_MARKER, RUN_JSON, TASK_MARKER, check_schema, read_manifest
 from curation.io.storage import is_remote, remove_tree
 from curation.io.digest import file_digest
 from curation.pipeline import PipelineConfig
@@ -139,14 +140,14 @@ class Executor(ABC):
         if self.overwrite and lay.root.exists():
             remove_tree(lay.root)
         if lay.run_json.exists():
-            old = read_json(lay.run_json)
-            if old.get("fingerprint") != identity["fingerprint"]:
+            old = check_schema(read_json(lay.run_json), RUN_JSON, lay.run_json)
+            if old["fingerprint"] != identity["fingerprint"]:
                 keys = ("config", "inputs", "artifacts")
                 a, b = _flatten({k: old.get(k) for k in keys}), _flatten({k: identity.get(k) for k in keys})
                 changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
                 raise FatalError(
                     f"{lay.root} holds a run with a different config or inputs (fingerprint "
-                    f"{old.get('fingerprint', '?')[:12]} != {identity['fingerprint'][:12]}); changed: "
+                    f"{old['fingerprint'][:12]} != {identity['fingerprint'][:12]}); changed: "
                     f"{', '.join(changed[:10])}. Use a new output dir, or --overwrite to delete the old run."
                 )
         elif lay.root.exists() and any(lay.root.iterdir()):
@@ -171,7 +172,7 @@ class Executor(ABC):
         lay = plan.layout
         if lay.manifest.exists():
             log.info("run %s is complete: nothing to do", lay.root)
-            return RunResult(lay.root, read_json(lay.manifest), nothing_to_do=True, tasks_run=0)
+            return RunResult(lay.root, read_manifest(lay.root, fields=()), nothing_to_do=True, tasks_run=0)
         tasks_run = 0
         started = time.time()
         self.tracker = ProgressTracker(lay.root / "progress.json", [t.size for t in plan.tasks], len(plan.segments))
@@ -197,8 +198,9 @@ class Executor(ABC):
                     else:
                         self.run_global(plan, seg, stage, stage_index)
                     # Warnings live in the marker so that a resumed run's manifest still has them.
-                    write_json(marker, {"stage": spec.stage, "seconds": round(time.time() - t0, 3),
-                                        "warnings": stage.warnings, "report": stage.report})
+                    write_json(marker, {GLOBAL_MARKER.key: GLOBAL_MARKER.version, "stage": spec.stage,
+                                        "seconds": round(time.time() - t0, 3), "warnings": stage.warnings,
+                                        "report": stage.report})
             self.tracker.end_pass(seg.index)
         manifest = build_manifest(plan, identity, wall_seconds=0.0)
         # The index of the kept documents, from the final pass's parts (curation/stages/dedup/index.py):
@@ -238,7 +240,8 @@ def build_manifest(plan: Plan, identity: dict[str, Any], wall_seconds: float) ->
     nodes: dict[str, int] = {}  # Ray node id -> tasks it ran (all passes); "local" outside Ray
     for seg in plan.segments:
         for t in plan.tasks:
-            m = read_json(lay.marker(seg.index, t.index))
+            path = lay.marker(seg.index, t.index)
+            m = check_schema(read_json(path), TASK_MARKER, path)
             for s in m["stages"]:
                 agg = stages.setdefault(s["index"], {"index": s["index"], "name": s["name"], "in": 0, "out": 0, "dropped": {}})
                 agg["in"] += s["in"]
@@ -246,7 +249,7 @@ def build_manifest(plan: Plan, identity: dict[str, Any], wall_seconds: float) ->
                 for r, n in s["dropped"].items():
                     agg["dropped"][r] = agg["dropped"].get(r, 0) + n
             decision_files += m["decisions"]
-            node = m.get("node") or "local"
+            node = m["node"] or "local"
             nodes[node] = nodes.get(node, 0) + 1
             if seg.index == 0:
                 for k in ("lines", "blank_lines", "quarantined", "docs_read"):
@@ -264,9 +267,10 @@ def build_manifest(plan: Plan, identity: dict[str, Any], wall_seconds: float) ->
     corpus: list[dict[str, Any]] = []  # dedup stages run ``against`` earlier runs: what each removed
     for seg in plan.segments:
         if seg.key_for is not None:
-            gm = read_json(lay.global_marker(seg.key_for[0]))
-            warnings += gm.get("warnings", [])
-            if (gm.get("report") or {}).get("against"):
+            path = lay.global_marker(seg.key_for[0])
+            gm = check_schema(read_json(path), GLOBAL_MARKER, path)
+            warnings += gm["warnings"]
+            if gm["report"].get("against"):
                 corpus.append({"index": seg.key_for[0], "stage": seg.key_for[1].stage, **gm["report"]})
     final_schema: pa.Schema = plan.segment_schema(plan.segments[-1])
     return {

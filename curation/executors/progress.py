@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from curation.io.atomic import write_json
+from curation.io.manifest import PROGRESS
 
-#: Version of the progress.json layout, for readers that outlive a change.
-PROGRESS_VERSION = 1
 #: Seconds between two writes of progress.json while a pass runs (pass ends always write).
 WRITE_INTERVAL_S = 2.0
 
@@ -139,7 +138,7 @@ class ProgressTracker:
             eta = eta_seconds(left, r.bytes_done_now, (r.finished_unix or now) - r.started_unix)
             eta = None if eta is None else round(eta, 1)
         done_bytes = sum(p.bytes_done for p in self.passes)
-        return {"version": PROGRESS_VERSION, "updated_unix": round(now, 3), "finished": self.finished,
+        return {PROGRESS.key: PROGRESS.version, "updated_unix": round(now, 3), "finished": self.finished,
                 "pass": self.current, "passes": passes,
                 "tasks_done": sum(p.tasks_done for p in self.passes),
                 "tasks_total": len(self.task_bytes) * self.n_passes,

@@ -23,6 +23,7 @@ from curation.executors.plan import Plan, Segment
 from curation.faults import shard_point
 from curation.io.atomic import write_json
 from curation.io.inputs import Task
+from curation.io.manifest import TASK_MARKER
 from curation.io.readers import read_documents
 from curation.io.storage import TMP_SUFFIX, arrow_source, is_remote
 from curation.io.writers import RollingParquetWriter
@@ -127,8 +128,9 @@ class ShardRun:
         self.lay, self.out = plan.layout, plan.config.output
         self.counts = _Counts()
         self.stats: dict[str, Any] = {
-            "seg": self.seg.index, "task": self.task.index, "source": self.task.source, "lines": 0,
-            "blank_lines": 0, "docs_read": 0, "bytes_in": self.task.size if self.seg.index == 0 else 0}
+            TASK_MARKER.key: TASK_MARKER.version, "seg": self.seg.index, "task": self.task.index,
+            "source": self.task.source, "lines": 0, "blank_lines": 0, "docs_read": 0,
+            "bytes_in": self.task.size if self.seg.index == 0 else 0}
         self.quarantine: list[dict[str, Any]] = []
         self.domains: dict[str, dict[str, int]] = defaultdict(lambda: {"docs": 0, "chars": 0, "tokens": 0})
         self.stage_seconds: dict[int, float] = defaultdict(float)  # per stage index: time in its process/filter

@@ -46,7 +46,14 @@ from curation.errors import ConfigError
 from curation.io.atomic import publish
 from curation.io.digest import file_digest
 from curation.io.layout import Layout
-from curation.io.manifest import ManifestError, check_relative, read_manifest, safe_shard_path
+from curation.io.manifest import (
+    DEDUP_INDEX,
+    ManifestError,
+    check_relative,
+    check_schema,
+    read_manifest,
+    safe_shard_path,
+)
 from curation.io.regular import NotRegularFileError, read_bytes
 from curation.io.storage import is_remote, local_temp, remove_tree, run_path
 
@@ -193,7 +200,8 @@ def manifest_entry(params: dict[str, Any], docs: int, buckets: int, files: dict[
                    seconds: float) -> dict[str, Any]:
     """The manifest's ``dedup_index`` entry (``files`` from ``IndexWriter.close``)."""
     sizes = {k: sum(f["bytes"] for p, f in files.items() if p.startswith(f"{INDEX_DIR}/{k}/")) for k in KINDS}
-    return {"format": 1, "params": params, "docs": docs, "buckets": buckets, "bytes": sum(sizes.values()),
+    return {DEDUP_INDEX.key: DEDUP_INDEX.version, "params": params, "docs": docs, "buckets": buckets,
+            "bytes": sum(sizes.values()),
             "bytes_by_kind": sizes, "seconds": round(seconds, 3),
             "files": [{"path": p, **f} for p, f in sorted(files.items())]}
 
@@ -305,9 +313,11 @@ def _mismatch(data: bytes, entry: dict[str, Any]) -> str | None:
 
 
 def _checked_files(where: str, entry: Any) -> tuple[dict[str, Any], int, int, dict[str, dict[str, Any]]]:
-    """(params, docs, buckets, files) of a manifest's ``dedup_index`` entry, or ValueError saying what is wrong."""
+    """(params, docs, buckets, files) of a manifest's ``dedup_index`` entry, or ValueError saying what is wrong
+    (``SchemaVersionError``, one, for an entry of another version)."""
     if not isinstance(entry, dict):
         raise ValueError("dedup_index is not an object")  # noqa: TRY004 (one error type for every bad entry)
+    check_schema(entry, DEDUP_INDEX, "dedup_index")
     params, docs, buckets, files = entry.get("params"), entry.get("docs"), entry.get("buckets"), entry.get("files")
     if not isinstance(params, dict) or not isinstance(docs, int) or not isinstance(files, list):
         raise ValueError("dedup_index needs params (object), docs (integer) and files (list)")  # noqa: TRY004
@@ -340,8 +350,8 @@ def open_index(run: str) -> CorpusIndex:
         raise DedupIndexError(f"against: {run}: {exc}") from exc
     entry = manifest.get("dedup_index")
     if entry is None:
-        raise DedupIndexError(f"against: {run} has no dedup index (a run made before runs wrote one): build it once "
-                              f"with `curate index {run}`")
+        raise DedupIndexError(f"against: {run} has no dedup index (a dataset `curate run` did not write, such as "
+                              f"`curate skill-order` output): build one with `curate index {run}`")
     try:
         params, docs, buckets, files = _checked_files(absolute, entry)
     except ValueError as exc:

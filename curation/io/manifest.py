@@ -7,12 +7,20 @@ so the file name, the JSON checks and their error wording live here once.
 A manifest is a JSON file anyone who can write the run directory (or hand over a copy of it) can
 edit. Code that follows its ``path`` fields (shards, decisions, quarantine files) must never be
 led outside the run: ``safe_shard_path`` is the one check every such reader goes through.
+
+Versions: every record this project persists (manifest, ``run.json``, task and global-stage markers,
+``progress.json``, a manifest's ``dedup_index`` entry, the training loader's state and checkpoint, the
+rephrase cache) is a ``RecordKind`` with the one version its writers write now. A reader passes what it read
+to ``check_schema`` once, which refuses any other version, or none, with one message naming the file and
+what to do; past that check a reader takes the record's fields as this version writes them. The project is
+0.x: it reads no older format.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +28,7 @@ from curation.errors import ConfigError
 from curation.io.layout import Layout
 from curation.io.regular import NotRegularFileError, read_bytes
 from curation.io.storage import is_remote, run_path
+from curation.schema import SCHEMA_VERSION
 
 
 class ManifestError(ConfigError):
@@ -28,6 +37,59 @@ class ManifestError(ConfigError):
 
 class NoManifestError(ManifestError, FileNotFoundError):
     """The run has no manifest (yet): it is not a finished run."""
+
+
+class SchemaVersionError(ManifestError):
+    """A persisted record written by another version of this project (``check_schema``); the message names
+    the file, the version found, the one this version reads and what to do."""
+
+
+@dataclass(frozen=True)
+class RecordKind:
+    """One kind of persisted record. ``version``: what its writers write now, the only one its readers
+    accept. ``key``: the field holding it. ``required``: fields every record of this version has (one
+    without them predates them, though it carries the same number). ``remedy``: what the reader's user does."""
+
+    name: str
+    version: int
+    remedy: str
+    key: str = "schema_version"
+    required: tuple[str, ...] = ()
+
+
+_RERUN = "rerun it with this version (`curate run` into a new output dir, or with --overwrite)"
+#: A run's ``manifest.json`` (``build_manifest``; ``curate skill-order`` and ``curate index`` write it too).
+MANIFEST = RecordKind("manifest", SCHEMA_VERSION, "rerun the command that wrote it (`curate run --overwrite`, "
+                                                  "`curate skill-order`) with this version")
+#: A run's ``run.json``: its identity (config, inputs, fingerprint), written first.
+RUN_JSON = RecordKind("run.json", SCHEMA_VERSION, _RERUN, required=("fingerprint", "inputs", "global_stages"))
+#: ``_markers/seg{S}/{T}.json``: one finished task of one pass.
+TASK_MARKER = RecordKind("task marker", SCHEMA_VERSION, _RERUN)
+#: ``_markers/global-stage{I}.json``: one finished global step.
+GLOBAL_MARKER = RecordKind("global-stage marker", SCHEMA_VERSION, _RERUN)
+#: ``progress.json``: a run's live progress (``curation.executors.progress``).
+PROGRESS = RecordKind("progress.json", 1, _RERUN, key="version", required=("passes",))
+#: A manifest's ``dedup_index`` entry (``curation.io.dedup_index``).
+DEDUP_INDEX = RecordKind("dedup index", 1, "rebuild it with `curate index RUN --force` (RUN: this run)", key="format")
+
+
+def check_schema(record: Any, kind: RecordKind, where: object) -> dict[str, Any]:
+    """``record`` itself when it is an object of ``kind``'s current version with its required fields; else
+    ``SchemaVersionError``: ``<where>: <kind> written by another version of this project (<what was found>);
+    this version reads only <key> <version>: <remedy>``. ``where``: the file (and the part of it) read."""
+    if not isinstance(record, dict):
+        found = f"not an object but {type(record).__name__}"
+    elif kind.key not in record:
+        found = f"no {kind.key}"
+    elif record[kind.key] != kind.version or isinstance(record[kind.key], bool):
+        found = f"{kind.key} {record[kind.key]!r}"
+    else:
+        missing = [k for k in kind.required if k not in record]
+        if not missing:
+            return record
+        found = f"{kind.key} {kind.version} without {', '.join(map(repr, missing))}"
+    raise SchemaVersionError(f"{where}: {kind.name} written by another version of this project ({found}); this "
+                             f"version reads only {kind.key} {kind.version}: {kind.remedy}")
 
 
 def manifest_path(run: str | os.PathLike[str]) -> Path:
@@ -57,6 +119,7 @@ def read_manifest_bytes(run: str | os.PathLike[str],
         raise ManifestError(f"{path}: not a valid manifest ({exc})") from exc
     if not isinstance(manifest, dict):
         raise ManifestError(f"{path}: not a valid manifest (not an object)")
+    check_schema(manifest, MANIFEST, path)
     for key in fields:
         if not isinstance(manifest.get(key), (list, dict)):
             raise ManifestError(f"{path}: field {key!r} is missing or not a list/object")
@@ -64,8 +127,9 @@ def read_manifest_bytes(run: str | os.PathLike[str],
 
 
 def read_manifest(run: str | os.PathLike[str], fields: tuple[str, ...] = ("shards",)) -> dict[str, Any]:
-    """The manifest of a finished run as a JSON object whose ``fields`` are each a list or an object.
-    Raises ``NoManifestError`` when the run has none, ``ManifestError`` naming the file otherwise."""
+    """The manifest of a finished run as a JSON object of this version (``check_schema``) whose ``fields`` are
+    each a list or an object. Raises ``NoManifestError`` when the run has none, ``ManifestError`` naming the
+    file otherwise (``SchemaVersionError`` for another version's manifest)."""
     return read_manifest_bytes(run, fields)[0]
 
 

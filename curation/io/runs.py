@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,15 +29,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from curation.io.layout import Layout
-from curation.io.manifest import has_manifest, read_manifest
+from curation.io.manifest import PROGRESS, RUN_JSON, check_schema, has_manifest, read_manifest
 from curation.io.regular import read_text
 from curation.io.storage import is_remote, run_path
 
 State = Literal["finished", "running", "resumable", "failed"]
 #: A run with no file change for this long is reported as resumable rather than running.
 ACTIVE_WINDOW_S = 300.0
-_MARKER = re.compile(r"^(\d{5})\.json$")
-_SEG = re.compile(r"^seg(\d+)$")
 
 
 @dataclass
@@ -89,9 +86,10 @@ def _read_json(path: Path) -> Any:
 
 
 def read_run_json(run: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The run's ``run.json`` (config, inputs, fingerprint), or None if it has none."""
+    """The run's ``run.json`` (config, inputs, fingerprint, global stages), or None if it has none; one of
+    another version is refused (``check_schema``)."""
     path = Layout(run_path(run)).run_json
-    return _read_json(path) if path.exists() else None
+    return check_schema(_read_json(path), RUN_JSON, path) if path.exists() else None
 
 
 def _newest_mtime(root: Path) -> float | None:
@@ -179,88 +177,25 @@ def list_runs(root: str | os.PathLike[str], failed: Callable[[str], bool] | None
     return out
 
 
-def _segments(run_json: dict[str, Any]) -> int:
-    """Number of shard passes of a run: one, plus one per global stage (dedup, select ...), as its run.json records
-    them (``global_stages``); 1 when it does not, and the markers found raise it (``_marker_progress``)."""
-    indices = run_json.get("global_stages")
-    return 1 + len(indices) if isinstance(indices, list) else 1
-
-
-def progress(run: str | os.PathLike[str], now: float | None = None) -> dict[str, Any]:
+def progress(run: str | os.PathLike[str]) -> dict[str, Any]:
     """How far a run got: the executor's ``progress.json`` (bytes-based rates and ETA, see
-    ``curation.executors.progress``) when the run has one, else figures derived from its markers.
-
-    From markers: per pass tasks done/total, documents read and their rate, input bytes done, and
-    an ETA from the mean time per finished task (runs written before progress.json existed).
-    """
+    ``curation.executors.progress``), with the run's state. Before the executor has written one (the moment
+    between ``run.json`` and the first pass) every figure is zero. A ``progress.json`` of another version
+    is refused (``check_schema``), as is one that is not JSON, and a finished run without one (the executor
+    writes it before the manifest)."""
     root = run_path(run)
     rj = read_run_json(root)
     if rj is None:
         raise ValueError(f"{root} has no run.json: not a run directory")
-    live = _progress_json(root)
-    if live is not None:
-        finished = has_manifest(root)
-        return {**live, "state": run_state(root), "eta_s": 0.0 if finished else live.get("eta_s"),
-                "source": "progress.json"}
-    return {**_marker_progress(root, rj, now), "source": "markers"}
-
-
-def _progress_json(root: Path) -> dict[str, Any] | None:
-    """progress.json when present and readable (a damaged one falls back to the markers)."""
-    path = root / "progress.json"
-    try:
-        data = _read_json(path) if path.exists() else None
-    except (ValueError, OSError):
-        return None
-    return data if isinstance(data, dict) and isinstance(data.get("passes"), list) else None
-
-
-def _marker_progress(root: Path, rj: dict[str, Any], now: float | None) -> dict[str, Any]:
-    now = time.time() if now is None else now
-    n_tasks = len(rj.get("inputs", []))
-    n_segs = _segments(rj)
-    markers_dir = Layout(root).markers_dir
-    passes: dict[int, dict[str, Any]] = {}
-    if markers_dir.exists():
-        for seg_dir in markers_dir.iterdir():
-            m = _SEG.match(seg_dir.name)
-            if not m:
-                continue
-            seg = int(m.group(1))
-            n_segs = max(n_segs, seg + 1)
-            p = passes.setdefault(seg, {"docs": 0, "bytes": 0, "done": 0, "seconds": 0.0, "t0": None, "t1": None})
-            for f in seg_dir.iterdir():
-                if not _MARKER.match(f.name):
-                    continue  # a temp file of a marker being written
-                try:
-                    mk = _read_json(f)
-                except (ValueError, OSError):
-                    continue
-                p["done"] += 1
-                stages = mk.get("stages") or []
-                p["docs"] += int(mk.get("docs_read", 0)) if seg == 0 else int(stages[0]["in"]) if stages else 0
-                p["bytes"] += int(mk.get("bytes_in", 0))
-                p["seconds"] += float(mk.get("seconds", 0.0))
-                t0 = mk.get("started_unix")
-                if t0 is not None:
-                    t1 = float(t0) + float(mk.get("seconds", 0.0))
-                    p["t0"] = t0 if p["t0"] is None else min(p["t0"], t0)
-                    p["t1"] = t1 if p["t1"] is None else max(p["t1"], t1)
-    out = []
-    started = [p["t0"] for p in passes.values() if p["t0"] is not None]
-    for seg in range(n_segs):
-        p = passes.get(seg, {"docs": 0, "bytes": 0, "done": 0, "t0": None, "t1": None})
-        span = (p["t1"] - p["t0"]) if p["t0"] is not None else 0.0
-        out.append({"pass": seg, "tasks_done": p["done"], "tasks_total": n_tasks, "docs": p["docs"],
-                    "docs_per_s": round(p["docs"] / span, 1) if span > 0 else None, "bytes_in": p["bytes"]})
-    done = sum(p["tasks_done"] for p in out)
-    total = n_tasks * n_segs
     finished = has_manifest(root)
-    eta = None
-    if not finished and done and started and done < total:
-        elapsed = now - min(started)
-        eta = round(elapsed * (total - done) / done, 1)
-    return {"state": run_state(root), "passes": out, "tasks_done": done, "tasks_total": total,
-            "input_bytes": sum(int(i["bytes"]) for i in rj.get("inputs", [])),
-            "input_bytes_done": sum(p["bytes_in"] for p in out if p["pass"] == 0),
-            "fraction": round(done / total, 4) if total else None, "eta_s": 0.0 if finished else eta}
+    path = root / "progress.json"
+    if not path.exists():
+        if finished:
+            check_schema({}, PROGRESS, path)  # refused: what wrote this run wrote no progress.json
+        n_tasks, n_passes = len(rj["inputs"]), 1 + len(rj["global_stages"])
+        return {"state": run_state(root), "passes": [], "tasks_done": 0, "tasks_total": n_tasks * n_passes,
+                "input_bytes": sum(int(i["bytes"]) for i in rj["inputs"]), "input_bytes_done": 0,
+                "fraction": 0.0, "eta_s": None, "source": "run.json"}
+    live = check_schema(_read_json(path), PROGRESS, path)
+    return {**live, "state": run_state(root), "eta_s": 0.0 if finished else live.get("eta_s"),
+            "source": "progress.json"}

@@ -138,8 +138,8 @@ def test_malformed_manifest_is_a_clear_error(run_copy: Path) -> None:
     (run_copy / "manifest.json").write_text("{not json")
     with pytest.raises(ConfigError, match="manifest.json: not a valid manifest"):
         summary(run_copy)
-    (run_copy / "manifest.json").write_text(json.dumps({"shards": [], "stages": [{"name": "x"}], "schema": [],
-                                                        "totals": {}, "domains": {}}))
+    (run_copy / "manifest.json").write_text(json.dumps({"schema_version": 1, "shards": [], "stages": [{"name": "x"}],
+                                                        "schema": [], "totals": {}, "domains": {}}))
     with pytest.raises(ConfigError, match="manifest.json: malformed entry"):
         query(run_copy, "SELECT 1")
 

@@ -93,7 +93,7 @@ def test_manifest_shard_paths_outside_the_run_are_refused(tmp_path: Path, evil: 
     run = tmp_path / "run"
     run.mkdir()
     path = str(outside) if evil == "ABS" else evil
-    (run / "manifest.json").write_text(json.dumps({"name": "evil", "shards": [{"path": path}]}))
+    (run / "manifest.json").write_text(json.dumps({"name": "evil", "schema_version": 1, "shards": [{"path": path}]}))
     with pytest.raises(ValueError, match=r"manifest.json: unsafe path"):
         skill_order(run, tmp_path / "out", GRAPH, LOSSES, 1, 1000, column="domain")
     r = _skill_order_cli(run, tmp_path / "out", tmp_path)

@@ -64,8 +64,9 @@ def make_hostile_runs(root: Path) -> Path:
     live = root / "live"
     shutil.copytree(run, live)
     (live / "manifest.json").unlink()
-    _write(live / "progress.json", {"passes": [{k: HOSTILE for k in ("pass", "tasks_done", "tasks_total", "docs",
-                                                                    "docs_per_s", "bytes_in")}],
+    _write(live / "progress.json", {"version": 1,  # this version's: its values are what the page shows
+                                    "passes": [{k: HOSTILE for k in ("pass", "tasks_done", "tasks_total", "docs",
+                                                                     "docs_per_s", "bytes_in")}],
                                     **{k: HOSTILE for k in ("tasks_done", "tasks_total", "input_bytes_done",
                                                             "input_bytes", "eta_s", "state")}})
     return root

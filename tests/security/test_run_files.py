@@ -179,7 +179,7 @@ def test_run_json_and_markers_as_fifos_are_refused(tiny_run: Path) -> None:
     out = _in_thread(lambda: _curate("verify", str(tiny_run), fifo=marker), marker)
     assert "_markers/seg0/00000.json: " in out.stdout and "FIFO" in out.stdout
     pj = _plant_fifo(tiny_run / "progress.json")
-    assert isinstance(_in_thread(lambda: progress(tiny_run), pj), dict)  # falls back to the markers
+    assert isinstance(_in_thread(lambda: progress(tiny_run), pj), NotRegularFileError)
     rj = _plant_fifo(tiny_run / "run.json")
     assert isinstance(_in_thread(lambda: read_run_json(tiny_run), rj), NotRegularFileError)
 

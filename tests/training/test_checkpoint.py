@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.training.test_train import write_cfg
-from training.checkpoint import CheckpointError, read_checkpoint
+from training.checkpoint import CHECKPOINT, CheckpointError, read_checkpoint, write_checkpoint
 from training.train import load_config, train
 
 
@@ -101,13 +101,23 @@ def test_resume_with_dropout_reproduces_an_uninterrupted_run(sample_run: Path, t
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
-def test_a_format_1_checkpoint_still_resumes(sample_run: Path, tmp_path: Path) -> None:
-    """Checkpoints written before the JSON ``meta`` (state at the top level, no RNG) load under the
-    same restricted unpickler and resume."""
+def test_checkpoints_of_another_version_are_refused_with_the_one_message(sample_run: Path, tmp_path: Path) -> None:
+    """A format-1 checkpoint (state at the top level, no RNG) and a format-2 one whose loader state carries no
+    ``schema_version`` (as written before states had one) are both refused before training resumes."""
     torch.set_num_threads(1)
     path = write_cfg(tmp_path, sample_run, steps=2, eval_every=2, checkpoint_every=2)
     train(load_config(str(path), []))
     ckpt_path = tmp_path / "out" / "checkpoint.pt"
     new = read_checkpoint(ckpt_path)
     torch.save({k: new[k] for k in ("model", "optimizer", "step", "loaders", "config", "skillit")}, ckpt_path)
-    assert train(load_config(str(path), ["steps=3"]))["step"] == 3
+    with pytest.raises(CheckpointError) as e:
+        train(load_config(str(path), ["steps=3"]))
+    assert str(e.value) == (f"{ckpt_path}: checkpoint written by another version of this project (no format); this "
+                            f"version reads only format 2: {CHECKPOINT.remedy}")
+    for state in new["loaders"]:
+        state.pop("schema_version")
+    write_checkpoint(ckpt_path, new["model"], new["optimizer"], new["rng"],
+                     {k: new[k] for k in ("step", "loaders", "config", "skillit")})
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(ckpt_path))}: loaders\[0\]: loader state written by "
+                                         r"another version of this project \(no schema_version\)"):
+        train(load_config(str(path), ["steps=3"]))

@@ -24,7 +24,8 @@ How it is deterministic and resumable:
 * **State.** ``state_dict()`` holds the sequence counter and, per stream and domain, the epoch,
   the position in the permutation and the leftover tokens: loading it continues sample for
   sample. It also records the manifests' fingerprints, ratios, world size, workers, seq_len and
-  tokenizer, and ``load_state_dict`` refuses any change with a message naming it.
+  tokenizer, and ``load_state_dict`` refuses any change with a message naming it. The state carries
+  ``schema_version`` (``STATE``): one of another version is refused (``check_schema``), never guessed at.
 * **Metadata conditioning** (``meco``, ``training/data/meco.py``). While ``conditioning`` is on, a
   document's metadata prefix is packed before its tokens and a parallel mask marks the prefix
   tokens; their targets become ``IGNORE_INDEX``. The mask travels with the buffer (a prefix cut by
@@ -41,11 +42,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from curation.io.manifest import RecordKind, check_schema
 from curation.io.storage import read_parquet
 
 from training.data.manifest import ManifestError, Shard, check_size, read_manifest, read_verified
 from training.data.meco import IGNORE_INDEX, MecoConfig, field_value, mask_of, runs_of
 from training.data.tokenizer import Tokenizer, make_tokenizer
+
+
+#: The loader's ``state_dict`` (in a checkpoint's ``loaders``).
+STATE = RecordKind("loader state", 1, "restart training from a checkpoint written by this version, or from scratch "
+                                      "(`init_from` keeps the model's weights)")
 
 
 @dataclass(kw_only=True)
@@ -359,23 +366,26 @@ class MixtureLoader:
                 **({"meco": {"field": self.meco.field, "template": self.meco.template}} if self.meco else {})}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"identity": self._identity(), "sequence": self.sequence, "probs": self.probs.tolist(),
-                "tokens_by_domain": dict(self.tokens_by_domain), "conditioning": self.conditioning,
+        return {STATE.key: STATE.version, "identity": self._identity(), "sequence": self.sequence,
+                "probs": self.probs.tolist(), "tokens_by_domain": dict(self.tokens_by_domain),
+                "conditioning": self.conditioning,
                 "cursors": [{"worker": w, "domain": d, "epoch": c.epoch, "pos": c.pos, "buffer": list(c.buffer),
                              "masked": runs_of(c.mask)} for (w, d), c in sorted(self.cursors.items())]}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], where: str = "loader state") -> None:
+        """Continue from ``state`` (``state_dict``'s). ``where``: where it was read, for the messages (the
+        checkpoint file and rank). Another version's state or a changed identity is refused (ValueError)."""
+        check_schema(state, STATE, where)
         mine, theirs = self._identity(), state["identity"]
         changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         if changed:
             detail = "; ".join(f"{k}: saved {theirs.get(k)!r}, now {mine.get(k)!r}" for k in changed)
             raise ValueError(f"cannot resume this loader: {detail}")
         self.sequence = int(state["sequence"])
-        self.probs = np.asarray(state.get("probs", self.init_probs), dtype=np.float64)
+        self.probs = np.asarray(state["probs"], dtype=np.float64)
         self.tokens_by_domain = {d: int(n) for d, n in state["tokens_by_domain"].items()}
-        self.conditioning = bool(state.get("conditioning", self.meco is not None))
+        self.conditioning = bool(state["conditioning"])
         for c in state["cursors"]:
             buffer = [int(t) for t in c["buffer"]]
-            # states written before MeCo have no "masked": nothing in their buffers is a prefix
-            mask = mask_of(c.get("masked", []), len(buffer)) if self.meco is not None else []
+            mask = mask_of(c["masked"], len(buffer)) if self.meco is not None else []
             self.cursors[(int(c["worker"]), c["domain"])] = _DomainCursor(int(c["epoch"]), int(c["pos"]), buffer, mask)

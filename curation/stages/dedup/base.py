@@ -40,7 +40,7 @@ class DuplicateStage(GlobalStage):
         pos = row_positions(batch, marks)
         found = pos >= 0
         dup_of = marks.column("dup_of").to_pylist()
-        dup_run = marks.column("dup_run").to_pylist() if "dup_run" in marks.column_names else [None] * len(marks)
+        dup_run = marks.column("dup_run").to_pylist()
         keep = np.ones(len(batch), dtype=bool)
         reasons: list[str | None] = [None] * len(batch)
         details: list[dict[str, str] | None] = [None] * len(batch)

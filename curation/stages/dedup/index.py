@@ -4,9 +4,10 @@ At run time the final pass adds each task's index rows beside its shards (``Task
 ``_work/index/TASK.parquet``, published with the task), and once every task is done the executor
 splits them into ``dedup_index/`` bucket files (``write_run_index``) before it writes the manifest,
 which lists them with their sha256. ``curate index RUN`` (``index_run``) builds the same files from
-a finished run's shards, for runs made before runs wrote an index or to rehash one with other
-parameters. Either way the rows hash the shards' final text, in shard order, so both give the same
-files (``tests/curation/stages/dedup/test_index.py``).
+a finished run's shards, for a dataset ``curate run`` did not write (``curate skill-order`` output), to
+rehash one with other parameters or to rebuild one of another version (``--force``). Either way the
+rows hash the shards' final text, in shard order, so both give the same files
+(``tests/curation/stages/dedup/test_index.py``).
 
 Parameters (``IndexParams``) come from the run's own dedup stages (the last exact and the last
 near-dedup stage; the defaults where it has none), so that a later run with the same stages can
@@ -31,7 +32,7 @@ from curation.io.dedup_index import (
     INDEX_DIR, DedupIndexError, IndexWriter, index_buckets, iter_part_tables, manifest_entry,
 )
 from curation.io.layout import Layout
-from curation.io.manifest import read_manifest, shard_paths
+from curation.io.manifest import DEDUP_INDEX, check_schema, read_manifest, shard_paths
 from curation.io.regular import open_regular
 from curation.io.storage import is_remote, run_path
 from curation.io.writers import RollingParquetWriter
@@ -210,9 +211,10 @@ def index_run(run: str, params: IndexParams | None = None, force: bool = False) 
         params = params_for_mapping(manifest.get("config") or {}, f"{layout.manifest}: config")
     old = manifest.get("dedup_index")
     if isinstance(old, dict) and not force:
-        if old.get("params") == params.to_json():
+        check_schema(old, DEDUP_INDEX, f"{layout.manifest}: dedup_index")  # another version's: --force rebuilds it
+        if old["params"] == params.to_json():
             return old, False
-        raise DedupIndexError(f"{run} has a dedup index hashed with {old.get('params')}, not {params.to_json()}: "
+        raise DedupIndexError(f"{run} has a dedup index hashed with {old['params']}, not {params.to_json()}: "
                               "use --force to replace it (runs made against the old one will refuse to resume)")
     docs = sum(int(s.get("rows", 0)) for s in manifest["shards"])
     entry = _write(root, params, docs, (index_rows(t, params) for t in _shard_tables(str(root), manifest)))

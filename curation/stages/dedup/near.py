@@ -520,8 +520,8 @@ class NearDedup(GlobalStage):
     def via(self, jaccard: float) -> str:
         """A drop is ``direct`` when its Jaccard to the document kept for it (the signature estimate
         with ``components``; the exact value with ``star``, always >= threshold) reaches the
-        threshold, else ``chain``: in the cluster only through other members. Derived here, not a
-        result column, so resolved rows written by earlier versions still apply."""
+        threshold, else ``chain``: in the cluster only through other members. Derived here from the
+        ``jaccard`` result column and the threshold."""
         return "direct" if jaccard >= self.config.threshold else "chain"
 
     def output_columns(self) -> dict[str, pa.DataType]:
@@ -543,12 +543,10 @@ class NearDedup(GlobalStage):
             size[found] = marks.column("dup_cluster_size").take(hit).to_numpy()
             for i, d in zip(np.flatnonzero(found), marks.column("dup_of").take(hit).to_pylist()):
                 dup_of[i] = d
-            if "jaccard" in marks.column_names:  # absent in resolved rows written before it existed
-                for i, j in zip(np.flatnonzero(found), marks.column("jaccard").take(hit).to_pylist()):
-                    jaccard[i] = j
-            if "dup_run" in marks.column_names:
-                for i, r in zip(np.flatnonzero(found), marks.column("dup_run").take(hit).to_pylist()):
-                    dup_run[i] = r
+            for i, j in zip(np.flatnonzero(found), marks.column("jaccard").take(hit).to_pylist()):
+                jaccard[i] = j
+            for i, r in zip(np.flatnonzero(found), marks.column("dup_run").take(hit).to_pylist()):
+                dup_run[i] = r
         kept = np.array([d is None for d in dup_of], dtype=bool)
         batch = (batch.append_column("dup_cluster", pa.array(cluster, pa.string()))
                  .append_column("dup_cluster_size", pa.array(size, pa.int64()))

@@ -634,15 +634,13 @@ def stage_pass(run_dir: str | Path, stage_index: int | None = None) -> tuple[Any
     """``(pipeline config, stage index, keying pass index, built stage)`` of a run's semantic stage,
     read from its ``run.json``; ``stage_index`` chooses among several."""
     from curation.executors.plan import make_segments
-    from curation.io.atomic import read_json
-    from curation.io.layout import Layout
-    from curation.io.storage import run_path
+    from curation.io.runs import read_run_json
     from curation.pipeline import PipelineConfig
 
-    lay = Layout(run_path(str(run_dir)))
-    if not lay.run_json.exists():
+    run_json = read_run_json(str(run_dir))  # one of another version is refused
+    if run_json is None:
         raise ConfigError(f"{run_dir} is not a run directory (no run.json)")
-    cfg = PipelineConfig.from_mapping(read_json(lay.run_json)["full_config"], where=f"{run_dir}/run.json")
+    cfg = PipelineConfig.from_mapping(run_json["full_config"], where=f"{run_dir}/run.json")
     found = [i for i, s in enumerate(cfg.stages) if s.stage == "semantic_dedup_v1"]
     if not found:
         raise ConfigError(f"{run_dir} has no semantic_dedup_v1 stage")

@@ -101,11 +101,15 @@ def test_local_run_writes_final_progress_json(tiny_corpus: Path, tmp_path: Path)
     assert api["source"] == "progress.json" and api["state"] == "finished" and api["tasks_done"] == 6
 
 
-def test_run_api_falls_back_to_markers_without_progress_json(tiny_corpus: Path, tmp_path: Path) -> None:
+def test_run_api_reads_progress_json_only(tiny_corpus: Path, tmp_path: Path) -> None:
+    """No fallback to the markers: a damaged progress.json is refused naming it (another version's too:
+    tests/curation/io/test_versions.py); before the first pass wrote one, every figure is zero."""
     out = tmp_path / "run"
     run_pipeline(pipeline_dict([str(tiny_corpus / "*")], out))
+    (out / "progress.json").write_text("{not json")
+    with pytest.raises(ValueError, match=rf"{out / 'progress.json'}: not valid JSON"):
+        run_progress(out)
     (out / "progress.json").unlink()
+    (out / "manifest.json").unlink()
     api = run_progress(out)
-    assert api["source"] == "markers" and api["tasks_done"] == 6 and api["passes"][0]["docs"] == 7
-    (out / "progress.json").write_text("{not json")  # damaged: the markers still answer
-    assert run_progress(out)["source"] == "markers"
+    assert api["source"] == "run.json" and api["tasks_done"] == 0 and api["tasks_total"] == 6 and api["passes"] == []

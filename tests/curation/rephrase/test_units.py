@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from curation.errors import ConfigError
+from curation.io.manifest import SchemaVersionError
 from curation.rephrase.backends import Generation
-from curation.rephrase.cache import GenerationCache, cache_key
+from curation.rephrase.cache import CACHE, GenerationCache, cache_key
 from curation.rephrase.checks import OutputChecks, check_code, check_output, comment_ratio, extract_code_block
 from curation.rephrase.chunking import chunk_text, join_chunks
 from curation.rephrase.prox import document_decision, execute, number_lines
@@ -114,6 +115,28 @@ def test_cache_keys_separate_endpoints_serving_the_same_model_name(tmp_path: Pat
     assert cache.get_many([a])[a].text == "written by server A"
     assert cache_key(*args, endpoint="http://10.0.0.1:8000/v1/") == a  # a trailing slash is the same endpoint
     assert cache_key(*args) == cache_key(*args, endpoint=None) not in (a, b)  # local models: no endpoint
+
+
+def test_a_cache_file_of_another_version_is_refused_with_the_one_message(tmp_path: Path) -> None:
+    """A new cache file gets this version (SQLite ``user_version``) and reads back; a file written before caches
+    had one (same table, ``user_version`` 0, keys made another way) or of another version is refused, naming it."""
+    import sqlite3
+
+    key = cache_key("d0", 0, "Some text.", "wrap_easy@1", "prompt-hash", "local-model", {})
+    GenerationCache(tmp_path / "new").put_many({key: Generation("kept", 1, 2, "stop", 0.1)})
+    assert GenerationCache(tmp_path / "new").get_many([key])[key].text == "kept"  # reopened: this version's
+    path = tmp_path / "old" / "generations.sqlite"
+    path.parent.mkdir()
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE gen (key TEXT PRIMARY KEY, text TEXT NOT NULL, tokens_in INTEGER, "
+                   "tokens_out INTEGER, finish_reason TEXT, seconds REAL)")
+    for version, found in ((0, "no user_version"), (CACHE.version + 1, f"user_version {CACHE.version + 1}")):
+        with sqlite3.connect(path) as db:
+            db.execute(f"PRAGMA user_version = {version}")
+        with pytest.raises(SchemaVersionError) as e:
+            GenerationCache(path.parent)
+        assert str(e.value) == (f"{path}: generation cache written by another version of this project ({found}); "
+                                f"this version reads only user_version {CACHE.version}: {CACHE.remedy}")
 
 
 def test_builtin_templates_keep_their_prompt_hashes() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from training.data.loader import LoaderConfig, MixtureLoader
+from curation.io.manifest import SchemaVersionError
+from training.data.loader import STATE, LoaderConfig, MixtureLoader
 
 RATIOS = {"python_docs": 0.5, "code": 0.3, "license": 0.2}
 
@@ -61,6 +63,22 @@ def test_resume_continues_sample_for_sample(sample_run: Path, before: int, after
     got = [b.next_batch() for _ in range(after)]
     for (x1, y1, d1), (x2, y2, d2) in zip(expected, got):
         assert np.array_equal(x1, x2) and np.array_equal(y1, y2) and d1 == d2
+
+
+@pytest.mark.parametrize("change, found", [(lambda s: s.pop("schema_version"), "no schema_version"),
+                                           (lambda s: s.update(schema_version=0), "schema_version 0"),
+                                           (lambda s: s.update(schema_version=2), "schema_version 2")])
+def test_a_state_of_another_version_is_refused_with_the_one_message(sample_run: Path, change: Callable[[dict], object],
+                                                                    found: str) -> None:
+    a = MixtureLoader(cfg(sample_run))
+    a.next_batch()
+    state = a.state_dict()
+    assert state["schema_version"] == STATE.version == 1
+    change(state)
+    with pytest.raises(SchemaVersionError) as e:
+        MixtureLoader(cfg(sample_run)).load_state_dict(state, where="out/checkpoint.pt: loaders[0]")
+    assert str(e.value) == (f"out/checkpoint.pt: loaders[0]: loader state written by another version of this project "
+                            f"({found}); this version reads only schema_version 1: {STATE.remedy}")
 
 
 def test_resume_refuses_changed_world_size_ratios_or_manifest(sample_run: Path, tmp_path: Path) -> None:

@@ -49,6 +49,15 @@ def test_the_copied_run_loads(run: Path) -> None:
     assert len(read_manifest(str(run)).shards) >= 2
 
 
+def test_a_manifest_of_another_version_is_refused_naming_it(run: Path) -> None:
+    """The loader reads manifests through curation's one reader: one version check, the one message."""
+    edit(run, lambda m: m.update(schema_version=0))
+    with pytest.raises(ManifestError, match=rf"^{re.escape(str(run / 'manifest.json'))}: manifest written by another "
+                                            r"version of this project \(schema_version 0\); this version reads only "
+                                            r"schema_version 1: rerun the command that wrote it"):
+        MixtureLoader(cfg(run))
+
+
 def test_a_shard_outside_the_run_is_refused_even_if_it_is_valid(run: Path, tmp_path: Path) -> None:
     """The old loader read any path the manifest named; here a perfectly readable shard outside the run."""
     first = json.loads((run / "manifest.json").read_text())["shards"][0]

@@ -183,16 +183,23 @@ def test_resume_at_any_step_reproduces_the_run_across_the_switch(sample_run: Pat
     assert not any((y == IGNORE_INDEX).any() for _, y, _ in ref[switch:])
 
 
-def test_a_state_from_before_meco_still_loads(sample_run: Path) -> None:
+def test_a_state_from_before_meco_is_refused_not_guessed_at(sample_run: Path) -> None:
+    """Such a state (no conditioning flag, no masks) is another version's: refused with the one message, its
+    buffers never read as unmasked ones."""
     cfg = LoaderConfig(runs=[str(sample_run)], ratios={"python_docs": 1.0}, seq_len=64, batch_size=2)
     a = MixtureLoader(cfg)
     a.next_batch()
     state = a.state_dict()
-    state.pop("conditioning")
+    for key in ("schema_version", "conditioning"):  # states were not versioned yet either
+        state.pop(key)
     for c in state["cursors"]:
         c.pop("masked")
     b = MixtureLoader(cfg)
-    b.load_state_dict(state)
+    with pytest.raises(ValueError, match=r"^ckpt.pt: loaders\[0\]: loader state written by another version of this "
+                                         r"project \(no schema_version\); this version reads only schema_version 1: "
+                                         "restart training from a checkpoint written by this version"):
+        b.load_state_dict(state, where="ckpt.pt: loaders[0]")
+    b.load_state_dict(a.state_dict())  # this version's state resumes (the rest: test_loader.py)
     x1, y1, _ = a.next_batch()
     x2, y2, _ = b.next_batch()
     assert np.array_equal(x1, x2) and np.array_equal(y1, y2)

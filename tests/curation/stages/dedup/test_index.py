@@ -75,7 +75,7 @@ def test_curate_index_rebuilds_the_same_files_and_builds_one_for_an_old_run(tmp_
     assert r.exit_code == 0 and "built: 7 documents" in r.output, r.output
     again = json.loads((run / "manifest.json").read_text())
     assert {f["path"]: f["sha256"] for f in again["dedup_index"]["files"]} == wrote  # byte for byte
-    # A run made before runs wrote indexes: no entry, no folder.
+    # A dataset without an index (as `curate skill-order` writes one): no entry, no folder.
     del again["dedup_index"]
     (run / "manifest.json").write_text(json.dumps(again))
     for f in sorted((run / "dedup_index").rglob("*.parquet")):
