@@ -2,11 +2,13 @@
 
     git worktree add /tmp/before COMMIT
     .venv/bin/python benchmarks/filter_chain_cpu.py /tmp/before . --rounds 2 --repeat 2
+    .venv/bin/python benchmarks/filter_chain_cpu.py . --metrics both --rounds 3 --repeat 3   # cost of metrics: true
 
 Each checkout runs in its own Python process (so each imports its own ``curation``) on the bundled sample corpus
 replicated twice: Gopher repetition -> Gopher quality -> C4 -> FineWeb through ``run_chain``, best process-CPU time
-of ``--repeat`` passes. Rounds alternate the checkouts, so a change of machine load hits both alike. Prints MB of
-text per CPU-second and the kept count (which must agree).
+of ``--repeat`` passes. Rounds alternate the checkouts (and, with ``--metrics both``, the filters' ``metrics``
+option off and on), so a change of machine load hits all alike. Prints MB of text per CPU-second and the kept
+count (which must agree).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 CHILD = r'''
 import glob, gzip, json, sys, time
-repo, repeat = sys.argv[1], int(sys.argv[2])
+repo, repeat, on = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "on"
 sys.path.insert(0, repo)
 import pyarrow as pa
 import curation
@@ -34,8 +36,9 @@ n = len(rows)
 batch = pa.table({"id": [str(i) for i in range(n)], "text": [r["text"] for r in rows], "url": [None] * n,
                   "domain": [r["domain"] for r in rows], "source": ["s"] * n,
                   "n_chars": [len(r["text"]) for r in rows]})
-stages = [GopherRepetition(GopherRepetitionConfig()), GopherQuality(GopherQualityConfig()),
-          C4Quality(C4QualityConfig()), FineWebQuality(FineWebQualityConfig())]
+kw = {"metrics": True} if on else {}  # (a checkout from before the option takes no such key)
+stages = [GopherRepetition(GopherRepetitionConfig(**kw)), GopherQuality(GopherQualityConfig(**kw)),
+          C4Quality(C4QualityConfig(**kw)), FineWebQuality(FineWebQualityConfig(**kw))]
 for s in stages:
     s.setup()
 run_chain(stages, batch.slice(0, 50))  # warm caches and imports
@@ -45,7 +48,7 @@ for _ in range(repeat):
     kept, _ = run_chain(stages, batch)
     best = min(best, time.process_time() - t0)
 mb = sum(len(r["text"].encode()) for r in rows) / 1e6
-print(json.dumps({"docs": n, "mb": round(mb, 2), "kept": kept.num_rows, "cpu_s": round(best, 3),
+print(json.dumps({"metrics": on, "docs": n, "mb": round(mb, 2), "kept": kept.num_rows, "cpu_s": round(best, 3),
                   "mb_per_cpu_s": round(mb / best, 3)}))
 '''
 
@@ -55,13 +58,17 @@ def main() -> None:
     ap.add_argument("checkouts", nargs="+")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--metrics", choices=["off", "on", "both"], default="off",
+                    help="the filters' metrics option (both: each checkout off, then on, every round)")
     args = ap.parse_args()
+    modes = ["off", "on"] if args.metrics == "both" else [args.metrics]
     for r in range(args.rounds):
         for c in args.checkouts:
-            repo = str(Path(c).resolve())
-            out = subprocess.run([sys.executable, "-c", CHILD, repo, str(args.repeat)], capture_output=True,
-                                 text=True, check=True).stdout.strip().splitlines()[-1]
-            print(f"round {r + 1} {repo}: {out}", flush=True)
+            for mode in modes:
+                repo = str(Path(c).resolve())
+                out = subprocess.run([sys.executable, "-c", CHILD, repo, str(args.repeat), mode], capture_output=True,
+                                     text=True, check=True).stdout.strip().splitlines()[-1]
+                print(f"round {r + 1} {repo}: {out}", flush=True)
 
 
 if __name__ == "__main__":

@@ -334,6 +334,7 @@ def run_page(request: Request, run_id: str) -> HTMLResponse:
         current = _number(views._current_threshold(m, col))
         lo, hi = _n0(h.get("min")), _n0(h.get("max"))
         whatifs.append({"column": col, "hist": histogram_chart(h, current), "current": current, "lo": lo, "hi": hi,
+                        "direction": views.default_direction(m, col),  # a heuristic maximum starts at keep_below
                         "start": current if current is not None else lo,
                         "step": (hi - lo) / 200 if hi > lo else 1, "domains": domains,
                         "tot_docs": sum(_number(x.get("docs")) or 0 for x in domains),

@@ -3,7 +3,8 @@
 Every query on run data goes through ``curation.stats.open_run`` (the sandboxed, locked DuckDB
 connection confined to that run) or the service's pool of such connections (``opener``). Values from
 requests travel only as bound parameters; the only identifiers spliced into SQL are column names taken
-from the run's own manifest after checking them against a fixed pattern, quoted as identifiers.
+from the run's own manifest after checking them against a fixed pattern (or the heuristic filters' metric names,
+``curation/stages/filters/metrics.py``), quoted as identifiers.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 from curation.errors import ConfigError
 from curation.query_sandbox import Limits
+from curation.stages.filters import metrics as filter_metrics
 from curation.stats import _ident, execute_select, open_run, view_files
 
 #: Opens a run's views on a sandboxed connection: ``curation.stats.open_run`` (a new sandbox each time) or the
@@ -66,9 +68,16 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = N
 
 
 def numeric_columns(manifest: dict[str, Any]) -> list[str]:
-    """The run's columns a what-if can preview (by name pattern and numeric type)."""
+    """The run's columns a what-if can preview (by name pattern, or a heuristic filter's metric, and numeric type)."""
+    heuristic = _metric_columns(manifest)
     return [f["name"] for f in manifest.get("schema", [])
-            if WHATIF_COLUMN.match(str(f.get("name", ""))) and str(f.get("type")) in _NUMERIC]
+            if (WHATIF_COLUMN.match(name := str(f.get("name", ""))) or name in heuristic)
+            and str(f.get("type")) in _NUMERIC]
+
+
+def _metric_columns(manifest: dict[str, Any]) -> dict[str, filter_metrics.WhatIfMetric]:
+    """The metric columns the run's heuristic filters wrote (``metrics: true``; names from their stage config)."""
+    return filter_metrics.whatif_metrics((manifest.get("config") or {}).get("stages") or [])
 
 
 def _stage_configs(manifest: dict[str, Any], name: str) -> list[dict[str, Any]]:
@@ -104,32 +113,69 @@ def run_detail(run: Path, limits: Limits, opener: RunOpener = open_run) -> dict[
 
 # -- what-if ----------------------------------------------------------------------------------------
 
+#: ``side`` of a pooled dropped document: 0 comes back in either direction; 1 only with keep_above (a minimum
+#: dropped it), 2 only with keep_below (a maximum did). Only a metric thresholded from both sides (Gopher's word
+#: count and mean word length) tags its drops: moving its minimum cannot bring back what its maximum dropped.
+ANY_SIDE, ABOVE_ONLY, BELOW_ONLY = 0, 1, 2
+
+
 def _pool(manifest: dict[str, Any], column: str) -> tuple[str, list[Any], str]:
-    """SQL of the what-if pool of ``column`` (domain, n_chars, v, kept) with its parameters, and which
+    """SQL of the what-if pool of ``column`` (domain, n_chars, v, kept, side) with its parameters, and which
     dropped documents it includes (in words). Kept documents bring their column value; dropped ones
     only where the stage that thresholds this column recorded the value in its decision."""
     col = _ident(column)
-    kept = f"SELECT domain, n_chars, CAST({col} AS DOUBLE) AS v, 1 AS kept FROM docs WHERE {col} IS NOT NULL"
+    kept = (f"SELECT domain, n_chars, CAST({col} AS DOUBLE) AS v, 1 AS kept, {ANY_SIDE} AS side FROM docs "
+            f"WHERE {col} IS NOT NULL")
     # select_v1 records {score, threshold, column} for every document it drops.
-    parts = [("SELECT domain, n_chars, TRY_CAST(json_extract_string(details, '$.score') AS DOUBLE), 0 "
+    parts = [("SELECT domain, n_chars, TRY_CAST(json_extract_string(details, '$.score') AS DOUBLE), 0, 0 "
               "FROM decisions WHERE reason = 'below_threshold' AND json_extract_string(details, '$.column') = ?",
               [column])]
     source = "documents select_v1 dropped on this column (their score is in the decision details)"
-    if column == "lang_score":
+    heuristic = _metric_columns(manifest).get(column)
+    if heuristic is not None:
+        parts, source = _metric_parts(heuristic)
+    elif column == "lang_score":
         langs = sorted({lg for c in _stage_configs(manifest, "language_id_v1") for lg in c.get("languages", [])})
         # Only a wanted language below min_score comes back; another language stays dropped at any score.
-        parts.append(("SELECT domain, n_chars, TRY_CAST(json_extract_string(details, '$.score') AS DOUBLE), 0 "
+        parts.append(("SELECT domain, n_chars, TRY_CAST(json_extract_string(details, '$.score') AS DOUBLE), 0, 0 "
                       "FROM decisions WHERE stage = 'language_id_v1' AND list_contains(?, "
                       "json_extract_string(details, '$.lang'))", [langs]))
         source = (f"documents language_id_v1 dropped in a wanted language ({', '.join(langs) or 'none'}) "
                   "below min_score (score in the decision details)")
     elif column == "n_chars":
-        parts.append(("SELECT domain, n_chars, CAST(n_chars AS DOUBLE), 0 FROM decisions "
+        parts.append(("SELECT domain, n_chars, CAST(n_chars AS DOUBLE), 0, 0 FROM decisions "
                       "WHERE stage = 'text_length_v1'", []))
         source = "documents text_length_v1 dropped (their n_chars)"
     sql = " UNION ALL ".join([kept] + [p[0] for p in parts])
     params = [x for p in parts for x in p[1]]
     return f"SELECT * FROM ({sql}) WHERE v IS NOT NULL AND isfinite(v)", params, source
+
+
+def _metric_parts(w: filter_metrics.WhatIfMetric) -> tuple[list[tuple[str, list[Any]]], str]:
+    """The pool's dropped documents of a heuristic filter's metric: the stage's drops by the metric's rules, whose
+    details hold its value. A drop by another rule of the stage has no value here and stays dropped."""
+    two_sided = len({r.keep for r in w.metric.rules}) > 1
+    parts = []
+    for r in w.metric.rules:
+        side = (ABOVE_ONLY if r.keep == "above" else BELOW_ONLY) if two_sided else ANY_SIDE
+        sql = (f"SELECT domain, n_chars, TRY_CAST(json_extract_string(details, ?) AS DOUBLE), 0, {side} "
+               "FROM decisions WHERE stage = ? AND reason = ?")
+        parts.append((sql, [f"$.{w.metric.detail}", w.stage, r.reason]))
+    reasons = ", ".join(r.reason for r in w.metric.rules)
+    return parts, (f"documents {w.stage} dropped by the rule on this value ({reasons}; the value in the decision "
+                   "details)" + ("; keep_above brings back only its minimum's drops, keep_below its maximum's"
+                                 if two_sided else ""))
+
+
+def default_direction(manifest: dict[str, Any], column: str) -> str:
+    """keep_below for a heuristic filter's metric whose (first) rule is a maximum, else keep_above."""
+    w = _metric_columns(manifest).get(column)
+    rule = _first_rule_on(w) if w is not None else None
+    return "keep_below" if rule is not None and rule.keep == "below" else "keep_above"
+
+
+def _first_rule_on(w: filter_metrics.WhatIfMetric) -> filter_metrics.Rule | None:
+    return next((r for r in w.metric.rules if filter_metrics.threshold(w.stage, w.config, r) is not None), None)
 
 
 def _check_column(manifest: dict[str, Any], column: Any) -> str:
@@ -142,6 +188,10 @@ def _check_column(manifest: dict[str, Any], column: Any) -> str:
 
 def _current_threshold(manifest: dict[str, Any], column: str) -> float | None:
     """The threshold the run's config applied to ``column``, when a stage with a fixed one did."""
+    w = _metric_columns(manifest).get(column)
+    if w is not None:  # its first rule that is on: a two-sided metric's minimum (the page starts at keep_above)
+        rule = _first_rule_on(w)
+        return None if rule is None else filter_metrics.threshold(w.stage, w.config, rule)
     for c in _stage_configs(manifest, "select_v1"):
         if c.get("column") == column and c.get("threshold") is not None:
             return c["threshold"]
@@ -191,7 +241,7 @@ def whatif_pool(run: Path, limits: Limits, column: Any, opener: RunOpener = open
     with opener(run, limits) as (con, m):
         _check_column(m, column)
         sql, params, source = _pool(m, column)
-        cols = con.execute(f"SELECT domain, n_chars, v, kept FROM ({sql})", params).fetchnumpy()
+        cols = con.execute(f"SELECT domain, n_chars, v, kept, side FROM ({sql})", params).fetchnumpy()
         now = {d: (int(n), int(c)) for d, n, c in
                con.execute("SELECT domain, count(*), sum(n_chars) FROM docs GROUP BY ALL").fetchall()}
         kept_null = con.execute(f"SELECT count(*) FROM docs WHERE {_ident(column)} IS NULL").fetchone()[0]
@@ -199,23 +249,36 @@ def whatif_pool(run: Path, limits: Limits, column: Any, opener: RunOpener = open
     domain = np.asarray(cols["domain"], dtype=object)
     n_chars = np.nan_to_num(np.asarray(cols["n_chars"], dtype=np.float64)).astype(np.int64)
     v, kept = np.asarray(cols["v"], dtype=np.float64), np.asarray(cols["kept"], dtype=np.int64) == 1
-    return {"column": column, "source": source, "sides": _sorted_sides(domain, n_chars, v, kept),
+    side = np.asarray(cols["side"], dtype=np.int64)
+    return {"column": column, "source": source, "sides": _sorted_sides(domain, n_chars, v, kept, side),
             "now": now, "kept_null": int(kept_null), "dropped_total": int(dropped_total),
             "manifest": {"domains": m.get("domains", {}), "config": m.get("config"), "schema": m.get("schema")}}
 
 
-def _sorted_sides(domain: np.ndarray, n_chars: np.ndarray, v: np.ndarray,
-                  kept: np.ndarray) -> dict[Any, tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]]:
+Side = tuple[np.ndarray, np.ndarray]
+
+
+def _sorted_sides(domain: np.ndarray, n_chars: np.ndarray, v: np.ndarray, kept: np.ndarray,
+                  side: np.ndarray | None = None) -> dict[Any, tuple[Side, Side, Side]]:
     """Per domain (first-seen order), kept and dropped pool documents apart: their values sorted and the running
-    sum of their characters in that order (a leading 0). Any threshold is then two binary searches per side."""
+    sum of their characters in that order (a leading 0). Any threshold is then two binary searches per side.
+
+    The dropped documents come twice, those that can come back with keep_above and with keep_below (``side``);
+    without a tagged one (every column but a two-sided metric) both are the same arrays.
+    """
+    side = np.zeros(len(v), dtype=np.int64) if side is None else side
+    tagged = bool((side != ANY_SIDE).any())
     out = {}
     for dom in dict.fromkeys(domain.tolist()):
         sel = domain == dom
+        masks = [kept & sel, ~kept & sel & (side != BELOW_ONLY)]
+        if tagged:
+            masks.append(~kept & sel & (side != ABOVE_ONLY))
         sides = []
-        for mask in (kept & sel, ~kept & sel):
+        for mask in masks:
             order = np.argsort(v[mask], kind="stable")
             sides.append((v[mask][order], np.concatenate(([0], np.cumsum(n_chars[mask][order])))))
-        out[dom] = (sides[0], sides[1])
+        out[dom] = (sides[0], sides[1], sides[-1])
     return out
 
 
@@ -235,7 +298,8 @@ def whatif_at(p: dict[str, Any], threshold: Any, direction: Any) -> dict[str, An
     column, source, m, now = p["column"], p["source"], p["manifest"], p["now"]
     above = direction == "keep_above"
     rows = []
-    for dom, (kept_side, dropped_side) in p["sides"].items():  # the pool's domains in first-seen order
+    for dom, (kept_side, dropped_above, dropped_below) in p["sides"].items():  # the pool's domains, first-seen order
+        dropped_side = dropped_above if above else dropped_below
         pass_d, pass_c = _beyond(kept_side, threshold, above)
         gain_d, gain_c = _beyond(dropped_side, threshold, above)
         n_kept, n_dropped = len(kept_side[0]), len(dropped_side[0])

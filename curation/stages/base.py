@@ -143,6 +143,8 @@ class Doc:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+#: True / (True, reason): keep; False / (False, reason[, details]): drop. A kept document may come back as
+#: (True, "", {column: value}) with the values of the filter's ``output_columns`` (a heuristic filter's metrics).
 FilterOutcome = bool | tuple[bool, str] | tuple[bool, str, dict[str, Any]]
 
 
@@ -234,8 +236,12 @@ def run_chain(filters: Sequence[Filter], batch: pa.Table) -> tuple[pa.Table, lis
 
     This is the order datatrove's own executor uses; it lets filters share per-text caches (its
     word tokenisation is lru-cached per text) and stops at the first filter that drops a document.
+    A filter with ``output_columns`` gets them appended, from the values its kept documents came back with
+    (null for the documents it never kept).
     """
     n = len(batch)
+    adds = {j: cols for j, f in enumerate(filters) if (cols := f.output_columns())}
+    values: dict[int, list[dict[str, Any] | None]] = {j: [None] * n for j in adds}
     texts = batch.column("text").to_pylist()
     ids = batch.column("id").to_pylist()
     urls = batch.column("url").to_pylist()
@@ -248,7 +254,11 @@ def run_chain(filters: Sequence[Filter], batch: pa.Table) -> tuple[pa.Table, lis
         doc = Doc(id=ids[i], text=texts[i], url=urls[i], domain=domains[i])
         for j, f in enumerate(filters):
             outcome = f.filter(doc)
-            if outcome is True or (outcome is not False and outcome[0]):
+            if outcome is True:
+                continue
+            if outcome is not False and outcome[0]:
+                if len(outcome) > 2 and j in values:
+                    values[j][i] = outcome[2]
                 continue
             dropped_by[i] = j
             reasons[i] = "filtered" if outcome is False else outcome[1]
@@ -259,6 +269,9 @@ def run_chain(filters: Sequence[Filter], batch: pa.Table) -> tuple[pa.Table, lis
             changed = True
     if changed:
         batch = with_texts(batch, texts)
+    for j, cols in adds.items():
+        for name, dtype in cols.items():
+            batch = batch.append_column(name, pa.array([v.get(name) if v else None for v in values[j]], type=dtype))
     steps = []
     for j in range(len(filters)):
         mine = dropped_by == j

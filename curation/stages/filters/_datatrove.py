@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, get_args
+
+import pyarrow as pa
 
 from curation.config import check_choices
 
 from curation.stages.base import Doc, Filter, FilterOutcome
+from curation.stages.filters import metrics as filter_metrics
 
 Implementation = Literal["datatrove", "fast"]
 IMPLEMENTATIONS = get_args(Implementation)
@@ -27,6 +31,12 @@ class DatatroveOptions:
 
     language: str = "en"
     word_tokenizer: str = "fast"  # "fast" (regex, see word_tokenizer.py) or "spacy" (datatrove default)
+    #: Write every rule's measured value as a column on kept documents (names and types: metrics.py), so a
+    #: what-if can move these thresholds too. Off by default: it costs the values the decisions do not need.
+    metrics: bool = False
+
+    #: Left out of the fingerprint at these values (as dedup's ``against: []``): runs made before keep theirs.
+    FINGERPRINT_DEFAULTS: ClassVar[dict[str, Any]] = {"metrics": False}
 
 
 @dataclass(kw_only=True)
@@ -64,9 +74,27 @@ class DatatroveFilter(Filter):
 
     def setup(self) -> None:
         self._impl = self.make_filter()
+        # Our filters return a kept document's values themselves; datatrove's classes cannot, so ``filter``
+        # measures their kept documents with the restatement of datatrove's code (``_reference_metrics``).
+        self._measure: Callable[[Any, str], dict[str, Any]] | None = None
+        if self._metrics_on():
+            if hasattr(self._impl, "return_metrics"):
+                self._impl.return_metrics = True
+            else:
+                from curation.stages.filters._reference_metrics import MEASURE
+
+                self._measure = MEASURE[self.name]
+
+    def _metrics_on(self) -> bool:
+        return bool(getattr(self.config, "metrics", False))  # (url_filter_v1's config has no such option)
+
+    def output_columns(self) -> dict[str, pa.DataType]:
+        """The metric columns with ``metrics: true`` (null where a rule is off or had nothing to measure)."""
+        return filter_metrics.columns(self.name, dataclasses.asdict(self.config)) if self._metrics_on() else {}
 
     def _kwargs(self) -> dict[str, Any]:
         kw = dataclasses.asdict(self.config)
+        kw.pop("metrics", None)  # ours, not a datatrove argument: ``setup`` switches it on the filter built
         tokenizer = kw.pop("word_tokenizer", "fast")
         if tokenizer == "fast" and kw.get("language", "en") == "en":
             from curation.stages.filters.word_tokenizer import FastEnglishTokenizer
@@ -88,6 +116,8 @@ class DatatroveFilter(Filter):
             details = self.explain(outcome[1], text, doc)
             if details is not None:
                 return False, outcome[1], details
+        if outcome is True and self._measure is not None:
+            return True, "", self._measure(self._impl, text)  # the text as the filter saw it (C4 rewrites)
         return outcome
 
     def explain(self, reason: str, text: str, doc: Doc) -> dict[str, Any] | None:

@@ -19,6 +19,8 @@ def make_fast_filter(**kwargs: Any) -> Any:
 
     class FastGopherQualityFilter(GopherQualityFilter):  # type: ignore[misc, valid-type]
         _flags: dict[str, tuple[bool, bool, int]]
+        #: Set by the stage for ``metrics: true``: a kept document comes back as (True, "", {column: value}).
+        return_metrics: bool = False
 
         def _word_flags(self, w: str) -> tuple[bool, bool, int]:
             f = self._flags.get(w)
@@ -53,26 +55,42 @@ def make_fast_filter(**kwargs: Any) -> Any:
                 return False, "gopher_below_avg_threshold", {"avg_word_length": avg, "min": self.min_avg_word_length}
             if self.max_avg_word_length and avg > self.max_avg_word_length:
                 return False, "gopher_above_avg_threshold", {"avg_word_length": avg, "max": self.max_avg_word_length}
-            if self.max_symbol_word_ratio and (r := text.count("#") / n_words) > self.max_symbol_word_ratio:
-                return False, "gopher_too_many_hashes", {"hash_word_ratio": r, "max": self.max_symbol_word_ratio}
-            if (self.max_symbol_word_ratio
-                    and (r := (text.count("...") + text.count("…")) / n_words) > self.max_symbol_word_ratio):
-                return False, "gopher_too_many_ellipsis", {"ellipsis_word_ratio": r, "max": self.max_symbol_word_ratio}
+            # Each ratio is computed only when its rule is on, as datatrove does (n_words may be 0 otherwise).
+            hashes = text.count("#") / n_words if self.max_symbol_word_ratio else None
+            if hashes is not None and hashes > self.max_symbol_word_ratio:
+                return False, "gopher_too_many_hashes", {"hash_word_ratio": hashes, "max": self.max_symbol_word_ratio}
+            ellipses = (text.count("...") + text.count("…")) / n_words if self.max_symbol_word_ratio else None
+            if ellipses is not None and ellipses > self.max_symbol_word_ratio:
+                return False, "gopher_too_many_ellipsis", {"ellipsis_word_ratio": ellipses,
+                                                           "max": self.max_symbol_word_ratio}
             lines = text.splitlines()
-            if (self.max_bullet_lines_ratio and (r := sum(s.lstrip().startswith("•") or s.lstrip().startswith("-")
-                                                          for s in lines) / len(lines)) > self.max_bullet_lines_ratio):
-                return False, "gopher_too_many_bullets", {"bullet_lines_ratio": r, "max": self.max_bullet_lines_ratio}
-            if (self.max_ellipsis_lines_ratio
-                    and (r := sum(s.rstrip().endswith("...") or s.rstrip().endswith("…")
-                                  for s in lines) / len(lines)) > self.max_ellipsis_lines_ratio):
-                return False, "gopher_too_many_end_ellipsis", {"ellipsis_lines_ratio": r,
+            bullets = (sum(s.lstrip().startswith("•") or s.lstrip().startswith("-") for s in lines) / len(lines)
+                       if self.max_bullet_lines_ratio else None)
+            if bullets is not None and bullets > self.max_bullet_lines_ratio:
+                return False, "gopher_too_many_bullets", {"bullet_lines_ratio": bullets,
+                                                          "max": self.max_bullet_lines_ratio}
+            end_ellipses = (sum(s.rstrip().endswith("...") or s.rstrip().endswith("…") for s in lines) / len(lines)
+                            if self.max_ellipsis_lines_ratio else None)
+            if end_ellipses is not None and end_ellipses > self.max_ellipsis_lines_ratio:
+                return False, "gopher_too_many_end_ellipsis", {"ellipsis_lines_ratio": end_ellipses,
                                                                "max": self.max_ellipsis_lines_ratio}
-            if self.max_non_alpha_words_ratio and (r := n_alpha / n_words) < self.max_non_alpha_words_ratio:
-                return False, "gopher_below_alpha_threshold", {"alpha_words_ratio": r,
+            alpha_ratio = n_alpha / n_words if self.max_non_alpha_words_ratio else None
+            if alpha_ratio is not None and alpha_ratio < self.max_non_alpha_words_ratio:
+                return False, "gopher_below_alpha_threshold", {"alpha_words_ratio": alpha_ratio,
                                                                "min": self.max_non_alpha_words_ratio}
-            if self.min_stop_words and (k := len(self.stop_words.intersection(counts))) < self.min_stop_words:
-                return False, "gopher_enough_stop_words", {"stop_words": k, "min": self.min_stop_words}
-            return True
+            stops = len(self.stop_words.intersection(counts)) if self.min_stop_words else None
+            if stops is not None and stops < self.min_stop_words:
+                return False, "gopher_enough_stop_words", {"stop_words": stops, "min": self.min_stop_words}
+            if not self.return_metrics:
+                return True
+            # Kept, with every rule's value (names: metrics.py); None where the rule is off or had nothing to measure.
+            return True, "", {
+                "gopher_n_words": n_non_symbol if self.min_doc_words or self.max_doc_words else None,
+                "gopher_avg_word_length": (avg if (self.min_avg_word_length or self.max_avg_word_length)
+                                           and n_non_symbol else None),
+                "gopher_hash_word_ratio": hashes, "gopher_ellipsis_word_ratio": ellipses,
+                "gopher_bullet_lines_ratio": bullets, "gopher_ellipsis_lines_ratio": end_ellipses,
+                "gopher_alpha_words_ratio": alpha_ratio, "gopher_n_stop_words": stops}
 
     f = FastGopherQualityFilter(**kwargs)
     f._flags = {}

@@ -178,23 +178,35 @@ def make_fast_filter(**kwargs: Any) -> Any:
     from datatrove.utils.text import split_into_words
 
     class FastGopherRepetitionFilter(GopherRepetitionFilter):  # type: ignore[misc, valid-type]
+        #: Set by the stage for ``metrics: true``: a kept document comes back as (True, "", {column: value}).
+        return_metrics: bool = False
+
         def filter(self, doc: Any) -> bool | tuple[bool, str] | tuple[bool, str, dict[str, Any]]:
             text = doc.text
             if not text:
                 return False, "empty"
             paragraphs = _PARAGRAPH.split(text.strip())
             dups, chars = _duplicates(paragraphs)
-            if self.dup_para_frac and (r := dups / len(paragraphs)) > self.dup_para_frac:
-                return False, "dup_para_frac", {"dup_para_frac": r, "max": self.dup_para_frac}
-            if self.dup_para_char_frac and (r := chars / len(text)) > self.dup_para_char_frac:
-                return False, "dup_para_char_frac", {"dup_para_char_frac": r, "max": self.dup_para_char_frac}
+            # Each fraction is None where its rule is off (datatrove does not compute it then).
+            para = dups / len(paragraphs) if self.dup_para_frac else None
+            if para is not None and para > self.dup_para_frac:
+                return False, "dup_para_frac", {"dup_para_frac": para, "max": self.dup_para_frac}
+            para_chars = chars / len(text) if self.dup_para_char_frac else None
+            if para_chars is not None and para_chars > self.dup_para_char_frac:
+                return False, "dup_para_char_frac", {"dup_para_char_frac": para_chars, "max": self.dup_para_char_frac}
             lines = _LINES.split(text)
             dups, chars = _duplicates(lines)
-            if self.dup_line_frac and (r := dups / len(lines)) > self.dup_line_frac:
-                return False, "dup_line_frac", {"dup_line_frac": r, "max": self.dup_line_frac}
-            if self.dup_line_char_frac and (r := chars / len(text)) > self.dup_line_char_frac:
-                return False, "dup_line_char_frac", {"dup_line_char_frac": r, "max": self.dup_line_char_frac}
+            line = dups / len(lines) if self.dup_line_frac else None
+            if line is not None and line > self.dup_line_frac:
+                return False, "dup_line_frac", {"dup_line_frac": line, "max": self.dup_line_frac}
+            line_chars = chars / len(text) if self.dup_line_char_frac else None
+            if line_chars is not None and line_chars > self.dup_line_char_frac:
+                return False, "dup_line_char_frac", {"dup_line_char_frac": line_chars, "max": self.dup_line_char_frac}
             stats = NgramStats(split_into_words(text, self.language))  # shares datatrove's per-text cache
+            if self.return_metrics:  # every exact fraction, which the decision alone only bounds
+                return self._measured(stats, len(text), {
+                    "gopher_rep_dup_para_frac": para, "gopher_rep_dup_para_char_frac": para_chars,
+                    "gopher_rep_dup_line_frac": line, "gopher_rep_dup_line_char_frac": line_chars})
             for n, frac in self.top_n_grams:
                 if stats.top_ngram_exceeds(n, frac, len(text)):  # (the exact fraction is computed for drops only)
                     return False, f"top_{n}_gram", {"top_ngram_char_frac": stats.top_ngram_chars(n) / len(text),
@@ -204,5 +216,23 @@ def make_fast_filter(**kwargs: Any) -> Any:
                     return False, f"duplicated_{n}_n_grams", {
                         "dup_ngram_char_frac": stats.duplicated_ngram_chars(n) / len(text), "n": n, "max": frac}
             return True
+
+        def _measured(self, stats: NgramStats, text_chars: int, values: dict[str, float | None]
+                      ) -> tuple[bool, str, dict[str, Any]]:
+            """The n-gram rules on exact fractions (the same decisions and drop details), and a kept document's
+            values (names: metrics.py). A top n-gram of a text with fewer than n words is None (datatrove skips
+            the rule); a duplicated one is 0.0 (datatrove counts nothing)."""
+            for n, frac in self.top_n_grams:
+                chars = stats.top_ngram_chars(n)
+                r = None if chars is None else chars / text_chars
+                if r is not None and r > frac:
+                    return False, f"top_{n}_gram", {"top_ngram_char_frac": r, "n": n, "max": frac}
+                values[f"gopher_rep_top_{n}_gram_char_frac"] = r
+            for n, frac in self.dup_n_grams:
+                r = stats.duplicated_ngram_chars(n) / text_chars
+                if r > frac:
+                    return False, f"duplicated_{n}_n_grams", {"dup_ngram_char_frac": r, "n": n, "max": frac}
+                values[f"gopher_rep_dup_{n}_gram_char_frac"] = r
+            return True, "", values
 
     return FastGopherRepetitionFilter(**kwargs)

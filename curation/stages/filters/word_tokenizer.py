@@ -47,6 +47,7 @@ class FastEnglishTokenizer(WordTokenizer):
     def __init__(self) -> None:
         super().__init__("en")
         self._memo: dict[str, list[str]] = {}
+        self._sent_memo: dict[str, tuple[bool, bool, int, bool]] = {}
 
     def __hash__(self) -> int:  # datatrove lru-caches on (text, mode, tokenizer)
         return hash("curation.FastEnglishTokenizer")
@@ -96,3 +97,45 @@ class FastEnglishTokenizer(WordTokenizer):
 
     def sent_tokenize(self, text: str) -> list[str]:
         return [s for s in (text[a:b].strip() for a, b in self.span_tokenize(text)) if s]
+
+    def count_sentences(self, text: str) -> int:
+        """``len(split_into_sentences(text, self))`` without building them: C4 counts every kept line's sentences
+        with ``metrics: true``, where building spans and slices was most of its cost (8x slower on the sample).
+
+        ``span_tokenize`` starts a sentence at a non-punctuation token that follows a sentence end (with only
+        punctuation between). Tokens never span whitespace, so each whitespace chunk's share of that scan is
+        memoised as (an end before its first word, has a word, starts within it after that word, an end after its
+        last word); a line is then one pass over its chunks. datatrove's split gives one part for a text without
+        tokens, hence the count starts at 1.
+        """
+        memo = self._sent_memo
+        n, after_end = 1, False
+        for chunk in text.split():
+            f = memo.get(chunk)
+            if f is None:
+                f = self._chunk_sentences(chunk)
+            lead_end, has_word, inner, tail_end = f
+            if has_word:
+                n += (after_end or lead_end) + inner
+                after_end = tail_end
+            elif lead_end:
+                after_end = True
+        return n
+
+    def _chunk_sentences(self, chunk: str) -> tuple[bool, bool, int, bool]:
+        lead_end = has_word = after_end = False
+        inner = 0
+        for tok in self.word_tokenize(chunk):
+            if _PUNCT.match(tok):
+                if tok in _SENT_END:
+                    if has_word:
+                        after_end = True
+                    else:
+                        lead_end = True
+            else:
+                inner += has_word and after_end
+                after_end, has_word = False, True
+        if len(self._sent_memo) > _MEMO_MAX:  # bound the memo on endless vocabularies
+            self._sent_memo.clear()
+        f = self._sent_memo[chunk] = (lead_end, has_word, inner, after_end)
+        return f

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from curation.io.readers import InputConfig, read_documents
 from curation.registry import get_stage
@@ -66,3 +68,36 @@ def test_chunk_memo_is_bounded_and_never_changes_tokens(monkeypatch: pytest.Monk
     for t in texts:
         assert tok.word_tokenize(t) == tok.word_tokenize_regex(t)
         assert len(tok._memo) <= max(8, len(set(t.split())))  # cleared when full, never grows past a text
+
+
+_SENTENCE_WORDS = ["Hello", "world", ".", "!", "?", "...", "…", "e.g.", "U.S.", "Dr.", "3.14", "(", ")", '"', "'",
+                   "end.", "end.)", ".word", "?!", "x.y", "a", "", "。", "Yes!", "--", "https://x.org/a."]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_SENTENCE_WORDS), max_size=20), st.sampled_from([" ", "", "  ", "\t"]))
+def test_count_sentences_is_the_length_of_datatrove_s_split(words: list[str], sep: str) -> None:
+    """C4 counts with ``count_sentences``: the same number as splitting (datatrove gives one part for no token)."""
+    from datatrove.utils.text import split_into_sentences
+
+    tok = FastEnglishTokenizer()
+    text = sep.join(words)
+    assert tok.count_sentences(text) == len(split_into_sentences(text, tok)), text
+
+
+def test_count_sentences_on_the_sample_corpus_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gzip
+    import json
+
+    from datatrove.utils.text import split_into_sentences
+
+    from curation.stages.filters import word_tokenizer
+
+    monkeypatch.setattr(word_tokenizer, "_MEMO_MAX", 500)  # the memo clears itself several times on the way
+    tok = FastEnglishTokenizer()
+    lines = []
+    for f in sorted(SAMPLE.glob("*.jsonl.gz")):
+        with gzip.open(f, "rt", encoding="utf-8") as fh:
+            lines += [line.strip() for doc in fh for line in json.loads(doc)["text"].splitlines()]
+    assert len(lines) > 50_000
+    assert [tok.count_sentences(x) for x in lines] == [len(split_into_sentences(x, tok)) for x in lines]
