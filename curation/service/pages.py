@@ -413,7 +413,18 @@ def doc_page(request: Request, run_id: str, doc_id: str) -> HTMLResponse:
     else:
         dup = None
     return page(request, "doc.html", doc_id, 404 if d.get("outcome") == "unknown" else 200, run_id=run_id,
-                doc_id=doc_id, d=d, dup=dup)
+                doc_id=doc_id, d=d, dup=dup, sem=semantic_view(d.get("semantic")))
+
+
+def semantic_view(sem: Any) -> dict[str, Any] | None:
+    """The document page's semantic-dedup group (``views.semantic_group``): its members as dicts and how many
+    more the answer left out; None for anything that is not a group."""
+    if not isinstance(sem, dict) or not isinstance(sem.get("kept_member"), str):
+        return None
+    members = _dicts(sem.get("dropped_members"))
+    total = _number(sem.get("dropped_total"))
+    more = int(total) - len(members) if total is not None and total > len(members) else 0
+    return {**sem, "dropped_members": members, "more": more}
 
 
 @router.get("/compare")

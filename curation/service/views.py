@@ -410,34 +410,42 @@ def drops(run: Path, limits: Limits, stage: str | None, reason: str | None, doma
 
 #: Members of a duplicate cluster a document's answer lists (``dropped_total`` counts them all).
 MAX_CLUSTER_MEMBERS = 500
+#: The stage whose groups the answer's ``semantic`` shows (cosine, k-means cluster); ``duplicates`` shows the others'.
+SEMANTIC = "semantic_dedup_v1"
 
 
 def document(run: Path, limits: Limits, doc_id: str, opener: RunOpener = open_run) -> dict[str, Any]:
     """One document's path through the run: the stage that dropped it (with details), or its kept row;
-    and its duplicate cluster (the kept member and the members dropped as its duplicates)."""
+    its duplicate cluster of exact/near dedup (the kept member and the members dropped as its duplicates);
+    and its semantic-dedup group (``semantic``, from ``semantic_group``)."""
     with opener(run, limits) as (con, m):
         dropped = _rows(con, "SELECT stage, reason, details, domain, source, url, n_chars, text FROM decisions "
                              "WHERE id = ?", [doc_id])
         kept = _rows(con, "SELECT * FROM docs WHERE id = ?", [doc_id])
         for d in dropped:
             d["details"] = _details(d["details"])
+        # A semantic drop's keeper is its group's, shown with cosines in ``semantic``: listing the group here too
+        # would show it twice, and mix it into a near-dedup keeper's cluster without its cosines.
         kept_member = next((d["details"].get("dup_of") for d in dropped if isinstance(d["details"], dict)
-                            and d["details"].get("dup_of")), None)
+                            and d["details"].get("dup_of") and d["stage"] != SEMANTIC), None)
         if kept and not kept_member:
             # near_dedup_v1 sets dup_cluster to the keeper's id on every member (its own id when alone).
             kept_member = kept[0].get("dup_cluster") or None
-        members: list[dict[str, Any]] = []
-        total = 0
-        if kept_member is not None:
-            # A cluster can hold every copy of a boilerplate page: the first MAX_CLUSTER_MEMBERS by id, and the count.
-            members = _rows(con, "SELECT id, stage, reason FROM decisions WHERE "
-                                 "json_extract_string(details, '$.dup_of') = ? ORDER BY id LIMIT ?",
-                            [kept_member, MAX_CLUSTER_MEMBERS])
-            total = len(members) if len(members) < MAX_CLUSTER_MEMBERS else con.execute(
-                "SELECT count(*) FROM decisions WHERE json_extract_string(details, '$.dup_of') = ?",
-                [kept_member]).fetchone()[0]
+        # A keeper that a later stage dropped (semantic dedup, a filter) has no dup_of of its own: its cluster's
+        # drops still name it, so look for them under its own id.
+        keeper = kept_member if kept_member is not None else doc_id
+        # A cluster can hold every copy of a boilerplate page: the first MAX_CLUSTER_MEMBERS by id, and the count.
+        where = "json_extract_string(details, '$.dup_of') = ? AND stage <> ?"
+        members = _rows(con, f"SELECT id, stage, reason FROM decisions WHERE {where} ORDER BY id LIMIT ?",
+                        [keeper, SEMANTIC, MAX_CLUSTER_MEMBERS])
+        if kept_member is None and members:
+            kept_member = doc_id
+        total = len(members) if len(members) < MAX_CLUSTER_MEMBERS else con.execute(
+            f"SELECT count(*) FROM decisions WHERE {where}", [keeper, SEMANTIC]).fetchone()[0]
+        semantic = semantic_group(con, doc_id, dropped)
     if not dropped and not kept:
-        return {"id": doc_id, "outcome": "unknown", "dropped": None, "kept": None, "duplicates": None}
+        return {"id": doc_id, "outcome": "unknown", "dropped": None, "kept": None, "duplicates": None,
+                "semantic": None}
     stage_index = {s["name"]: s["index"] for s in m.get("stages", [])}
     return {
         "id": doc_id, "outcome": "kept" if kept else "dropped",
@@ -445,7 +453,38 @@ def document(run: Path, limits: Limits, doc_id: str, opener: RunOpener = open_ru
         "kept": kept[0] if kept else None,
         "duplicates": None if kept_member is None else {"kept_member": kept_member, "dropped_members": members,
                                                          "dropped_total": total},
+        "semantic": semantic,
     }
+
+
+def semantic_group(con: duckdb.DuckDBPyConnection, doc_id: str,
+                   dropped: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The semantic_dedup_v1 group of ``doc_id``: its kept member (the document itself when semantic dedup kept
+    it), the k-means cluster and group size, this document's cosine to the kept member (None for the kept one),
+    and the members dropped as the kept member's semantic duplicates with their cosine to it, closest first
+    (at most MAX_CLUSTER_MEMBERS; ``dropped_total`` counts all). None when semantic dedup grouped it with nothing.
+
+    The kept member has no decision of its own: its cluster and group size are those its dropped members
+    recorded (one group lies in one cluster and every member records the group's size)."""
+    own = next((d["details"] for d in dropped if d["stage"] == SEMANTIC and isinstance(d["details"], dict)), None)
+    keeper = own.get("dup_of") if own is not None else doc_id
+    if not isinstance(keeper, str):
+        return None
+    where = "stage = ? AND json_extract_string(details, '$.dup_of') = ?"
+    members = _rows(con, "SELECT id, TRY_CAST(json_extract_string(details, '$.cosine') AS DOUBLE) AS cosine, "
+                         "TRY_CAST(json_extract_string(details, '$.cluster') AS BIGINT) AS cluster, "
+                         "TRY_CAST(json_extract_string(details, '$.group_size') AS BIGINT) AS group_size "
+                         f"FROM decisions WHERE {where} ORDER BY cosine DESC NULLS LAST, id LIMIT ?",
+                    [SEMANTIC, keeper, MAX_CLUSTER_MEMBERS])
+    if not members and own is None:
+        return None
+    total = len(members) if len(members) < MAX_CLUSTER_MEMBERS else con.execute(
+        f"SELECT count(*) FROM decisions WHERE {where}", [SEMANTIC, keeper]).fetchone()[0]
+    first = own if own is not None else members[0]
+    return {"kept_member": keeper, "cluster": first.get("cluster"), "group_size": first.get("group_size"),
+            "cosine": None if own is None else own.get("cosine"),
+            "dropped_members": [{"id": r["id"], "cosine": r["cosine"]} for r in members],
+            "dropped_total": int(total)}
 
 
 # -- compare ----------------------------------------------------------------------------------------

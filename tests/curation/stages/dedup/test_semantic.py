@@ -278,8 +278,10 @@ def test_the_service_shows_the_drops_and_the_group(local_run: Path) -> None:
     assert page["total"] == 3 and {s["id"] for s in page["samples"]} == {"news-1", "news-6", "web-1"}
     assert all(s["details"]["dup_of"] in ("news-2", "web-2") for s in page["samples"])
     doc = document(local_run, limits, "web-1")  # a dropped member's page names the keeper and the group
-    assert doc["outcome"] == "dropped" and doc["duplicates"]["kept_member"] == "web-2"
-    assert {m["id"] for m in doc["duplicates"]["dropped_members"]} == {"news-6", "web-1"}
+    assert doc["outcome"] == "dropped" and doc["semantic"]["kept_member"] == "web-2"
+    assert {m["id"] for m in doc["semantic"]["dropped_members"]} == {"news-6", "web-1"}
+    keeper = document(local_run, limits, "web-2")  # and the kept one's page its group (tests/curation/service)
+    assert keeper["outcome"] == "kept" and keeper["semantic"]["group_size"] == 3
 
 
 def test_resume_reuses_the_stored_embeddings(local_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
