@@ -22,7 +22,7 @@ def make_fast_filter(**kwargs: Any) -> Any:
         def filter(self, doc: Any) -> bool | tuple[bool, str] | tuple[bool, str, dict[str, Any]]:
             lines = [line for line in doc.text.split("\n") if line.strip() != ""]
             if len(lines) == 0:
-                return False, "empty"
+                return False, "empty", {"non_blank_lines": 0, "min": 1}  # whitespace only: says so, as every drop
             punct = sum(1 for line in lines if line.endswith(self.stop_chars)) / len(lines)
             if punct < self.line_punct_thr and not (punct == 0 and self.line_punct_exclude_zero):
                 return False, "line_punct_ratio", {"line_punct_ratio": punct, "min": self.line_punct_thr}

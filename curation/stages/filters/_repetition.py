@@ -184,7 +184,7 @@ def make_fast_filter(**kwargs: Any) -> Any:
         def filter(self, doc: Any) -> bool | tuple[bool, str] | tuple[bool, str, dict[str, Any]]:
             text = doc.text
             if not text:
-                return False, "empty"
+                return False, "empty", {"chars": 0, "min": 1}  # no text: says so, as every drop
             paragraphs = _PARAGRAPH.split(text.strip())
             dups, chars = _duplicates(paragraphs)
             # Each fraction is None where its rule is off (datatrove does not compute it then).
