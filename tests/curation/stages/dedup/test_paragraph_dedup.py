@@ -1,5 +1,5 @@
 """paragraph_dedup_v1: exact texts on tiny corpora, the first-holder rule, the thresholds, the
-boilerplate_only drop, the audit, a hypothesis property against a brute-force reference, and the same
+boilerplate_only drop, the audit, a hypothesis property against a brute-force reference, a resumed crash, and the same
 bytes in process and on Ray."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from curation.errors import ShardError
 from curation.stages.base import StageResult
 from curation.stages.dedup.audit import MassRemovalError
 from curation.stages.dedup.paragraph import (
@@ -288,6 +289,32 @@ def test_audit_fails_or_warns_per_source_share_of_characters(tmp_path: Path) -> 
     shown = CliRunner().invoke(app, ["stats", str(tmp_path / "warn")], env={"COLUMNS": "200"})
     assert shown.exit_code == 0 and "Paragraph dedup per source" in shown.output
     assert "source 'site.jsonl' lost 480 of 934 characters (51.4%)" in shown.output
+
+
+def test_a_run_that_failed_after_the_global_step_resumes_to_the_same_bytes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resumable like every stage: a task of the final pass fails after publishing its outputs (before its marker);
+    the rerun reuses the resolved rows (no global step again) and redoes only that task."""
+    src = corpus(tmp_path)
+    clean = tmp_path / "clean"
+    run_pipeline(pipeline(src, clean, on_mass_removal="warn"))
+    out = tmp_path / "crashed"
+    monkeypatch.setenv("CURATION_ENABLE_FAULT_INJECTION", "1")
+    monkeypatch.setenv("CURATION_FAULT", "raise_before_marker:1:1")
+    with pytest.raises(ShardError, match="injected failure in seg 1 task 1"):
+        run_pipeline(pipeline(src, out, on_mass_removal="warn"))
+    assert (out / "_markers" / "global-stage0.json").exists() and not (out / "manifest.json").exists()
+    monkeypatch.delenv("CURATION_FAULT")
+
+    def again(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the resumed run resolved the corpus again")
+
+    monkeypatch.setattr(ParagraphDedup, "run_global", again)
+    res = run_pipeline(pipeline(src, out, on_mass_removal="warn"))
+    assert res.tasks_run == 1 and shard_bytes(out) == shard_bytes(clean)
+    sql = "SELECT id, reason, details FROM decisions ORDER BY id"
+    assert query(out, sql) == query(clean, sql)
+    assert res.manifest["warnings"] == json.loads((clean / "manifest.json").read_text())["warnings"] != []
 
 
 @pytest.mark.ray
