@@ -250,10 +250,13 @@ def _print_stats(run_dir: str, limits: Any = None) -> None:
             rt.add_row(Text(str(t)), str(n), str(k), f"{100 * k / n:.1f}" if n else "-", str(tin), str(tout),
                        str(secs), str(cached))
         console.print(rt)
-    if s.get("near_dup_sources"):
-        nd = s["near_dup_sources"]
-        nt = Table(title="Near-dup removals per source" + (f" (top 20 of {len(nd)} by share)" if len(nd) > 20 else ""))
-        for col in ("source", "docs in", "removed", "share %", "min jaccard"):
+    for key, title, sim in (("near_dup_sources", "Near-dup", "jaccard"),
+                            ("semantic_dup_sources", "Semantic-dup", "cosine")):
+        if not s.get(key):
+            continue
+        nd = s[key]
+        nt = Table(title=f"{title} removals per source" + (f" (top 20 of {len(nd)} by share)" if len(nd) > 20 else ""))
+        for col in ("source", "docs in", "removed", "share %", f"min {sim}"):
             nt.add_column(col, justify="left" if col == "source" else "right")
         for src, n, r, share, mj in nd[:20]:
             nt.add_row(Text(str(src)), str(n), str(r), f"{100 * share:.1f}", "-" if mj is None else f"{mj:.3f}")

@@ -236,12 +236,19 @@ def rephrase_stats(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
 PII_COLUMNS = ("pii_email", "pii_ip", "pii_phone", "pii_card", "pii_secret")
 
 
+#: Per dedup stage with a per-source table: its drop reasons that count as removals, and the details key of the
+#: similarity to the kept document whose minimum the table shows (how far its loosest removal went).
+DUP_TABLES = {"near_dedup_v1": (["near_duplicate", "duplicate_of_corpus"], "jaccard"),
+              "semantic_dedup_v1": (["semantic_duplicate"], "cosine")}
+
+
 def near_dup_sources(con: duckdb.DuckDBPyConnection, stage: str = "near_dedup_v1") -> list[tuple[Any, ...]]:
-    """Per source with near-duplicate removals: documents that reached ``stage``, removed, share, and
-    the smallest estimated Jaccard to a keeper. A source is ``source`` (the input file), ``domain``
-    where that is empty, as in the stage's own audit. Documents that reached the stage are the kept
-    ones plus those dropped by it or by any stage at or after its first position (by name, so a
-    stage name used both before and after it counts as after)."""
+    """Per source with removals by a dedup stage of ``DUP_TABLES`` (near-duplicates by default, or semantic
+    ones): documents that reached ``stage``, removed, share, and the smallest similarity to a keeper (estimated
+    Jaccard, or cosine). A source is ``source`` (the input file), ``domain`` where that is empty, as in the stage's
+    own audit. Documents that reached the stage are the kept ones plus those dropped by it or by any stage at or
+    after its first position (by name, so a stage name used both before and after it counts as after)."""
+    reasons, key = DUP_TABLES[stage]
     sql = """
         WITH first_nd AS (SELECT min(idx) AS idx FROM stages WHERE stage = $stage),
         later AS (SELECT DISTINCT s.stage FROM stages s, first_nd WHERE s.idx >= first_nd.idx),
@@ -249,13 +256,13 @@ def near_dup_sources(con: duckdb.DuckDBPyConnection, stage: str = "near_dedup_v1
             SELECT coalesce(nullif(source, ''), domain) AS src, 0 AS removed, CAST(NULL AS DOUBLE) AS j FROM docs
             UNION ALL
             SELECT coalesce(nullif(source, ''), domain),
-                   CASE WHEN stage = $stage AND reason IN ('near_duplicate', 'duplicate_of_corpus') THEN 1 ELSE 0 END,
-                   CASE WHEN stage = $stage THEN TRY_CAST(json_extract_string(details, '$.jaccard') AS DOUBLE) END
+                   CASE WHEN stage = $stage AND list_contains($reasons, reason) THEN 1 ELSE 0 END,
+                   CASE WHEN stage = $stage THEN TRY_CAST(json_extract_string(details, $path) AS DOUBLE) END
             FROM decisions WHERE stage IN (SELECT stage FROM later))
         SELECT src AS source, count(*) AS docs_in, sum(removed) AS removed,
-               round(sum(removed) / count(*), 4) AS share, round(min(j), 4) AS min_jaccard
+               round(sum(removed) / count(*), 4) AS share, round(min(j), 4) AS min_similarity
         FROM pool GROUP BY src HAVING sum(removed) > 0 ORDER BY share DESC, removed DESC, source"""
-    rows = con.execute(sql, {"stage": stage}).fetchall()
+    rows = con.execute(sql, {"stage": stage, "reasons": reasons, "path": f"$.{key}"}).fetchall()
     return [(src, int(n), int(r), float(sh), mj) for src, n, r, sh, mj in rows]
 
 
@@ -324,7 +331,9 @@ def summary(run_dir: str | Path, limits: Limits | None = None) -> dict[str, Any]
         scores = {col: score_histogram(con, col) for col in score_columns(manifest)}
         rephrase = rephrase_stats(con) if any(f["name"] == "rephrase_template" for f in manifest["schema"]) else []
         names = {f["name"] for f in manifest["schema"]}
-        near = near_dup_sources(con) if any(s.get("name") == "near_dedup_v1" for s in manifest["stages"]) else []
+        ran = {s.get("name") for s in manifest["stages"]}
+        near = near_dup_sources(con) if "near_dedup_v1" in ran else []
+        semantic = near_dup_sources(con, "semantic_dedup_v1") if "semantic_dedup_v1" in ran else []
         pii = pii_counts(con, [c for c in PII_COLUMNS if c in names])
         para = paragraph_dedup_sources(con) if "para_dedup_chars" in names else []
     try:
@@ -338,6 +347,7 @@ def summary(run_dir: str | Path, limits: Limits | None = None) -> dict[str, Any]
             "scores": scores,
             "rephrase": rephrase,
             "near_dup_sources": near,
+            "semantic_dup_sources": semantic,
             "paragraph_dedup": para,
             "pii": pii,
             "warnings": manifest.get("warnings", []),

@@ -262,11 +262,23 @@ def test_minilm_end_to_end_drops_paraphrases_with_details(local_run: Path) -> No
     assert emb.shape[1] == 384 and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
 
 
-def test_stats_show_the_reason(local_run: Path) -> None:
+def test_stats_show_the_reason_and_the_removals_per_source(local_run: Path) -> None:
+    from typer.testing import CliRunner
+
+    from curation.cli import app
     from curation.stats import summary
 
     s = summary(str(local_run))
-    assert any("semantic_duplicate" in json.dumps(v) for v in s.values())
+    chars = query(local_run, "SELECT sum(n_chars) FROM decisions")[1][0][0]
+    assert ("semantic_dedup_v1", "semantic_duplicate", 3, chars) in s["reasons"]
+    cos = {i: json.loads(d)["cosine"] for i, d in query(local_run, "SELECT id, details FROM decisions")[1]}
+    # news.jsonl: news-1 and news-6 of 6; web.jsonl: web-1 of 5 (the audit's source is the input file)
+    assert s["semantic_dup_sources"] == [("news.jsonl", 6, 2, 0.3333, round(min(cos["news-1"], cos["news-6"]), 4)),
+                                         ("web.jsonl", 5, 1, 0.2, round(cos["web-1"], 4))]
+    assert s["near_dup_sources"] == []
+    shown = CliRunner().invoke(app, ["stats", str(local_run)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and "Semantic-dup removals per source" in shown.output
+    assert "min cosine" in shown.output and "Near-dup removals" not in shown.output
 
 
 def test_the_service_shows_the_drops_and_the_group(local_run: Path) -> None:
