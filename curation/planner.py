@@ -604,14 +604,13 @@ Timing = dict[tuple[int, int], tuple[float, dict[str, float]]]  # (pass, task) -
 
 
 def _task_timings(plan: Any) -> Timing:
-    from curation.io.atomic import read_json
+    from curation.io.manifest import TaskMarker
 
     out: Timing = {}
     for seg in plan.segments:
         for t in plan.tasks:
-            mk = read_json(plan.layout.marker(seg.index, t.index))
-            out[(seg.index, t.index)] = (float(mk["seconds"]), {k: float(v) for k, v in
-                                                                  (mk.get("stage_seconds") or {}).items()})
+            mk = TaskMarker.read(plan.layout.marker(seg.index, t.index))
+            out[(seg.index, t.index)] = (float(mk.seconds), {k: float(v) for k, v in mk.stage_seconds.items()})
     return out
 
 
@@ -622,7 +621,7 @@ def least_time(runs: list[Timing]) -> Timing:
 
 def _measurement(config: PipelineConfig, rate: float, plan: Any, files: list[FileSample],
                  manifest: dict[str, Any], setups: list[float], wall: float, timing: Timing) -> Measurement:
-    from curation.io.atomic import read_json
+    from curation.io.manifest import GlobalMarker
 
     lay = plan.layout
     by_path = {f.sample_path: f for f in files}
@@ -649,13 +648,13 @@ def _measurement(config: PipelineConfig, rate: float, plan: Any, files: list[Fil
                                   probe_bytes=probe_bytes))
         if seg.key_for is not None:
             stage_index, spec = seg.key_for
-            gm = read_json(lay.global_marker(stage_index))
+            gm = GlobalMarker.read(lay.global_marker(stage_index))
             kb = sum(lay.work(seg.index, t.index).stat().st_size for t in plan.tasks)
             docs_in = next((s["in"] for s in manifest["stages"] if s["index"] == stage_index), 0)
             # Timed again here, warm: the run's first global step also pays one-off imports and
             # initialisation, which at sample size outweigh the work and must not be scaled.
             again, ops = _global_seconds(plan, seg, None)
-            seconds = min(float(gm["seconds"]), again)
+            seconds = min(float(gm.seconds), again)
             # A stage's own cost model reads the figures of the run just timed (before the one-row run below).
             model = getattr(plan.global_stage(stage_index), "global_seconds_at", None)
             full_in = docs_in * sum(f.docs for f in files) / max(sum(f.sample_docs for f in files), 1)

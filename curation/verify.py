@@ -32,7 +32,9 @@ from curation.io.manifest import (
     RUN_JSON,
     TASK_MARKER,
     RecordKind,
+    RunManifest,
     SchemaVersionError,
+    TaskMarker,
     check_schema,
     safe_shard_path,
 )
@@ -40,9 +42,8 @@ from curation.io.regular import NotRegularFileError, check_regular, open_regular
 from curation.io.storage import is_remote, run_path
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-#: Manifest totals that the task markers also record: (key, pass whose markers sum to it).
-_MARKER_TOTALS = (("lines", "first"), ("blank_lines", "first"), ("quarantined", "first"),
-                  ("docs_read", "first"), ("docs_out", "final"))
+#: Manifest totals that the task markers also record (``RunManifest.of_marker``: pass 0's or the final pass's).
+_MARKER_TOTALS = ("lines", "blank_lines", "quarantined", "docs_read", "docs_out")
 
 
 class NotARunError(CurationError):
@@ -204,23 +205,6 @@ def _global_stage_indices(manifest: dict[str, Any], report: Report) -> list[int]
     return out
 
 
-def _add_marker(m: dict[str, Any], first: bool, final: bool, sums: dict[str, int], stages: dict[int, dict[str, Any]],
-                outputs: dict[str, dict[str, Any]]) -> None:
-    """Add one task marker's counts to the running sums (what ``build_manifest`` aggregates)."""
-    for k, which in _MARKER_TOTALS:
-        if (which == "first" and first) or (which == "final" and final):
-            sums[k] += int(m[k])
-    for s in m["stages"]:
-        agg = stages.setdefault(s["index"], {"in": 0, "out": 0, "dropped": {}})
-        agg["in"] += s["in"]
-        agg["out"] += s["out"]
-        for r, n in s["dropped"].items():
-            agg["dropped"][r] = agg["dropped"].get(r, 0) + n
-    if final:
-        for o in m["outputs"]:
-            outputs[o["path"]] = {k: o.get(k) for k in ("rows", "bytes", "sha256")}
-
-
 def _check_markers(root: Path, manifest: dict[str, Any], shards: dict[str, dict[str, Any]], report: Report) -> None:
     """Every pass's task markers and every global marker exist and agree with the manifest."""
     layout = Layout(root)
@@ -238,9 +222,7 @@ def _check_markers(root: Path, manifest: dict[str, Any], shards: dict[str, dict[
             report.problems.append(f"_markers/global-stage{g}.json: missing")
         else:
             report.markers += 1
-    sums = {k: 0 for k, _ in _MARKER_TOTALS}
-    stages: dict[int, dict[str, Any]] = {}
-    outputs: dict[str, dict[str, Any]] = {}
+    markers: list[TaskMarker] = []
     for seg in range(n_passes):
         for t in range(n_tasks):
             rel = f"_markers/seg{seg}/{t:05d}.json"
@@ -249,17 +231,27 @@ def _check_markers(root: Path, manifest: dict[str, Any], shards: dict[str, dict[
                 continue
             report.markers += 1
             try:
-                _add_marker(m, seg == 0, seg == n_passes - 1, sums, stages, outputs)
+                marker = TaskMarker.from_json(m, rel)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 report.problems.append(f"{rel}: malformed marker ({type(exc).__name__}: {exc})")
+                continue
+            if (marker.seg, marker.task) != (seg, t):
+                report.problems.append(f"{rel}: malformed marker (it says pass {marker.seg} task {marker.task})")
+                continue
+            markers.append(marker)
+    sums = RunManifest.aggregate(markers, n_passes)  # what the executor's manifest adds up
+    totals_from_markers = sums.totals.to_json()
+    stages = {i: s.to_json() for i, s in sums.stages.items()}
+    outputs = {o.path: {"rows": o.rows, "bytes": o.bytes, "sha256": o.sha256} for o in sums.shards}
     totals = manifest.get("totals") if isinstance(manifest.get("totals"), dict) else {}
     if totals.get("input_files") != n_tasks:
         report.problems.append(f"manifest.json: totals.input_files {totals.get('input_files')} != {n_tasks} inputs")
     if any(p.startswith("_markers/") for p in report.problems):
         return  # counts over missing markers would only repeat those lines
-    for k, _ in _MARKER_TOTALS:
-        if totals.get(k) != sums[k]:
-            report.problems.append(f"manifest.json: totals.{k} {totals.get(k)} != {sums[k]} from the task markers")
+    for k in _MARKER_TOTALS:
+        if totals.get(k) != totals_from_markers[k]:
+            report.problems.append(f"manifest.json: totals.{k} {totals.get(k)} != {totals_from_markers[k]} from the "
+                                   "task markers")
     for s in manifest.get("stages") if isinstance(manifest.get("stages"), list) else []:
         s = s if isinstance(s, dict) else {}
         agg = stages.get(s.get("index"))

@@ -24,7 +24,8 @@ from curation.errors import FatalError
 from curation.executors.plan import Plan, Segment, make_plan
 from curation.executors.progress import ProgressTracker
 from curation.io.atomic import read_json, write_json
-from curation.io.manifest import GLOBAL_MARKER, RUN_JSON, TASK_MARKER, check_schema, read_manifest
+from curation.io.manifest import (RUN_JSON, GlobalMarker, RunManifest, RunTotals, TaskMarker, check_schema,
+                                  read_manifest)
 from curation.io.storage import is_remote, remove_tree
 from curation.io.digest import file_digest
 from curation.pipeline import PipelineConfig
@@ -198,20 +199,20 @@ class Executor(ABC):
                     else:
                         self.run_global(plan, seg, stage, stage_index)
                     # Warnings live in the marker so that a resumed run's manifest still has them.
-                    write_json(marker, {GLOBAL_MARKER.key: GLOBAL_MARKER.version, "stage": spec.stage,
-                                        "seconds": round(time.time() - t0, 3), "warnings": stage.warnings,
-                                        "report": stage.report})
+                    write_json(marker, GlobalMarker(spec.stage, round(time.time() - t0, 3), stage.warnings,
+                                                    stage.report).to_json())
             self.tracker.end_pass(seg.index)
-        manifest = build_manifest(plan, identity, wall_seconds=0.0)
+        manifest = run_manifest(plan, identity)
         # The index of the kept documents, from the final pass's parts (curation/stages/dedup/index.py):
         # later runs deduplicate against it (``against``) without reading this run's shards.
-        manifest["dedup_index"] = write_run_index(lay, len(plan.tasks), manifest["totals"]["docs_out"],
-                                                  params_for(plan.stages()), manifest)
-        manifest["wall_seconds"] = round(time.time() - started, 3)
+        manifest.dedup_index = write_run_index(lay, len(plan.tasks), manifest.totals.docs_out,
+                                               params_for(plan.stages()), manifest.to_json())
+        manifest.wall_seconds = round(time.time() - started, 3)
         self.tracker.finish()  # before the manifest: a finished run's progress.json says so
-        write_json(lay.manifest, manifest)  # the commit point of the run
+        data = manifest.to_json()
+        write_json(lay.manifest, data)  # the commit point of the run
         remove_tree(lay.index_part(0).parent)  # the parts are in dedup_index/ now
-        return RunResult(lay.root, manifest, nothing_to_do=False, tasks_run=tasks_run)
+        return RunResult(lay.root, data, nothing_to_do=False, tasks_run=tasks_run)
 
 
 def work_rows(plan: Plan, seg: Segment) -> int:
@@ -228,69 +229,18 @@ def global_stage_indices(plan: Plan) -> list[int]:
     return [seg.key_for[0] for seg in plan.segments if seg.key_for is not None]
 
 
-def build_manifest(plan: Plan, identity: dict[str, Any], wall_seconds: float) -> dict[str, Any]:
-    """Aggregate every task marker into the run manifest."""
+def run_manifest(plan: Plan, identity: dict[str, Any]) -> RunManifest:
+    """The run's manifest: ``RunManifest.aggregate`` of every task marker and global-stage marker, with what the
+    plan says of the run (config, inputs, final schema)."""
     lay = plan.layout
-    stages: dict[int, dict[str, Any]] = {}
-    domains: dict[str, dict[str, int]] = {}
-    shards: list[dict[str, Any]] = []
-    totals = {"input_files": len(plan.tasks), "input_bytes": sum(t.size for t in plan.tasks), "lines": 0,
-              "blank_lines": 0, "quarantined": 0, "docs_read": 0, "docs_out": 0}
-    quarantine_files, decision_files = [], []
-    nodes: dict[str, int] = {}  # Ray node id -> tasks it ran (all passes); "local" outside Ray
-    for seg in plan.segments:
-        for t in plan.tasks:
-            path = lay.marker(seg.index, t.index)
-            m = check_schema(read_json(path), TASK_MARKER, path)
-            for s in m["stages"]:
-                agg = stages.setdefault(s["index"], {"index": s["index"], "name": s["name"], "in": 0, "out": 0, "dropped": {}})
-                agg["in"] += s["in"]
-                agg["out"] += s["out"]
-                for r, n in s["dropped"].items():
-                    agg["dropped"][r] = agg["dropped"].get(r, 0) + n
-            decision_files += m["decisions"]
-            node = m["node"] or "local"
-            nodes[node] = nodes.get(node, 0) + 1
-            if seg.index == 0:
-                for k in ("lines", "blank_lines", "quarantined", "docs_read"):
-                    totals[k] += m[k]
-                if m["quarantined"]:
-                    quarantine_files.append(str(lay.quarantine(t.index).relative_to(lay.root)))
-            if seg.final:
-                totals["docs_out"] += m["docs_out"]
-                shards += m["outputs"]
-                for dom, d in m["domains"].items():
-                    agg_d = domains.setdefault(dom, {"docs": 0, "chars": 0, "tokens": 0})
-                    for k in agg_d:
-                        agg_d[k] += d[k]
-    warnings: list[dict[str, Any]] = []  # from global stages (e.g. near-dedup's mass-removal audit)
-    corpus: list[dict[str, Any]] = []  # dedup stages run ``against`` earlier runs: what each removed
-    for seg in plan.segments:
-        if seg.key_for is not None:
-            path = lay.global_marker(seg.key_for[0])
-            gm = check_schema(read_json(path), GLOBAL_MARKER, path)
-            warnings += gm["warnings"]
-            if gm["report"].get("against"):
-                corpus.append({"index": seg.key_for[0], "stage": seg.key_for[1].stage, **gm["report"]})
+    markers = (TaskMarker.read(lay.marker(seg.index, t.index)) for seg in plan.segments for t in plan.tasks)
+    global_markers = ((seg.key_for[0], GlobalMarker.read(lay.global_marker(seg.key_for[0])))
+                      for seg in plan.segments if seg.key_for is not None)
     final_schema: pa.Schema = plan.segment_schema(plan.segments[-1])
-    return {
-        "name": plan.config.name,
-        "schema_version": SCHEMA_VERSION,
-        "fingerprint": identity["fingerprint"],
-        "created_unix": round(time.time(), 3),
-        "wall_seconds": round(wall_seconds, 3),
-        "config": plan.config.to_mapping(),
-        "global_stages": global_stage_indices(plan),
-        "inputs": identity["inputs"],
-        "totals": totals,
-        "stages": [stages[k] for k in sorted(stages)],
-        "domains": dict(sorted(domains.items())),
-        "token_counter": plan.config.output.token_counter,
-        "schema": [{"name": f.name, "type": str(f.type)} for f in final_schema],
-        "shards": sorted(shards, key=lambda s: s["path"]),
-        "decisions": sorted(decision_files),
-        "quarantine": sorted(quarantine_files),
-        "nodes": dict(sorted(nodes.items())),
-        "warnings": warnings,
-        **({"corpus": corpus} if corpus else {}),
-    }
+    return RunManifest.aggregate(
+        markers, len(plan.segments), global_markers, name=plan.config.name, fingerprint=identity["fingerprint"],
+        created_unix=round(time.time(), 3), config=plan.config.to_mapping(), global_stages=global_stage_indices(plan),
+        inputs=identity["inputs"],
+        totals=RunTotals(input_files=len(plan.tasks), input_bytes=sum(t.size for t in plan.tasks)),
+        token_counter=plan.config.output.token_counter,
+        schema=[{"name": f.name, "type": str(f.type)} for f in final_schema])

@@ -23,7 +23,7 @@ from curation.executors.plan import Plan, Segment
 from curation.faults import shard_point
 from curation.io.atomic import write_json
 from curation.io.inputs import Task
-from curation.io.manifest import TASK_MARKER
+from curation.io.manifest import DomainCount, ShardEntry, StageCount, TaskMarker
 from curation.io.readers import read_documents
 from curation.io.storage import TMP_SUFFIX, arrow_source, is_remote
 from curation.io.writers import RollingParquetWriter
@@ -35,17 +35,17 @@ from curation.tokens import token_counter
 
 
 class _Counts:
-    """Per-stage funnel counters of one task: {stage_index: {in, out, dropped{reason: n}}}."""
+    """Per-stage funnel counters of one task: {stage_index: StageCount}."""
 
     def __init__(self) -> None:
-        self.stages: dict[int, dict[str, Any]] = {}
+        self.stages: dict[int, StageCount] = {}
 
     def add(self, index: int, name: str, n_in: int, n_out: int, reasons: list[str]) -> None:
-        s = self.stages.setdefault(index, {"index": index, "name": name, "in": 0, "out": 0, "dropped": {}})
-        s["in"] += n_in
-        s["out"] += n_out
+        s = self.stages.setdefault(index, StageCount(index, name))
+        s.docs_in += n_in
+        s.docs_out += n_out
         for r in reasons:
-            s["dropped"][r] = s["dropped"].get(r, 0) + 1
+            s.dropped[r] = s.dropped.get(r, 0) + 1
 
 
 def _groups(seg: Segment, stages: list[Stage]) -> list[list[tuple[tuple[int, Any], Stage]]]:
@@ -127,12 +127,10 @@ class ShardRun:
         self.seg, self.task = plan.segments[seg_index], plan.tasks[task_index]
         self.lay, self.out = plan.layout, plan.config.output
         self.counts = _Counts()
-        self.stats: dict[str, Any] = {
-            TASK_MARKER.key: TASK_MARKER.version, "seg": self.seg.index, "task": self.task.index,
-            "source": self.task.source, "lines": 0, "blank_lines": 0, "docs_read": 0,
-            "bytes_in": self.task.size if self.seg.index == 0 else 0}
+        self.marker = TaskMarker(self.seg.index, self.task.index, self.task.source,
+                                 bytes_in=self.task.size if self.seg.index == 0 else 0)
         self.quarantine: list[dict[str, Any]] = []
-        self.domains: dict[str, dict[str, int]] = defaultdict(lambda: {"docs": 0, "chars": 0, "tokens": 0})
+        self.domains: dict[str, DomainCount] = defaultdict(DomainCount)
         self.stage_seconds: dict[int, float] = defaultdict(float)  # per stage index: time in its process/filter
         self.cpu_started = 0.0  # time.process_time() when ``run`` started
 
@@ -163,10 +161,11 @@ class ShardRun:
                 self.index.abort()
             raise
         self.write_quarantine()
-        self.stats.update(self.summary(files, dec_files, started))
+        self.summarize(files, dec_files, started)
         self.fault("before_marker")
-        write_json(self.lay.marker(self.seg.index, self.task.index), self.stats)  # the commit point of this task
-        return self.stats
+        stats = self.marker.to_json()
+        write_json(self.lay.marker(self.seg.index, self.task.index), stats)  # the commit point of this task
+        return stats
 
     def fault(self, point: str) -> None:
         shard_point(self.seg.index, self.task.index, point)
@@ -197,22 +196,22 @@ class ShardRun:
 
     def read_input(self) -> Iterator[pa.Table]:
         """Documents of the input file, less those no stage must see (empty, too long)."""
-        cfg, task, stats = self.plan.config.input, self.task, self.stats
+        cfg, task, stats = self.plan.config.input, self.task, self.marker
         row = bad_lines = 0
         for rb in read_documents(task.path, task.source, cfg):
-            stats["lines"] += rb.lines
+            stats.lines += rb.lines
             bad_lines += rb.quarantined  # a file quarantined whole (no text column) counts all its rows
-            stats["blank_lines"] += rb.blank
+            stats.blank_lines += rb.blank
             self.quarantine.extend(rb.quarantine)
             table = _with_position(rb.table, task.index, row)
             row += len(table)
-            stats["docs_read"] += len(table)
+            stats.docs_read += len(table)
             keep, reasons = _input_guard(table, cfg.max_chars)
             res = split(table, keep, reasons)
             self.record(-1, "input", res, len(table))
             yield res.kept
-        if stats["lines"] and bad_lines / stats["lines"] > cfg.max_malformed_fraction:
-            raise ShardError(f"{task.source}: {bad_lines} of {stats['lines']} lines are malformed, over "
+        if stats.lines and bad_lines / stats.lines > cfg.max_malformed_fraction:
+            raise ShardError(f"{task.source}: {bad_lines} of {stats.lines} lines are malformed, over "
                              f"input.max_malformed_fraction={cfg.max_malformed_fraction}; see the quarantine table")
 
     def read_work(self) -> Iterator[pa.Table]:
@@ -288,9 +287,9 @@ class ShardRun:
             for dom, n_chars, n_tok in zip(batch.column("domain").to_pylist(),
                                            batch.column("n_chars").to_pylist(), toks):
                 d = self.domains[dom]
-                d["docs"] += 1
-                d["chars"] += n_chars
-                d["tokens"] += n_tok
+                d.docs += 1
+                d.chars += n_chars
+                d.tokens += n_tok
         if self.index is not None:
             self.index.write(batch)
         self.data_writer.write(batch)
@@ -304,26 +303,23 @@ class ShardRun:
         qw.write(pa.Table.from_pylist(self.quarantine, schema=QUARANTINE_SCHEMA))
         qw.close()
 
-    def summary(self, files: list[dict[str, Any]], dec_files: list[dict[str, Any]], started: float) -> dict[str, Any]:
-        """The stats the marker adds to the counters kept while reading."""
-        root = self.lay.root
-        return dict(
-            quarantined=len(self.quarantine),
-            stages=[self.counts.stages[k] for k in sorted(self.counts.stages)],
-            docs_out=sum(f["rows"] for f in files),
-            outputs=[{"path": str(f["path"].relative_to(root)), "rows": f["rows"], "bytes": f["bytes"],
-                      "sha256": f["sha256"]} for f in files],
-            decisions=[str(f["path"].relative_to(root)) for f in dec_files],
-            domains=dict(self.domains),
-            started_unix=round(started, 3),
-            seconds=round(time.time() - started, 3),
-            # This process's CPU time (all its threads): next to ``seconds`` it shows how much of
-            # the task's wall time went to waiting for a core on a busy machine.
-            cpu_seconds=round(time.process_time() - self.cpu_started, 3),
-            stage_seconds={str(k): round(v, 4) for k, v in sorted(self.stage_seconds.items())},
-            **({"index_seconds": round(self.index.seconds, 4)} if self.index is not None else {}),
-            node=_node_id(),
-        )
+    def summarize(self, files: list[dict[str, Any]], dec_files: list[dict[str, Any]], started: float) -> None:
+        """Complete the marker with what the task wrote and how long it took."""
+        root, m = self.lay.root, self.marker
+        m.quarantined = len(self.quarantine)
+        m.stages = [self.counts.stages[k] for k in sorted(self.counts.stages)]
+        m.docs_out = sum(f["rows"] for f in files)
+        m.outputs = [ShardEntry(str(f["path"].relative_to(root)), f["rows"], f["bytes"], f["sha256"]) for f in files]
+        m.decisions = [str(f["path"].relative_to(root)) for f in dec_files]
+        m.domains = dict(self.domains)
+        m.started_unix = round(started, 3)
+        m.seconds = round(time.time() - started, 3)
+        # This process's CPU time (all its threads): next to ``seconds`` it shows how much of
+        # the task's wall time went to waiting for a core on a busy machine.
+        m.cpu_seconds = round(time.process_time() - self.cpu_started, 3)
+        m.stage_seconds = {str(k): round(v, 4) for k, v in sorted(self.stage_seconds.items())}
+        m.index_seconds = round(self.index.seconds, 4) if self.index is not None else None
+        m.node = _node_id()
 
 
 def _node_id() -> str | None:

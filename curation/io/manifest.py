@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ class RecordKind:
 
 
 _RERUN = "rerun it with this version (`curate run` into a new output dir, or with --overwrite)"
-#: A run's ``manifest.json`` (``build_manifest``; ``curate skill-order`` and ``curate index`` write it too).
+#: A run's ``manifest.json`` (``RunManifest``; ``curate skill-order`` and ``curate index`` write it too).
 MANIFEST = RecordKind("manifest", SCHEMA_VERSION, "rerun the command that wrote it (`curate run --overwrite`, "
                                                   "`curate skill-order`) with this version")
 #: A run's ``run.json``: its identity (config, inputs, fingerprint), written first.
@@ -90,6 +91,370 @@ def check_schema(record: Any, kind: RecordKind, where: object) -> dict[str, Any]
         found = f"{kind.key} {kind.version} without {', '.join(map(repr, missing))}"
     raise SchemaVersionError(f"{where}: {kind.name} written by another version of this project ({found}); this "
                              f"version reads only {kind.key} {kind.version}: {kind.remedy}")
+
+
+def _count(record: dict[str, Any], key: str) -> int:
+    """``record[key]`` when it is an integer; KeyError or TypeError (a malformed record) otherwise."""
+    value = record[key]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{key!r} must be an integer, got {value!r}")
+    return value
+
+
+def _seconds(record: dict[str, Any], key: str) -> float:
+    value = record[key]
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{key!r} must be a number, got {value!r}")
+    return value
+
+
+def _counts(mapping: Any, what: str) -> dict[str, int]:
+    if not isinstance(mapping, dict):
+        raise TypeError(f"{what!r} must be an object, got {mapping!r}")
+    return {str(k): _count(mapping, k) for k in mapping}
+
+
+def _sum_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    out = dict(a)
+    for k, n in b.items():
+        out[k] = out.get(k, 0) + n
+    return out
+
+
+@dataclass
+class StageCount:
+    """One stage's funnel counts (a task marker's or, summed, the manifest's): documents in, kept, and
+    dropped per reason. ``index`` -1 is the input guard."""
+
+    index: int
+    name: str
+    docs_in: int = 0
+    docs_out: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def __add__(self, other: StageCount) -> StageCount:
+        if other.index != self.index:
+            raise ValueError(f"cannot add the counts of stage {other.index} to those of stage {self.index}")
+        return StageCount(self.index, self.name, self.docs_in + other.docs_in, self.docs_out + other.docs_out,
+                          _sum_counts(self.dropped, other.dropped))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "name": self.name, "in": self.docs_in, "out": self.docs_out,
+                "dropped": dict(self.dropped)}
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> StageCount:
+        return cls(_count(record, "index"), str(record["name"]), _count(record, "in"), _count(record, "out"),
+                   _counts(record["dropped"], "dropped"))
+
+
+@dataclass
+class DomainCount:
+    """Kept documents of one domain: how many, their characters and tokens."""
+
+    docs: int = 0
+    chars: int = 0
+    tokens: int = 0
+
+    def __add__(self, other: DomainCount) -> DomainCount:
+        return DomainCount(self.docs + other.docs, self.chars + other.chars, self.tokens + other.tokens)
+
+    def to_json(self) -> dict[str, int]:
+        return {"docs": self.docs, "chars": self.chars, "tokens": self.tokens}
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> DomainCount:
+        return cls(_count(record, "docs"), _count(record, "chars"), _count(record, "tokens"))
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    """One output file a task wrote (a task marker's ``outputs``, the manifest's ``shards``): its path relative
+    to the run, rows, bytes and sha256."""
+
+    path: str
+    rows: int
+    bytes: int
+    sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "rows": self.rows, "bytes": self.bytes, "sha256": self.sha256}
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> ShardEntry:
+        return cls(str(record["path"]), _count(record, "rows"), _count(record, "bytes"), str(record["sha256"]))
+
+
+@dataclass
+class TaskMarker:
+    """``_markers/seg{S}/{T}.json``: one finished task of one pass, written last by the task (its commit point;
+    ``curation.executors.shard``) and read by ``RunManifest.aggregate``, ``curate verify`` and the planner.
+
+    ``lines``, ``blank_lines``, ``docs_read`` and ``quarantined`` count the input (pass 0 only: later passes read
+    work files); ``docs_out``, ``outputs`` and ``domains`` are what the pass kept (the final pass's are the run's
+    shards); ``stages`` the funnel of the stages this pass ran. ``stage_seconds``: per stage index (a string, as
+    JSON has it), the seconds in its filter. ``node``: the Ray node (None outside Ray). ``index_seconds``: the final
+    pass's time writing its dedup-index rows (absent in other passes)."""
+
+    seg: int
+    task: int
+    source: str
+    lines: int = 0
+    blank_lines: int = 0
+    docs_read: int = 0
+    bytes_in: int = 0
+    quarantined: int = 0
+    stages: list[StageCount] = field(default_factory=list)
+    docs_out: int = 0
+    outputs: list[ShardEntry] = field(default_factory=list)
+    decisions: list[str] = field(default_factory=list)
+    domains: dict[str, DomainCount] = field(default_factory=dict)
+    started_unix: float = 0.0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    node: str | None = None
+    index_seconds: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The marker as written (``write_json`` sorts the keys)."""
+        out: dict[str, Any] = {
+            TASK_MARKER.key: TASK_MARKER.version, "seg": self.seg, "task": self.task, "source": self.source,
+            "lines": self.lines, "blank_lines": self.blank_lines, "docs_read": self.docs_read,
+            "bytes_in": self.bytes_in, "quarantined": self.quarantined,
+            "stages": [s.to_json() for s in self.stages], "docs_out": self.docs_out,
+            "outputs": [o.to_json() for o in self.outputs], "decisions": list(self.decisions),
+            "domains": {d: c.to_json() for d, c in self.domains.items()}, "started_unix": self.started_unix,
+            "seconds": self.seconds, "cpu_seconds": self.cpu_seconds, "stage_seconds": dict(self.stage_seconds)}
+        if self.index_seconds is not None:
+            out["index_seconds"] = self.index_seconds
+        out["node"] = self.node
+        return out
+
+    @classmethod
+    def from_json(cls, record: Any, where: object = "task marker") -> TaskMarker:
+        """The marker ``record`` (as read from ``where``): ``SchemaVersionError`` for another version's, KeyError,
+        TypeError or ValueError for a malformed one."""
+        m = check_schema(record, TASK_MARKER, where)
+        node = m["node"]
+        if node is not None and not isinstance(node, str):
+            raise TypeError(f"'node' must be a string or null, got {node!r}")
+        if not isinstance(m["stages"], list) or not isinstance(m["outputs"], list):
+            raise TypeError("'stages' and 'outputs' must be lists")
+        if not isinstance(m["decisions"], list) or not isinstance(m["domains"], dict):
+            raise TypeError("'decisions' must be a list and 'domains' an object")
+        stage_seconds = m["stage_seconds"]
+        if not isinstance(stage_seconds, dict):
+            raise TypeError(f"'stage_seconds' must be an object, got {stage_seconds!r}")
+        return cls(
+            seg=_count(m, "seg"), task=_count(m, "task"), source=str(m["source"]), lines=_count(m, "lines"),
+            blank_lines=_count(m, "blank_lines"), docs_read=_count(m, "docs_read"), bytes_in=_count(m, "bytes_in"),
+            quarantined=_count(m, "quarantined"), stages=[StageCount.from_json(s) for s in m["stages"]],
+            docs_out=_count(m, "docs_out"), outputs=[ShardEntry.from_json(o) for o in m["outputs"]],
+            decisions=[str(d) for d in m["decisions"]],
+            domains={str(d): DomainCount.from_json(c) for d, c in m["domains"].items()},
+            started_unix=_seconds(m, "started_unix"), seconds=_seconds(m, "seconds"),
+            cpu_seconds=_seconds(m, "cpu_seconds"),
+            stage_seconds={str(k): _seconds(stage_seconds, k) for k in stage_seconds}, node=node,
+            index_seconds=_seconds(m, "index_seconds") if "index_seconds" in m else None)
+
+    @classmethod
+    def read(cls, path: Path) -> TaskMarker:
+        """The marker at ``path`` (a local path or a ``UPath``)."""
+        return cls.from_json(json.loads(read_bytes(path)), path)
+
+
+@dataclass
+class GlobalMarker:
+    """``_markers/global-stage{I}.json``: one finished global step (``stage``: its stage's name), with the
+    warnings and report the manifest carries (a resumed run's manifest still has them)."""
+
+    stage: str
+    seconds: float
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {GLOBAL_MARKER.key: GLOBAL_MARKER.version, "stage": self.stage, "seconds": self.seconds,
+                "warnings": list(self.warnings), "report": dict(self.report)}
+
+    @classmethod
+    def from_json(cls, record: Any, where: object = "global-stage marker") -> GlobalMarker:
+        m = check_schema(record, GLOBAL_MARKER, where)
+        if not isinstance(m["warnings"], list) or not isinstance(m["report"], dict):
+            raise TypeError("'warnings' must be a list and 'report' an object")
+        return cls(str(m["stage"]), _seconds(m, "seconds"), list(m["warnings"]), dict(m["report"]))
+
+    @classmethod
+    def read(cls, path: Path) -> GlobalMarker:
+        return cls.from_json(json.loads(read_bytes(path)), path)
+
+
+_COUNTERS = ("lines", "blank_lines", "quarantined", "docs_read")  # of the input: pass 0's markers
+
+
+@dataclass
+class RunTotals:
+    """A manifest's ``totals``: the input (files, bytes; lines, blank lines, quarantined lines and documents read,
+    counted by pass 0) and the documents kept (``docs_out``, counted by the final pass)."""
+
+    input_files: int = 0
+    input_bytes: int = 0
+    lines: int = 0
+    blank_lines: int = 0
+    quarantined: int = 0
+    docs_read: int = 0
+    docs_out: int = 0
+
+    def __add__(self, other: RunTotals) -> RunTotals:
+        return RunTotals(*(a + b for a, b in zip(self.to_json().values(), other.to_json().values())))
+
+    def to_json(self) -> dict[str, int]:
+        return {"input_files": self.input_files, "input_bytes": self.input_bytes, "lines": self.lines,
+                "blank_lines": self.blank_lines, "quarantined": self.quarantined, "docs_read": self.docs_read,
+                "docs_out": self.docs_out}
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> RunTotals:
+        return cls(**{k: _count(record, k) for k in cls().to_json()})
+
+
+#: The manifest's fields in the order its writer writes them (``RunManifest.to_json``).
+_MANIFEST_FIELDS = ("name", "schema_version", "fingerprint", "created_unix", "wall_seconds", "config",
+                    "global_stages", "inputs", "totals", "stages", "domains", "token_counter", "schema", "shards",
+                    "decisions", "quarantine", "nodes", "warnings", "corpus", "dedup_index")
+
+
+@dataclass
+class RunManifest:
+    """A run's ``manifest.json`` (written last: the commit point of the run). Its counters are the sum of the
+    task markers' (``aggregate``; ``+`` adds two partial sums): ``totals``, ``stages`` (by stage index),
+    ``domains``, ``shards``, ``decisions``, ``quarantine`` and ``nodes`` (tasks run per Ray node, ``local``
+    outside Ray); ``warnings`` and ``corpus`` come from the global-stage markers. The other fields say which run
+    it is. ``extra``: fields another writer added (``curate skill-order``), kept as read."""
+
+    name: str = ""
+    fingerprint: str = ""
+    created_unix: float = 0.0
+    wall_seconds: float = 0.0
+    config: dict[str, Any] = field(default_factory=dict)
+    global_stages: list[int] = field(default_factory=list)
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    totals: RunTotals = field(default_factory=RunTotals)
+    stages: dict[int, StageCount] = field(default_factory=dict)
+    domains: dict[str, DomainCount] = field(default_factory=dict)
+    token_counter: str = ""
+    schema: list[dict[str, str]] = field(default_factory=list)
+    shards: list[ShardEntry] = field(default_factory=list)
+    decisions: list[str] = field(default_factory=list)
+    quarantine: list[str] = field(default_factory=list)
+    nodes: dict[str, int] = field(default_factory=dict)
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    corpus: list[dict[str, Any]] = field(default_factory=list)
+    dedup_index: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # -- the counters -----------------------------------------------------------------------------------
+
+    @classmethod
+    def of_marker(cls, marker: TaskMarker, n_passes: int) -> RunManifest:
+        """The counters one task marker of a run of ``n_passes`` passes adds to its manifest: the input counts of
+        pass 0, the funnel of every pass, the shards, token counts and documents kept of the final pass."""
+        out = cls(stages={s.index: s for s in marker.stages}, decisions=list(marker.decisions),
+                  nodes={marker.node or "local": 1})
+        if marker.seg == 0:
+            out.totals = RunTotals(**{k: getattr(marker, k) for k in _COUNTERS})
+            if marker.quarantined:
+                out.quarantine = [str(Layout(Path()).quarantine(marker.task))]
+        if marker.seg == n_passes - 1:
+            out.totals.docs_out = marker.docs_out
+            out.shards = list(marker.outputs)
+            out.domains = dict(marker.domains)
+        return out
+
+    def _absorb(self, other: RunManifest) -> None:
+        """Add ``other``'s counters to this one's, in place (lists unsorted until ``_canonical``)."""
+        self.totals = self.totals + other.totals
+        for i, s in other.stages.items():
+            self.stages[i] = self.stages[i] + s if i in self.stages else s
+        for d, c in other.domains.items():
+            self.domains[d] = self.domains[d] + c if d in self.domains else c
+        self.shards += other.shards
+        self.decisions += other.decisions
+        self.quarantine += other.quarantine
+        self.nodes = _sum_counts(self.nodes, other.nodes)
+        self.warnings += other.warnings
+        self.corpus += other.corpus
+
+    def _canonical(self) -> RunManifest:
+        """Counters in the order the manifest lists them: stages by index, domains, nodes, shards (by path),
+        decisions and quarantine files sorted; warnings and corpus in pass order."""
+        self.stages = dict(sorted(self.stages.items()))
+        self.domains = dict(sorted(self.domains.items()))
+        self.nodes = dict(sorted(self.nodes.items()))
+        self.shards = sorted(self.shards, key=lambda s: s.path)
+        self.decisions = sorted(self.decisions)
+        self.quarantine = sorted(self.quarantine)
+        return self
+
+    def __add__(self, other: RunManifest) -> RunManifest:
+        """The counters of both summed (the same whichever way the markers were split and ordered); the other
+        fields are this one's."""
+        out = RunManifest.from_json(self.to_json())
+        out._absorb(other)
+        return out._canonical()
+
+    @classmethod
+    def aggregate(cls, markers: Iterable[TaskMarker], n_passes: int,
+                  global_markers: Iterable[tuple[int, GlobalMarker]] = (), **fields: Any) -> RunManifest:
+        """The manifest of a run of ``n_passes`` passes from its task markers (every task of every pass) and its
+        global-stage markers (``(stage index, marker)`` in pass order); ``fields``: the others (name,
+        fingerprint, config, inputs, totals with the input files and bytes, ...). The one aggregation of markers:
+        the executors write its result, ``curate verify`` checks a manifest against it."""
+        out = cls(**fields)
+        out.totals = RunTotals(**out.totals.to_json())
+        for m in markers:
+            out._absorb(cls.of_marker(m, n_passes))
+        for index, gm in global_markers:
+            out.warnings += gm.warnings
+            if gm.report.get("against"):
+                out.corpus.append({"index": index, "stage": gm.stage, **gm.report})
+        return out._canonical()
+
+    # -- the file ---------------------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest as written (``corpus`` only when a dedup stage ran against earlier runs,
+        ``dedup_index`` once the run's index is built)."""
+        out: dict[str, Any] = {
+            "name": self.name, MANIFEST.key: MANIFEST.version, "fingerprint": self.fingerprint,
+            "created_unix": self.created_unix, "wall_seconds": self.wall_seconds, "config": self.config,
+            "global_stages": list(self.global_stages), "inputs": self.inputs, "totals": self.totals.to_json(),
+            "stages": [s.to_json() for s in self.stages.values()],
+            "domains": {d: c.to_json() for d, c in self.domains.items()}, "token_counter": self.token_counter,
+            "schema": self.schema, "shards": [s.to_json() for s in self.shards], "decisions": list(self.decisions),
+            "quarantine": list(self.quarantine), "nodes": dict(self.nodes), "warnings": list(self.warnings)}
+        if self.corpus:
+            out["corpus"] = list(self.corpus)
+        if self.dedup_index is not None:
+            out["dedup_index"] = self.dedup_index
+        return {**out, **self.extra}
+
+    @classmethod
+    def from_json(cls, record: Any, where: object = "manifest.json") -> RunManifest:
+        """The manifest ``record`` (as read from ``where``): ``SchemaVersionError`` for another version's,
+        KeyError, TypeError or ValueError for a malformed one."""
+        m = check_schema(record, MANIFEST, where)
+        stages = [StageCount.from_json(s) for s in m["stages"]]
+        return cls(
+            name=str(m["name"]), fingerprint=str(m["fingerprint"]), created_unix=m["created_unix"],
+            wall_seconds=m["wall_seconds"], config=m["config"], global_stages=list(m["global_stages"]),
+            inputs=m["inputs"], totals=RunTotals.from_json(m["totals"]), stages={s.index: s for s in stages},
+            domains={str(d): DomainCount.from_json(c) for d, c in m["domains"].items()},
+            token_counter=m["token_counter"], schema=m["schema"], shards=[ShardEntry.from_json(s) for s in m["shards"]],
+            decisions=list(m["decisions"]), quarantine=list(m["quarantine"]), nodes=_counts(m["nodes"], "nodes"),
+            warnings=list(m["warnings"]), corpus=list(m.get("corpus", [])), dedup_index=m.get("dedup_index"),
+            extra={k: v for k, v in m.items() if k not in _MANIFEST_FIELDS})
 
 
 def manifest_path(run: str | os.PathLike[str]) -> Path:

@@ -4,7 +4,7 @@ A manifest names its shards by path; the loader opens only paths that are plain 
 inside the run (local folder or object-store prefix), and checks each shard's size against the
 manifest when it opens it and, with ``verify_hashes`` (the default), reads it whole and checks the sha256 of
 the very bytes it then parses (``read_verified``). A manifest is what a curation run
-wrote (``curation/executors/base.py::build_manifest``)::
+wrote (``curation.io.manifest.RunManifest``)::
 
     {"name": ..., "shards": [{"path": "shards/00000-000.parquet", "rows": 120, "bytes": 48213,
                               "sha256": "<64 hex>"}, ...], ...}

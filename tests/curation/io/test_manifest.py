@@ -111,3 +111,149 @@ def test_a_manifest_of_another_version_is_refused_naming_the_file(tmp_path: Path
         read_manifest(tmp_path, fields=())  # before any field is looked at: an older manifest's fields differ
     assert str(e.value) == (f"{tmp_path / 'manifest.json'}: manifest written by another version of this project "
                             f"({found}); this version reads only schema_version {SCHEMA_VERSION}: {MANIFEST.remedy}")
+
+
+# -- the typed run records: TaskMarker, GlobalMarker, RunManifest and its one aggregation -----------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from curation.io.manifest import (  # noqa: E402
+    GLOBAL_MARKER,
+    TASK_MARKER,
+    DomainCount,
+    GlobalMarker,
+    RunManifest,
+    RunTotals,
+    ShardEntry,
+    StageCount,
+    TaskMarker,
+)
+
+SHA = "ab" * 32
+
+
+def _marker(seg: int, task: int, n_in: int, n_out: int, *, domain: str = "web", node: str | None = None,
+            quarantined: int = 0) -> TaskMarker:
+    """A marker of pass ``seg`` whose one stage keeps ``n_out`` of ``n_in`` (the rest: reason ``short``)."""
+    return TaskMarker(
+        seg=seg, task=task, source=f"f{task}.jsonl", lines=n_in + 1, blank_lines=1, docs_read=n_in,
+        bytes_in=100 * n_in, quarantined=quarantined,
+        stages=[StageCount(seg, f"stage{seg}", n_in, n_out, {"short": n_in - n_out} if n_in > n_out else {})],
+        docs_out=n_out, outputs=[ShardEntry(f"_work/seg{seg}/{task:05d}.parquet", n_out, 10 * n_out, SHA)],
+        decisions=[f"decisions/seg{seg}-{task:05d}.parquet"],
+        domains={domain: DomainCount(n_out, 50 * n_out, 12 * n_out)}, started_unix=1.5, seconds=0.25,
+        cpu_seconds=0.2, stage_seconds={str(seg): 0.125}, node=node, index_seconds=0.01 if seg == 1 else None)
+
+
+def test_task_marker_round_trips_exactly_as_written() -> None:
+    m = _marker(1, 3, 10, 7, node="n1", quarantined=2)
+    data = m.to_json()
+    assert data[TASK_MARKER.key] == TASK_MARKER.version
+    assert data["stages"] == [{"index": 1, "name": "stage1", "in": 10, "out": 7, "dropped": {"short": 3}}]
+    assert data["outputs"] == [{"path": "_work/seg1/00003.parquet", "rows": 7, "bytes": 70, "sha256": SHA}]
+    assert TaskMarker.from_json(json.loads(json.dumps(data))) == m
+    assert TaskMarker.from_json(data).to_json() == data
+    no_index = _marker(0, 0, 4, 4)
+    assert "index_seconds" not in no_index.to_json()  # only the final pass writes its index rows
+    assert TaskMarker.from_json(no_index.to_json()) == no_index
+
+
+def test_task_marker_as_the_executor_writes_it_reads_back_byte_for_byte(tmp_path: Path) -> None:
+    from curation.io.atomic import write_json
+
+    m = _marker(0, 1, 5, 2)
+    write_json(tmp_path / "m.json", m.to_json())
+    raw = (tmp_path / "m.json").read_bytes()
+    write_json(tmp_path / "again.json", TaskMarker.read(tmp_path / "m.json").to_json())
+    assert (tmp_path / "again.json").read_bytes() == raw
+
+
+@pytest.mark.parametrize("edit, error", [
+    (lambda d: d.pop("stages"), KeyError),
+    (lambda d: d.update(docs_out="7"), TypeError),
+    (lambda d: d.update(lines=True), TypeError),
+    (lambda d: d.update(node=3), TypeError),
+    (lambda d: d["stages"][0].update(dropped=[]), TypeError),
+])
+def test_a_malformed_task_marker_is_refused(edit, error) -> None:  # type: ignore[no-untyped-def]
+    data = _marker(0, 0, 3, 1).to_json()
+    edit(data)
+    with pytest.raises(error):
+        TaskMarker.from_json(data)
+
+
+def test_a_task_marker_of_another_version_is_refused_naming_the_file() -> None:
+    data = {**_marker(0, 0, 3, 1).to_json(), TASK_MARKER.key: 0}
+    with pytest.raises(SchemaVersionError, match=r"^_markers/seg0/00000\.json: task marker written by another"):
+        TaskMarker.from_json(data, "_markers/seg0/00000.json")
+
+
+def test_global_marker_round_trips() -> None:
+    gm = GlobalMarker("near_dedup_v1", 0.5, [{"stage": "near_dedup_v1", "message": "m"}], {"against": ["r"]})
+    data = gm.to_json()
+    assert list(data) == [GLOBAL_MARKER.key, "stage", "seconds", "warnings", "report"]
+    assert GlobalMarker.from_json(json.loads(json.dumps(data))) == gm
+
+
+def test_counters_add() -> None:
+    assert StageCount(2, "s", 5, 3, {"a": 1, "b": 1}) + StageCount(2, "s", 4, 1, {"b": 2, "c": 1}) == \
+        StageCount(2, "s", 9, 4, {"a": 1, "b": 3, "c": 1})
+    with pytest.raises(ValueError, match="stage 3 to those of stage 2"):
+        StageCount(2, "s") + StageCount(3, "t")
+    assert DomainCount(1, 10, 3) + DomainCount(2, 20, 5) == DomainCount(3, 30, 8)
+    assert RunTotals(1, 2, 3, 4, 5, 6, 7) + RunTotals(10, 20, 30, 40, 50, 60, 70) == RunTotals(11, 22, 33, 44, 55, 66, 77)
+
+
+def test_aggregate_of_hand_built_markers_gives_the_manifest_counters() -> None:
+    markers = [_marker(0, 0, 10, 8, node="n1"), _marker(0, 1, 6, 6, quarantined=2),
+               _marker(1, 0, 8, 5, domain="code", node="n1"), _marker(1, 1, 6, 4)]
+    gms = [(0, GlobalMarker("exact_dedup_v1", 0.1, [{"w": 1}], {})),
+           (0, GlobalMarker("exact_dedup_v1", 0.1, [], {"against": ["old"], "removed": 3}))]
+    m = RunManifest.aggregate(markers, 2, gms, name="run", fingerprint="f", totals=RunTotals(2, 1600))
+    assert m.totals == RunTotals(input_files=2, input_bytes=1600, lines=18, blank_lines=2, quarantined=2,
+                                 docs_read=16, docs_out=9)
+    assert [s.to_json() for s in m.stages.values()] == [
+        {"index": 0, "name": "stage0", "in": 16, "out": 14, "dropped": {"short": 2}},
+        {"index": 1, "name": "stage1", "in": 14, "out": 9, "dropped": {"short": 5}}]
+    assert m.domains == {"code": DomainCount(5, 250, 60), "web": DomainCount(4, 200, 48)}
+    assert [s.path for s in m.shards] == ["_work/seg1/00000.parquet", "_work/seg1/00001.parquet"]
+    assert m.decisions == [f"decisions/seg{s}-{t:05d}.parquet" for s in (0, 1) for t in (0, 1)]
+    assert m.quarantine == ["quarantine/00001.parquet"]
+    assert m.nodes == {"local": 2, "n1": 2}
+    assert m.warnings == [{"w": 1}]
+    assert m.corpus == [{"index": 0, "stage": "exact_dedup_v1", "against": ["old"], "removed": 3}]
+    data = m.to_json()
+    assert list(data)[:3] == ["name", "schema_version", "fingerprint"] and data["corpus"] == m.corpus
+    assert RunManifest.from_json(json.loads(json.dumps(data))) == m  # the manifest round-trips too
+    assert "dedup_index" not in data and "corpus" not in RunManifest().to_json()
+
+
+def test_a_manifest_keeps_the_fields_other_writers_add() -> None:
+    data = {**RunManifest(name="r").to_json(), "skill_order": {"x": 1}, "dedup_index": {"format": 1}}
+    m = RunManifest.from_json(data)
+    assert m.extra == {"skill_order": {"x": 1}} and m.dedup_index == {"format": 1}
+    assert m.to_json() == data
+
+
+_markers = st.lists(
+    st.tuples(st.integers(0, 1), st.integers(0, 30), st.integers(0, 30), st.sampled_from(["a", "b"]),
+              st.sampled_from([None, "n1"]), st.integers(0, 2)),
+    max_size=12,
+).map(lambda rows: [_marker(seg, task, max(n, k), min(n, k), domain=d, node=node, quarantined=q)
+                    for task, (seg, n, k, d, node, q) in enumerate(rows)])
+
+
+@settings(max_examples=60, deadline=None)
+@given(markers=_markers, data=st.data())
+def test_aggregation_is_the_same_in_any_order_and_partition(markers: list[TaskMarker], data: st.DataObject) -> None:
+    whole = RunManifest.aggregate(markers, 2)
+    shuffled = data.draw(st.permutations(markers))
+    assert RunManifest.aggregate(shuffled, 2) == whole
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(markers)), max_size=4)))
+    parts = [shuffled[a:b] for a, b in zip([0, *cuts], [*cuts, len(markers)])]
+    summed = RunManifest()
+    for part in parts:
+        summed = summed + RunManifest.aggregate(part, 2)
+    assert summed == whole
+    assert summed.to_json() == whole.to_json()
