@@ -1,8 +1,8 @@
 """Import-graph rules, read from the source with ``ast`` (every import, including those inside functions).
 
 ``curation.io`` owns the run directory, so readers of runs (scoring, ``curate skill-order``) need no
-executor code, ``curation.io`` itself depends on no executor, and its modules import each other without
-a cycle (a cycle only worked through function-level imports).
+executor code, ``curation.io`` itself depends on no executor and no stage (``run.json`` records the pass
+count), and its modules import each other without a cycle (a cycle only worked through function-level imports).
 """
 
 from __future__ import annotations
@@ -59,6 +59,15 @@ def test_scoring_and_skill_order_do_not_import_the_executors() -> None:
 
 def test_io_does_not_import_the_executors() -> None:
     assert _offenders(_files(CURATION / "io"), "curation.executors") == {}
+
+
+def test_io_does_not_import_the_stages() -> None:
+    # run.json records the global stages' indices (the pass count), so the readers of a run need no registry
+    assert _offenders(_files(CURATION / "io"), "curation.stages") == {}
+
+
+def test_verify_reads_the_passes_without_the_stage_registry() -> None:
+    assert _offenders(_files(CURATION / "verify.py"), "curation.stages") == {}
 
 
 def test_io_modules_import_each_other_without_a_cycle() -> None:
