@@ -413,7 +413,23 @@ def doc_page(request: Request, run_id: str, doc_id: str) -> HTMLResponse:
     else:
         dup = None
     return page(request, "doc.html", doc_id, 404 if d.get("outcome") == "unknown" else 200, run_id=run_id,
-                doc_id=doc_id, d=d, dup=dup, sem=semantic_view(d.get("semantic")))
+                doc_id=doc_id, d=d, dup=dup, sem=semantic_view(d.get("semantic")), para=paragraph_units(d))
+
+
+def paragraph_units(d: dict[str, Any]) -> dict[str, Any] | None:
+    """The units paragraph_dedup_v1 removed from the document (why a line is gone, and where it stayed): from the kept
+    row's ``para_dedup_units`` / ``para_dedup_chars``, or a ``boilerplate_only`` drop's details; None if none."""
+    kept = d.get("kept") or {}
+    units, chars, total = kept.get("para_dedup_units"), kept.get("para_dedup_chars"), None
+    for x in d.get("dropped") or []:
+        det = x.get("details")
+        if x.get("stage") == "paragraph_dedup_v1" and isinstance(det, dict):
+            units, chars, total = det.get("units"), det.get("removed_chars"), det.get("units_total")
+    rows = _dicts(units)
+    if not rows:
+        return None
+    n = _number(total)
+    return {"units": rows, "chars": chars, "more": int(n) - len(rows) if n is not None and n > len(rows) else 0}
 
 
 def semantic_view(sem: Any) -> dict[str, Any] | None:
