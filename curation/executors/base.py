@@ -176,7 +176,7 @@ class Executor(ABC):
             return RunResult(lay.root, read_manifest(lay.root, fields=()), nothing_to_do=True, tasks_run=0)
         tasks_run = 0
         started = time.time()
-        self.tracker = ProgressTracker(lay.root / "progress.json", [t.size for t in plan.tasks], len(plan.segments))
+        self.tracker = ProgressTracker(lay.progress, [t.size for t in plan.tasks], len(plan.segments))
         for seg in plan.segments:
             pending = [t.index for t in plan.tasks if not lay.marker(seg.index, t.index).exists()]
             pending_set = set(pending)

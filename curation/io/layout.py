@@ -26,6 +26,11 @@ class Layout:
     def manifest(self) -> Path:
         return self.root / "manifest.json"
 
+    @property
+    def progress(self) -> Path:
+        """The run's live progress (``curation.executors.progress``), written before the manifest."""
+        return self.root / "progress.json"
+
     def work(self, seg: int, task: int) -> Path:
         return self.root / "_work" / f"seg{seg}" / f"{task:05d}.parquet"
 

@@ -188,7 +188,7 @@ def progress(run: str | os.PathLike[str]) -> dict[str, Any]:
     if rj is None:
         raise ValueError(f"{root} has no run.json: not a run directory")
     finished = has_manifest(root)
-    path = root / "progress.json"
+    path = Layout(root).progress
     if not path.exists():
         if finished:
             check_schema({}, PROGRESS, path)  # refused: what wrote this run wrote no progress.json

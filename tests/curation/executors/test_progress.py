@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from curation.executors.progress import ProgressTracker, eta_seconds
+from curation.io.layout import Layout
 from curation.io.runs import progress as run_progress
 from tests.conftest import pipeline_dict
 from tests.curation.executors.runs import run_pipeline
@@ -90,7 +91,8 @@ def test_local_run_writes_final_progress_json(tiny_corpus: Path, tmp_path: Path)
     seen: list[int] = []
     res = run_pipeline(pipeline_dict([str(tiny_corpus / "*")], out), progress=lambda s: seen.append(s["task"]))
     assert sorted(seen) == [0, 0, 1, 1, 2, 2]  # the caller's callback still gets every task (2 passes)
-    p = json.loads((out / "progress.json").read_text())
+    assert Layout(out).progress == out / "progress.json"  # the one name of the file, for writer and readers
+    p = json.loads(Layout(out).progress.read_text())
     sizes = sum(f.stat().st_size for f in (tiny_corpus).iterdir())
     assert p["finished"] is True and p["eta_s"] == 0.0 and p["fraction"] == 1.0
     assert p["tasks_done"] == p["tasks_total"] == 6 and p["input_bytes"] == p["input_bytes_done"] == sizes
