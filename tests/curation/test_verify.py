@@ -126,6 +126,22 @@ def _missing_marker(run: Path) -> str:
     return r"_markers/seg1/00001.json: missing"
 
 
+def _edit_marker(run: Path, rel: str, edit: Callable[[dict], object]) -> None:
+    m = json.loads((run / rel).read_text())
+    edit(m)
+    (run / rel).write_text(json.dumps(m))
+
+
+def _malformed_marker(run: Path) -> str:
+    _edit_marker(run, "_markers/seg0/00001.json", lambda m: m.update(docs_out="3"))
+    return r"_markers/seg0/00001.json: malformed marker \(TypeError: 'docs_out' must be an integer, got '3'\)"
+
+
+def _misplaced_marker(run: Path) -> str:  # a marker copied over another task's: its counts would count twice
+    (run / "_markers/seg1/00001.json").write_bytes((run / "_markers/seg1/00000.json").read_bytes())
+    return r"_markers/seg1/00001.json: malformed marker \(it says pass 1 task 0\)"
+
+
 def _missing_global_marker(run: Path) -> str:
     (run / "_markers" / "global-stage1.json").unlink()
     return r"_markers/global-stage1.json: missing"
@@ -160,7 +176,8 @@ def _missing_decisions(run: Path) -> str:
 
 
 @pytest.mark.parametrize("tamper", [_flip_byte, _truncate, _delete, _edit_sha, _dotdot, _absolute, _extra_file,
-                                    _missing_marker, _missing_global_marker, _edited_global_stages, _edited_rows,
+                                    _missing_marker, _malformed_marker, _misplaced_marker, _missing_global_marker,
+                                    _edited_global_stages, _edited_rows,
                                     _edited_total,
                                     _dropped_shard_entry, _missing_decisions])
 def test_each_mismatch_is_named_on_its_own_line(run: Path, tamper: Callable[[Path], str]) -> None:

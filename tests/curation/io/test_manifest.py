@@ -202,7 +202,8 @@ def test_counters_add() -> None:
     with pytest.raises(ValueError, match="stage 3 to those of stage 2"):
         StageCount(2, "s") + StageCount(3, "t")
     assert DomainCount(1, 10, 3) + DomainCount(2, 20, 5) == DomainCount(3, 30, 8)
-    assert RunTotals(1, 2, 3, 4, 5, 6, 7) + RunTotals(10, 20, 30, 40, 50, 60, 70) == RunTotals(11, 22, 33, 44, 55, 66, 77)
+    assert RunTotals(1, 2, 3, 4, 5, 6, 7) + RunTotals(10, 20, 30, 40, 50, 60, 70) == \
+        RunTotals(11, 22, 33, 44, 55, 66, 77)
 
 
 def test_aggregate_of_hand_built_markers_gives_the_manifest_counters() -> None:
