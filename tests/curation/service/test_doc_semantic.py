@@ -138,6 +138,9 @@ def test_the_page_shows_the_group_apart_from_the_near_cluster(server: tuple[str,
     assert "Duplicate cluster" in near and "news-8" in near and "news-1" not in near
     assert "news-1" in sem and "news-8" not in sem
     assert 'id="semantic"' not in page(url, "web-4")
+    # news-1 kept news-7's near cluster, then semantic dedup dropped it: its page says both
+    n1 = page(url, "news-1")
+    assert "Kept member: this document (a later stage dropped it)" in n1 and "/runs/sem/docs/news-7" in n1
 
 
 def test_a_large_group_is_listed_up_to_the_cap_with_its_total(server: tuple[str, Path],
