@@ -362,6 +362,17 @@ def test_chunks_average_windows_and_the_first_window_is_the_head() -> None:
     assert np.allclose(np.linalg.norm(three, axis=1), 1.0, atol=1e-5) and float(three[0] @ head[0]) < 0.95
 
 
+def test_a_local_encoder_directory_embeds_as_the_bundled_name() -> None:
+    from curation.scoring.embed import BUNDLED, resolve_model
+
+    texts = [CAT, DOCS["news"][0][1]]
+    local = SemanticDedup(SemanticDedupConfig(model=resolve_model(BUNDLED)))  # a plain directory path
+    assert local.embedder.path == local.config.model != BUNDLED and local.embedder.max_tokens == 256
+    bundled = SemanticDedup(SemanticDedupConfig())
+    assert np.allclose(semantic.embed_texts(local.embedder, texts), semantic.embed_texts(bundled.embedder, texts),
+                       atol=1e-6)
+
+
 def test_plan_predicts_the_stage(tmp_path: Path) -> None:
     from curation.pipeline import PipelineConfig
     from curation.planner import Cluster, extrapolate, measure
