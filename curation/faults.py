@@ -24,7 +24,8 @@ FAULT_ONCE_ENV = "CURATION_FAULT_ONCE"
 #: tests that exercise crashes set both. A second variable rather than "are we under pytest?",
 #: because the hook must also fire in Ray workers and in `curate run` subprocesses started by tests.
 FAULT_ENABLE_ENV = "CURATION_ENABLE_FAULT_INJECTION"
-#: What the Ray executor forwards to its workers, and only when injection is enabled.
+#: What is forwarded to other processes, only when injection is enabled: to the Ray executor's shard
+#: tasks (``RayExecutor.run_tasks``, the one place Ray gets them) and to the service's job drivers.
 FAULT_VARS = (FAULT_ENV, FAULT_ONCE_ENV, FAULT_ENABLE_ENV)
 #: "POINT:SECONDS" stalls the service's submission at POINT ("before_ray", "after_ray") so that a
 #: test can SIGKILL the service there. Inert unless CURATION_ENABLE_FAULT_INJECTION=1 too.

@@ -90,8 +90,9 @@ class RayExecutor(Executor):
             ex = self.config.executor
             # Hub look-ups hang without this on machines with no network.
             env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "CURATION_LID_MODEL") if k in os.environ}
-            env.update(fault_injection_env())  # empty unless a test enabled fault injection
             env.update(forward_env())  # object-store endpoint/region (never credentials)
+            # Not the fault-injection variables: only shard tasks fire faults, and run_tasks gives
+            # them those variables (the one place they are forwarded, whoever started Ray).
             # A cluster started here runs its workers with this process's environment already. A job
             # runtime_env would make Ray set up an environment for it and start other workers than
             # the ones it prestarted: 0.7 s more before the first task on a 2-CPU machine.
@@ -145,7 +146,9 @@ class RayExecutor(Executor):
     def run_tasks(self, plan: Plan, seg: Segment, tasks: list[int]) -> None:
         ray = self._ray()
         retries = self.config.executor.max_task_retries
-        # Fault-injection variables reach workers of an already running cluster only this way.
+        # The fault-injection variables (empty unless a test enabled injection) go to the shard tasks
+        # here and nowhere else: a task's runtime_env reaches the workers of any cluster, also one
+        # started before the test set them (a session's Ray) or one this process only connects to.
         fault_env = fault_injection_env()
         # A pass asks for the most any of its stages needs (a GPU for LM scoring, say).
         resources = seg.task_resources()
