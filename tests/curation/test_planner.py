@@ -181,14 +181,14 @@ def test_each_task_counts_with_its_least_time_over_the_repeats() -> None:
 
 def test_the_sample_runs_twice_without_rephrasing(tiny_corpus: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    import curation.planner as planner
+    import curation.planner.measurement as measurement
 
     runs: list[int] = []
-    real = planner._task_timings
-    monkeypatch.setattr(planner, "_task_timings", lambda plan: runs.append(1) or real(plan))
+    real = measurement._task_timings
+    monkeypatch.setattr(measurement, "_task_timings", lambda plan: runs.append(1) or real(plan))
     cfg = PipelineConfig.from_mapping(pipeline_dict([str(tiny_corpus / "*")], tmp_path / "out"))
     measure(cfg, 1.0, tmp_path / "work")
-    assert len(runs) == planner.SAMPLE_REPEATS == 2
+    assert len(runs) == measurement.SAMPLE_REPEATS == 2
 
 
 def _config_file(tmp_path: Path, corpus: Path) -> Path:

@@ -160,18 +160,18 @@ def test_pipeline_funnel_counts_added_rows(openai_server: str, tmp_path: Path, m
 
 def test_plan_runs_a_rephrasing_sample_once_and_measures_tokens_per_s(openai_server: str, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    import curation.planner as planner
+    import curation.planner.measurement as measurement
     from curation.pipeline import PipelineConfig
 
     monkeypatch.setenv("TEST_OPENAI_KEY", API_KEY)
     runs: list[int] = []
-    real = planner._task_timings
-    monkeypatch.setattr(planner, "_task_timings", lambda plan: runs.append(1) or real(plan))
+    real = measurement._task_timings
+    monkeypatch.setattr(measurement, "_task_timings", lambda plan: runs.append(1) or real(plan))
     write_jsonl(tmp_path / "in" / "a.jsonl", [{"id": f"p{i}", "text": t} for i, t in enumerate(PROSE)])
     stages = [{"stage": "rephrase_v1", "templates": ["wrap_medium"],
                "backend": {"kind": "openai", "model": "echo", "base_url": openai_server, "api_key_env": "TEST_OPENAI_KEY"}}]
     cfg = PipelineConfig.from_mapping(pipeline_dict([str(tmp_path / "in" / "*.jsonl")], tmp_path / "run", stages=stages))
-    m = planner.measure(cfg, 1.0, tmp_path / "work")
+    m = measurement.measure(cfg, 1.0, tmp_path / "work")
     assert runs == [1]  # a second sample run would pay the backend again
     assert m.rephrase_tokens_per_s is not None and m.rephrase_tokens_per_s > 0
 
