@@ -1,8 +1,9 @@
 """A run's ``manifest.json``: the one reader of it, and the rule for the paths it names.
 
-``read_manifest(run)`` and ``shard_paths(run)`` are how every consumer (stats, ``curate skill-order``,
-scorer training, the service, the training loader) reads a finished run, local or on an object store,
-so the file name, the JSON checks and their error wording live here once.
+``read_manifest(run)`` (the JSON object), ``RunManifest.read(run)`` (typed) and ``shard_paths(run)`` are how every
+consumer (stats, ``curate skill-order``, scorer training, the service, the training loader) reads a finished run,
+local or on an object store, so the file name, the JSON checks and their error wording live here once, with one
+``ManifestError``.
 
 A manifest is a JSON file anyone who can write the run directory (or hand over a copy of it) can
 edit. Code that follows its ``path`` fields (shards, decisions, quarantine files) must never be
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +110,17 @@ def _seconds(record: dict[str, Any], key: str) -> float:
     return value
 
 
+def _size(record: dict[str, Any], key: str) -> int:
+    """``record[key]`` when it is a non-negative integer; TypeError naming the field and what it holds otherwise."""
+    value = record.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise TypeError(f"'{key}' must be a non-negative integer, got {value!r}")
+    return value
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
 def _counts(mapping: Any, what: str) -> dict[str, int]:
     if not isinstance(mapping, dict):
         raise TypeError(f"{what!r} must be an object, got {mapping!r}")
@@ -181,8 +194,20 @@ class ShardEntry:
         return {"path": self.path, "rows": self.rows, "bytes": self.bytes, "sha256": self.sha256}
 
     @classmethod
-    def from_json(cls, record: dict[str, Any]) -> ShardEntry:
-        return cls(str(record["path"]), _count(record, "rows"), _count(record, "bytes"), str(record["sha256"]))
+    def from_json(cls, record: Any) -> ShardEntry:
+        """The entry ``record``, vetted (a manifest is untrusted: its readers open these paths): TypeError or
+        ValueError, worded to follow ``<manifest>: shard <i> (<path>): ``, for a path that is not a plain relative
+        path inside the run (``unsafe_reason``), a sha256 that is not 64 lowercase hex digits, or rows or bytes
+        that are not non-negative integers."""
+        if not isinstance(record, dict):
+            raise TypeError("entry must be an object")
+        why = unsafe_reason(record.get("path"))
+        if why:
+            raise ValueError(f"refused: the path {why}; shard paths must be plain relative paths inside the run")
+        sha = record.get("sha256")
+        if not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
+            raise ValueError(f"'sha256' must be 64 lowercase hex digits, got {sha!r}")
+        return cls(record["path"], _size(record, "rows"), _size(record, "bytes"), sha)
 
 
 @dataclass
@@ -443,7 +468,8 @@ class RunManifest:
     @classmethod
     def from_json(cls, record: Any, where: object = "manifest.json") -> RunManifest:
         """The manifest ``record`` (as read from ``where``): ``SchemaVersionError`` for another version's,
-        KeyError, TypeError or ValueError for a malformed one."""
+        ``ManifestError`` naming ``where`` and the entry for a bad shard entry (``ShardEntry.from_json``), KeyError,
+        TypeError or ValueError for an otherwise malformed one."""
         m = check_schema(record, MANIFEST, where)
         stages = [StageCount.from_json(s) for s in m["stages"]]
         return cls(
@@ -451,10 +477,44 @@ class RunManifest:
             wall_seconds=m["wall_seconds"], config=m["config"], global_stages=list(m["global_stages"]),
             inputs=m["inputs"], totals=RunTotals.from_json(m["totals"]), stages={s.index: s for s in stages},
             domains={str(d): DomainCount.from_json(c) for d, c in m["domains"].items()},
-            token_counter=m["token_counter"], schema=m["schema"], shards=[ShardEntry.from_json(s) for s in m["shards"]],
+            token_counter=m["token_counter"], schema=m["schema"], shards=_shard_entries(m["shards"], where),
             decisions=list(m["decisions"]), quarantine=list(m["quarantine"]), nodes=_counts(m["nodes"], "nodes"),
             warnings=list(m["warnings"]), corpus=list(m.get("corpus", [])), dedup_index=m.get("dedup_index"),
             extra={k: v for k, v in m.items() if k not in _MANIFEST_FIELDS})
+
+    @classmethod
+    def read(cls, run: str | os.PathLike[str]) -> RunManifest:
+        """The manifest of the finished run ``run`` (a local folder or an object-store URL), typed:
+        ``read_manifest`` then ``from_json``. Raises ``NoManifestError`` when the run has none, ``ManifestError``
+        naming the file (and the shard entry) for any other problem."""
+        return cls.read_bytes(run)[0]
+
+    @classmethod
+    def read_bytes(cls, run: str | os.PathLike[str]) -> tuple[RunManifest, bytes]:
+        """``read`` and the file's exact bytes (a reader that fingerprints the run hashes those)."""
+        record, raw = read_manifest_bytes(run, fields=())
+        path = manifest_path(run)
+        try:
+            return cls.from_json(record, path), raw
+        except ManifestError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ManifestError(f"{path}: not a valid manifest ({type(exc).__name__}: {exc})") from exc
+
+
+def _shard_entries(entries: Any, where: object) -> list[ShardEntry]:
+    """A manifest's ``shards``, each vetted by ``ShardEntry.from_json``; ``ManifestError`` names ``where``, the
+    entry's index and path (once) and what is wrong with it."""
+    if not isinstance(entries, list):
+        raise ManifestError(f"{where}: 'shards' must be a list of shard entries")
+    out = []
+    for i, entry in enumerate(entries):
+        try:
+            out.append(ShardEntry.from_json(entry))
+        except (TypeError, ValueError) as exc:
+            rel = entry.get("path") if isinstance(entry, dict) else None
+            raise ManifestError(f"{where}: shard {i} ({rel!r}): {exc}") from None
+    return out
 
 
 def manifest_path(run: str | os.PathLike[str]) -> Path:

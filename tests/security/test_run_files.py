@@ -163,8 +163,8 @@ def test_service_pool_rechecks_files_before_reusing_a_sandbox(tiny_run: Path, tm
 
 
 def test_training_manifest_reader_refuses_a_fifo_promptly(fifo: Path) -> None:
+    from curation.io.manifest import ManifestError
     from training.data.loader import build_index
-    from training.data.manifest import ManifestError
 
     out = _in_thread(lambda: build_index([str(_run_of(fifo))], "domain"), fifo)
     assert isinstance(out, ManifestError), out
@@ -185,14 +185,15 @@ def test_run_json_and_markers_as_fifos_are_refused(tiny_run: Path) -> None:
 
 
 def test_training_manifest_errors_name_the_manifest_not_the_previous_shard(tiny_run: Path) -> None:
-    from training.data.manifest import ManifestError, read_manifest
+    from curation.io.manifest import ManifestError
+    from training.data.manifest import run_shards
 
     manifest = json.loads((tiny_run / "manifest.json").read_text())
     good = manifest["shards"][0]
     manifest["shards"] = [good, {**good, "sha256": "not-hex"}]
     (tiny_run / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ManifestError) as exc:
-        read_manifest(str(tiny_run))
+        run_shards(str(tiny_run))
     msg = str(exc.value)
     assert msg.startswith(f"{tiny_run / 'manifest.json'}: shard 1 ('{good['path']}'): 'sha256'"), msg
     assert msg.count(good["path"]) == 1  # the shard is named once, as the entry
@@ -229,8 +230,8 @@ def _loader_cfg(run: Path, **kw: Any) -> Any:
 
 def test_training_loader_refuses_a_same_size_shard_swap_by_default(tiny_run: Path) -> None:
     """Issue 27 item 12: the default loader accepted a shard replaced by other valid bytes of the same size."""
+    from curation.io.manifest import ManifestError
     from training.data.loader import MixtureLoader
-    from training.data.manifest import ManifestError
 
     shard = _shard(tiny_run)
     _poison_same_size(shard)
@@ -242,8 +243,8 @@ def test_training_loader_refuses_a_same_size_shard_swap_by_default(tiny_run: Pat
 def test_training_loader_catches_a_swap_after_the_index_is_built(tiny_run: Path) -> None:
     """The index was built from the good bytes; the shard is swapped before its text is first read (the same
     happens whenever a shard drops out of the loader's small cache and is read again mid-run)."""
+    from curation.io.manifest import ManifestError
     from training.data.loader import MixtureLoader
-    from training.data.manifest import ManifestError
 
     loader = MixtureLoader(_loader_cfg(tiny_run))
     shard = _shard(tiny_run)

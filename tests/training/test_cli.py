@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +72,21 @@ def test_train_app_lists_commands_and_reports_config_errors_in_one_line(tmp_path
     assert "Traceback" not in res.output
     res = runner.invoke(app, ["skills-graph", "cubic", str(cfg), "--skills", "a", "--out", str(tmp_path / "g")])
     assert res.exit_code == 2 and "'cubic' is not one of" in res.output
+
+
+@pytest.mark.parametrize("corrupt", [
+    lambda m: '{"shards": [',  # cut short: not JSON
+    lambda m: json.dumps({**m, "shards": [{**m["shards"][0], "path": "../elsewhere.parquet"}]}),  # leaves the run
+])
+def test_train_run_on_a_corrupt_manifest_exits_2_with_one_error_line(sample_run: Path, tmp_path: Path,
+                                                                      corrupt) -> None:  # type: ignore[no-untyped-def]
+    """The loader's ``ManifestError`` is curation's (a ``CurationError``): one ``error:`` line naming the manifest,
+    exit 2, no traceback."""
+    run = tmp_path / "run"
+    shutil.copytree(sample_run, run)
+    manifest = run / "manifest.json"
+    manifest.write_text(corrupt(json.loads(manifest.read_text())))
+    res = CliRunner().invoke(app, ["run", str(_cfg(tmp_path, run))])
+    assert res.exit_code == 2, res.output
+    assert res.stdout == "" and len(res.stderr.splitlines()) == 1, res.output
+    assert res.stderr.startswith(f"error: {manifest}: "), res.stderr

@@ -4,11 +4,11 @@ How it is deterministic and resumable:
 
 * **Index.** Each run's ``manifest.json`` lists its shards; the loader reads only the ``domain``
   column of each shard to build, per domain, the ordered list of ``(shard, row)`` documents.
-  Manifests are untrusted (``training/data/manifest.py``): shard paths must stay inside the run,
-  and every shard's size must match before it is read. With ``verify_hashes`` (the default) every
-  read of a shard (the index's domain column, and each later load of its text after the small
-  cache dropped it) reads the whole file once, checks its sha256 against the manifest and parses
-  those same bytes: a shard swapped for other bytes of the same size at any point of a training
+  Manifests are untrusted (curation's ``RunManifest`` vets them, ``training/data/manifest.py`` locates their
+  shards): shard paths must stay inside the run, and every shard's size must match before it is read. With
+  ``verify_hashes`` (the default) every read of a shard (the index's domain column, and each later load of its
+  text after the small cache dropped it) reads the whole file once, checks its sha256 against the manifest and
+  parses those same bytes: a shard swapped for other bytes of the same size at any point of a training
   run is refused, naming the file. (Verifying once at startup would be cheaper but leaves the
   rest of the run open: shards are re-read from storage whenever they leave the cache.)
 * **Split without overlap.** Per domain and epoch the documents are permuted with a seed fixed by
@@ -42,10 +42,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from curation.io.manifest import RecordKind, check_schema
+from curation.io.manifest import ManifestError, RecordKind, check_schema
 from curation.io.storage import read_parquet
 
-from training.data.manifest import ManifestError, Shard, check_size, read_manifest, read_verified
+from training.data.manifest import RunShard, check_size, read_verified, run_shards
 from training.data.meco import IGNORE_INDEX, MecoConfig, field_value, mask_of, runs_of
 from training.data.tokenizer import Tokenizer, make_tokenizer
 
@@ -149,7 +149,7 @@ class _Shards:
     """Reads documents by (shard, row) with a small per-shard cache of the text column (and the
     metadata column when ``meta_column`` is set): ``get`` gives ``(text or tokens, metadata)``."""
 
-    def __init__(self, shards: list[Shard], text_column: str, meta_column: str | None = None,
+    def __init__(self, shards: list[RunShard], text_column: str, meta_column: str | None = None,
                  verify_hashes: bool = True) -> None:
         self.shards = shards
         self.verify_hashes = verify_hashes
@@ -174,7 +174,7 @@ class _Shards:
         return self._cache[shard][row]
 
 
-def _read_shard(shard: Shard, columns: list[str], verify_hashes: bool) -> Any:
+def _read_shard(shard: RunShard, columns: list[str], verify_hashes: bool) -> Any:
     """``columns`` of ``shard``: from its verified bytes with ``verify_hashes``, else after a size check."""
     if not verify_hashes:
         check_size(shard)
@@ -186,26 +186,27 @@ def _read_shard(shard: Shard, columns: list[str], verify_hashes: bool) -> Any:
 
 
 def build_index(runs: list[str], group_by: str,
-                verify_hashes: bool = True) -> tuple[list[Shard], dict[str, np.ndarray], list[str]]:
+                verify_hashes: bool = True) -> tuple[list[RunShard], dict[str, np.ndarray], list[str]]:
     """(shards, domain -> array of (shard, row) pairs, manifest fingerprints)."""
-    shards: list[Shard] = []
+    shards: list[RunShard] = []
     fingerprints: list[str] = []
     refs: dict[str, list[tuple[int, int]]] = {}
     for run in runs:
-        manifest = read_manifest(run)
-        fingerprints.append(manifest.fingerprint)
+        listed, fingerprint = run_shards(run)
+        fingerprints.append(fingerprint)
         kept = 0
-        for shard in manifest.shards:
+        for shard in listed:
             col = _read_shard(shard, [group_by], verify_hashes).column(0).to_pylist()
-            if shard.rows is not None and len(col) != shard.rows:
-                raise ManifestError(f"{shard.where}: manifest says {shard.rows} rows, {shard.path} has {len(col)}")
+            if len(col) != shard.entry.rows:
+                raise ManifestError(f"{shard.where}: manifest says {shard.entry.rows} rows, {shard.path} has "
+                                    f"{len(col)}")
             k = len(shards)
             shards.append(shard)
             kept += len(col)
             for row, dom in enumerate(col):
                 refs.setdefault(str(dom), []).append((k, row))
         if kept == 0:
-            raise ManifestError(f"run {run} has no documents: its {len(manifest.shards)} shards are all empty")
+            raise ManifestError(f"run {run} has no documents: its {len(listed)} shards are all empty")
     return shards, {d: np.array(v, dtype=np.int64).reshape(-1, 2) for d, v in refs.items()}, fingerprints
 
 

@@ -258,3 +258,44 @@ def test_aggregation_is_the_same_in_any_order_and_partition(markers: list[TaskMa
         summed = summed + RunManifest.aggregate(part, 2)
     assert summed == whole
     assert summed.to_json() == whole.to_json()
+
+
+# -- shard entries are vetted where they are read: the training loader reads them as RunManifest's ---------------
+
+_ENTRY = {"path": "shards/00000.parquet", "rows": 3, "bytes": 30, "sha256": SHA}
+
+
+@pytest.mark.parametrize("change, error", [
+    ({"path": "../other/x.parquet"}, r"^refused: the path contains '\.\.'; shard paths must be plain relative"),
+    ({"path": "/etc/passwd"}, "^refused: the path is absolute"),
+    ({"path": "s3://b/x.parquet"}, r"^refused: the path contains ':'"),
+    ({"path": None}, "^refused: the path is not a non-empty string"),
+    ({"sha256": "AB" * 32}, "^'sha256' must be 64 lowercase hex digits, got 'ABAB"),
+    ({"rows": -1}, "^'rows' must be a non-negative integer, got -1"),
+    ({"bytes": True}, "^'bytes' must be a non-negative integer, got True"),
+])
+def test_a_bad_shard_entry_is_refused_saying_why(change: dict[str, object], error: str) -> None:
+    assert ShardEntry.from_json(_ENTRY) == ShardEntry("shards/00000.parquet", 3, 30, SHA)
+    with pytest.raises((TypeError, ValueError), match=error):
+        ShardEntry.from_json({**_ENTRY, **change})
+    data = _marker(0, 0, 3, 1).to_json()
+    data["outputs"] = [{**_ENTRY, **change}]
+    with pytest.raises((TypeError, ValueError), match=error):  # a task marker's outputs are shard entries too
+        TaskMarker.from_json(data)
+
+
+def test_run_manifest_read_is_the_typed_reader_naming_file_and_entry(tmp_path: Path) -> None:
+    good = RunManifest(name="r", shards=[ShardEntry.from_json(_ENTRY)])
+    _write(tmp_path, good.to_json())
+    assert RunManifest.read(tmp_path) == good
+    assert RunManifest.read_bytes(tmp_path) == (good, (tmp_path / "manifest.json").read_bytes())
+    _write(tmp_path, {**good.to_json(), "shards": [_ENTRY, {**_ENTRY, "path": "a/../../b"}]})
+    with pytest.raises(ManifestError) as e:
+        RunManifest.read(tmp_path)
+    assert str(e.value) == (f"{tmp_path / 'manifest.json'}: shard 1 ('a/../../b'): refused: the path contains '..'; "
+                            "shard paths must be plain relative paths inside the run")
+    _write(tmp_path, {**good.to_json(), "totals": {}})
+    with pytest.raises(ManifestError, match=rf"^{tmp_path / 'manifest.json'}: not a valid manifest \(KeyError: "):
+        RunManifest.read(tmp_path)
+    with pytest.raises(NoManifestError):
+        RunManifest.read(tmp_path / "nowhere")

@@ -4,6 +4,7 @@ manifest edited, plus one run on fsspec's in-memory object store for the prefix 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import posixpath
@@ -17,9 +18,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.data.loader import LoaderConfig, MixtureLoader
+import training.data.manifest as training_manifest
+from curation.errors import CurationError
+from curation.io.manifest import ManifestError, RunManifest
 from curation.io.manifest import unsafe_reason as check_relative
-from training.data.manifest import ManifestError, read_manifest
+from training.data.loader import LoaderConfig, MixtureLoader
+from training.data.manifest import run_shards
 
 RATIOS = {"python_docs": 0.5, "code": 0.3, "license": 0.2}
 
@@ -46,7 +50,41 @@ def test_the_copied_run_loads(run: Path) -> None:
     """Guards the tests below: the unedited copy is a valid run with several checked shards."""
     loader = MixtureLoader(cfg(run, verify_hashes=True))
     loader.next_batch()
-    assert len(read_manifest(str(run)).shards) >= 2
+    assert len(run_shards(str(run))[0]) >= 2
+
+
+def test_the_loader_reads_curations_typed_manifest(run: Path) -> None:
+    """One reader: the loader's shards are the entries of curation's ``RunManifest``, located inside the run, and
+    its fingerprint is that of the manifest's bytes (what a resumed loader compares)."""
+    shards, fingerprint = run_shards(str(run))
+    assert [s.entry for s in shards] == RunManifest.read(run).shards
+    assert [s.path for s in shards] == [str(run.resolve() / s.entry.path) for s in shards]
+    assert fingerprint == hashlib.sha256((run / "manifest.json").read_bytes()).hexdigest()[:16]
+    assert training_manifest.ManifestError is ManifestError  # one error type, curation's
+
+
+def test_a_path_escaping_the_run_is_refused_with_curations_error_naming_the_file(run: Path) -> None:
+    """Curation's ``ManifestError`` (a ``CurationError``: ``train`` reports it in one line, exit 2), naming the
+    manifest, the entry once and why."""
+    edit(run, lambda m: m["shards"][1].update(path="shards/../../../etc/passwd"))
+    with pytest.raises(ManifestError) as e:
+        MixtureLoader(cfg(run))
+    assert isinstance(e.value, CurationError)
+    assert str(e.value) == (f"{run / 'manifest.json'}: shard 1 ('shards/../../../etc/passwd'): refused: the path "
+                            "contains '..'; shard paths must be plain relative paths inside the run")
+
+
+@pytest.mark.parametrize(("corrupt", "why"), [
+    (lambda p: p.write_text('{"shards": ['), r"not a valid manifest \(Expecting value"),
+    (lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "stages": None})),
+     r"not a valid manifest \(TypeError: "),
+    (lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "shards": {}})),
+     "'shards' must be a list of shard entries"),
+])
+def test_a_corrupt_manifest_is_refused_naming_the_file(run: Path, corrupt: Callable[[Path], Any], why: str) -> None:
+    corrupt(run / "manifest.json")
+    with pytest.raises(ManifestError, match=rf"^{re.escape(str(run / 'manifest.json'))}: {why}"):
+        MixtureLoader(cfg(run))
 
 
 def test_a_manifest_of_another_version_is_refused_naming_it(run: Path) -> None:
@@ -115,7 +153,7 @@ def test_size_mismatch_names_the_shard_and_both_sizes(run: Path) -> None:
 
 def test_a_shard_replaced_after_the_index_is_built_is_caught_on_open(run: Path) -> None:
     loader = MixtureLoader(cfg(run, ratios={"python_docs": 1.0}))
-    for shard in read_manifest(str(run)).shards:
+    for shard in run_shards(str(run))[0]:
         with open(shard.path, "ab") as fh:
             fh.write(b"appended")
     with pytest.raises(ManifestError, match=r"size mismatch: manifest says \d+ bytes, .* has \d+"):
@@ -124,11 +162,11 @@ def test_a_shard_replaced_after_the_index_is_built_is_caught_on_open(run: Path) 
 
 def test_sha256_is_checked_with_verify_hashes(run: Path) -> None:
     """Same size, different bytes: only the hash tells (on by default; see tests/security/test_run_files.py)."""
-    shard = read_manifest(str(run)).shards[0]
+    shard = run_shards(str(run))[0][0]
     data = bytearray(Path(shard.path).read_bytes())
     data[len(data) // 2] ^= 0xFF
     Path(shard.path).write_bytes(bytes(data))
-    expected = rf"shard 0 .*sha256 mismatch: manifest says {shard.sha256}, .* has [0-9a-f]{{64}}"
+    expected = rf"shard 0 .*sha256 mismatch: manifest says {shard.entry.sha256}, .* has [0-9a-f]{{64}}"
     with pytest.raises(ManifestError, match=expected):
         MixtureLoader(cfg(run, verify_hashes=True))
 

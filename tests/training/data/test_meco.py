@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from curation.io.manifest import ManifestError
 from tests.curation.executors.runs import run_pipeline
 from training.data.loader import LoaderConfig, MixtureLoader
-from training.data.manifest import ManifestError
 from training.data.meco import IGNORE_INDEX, MecoConfig, conditioning_at, field_value, switch_step
 
 EOS = 256  # the byte tokenizer's
