@@ -1,4 +1,4 @@
-"""The run an export reads: its manifest (through ``curation.io.manifest``) and its shards, each verified.
+"""The run an export reads: its manifest (``curation.io.manifest.RunManifest``) and its shards, each verified.
 
 A run directory is untrusted input: shard paths go through ``safe_shard_path`` (inside the run), and a shard's
 bytes are read once, checked against the manifest's size and sha256, and parsed from those same bytes, so what
@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.errors import ConfigError
-from curation.io.manifest import read_manifest_bytes, safe_shard_path
 from curation.io.digest import DigestMismatch, read_checked
+from curation.io.manifest import RunManifest, safe_shard_path
 from curation.io.storage import is_url, run_path
 
 
@@ -58,24 +58,22 @@ def open_source(run: str | os.PathLike[str]) -> SourceRun:
     root = run_path(run)
     root_str = str(root) if is_url(str(root)) else str(root.resolve())
     try:
-        manifest, raw = read_manifest_bytes(root_str, ("shards", "domains"))
+        manifest, raw = RunManifest.read_bytes(root_str)  # shard entries vetted: plain relative paths, sizes, sha256
     except (ConfigError, FileNotFoundError) as exc:
         raise ExportError(str(exc)) from exc
-    docs = (manifest.get("totals") or {}).get("docs_out")
     shards: list[SourceShard] = []
-    for i, entry in enumerate(manifest["shards"]):
+    for i, entry in enumerate(manifest.shards):
         try:
-            path = safe_shard_path(root_str, entry.get("path") if isinstance(entry, dict) else None)
-            rows, size, sha = int(entry["rows"]), int(entry["bytes"]), str(entry["sha256"])
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            path = safe_shard_path(root_str, entry.path)  # follows symlinks: a link out of the run is refused
+        except ValueError as exc:
             raise ExportError(f"{root_str}/manifest.json: shard {i}: {exc}") from exc
-        shards.append(SourceShard(i, entry["path"], path, rows, size, sha))
-    docs = sum(s.rows for s in shards) if not isinstance(docs, int) else docs
+        shards.append(SourceShard(i, entry.path, path, entry.rows, entry.bytes, entry.sha256))
+    docs = manifest.totals.docs_out
     if docs == 0 or not any(s.rows for s in shards):
         raise ExportError(f"run {root_str} kept no documents: nothing to export (curate stats {root_str})")
-    domains = manifest["domains"] if isinstance(manifest["domains"], dict) else {}
-    return SourceRun(root=root_str, name=str(manifest.get("name", "")), fingerprint=str(manifest.get("fingerprint")),
-                     manifest_sha256=hashlib.sha256(raw).hexdigest(), shards=shards, domains=domains, docs=docs)
+    return SourceRun(root=root_str, name=manifest.name, fingerprint=manifest.fingerprint,
+                     manifest_sha256=hashlib.sha256(raw).hexdigest(), shards=shards,
+                     domains={d: c.to_json() for d, c in manifest.domains.items()}, docs=docs)
 
 
 def read_shard(shard: SourceShard, columns: list[str]) -> pa.Table:
