@@ -141,6 +141,28 @@ def kept_ids(run: Path) -> set[str]:
     return {i for f in sorted((run / "shards").glob("*.parquet")) for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()}
 
 
+def new_data_accuracy(runs: list[Path], corpus: Path, n: int, new: int) -> dict[str, Any]:
+    """Duplicate removal among the new documents (``d{n}`` .. ``d{n+new-1}``) against the generator's ground truth,
+    over those that reached dedup, from the decisions of ``runs``. ``cross``: copies of an existing document
+    (what only a run that sees the corpus can remove); ``within``: copies of another new document."""
+    import pyarrow.parquet as pq
+
+    from benchmarks._synthetic import read_truth
+
+    truth = read_truth(corpus)
+    fresh = {f"d{i}" for i in range(n, n + new)}
+    dec = [d for r in runs for d in pq.read_table(r / "decisions", columns=["id", "stage"]).to_pylist()
+           if d["id"] in fresh]
+    before = {d["id"] for d in dec if d["stage"] in ("input", "text_length_v1")}
+    removed = {d["id"] for d in dec if d["stage"] in ("exact_dedup_v1", "near_dedup_v1")}
+    copies = {d for d in fresh - before if truth[d][1] is not None}
+    cross = {d for d in copies if int(truth[d][1][1:]) < n}
+    return {"new_reached_dedup": len(fresh - before), "copies": len(copies), "cross_copies": len(cross),
+            "removed": len(removed), "precision": round(len(removed & copies) / len(removed), 4) if removed else None,
+            "recall": round(len(removed & copies) / len(copies), 4) if copies else None,
+            "cross_recall": round(len(removed & cross) / len(cross), 4) if cross else None}
+
+
 def one_size(n: int, work: Path, executor: str = "local", new: int | None = None, skip_full: bool = False,
              reuse_base: bool = False) -> dict[str, Any]:
     """One size: ``n`` existing documents and ``new`` (default n/10, at most that) new ones, the documents
@@ -185,6 +207,9 @@ def one_size(n: int, work: Path, executor: str = "local", new: int | None = None
     res["kept_incremental"], res["kept_full"] = len(both), len(full)
     res["identical_kept_sets"] = both == full
     res["only_incremental"], res["only_full"] = sorted(both - full)[:20], sorted(full - both)[:20]
+    # the same new documents judged by the incremental run and by the full run, against the generator's truth
+    res["accuracy_new"] = {"incremental": new_data_accuracy([runs["incremental"]], corpus, n, new),
+                           "full": new_data_accuracy([runs["full"]], corpus, n, new)}
     return res
 
 
@@ -225,6 +250,8 @@ def main() -> None:
                   f"{(b['cpu_s'] + i['cpu_s']) / f['cpu_s']:.2f} of full")
             print(f"kept: base + incremental {r['kept_incremental']:,}, full {r['kept_full']:,}; identical sets: "
                   f"{r['identical_kept_sets']}; only incremental {r['only_incremental']}, only full {r['only_full']}")
+            for name, acc in r["accuracy_new"].items():
+                print(f"new documents judged by the {name} run: {acc}")
         if local:
             print(f"the joins added {i['global_peak_rss_mb'] - i['rss_before_global_mb']:.1f} MB of RSS "
                   f"(global-step peak {i['global_peak_rss_mb']} MB over {i['rss_before_global_mb']} MB before)")
