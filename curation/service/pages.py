@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
 import secrets
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -339,11 +340,32 @@ def run_page(request: Request, run_id: str) -> HTMLResponse:
                         "step": (hi - lo) / 200 if hi > lo else 1, "domains": domains,
                         "tot_docs": sum(_number(x.get("docs")) or 0 for x in domains),
                         "tot_tok": sum(_number(x.get("tokens")) or 0 for x in domains)})
-    others = [r.run_id for r in reg.list() if r.state == "finished" and r.run_id != run_id][:10]
+    listed = reg.list()
+    others = [r.run_id for r in listed if r.state == "finished" and r.run_id != run_id][:10]
+    corpus = corpus_view(d.get("corpus"), reg.root, {r.run_id for r in listed})
     return page(request, "run.html", f"run {run_id}", run_id=run_id,
                 d={**d, "totals": _mapping(d.get("totals")), "domains": domains},
                 funnel=funnel_chart(_dicts(d.get("funnel"))), reasons=reasons, mx=mixture_view(mx),
-                whatifs=whatifs, others=others)
+                whatifs=whatifs, others=others, corpus=corpus)
+
+
+def corpus_view(corpus: Any, root: Any, known: set[str]) -> list[dict[str, Any]]:
+    """One row per dedup stage and earlier run of a run's manifest ``corpus`` (``against``): the stage, the earlier
+    run as the config named it, documents that reached the stage, how many the earlier run's documents removed and
+    their share. An earlier run directly under this service's runs root that it lists gets a link; the path is only
+    compared as text, never opened (the manifest is untrusted)."""
+    rows = []
+    for entry in _dicts(corpus):
+        for a in _dicts(entry.get("against")):
+            name = a.get("run")
+            href = None
+            if isinstance(name, str) and name:
+                p = PurePosixPath(posixpath.normpath(name))
+                if str(p.parent) == str(root) and p.name in known:
+                    href = f"/runs/{quote(p.name, safe='')}"
+            rows.append({"stage": entry.get("stage"), "run": name, "href": href, "docs_in": entry.get("docs_in"),
+                         "removed": a.get("removed"), "share": a.get("share")})
+    return rows
 
 
 def _nav(q: dict[str, Any], offset: int, step: int, total: Any) -> tuple[str | None, str | None]:

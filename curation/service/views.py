@@ -108,6 +108,8 @@ def run_detail(run: Path, limits: Limits, opener: RunOpener = open_run) -> dict[
                    for s in m.get("stages", [])],
         "reasons": reasons, "domains": domains, "quarantined_lines": int(quarantined),
         "schema": m.get("schema"), "config": m.get("config"), "histograms": hist,
+        # per dedup stage with `against`: what each earlier run's documents removed (untrusted, shown as text)
+        "corpus": m.get("corpus"),
     }
 
 

@@ -55,6 +55,9 @@ def make_hostile_runs(root: Path) -> Path:
     m["totals"] = {k: HOSTILE for k in ("docs_read", "docs_out", "input_files", "input_bytes", "quarantined")}
     for s in m["stages"]:  # (counts stay numbers: curate stats loads them into a typed table and refuses others)
         s["name"] = HOSTILE + s["name"]
+    # the run page's "Deduplicated against earlier runs" section: the run name a link target would come from
+    m["corpus"] = [{"stage": HOSTILE, "docs_in": HOSTILE, "index": 1,
+                    "against": [{"run": f"{root}/{HOSTILE}", "removed": HOSTILE, "share": HOSTILE}]}]
     _write(run / "manifest.json", m)
     (run / "mixture").mkdir()
     _write(run / "mixture" / "cmr_fit.json", {"ratios": [0.1, 0.2], "cmr": [1.0, -0.5, 0.1], "eps": 0.01,
@@ -94,6 +97,8 @@ def test_every_page_escapes_hostile_values_from_run_files(hostile_root: Path, tm
                 assert raw not in r.text, (url, raw)
             # The hostile strings are shown, as text (the page did not just leave them out).
             assert ESCAPED in r.text or "&lt;script&gt;" in r.text, url
+            if url == "/runs/evil":
+                assert "Deduplicated against earlier runs" in r.text  # the hostile corpus entry was rendered
             if url in ("/runs/evil", "/runs/live"):
                 # Numbers that are not numbers: the placeholder, never the string.
                 assert "– documents read from – files" in r.text or "– of –</span> tasks" in r.text, url
