@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -63,14 +62,12 @@ def read_idx(path: Path) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
 
 def flat_tokens(tokens: list[list[int]], eod: int, dtype: str) -> np.ndarray:
     """Each document's ids followed by ``eod``, back to back (what ``.bin`` holds for them)."""
-    total = sum(len(t) for t in tokens) + len(tokens)
-
-    def ids() -> Iterator[int]:
-        for t in tokens:
-            yield from t
-            yield eod
-
-    return np.fromiter(ids(), dtype=dtype, count=total)
+    flat: list[int] = []
+    extend, append = flat.extend, flat.append
+    for t in tokens:  # list.extend copies references in C; one conversion of the whole list below
+        extend(t)
+        append(eod)
+    return np.array(flat, dtype=dtype)
 
 
 def concat_files(parts: list[Path], out: BinaryIO) -> tuple[int, str]:
