@@ -118,6 +118,8 @@ class RunDetail(_Model):
     schema_: list[dict[str, Any]] | None = Field(alias="schema", description="the kept shards' columns")  # BaseModel.schema
     config: dict[str, Any] | None = Field(description="the run's pipeline config, defaults filled in")
     histograms: dict[str, Histogram]
+    corpus: Any = Field(default=None, description="per dedup stage with `against`: the earlier runs and what each "
+                                                  "removed (the manifest's `corpus`, as recorded)")
 
 
 class QueryResult(_Model):
