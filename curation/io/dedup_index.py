@@ -234,41 +234,42 @@ class CorpusIndex:
         key = (str(path), entry["sha256"])
         data = _cache.get(key)
         if data is None:
-            try:
-                data = read_bytes(path)
-            except (FileNotFoundError, NotRegularFileError, OSError) as exc:
-                raise DedupIndexError(f"dedup index of {self.run}: {path}: cannot be read ({exc}); rebuild it with "
-                                      f"`curate index {self.run} --force`") from exc
-            read_stats["bytes"] += len(data)
-            read_stats["files"] += 1
-            problem = _mismatch(data, entry)
-            if problem:
-                raise DedupIndexError(f"dedup index of {self.run}: {path}: {problem}: the file changed after the "
-                                      f"run wrote it and is not used; rebuild it with `curate index {self.run} "
-                                      "--force`")
+            data = self._fetch(path, entry)
             _remember(key, data)  # verified: these bytes may be parsed again without a re-read
         else:
             _cache.move_to_end(key)
         assert isinstance(data, bytes)
         return pq.read_table(io.BytesIO(data), columns=columns)
 
-    def kind_files(self, kind: str) -> list[int]:
-        """Bytes of each bucket file of ``kind`` (what a join that meets every bucket reads)."""
-        prefix = f"{INDEX_DIR}/{kind}/"
-        return [int(f["bytes"]) for rel, f in self.files.items() if rel.startswith(prefix)]
+    def _fetch(self, path: Any, entry: dict[str, Any]) -> bytes:
+        """The file's bytes from storage, checked against its manifest entry (size, sha256)."""
+        try:
+            data = read_bytes(path)
+        except (FileNotFoundError, NotRegularFileError, OSError) as exc:
+            raise DedupIndexError(f"dedup index of {self.run}: {path}: cannot be read ({exc}); rebuild it with "
+                                  f"`curate index {self.run} --force`") from exc
+        read_stats["bytes"] += len(data)
+        read_stats["files"] += 1
+        problem = _mismatch(data, entry)
+        if problem:
+            raise DedupIndexError(f"dedup index of {self.run}: {path}: {problem}: the file changed after the "
+                                  f"run wrote it and is not used; rebuild it with `curate index {self.run} --force`")
+        return data
+
+    def kind_files(self, kind: str) -> dict[int, int]:
+        """Bucket -> bytes of each bucket file of ``kind`` (what a join that meets every bucket reads)."""
+        return {b: int(self.files[bucket_file(kind, b)]["bytes"]) for b in range(self.buckets) if self.has(kind, b)}
 
     def timed_read(self, kind: str, bucket: int) -> tuple[int, float]:
-        """``(bytes, seconds)`` of reading, verifying and parsing one bucket file from storage, past
-        this process's cache and leaving it as it was: what ``curate plan`` prices a join with."""
-        saved = dict(_cache)
-        _cache.clear()
+        """``(bytes, seconds)`` of reading, verifying and parsing one bucket file from storage, past this
+        process's cache and without touching it: what ``curate plan`` prices a join with."""
+        rel = bucket_file(kind, bucket)
+        entry = self.files.get(rel)
+        if entry is None:
+            return 0, 0.0
         t0 = time.perf_counter()
-        try:
-            t = self.read(kind, bucket)
-        finally:
-            _cache.clear()
-            _cache.update(saved)
-        return (self.files[bucket_file(kind, bucket)]["bytes"] if t is not None else 0), time.perf_counter() - t0
+        pq.read_table(io.BytesIO(self._fetch(run_path(safe_shard_path(self.root, rel)), entry)))
+        return int(entry["bytes"]), time.perf_counter() - t0
 
     def read_sorted(self, kind: str, bucket: int, by: str, columns: list[str]) -> pa.Table | None:
         """``read``, sorted by ``by`` (kept in this process's cache): a join then finds its keys with a

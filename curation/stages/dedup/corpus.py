@@ -22,13 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from curation.io.dedup_index import INDEX_DIR, MAX_BUCKETS, CorpusIndex, DedupIndexError, open_index
+from curation.io.dedup_index import MAX_BUCKETS, CorpusIndex, DedupIndexError, open_index
 from curation.stages.frame import TableFn, bucket_of
 
 #: Smallest int64; corpus nodes count up from it (see the module docstring).
@@ -106,21 +105,20 @@ class Corpus:
     def read_cost(self, kinds: tuple[str, ...]) -> dict[str, Any]:
         """What joining every bucket of ``kinds`` reads: total bytes per kind over all runs, and the
         largest single file (a group holds one file per run at a time)."""
-        sizes = {k: [b for ix in self.indexes for b in ix.kind_files(k)] for k in kinds}
+        sizes = {k: [b for ix in self.indexes for b in ix.kind_files(k).values()] for k in kinds}
         return {"bytes_by_kind": {k: sum(v) for k, v in sizes.items()},
                 "largest_file": max((b for v in sizes.values() for b in v), default=0)}
 
     def read_seconds_per_byte(self, kinds: tuple[str, ...], budget_bytes: int = 64 << 20) -> float | None:
         """Seconds per byte to read, verify and parse index files from storage, timed on the largest
         files of ``kinds`` (up to ``budget_bytes``); None when the indexes hold no such file."""
-        files = sorted(((b, i, k, rel) for i, ix in enumerate(self.indexes) for k in kinds
-                        for rel, b in ((r, int(f["bytes"])) for r, f in ix.files.items()
-                                       if r.startswith(f"{INDEX_DIR}/{k}/"))), reverse=True)
+        files = sorted(((b, i, k, bucket) for i, ix in enumerate(self.indexes) for k in kinds
+                        for bucket, b in ix.kind_files(k).items()), reverse=True)
         done_b, done_s = 0, 0.0
-        for b, i, k, rel in files:
+        for b, i, k, bucket in files:
             if done_b and done_b + b > budget_bytes:
                 break
-            nb, sec = self.indexes[i].timed_read(k, int(Path(rel).stem))
+            nb, sec = self.indexes[i].timed_read(k, bucket)
             done_b, done_s = done_b + nb, done_s + sec
         return done_s / done_b if done_b else None
 
