@@ -222,8 +222,14 @@ def serve(settings: ServiceSettings) -> None:
     import uvicorn
 
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    from curation.service.transport import uvicorn_options
+    from uvicorn.config import STARTUP_FAILURE
+
+    from curation.service.transport import GuardedServer, uvicorn_options
 
     # Slow-client limits and proxy-header trust (none unless --forwarded-allow-ips): curation/service/transport.py.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                server_header=False, **uvicorn_options(settings))
+    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+                            server_header=False, **uvicorn_options(settings))
+    server = GuardedServer(config)
+    server.run()
+    if not server.started:  # the port was taken, or the app failed to start: uvicorn logged why
+        raise SystemExit(STARTUP_FAILURE)

@@ -12,11 +12,18 @@ adds both limits to uvicorn's own h11 protocol:
   the app (its head or body not fully received yet, or idle between requests) is closed to make room, so a
   client that sends its request at once still gets in during a storm, while slow clients only churn.
 
-``uvicorn_options`` turns ``ServiceSettings`` into ``uvicorn.run`` keyword arguments: that protocol, the
+``uvicorn_options`` turns ``ServiceSettings`` into ``uvicorn.Config`` keyword arguments: that protocol, the
 keep-alive timeout, uvicorn's own concurrency limit, a bounded head size, an accept backlog of a quarter of the
 connection limit (asyncio accepts a whole backlog's worth of sockets before any protocol sees them, so the
 process needs descriptors for those too: ``fds_needed``), a soft descriptor limit raised to fit, and the
 proxy-header trust.
+
+The kernel's accept queue. asyncio passes that same small backlog to ``listen()``, and a storm fills so short a
+queue at once. Past it Linux drops the client's last handshake packet: the client believes it is connected, the
+server has not seen the connection, and only the kernel's retries (after 1, 3, 7, 15 s) bring it in, so no server
+deadline can run for it. ``GuardedServer`` widens the queue after asyncio's ``listen()`` to ``LISTEN_QUEUE``
+(the kernel caps it at ``net.core.somaxconn``): queued connections cost no descriptor, the accept batch stays
+small, and a queued connection waits for the server's next turns instead of the kernel's retries.
 
 Behind a TLS proxy. With ``forwarded_allow_ips`` set, uvicorn's proxy-headers middleware takes the scheme
 (``X-Forwarded-Proto``) and client address (``X-Forwarded-For``) from requests whose direct peer is one of those
@@ -28,10 +35,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import h11
+import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 if TYPE_CHECKING:
@@ -44,6 +53,9 @@ log = logging.getLogger(__name__)
 MAX_HEAD_BYTES = 16 * 1024
 #: Descriptors kept free for everything else the process opens (run files, sandboxes, the job table, Ray, logs).
 FD_RESERVE = 256
+#: The kernel's accept queue, asked for after asyncio's ``listen()`` (see the module docstring); Linux caps it at
+#: ``net.core.somaxconn`` (4096 by default since Linux 5.4).
+LISTEN_QUEUE = 4096
 #: At most one warning per this many seconds about connections closed for being slow: a storm must not also
 #: flood the log.
 WARN_EVERY_S = 10.0
@@ -163,8 +175,28 @@ def raise_fd_limit(needed: int) -> int:
     return soft
 
 
+def widen_listen_queue(listener: socket.socket | asyncio.trsock.TransportSocket, queue: int = LISTEN_QUEUE) -> None:
+    """Call ``listen(queue)`` again on a listening socket: the kernel resizes its accept queue in place. asyncio
+    hands out wrappers without ``listen``, so this goes through a duplicate descriptor of the same socket."""
+    dup = socket.socket(listener.family, listener.type, listener.proto, fileno=socket.dup(listener.fileno()))
+    try:
+        dup.listen(queue)
+    finally:
+        dup.close()
+
+
+class GuardedServer(uvicorn.Server):
+    """uvicorn's server with each listening socket's accept queue widened once it listens (module docstring)."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        for server in getattr(self, "servers", []):
+            for listener in server.sockets:
+                widen_listen_queue(listener)
+
+
 def uvicorn_options(settings: ServiceSettings) -> dict[str, Any]:
-    """Keyword arguments for ``uvicorn.run`` implementing the settings' transport limits and proxy trust."""
+    """Keyword arguments for ``uvicorn.Config`` implementing the settings' transport limits and proxy trust."""
     max_connections = settings.max_connections
     needed = fds_needed(max_connections)
     limit = raise_fd_limit(needed)
