@@ -14,12 +14,13 @@ Everything runs through the project's own commands (``curate run``, ``curate tra
    every 20th natural document. Target: man pages of every section, sampled by a hash of the resolved
    path, each name family (``gcloud_*``, ``git-*``...) capped at 5% of the target, split dev/test by
    resolved path; ``--target`` replaces them. The pool is decontaminated against target test.
-2. A shared base model trained on the pool; every arm continues from it (low seed variance).
-3. Family: 6 models on the pool's natural mix differing only in compute (>= 2x apart), four seeds
-   each: the mean of two seeds orders the family and labels the data (each model's loss on a document
-   is its two seeds' mean), the other two check that the order reproduces; S
-   (``predictive_strength_v1``) on full documents of the pool; three fastText scorers (paper
-   settings) on three disjoint thirds of the labels.
+2. A shared base model trained on the pool, accepted only once its target dev loss is below a fixed
+   level (past the plateau); every arm continues from it (low seed variance).
+3. Family: 6 models that differ in data: the base continued the same steps on six mixes (the pool's
+   natural mix, and each natural source emphasised in turn), four seeds each: the mean of two seeds
+   orders the family and labels the data (each model's loss on a document is its two seeds' mean), the
+   other two check that the order reproduces; S (``predictive_strength_v1``) on full documents of the
+   pool; three fastText scorers (paper settings) on three disjoint thirds of the labels.
 4. One scoring run over the pool (every scorer, reference LMs, random scores, embedding clusters);
    each arm a ``select_v1`` run keeping the same share of characters.
 5. Per arm, selection and seed: continue the base for the same steps, evaluate on every target test
@@ -313,27 +314,35 @@ def last_json(stdout: str) -> Any:
 PARAMS = {  # fixed before any evaluation (docs/preselect_effect.md); --quick shrinks everything to a smoke test
     "full": {"pool_mb": 12.0, "junk_share": 0.1, "target_mb": 0.6, "family_cap": 0.05, "keep": 0.15,
              "seq_len": 128, "batch_size": 16, "d_model": 64, "n_layer": 2, "base_steps": 1500, "base_lr": 3e-3,
-             "arm_steps": 300, "arm_lr": 1e-3, "seeds": 5,
-             # (d_model, layers, steps): the same data, compute (6 x non-embedding params x tokens) 2-5.7x apart;
-             # depth and steps, not width, lower the target loss of these byte models (round 2 and the round-3 pilot)
-             "family": [(32, 1, 150), (48, 1, 250), (64, 2, 400), (64, 2, 800), (64, 3, 1100), (64, 4, 1700)],
+             # a base is kept once its target dev loss is at most this (nats/byte): round 3's plateaued base had
+             # 2.878, rounds 1-2's bases 2.60-2.67 on test; up to base_tries seeds, else the run stops
+             "base_max_dev": 2.75, "base_tries": 3,
+             "arm_steps": 300, "arm_lr": 1e-3, "seeds": 5, "randoms": 5,
+             # the family differs in data: the base continued family_steps on each mix (None: the pool's natural
+             # mix; a source: that source at family_emphasis of the tokens, the rest in natural proportions).
+             # Round 3 showed a family differing only in compute ranks 97% of documents alike once it is ordered.
+             "family": [None, "python_docs", "code", "readme", "license", "changelog"], "family_steps": 300,
+             "family_emphasis": 0.6,
              # four seeds per model: the mean of seeds 0-1 orders the family and labels the data, seeds 2-3 check it
              "family_seeds": 4, "order_seeds": 2, "label_docs": 6000, "scorers": 3, "bucket": 2_000_000, "ml_steps": 200,
              "clusters": 40, "cluster_sample": 4000, "cluster_steps": 40, "cluster_seeds": 2,
              "cluster_eval_tokens": 100_000, "general_eval_tokens": 50_000, "deadline_min": None},
     "quick": {"pool_mb": 1.0, "junk_share": 0.1, "target_mb": 0.06, "family_cap": 0.05, "keep": 0.15,
               "seq_len": 64, "batch_size": 8, "d_model": 32, "n_layer": 1, "base_steps": 40, "base_lr": 3e-3,
-              "arm_steps": 10, "arm_lr": 1e-3, "seeds": 2,
-              "family": [(16, 1, 40), (16, 1, 40, "code"), (24, 1, 40, "python_docs"), (24, 1, 40), (32, 1, 40, "readme"),
-                         (32, 1, 40)],
+              "base_max_dev": None, "base_tries": 1,
+              "arm_steps": 10, "arm_lr": 1e-3, "seeds": 2, "randoms": 5,
+              "family": [None, "python_docs", "code", "readme", "license", "changelog"], "family_steps": 10,
+              "family_emphasis": 0.6,
               "family_seeds": 4, "order_seeds": 2, "label_docs": 300, "scorers": 3, "bucket": 100_000, "ml_steps": 10,
               "clusters": 4, "cluster_sample": 200, "cluster_steps": 5, "cluster_seeds": 2,
               "cluster_eval_tokens": 5_000, "general_eval_tokens": 5_000, "deadline_min": None},
     # a lent GPU: a ~5M-parameter learner and a larger pool; stops launching runs at 8 minutes
     "gpu": {"pool_mb": 90.0, "junk_share": 0.1, "target_mb": 2.0, "family_cap": 0.05, "keep": 0.15,
             "seq_len": 256, "batch_size": 64, "d_model": 256, "n_layer": 6, "base_steps": 1500, "base_lr": 1e-3,
-            "arm_steps": 800, "arm_lr": 5e-4, "seeds": 3,
-            "family": [(64, 2, 200), (96, 2, 200), (128, 2, 250), (128, 4, 250), (192, 4, 250), (256, 4, 300)],
+            "base_max_dev": None, "base_tries": 1,  # no CPU-scale level applies: the first base is kept, its loss reported
+            "arm_steps": 800, "arm_lr": 5e-4, "seeds": 3, "randoms": 5,
+            "family": [None, "python_docs", "code", "readme", "license", "changelog"], "family_steps": 400,
+            "family_emphasis": 0.6,
             "family_seeds": 4, "order_seeds": 2, "label_docs": 20000, "scorers": 3, "bucket": 2_000_000, "ml_steps": 400,
             "clusters": 40, "cluster_sample": 5000, "cluster_steps": 60, "cluster_seeds": 2,
             "cluster_eval_tokens": 200_000, "general_eval_tokens": 100_000, "deadline_min": 8.0},
@@ -442,20 +451,20 @@ def experiment(run: Runner, p: dict[str, Any], out: Path, args: argparse.Namespa
 
     # -- the shared base, and the reference models ---------------------------------------------
     o = args.seed_offset
-    base = train("base", p["base_steps"], o, [], p["base_lr"])
-    res["base"] = {"target_loss": evaluate(base, "target_test")["all"]["loss"]}
+    base = pick_base(train, evaluate, p, o, res)
+    natural = json.loads((out / "mix_pool.json").read_text())["ratios"]
     family: list[dict[str, Any]] = []
     n_order = p["order_seeds"]  # seeds 0..n_order-1 label the data, the rest check that the order reproduces
     for fseed in range(p["family_seeds"]):
-        for k, (d_model, n_layer, steps, *mix) in enumerate(p["family"]):
-            # a fourth field (quick only) trains on one domain: tiny models on one mix rank documents alike
-            data = [f"data.ratios={{\"{mix[0]}\": 1.0}}", "data.ratios_file=null"] if mix else []
-            ck = train(f"family_s{fseed}_m{k}", steps, 100 + o + fseed,
-                       [f"model.d_model={d_model}", f"model.n_layer={n_layer}", *data], p["base_lr"])
+        for k, source in enumerate(p["family"]):
+            # the base continued on mix k: models that differ in the data they saw, as the paper's family did
+            ratios = family_mix(natural, source, p["family_emphasis"])
+            ck = train(f"family_s{fseed}_m{k}", p["family_steps"], 100 + o + fseed,
+                       [f"init_from={base}", f"data.ratios={json.dumps(ratios)}", "data.ratios_file=null"],
+                       p["arm_lr"])
             dev = evaluate(ck, "target_dev")["all"]["loss"]
-            m = {"name": f"m{k}s{fseed}", "model": k, "seed": fseed, "d_model": d_model, "n_layer": n_layer,
-                 "steps": steps, "compute": 6 * 12 * n_layer * d_model ** 2 * steps * p["seq_len"] * p["batch_size"],
-                 "target_dev_loss": dev, "score": -dev}
+            m = {"name": f"m{k}s{fseed}", "model": k, "seed": fseed, "mix": source or "natural", "ratios": ratios,
+                 "steps": p["family_steps"], "target_dev_loss": dev, "score": -dev}
             if fseed < n_order:
                 run("training.cli", "export-hf", str(ck), str(ck.parent / "hf"))
                 m["path"] = str(ck.parent / "hf")
@@ -519,8 +528,9 @@ def experiment(run: Runner, p: dict[str, Any], out: Path, args: argparse.Namespa
     def ft(name: str) -> dict[str, Any]:
         return {"stage": "fasttext_score_v1", "models": [{"name": name, "path": str(out / f"scorer_{name}")}]}
 
-    for k in range(n_sc):
+    for k in range(p["randoms"]):
         select("random", f"random{k}", [{"stage": "random_score_v1", "name": f"r{k}", "seed": 10 + o + k}], f"score_r{k}")
+    for k in range(n_sc):
         select("preselect", f"preselect{k}", [ft(f"ps{k}")], f"score_ps{k}")
     for k in range(n_sc):  # random documents at PreSelect's domain proportions
         selections.setdefault("domain_matched", []).append(
@@ -605,6 +615,34 @@ def experiment(run: Runner, p: dict[str, Any], out: Path, args: argparse.Namespa
                 f"data.ratios={{\"{c['cluster']}\": 1.0}}", "data.ratios_file=null"], p["arm_lr"])
             c.setdefault("target_loss", []).append(evaluate(ck, "target_test", p["cluster_eval_tokens"])["all"]["loss"])
             c["teaching"] = base_t - float(np.mean(c["target_loss"]))  # loss removed: higher teaches more
+
+
+def pick_base(train: Any, evaluate: Any, p: dict[str, Any], o: int, res: dict[str, Any]) -> Path:
+    """The shared base: trained with seed ``o``, then ``o + 1000``, ... (at most ``base_tries``) until one's target
+    dev loss is at most ``base_max_dev`` (None: the first is kept). Every try is recorded; none passing stops the
+    run, since arms continued from a base on its plateau split by seed (round 3)."""
+    tries = []
+    for t in range(p["base_tries"]):
+        name = "base" if t == 0 else f"base_try{t}"
+        ck = train(name, p["base_steps"], o + 1000 * t, [], p["base_lr"])
+        dev = evaluate(ck, "target_dev")["all"]["loss"]
+        tries.append({"seed": o + 1000 * t, "target_dev_loss": dev})
+        if p["base_max_dev"] is None or dev <= p["base_max_dev"]:
+            res["base"] = {"tries": tries, "seed": o + 1000 * t, "target_dev_loss": dev,
+                           "target_loss": evaluate(ck, "target_test")["all"]["loss"]}
+            return ck
+    res["base"] = {"tries": tries}
+    raise Stopped(f"no base reached target dev loss {p['base_max_dev']} in {len(tries)} tries: "
+                  + ", ".join(f"seed {x['seed']}: {x['target_dev_loss']:.4f}" for x in tries))
+
+
+def family_mix(natural: dict[str, float], source: str | None, emphasis: float) -> dict[str, float]:
+    """A family model's training mix: the pool's natural ratios, or ``source`` at ``emphasis`` of the tokens and
+    every other domain at its natural share of the rest."""
+    if source is None:
+        return dict(natural)
+    rest = 1.0 - natural[source]
+    return {d: emphasis if d == source else (1.0 - emphasis) * r / rest for d, r in natural.items()}
 
 
 def train_scorer(run: Runner, out: Path, data: list[str], p: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -712,6 +750,11 @@ def report(res: dict[str, Any]) -> str:
     a = res.get("analysis", {})
     state = "finished" if res["finished"] else f"stopped: {res['stopped']}" if "stopped" in res else "stopped at the deadline"
     lines = [f"# PreSelect effect ({state}; {res['wall_s'] / 60:.1f} min; device {res['device']})", ""]
+    if "base" in res:
+        lines += ["Base tries (target dev loss): " + ", ".join(f"seed {x['seed']} {x['target_dev_loss']:.4f}"
+                                                          for x in res["base"]["tries"])
+                  + (f"; kept seed {res['base']['seed']}, target test loss {res['base']['target_loss']:.4f}."
+                     if "seed" in res["base"] else "; none kept."), ""]
     if "sources" in res:
         t = res["sources"]["target"]
         lines += [f"Target ({t['source']}): dev {t['dev_docs']} docs / {t['dev_chars']:,} chars, test {t['test_docs']} docs / "
@@ -721,7 +764,7 @@ def report(res: dict[str, Any]) -> str:
                   + ", ".join(f"{d} {c:,}" for d, c in sorted(res["pool"]["by_domain"].items())), ""]
     if "family" in res:
         lines += ["Family (target dev loss, nats/byte): "
-                  + "; ".join(f"seed {s}: " + ", ".join(f"{m['d_model']}/{m['n_layer']}/{m['steps']} {m['target_dev_loss']:.4f}"
+                  + "; ".join(f"seed {s}: " + ", ".join(f"{m['mix']} {m['target_dev_loss']:.4f}"
                                                          for m in res["family"] if m["seed"] == s)
                               for s in sorted({m["seed"] for m in res["family"]}))
                   + ". Mean target score (minus dev loss) of the order seeds: "

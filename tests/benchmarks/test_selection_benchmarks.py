@@ -43,14 +43,49 @@ def test_a_failing_command_raises_with_what_it_printed(tmp_path: Path, in_proces
     assert "curation.cli run" in (tmp_path / "commands.log").read_text()  # logged, with its time, even when failing
 
 
+def test_family_mix_emphasises_one_source_and_keeps_the_others_natural_proportions() -> None:
+    mod = _load("preselect_effect")
+    natural = {"a": 0.5, "b": 0.3, "c": 0.2}
+    assert mod.family_mix(natural, None, 0.6) == natural
+    mix = mod.family_mix(natural, "c", 0.6)
+    assert mix["c"] == 0.6 and math.isclose(sum(mix.values()), 1.0)
+    assert math.isclose(mix["a"], 0.4 * 0.5 / 0.8) and math.isclose(mix["a"] / mix["b"], 0.5 / 0.3)
+
+
+def test_pick_base_keeps_the_first_base_under_the_level_and_stops_when_none_is() -> None:
+    mod = _load("preselect_effect")
+    devs = {0: 2.9, 1000: 2.7, 2000: 2.6}
+    trained: list[int] = []
+
+    def train(name: str, steps: int, seed: int, extra: list[str], lr: float) -> Path:
+        trained.append(seed)
+        return Path(f"/ck/{seed}")
+
+    def evaluate(ck: Path, split: str) -> dict:
+        seed = int(ck.name)
+        return {"all": {"loss": devs[seed] + (0.05 if split == "target_test" else 0.0)}}
+
+    p = {"base_tries": 3, "base_steps": 10, "base_lr": 1e-3, "base_max_dev": 2.75}
+    res: dict = {}
+    assert mod.pick_base(train, evaluate, p, 0, res) == Path("/ck/1000") and trained == [0, 1000]
+    assert res["base"]["seed"] == 1000 and math.isclose(res["base"]["target_loss"], 2.75)
+    assert [t["target_dev_loss"] for t in res["base"]["tries"]] == [2.9, 2.7]
+    with pytest.raises(mod.Stopped, match="no base reached target dev loss 2.5 in 3 tries"):
+        mod.pick_base(train, evaluate, {**p, "base_max_dev": 2.5}, 0, {})
+
+
 @pytest.mark.slow
 def test_preselect_effect_quick_runs_the_loop(tmp_path: Path) -> None:
     res = _load("preselect_effect").main(["--out", str(tmp_path), "--quick"])
     assert res["finished"], res.get("stopped")
     assert set(res["arms"]) == {"random", "preselect", "domain_matched", "preselect_direct", "moore_lewis", "dclm",
                                 "perplexity"}
-    assert [len(res["arms"][a]) for a in ("random", "preselect", "domain_matched")] == [3, 3, 3]
+    assert [len(res["arms"][a]) for a in ("random", "preselect", "domain_matched")] == [5, 3, 3]
     assert len(res["family"]) == 24 and res["family_tau"] is not None  # 6 models x 4 seeds
+    # the family differs in data: the base continued on six mixes, the same steps each
+    assert [m["mix"] for m in res["family"][:6]] == ["natural", "python_docs", "code", "readme", "license", "changelog"]
+    assert all(m["steps"] == res["params"]["family_steps"] for m in res["family"])
+    assert res["base"]["tries"][0]["seed"] == 0 and math.isfinite(res["base"]["target_dev_loss"])
     # the labels average each model's two order seeds: 12 loss columns, 6 models with one replica each
     ps = json.loads((tmp_path / "pipelines" / "labels.json").read_text())["stages"][-1]
     assert ps["stage"] == "predictive_strength_v1" and [m["replicas"] for m in ps["models"]] == [[f"m{k}s1"] for k in range(6)]
@@ -64,7 +99,7 @@ def test_preselect_effect_quick_runs_the_loop(tmp_path: Path) -> None:
             # every target test page is scored: the token count is the test set's size in bytes plus nothing capped
             assert all(s["target_tokens"] >= res["sources"]["target"]["test_chars"] for s in rec["seeds"]), arm
     # domain-matched arms train on random documents at PreSelect's proportions
-    assert [s["run"] for s in res["selections"]["domain_matched"]] == [s["run"] for s in res["selections"]["random"]]
+    assert [s["run"] for s in res["selections"]["domain_matched"]] == [s["run"] for s in res["selections"]["random"][:3]]
     a = res["analysis"]
     assert set(a["contrasts"]) == set(res["arms"]) - {"random"} and len(a["gates"]) == 5
     assert all(d in ("positive", "negative", "negative (worse than random)", "inconclusive") or d.startswith("gates failed")
