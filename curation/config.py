@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -80,6 +81,11 @@ def _literal_fields(cls: type) -> tuple[tuple[str, tuple[Any, ...]], ...]:
     return tuple(out)
 
 
+#: A float in exponent notation without a decimal point (``3e-4``, ``1E+5``), which YAML 1.2 and JSON read as a
+#: number and PyYAML (YAML 1.1) as a string; a float field accepts it, nothing else written as a string.
+_EXPONENT_FLOAT = re.compile(r"[-+]?[0-9]+[eE][-+]?[0-9]+")
+
+
 def _coerce(tp: Any, value: Any, where: str) -> Any:
     origin = get_origin(tp)
     if tp is Any:
@@ -122,6 +128,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value):
+            return float(value)  # `lr: 3e-4`: YAML 1.1 (PyYAML) reads an exponent without a dot as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -46,6 +46,21 @@ def test_type_errors_name_the_field() -> None:
         PipelineConfig.from_mapping({**BASE, "stages": [{"stage": "text_length_v1", "min_chars": 5, "max_chars": 2}]})
 
 
+def test_a_float_field_takes_exponent_notation_that_pyyaml_reads_as_a_string(tmp_path: Path) -> None:
+    # YAML 1.1 needs a dot before the exponent to see a float: PyYAML reads `8e-1` as the string '8e-1'
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(BASE) + "stages:\n- stage: near_dedup_v1\n  threshold: 8e-1\n")
+    assert yaml.safe_load(path.read_text())["stages"][0]["threshold"] == "8e-1"
+    assert load_pipeline(path).stages[0].config.threshold == 0.8
+    data = apply_overrides({**BASE, "stages": [{"stage": "near_dedup_v1"}]}, ["stages.0.threshold=75E-2"])
+    assert PipelineConfig.from_mapping(data).stages[0].config.threshold == 0.75
+    for bad in ("0.8x", "e-1", "8e", "nan", "inf"):
+        with pytest.raises(ConfigError, match=rf"stages\[0\].*threshold: expected a number, got '{bad}'"):
+            PipelineConfig.from_mapping({**BASE, "stages": [{"stage": "near_dedup_v1", "threshold": bad}]})
+    with pytest.raises(ConfigError, match=r"input.batch_size: expected an integer, got '1e3'"):
+        PipelineConfig.from_mapping({**BASE, "input": {"paths": ["x"], "batch_size": "1e3"}})
+
+
 def test_missing_required_key() -> None:
     with pytest.raises(ConfigError, match=r"missing required key\(s\) 'output'"):
         PipelineConfig.from_mapping({"name": "t", "input": {"paths": ["x"]}})
