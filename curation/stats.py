@@ -26,13 +26,15 @@ import duckdb
 
 from curation.errors import ConfigError
 from curation.io.layout import Layout
-from curation.io.manifest import manifest_path, read_manifest
+from curation.io.manifest import RunManifest, manifest_path, read_manifest
 from curation.io.regular import check_regular
 from curation.io.storage import is_remote, run_path
 from curation.query_sandbox import Limits, RemoteConnection, SandboxProcess, check_limits, one_line, open_sandbox
 
 VIEWS = ("docs", "decisions", "quarantine", "shards", "stages")
-#: What the views are built from: a manifest without these is refused before any SQL runs.
+#: What the views are built from: a manifest without these is refused before any SQL runs. The views read the
+#: manifest as its JSON object, not as a ``RunManifest``: the service opens them and shows a manifest's other
+#: values as found, however odd (``tests/security/test_html_injection.py``), where the typed record refuses them.
 MANIFEST_FIELDS = ("shards", "stages", "schema", "totals", "domains")
 _DUCK_TYPES = {"int64": "BIGINT", "int32": "INTEGER", "float": "FLOAT", "double": "DOUBLE", "bool": "BOOLEAN",
                "uint64": "UBIGINT"}
@@ -193,9 +195,9 @@ def query(run_dir: str | Path, sql: str, limit: int | None = 10_000,
     return cols, rows
 
 
-def score_columns(manifest: dict[str, Any]) -> list[str]:
+def score_columns(manifest: RunManifest) -> list[str]:
     """Columns holding scores in [0, 1]: fastText scores and PreSelect's predictive strength."""
-    return [f["name"] for f in manifest["schema"] if f["name"].startswith("score_") or f["name"] == "predictive_strength"]
+    return [f["name"] for f in manifest.schema if f["name"].startswith("score_") or f["name"] == "predictive_strength"]
 
 
 def score_histogram(con: duckdb.DuckDBPyConnection, column: str, bins: int = 10) -> list[tuple[Any, ...]]:
@@ -297,19 +299,20 @@ def _number(value: Any) -> int | float | None:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def corpus_runs(manifest: dict[str, Any]) -> list[tuple[Any, ...]]:
+def corpus_runs(manifest: RunManifest) -> list[tuple[Any, ...]]:
     """(stage, earlier run, removed, share of the documents reaching the stage) per earlier run a dedup stage
     of this run was deduplicated against (``against``), from the manifest alone: the paths it names are never
-    followed, and values of the wrong type read as None (a manifest is untrusted, and the service shows this)."""
-    entries = manifest.get("corpus")
+    followed, and values of the wrong type read as None (a manifest is untrusted, and ``RunManifest`` keeps its
+    ``corpus`` entries as read)."""
     return [(str(entry.get("stage")), str(r.get("run")), _number(r.get("removed")), _number(r.get("share")))
-            for entry in (entries if isinstance(entries, list) else []) if isinstance(entry, dict)
+            for entry in manifest.corpus if isinstance(entry, dict)
             for r in (entry.get("against") if isinstance(entry.get("against"), list) else []) if isinstance(r, dict)]
 
 
-def index_summary(manifest: dict[str, Any]) -> dict[str, Any] | None:
-    """Documents, files and bytes of the run's dedup index (None without one), type-checked like ``corpus_runs``."""
-    ix = manifest.get("dedup_index")
+def index_summary(manifest: RunManifest) -> dict[str, Any] | None:
+    """Documents, files and bytes of the run's dedup index (None without one), type-checked like ``corpus_runs``
+    (``RunManifest`` keeps ``dedup_index`` as read too: ``curation.io.dedup_index`` vets it where it is used)."""
+    ix = manifest.dedup_index
     if not isinstance(ix, dict):
         return None
     files = ix.get("files")
@@ -319,7 +322,12 @@ def index_summary(manifest: dict[str, Any]) -> dict[str, Any] | None:
 
 def summary(run_dir: str | Path, limits: Limits | None = None) -> dict[str, Any]:
     """The tables ``curate stats`` prints: funnel, drop reasons, domains, quarantine."""
-    with open_run(run_dir, limits) as (con, manifest):
+    # Typed, and read before the views are opened: a manifest this version did not write whole is refused
+    # naming the file before any sandbox starts (``open_run`` reads it again, as the JSON its views need).
+    manifest = RunManifest.read(_root(run_dir))
+    ran = {s.name for s in manifest.stages.values()}
+    with open_run(run_dir, limits) as (con, _):
+        names = {f["name"] for f in manifest.schema}  # each entry has one: the views were built from them
         reasons = con.execute(
             "SELECT stage, reason, count(*) AS docs, sum(n_chars) AS chars FROM decisions "
             "GROUP BY ALL ORDER BY docs DESC, stage, reason").fetchall()
@@ -329,32 +337,28 @@ def summary(run_dir: str | Path, limits: Limits | None = None) -> dict[str, Any]
         quarantine = con.execute(
             "SELECT file, count(*) AS lines, min(error) AS first_error FROM quarantine GROUP BY ALL ORDER BY file").fetchall()
         scores = {col: score_histogram(con, col) for col in score_columns(manifest)}
-        rephrase = rephrase_stats(con) if any(f["name"] == "rephrase_template" for f in manifest["schema"]) else []
-        names = {f["name"] for f in manifest["schema"]}
-        ran = {s.get("name") for s in manifest["stages"]}
+        rephrase = rephrase_stats(con) if "rephrase_template" in names else []
         near = near_dup_sources(con) if "near_dedup_v1" in ran else []
         semantic = near_dup_sources(con, "semantic_dedup_v1") if "semantic_dedup_v1" in ran else []
         pii = pii_counts(con, [c for c in PII_COLUMNS if c in names])
         para = paragraph_dedup_sources(con) if "para_dedup_chars" in names else []
-    try:
-        tokens = {d: v["tokens"] for d, v in manifest["domains"].items()}
-        return {
-            "totals": manifest["totals"],
-            "funnel": [(s["name"], s["in"], s["out"], sum(s["dropped"].values())) for s in manifest["stages"]],
-            "reasons": reasons,
-            "domains": [(d, n, c, m, tokens.get(d, 0)) for d, n, c, m in domains],
-            "quarantine": quarantine,
-            "scores": scores,
-            "rephrase": rephrase,
-            "near_dup_sources": near,
-            "semantic_dup_sources": semantic,
-            "paragraph_dedup": para,
-            "pii": pii,
-            "warnings": manifest.get("warnings", []),
-            "corpus": corpus_runs(manifest),
-            "dedup_index": index_summary(manifest),
-            "shards": len(manifest["shards"]),
-            "token_counter": manifest.get("token_counter", "?"),
-        }
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"{manifest_path(_root(run_dir))}: malformed entry ({exc!r})") from exc
+    tokens = {d: c.tokens for d, c in manifest.domains.items()}
+    return {
+        # In the file's key order (``write_json`` sorts a manifest's keys), as ``curate stats --json`` prints it.
+        "totals": dict(sorted(manifest.totals.to_json().items())),
+        "funnel": [(s.name, s.docs_in, s.docs_out, sum(s.dropped.values())) for s in manifest.stages.values()],
+        "reasons": reasons,
+        "domains": [(d, n, c, m, tokens.get(d, 0)) for d, n, c, m in domains],
+        "quarantine": quarantine,
+        "scores": scores,
+        "rephrase": rephrase,
+        "near_dup_sources": near,
+        "semantic_dup_sources": semantic,
+        "paragraph_dedup": para,
+        "pii": pii,
+        "warnings": manifest.warnings,
+        "corpus": corpus_runs(manifest),
+        "dedup_index": index_summary(manifest),
+        "shards": len(manifest.shards),
+        "token_counter": manifest.token_counter,
+    }

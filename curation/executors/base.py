@@ -24,8 +24,7 @@ from curation.errors import FatalError
 from curation.executors.plan import Plan, Segment, make_plan
 from curation.executors.progress import ProgressTracker
 from curation.io.atomic import read_json, write_json
-from curation.io.manifest import (RUN_JSON, GlobalMarker, RunManifest, RunTotals, TaskMarker, check_schema,
-                                  read_manifest)
+from curation.io.manifest import RUN_JSON, GlobalMarker, RunManifest, RunTotals, TaskMarker, check_schema
 from curation.io.storage import is_remote, remove_tree
 from curation.io.digest import file_digest
 from curation.pipeline import PipelineConfig
@@ -173,7 +172,8 @@ class Executor(ABC):
         lay = plan.layout
         if lay.manifest.exists():
             log.info("run %s is complete: nothing to do", lay.root)
-            return RunResult(lay.root, read_manifest(lay.root, fields=()), nothing_to_do=True, tasks_run=0)
+            # As a fresh run returns it (``to_json``), and refused naming the file unless this version wrote it whole.
+            return RunResult(lay.root, RunManifest.read(lay.root).to_json(), nothing_to_do=True, tasks_run=0)
         tasks_run = 0
         started = time.time()
         self.tracker = ProgressTracker(lay.progress, [t.size for t in plan.tasks], len(plan.segments))
@@ -206,7 +206,7 @@ class Executor(ABC):
         # The index of the kept documents, from the final pass's parts (curation/stages/dedup/index.py):
         # later runs deduplicate against it (``against``) without reading this run's shards.
         manifest.dedup_index = write_run_index(lay, len(plan.tasks), manifest.totals.docs_out,
-                                               params_for(plan.stages()), manifest.to_json())
+                                               params_for(plan.stages()), manifest)
         manifest.wall_seconds = round(time.time() - started, 3)
         self.tracker.finish()  # before the manifest: a finished run's progress.json says so
         data = manifest.to_json()

@@ -32,7 +32,7 @@ from curation.export.blend import blending_indices, megatron_normalize, parse_bl
 from curation.export.index import read_index
 from curation.export.layout import EXPORT_MANIFEST, ExportLayout
 from curation.export.source import ExportError
-from curation.io.manifest import safe_shard_path
+from curation.io.manifest import RunManifest, safe_shard_path
 from curation.io.regular import read_text
 
 #: Kept-document columns reported as scores (written by scoring stages, language ID and dedup).
@@ -177,12 +177,12 @@ def sources(export: str | os.PathLike[str], ids: list[str], run: str | None = No
     run_dir = run or manifest["source"]["run"]
     wanted = sorted(set(ids))
     try:
-        with open_run(run_dir, Limits(timeout_s=60)) as (con, run_manifest):
-            if run_manifest.get("fingerprint") != manifest["source"]["fingerprint"]:
-                raise ExportError(f"run {run_dir} is not the export's source: fingerprint "
-                                  f"{str(run_manifest.get('fingerprint'))[:12]} != "
-                                  f"{manifest['source']['fingerprint'][:12]}")
-            cols = ["id", "source", "domain", "url", *_score_columns(run_manifest.get("schema") or [])]
+        run_manifest = RunManifest.read(run_dir)  # checked before a sandbox starts for it
+        if run_manifest.fingerprint != manifest["source"]["fingerprint"]:
+            raise ExportError(f"run {run_dir} is not the export's source: fingerprint "
+                              f"{run_manifest.fingerprint[:12]} != {manifest['source']['fingerprint'][:12]}")
+        cols = ["id", "source", "domain", "url", *_score_columns(run_manifest.schema)]
+        with open_run(run_dir, Limits(timeout_s=60)) as (con, _):
             sql = f"SELECT {', '.join(_quote(c) for c in cols)} FROM docs WHERE list_contains(?, id)"
             rows = con.execute(sql, [wanted]).fetchall()
             dups = dict(con.execute(

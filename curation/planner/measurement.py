@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from curation.io.manifest import GlobalMarker, RunManifest, TaskMarker
 from curation.pipeline import PipelineConfig
 from curation.planner.sample import MIN_SAMPLE_DOCS, FileSample, draw
 from curation.stages.frame import LocalFrame
@@ -134,7 +135,8 @@ def measure(config: PipelineConfig, rate: float, workdir: Path | None = None,
                 timings.append(_task_timings(plan))
         finally:
             plan.forget()
-        return _measurement(config, rate, plan, files, result.manifest, setups, walls[0], least_time(timings))
+        return _measurement(config, rate, plan, files, RunManifest.read(result.root), setups, walls[0],
+                            least_time(timings))
     finally:
         if own:
             shutil.rmtree(work, ignore_errors=True)
@@ -144,8 +146,6 @@ Timing = dict[tuple[int, int], tuple[float, dict[str, float]]]  # (pass, task) -
 
 
 def _task_timings(plan: Any) -> Timing:
-    from curation.io.manifest import TaskMarker
-
     out: Timing = {}
     for seg in plan.segments:
         for t in plan.tasks:
@@ -160,9 +160,7 @@ def least_time(runs: list[Timing]) -> Timing:
 
 
 def _measurement(config: PipelineConfig, rate: float, plan: Any, files: list[FileSample],
-                 manifest: dict[str, Any], setups: list[float], wall: float, timing: Timing) -> Measurement:
-    from curation.io.manifest import GlobalMarker
-
+                 manifest: RunManifest, setups: list[float], wall: float, timing: Timing) -> Measurement:
     lay = plan.layout
     by_path = {f.sample_path: f for f in files}
     probe_path = next((f.sample_path for f in files if f.probe), None)
@@ -190,7 +188,7 @@ def _measurement(config: PipelineConfig, rate: float, plan: Any, files: list[Fil
             stage_index, spec = seg.key_for
             gm = GlobalMarker.read(lay.global_marker(stage_index))
             kb = sum(lay.work(seg.index, t.index).stat().st_size for t in plan.tasks)
-            docs_in = next((s["in"] for s in manifest["stages"] if s["index"] == stage_index), 0)
+            docs_in = manifest.stages[stage_index].docs_in if stage_index in manifest.stages else 0
             # Timed again here, warm: the run's first global step also pays one-off imports and
             # initialisation, which at sample size outweigh the work and must not be scaled.
             again, ops = _global_seconds(plan, seg, None)
@@ -202,13 +200,13 @@ def _measurement(config: PipelineConfig, rate: float, plan: Any, files: list[Fil
             globals_.append(GlobalMeasure(spec.stage, seconds, int(docs_in), int(kb),
                                           _global_seconds(plan, seg, 1)[0], ray_ops=ops, full_seconds=full_seconds,
                                           join=_index_join(plan.global_stage(stage_index))))
-    tokens = sum(int(d["tokens"]) for d in manifest["domains"].values())
+    tokens = sum(d.tokens for d in manifest.domains.values())
     return Measurement(
         rate=rate, full_docs=sum(f.docs for f in files), full_bytes=sum(f.bytes for f in files),
         file_bytes=[f.bytes for f in files if not f.probe], sample_docs=sum(f.sample_docs for f in files),
-        sample_bytes=sum(f.sample_bytes for f in files), docs_out=int(manifest["totals"]["docs_out"]),
+        sample_bytes=sum(f.sample_bytes for f in files), docs_out=manifest.totals.docs_out,
         tokens_out=tokens, passes=passes, globals=globals_,
-        stage_kept=[(s["name"], int(s["in"]), int(s["out"])) for s in manifest["stages"]],
+        stage_kept=[(s.name, s.docs_in, s.docs_out) for s in manifest.stages.values()],
         executor=config.executor.kind, global_in_driver_mb=config.executor.global_in_driver_mb,
         rephrase_tokens_per_s=_rephrase_rate(lay.root, config), sample_wall_seconds=round(wall, 3))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,8 @@ def run_dir(tiny_corpus: Path, tmp_path: Path) -> Path:
 
 def test_summary_and_queries(run_dir: Path) -> None:
     s = summary(run_dir)
+    # `curate stats --json` prints the totals as the manifest file has them, in its order
+    assert list(s["totals"].items()) == list(json.loads((run_dir / "manifest.json").read_text())["totals"].items())
     assert s["funnel"] == [("input", 7, 7, 0), ("text_length_v1", 7, 6, 1), ("exact_dedup_v1", 6, 4, 2)]
     assert [(r[0], r[1], r[2]) for r in s["reasons"]] == [("exact_dedup_v1", "exact_duplicate", 2),
                                                            ("text_length_v1", "too_short", 1)]

@@ -32,7 +32,7 @@ from curation.io.dedup_index import (
     INDEX_DIR, DedupIndexError, IndexWriter, index_buckets, iter_part_tables, manifest_entry,
 )
 from curation.io.layout import Layout
-from curation.io.manifest import DEDUP_INDEX, check_schema, read_manifest, shard_paths
+from curation.io.manifest import DEDUP_INDEX, RunManifest, check_schema, read_manifest, safe_shard_path, shard_paths
 from curation.io.regular import open_regular
 from curation.io.storage import is_remote, run_path
 from curation.io.writers import RollingParquetWriter
@@ -176,7 +176,7 @@ def _write(root: Path, params: IndexParams, docs: int, tables: Iterable[pa.Table
 
 
 def write_run_index(layout: Layout, tasks: int, docs: int, params: IndexParams,
-                    manifest: dict[str, Any]) -> dict[str, Any]:
+                    manifest: RunManifest) -> dict[str, Any]:
     """At the end of a run: ``dedup_index/`` from the final pass's parts (``docs`` kept in all);
     returns the manifest's ``dedup_index`` entry. ``manifest``: the one about to be written (its shards).
 
@@ -187,12 +187,13 @@ def write_run_index(layout: Layout, tasks: int, docs: int, params: IndexParams,
     if all(p.exists() for p in parts):
         return _write(layout.root, params, docs, iter_part_tables(parts))
     log.info("dedup index of %s: some task parts are gone (a resumed run); building it from the shards", layout.root)
-    return _write(layout.root, params, docs,
-                  (index_rows(t, params) for t in _shard_tables(str(layout.root), manifest)))
+    paths = [safe_shard_path(layout.root, s.path) for s in manifest.shards]
+    return _write(layout.root, params, docs, (index_rows(t, params) for t in _shard_tables(paths)))
 
 
-def _shard_tables(run: str, manifest: dict[str, Any]) -> Iterable[pa.Table]:
-    for path in shard_paths(run, manifest):
+def _shard_tables(paths: list[str]) -> Iterable[pa.Table]:
+    """The ``id`` and ``text`` of the shards at ``paths`` (full paths, each checked by ``safe_shard_path``)."""
+    for path in paths:
         with open_regular(run_path(path), "rb") as fh:
             for rb in pq.ParquetFile(fh).iter_batches(batch_size=4096, columns=["id", "text"]):
                 yield pa.Table.from_batches([rb])
@@ -206,6 +207,9 @@ def index_run(run: str, params: IndexParams | None = None, force: bool = False) 
     root = run_path(run)
     root = root if is_remote(root) else root.resolve()
     layout = Layout(root)
+    # The JSON object, not a ``RunManifest``: the run may be a dataset ``curate run`` did not write
+    # (``curate skill-order`` output, whose manifest has no config, stages or token counts), and the manifest is
+    # written back with only ``dedup_index`` changed.
     manifest = read_manifest(root)
     if params is None:
         params = params_for_mapping(manifest.get("config") or {}, f"{layout.manifest}: config")
@@ -217,7 +221,7 @@ def index_run(run: str, params: IndexParams | None = None, force: bool = False) 
         raise DedupIndexError(f"{run} has a dedup index hashed with {old['params']}, not {params.to_json()}: "
                               "use --force to replace it (runs made against the old one will refuse to resume)")
     docs = sum(int(s.get("rows", 0)) for s in manifest["shards"])
-    entry = _write(root, params, docs, (index_rows(t, params) for t in _shard_tables(str(root), manifest)))
+    entry = _write(root, params, docs, (index_rows(t, params) for t in _shard_tables(shard_paths(root, manifest))))
     manifest["dedup_index"] = entry
     # The manifest is rewritten whole (atomically): its bytes change, so a training loader resumed on
     # this run sees a changed manifest (documented in the README's "Growing a corpus").

@@ -38,10 +38,11 @@ def test_tiny_run_outputs_and_manifest(tiny_corpus: Path, tmp_path: Path) -> Non
 
 def test_rerun_of_finished_run_does_nothing(tiny_corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    run_pipeline(pipeline_dict([str(tiny_corpus / "*")], out))
+    first = run_pipeline(pipeline_dict([str(tiny_corpus / "*")], out))
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     res = run_pipeline(pipeline_dict([str(tiny_corpus / "*")], out))
     assert res.nothing_to_do and res.tasks_run == 0
+    assert list(res.manifest.items()) == list(first.manifest.items())  # the manifest as the run returned it
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == mtimes
 
 
