@@ -60,6 +60,8 @@ def skill_order(run: str | Path, out: str | Path, graph: dict[str, Any], losses:
     # The plan first: a bad graph, loss file or window fails before any shard is read.
     g = SkillGraph.from_dict(graph, source="graph")
     mixtures = plan_mixtures(g.A, g.loss_vector(losses, source="losses"), rounds, eta, window, alpha)
+    # The JSON object, not a ``RunManifest``: the run may be skill-ordered output itself. What this writes is
+    # not a ``RunManifest`` either (no config, stages or token counts): it is its own record.
     manifest = read_manifest(run)
     if not manifest["shards"]:
         raise ValueError(f"{run}: the run kept 0 documents (every document was dropped; see its decisions): "

@@ -346,6 +346,8 @@ def open_index(run: str) -> CorpusIndex:
     root = run_path(run)
     absolute = str(root) if is_remote(root) else str(Path(os.path.abspath(root)))
     try:
+        # The JSON object, not a ``RunManifest``: ``curate skill-order`` output, once ``curate index`` gave it an
+        # index, is a corpus too.
         manifest = read_manifest(absolute, fields=())
     except ManifestError as exc:
         raise DedupIndexError(f"against: {run}: {exc}") from exc

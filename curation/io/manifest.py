@@ -1,9 +1,13 @@
 """A run's ``manifest.json``: the one reader of it, and the rule for the paths it names.
 
-``read_manifest(run)`` (the JSON object), ``RunManifest.read(run)`` (typed) and ``shard_paths(run)`` are how every
-consumer (stats, ``curate skill-order``, scorer training, the service, the training loader) reads a finished run,
-local or on an object store, so the file name, the JSON checks and their error wording live here once, with one
-``ManifestError``.
+``RunManifest.read(run)`` (typed) and ``read_manifest(run)`` (the JSON object) are how every consumer reads a
+finished run, local or on an object store, so the file name, the JSON checks and their error wording live here
+once, with one ``ManifestError``. A reader of a ``curate run`` run takes the typed record (``curate stats``, the
+planner, the executor, ``curate trace``, the training loader, ``curate export``). The JSON object (with
+``shard_paths``) is for the readers that take any finished dataset, ``curate skill-order`` output included, whose
+manifest is not a ``RunManifest`` (no config, stages or token counts; ``curate index``, ``curate skill-order``,
+a dedup stage's ``against``, the service's mixture view), and for the service, which shows a hand-edited
+manifest's values as found where the typed record refuses them (the runs list, the views of ``curation.stats``).
 
 A manifest is a JSON file anyone who can write the run directory (or hand over a copy of it) can
 edit. Code that follows its ``path`` fields (shards, decisions, quarantine files) must never be
@@ -492,7 +496,7 @@ class RunManifest:
     @classmethod
     def read_bytes(cls, run: str | os.PathLike[str]) -> tuple[RunManifest, bytes]:
         """``read`` and the file's exact bytes (a reader that fingerprints the run hashes those)."""
-        record, raw = read_manifest_bytes(run, fields=())
+        record, raw = _read_manifest_bytes(run, fields=())
         path = manifest_path(run)
         try:
             return cls.from_json(record, path), raw
@@ -527,8 +531,8 @@ def has_manifest(run: str | os.PathLike[str]) -> bool:
     return manifest_path(run).exists()
 
 
-def read_manifest_bytes(run: str | os.PathLike[str],
-                        fields: tuple[str, ...] = ("shards",)) -> tuple[dict[str, Any], bytes]:
+def _read_manifest_bytes(run: str | os.PathLike[str],
+                         fields: tuple[str, ...] = ("shards",)) -> tuple[dict[str, Any], bytes]:
     """``read_manifest`` and the file's exact bytes (a reader that fingerprints the run hashes those)."""
     path = manifest_path(run)
     if not path.exists():
@@ -555,7 +559,7 @@ def read_manifest(run: str | os.PathLike[str], fields: tuple[str, ...] = ("shard
     """The manifest of a finished run as a JSON object of this version (``check_schema``) whose ``fields`` are
     each a list or an object. Raises ``NoManifestError`` when the run has none, ``ManifestError`` naming the
     file otherwise (``SchemaVersionError`` for another version's manifest)."""
-    return read_manifest_bytes(run, fields)[0]
+    return _read_manifest_bytes(run, fields)[0]
 
 
 def shard_paths(run: str | os.PathLike[str], manifest: dict[str, Any] | None = None) -> list[str]:

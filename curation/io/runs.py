@@ -135,6 +135,8 @@ def _info(path: Path, failed: Callable[[str], bool] | None) -> RunInfo | None:
     info = RunInfo(path.name, path, state)
     try:
         if state == "finished":
+            # The JSON object, not a ``RunManifest``: the list shows what any finished dataset's manifest holds,
+            # odd values included (``curate skill-order`` output has no stages; a hand-edited one is listed as is).
             m = read_manifest(path, fields=())
             info.name, info.fingerprint = str(m.get("name", "")), str(m.get("fingerprint", ""))
             created = m.get("created_unix")

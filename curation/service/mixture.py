@@ -131,6 +131,8 @@ def _cmr(run: Path) -> dict[str, Any] | None:
 
 def mixture(run: Path, limits: Limits) -> dict[str, Any]:
     """Per-domain and per-skill counts, and the Skill-It schedule and CMR fit when the run holds them."""
+    # The JSON object, not a ``RunManifest``: a skill-ordered run's manifest (``schedule``, ``rounds``; domains
+    # without tokens) is not one.
     m = read_manifest(run, fields=())
     domains, basis = _domains(m)
     return {"id": Path(str(run)).name, "share_of": basis, "domains": domains, "skills": _skills(run, limits, m),

@@ -16,7 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from curation.io.dedup_index import open_index
 from curation.skill_order import plan_mixtures, skill_order
+from curation.stages.dedup.index import index_run
 from curation.verify import verify_run
 from tests.conftest import REPO, SAMPLE
 from tests.curation.executors.runs import run_pipeline
@@ -60,6 +62,10 @@ def test_ordered_shards_follow_the_schedule(tmp_path: Path) -> None:
     assert len(ids) == len(set(ids))  # no document twice
     report = verify_run(tmp_path / "out")  # a derived dataset: its shards match its manifest
     assert report.ok and report.shards == 3 and not report.has_run_json, report.problems
+    # Its manifest is not a `curate run` one (no config, stages or token counts), yet it is a corpus: `curate
+    # index` builds its dedup index and a later run's `against` opens it.
+    entry, built = index_run(str(tmp_path / "out"))
+    assert built and entry["docs"] == len(ids) == open_index(str(tmp_path / "out")).docs
     with pytest.raises(FileExistsError):
         skill_order(run, tmp_path / "out", GRAPH, LOSSES, 1, 1000, column="domain")
 
