@@ -3,6 +3,7 @@
 # python benchmarks/cmr_holdout.py --experiment both --out /tmp/cmr --quick  # CI smoke (tests/benchmarks)
 # python benchmarks/cmr_holdout.py --experiment pilot --out runs/cmr         # the seed-99 pilot that chose eps
 # python benchmarks/cmr_holdout.py --experiment round2 --out runs/cmr        # round 2: paired to R = 0, fresh seeds
+# python benchmarks/cmr_holdout.py --experiment power --out runs/cmr-power   # seeds a round would need, per schedule
 """CMR law on held-out data: the critical mixture ratio R* measured with seeds, against the law's prediction.
 
 Only the project's commands do the work (``curate run``, ``train run``, ``train eval``); the fits are
@@ -25,6 +26,9 @@ document once, the same documents for every model), never on training batches.
 * ``round2``: both experiments again on fresh seeds, every loss change paired to the same seed's R = 0 run
   at the same budget (dL_mix = L(R) - L(R = 0): the loss change due to mixing in the domain), R* bootstrapped
   over whole seeds, and eps fixed by a rule on round 1's seeds (``eps_rule``) before the fresh seeds run.
+* ``power``: before another round, how many seeds would it need? For each continuation schedule (peak lr,
+  warmup) of ``power``, three ratios x the calibration seeds at one budget; the seed SD of dL_gen, its slope in
+  R, and the seeds the gate on R*'s interval (width <= 2 x TOLERANCE) needs at that noise and slope.
 
 The design, gates and decision rules are fixed in docs/benchmarks.md (CMR) before the run; the
 checks in ``verdicts`` apply them. Runs already finished under ``--out`` are reused (same config).
@@ -63,14 +67,18 @@ PARAMS: dict[str, dict[str, Any]] = {
                              "fit_max_steps": 200},
              # round 2 (pre-registered in docs/benchmarks.md before it ran): fresh seeds; eps from round 1's seeds
              "round2": {"seeds": [5, 6, 7, 8, 9], "calibration_seeds": [0, 1, 2, 3, 4], "eps_ratio": 0.6,
-                        "eps_steps": [200, 400]}},
+                        "eps_steps": [200, 400]},
+             # the power pilot (not a round): round 1's schedule with a longer warmup, and a third of its lr
+             "power": {"seeds": [0, 1, 2, 3, 4], "steps": 200, "ratios": [0.45, 0.6, 0.75],
+                       "schedules": [[1e-3, 20], [3e-4, 20]]}},
     "quick": {"base_steps": 30, "seq_len": 64, "batch_size": 8, "d_model": 32, "max_eval_tokens": 4096,
               "seeds": [0, 1], "eps": 0.05, "step_unit": 4,
               "critical": {"steps": 8, "ratios": [0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75],
                            "held_out": [0.5, 0.6, 0.7]},
               "extrapolate": {"steps": [2, 4, 8, 16], "ratios": [0.45, 0.525, 0.6, 0.675, 0.75],
                               "fit_max_steps": 8},
-              "round2": {"seeds": [2, 3], "calibration_seeds": [0, 1], "eps_ratio": 0.6, "eps_steps": [8, 16]}},
+              "round2": {"seeds": [2, 3], "calibration_seeds": [0, 1], "eps_ratio": 0.6, "eps_steps": [8, 16]},
+              "power": {"seeds": [0, 1], "steps": 8, "ratios": [0.45, 0.6, 0.75], "schedules": [[1e-3, 2], [3e-4, 2]]}},
 }
 # The pilot that chose eps: seed 99 is no seed of the experiments, so its runs are never reused by them.
 PILOT = {"seed": 99, "points": [(50, 0.45), (50, 0.75), (200, 0.45), (200, 0.6), (200, 0.75), (400, 0.45), (400, 0.75)]}
@@ -106,6 +114,16 @@ class Experiment:
 
     def __init__(self, out: Path, p: dict[str, Any], cmds: Commands) -> None:
         self.out, self.p, self.cmds = out, p, cmds
+        self.cpt_config, self.runs = out / "cpt.json", out / "runs"
+
+    def use_schedule(self, lr: float, warmup_steps: int) -> None:
+        """Continue with another peak lr and warmup from here on: its own config file and runs folder, so a
+        run of one schedule is never reused for another."""
+        tag = f"lr{lr:g}_w{warmup_steps}"
+        cpt = json.loads((self.out / "cpt.json").read_text())
+        cpt["schedule"] = {**cpt["schedule"], "lr": lr, "warmup_steps": warmup_steps}
+        self.cpt_config, self.runs = self.out / f"cpt_{tag}.json", self.out / f"runs_{tag}"
+        self.cpt_config.write_text(json.dumps(cpt))
 
     def run(self, *a: str) -> str:
         return self.cmds(*a)[0]
@@ -160,10 +178,10 @@ class Experiment:
 
     def cpt(self, steps: int, ratio: float, seed: int) -> dict[str, float]:
         """dL_gen, dL_dom (held-out, both halves together) and per half, of one run; trained if not done."""
-        run_dir = self.out / "runs" / f"T{steps}_r{ratio:g}_s{seed}"
+        run_dir = self.runs / f"T{steps}_r{ratio:g}_s{seed}"
         if not (run_dir / "eval_b.json").exists():
             mix = json.dumps({GENERAL: round(1 - ratio, 6), DOMAIN: ratio})
-            self.run("training.cli", "run", str(self.out / "cpt.json"), "-o", f"steps={steps}", "-o", f"eval_every={steps}",
+            self.run("training.cli", "run", str(self.cpt_config), "-o", f"steps={steps}", "-o", f"eval_every={steps}",
                      "-o", f"data.ratios={mix}", "-o", f"seed={seed}", "-o", f"data.seed={seed}",
                      "-o", f"out_dir={run_dir}")
             self.evaluate(run_dir)
@@ -440,10 +458,53 @@ def table(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def seeds_needed(seed_sd: float, slope_per_r: float, width: float = 2 * TOLERANCE) -> float:
+    """Seeds for a 95% interval of R* no wider than ``width``: R* is where the seed mean of dL_gen crosses a
+    level, so its interval is about 2 x 1.96 x (seed SD / sqrt(n)) / slope wide (the slope of dL_gen in R)."""
+    if slope_per_r <= 0:
+        return float("inf")
+    return float((2 * 1.96 * seed_sd / (width * slope_per_r)) ** 2)
+
+
+def power(exp: Experiment, res: dict[str, Any], t0: float) -> dict[str, Any]:
+    """The power pilot: per continuation schedule, the noise and slope of dL_gen over three ratios, and the seeds
+    gate 3 would need (unpaired: the seed SD; paired by seed: the within-seed SD, if a reference shared the
+    whole offset)."""
+    q, out = exp.p["power"], exp.out
+    rows = []
+    for lr, warmup in q["schedules"]:
+        exp.use_schedule(lr, warmup)
+        g = exp.grid(q["steps"], q["ratios"], q["seeds"])
+        nz = noise(g)
+        gen = g["gen_all"]
+        slope = float((gen[-1] - gen[0]).mean() / (q["ratios"][-1] - q["ratios"][0]))
+        rows.append({"lr": lr, "warmup_steps": warmup, "d_gen": gen.tolist(), "d_dom": g["dom_all"].tolist(),
+                     "noise": nz, "slope_gen_per_r": slope,
+                     "seeds_needed": seeds_needed(nz["seed_sd_gen"], slope),
+                     "seeds_needed_paired": seeds_needed(nz["within_seed_sd_gen"], slope)})
+    res["power"] = {**q, "rows": rows, "wall_s": time.time() - t0}
+    lines = [f"Power pilot: T = {q['steps']} steps, seeds {q['seeds']}, ratios {q['ratios']}; seeds needed for a 95% "
+             f"interval of R* no wider than {2 * TOLERANCE:g} (gate 3).", "",
+             "| peak lr | warmup | " + " | ".join(f"dL_gen R={r:g} mean ± SD" for r in q["ratios"])
+             + " | slope per unit R | seed SD | within-seed SD | seeds needed | if paired |",
+             "|---|---|" + "---|" * len(q["ratios"]) + "---|---|---|---|---|"]
+    for x in rows:
+        gen = np.array(x["d_gen"])
+        lines.append(f"| {x['lr']:g} | {x['warmup_steps']} | "
+                     + " | ".join(f"{row.mean():+.4f} ± {row.std(ddof=1):.4f}" for row in gen)
+                     + f" | {x['slope_gen_per_r']:+.4f} | {x['noise']['seed_sd_gen']:.4f} | "
+                       f"{x['noise']['within_seed_sd_gen']:.4f} | {x['seeds_needed']:.0f} | {x['seeds_needed_paired']:.0f} |")
+    (out / "power.md").write_text("\n".join(lines) + "\n")
+    (out / "results_power.json").write_text(json.dumps(res, indent=1, default=str))
+    print("\n".join(lines), flush=True)
+    return res
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "cmr")
-    ap.add_argument("--experiment", choices=["critical", "extrapolate", "both", "pilot", "round2"], default="both")
+    ap.add_argument("--experiment", choices=["critical", "extrapolate", "both", "pilot", "round2", "power"],
+                    default="both")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--in-process", action=argparse.BooleanOptionalAction, default=True,
@@ -463,6 +524,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         (out / "pilot.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
         return {"params": p, "pilot": rows}
+    if args.experiment == "power":
+        return power(exp, res, t0)
     if args.experiment == "round2":
         t1 = time.time()
         cal = eps_rule(exp)

@@ -162,3 +162,17 @@ def test_cmr_holdout_quick_scores_both_experiments_on_held_out_documents(tmp_pat
         assert len(e["per_seed"]) == len(q["seeds"]) and e["ci_low"] <= e["r_star"] <= e["ci_high"]
         assert (tmp_path / f"cmr_round2_{name}.png").stat().st_size > 10_000
     assert "R = 0 run" in (tmp_path / "table_round2.md").read_text()
+    # the power pilot on the same --out: each schedule its own config and runs folder (round 1's never reused)
+    pw = mod.main(["--out", str(tmp_path), "--quick", "--experiment", "power"])["power"]
+    for row, (lr, warmup) in zip(pw["rows"], pw["schedules"]):
+        tag = f"lr{lr:g}_w{warmup}"
+        cpt = json.loads((tmp_path / f"cpt_{tag}.json").read_text())
+        assert cpt["schedule"]["lr"] == lr and cpt["schedule"]["warmup_steps"] == warmup
+        gen_w = lambda r, s: exp.losses(tmp_path / f"runs_{tag}" / f"T{pw['steps']}_r{r:g}_s{s}")[mod.GENERAL]["all"]  # noqa: E731,B023
+        base = exp.losses(tmp_path / "base")[mod.GENERAL]["all"]
+        assert row["d_gen"][0][1] == pytest.approx(gen_w(pw["ratios"][0], pw["seeds"][1]) - base, abs=1e-12)
+        d = np.array(row["d_gen"])
+        assert row["slope_gen_per_r"] == pytest.approx((d[-1] - d[0]).mean() / 0.3)
+    assert "seeds needed" in (tmp_path / "power.md").read_text()
+    # the interval of R* is ~2 x 1.96 SE / slope wide: SD 0.03, slope 0.12 per unit R -> (3.92 x 0.03 / 0.012)^2
+    assert mod.seeds_needed(0.03, 0.12) == pytest.approx(96.04) and mod.seeds_needed(0.03, -0.1) == math.inf
