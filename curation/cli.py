@@ -453,9 +453,9 @@ def skill_order_cmd(
                           chars_per_round, eta, window, alpha, column)
     except (CurationError, ValueError, FileExistsError) as exc:
         _fail(exc)
-    for r in res["rounds"]:
-        mix = ", ".join(f"{k} {v:.2f}" for k, v in r["planned_mixture"].items())
-        console.print(f"round {r['round']}: {r['shard']}  planned {mix}")
+    for r in res.rounds:
+        mix = ", ".join(f"{k} {v:.2f}" for k, v in r.planned_mixture.items())
+        console.print(f"round {r.round}: {r.shard}  planned {mix}")
 
 
 @app.command()

@@ -10,8 +10,10 @@ the same initial losses. Without a model in the loop, the losses of later rounds
 linearised model the rule is derived from, L_{t+1} = L_t * (1 - alpha * A^T p_t) (clipped at 0), so
 the schedule shifts towards skills whose prerequisites have been covered. Each round's documents
 (drawn per skill in a seeded order, never reused) go to one shard, ``shards/round-RRR.parquet``, and
-the manifest lists the rounds in order with their planned mixture and the characters actually
-written per skill, so any loader that reads the shards in order follows the schedule.
+the manifest (``curation.io.manifest.OrderedRunManifest``, ``kind: skill-ordered``) lists the rounds in
+order with their planned mixture and the characters actually written per skill, so any loader that reads
+the shards in order follows the schedule: the training loader does (``train run`` with the output as its
+one run and no ratios). The source may be a ``curate run`` run or skill-ordered output itself.
 
 Either run may be a local folder or an object-store URL (``s3://bucket/ordered``). Each shard is published
 whole, as the executors publish theirs (``curation.io.writers``), and the manifest last, so a reader never
@@ -29,7 +31,16 @@ import pyarrow as pa
 
 from curation.io.atomic import write_json
 from curation.io.layout import Layout
-from curation.io.manifest import read_manifest, shard_paths
+from curation.io.manifest import (
+    OrderedDomainCount,
+    OrderedRound,
+    OrderedRunManifest,
+    RunManifest,
+    ShardEntry,
+    SkillSchedule,
+    read_any_manifest,
+    shard_paths,
+)
 from curation.io.storage import is_remote, read_parquet, run_path
 from curation.io.writers import RollingParquetWriter
 from curation.skillit_rule import SkillGraph, mixture_step, recent
@@ -53,20 +64,19 @@ def plan_mixtures(a: np.ndarray, losses: np.ndarray, rounds: int, eta: float, wi
 
 def skill_order(run: str | Path, out: str | Path, graph: dict[str, Any], losses: dict[str, float], rounds: int,
                 chars_per_round: int, eta: float = 0.5, window: int = 3, alpha: float = 0.1, column: str = "skill",
-                seed: int = 0) -> dict[str, Any]:
+                seed: int = 0) -> OrderedRunManifest:
     layout = Layout(run_path(out))  # a local folder or an object-store URL (s3://...)
     if layout.manifest.exists():
         raise FileExistsError(f"{out} already holds a manifest; choose a new directory")
     # The plan first: a bad graph, loss file or window fails before any shard is read.
     g = SkillGraph.from_dict(graph, source="graph")
-    mixtures = plan_mixtures(g.A, g.loss_vector(losses, source="losses"), rounds, eta, window, alpha)
-    # The JSON object, not a ``RunManifest``: the run may be skill-ordered output itself. What this writes is
-    # not a ``RunManifest`` either (no config, stages or token counts): it is its own record.
-    manifest = read_manifest(run)
-    if not manifest["shards"]:
+    initial = g.loss_vector(losses, source="losses")
+    mixtures = plan_mixtures(g.A, initial, rounds, eta, window, alpha)
+    source = read_any_manifest(run)
+    if not source.shards:
         raise ValueError(f"{run}: the run kept 0 documents (every document was dropped; see its decisions): "
                          "nothing to order")
-    table = pa.concat_tables([read_parquet(p) for p in shard_paths(run, manifest)])
+    table = pa.concat_tables([read_parquet(p) for p in shard_paths(run, source)])
     if column not in table.column_names:
         raise ValueError(f"{run}: no column {column!r} (tag skills first with skill_tag_v1, or use column: domain)")
     skills = g.train_skills
@@ -74,8 +84,9 @@ def skill_order(run: str | Path, out: str | Path, graph: dict[str, Any], losses:
     col = table.column(column).to_numpy(zero_copy_only=False)
     chars = table.column("n_chars").to_numpy()
     pools = {s: list(rng.permutation(np.flatnonzero(col == s))) for s in skills}
-    rounds_out, shards = [], []
-    domains: dict[str, dict[str, int]] = {}
+    rounds_out: list[OrderedRound] = []
+    shards: list[ShardEntry] = []
+    domains: dict[str, OrderedDomainCount] = {}
     for r, p in enumerate(mixtures):
         take: list[int] = []
         written: dict[str, int] = {}
@@ -102,24 +113,20 @@ def skill_order(run: str | Path, out: str | Path, graph: dict[str, Any], losses:
             writer.abort()
             raise
         rel = f"{layout.shards_dir.name}/{name}"
-        shards.append({"path": rel, "rows": written_file["rows"], "bytes": written_file["bytes"],
-                       "sha256": written_file["sha256"]})
+        shards.append(ShardEntry(rel, written_file["rows"], written_file["bytes"], written_file["sha256"]))
         _count_domains(domains, rows)
         total = sum(written.values()) or 1
-        rounds_out.append({"round": r, "shard": rel, "planned_mixture": dict(zip(skills, map(float, p))),
-                           "chars": written, "realised_mixture": {s: c / total for s, c in written.items()}})
-    result = {
-        "name": f"{manifest.get('name', 'run')}-skill-ordered", "schema_version": manifest.get("schema_version"),
-        "source_run": _source(run), "source_fingerprint": manifest.get("fingerprint"),
-        "created_unix": round(time.time(), 3), "order": "sequential",
-        "schedule": {"method": "skill-it-offline", "eta": eta, "window": window, "alpha": alpha, "column": column,
-                     "chars_per_round": chars_per_round, "graph": graph, "weighted_A": g.A.tolist(),
-                     "initial_losses": losses},
-        "rounds": rounds_out, "shards": shards,
-        "domains": domains,
-        "totals": {"docs_out": sum(s["rows"] for s in shards)},
-    }
-    write_json(layout.manifest, result)  # written last: the commit point
+        rounds_out.append(OrderedRound(r, rel, dict(zip(skills, map(float, p))), written,
+                                       {s: c / total for s, c in written.items()}))
+    result = OrderedRunManifest(
+        name=f"{source.name or 'run'}-skill-ordered", created_unix=round(time.time(), 3), source_run=_source(run),
+        # Skill-ordered output has no fingerprint of its own to name as the source's.
+        source_fingerprint=source.fingerprint if isinstance(source, RunManifest) else None,
+        schedule=SkillSchedule(eta=eta, window=window, alpha=alpha, column=column, chars_per_round=chars_per_round,
+                               graph=graph, weighted_a=g.A.tolist(),
+                               initial_losses=dict(zip(g.eval_skills, map(float, initial)))),
+        rounds=rounds_out, shards=shards, domains=domains)
+    write_json(layout.manifest, result.to_json())  # written last: the commit point
     return result
 
 
@@ -129,9 +136,9 @@ def _source(run: str | Path) -> str:
     return str(root) if is_remote(root) else str(root.resolve())
 
 
-def _count_domains(dom: dict[str, dict[str, int]], rows: pa.Table) -> None:
+def _count_domains(dom: dict[str, OrderedDomainCount], rows: pa.Table) -> None:
     """Add one shard's documents and characters per domain (from the rows written, not read back)."""
     for d, n in zip(rows.column("domain").to_pylist(), rows.column("n_chars").to_pylist()):
-        e = dom.setdefault(d, {"docs": 0, "chars": 0})
-        e["docs"] += 1
-        e["chars"] += int(n)
+        e = dom.setdefault(d, OrderedDomainCount())
+        e.docs += 1
+        e.chars += int(n)

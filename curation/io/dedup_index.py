@@ -51,7 +51,7 @@ from curation.io.manifest import (
     ManifestError,
     check_relative,
     check_schema,
-    read_manifest,
+    read_any_manifest,
     safe_shard_path,
 )
 from curation.io.regular import NotRegularFileError, read_bytes
@@ -346,12 +346,11 @@ def open_index(run: str) -> CorpusIndex:
     root = run_path(run)
     absolute = str(root) if is_remote(root) else str(Path(os.path.abspath(root)))
     try:
-        # The JSON object, not a ``RunManifest``: ``curate skill-order`` output, once ``curate index`` gave it an
-        # index, is a corpus too.
-        manifest = read_manifest(absolute, fields=())
+        # Either kind: ``curate skill-order`` output, once ``curate index`` gave it an index, is a corpus too.
+        manifest = read_any_manifest(absolute)
     except ManifestError as exc:
         raise DedupIndexError(f"against: {run}: {exc}") from exc
-    entry = manifest.get("dedup_index")
+    entry = manifest.dedup_index
     if entry is None:
         raise DedupIndexError(f"against: {run} has no dedup index (a dataset `curate run` did not write, such as "
                               f"`curate skill-order` output): build one with `curate index {run}`")

@@ -1,13 +1,19 @@
 """A run's ``manifest.json``: the one reader of it, and the rule for the paths it names.
 
-``RunManifest.read(run)`` (typed) and ``read_manifest(run)`` (the JSON object) are how every consumer reads a
-finished run, local or on an object store, so the file name, the JSON checks and their error wording live here
-once, with one ``ManifestError``. A reader of a ``curate run`` run takes the typed record (``curate stats``, the
-planner, the executor, ``curate trace``, the training loader, ``curate export``). The JSON object (with
-``shard_paths``) is for the readers that take any finished dataset, ``curate skill-order`` output included, whose
-manifest is not a ``RunManifest`` (no config, stages or token counts; ``curate index``, ``curate skill-order``,
-a dedup stage's ``against``, the service's mixture view), and for the service, which shows a hand-edited
-manifest's values as found where the typed record refuses them (the runs list, the views of ``curation.stats``).
+The typed records and ``read_manifest(run)`` (the JSON object) are how every consumer reads a finished dataset,
+local or on an object store, so the file name, the JSON checks and their error wording live here once, with one
+``ManifestError``. A manifest is of one of two kinds, told apart by its ``kind`` field:
+
+* ``RunManifest``: a ``curate run`` run's (no ``kind``), read with ``RunManifest.read`` by the readers of a run's
+  config, stages or token counts (``curate stats``, the planner, the executor, ``curate trace``, ``curate export``);
+* ``OrderedRunManifest``: ``curate skill-order`` output's (``kind: skill-ordered``): a run's documents in
+  curriculum order, one shard per round, with the schedule; no config, stages or token counts.
+
+Each refuses the other kind with a message naming the file and both kinds. ``read_any_manifest`` reads either,
+for the readers that take any finished dataset (``curate skill-order``, ``curate index``, a dedup stage's
+``against``, the mixture view); with ``shard_paths`` they locate its shards. The JSON object is for the service, which shows a hand-edited manifest's
+values as found where the typed records refuse them (the runs list, the views of ``curation.stats``), and for
+``curate verify``, which reports a bad manifest as one problem among others.
 
 A manifest is a JSON file anyone who can write the run directory (or hand over a copy of it) can
 edit. Code that follows its ``path`` fields (shards, decisions, quarantine files) must never be
@@ -29,7 +35,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from curation.errors import ConfigError
 from curation.io.layout import Layout
@@ -65,7 +71,8 @@ class RecordKind:
 
 
 _RERUN = "rerun it with this version (`curate run` into a new output dir, or with --overwrite)"
-#: A run's ``manifest.json`` (``RunManifest``; ``curate skill-order`` and ``curate index`` write it too).
+#: A run's ``manifest.json``, of either kind (``RunManifest``, ``OrderedRunManifest``; ``curate index`` rewrites
+#: both): they share the version number.
 MANIFEST = RecordKind("manifest", SCHEMA_VERSION, "rerun the command that wrote it (`curate run --overwrite`, "
                                                   "`curate skill-order`) with this version")
 #: A run's ``run.json``: its identity (config, inputs, fingerprint), written first.
@@ -78,6 +85,21 @@ GLOBAL_MARKER = RecordKind("global-stage marker", SCHEMA_VERSION, _RERUN)
 PROGRESS = RecordKind("progress.json", 1, _RERUN, key="version", required=("passes",))
 #: A manifest's ``dedup_index`` entry (``curation.io.dedup_index``).
 DEDUP_INDEX = RecordKind("dedup index", 1, "rebuild it with `curate index RUN --force` (RUN: this run)", key="format")
+
+
+#: The field telling a manifest's kind: ``SKILL_ORDERED`` in ``curate skill-order`` output's; absent in a ``curate
+#: run`` run's (so every run manifest written so far reads as one).
+KIND_KEY = "kind"
+SKILL_ORDERED = "skill-ordered"
+
+
+def _describe(manifest: dict[str, Any]) -> str:
+    """What a manifest is by its ``kind``, for the message of a reader refusing the other kind."""
+    if KIND_KEY not in manifest:
+        return "the manifest of a `curate run` run"
+    if manifest[KIND_KEY] == SKILL_ORDERED:
+        return "the manifest of skill-ordered output (`curate skill-order`)"
+    return f"a manifest of unknown kind {manifest[KIND_KEY]!r}"
 
 
 def check_schema(record: Any, kind: RecordKind, where: object) -> dict[str, Any]:
@@ -107,7 +129,7 @@ def _count(record: dict[str, Any], key: str) -> int:
     return value
 
 
-def _seconds(record: dict[str, Any], key: str) -> float:
+def _number(record: dict[str, Any], key: str) -> float:
     value = record[key]
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise TypeError(f"{key!r} must be a number, got {value!r}")
@@ -129,6 +151,12 @@ def _counts(mapping: Any, what: str) -> dict[str, int]:
     if not isinstance(mapping, dict):
         raise TypeError(f"{what!r} must be an object, got {mapping!r}")
     return {str(k): _count(mapping, k) for k in mapping}
+
+
+def _numbers(mapping: Any, what: str) -> dict[str, float]:
+    if not isinstance(mapping, dict):
+        raise TypeError(f"{what!r} must be an object, got {mapping!r}")
+    return {str(k): float(_number(mapping, k)) for k in mapping}
 
 
 def _sum_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
@@ -282,10 +310,10 @@ class TaskMarker:
             docs_out=_count(m, "docs_out"), outputs=[ShardEntry.from_json(o) for o in m["outputs"]],
             decisions=[str(d) for d in m["decisions"]],
             domains={str(d): DomainCount.from_json(c) for d, c in m["domains"].items()},
-            started_unix=_seconds(m, "started_unix"), seconds=_seconds(m, "seconds"),
-            cpu_seconds=_seconds(m, "cpu_seconds"),
-            stage_seconds={str(k): _seconds(stage_seconds, k) for k in stage_seconds}, node=node,
-            index_seconds=_seconds(m, "index_seconds") if "index_seconds" in m else None)
+            started_unix=_number(m, "started_unix"), seconds=_number(m, "seconds"),
+            cpu_seconds=_number(m, "cpu_seconds"),
+            stage_seconds={str(k): _number(stage_seconds, k) for k in stage_seconds}, node=node,
+            index_seconds=_number(m, "index_seconds") if "index_seconds" in m else None)
 
     @classmethod
     def read(cls, path: Path) -> TaskMarker:
@@ -312,7 +340,7 @@ class GlobalMarker:
         m = check_schema(record, GLOBAL_MARKER, where)
         if not isinstance(m["warnings"], list) or not isinstance(m["report"], dict):
             raise TypeError("'warnings' must be a list and 'report' an object")
-        return cls(str(m["stage"]), _seconds(m, "seconds"), list(m["warnings"]), dict(m["report"]))
+        return cls(str(m["stage"]), _number(m, "seconds"), list(m["warnings"]), dict(m["report"]))
 
     @classmethod
     def read(cls, path: Path) -> GlobalMarker:
@@ -360,7 +388,8 @@ class RunManifest:
     task markers' (``aggregate``; ``+`` adds two partial sums): ``totals``, ``stages`` (by stage index),
     ``domains``, ``shards``, ``decisions``, ``quarantine`` and ``nodes`` (tasks run per Ray node, ``local``
     outside Ray); ``warnings`` and ``corpus`` come from the global-stage markers. The other fields say which run
-    it is. ``extra``: fields another writer added (``curate skill-order``), kept as read."""
+    it is. ``extra``: fields this version does not know, kept as read (``curate index`` rewrites the manifest with
+    them). It has no ``kind``: that field marks ``curate skill-order`` output (``OrderedRunManifest``)."""
 
     name: str = ""
     fingerprint: str = ""
@@ -475,6 +504,8 @@ class RunManifest:
         ``ManifestError`` naming ``where`` and the entry for a bad shard entry (``ShardEntry.from_json``), KeyError,
         TypeError or ValueError for an otherwise malformed one."""
         m = check_schema(record, MANIFEST, where)
+        if KIND_KEY in m:
+            raise ManifestError(f"{where}: {_describe(m)}; this reads only a `curate run` run's manifest")
         stages = [StageCount.from_json(s) for s in m["stages"]]
         return cls(
             name=str(m["name"]), fingerprint=str(m["fingerprint"]), created_unix=m["created_unix"],
@@ -497,13 +528,177 @@ class RunManifest:
     def read_bytes(cls, run: str | os.PathLike[str]) -> tuple[RunManifest, bytes]:
         """``read`` and the file's exact bytes (a reader that fingerprints the run hashes those)."""
         record, raw = _read_manifest_bytes(run, fields=())
-        path = manifest_path(run)
-        try:
-            return cls.from_json(record, path), raw
-        except ManifestError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ManifestError(f"{path}: not a valid manifest ({type(exc).__name__}: {exc})") from exc
+        return _typed(cls, record, manifest_path(run)), raw
+
+
+@dataclass
+class OrderedDomainCount:
+    """Documents of one domain in skill-ordered output and their characters. No tokens: the source counted them per
+    domain, not per document, so those of the documents a round took are unknown."""
+
+    docs: int = 0
+    chars: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return {"docs": self.docs, "chars": self.chars}
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> OrderedDomainCount:
+        return cls(_count(record, "docs"), _count(record, "chars"))
+
+
+@dataclass(frozen=True)
+class SkillSchedule:
+    """How ``curate skill-order`` planned its rounds (``curation.skill_order``): the Skill-It rule's ``eta``,
+    ``window`` and ``alpha``, the column naming a document's skill, the characters per round, the skills graph as
+    given with its weighted matrix, and the initial losses."""
+
+    eta: float
+    window: int
+    alpha: float
+    column: str
+    chars_per_round: int
+    graph: dict[str, Any]
+    weighted_a: list[list[float]]
+    initial_losses: dict[str, float]
+    method: str = "skill-it-offline"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "eta": self.eta, "window": self.window, "alpha": self.alpha,
+                "column": self.column, "chars_per_round": self.chars_per_round, "graph": self.graph,
+                "weighted_A": self.weighted_a, "initial_losses": dict(self.initial_losses)}
+
+    @classmethod
+    def from_json(cls, record: Any) -> SkillSchedule:
+        if not isinstance(record, dict) or not isinstance(record["graph"], dict):
+            raise TypeError("'schedule' must be an object with a 'graph' object")
+        return cls(_number(record, "eta"), _count(record, "window"), _number(record, "alpha"), str(record["column"]),
+                   _count(record, "chars_per_round"), record["graph"],
+                   [[float(x) for x in row] for row in record["weighted_A"]],
+                   _numbers(record["initial_losses"], "initial_losses"), str(record["method"]))
+
+
+@dataclass(frozen=True)
+class OrderedRound:
+    """One round of skill-ordered output: its shard, the mixture over the skills planned for it, the characters
+    written per skill (whole documents) and the mixture those realise."""
+
+    round: int
+    shard: str
+    planned_mixture: dict[str, float]
+    chars: dict[str, int]
+    realised_mixture: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"round": self.round, "shard": self.shard, "planned_mixture": dict(self.planned_mixture),
+                "chars": dict(self.chars), "realised_mixture": dict(self.realised_mixture)}
+
+    @classmethod
+    def from_json(cls, record: Any) -> OrderedRound:
+        if not isinstance(record, dict):
+            raise TypeError(f"a round must be an object, got {record!r}")
+        return cls(_count(record, "round"), str(record["shard"]),
+                   _numbers(record["planned_mixture"], "planned_mixture"), _counts(record["chars"], "chars"),
+                   _numbers(record["realised_mixture"], "realised_mixture"))
+
+
+@dataclass
+class OrderedRunManifest:
+    """``curate skill-order`` output's ``manifest.json`` (written last: its commit point): a run's documents written
+    again, one shard per round of a Skill-It schedule, ``shards`` (and ``rounds``, round ``i`` in shard ``i``) in
+    curriculum order. ``kind`` ``skill-ordered`` tells it from a ``RunManifest``; it is no run of its own (no config,
+    stages, markers or token counts). ``source_run`` and ``source_fingerprint`` say what it was made from (no
+    fingerprint when that was skill-ordered output too: it has none of its own). ``dedup_index``: added by
+    ``curate index``, as to a run's."""
+
+    name: str
+    created_unix: float
+    source_run: str
+    source_fingerprint: str | None
+    schedule: SkillSchedule
+    rounds: list[OrderedRound]
+    shards: list[ShardEntry]
+    domains: dict[str, OrderedDomainCount]
+    dedup_index: dict[str, Any] | None = None
+
+    @property
+    def docs_out(self) -> int:
+        return sum(s.rows for s in self.shards)
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest as written (``totals.docs_out``: what the runs list shows of any finished dataset)."""
+        out: dict[str, Any] = {
+            "name": self.name, MANIFEST.key: MANIFEST.version, KIND_KEY: SKILL_ORDERED,
+            "created_unix": self.created_unix, "source_run": self.source_run,
+            "source_fingerprint": self.source_fingerprint, "schedule": self.schedule.to_json(),
+            "rounds": [r.to_json() for r in self.rounds], "shards": [s.to_json() for s in self.shards],
+            "domains": {d: c.to_json() for d, c in self.domains.items()}, "totals": {"docs_out": self.docs_out}}
+        if self.dedup_index is not None:
+            out["dedup_index"] = self.dedup_index
+        return out
+
+    @classmethod
+    def from_json(cls, record: Any, where: object = "manifest.json") -> OrderedRunManifest:
+        """The manifest ``record`` (as read from ``where``): ``ManifestError`` for the other kind or a bad shard
+        entry, ``SchemaVersionError`` for another version's, KeyError, TypeError or ValueError for a malformed one
+        (rounds that do not list the shards in order, or a ``docs_out`` other than the shards' rows)."""
+        m = check_schema(record, MANIFEST, where)
+        if m.get(KIND_KEY) != SKILL_ORDERED:
+            raise ManifestError(f"{where}: {_describe(m)}; this reads only skill-ordered output's "
+                                "(`curate skill-order`)")
+        fingerprint = m["source_fingerprint"]
+        if fingerprint is not None and not isinstance(fingerprint, str):
+            raise TypeError(f"'source_fingerprint' must be a string or null, got {fingerprint!r}")
+        if not isinstance(m["rounds"], list) or not isinstance(m["domains"], dict):
+            raise TypeError("'rounds' must be a list and 'domains' an object")
+        out = cls(name=str(m["name"]), created_unix=_number(m, "created_unix"), source_run=str(m["source_run"]),
+                  source_fingerprint=fingerprint, schedule=SkillSchedule.from_json(m["schedule"]),
+                  rounds=[OrderedRound.from_json(r) for r in m["rounds"]], shards=_shard_entries(m["shards"], where),
+                  domains={str(d): OrderedDomainCount.from_json(c) for d, c in m["domains"].items()},
+                  dedup_index=m.get("dedup_index"))
+        # A reader follows the shards as the curriculum: round i must be shard i.
+        if [(r.round, r.shard) for r in out.rounds] != [(i, s.path) for i, s in enumerate(out.shards)]:
+            raise ValueError("'rounds' must list rounds 0, 1, ... with the shards in their order")
+        if _count(m["totals"], "docs_out") != out.docs_out:
+            raise ValueError(f"totals.docs_out {m['totals']['docs_out']} is not the shards' {out.docs_out} rows")
+        return out
+
+    @classmethod
+    def read(cls, run: str | os.PathLike[str]) -> OrderedRunManifest:
+        """The manifest of skill-ordered output ``run`` (a local folder or an object-store URL); ``ManifestError``
+        naming the file for a `curate run` run or any other problem."""
+        return _typed(cls, _read_manifest_bytes(run, fields=())[0], manifest_path(run))
+
+
+#: A finished dataset's manifest, either kind: what ``read_any_manifest`` gives.
+AnyManifest = RunManifest | OrderedRunManifest
+
+
+def read_any_manifest(run: str | os.PathLike[str]) -> AnyManifest:
+    """The manifest of the finished dataset ``run`` (a local folder or an object-store URL), whichever kind its
+    ``kind`` says: ``OrderedRunManifest`` for ``curate skill-order`` output, else ``RunManifest``. For the readers
+    that take both (``curate skill-order``, ``curate index``, a dedup stage's ``against``, the mixture view)."""
+    return read_any_manifest_bytes(run)[0]
+
+
+def read_any_manifest_bytes(run: str | os.PathLike[str]) -> tuple[AnyManifest, bytes]:
+    """``read_any_manifest`` and the file's exact bytes (a reader that fingerprints the run hashes those)."""
+    record, raw = _read_manifest_bytes(run, fields=())
+    cls = OrderedRunManifest if record.get(KIND_KEY) == SKILL_ORDERED else RunManifest
+    return _typed(cls, record, manifest_path(run)), raw
+
+
+_M = TypeVar("_M", RunManifest, OrderedRunManifest)
+
+
+def _typed(cls: type[_M], record: dict[str, Any], path: Path) -> _M:
+    """``cls.from_json(record)``, any malformation a ``ManifestError`` naming ``path``."""
+    try:
+        return cls.from_json(record, path)
+    except ManifestError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ManifestError(f"{path}: not a valid manifest ({type(exc).__name__}: {exc})") from exc
 
 
 def _shard_entries(entries: Any, where: object) -> list[ShardEntry]:
@@ -562,19 +757,10 @@ def read_manifest(run: str | os.PathLike[str], fields: tuple[str, ...] = ("shard
     return _read_manifest_bytes(run, fields)[0]
 
 
-def shard_paths(run: str | os.PathLike[str], manifest: dict[str, Any] | None = None) -> list[str]:
-    """Full paths (or URLs) of the run's shards in manifest order, each checked by ``safe_shard_path``.
-    ``manifest`` saves a second read when the caller has it already."""
-    manifest = read_manifest(run) if manifest is None else manifest
-    entries = manifest.get("shards")
-    if not isinstance(entries, list):
-        raise ManifestError(f"{manifest_path(run)}: field 'shards' is missing or not a list")
-    paths = []
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise ManifestError(f"{manifest_path(run)}: shard {i} is not an object")
-        paths.append(safe_shard_path(run, entry.get("path")))
-    return paths
+def shard_paths(run: str | os.PathLike[str], manifest: AnyManifest) -> list[str]:
+    """Full paths (or URLs) of the shards of ``manifest`` (``run``'s) in its order, each located by
+    ``safe_shard_path``: the typed record vetted the paths as written, this also refuses a symlink out of the run."""
+    return [safe_shard_path(run, s.path) for s in manifest.shards]
 
 
 def _refuse(run: Path, rel: object, why: str) -> ValueError:

@@ -4,15 +4,18 @@
                                      "cmr": {...} | null}
 
 * ``domains``: kept documents, characters and tokens per domain (the manifest's counts), with each domain's share
-  of the run's tokens (of its characters when the run counted no tokens).
+  of the run's tokens (of its characters for skill-ordered output, which has no token counts).
 * ``skills``: when the kept documents have a ``skill`` column (``skill_tag_v1``): documents and characters per
   skill (a DuckDB query over the shards), tokens *estimated* from each document's domain's tokens per character
   (tokens are counted per domain, not per document), and each skill's share.
-* ``schedule``: when the run is a skill-ordered run (``curate skill-order`` writes ``schedule`` and ``rounds``
-  into its manifest): per round the planned and the realised mixture and the characters written per skill.
+* ``schedule``: when the run is skill-ordered output (``curate skill-order``, an ``OrderedRunManifest``): per round
+  the planned and the realised mixture and the characters written per skill.
 * ``cmr``: when the run directory holds ``mixture/cmr_fit.json`` (the file ``train cmr fit --out``
   writes, copied there): the measured critical ratios per token budget (``grid``) and the fitted power law
   R_CMR(T) = a4 * T**s4 + b3 sampled over the same range.
+
+The manifest is read typed, either kind (``read_any_manifest``): one the typed records refuse is a 400 naming the
+file and the field, as a malformed CMR fit is (the run page shows that refusal as its Mixture section).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.errors import ConfigError
-from curation.io.manifest import read_manifest
+from curation.io.manifest import AnyManifest, DomainCount, OrderedRunManifest, RunManifest, read_any_manifest
 from curation.query_sandbox import Limits
 from curation.stats import open_run
 
@@ -36,25 +39,22 @@ def _share(part: float, total: float) -> float | None:
     return part / total if total else None
 
 
-def _domains(manifest: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
-    doms = manifest.get("domains") or {}
-    has_tokens = any("tokens" in v for v in doms.values())
-    basis = "tokens" if has_tokens else "chars"
-    total = sum(int(v.get(basis, 0)) for v in doms.values())
-    rows = [{"domain": d, "docs": int(v.get("docs", 0)), "chars": int(v.get("chars", 0)),
-             "tokens": int(v["tokens"]) if "tokens" in v else None, "share": _share(int(v.get(basis, 0)), total)}
-            for d, v in doms.items()]
+def _domains(manifest: AnyManifest) -> tuple[list[dict[str, Any]], str]:
+    basis = "tokens" if isinstance(manifest, RunManifest) else "chars"  # skill-ordered output counts no tokens
+    total = sum(getattr(c, basis) for c in manifest.domains.values())
+    rows = [{"domain": d, "docs": c.docs, "chars": c.chars, "tokens": c.tokens if isinstance(c, DomainCount) else None,
+             "share": _share(getattr(c, basis), total)} for d, c in manifest.domains.items()]
     rows.sort(key=lambda r: (-(r["share"] or 0), r["domain"]))
     return rows, basis
 
 
-def _skills(run: Path, limits: Limits, manifest: dict[str, Any]) -> list[dict[str, Any]] | None:
-    if not any(f.get("name") == "skill" for f in manifest.get("schema") or []):
+def _skills(run: Path, limits: Limits, manifest: AnyManifest) -> list[dict[str, Any]] | None:
+    # Skill-ordered output records no schema: its per-skill counts are its schedule's.
+    if not isinstance(manifest, RunManifest) or not any(f.get("name") == "skill" for f in manifest.schema):
         return None
     with open_run(run, limits) as (con, _):
         rows = con.execute("SELECT skill, domain, count(*), sum(n_chars) FROM docs GROUP BY ALL").fetchall()
-    per_char = {d: int(v["tokens"]) / int(v["chars"]) for d, v in (manifest.get("domains") or {}).items()
-                if "tokens" in v and int(v.get("chars", 0))}
+    per_char = {d: c.tokens / c.chars for d, c in manifest.domains.items() if c.chars}
     out: dict[str, dict[str, Any]] = {}
     for skill, domain, docs, chars in rows:
         s = out.setdefault(str(skill), {"skill": None if skill is None else str(skill), "docs": 0, "chars": 0,
@@ -73,23 +73,21 @@ def _skills(run: Path, limits: Limits, manifest: dict[str, Any]) -> list[dict[st
     return result
 
 
-def _schedule(manifest: dict[str, Any]) -> dict[str, Any] | None:
-    rounds = manifest.get("rounds")
-    if not isinstance(rounds, list) or not rounds:
+def _schedule(manifest: AnyManifest) -> dict[str, Any] | None:
+    if not isinstance(manifest, OrderedRunManifest) or not manifest.rounds:
         return None
-    sched = manifest.get("schedule") or {}
+    sched = manifest.schedule
     skills: list[str] = []
-    for r in rounds:
-        for s in list((r.get("planned_mixture") or {})) + list((r.get("chars") or {})):
+    for r in manifest.rounds:
+        for s in [*r.planned_mixture, *r.chars]:
             if s not in skills:
                 skills.append(s)
-    return {"method": sched.get("method"), "column": sched.get("column"), "eta": sched.get("eta"),
-            "window": sched.get("window"), "alpha": sched.get("alpha"),
-            "chars_per_round": sched.get("chars_per_round"), "skills": skills,
-            "rounds": [{"round": r.get("round"), "shard": r.get("shard"),
-                        "planned": {s: float((r.get("planned_mixture") or {}).get(s, 0.0)) for s in skills},
-                        "realised": {s: float((r.get("realised_mixture") or {}).get(s, 0.0)) for s in skills},
-                        "chars": {s: int((r.get("chars") or {}).get(s, 0)) for s in skills}} for r in rounds]}
+    return {"method": sched.method, "column": sched.column, "eta": sched.eta, "window": sched.window,
+            "alpha": sched.alpha, "chars_per_round": sched.chars_per_round, "skills": skills,
+            "rounds": [{"round": r.round, "shard": r.shard,
+                        "planned": {s: r.planned_mixture.get(s, 0.0) for s in skills},
+                        "realised": {s: r.realised_mixture.get(s, 0.0) for s in skills},
+                        "chars": {s: r.chars.get(s, 0) for s in skills}} for r in manifest.rounds]}
 
 
 def _num(fit: dict[str, Any], key: str, path: Path) -> float:
@@ -131,9 +129,7 @@ def _cmr(run: Path) -> dict[str, Any] | None:
 
 def mixture(run: Path, limits: Limits) -> dict[str, Any]:
     """Per-domain and per-skill counts, and the Skill-It schedule and CMR fit when the run holds them."""
-    # The JSON object, not a ``RunManifest``: a skill-ordered run's manifest (``schedule``, ``rounds``; domains
-    # without tokens) is not one.
-    m = read_manifest(run, fields=())
+    m = read_any_manifest(run)
     domains, basis = _domains(m)
     return {"id": Path(str(run)).name, "share_of": basis, "domains": domains, "skills": _skills(run, limits, m),
             "schedule": _schedule(m), "cmr": _cmr(run)}

@@ -31,6 +31,7 @@ from fastapi.responses import HTMLResponse
 
 from curation.errors import CurationError
 from curation.io.layout import Layout
+from curation.io.manifest import ManifestError
 from curation.io.runs import progress as run_progress
 from curation.query_sandbox import Limits
 from curation.service import views
@@ -316,8 +317,14 @@ def run_page(request: Request, run_id: str) -> HTMLResponse:
             return page(request, "progress.html", run_id, run_id=run_id,
                         p=_progress({**run_progress(path), "state": state}))
         cache = request.app.state.cache
-        mx = cached_mixture(cache, path, _limits(request))
-        if mx["schedule"] is not None and not Layout(path).run_json.exists():
+        try:
+            mx: dict[str, Any] | None = cached_mixture(cache, path, _limits(request))
+            mixture_error = None
+        except ManifestError as exc:
+            # The mixture reads the manifest typed; the rest of the page shows a hand-edited one's values as found.
+            # So a manifest the typed record refuses still gets its page, with the refusal as its Mixture section.
+            mx, mixture_error = None, str(exc)
+        if mx is not None and mx["schedule"] is not None and not Layout(path).run_json.exists():
             # A skill-ordered run (curate skill-order): shards and a schedule, no funnel or decisions.
             return page(request, "mixture_run.html", f"run {run_id}", mx=mixture_view(mx))
         d = cached_detail(cache, path, _limits(request), _opener(request))
@@ -345,8 +352,9 @@ def run_page(request: Request, run_id: str) -> HTMLResponse:
     corpus = corpus_view(d.get("corpus"), reg.root, {r.run_id for r in listed})
     return page(request, "run.html", f"run {run_id}", run_id=run_id,
                 d={**d, "totals": _mapping(d.get("totals")), "domains": domains},
-                funnel=funnel_chart(_dicts(d.get("funnel"))), reasons=reasons, mx=mixture_view(mx),
-                whatifs=whatifs, others=others, corpus=corpus)
+                funnel=funnel_chart(_dicts(d.get("funnel"))), reasons=reasons,
+                mx=None if mx is None else mixture_view(mx), mixture_error=mixture_error, whatifs=whatifs,
+                others=others, corpus=corpus)
 
 
 def corpus_view(corpus: Any, root: Any, known: set[str]) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation.io.dedup_index import open_index
+from curation.io.manifest import ManifestError, OrderedRunManifest, RunManifest
 from curation.skill_order import plan_mixtures, skill_order
 from curation.stages.dedup.index import index_run
 from curation.verify import verify_run
@@ -60,6 +61,12 @@ def test_ordered_shards_follow_the_schedule(tmp_path: Path) -> None:
         for skill, share in rnd["planned_mixture"].items():
             assert rnd["realised_mixture"][skill] == pytest.approx(share, abs=0.08)  # whole documents overshoot a little
     assert len(ids) == len(set(ids))  # no document twice
+    # Its own record, of its own kind: the typed reader of a `curate run` run refuses it, naming the file.
+    ordered = OrderedRunManifest.read(tmp_path / "out")
+    assert m["kind"] == "skill-ordered" and ordered.docs_out == len(ids) == m["totals"]["docs_out"]
+    assert ordered.source_fingerprint == RunManifest.read(run).fingerprint and ordered.source_run == str(run)
+    with pytest.raises(ManifestError, match=r"out/manifest.json: the manifest of skill-ordered output"):
+        RunManifest.read(tmp_path / "out")
     report = verify_run(tmp_path / "out")  # a derived dataset: its shards match its manifest
     assert report.ok and report.shards == 3 and not report.has_run_json, report.problems
     # Its manifest is not a `curate run` one (no config, stages or token counts), yet it is a corpus: `curate
@@ -68,6 +75,23 @@ def test_ordered_shards_follow_the_schedule(tmp_path: Path) -> None:
     assert built and entry["docs"] == len(ids) == open_index(str(tmp_path / "out")).docs
     with pytest.raises(FileExistsError):
         skill_order(run, tmp_path / "out", GRAPH, LOSSES, 1, 1000, column="domain")
+
+
+def test_skill_order_of_skill_ordered_output(tmp_path: Path) -> None:
+    """Chained: skill-ordered output is a source too; the second order takes documents of the first only."""
+    run = tmp_path / "run"
+    run_pipeline({"name": "s", "input": {"paths": [str(SAMPLE / "*.jsonl.gz")]}, "stages": [],
+                  "output": {"dir": str(run), "token_counter": "whitespace"}, "executor": {"kind": "local"}})
+    first = skill_order(run, tmp_path / "first", GRAPH, LOSSES, 3, 50_000, column="domain")
+    r = _skill_order_cli(tmp_path / "first", tmp_path / "second", tmp_path)
+    assert r.returncode == 0 and "round 0: shards/round-000.parquet" in r.stdout, r.stdout + r.stderr
+    second = OrderedRunManifest.read(tmp_path / "second")
+    assert second.name == "s-skill-ordered-skill-ordered" and second.source_run == str(tmp_path / "first")
+    assert second.source_fingerprint is None  # skill-ordered output has no fingerprint of its own
+    ids = {i for s in first.shards for i in pq.read_table(tmp_path / "first" / s.path).column("id").to_pylist()}
+    again = [i for s in second.shards for i in pq.read_table(tmp_path / "second" / s.path).column("id").to_pylist()]
+    assert again and len(again) == len(set(again)) and set(again) <= ids
+    assert verify_run(tmp_path / "second").ok
 
 
 def _skill_order_cli(run: Path, out: Path, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -99,11 +123,12 @@ def test_manifest_shard_paths_outside_the_run_are_refused(tmp_path: Path, evil: 
     run = tmp_path / "run"
     run.mkdir()
     path = str(outside) if evil == "ABS" else evil
-    (run / "manifest.json").write_text(json.dumps({"name": "evil", "schema_version": 1, "shards": [{"path": path}]}))
-    with pytest.raises(ValueError, match=r"manifest.json: unsafe path"):
+    entry = {"path": path, "rows": 1, "bytes": outside.stat().st_size, "sha256": "0" * 64}
+    (run / "manifest.json").write_text(json.dumps({**RunManifest(name="evil").to_json(), "shards": [entry]}))
+    with pytest.raises(ManifestError, match=r"manifest.json: shard 0 \(.*\): refused: the path"):
         skill_order(run, tmp_path / "out", GRAPH, LOSSES, 1, 1000, column="domain")
     r = _skill_order_cli(run, tmp_path / "out", tmp_path)
-    assert r.returncode == 2 and "unsafe path" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 2 and "refused: the path" in r.stdout, r.stdout + r.stderr
     assert not (tmp_path / "out" / "manifest.json").exists()
 
 
@@ -149,14 +174,14 @@ def test_skill_order_reads_and_writes_runs_on_an_object_store(s3: Any, tmp_path:
     remote = skill_order("s3://runs/src", "s3://runs/ordered", GRAPH, LOSSES, 3, 200_000, column="domain")
     local = skill_order(run, tmp_path / "ordered", GRAPH, LOSSES, 3, 200_000, column="domain")
     # The same schedule and the same bytes as a local run, read from and written to the bucket.
-    assert [s["path"] for s in remote["shards"]] == [f"shards/round-{r:03d}.parquet" for r in range(3)]
-    assert remote["shards"] == local["shards"] and remote["domains"] == local["domains"]
-    assert remote["source_run"] == "s3://runs/src" and local["source_run"] == str(run.resolve())
-    stored = json.loads(s3.cat("runs/ordered/manifest.json"))
-    assert stored["shards"] == remote["shards"] and stored["rounds"] == local["rounds"]
-    for s in stored["shards"]:  # every object is the finished file the manifest describes
-        data = s3.cat(f"runs/ordered/{s['path']}")
-        assert (len(data), hashlib.sha256(data).hexdigest()) == (s["bytes"], s["sha256"])
+    assert [s.path for s in remote.shards] == [f"shards/round-{r:03d}.parquet" for r in range(3)]
+    assert remote.shards == local.shards and remote.domains == local.domains
+    assert remote.source_run == "s3://runs/src" and local.source_run == str(run.resolve())
+    stored = OrderedRunManifest.read("s3://runs/ordered")
+    assert stored.shards == remote.shards and stored.rounds == local.rounds
+    for s in stored.shards:  # every object is the finished file the manifest describes
+        data = s3.cat(f"runs/ordered/{s.path}")
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (s.bytes, s.sha256)
     assert sorted(p.rsplit("/", 1)[-1] for p in s3.find("runs/ordered")) == [
         "manifest.json", "round-000.parquet", "round-001.parquet", "round-002.parquet"]  # no temp object
     assert set(Path(tempfile.gettempdir()).glob("curation-*.tmp")) == leftovers_before  # local temps removed

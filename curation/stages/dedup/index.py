@@ -32,7 +32,7 @@ from curation.io.dedup_index import (
     INDEX_DIR, DedupIndexError, IndexWriter, index_buckets, iter_part_tables, manifest_entry,
 )
 from curation.io.layout import Layout
-from curation.io.manifest import DEDUP_INDEX, RunManifest, check_schema, read_manifest, safe_shard_path, shard_paths
+from curation.io.manifest import DEDUP_INDEX, RunManifest, check_schema, read_any_manifest, shard_paths
 from curation.io.regular import open_regular
 from curation.io.storage import is_remote, run_path
 from curation.io.writers import RollingParquetWriter
@@ -187,8 +187,8 @@ def write_run_index(layout: Layout, tasks: int, docs: int, params: IndexParams,
     if all(p.exists() for p in parts):
         return _write(layout.root, params, docs, iter_part_tables(parts))
     log.info("dedup index of %s: some task parts are gone (a resumed run); building it from the shards", layout.root)
-    paths = [safe_shard_path(layout.root, s.path) for s in manifest.shards]
-    return _write(layout.root, params, docs, (index_rows(t, params) for t in _shard_tables(paths)))
+    tables = _shard_tables(shard_paths(layout.root, manifest))
+    return _write(layout.root, params, docs, (index_rows(t, params) for t in tables))
 
 
 def _shard_tables(paths: list[str]) -> Iterable[pa.Table]:
@@ -207,25 +207,25 @@ def index_run(run: str, params: IndexParams | None = None, force: bool = False) 
     root = run_path(run)
     root = root if is_remote(root) else root.resolve()
     layout = Layout(root)
-    # The JSON object, not a ``RunManifest``: the run may be a dataset ``curate run`` did not write
-    # (``curate skill-order`` output, whose manifest has no config, stages or token counts), and the manifest is
-    # written back with only ``dedup_index`` changed.
-    manifest = read_manifest(root)
+    # Either kind: ``curate skill-order`` output is a corpus too. It has no pipeline of its own, so it is hashed
+    # with the defaults (as a run without dedup stages) unless ``params`` (``--like``) say otherwise.
+    manifest = read_any_manifest(root)
     if params is None:
-        params = params_for_mapping(manifest.get("config") or {}, f"{layout.manifest}: config")
-    old = manifest.get("dedup_index")
+        config = manifest.config if isinstance(manifest, RunManifest) else {}
+        params = params_for_mapping(config, f"{layout.manifest}: config")
+    old = manifest.dedup_index
     if isinstance(old, dict) and not force:
         check_schema(old, DEDUP_INDEX, f"{layout.manifest}: dedup_index")  # another version's: --force rebuilds it
         if old["params"] == params.to_json():
             return old, False
         raise DedupIndexError(f"{run} has a dedup index hashed with {old['params']}, not {params.to_json()}: "
                               "use --force to replace it (runs made against the old one will refuse to resume)")
-    docs = sum(int(s.get("rows", 0)) for s in manifest["shards"])
+    docs = sum(s.rows for s in manifest.shards)
     entry = _write(root, params, docs, (index_rows(t, params) for t in _shard_tables(shard_paths(root, manifest))))
-    manifest["dedup_index"] = entry
-    # The manifest is rewritten whole (atomically): its bytes change, so a training loader resumed on
-    # this run sees a changed manifest (documented in the README's "Growing a corpus").
-    write_json(layout.manifest, manifest)
+    manifest.dedup_index = entry
+    # The manifest is rewritten whole (atomically), with only ``dedup_index`` changed: its bytes change, so a
+    # training loader resumed on this run sees a changed manifest (documented in the README's "Growing a corpus").
+    write_json(layout.manifest, manifest.to_json())
     log.info("dedup index of %s: %d documents, %d files, %.1f MB", run, docs, len(entry["files"]), entry["bytes"] / 1e6)
     return entry, True
 

@@ -13,7 +13,9 @@ from curation.io.manifest import (
     ManifestError,
     NoManifestError,
     RecordKind,
+    RunManifest,
     SchemaVersionError,
+    ShardEntry,
     check_schema,
     has_manifest,
     read_manifest,
@@ -57,15 +59,14 @@ def test_fields_are_checked_only_when_asked(tmp_path: Path) -> None:
 
 def test_shard_paths_in_manifest_order_inside_the_run(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    _write(run, {**V, "shards": [{"path": "shards/b.parquet"}, {"path": "shards/a.parquet"}]})
+    entries = [ShardEntry(f"shards/{n}.parquet", 1, 1, "ab" * 32) for n in "ba"]
+    _write(run, RunManifest(name="r", shards=entries).to_json())
     base = run.resolve()
-    assert shard_paths(run) == [str(base / "shards/b.parquet"), str(base / "shards/a.parquet")]
-    _write(run, {**V, "shards": [{"path": "shards/a.parquet"}, {"path": "../outside.parquet"}]})
-    with pytest.raises(ValueError, match=r"manifest.json: unsafe path '../outside.parquet'"):
-        shard_paths(run)
-    _write(run, {**V, "shards": ["shards/a.parquet"]})
-    with pytest.raises(ManifestError, match=r"manifest.json: shard 0 is not an object"):
-        shard_paths(run)
+    assert shard_paths(run, RunManifest.read(run)) == [str(base / "shards/b.parquet"), str(base / "shards/a.parquet")]
+    (run / "shards").mkdir()
+    (run / "shards" / "a.parquet").symlink_to(tmp_path / "outside.parquet")  # a plain path the record accepts
+    with pytest.raises(ValueError, match=r"manifest.json: unsafe path 'shards/a.parquet': resolves outside the run"):
+        shard_paths(run, RunManifest.read(run))
 
 
 # -- the one version check (every record kind: tests/curation/io/test_versions.py) ----------------------------------
@@ -123,9 +124,7 @@ from curation.io.manifest import (  # noqa: E402
     TASK_MARKER,
     DomainCount,
     GlobalMarker,
-    RunManifest,
     RunTotals,
-    ShardEntry,
     StageCount,
     TaskMarker,
 )
@@ -299,3 +298,76 @@ def test_run_manifest_read_is_the_typed_reader_naming_file_and_entry(tmp_path: P
         RunManifest.read(tmp_path)
     with pytest.raises(NoManifestError):
         RunManifest.read(tmp_path / "nowhere")
+
+
+# -- skill-ordered output's record: the other kind of manifest --------------------------------------------------
+
+from curation.io.manifest import (
+    OrderedDomainCount,
+    OrderedRound,
+    OrderedRunManifest,
+    SkillSchedule,
+    read_any_manifest,
+    read_any_manifest_bytes,
+)
+
+
+def _ordered(rounds: int = 2) -> OrderedRunManifest:
+    shards = [ShardEntry(f"shards/round-{r:03d}.parquet", 2 + r, 100, SHA) for r in range(rounds)]
+    return OrderedRunManifest(
+        name="r-skill-ordered", created_unix=1.5, source_run="/runs/r", source_fingerprint="f" * 16,
+        schedule=SkillSchedule(eta=0.5, window=3, alpha=0.1, column="domain", chars_per_round=1000,
+                               graph={"train_skills": ["a"], "eval_skills": ["a"], "A": [[1]]}, weighted_a=[[1.0]],
+                               initial_losses={"a": 2.0}),
+        rounds=[OrderedRound(r, s.path, {"a": 1.0}, {"a": 90}, {"a": 1.0}) for r, s in enumerate(shards)],
+        shards=shards, domains={"web": OrderedDomainCount(5, 180)})
+
+
+def test_an_ordered_manifest_round_trips_and_says_its_kind(tmp_path: Path) -> None:
+    m = _ordered()
+    data = m.to_json()
+    assert data["kind"] == "skill-ordered" and data["schema_version"] == SCHEMA_VERSION
+    assert data["totals"] == {"docs_out": 5} == {"docs_out": m.docs_out}
+    assert data["schedule"]["weighted_A"] == [[1.0]] and "dedup_index" not in data
+    assert OrderedRunManifest.from_json(json.loads(json.dumps(data))) == m
+    _write(tmp_path, data)
+    assert OrderedRunManifest.read(tmp_path) == m == read_any_manifest(tmp_path)
+    assert read_any_manifest_bytes(tmp_path) == (m, (tmp_path / "manifest.json").read_bytes())
+    run = RunManifest(name="r", shards=[ShardEntry.from_json(_ENTRY)])
+    _write(tmp_path, run.to_json())
+    assert read_any_manifest(tmp_path) == run  # no kind: a `curate run` run's
+
+
+def test_each_record_refuses_the_other_kind_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "manifest.json"
+    _write(tmp_path, _ordered().to_json())
+    with pytest.raises(ManifestError) as e:
+        RunManifest.read(tmp_path)
+    assert str(e.value) == (f"{path}: the manifest of skill-ordered output (`curate skill-order`); this reads only a "
+                            "`curate run` run's manifest")
+    _write(tmp_path, RunManifest(name="r").to_json())
+    with pytest.raises(ManifestError) as e:
+        OrderedRunManifest.read(tmp_path)
+    assert str(e.value) == (f"{path}: the manifest of a `curate run` run; this reads only skill-ordered output's "
+                            "(`curate skill-order`)")
+    _write(tmp_path, {**RunManifest(name="r").to_json(), "kind": "sorted"})
+    for read in (RunManifest.read, read_any_manifest):
+        with pytest.raises(ManifestError, match=rf"^{path}: a manifest of unknown kind 'sorted'; this reads only"):
+            read(tmp_path)
+
+
+@pytest.mark.parametrize("edit, error", [
+    (lambda d: d["rounds"].reverse(), r"'rounds' must list rounds 0, 1, \.\.\. with the shards in their order"),
+    (lambda d: d["rounds"].pop(), "'rounds' must list rounds"),
+    (lambda d: d["totals"].update(docs_out=4), "totals.docs_out 4 is not the shards' 5 rows"),
+    (lambda d: d["domains"]["web"].update(tokens=3) or d["domains"]["web"].pop("chars"), "KeyError: 'chars'"),
+    (lambda d: d["rounds"][0]["planned_mixture"].update(a="x"), "'a' must be a number, got 'x'"),
+    (lambda d: d.pop("schedule"), "KeyError: 'schedule'"),
+    (lambda d: d.update(source_fingerprint=3), "'source_fingerprint' must be a string or null, got 3"),
+])
+def test_a_malformed_ordered_manifest_is_refused_naming_the_file(tmp_path: Path, edit, error: str) -> None:  # type: ignore[no-untyped-def]
+    data = _ordered().to_json()
+    edit(data)
+    _write(tmp_path, data)
+    with pytest.raises(ManifestError, match=rf"^{tmp_path / 'manifest.json'}: not a valid manifest \(.*{error}"):
+        read_any_manifest(tmp_path)

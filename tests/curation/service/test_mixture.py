@@ -127,3 +127,20 @@ def test_a_broken_cmr_fit_is_a_400_naming_the_file_and_field(url: str, root: Pat
     assert r.status_code == 400 and "mixture/cmr_fit.json: field 'cmr' must be [a4, s4, b3]" in r.json()["detail"]
     (bad / "mixture" / "cmr_fit.json").write_text(json.dumps({k: v for k, v in FIT.items() if k != "grid"}))
     assert "needs the fields" in _get(url, "/api/runs/bad-cmr/mixture").json()["detail"]
+
+
+def test_a_manifest_the_typed_record_refuses_is_named_and_the_page_still_shown(url: str, root: Path) -> None:
+    """The mixture reads the manifest typed: a hand-edited value it refuses is a 400 naming the file and the field,
+    and the run page, which shows such values as found, keeps its other sections with the refusal as its Mixture."""
+    odd = root / "odd-totals"
+    shutil.copytree(root / "tagged", odd)
+    m = json.loads((odd / "manifest.json").read_text())
+    m["totals"]["docs_out"] = "many"
+    (odd / "manifest.json").write_text(json.dumps(m))
+    r = _get(url, "/api/runs/odd-totals/mixture")
+    assert r.status_code == 400
+    assert r.json()["detail"].endswith("odd-totals/manifest.json: not a valid manifest (TypeError: 'docs_out' must "
+                                       "be an integer, got 'many')")
+    page = _get(url, "/runs/odd-totals")
+    assert page.status_code == 200 and 'table class="domains"' in page.text
+    assert "&#39;docs_out&#39; must be an integer" in page.text and 'table class="mixture-domains"' not in page.text
