@@ -104,7 +104,12 @@ def eval_sets(cfg: TrainConfig, rank: int, world: int) -> dict[str, list[tuple[n
     when given, else from the training runs with another seed (then not held out). Every listed
     domain gets a set, also those weighted 0 (a skills-graph estimate needs them). They are never
     metadata-conditioned (``meco`` off): the loss is that of plain text, comparable across steps,
-    across the MeCo switch and with runs trained without MeCo."""
+    across the MeCo switch and with runs trained without MeCo. A skill-ordered training run (no ratios: a
+    curriculum) is not read by domain: it is evaluated on the ``eval_domains`` of ``eval_runs``, or not at all."""
+    if cfg.eval_domains and not cfg.eval_runs and not cfg.data.ratios:
+        # Only a curriculum trains without ratios (the loader refuses a mixture without them).
+        raise ConfigError("eval_domains: the training run is skill-ordered output, read as a curriculum, not by "
+                          "domain: name held-out runs to evaluate per domain in eval_runs")
     out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for dom in sorted(cfg.eval_domains or cfg.data.ratios):
         dcfg = LoaderConfig(**{**asdict(cfg.data), "ratios": {dom: 1.0}, "ratios_file": None,

@@ -11,7 +11,8 @@ local or on an object store, so the file name, the JSON checks and their error w
 
 Each refuses the other kind with a message naming the file and both kinds. ``read_any_manifest`` reads either,
 for the readers that take any finished dataset (``curate skill-order``, ``curate index``, a dedup stage's
-``against``, the mixture view); with ``shard_paths`` they locate its shards. The JSON object is for the service, which shows a hand-edited manifest's
+``against``, the mixture view, the training loader, which reads skill-ordered output as a curriculum); with
+``shard_paths`` they locate its shards. The JSON object is for the service, which shows a hand-edited manifest's
 values as found where the typed records refuse them (the runs list, the views of ``curation.stats``), and for
 ``curate verify``, which reports a bad manifest as one problem among others.
 
@@ -677,12 +678,13 @@ AnyManifest = RunManifest | OrderedRunManifest
 def read_any_manifest(run: str | os.PathLike[str]) -> AnyManifest:
     """The manifest of the finished dataset ``run`` (a local folder or an object-store URL), whichever kind its
     ``kind`` says: ``OrderedRunManifest`` for ``curate skill-order`` output, else ``RunManifest``. For the readers
-    that take both (``curate skill-order``, ``curate index``, a dedup stage's ``against``, the mixture view)."""
+    that take both (``curate skill-order``, ``curate index``, a dedup stage's ``against``, the mixture view, the
+    training loader)."""
     return read_any_manifest_bytes(run)[0]
 
 
 def read_any_manifest_bytes(run: str | os.PathLike[str]) -> tuple[AnyManifest, bytes]:
-    """``read_any_manifest`` and the file's exact bytes (a reader that fingerprints the run hashes those)."""
+    """``read_any_manifest`` and the file's exact bytes (the training loader fingerprints the run with them)."""
     record, raw = _read_manifest_bytes(run, fields=())
     cls = OrderedRunManifest if record.get(KIND_KEY) == SKILL_ORDERED else RunManifest
     return _typed(cls, record, manifest_path(run)), raw

@@ -8,14 +8,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
 
+from curation.errors import ConfigError
+from curation.io.manifest import OrderedRunManifest
 from curation.service.local_ray import free_ports
 from tests.conftest import REPO
+from tests.training.conftest import GRAPH, LOSSES
 from training.checkpoint import read_checkpoint
-from training.train import ScheduleConfig, load_config, lr_at, train
+from training.data.loader import LoaderConfig, MixtureLoader
+from training.train import ScheduleConfig, eval_sets, load_config, lr_at, train
 
 
 def write_cfg(tmp: Path, run: Path, **over) -> Path:  # noqa: ANN003
@@ -96,3 +102,50 @@ def test_token_budget_sets_the_number_of_steps(quickstart_run: Path, tmp_path: P
     assert steps[-1]["lr"] < steps[1]["lr"]  # the cosine decays over the 4 budgeted steps, not over 50
     with pytest.raises(Exception, match="tokens must be a positive token budget"):
         load_config(str(write_cfg(tmp_path / "bad", quickstart_run)), ["tokens=0"])
+
+
+def test_train_run_follows_a_skill_ordered_run(sample_run: Path, tmp_path: Path) -> None:
+    """A curation run -> `curate skill-order` -> `train run` (tiny model, CPU, 3 steps, no ratios): the loop reads
+    the ordered shards as a curriculum, so its first batches are round 0's documents, in the manifest's order."""
+    (tmp_path / "graph.json").write_text(json.dumps(GRAPH))
+    (tmp_path / "losses.json").write_text(json.dumps(LOSSES))
+    ordered = tmp_path / "ordered"
+    r = subprocess.run([sys.executable, "-m", "curation.cli", "skill-order", str(sample_run), str(ordered), "--graph",
+                        str(tmp_path / "graph.json"), "--losses", str(tmp_path / "losses.json"), "--rounds", "3",
+                        "--chars-per-round", "8000", "--column", "domain"],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    path = write_cfg(tmp_path, ordered, steps=3, eval_every=1, checkpoint_every=3)
+    config = yaml.safe_load(path.read_text())
+    del config["data"]["ratios"]  # a curriculum: no mixture
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "training.cli", "run", str(path)], capture_output=True, text=True,
+                       cwd=REPO, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["step"] == 3 and result["shares"] == {"round-000": 1.0, "round-001": 0.0, "round-002": 0.0}
+    log = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    assert log[0]["config"]["data"]["ratios"] == {}
+    steps = [rec for rec in log if "train_loss" in rec]
+    assert [rec["shares"]["round-000"] for rec in steps] == [1.0, 1.0, 1.0]  # each step's sequences: round 0's
+    assert all(rec["eval"] == {} for rec in steps)  # no per-domain eval of a curriculum without eval_runs
+    # What the loop consumed is what a loader of the logged config gives in its first 3 batches (the checkpoint
+    # holds the same state), and those are round 0's documents, byte for byte, EOS after each.
+    loader = MixtureLoader(LoaderConfig(**log[0]["config"]["data"]))
+    first = [loader.next_batch() for _ in range(3)]
+    assert read_checkpoint(tmp_path / "out" / "checkpoint.pt")["loaders"] == [json.loads(json.dumps(loader.state_dict()))]
+    round0 = OrderedRunManifest.read(ordered).shards[0]
+    texts = pq.read_table(ordered / round0.path, columns=["text"]).column("text").to_pylist()
+    stream = [t for text in texts for t in [*text.encode(), 256]]
+    inputs = np.concatenate([x for x, _, _ in first])  # 12 sequences of 64 tokens, back to back
+    assert len(stream) > inputs.size and inputs.ravel().tolist() == stream[: inputs.size]
+
+
+def test_a_curriculum_is_evaluated_on_held_out_runs_only(sample_run: Path, ordered_run: Path, tmp_path: Path) -> None:
+    cfg = load_config(str(write_cfg(tmp_path, ordered_run)), ["data.ratios={}", "eval_domains=[code]"])
+    with pytest.raises(ConfigError, match="eval_domains: the training run is skill-ordered output, read as a "
+                                          "curriculum, not by domain: name held-out runs"):
+        eval_sets(cfg, 0, 1)
+    cfg.eval_runs = [str(sample_run)]
+    assert set(eval_sets(cfg, 0, 1)) == {"code"}

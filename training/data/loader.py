@@ -1,4 +1,5 @@
-"""MixtureLoader: packed fixed-length sequences from curation shards, domains sampled by token ratios.
+"""MixtureLoader: packed fixed-length sequences from curation shards, domains sampled by token ratios, or a
+skill-ordered run's documents in curriculum order.
 
 How it is deterministic and resumable:
 
@@ -21,6 +22,13 @@ How it is deterministic and resumable:
 * **Mixing.** Sequence ``s`` of a rank comes from the domain drawn by an RNG seeded with
   ``(seed, rank, s)``, with probabilities = the token ratios (all sequences have the same number
   of tokens, so sequence shares are token shares); it is taken from worker ``s % num_workers``.
+* **Curriculum.** When ``runs`` is one skill-ordered run (``curate skill-order`` output: the manifest's ``kind``
+  says so), there is nothing to mix: its documents are one group in the manifest's order (round 0's shard row by
+  row, then round 1's, ...), never permuted, split among the streams and packed as above, so every stream reads
+  the rounds in order. Ratios do not apply (given ones are refused, as are other runs beside it and
+  ``set_ratios``); after the last round a stream starts the curriculum again (its next epoch). A sequence's label
+  (what ``next_batch`` returns per row, ``tokens_by_domain``, ``realised_shares``) is the round of its first token,
+  ``round-000``, ...: the shard of each buffered token travels with the buffer, and into ``state_dict``.
 * **State.** ``state_dict()`` holds the sequence counter and, per stream and domain, the epoch,
   the position in the permutation and the leftover tokens: loading it continues sample for
   sample. It also records the manifests' fingerprints, ratios, world size, workers, seq_len and
@@ -37,11 +45,13 @@ How it is deterministic and resumable:
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from curation.errors import ConfigError
 from curation.io.manifest import ManifestError, RecordKind, check_schema
 from curation.io.storage import read_parquet
 
@@ -58,7 +68,8 @@ STATE = RecordKind("loader state", 1, "restart training from a checkpoint writte
 @dataclass(kw_only=True)
 class LoaderConfig:
     """``runs``: curation run directories (their manifests). ``ratios``: domain -> weight (token
-    share, normalised; domains absent from the runs are an error). ``group_by``: the column naming
+    share, normalised; domains absent from the runs are an error); none for one skill-ordered run, which is read
+    as a curriculum (see the module doc). ``group_by``: the column naming
     a document's domain (``domain``, or a skill column written by a curation stage).
     ``ratios_file``: a JSON/YAML ``{ratios: {...}}`` whose ratios replace ``ratios``; it is read by
     ``resolved()`` (``training.train.load_config`` and ``MixtureLoader`` call it), never on construction."""
@@ -78,7 +89,9 @@ class LoaderConfig:
     def __post_init__(self) -> None:
         if isinstance(self.meco, dict):  # LoaderConfig(**asdict(other)) hands the nested config as a dict
             self.meco = MecoConfig(**self.meco)
-        if not self.ratios_file:  # else the file's ratios are checked when resolved() reads them
+        # A file's ratios are checked when resolved() reads them; no ratios is for a curriculum, and the loader,
+        # which reads the runs' manifests, refuses it for a mixture.
+        if self.ratios and not self.ratios_file:
             check_ratios(self.ratios)
 
     def resolved(self) -> LoaderConfig:
@@ -128,6 +141,7 @@ class _DomainCursor:
     pos: int = 0  # next index into this stream's share of the epoch's permutation
     buffer: list[int] = field(default_factory=list)
     mask: list[int] = field(default_factory=list)  # with meco: 1 where buffer holds a prefix token
+    origin: list[int] = field(default_factory=list)  # in a curriculum: the shard of each buffered token
 
 
 def _columns_of(path: str) -> list[str] | str:
@@ -210,8 +224,32 @@ def build_index(runs: list[str], group_by: str,
     return shards, {d: np.array(v, dtype=np.int64).reshape(-1, 2) for d, v in refs.items()}, fingerprints
 
 
+#: The one group of a curriculum's documents (the key of its index and cursors).
+CURRICULUM = "curriculum"
+
+
+def _curriculum(cfg: LoaderConfig, shards: list[RunShard]) -> list[str] | None:
+    """Each shard's label (``round-RRR``) when ``cfg.runs`` is one skill-ordered run, read as a curriculum; None for
+    ``curate run`` runs, read as a mixture. ConfigError for a mixture without ratios, a skill-ordered run beside
+    other runs or one given ratios."""
+    if all(s.round is None for s in shards):
+        if not cfg.ratios:
+            raise ConfigError("ratios is empty: a mixture of curation runs needs ratios (domain -> weight); only "
+                              "skill-ordered output (`curate skill-order`) is read without, as a curriculum")
+        return None
+    if len(cfg.runs) > 1:
+        raise ConfigError(f"runs {cfg.runs}: skill-ordered output (`curate skill-order`) is a curriculum read in its "
+                          "own order; it cannot be mixed with other runs: train on it alone")
+    if cfg.ratios:
+        given = f"ratios_file {cfg.ratios_file}" if cfg.ratios_file else "ratios"
+        raise ConfigError(f"{given}: {cfg.runs[0]} is skill-ordered output (`curate skill-order`), read round by "
+                          "round in its manifest's order: mixture ratios do not apply to it; remove them")
+    return [f"round-{s.round:03d}" for s in shards]
+
+
 class MixtureLoader:
-    """Iterates batches ``(inputs, targets, domains)`` of shape ``(batch_size, seq_len)`` for one rank."""
+    """Iterates batches ``(inputs, targets, domains)`` of shape ``(batch_size, seq_len)`` for one rank; in a
+    curriculum the labels are rounds, not domains."""
 
     def __init__(self, cfg: LoaderConfig, rank: int = 0, world_size: int = 1, num_workers: int = 1,
                  tokenizer: Tokenizer | None = None) -> None:
@@ -223,12 +261,21 @@ class MixtureLoader:
         if not cfg.runs:
             raise ValueError("LoaderConfig.runs is empty: name at least one curation run")
         shards, self.index, self.fingerprints = build_index(cfg.runs, cfg.group_by, cfg.verify_hashes)
-        missing = sorted(set(cfg.ratios) - set(self.index))
-        if missing:
-            raise ValueError(f"ratios name domains the runs do not have: {missing}; they have {sorted(self.index)}")
-        self.domains = sorted(d for d, w in cfg.ratios.items() if w > 0)
-        total = sum(cfg.ratios[d] for d in self.domains)
-        self.probs = np.array([cfg.ratios[d] / total for d in self.domains])
+        self.rounds = _curriculum(cfg, shards)  # each shard's round in a curriculum, else None
+        if self.rounds is None:
+            ratios = cfg.ratios
+            missing = sorted(set(ratios) - set(self.index))
+            if missing:
+                raise ValueError(f"ratios name domains the runs do not have: {missing}; they have "
+                                 f"{sorted(self.index)}")
+        else:
+            # One group drawn every time: the documents in manifest order, shard (round) by shard, row by row.
+            ratios = {CURRICULUM: 1.0}
+            self.index = {CURRICULUM: np.array([(k, row) for k, s in enumerate(shards) for row in range(s.entry.rows)],
+                                               dtype=np.int64).reshape(-1, 2)}
+        self.domains = sorted(d for d, w in ratios.items() if w > 0)
+        total = sum(ratios[d] for d in self.domains)
+        self.probs = np.array([ratios[d] / total for d in self.domains])
         self.init_probs = self.probs.copy()  # the identity; ``set_ratios`` (Skill-It) changes ``probs``
         self.meco = cfg.meco
         self._shards = _Shards(shards, cfg.token_column or "text", self.meco.column if self.meco else None,
@@ -237,7 +284,7 @@ class MixtureLoader:
         self.n_streams = world_size * num_workers
         self.sequence = 0  # sequences this rank has produced
         self.cursors = {(w, d): _DomainCursor() for w in range(num_workers) for d in self.domains}
-        self.tokens_by_domain = {d: 0 for d in self.domains}
+        self.tokens_by_domain = dict.fromkeys(self.domains if self.rounds is None else self.rounds, 0)
         self._perm_cache: dict[tuple[str, int], np.ndarray] = {}
 
     # -- sampling --------------------------------------------------------------------------------
@@ -252,7 +299,9 @@ class MixtureLoader:
             if len(self._perm_cache) > 4 * len(self.domains):
                 self._perm_cache.clear()
             seed = int.from_bytes(hashlib.sha256(f"{self.cfg.seed}/{domain}/{epoch}".encode()).digest()[:8], "little")
-            perm = np.random.default_rng(seed).permutation(len(self.index[domain]))
+            n = len(self.index[domain])
+            # A curriculum keeps the manifest's order in every epoch.
+            perm = np.arange(n) if self.rounds is not None else np.random.default_rng(seed).permutation(n)
             self._perm_cache[key] = perm
         return self._perm_cache[key][stream:: self.n_streams]
 
@@ -271,7 +320,9 @@ class MixtureLoader:
             out.append(toks if len(toks) < self.cfg.seq_len // 2 else [])
         return out
 
-    def _next_sequence(self, worker: int, domain: str) -> tuple[np.ndarray, np.ndarray | None]:
+    def _next_sequence(self, worker: int, domain: str) -> tuple[np.ndarray, np.ndarray | None, str]:
+        """The next ``seq_len + 1`` tokens of ``worker``'s stream of ``domain``, their prefix mask (with meco) and
+        their label: the domain, or in a curriculum the round of the first token."""
         cur = self.cursors[(worker, domain)]
         need = self.cfg.seq_len + 1
         stream = self.rank * self.num_workers + worker
@@ -289,18 +340,22 @@ class MixtureLoader:
             rows = [self._shards.get(int(s), int(r)) for s, r in refs]
             items = [item for item, _ in rows]
             toks = items if self.cfg.token_column else self.tokenizer.encode_batch(items)
-            for t, prefix in zip(toks, self._prefixes([meta for _, meta in rows])):
+            for (shard, _), t, prefix in zip(refs, toks, self._prefixes([meta for _, meta in rows])):
                 cur.buffer.extend(prefix)
                 cur.buffer.extend(t)
                 cur.buffer.append(self.tokenizer.eos_id)
                 if self.meco is not None:  # without MeCo the mask stays empty: no cost on the hot path
                     cur.mask.extend([1] * len(prefix) + [0] * (len(t) + 1))
+                if self.rounds is not None:  # outside a curriculum the origin stays empty too
+                    cur.origin.extend([int(shard)] * (len(prefix) + len(t) + 1))
         seq = np.array(cur.buffer[:need], dtype=np.int64)
         mask = np.array(cur.mask[:need], dtype=bool) if self.meco is not None else None
+        label = domain if self.rounds is None else self.rounds[cur.origin[0]]
         # Keep the overlap token: the last target of this sequence is the first input of the next.
         del cur.buffer[: need - 1]
         del cur.mask[: need - 1]
-        return seq, mask
+        del cur.origin[: need - 1]
+        return seq, mask, label
 
     def next_batch(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """``(inputs, targets, domains)``; a target is ``IGNORE_INDEX`` where it is a metadata-prefix
@@ -308,12 +363,11 @@ class MixtureLoader:
         seqs, masks, doms = [], [], []
         for _ in range(self.cfg.batch_size):
             s = self.sequence
-            dom = self._domain_of(s)
-            seq, mask = self._next_sequence(s % self.num_workers, dom)
+            seq, mask, label = self._next_sequence(s % self.num_workers, self._domain_of(s))
             seqs.append(seq)
             masks.append(mask)
-            doms.append(dom)
-            self.tokens_by_domain[dom] += self.cfg.seq_len
+            doms.append(label)
+            self.tokens_by_domain[label] += self.cfg.seq_len
             self.sequence += 1
         arr = np.stack(seqs)
         if self.meco is None:
@@ -330,7 +384,11 @@ class MixtureLoader:
 
     def set_ratios(self, ratios: dict[str, float]) -> None:
         """Change the mixture from the next sequence on (online schedules such as Skill-It); the
-        new ratios are part of ``state_dict`` so a resumed run draws the same domains."""
+        new ratios are part of ``state_dict`` so a resumed run draws the same domains. A curriculum has none."""
+        if self.rounds is not None:
+            raise ConfigError(f"{self.cfg.runs[0]} is skill-ordered output (`curate skill-order`), read as a "
+                              "curriculum in its manifest's order: mixture ratios (such as online Skill-It's, "
+                              "skillit) do not apply to it")
         unknown = sorted(set(ratios) - set(self.domains))
         if unknown:
             raise ValueError(f"set_ratios: {unknown} are not among this loader's domains {self.domains}")
@@ -351,6 +409,8 @@ class MixtureLoader:
                 keep = [i for i, m in enumerate(cur.mask) if not m]
                 cur.buffer = [cur.buffer[i] for i in keep]
                 cur.mask = [0] * len(keep)
+                if self.rounds is not None:
+                    cur.origin = [cur.origin[i] for i in keep]
 
     def realised_shares(self) -> dict[str, float]:
         total = sum(self.tokens_by_domain.values())
@@ -371,7 +431,12 @@ class MixtureLoader:
                 "probs": self.probs.tolist(), "tokens_by_domain": dict(self.tokens_by_domain),
                 "conditioning": self.conditioning,
                 "cursors": [{"worker": w, "domain": d, "epoch": c.epoch, "pos": c.pos, "buffer": list(c.buffer),
-                             "masked": runs_of(c.mask)} for (w, d), c in sorted(self.cursors.items())]}
+                             "masked": runs_of(c.mask),
+                             # a curriculum's: [shard, tokens] runs (a state loads only into a loader of the same
+                             # manifests, so of the same kind)
+                             **({"origin": [[k, len(list(g))] for k, g in itertools.groupby(c.origin)]}
+                                if self.rounds is not None else {})}
+                            for (w, d), c in sorted(self.cursors.items())]}
 
     def load_state_dict(self, state: dict[str, Any], where: str = "loader state") -> None:
         """Continue from ``state`` (``state_dict``'s). ``where``: where it was read, for the messages (the
@@ -389,4 +454,6 @@ class MixtureLoader:
         for c in state["cursors"]:
             buffer = [int(t) for t in c["buffer"]]
             mask = mask_of(c["masked"], len(buffer)) if self.meco is not None else []
-            self.cursors[(int(c["worker"]), c["domain"])] = _DomainCursor(int(c["epoch"]), int(c["pos"]), buffer, mask)
+            origin = [int(k) for k, n in c["origin"] for _ in range(n)] if self.rounds is not None else []
+            self.cursors[(int(c["worker"]), c["domain"])] = _DomainCursor(int(c["epoch"]), int(c["pos"]), buffer, mask,
+                                                                          origin)

@@ -1,10 +1,11 @@
 """A curation run's shards as the training loader reads them: untrusted input.
 
-The manifest is curation's (``curation.io.manifest.RunManifest.read_bytes``: one reader, one ``ManifestError``),
-and so are its shard entries (``ShardEntry``): by the time the loader sees them their paths are plain relative
-paths, their sizes non-negative integers and their sha256 64 hex digits. Here each entry is located inside the run
-(local folder or object-store prefix; locally a symlink out of the run is refused too), its size is checked when
-it is opened and, with ``verify_hashes`` (the default), it is read whole and the sha256 of the very bytes the
+The manifest is curation's (``curation.io.manifest.read_any_manifest_bytes``: one reader, one ``ManifestError``),
+of either kind (a ``curate run`` run's, or ``curate skill-order`` output's, whose shards are the rounds of a
+curriculum), and so are its shard entries (``ShardEntry``): by the time the loader sees them their paths are plain
+relative paths, their sizes non-negative integers and their sha256 64 hex digits. Here each entry is located inside
+the run (local folder or object-store prefix; locally a symlink out of the run is refused too), its size is checked
+when it is opened and, with ``verify_hashes`` (the default), it is read whole and the sha256 of the very bytes the
 loader then parses is checked (``read_verified``)::
 
     {"name": ..., "shards": [{"path": "shards/00000-000.parquet", "rows": 120, "bytes": 48213,
@@ -19,18 +20,27 @@ import stat
 from dataclasses import dataclass
 
 from curation.io.digest import DigestMismatch, read_checked
-from curation.io.manifest import ManifestError, RunManifest, ShardEntry, manifest_path, safe_shard_path
+from curation.io.manifest import (
+    ManifestError,
+    OrderedRunManifest,
+    ShardEntry,
+    manifest_path,
+    read_any_manifest_bytes,
+    safe_shard_path,
+)
 from curation.io.storage import run_path
 
 
 @dataclass(frozen=True)
 class RunShard:
     """One shard entry of a run's manifest, located: ``path`` is its full path (or URL), checked to lie inside the
-    run; ``where`` names it in messages (``<manifest>: shard <i> (<path as listed>)``)."""
+    run; ``where`` names it in messages (``<manifest>: shard <i> (<path as listed>)``). ``round``: the curriculum
+    round it holds when the run is skill-ordered output, else None."""
 
     entry: ShardEntry
     path: str
     where: str
+    round: int | None = None
 
 
 def run_shards(run: str) -> tuple[list[RunShard], str]:
@@ -38,10 +48,12 @@ def run_shards(run: str) -> tuple[list[RunShard], str]:
     refuses a changed run). Raises curation's ``ManifestError`` naming the manifest (and the shard entry) for a
     bad manifest or a run without shards, ``NoManifestError`` (a ``ManifestError``) for an unfinished run."""
     root = run_path(run)  # a local folder or an object-store URL (s3://, gs://)
-    manifest, raw = RunManifest.read_bytes(root)
+    manifest, raw = read_any_manifest_bytes(root)
     path = manifest_path(root)
     if not manifest.shards:
         raise ManifestError(f"run {run} has no shards: its curation kept no documents ({path})")
+    # The record checked that round i is shard i.
+    rounds = [r.round for r in manifest.rounds] if isinstance(manifest, OrderedRunManifest) else None
     shards = []
     for i, entry in enumerate(manifest.shards):
         where = f"{path}: shard {i} ({entry.path!r})"
@@ -49,7 +61,7 @@ def run_shards(run: str) -> tuple[list[RunShard], str]:
             full = safe_shard_path(root, entry.path)  # follows symlinks: a link out of the run is refused
         except ValueError as e:
             raise ManifestError(f"{where}: {e}") from None
-        shards.append(RunShard(entry, full, where))
+        shards.append(RunShard(entry, full, where, None if rounds is None else rounds[i]))
     return shards, hashlib.sha256(raw).hexdigest()[:16]
 
 

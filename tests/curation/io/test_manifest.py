@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -365,7 +367,9 @@ def test_each_record_refuses_the_other_kind_naming_the_file(tmp_path: Path) -> N
     (lambda d: d.pop("schedule"), "KeyError: 'schedule'"),
     (lambda d: d.update(source_fingerprint=3), "'source_fingerprint' must be a string or null, got 3"),
 ])
-def test_a_malformed_ordered_manifest_is_refused_naming_the_file(tmp_path: Path, edit, error: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_malformed_ordered_manifest_is_refused_naming_the_file(tmp_path: Path,
+                                                                 edit: Callable[[dict[str, Any]], object],
+                                                                 error: str) -> None:
     data = _ordered().to_json()
     edit(data)
     _write(tmp_path, data)
