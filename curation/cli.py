@@ -541,10 +541,12 @@ def verify(run_dir: str = typer.Argument(..., help="A run directory (local path 
     """Re-hash every shard and check manifest, markers and files agree; exit 1 naming each mismatch."""
     from rich.markup import escape
 
+    from curation.export.verify import export_root, verify_export
     from curation.verify import NotARunError, verify_run
 
     try:
-        report = verify_run(run_dir)
+        export = export_root(run_dir)
+        report = verify_export(export) if export is not None else verify_run(run_dir)
     except NotARunError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)

@@ -10,7 +10,8 @@ local and object-store runs (``curation.io.storage``).
 
 Derived datasets with a manifest but no ``run.json`` (``curate skill-order`` output) have no
 markers: only their files are checked. An export (``curate export``: ``export.json``,
-``export_manifest.json``) is checked by ``curation.export.verify``.
+``export_manifest.json``) is checked by ``curation.export.verify``, which builds on this module's ``Report``
+(``curate verify`` picks one of the two: ``curation.export.verify.export_root``).
 """
 
 from __future__ import annotations
@@ -278,10 +279,6 @@ def verify_run(run_dir: str | Path) -> Report:
     else:
         root = root.resolve()
     layout = Layout(root)
-    if not is_remote(root) and ((root / "export_manifest.json").exists() or (root / "export.json").exists()):
-        from curation.export.verify import verify_export  # an export of a run, not a run
-
-        return verify_export(root)
     has_run, has_manifest = layout.run_json.exists(), layout.manifest.exists()
     if not has_run and not has_manifest:
         raise NotARunError(f"{root} is not a run directory: it has neither run.json nor manifest.json")

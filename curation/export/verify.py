@@ -25,6 +25,7 @@ from curation.export.megatron import read_idx
 from curation.io.digest import stream_digest
 from curation.io.manifest import safe_shard_path
 from curation.io.regular import NotRegularFileError, open_regular, read_text
+from curation.io.storage import is_remote, run_path
 from curation.verify import Report
 
 
@@ -150,6 +151,17 @@ def _check_domains(lay: ExportLayout, manifest: dict[str, Any], good: dict[str, 
         blend = blend_string(weights, {d: f"megatron/{v.get('prefix')}" for d, v in domains.items()})
         if manifest.get("blend") != blend:
             report.problems.append("export_manifest.json: blend is not the mixture's blend string")
+
+
+def export_root(path: str | Path) -> Path | None:
+    """The export folder ``path`` names (resolved), or None when it is no export: exports are local folders
+    holding ``export.json`` or ``export_manifest.json`` (one of them is enough: a half-written export is
+    still an export, and ``verify_export`` says what is missing)."""
+    root = run_path(path)
+    if is_remote(root):
+        return None
+    root = Path(root).resolve()
+    return root if (root / "export_manifest.json").exists() or (root / "export.json").exists() else None
 
 
 def verify_export(root: Path) -> ExportReport:
