@@ -7,6 +7,10 @@ deterministic sample of the documents (``sample_fraction``; 1.0 = all), gathered
 driver: ``sample_fraction`` x 12 bytes per document. Documents with score >= threshold stay; the others are dropped with reason
 ``below_threshold`` and ``{"score", "threshold"}`` in the decision details. A null score is
 dropped with reason ``no_score``.
+
+``group_by`` (with ``top_fraction``) keeps the top share of *each group's* characters, e.g. of every
+source with ``group_by: domain``: a stratified selection that keeps the pool's proportions between groups and
+chooses only within them (a random score so selected is a random sample at the pool's domain mix).
 """
 
 from __future__ import annotations
@@ -40,18 +44,22 @@ class SelectConfig:
     """``column``: score column (e.g. ``score_preselect``). Exactly one of ``threshold`` (keep
     score >= threshold) and ``top_fraction`` (keep the top share of characters). ``lowest``:
     keep the lowest scores instead (perplexity selection keeps the lowest ``bpc_<model>``); then a
-    ``threshold`` keeps score <= threshold and the top fraction is the lowest-scoring one."""
+    ``threshold`` keeps score <= threshold and the top fraction is the lowest-scoring one. ``group_by``: a
+    column (e.g. ``domain``); the top fraction is then taken of each of its values' characters."""
 
     column: str
     lowest: bool = False
     threshold: float | None = None
     top_fraction: float | None = None
+    group_by: str | None = None
     sample_fraction: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
         if (self.threshold is None) == (self.top_fraction is None):
             raise ValueError("set exactly one of threshold and top_fraction")
+        if self.group_by is not None and self.top_fraction is None:
+            raise ValueError("group_by needs top_fraction (a threshold is the same for every group)")
         if self.top_fraction is not None and not 0.0 < self.top_fraction <= 1.0:
             raise ValueError("top_fraction must be in (0, 1]")
         if not 0.0 < self.sample_fraction <= 1.0:
@@ -77,16 +85,21 @@ class Select(GlobalStage):
     result_schema = RESULT_SCHEMA
 
     def key_columns(self) -> dict[str, pa.DataType]:
-        return {"_sel_score": pa.float64(), "_sel_chars": pa.int64()}
+        group = {"_sel_group": pa.string()} if self.config.group_by else {}
+        return {"_sel_score": pa.float64(), "_sel_chars": pa.int64(), **group}
 
     def add_keys(self, batch: pa.Table) -> pa.Table:
         c = self.config
-        if c.column not in batch.column_names:
-            raise ValueError(f"select_v1: no column {c.column!r} (columns: {batch.column_names})")
+        for col in (c.column, c.group_by):
+            if col is not None and col not in batch.column_names:
+                raise ValueError(f"select_v1: no column {col!r} (columns: {batch.column_names})")
         score = batch.column(c.column).cast(pa.float64())
         if c.lowest:  # select on -score: the machinery below keeps the highest
             score = pc.negate(score)
-        return batch.append_column("_sel_score", score).append_column("_sel_chars", batch.column("n_chars"))
+        out = batch.append_column("_sel_score", score).append_column("_sel_chars", batch.column("n_chars"))
+        if c.group_by:  # a null group is a group of its own, named ""
+            out = out.append_column("_sel_group", pc.fill_null(batch.column(c.group_by).cast(pa.string()), ""))
+        return out
 
     def _sample(self, t: pa.Table) -> pa.Table:
         node = (t.column("_task").to_numpy().astype(np.int64) << 32) | t.column("_row").to_numpy().astype(np.int64)
@@ -94,29 +107,47 @@ class Select(GlobalStage):
             salted = node.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15) * np.uint64(self.config.seed + 1)
         keep = (mix64(salted) % np.uint64(1_000_000)) < np.uint64(
             int(self.config.sample_fraction * 1_000_000))
-        return t.select(["_sel_score", "_sel_chars"]).filter(pa.array(keep))
+        return t.select(list(self.key_columns())).filter(pa.array(keep))
 
-    def threshold(self, keys: Frame) -> float:
+    def thresholds(self, keys: Frame) -> dict[str | None, float]:
+        """The threshold on ``_sel_score``: under the key None, or per group with ``group_by``."""
         c = self.config
         if c.threshold is not None:
-            return -c.threshold if c.lowest else c.threshold
+            return {None: -c.threshold if c.lowest else c.threshold}
         sample = keys.map(self._sample).collect()
         if len(sample) == 0:
             if keys.count() == 0:
-                return 0.0
+                return {None: 0.0}
             raise ValueError(f"select_v1: the sample (sample_fraction={c.sample_fraction}) holds no document; raise it")
         scores = sample.column("_sel_score").to_numpy(zero_copy_only=False).astype(np.float64)
-        thr = top_fraction_threshold(scores, sample.column("_sel_chars").to_numpy().astype(np.float64), c.top_fraction or 1.0)
-        log.info("select_v1: top %.1f%% of characters of %s: threshold %.6g (from %d sampled documents)",
-                 100 * (c.top_fraction or 1.0), c.column, thr, len(sample))
-        return thr
+        chars = sample.column("_sel_chars").to_numpy().astype(np.float64)
+        groups = (np.asarray(sample.column("_sel_group").to_pylist(), dtype=object) if c.group_by
+                  else np.full(len(sample), None, dtype=object))
+        out: dict[str | None, float] = {}
+        for g in sorted(set(groups.tolist()), key=str):
+            m = groups == g
+            out[g] = top_fraction_threshold(scores[m], chars[m], c.top_fraction or 1.0)
+        log.info("select_v1: top %.1f%% of characters of %s%s: threshold(s) %s (from %d sampled documents)",
+                 100 * (c.top_fraction or 1.0), c.column, f" per {c.group_by}" if c.group_by else "",
+                 {g: f"{v:.6g}" for g, v in out.items()}, len(sample))
+        return out
 
     def run_global(self, keys: Frame) -> Frame:
-        thr = self.threshold(keys)
+        thresholds = self.thresholds(keys)
         sign = -1.0 if self.config.lowest else 1.0  # decisions report the column's own values
+        by_group = self.config.group_by is not None
 
         def below(t: pa.Table) -> pa.Table:
             s = t.column("_sel_score").to_numpy(zero_copy_only=False).astype(np.float64)
+            if by_group:
+                groups = t.column("_sel_group").to_pylist()
+                missing = sorted(set(groups) - set(thresholds))
+                if missing:  # only with sample_fraction < 1: a group too small to be sampled
+                    raise ValueError(f"select_v1: no document of {self.config.group_by} {missing[:5]} is in the "
+                                     f"sample (sample_fraction={self.config.sample_fraction}); raise it")
+                thr = np.array([thresholds[g] for g in groups], dtype=np.float64)
+            else:
+                thr = np.full(len(s), thresholds[None])
             null = np.isnan(s)
             drop = null | (s < thr)
             n = int(drop.sum())
@@ -125,7 +156,7 @@ class Select(GlobalStage):
                 "id": t.column("id").filter(pa.array(drop)),
                 "reason": pa.array(np.where(null[drop], "no_score", self.reason), pa.string()),
                 "score": pa.array(sign * s[drop], pa.float64(), from_pandas=True),
-                "threshold": pa.array(np.full(n, sign * thr), pa.float64()),
+                "threshold": pa.array(sign * thr[drop], pa.float64()),
             }, schema=RESULT_SCHEMA)
 
         return keys.map(below)

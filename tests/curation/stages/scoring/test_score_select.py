@@ -105,11 +105,12 @@ def test_sampled_threshold_is_close_to_the_exact_one() -> None:
 
     rng = np.random.default_rng(0)
     scores, chars = rng.random(20_000).tolist(), rng.integers(100, 1000, 20_000).tolist()
-    exact = Select(SelectConfig(column="s", top_fraction=0.1)).threshold(LocalFrame(_keys(scores, chars)))
-    sampled = Select(SelectConfig(column="s", top_fraction=0.1, sample_fraction=0.1)).threshold(LocalFrame(_keys(scores, chars)))
+    exact = Select(SelectConfig(column="s", top_fraction=0.1)).thresholds(LocalFrame(_keys(scores, chars)))[None]
+    sampled = Select(SelectConfig(column="s", top_fraction=0.1, sample_fraction=0.1)).thresholds(
+        LocalFrame(_keys(scores, chars)))[None]
     assert exact == pytest.approx(0.9, abs=0.01) and sampled == pytest.approx(exact, abs=0.02)
     with pytest.raises(ValueError, match="sample"):
-        Select(SelectConfig(column="s", top_fraction=0.1, sample_fraction=1e-6)).threshold(LocalFrame(_keys(scores[:5], chars[:5])))
+        Select(SelectConfig(column="s", top_fraction=0.1, sample_fraction=1e-6)).thresholds(LocalFrame(_keys(scores[:5], chars[:5])))
 
 
 def test_a_retrained_model_behind_the_same_path_is_not_resumed_into(tmp_path: Path) -> None:

@@ -61,3 +61,34 @@ def test_id_uniform_is_uniform_enough() -> None:
     u = id_uniform([f"doc-{i}" for i in range(20000)], seed=3)
     assert 0.0 <= u.min() and u.max() < 1.0
     assert u.mean() == pytest.approx(0.5, abs=0.01) and (u < 0.1).mean() == pytest.approx(0.1, abs=0.01)
+
+
+def test_group_by_keeps_the_top_fraction_of_each_groups_characters(tmp_path: Path) -> None:
+    from curation.stats import query
+
+    # two groups of very different size: a pool-wide cut would follow the scores, a stratified one keeps 30%
+    # of each group's characters, so the kept mix equals the pool's
+    docs = [{**d, "id": f"a{i}", "domain": "big"} for i, d in enumerate(_docs(60))]
+    docs += [{**d, "id": f"b{i}", "domain": "small"} for i, d in enumerate(_docs(15))]
+    write_jsonl(tmp_path / "in" / "a.jsonl", docs)
+    out = tmp_path / "run"
+    stages = [{"stage": "random_score_v1", "name": "r", "seed": 3},
+              {"stage": "select_v1", "column": "score_r", "top_fraction": 0.3, "group_by": "domain"}]
+    run_pipeline(pipeline_dict([str(tmp_path / "in" / "*.jsonl")], out, stages=stages))
+    _, kept = query(out, "SELECT id, domain, score_r FROM docs")
+    _, dropped = query(out, "SELECT id, CAST(json_extract_string(details, '$.score') AS DOUBLE), "
+                            "CAST(json_extract_string(details, '$.threshold') AS DOUBLE) FROM decisions")
+    chars = {d["id"]: len(d["text"]) for d in docs}
+    group = {d["id"]: d["domain"] for d in docs}
+    u = dict(zip([d["id"] for d in docs], id_uniform([d["id"] for d in docs], seed=3)))
+    for g in ("big", "small"):
+        total = sum(c for i, c in chars.items() if group[i] == g)
+        share = sum(chars[i] for i, _, _ in kept if group[i] == g) / total
+        assert 0.3 <= share < 0.3 + max(chars.values()) / total, g
+        # each group's own threshold: every kept score of the group is at or above it, every dropped one below
+        thr = {t for i, _, t in dropped if group[i] == g}
+        assert len(thr) == 1
+        assert min(u[i] for i, _, _ in kept if group[i] == g) >= thr.pop() > max(s for i, s, _ in dropped if group[i] == g)
+    with pytest.raises(ValueError, match="group_by needs top_fraction"):
+        from curation.stages.scoring.select import SelectConfig
+        SelectConfig(column="score_r", threshold=0.5, group_by="domain")
