@@ -232,29 +232,32 @@ def spearman_ci(x: Sequence[float], y: Sequence[float], n_boot: int = 5000, seed
     return {"rho": rho, "ci95": ci, "n": int(n)}
 
 
-def seed_spread(losses: Sequence[float], min_gap: float = 0.0) -> dict:
+def seed_spread(losses: Sequence[float], min_gap: float = 0.0, min_side: int = 1) -> dict:
     """Spread of one configuration's loss over training seeds, with a bimodality screen.
 
     Returns:
         mean, sd (ddof=1; nan for one value), range (max - min), n.
         bimodal: a screening rule, not a test. With ``n >= 4``, sort the values and split them at the
-            largest gap between consecutive values; it is True when that gap exceeds both 2 x the pooled
-            within-group standard deviation of the two sides (sum of squared deviations from each side's
-            mean over ``n - 2``) and ``min_gap``, an absolute size in the loss's units. The relative part
-            alone fires on Gaussian noise: with 4 normal values the largest gap exceeds twice the pooled
-            SD of the two sides in about 76% of draws (a single value away from three is a "cluster"),
-            so without ``min_gap`` it cannot tell a plateau-escape split from ordinary seed noise. Give
-            ``min_gap`` the size of split that would matter (e.g. the seed-SD gate) so that only such a
-            split is flagged.
+            largest gap between consecutive values that leaves at least ``min_side`` values on each side;
+            it is True when that gap exceeds both 2 x the pooled within-group standard deviation of the two
+            sides (sum of squared deviations from each side's mean over ``n - 2``) and ``min_gap``, an
+            absolute size in the loss's units. The relative part alone fires on Gaussian noise: with 4
+            normal values the largest gap exceeds twice the pooled SD of the two sides in about 76% of draws
+            (a single value away from three is a "cluster"), so without ``min_gap`` it cannot tell a
+            plateau-escape split from ordinary seed noise. Give ``min_gap`` the size of split that would
+            matter (e.g. the seed-SD gate) so that only such a split is flagged, and ``min_side`` 2 so that
+            one outlying seed is not read as a second cluster.
     """
     v = np.sort(np.asarray(losses, dtype=float).ravel())
     n = v.size
     if n == 0:
         raise ValueError("seed_spread needs at least one value")
     bimodal = False
-    if n >= 4:
+    if n >= 4 and n >= 2 * min_side:
         gaps = np.diff(v)
-        k = int(np.argmax(gaps)) + 1
+        allowed = np.zeros(n - 1, dtype=bool)
+        allowed[min_side - 1:n - min_side] = True  # gap i splits v[:i+1] from v[i+1:]
+        k = int(np.argmax(np.where(allowed, gaps, -np.inf))) + 1
         lo, hi = v[:k], v[k:]
         ss = float(((lo - lo.mean()) ** 2).sum() + ((hi - hi.mean()) ** 2).sum())
         pooled_sd = math.sqrt(ss / (n - 2))

@@ -318,6 +318,9 @@ PARAMS = {  # fixed before any evaluation (docs/preselect_effect.md); --quick sh
              # 2.878, rounds 1-2's bases 2.60-2.67 on test; up to base_tries seeds, else the run stops
              "base_max_dev": 2.75, "base_tries": 3,
              "arm_steps": 300, "arm_lr": 1e-3, "seeds": 5, "randoms": 5,
+             # random selections keep 15% of each source (select_v1 group_by): round 4's pool-wide random 15%s
+             # differed in domain mix, and so in target loss, by more than the learner's seeds
+             "random_group_by": "domain", "bimodal_min_side": 2,
              # the family differs in data: the base continued family_steps on each mix (None: the pool's natural
              # mix; a source: that source at family_emphasis of the tokens, the rest in natural proportions).
              # Round 3 showed a family differing only in compute ranks 97% of documents alike once it is ordered.
@@ -330,7 +333,8 @@ PARAMS = {  # fixed before any evaluation (docs/preselect_effect.md); --quick sh
     "quick": {"pool_mb": 1.0, "junk_share": 0.1, "target_mb": 0.06, "family_cap": 0.05, "keep": 0.15,
               "seq_len": 64, "batch_size": 8, "d_model": 32, "n_layer": 1, "base_steps": 40, "base_lr": 3e-3,
               "base_max_dev": None, "base_tries": 1,
-              "arm_steps": 10, "arm_lr": 1e-3, "seeds": 2, "randoms": 5,
+              "arm_steps": 10, "arm_lr": 1e-3, "seeds": 2, "randoms": 5, "random_group_by": "domain",
+              "bimodal_min_side": 2,
               "family": [None, "python_docs", "code", "readme", "license", "changelog"], "family_steps": 10,
               "family_emphasis": 0.6,
               "family_seeds": 4, "order_seeds": 2, "label_docs": 300, "scorers": 3, "bucket": 100_000, "ml_steps": 10,
@@ -340,7 +344,8 @@ PARAMS = {  # fixed before any evaluation (docs/preselect_effect.md); --quick sh
     "gpu": {"pool_mb": 90.0, "junk_share": 0.1, "target_mb": 2.0, "family_cap": 0.05, "keep": 0.15,
             "seq_len": 256, "batch_size": 64, "d_model": 256, "n_layer": 6, "base_steps": 1500, "base_lr": 1e-3,
             "base_max_dev": None, "base_tries": 1,  # no CPU-scale level applies: the first base is kept, its loss reported
-            "arm_steps": 800, "arm_lr": 5e-4, "seeds": 3, "randoms": 5,
+            "arm_steps": 800, "arm_lr": 5e-4, "seeds": 3, "randoms": 5, "random_group_by": "domain",
+            "bimodal_min_side": 2,
             "family": [None, "python_docs", "code", "readme", "license", "changelog"], "family_steps": 400,
             "family_emphasis": 0.6,
             "family_seeds": 4, "order_seeds": 2, "label_docs": 20000, "scorers": 3, "bucket": 2_000_000, "ml_steps": 400,
@@ -519,17 +524,19 @@ def experiment(run: Runner, p: dict[str, Any], out: Path, args: argparse.Namespa
     selections: dict[str, list[dict[str, Any]]] = {}
 
     def select(arm: str, name: str, stages: list[dict[str, Any]], column: str, lowest: bool = False,
-               fraction: float = keep) -> None:
+               fraction: float = keep, group_by: str | None = None) -> None:
         d = runs / f"sel_{name}"
-        run.curate_run(f"sel_{name}", [pool_shards], [*stages, {"stage": "select_v1", "column": column,
-                                                                "top_fraction": fraction, "lowest": lowest}], d)
+        sel = {"stage": "select_v1", "column": column, "top_fraction": fraction, "lowest": lowest,
+               **({"group_by": group_by} if group_by else {})}
+        run.curate_run(f"sel_{name}", [pool_shards], [*stages, sel], d)
         selections.setdefault(arm, []).append({"name": name, "run": str(d), "ratios_from": str(d)})
 
     def ft(name: str) -> dict[str, Any]:
         return {"stage": "fasttext_score_v1", "models": [{"name": name, "path": str(out / f"scorer_{name}")}]}
 
     for k in range(p["randoms"]):
-        select("random", f"random{k}", [{"stage": "random_score_v1", "name": f"r{k}", "seed": 10 + o + k}], f"score_r{k}")
+        select("random", f"random{k}", [{"stage": "random_score_v1", "name": f"r{k}", "seed": 10 + o + k}], f"score_r{k}",
+               group_by=p["random_group_by"])
     for k in range(n_sc):
         select("preselect", f"preselect{k}", [ft(f"ps{k}")], f"score_ps{k}")
     for k in range(n_sc):  # random documents at PreSelect's domain proportions
@@ -716,7 +723,9 @@ def analyse(res: dict[str, Any]) -> None:
     # gate 4 asks for an effect the evaluation itself can see: the A/A contrast's detectable difference
     # (the preselect contrast's SE also grows with disagreement between scorers, which is not the evaluation's)
     mde_aa = st.min_detectable_difference(aa["se"])
-    within = [st.seed_spread(row, min_gap=GATE_SEED_SD) for arm in ("random", "preselect") for row in loss_matrix(res, arm)]
+    min_side = res["params"]["bimodal_min_side"]
+    within = [st.seed_spread(row, min_gap=GATE_SEED_SD, min_side=min_side)
+              for arm in ("random", "preselect") for row in loss_matrix(res, arm)]
     seed_sd = float(np.sqrt(np.mean([w["sd"] ** 2 for w in within])))
     aucs = [s["valid_auc"] for s in res["scorers"]["preselect"]]
     tau = res.get("family_tau")
@@ -729,6 +738,10 @@ def analyse(res: dict[str, Any]) -> None:
         f"family order reproduces on a second seed (Kendall tau >= {GATE_TAU})": tau is not None and tau >= GATE_TAU,
     }
     decisions = {arm: st.decide(c, aa, gates, MARGIN) for arm, c in contrasts.items()}
+    # the second primary contrast: does PreSelect choose better documents than random ones at its own domain
+    # proportions, i.e. anything beyond which sources it favours?
+    beyond = st.hierarchical_diff(loss_matrix(res, "preselect"), loss_matrix(res, "domain_matched"))
+    decisions["preselect vs domain_matched"] = st.decide(beyond, aa, gates, MARGIN)
     mech = res.get("mechanism", {})
     rho = {}
     clusters = [c for c in mech.get("clusters", []) if "teaching" in c]
@@ -737,7 +750,8 @@ def analyse(res: dict[str, Any]) -> None:
         for col in [k for k in clusters[0] if k.startswith("score_")]:
             rho[col] = st.spearman_ci(teach, [c[col] for c in clusters])
         rho["junk_share"] = st.spearman_ci(teach, [c["junk_share"] for c in clusters])
-    res["analysis"] = {"aa": aa, "contrasts": contrasts, "general_contrasts": general, "mde": mde, "mde_aa": mde_aa, "seed_sd": seed_sd,
+    res["analysis"] = {"aa": aa, "contrasts": contrasts, "general_contrasts": general, "beyond_domain": beyond,
+                       "mde": mde, "mde_aa": mde_aa, "seed_sd": seed_sd,
                        "seed_spread": within, "gates": gates, "decisions": decisions, "mechanism_rho": rho,
                        "seeds_used": int(rnd.shape[1])}
 
@@ -795,6 +809,9 @@ def report(res: dict[str, Any]) -> str:
         c, g = a["contrasts"][arm], a["general_contrasts"][arm]
         lines.append(f"| {arm} | {len(recs)} | {m.mean():.4f} | {_ci(c)} | [{c['ci90'][0]:+.4f}, {c['ci90'][1]:+.4f}] | "
                      f"{_ci(g)} | {junk:.2f} | {a['decisions'][arm]} |")
+    b = a["beyond_domain"]
+    lines += ["", f"Preselect vs domain_matched (beyond domain choice): {_ci(b)}, 90% CI [{b['ci90'][0]:+.4f}, "
+              f"{b['ci90'][1]:+.4f}]; decision: {a['decisions']['preselect vs domain_matched']}"]
     if a["mechanism_rho"]:
         lines += ["", f"Mechanism: {len(res['mechanism']['clusters'])} clusters; Spearman rho between a cluster's teaching "
                   "value (target loss removed by continuing the base on it) and each score's cluster mean:", "",

@@ -100,8 +100,14 @@ def test_preselect_effect_quick_runs_the_loop(tmp_path: Path) -> None:
             assert all(s["target_tokens"] >= res["sources"]["target"]["test_chars"] for s in rec["seeds"]), arm
     # domain-matched arms train on random documents at PreSelect's proportions
     assert [s["run"] for s in res["selections"]["domain_matched"]] == [s["run"] for s in res["selections"]["random"][:3]]
+    # random selections are stratified: every source keeps its share of the pool, within a document or so
+    random_run = json.loads((tmp_path / "pipelines" / "sel_random0.json").read_text())["stages"][-1]
+    assert random_run["group_by"] == "domain"
+    for sel in res["selections"]["random"]:  # select_v1 walks down each source until it holds the share
+        assert all(sel["by_domain"][d] >= res["params"]["keep"] * c for d, c in res["pool"]["by_domain"].items())
     a = res["analysis"]
     assert set(a["contrasts"]) == set(res["arms"]) - {"random"} and len(a["gates"]) == 5
+    assert "preselect vs domain_matched" in a["decisions"] and "ci95" in a["beyond_domain"]
     assert all(d in ("positive", "negative", "negative (worse than random)", "inconclusive") or d.startswith("gates failed")
                for d in a["decisions"].values())
     assert a["mde"] > 0 and a["mde_aa"] > 0 and len(res["mechanism"]["clusters"]) >= 2

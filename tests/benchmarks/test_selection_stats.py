@@ -321,3 +321,18 @@ def test_the_relative_bimodality_screen_fires_on_gaussian_noise_and_min_gap_stop
     absolute = np.mean([S.seed_spread(d, min_gap=0.02)["bimodal"] for d in draws])
     assert 0.70 < relative < 0.82 and absolute < 0.01
     assert S.seed_spread([2.45, 2.46, 2.66, 2.67], min_gap=0.02)["bimodal"] is True
+
+
+def test_min_side_reads_one_outlying_seed_as_an_outlier_not_a_second_cluster() -> None:
+    # round 4's random2: one seed 0.026 below four others (pooled SD 0.008 over all selections)
+    seeds = [2.5038, 2.5302, 2.5368, 2.5407, 2.5476]
+    assert S.seed_spread(seeds, min_gap=0.02)["bimodal"] is True
+    assert S.seed_spread(seeds, min_gap=0.02, min_side=2)["bimodal"] is False
+    # round 3's random1: a 3/2 split by 0.030 is still two clusters
+    assert S.seed_spread([2.832, 2.836, 2.839, 2.869, 2.874], min_gap=0.02, min_side=2)["bimodal"] is True
+    # a larger gap that isolates one seed does not hide a 2/3 split: the screen looks past it
+    assert S.seed_spread([2.45, 2.50, 2.501, 2.55, 2.551], min_gap=0.02, min_side=2)["bimodal"] is True
+    # four values: only the 2/2 split is screened
+    assert S.seed_spread([2.0, 2.5, 2.51, 2.52], min_gap=0.02, min_side=2)["bimodal"] is False
+    assert S.seed_spread([2.0, 2.01, 2.5, 2.51], min_gap=0.02, min_side=2)["bimodal"] is True
+    assert S.seed_spread([2.0, 2.5, 3.0], min_side=2)["bimodal"] is False
