@@ -230,6 +230,9 @@ def serve(settings: ServiceSettings) -> None:
     config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_level="info",
                             server_header=False, **uvicorn_options(settings))
     server = GuardedServer(config)
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown; that is a clean exit
+        pass
     if not server.started:  # the port was taken, or the app failed to start: uvicorn logged why
         raise SystemExit(STARTUP_FAILURE)

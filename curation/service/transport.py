@@ -178,11 +178,8 @@ def raise_fd_limit(needed: int) -> int:
 def widen_listen_queue(listener: socket.socket | asyncio.trsock.TransportSocket, queue: int = LISTEN_QUEUE) -> None:
     """Call ``listen(queue)`` again on a listening socket: the kernel resizes its accept queue in place. asyncio
     hands out wrappers without ``listen``, so this goes through a duplicate descriptor of the same socket."""
-    dup = socket.socket(listener.family, listener.type, listener.proto, fileno=socket.dup(listener.fileno()))
-    try:
+    with listener.dup() as dup:
         dup.listen(queue)
-    finally:
-        dup.close()
 
 
 class GuardedServer(uvicorn.Server):
@@ -190,7 +187,7 @@ class GuardedServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        for server in getattr(self, "servers", []):
+        for server in self.servers:  # set by every startup path of uvicorn's; a change should fail loudly here
             for listener in server.sockets:
                 widen_listen_queue(listener)
 

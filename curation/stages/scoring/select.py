@@ -4,7 +4,8 @@ PreSelect keeps the top 10% of the pool *by characters* (docs/methods.md, PreSel
 threshold): sort by score, walk down until the cumulative characters reach ``top_fraction`` of
 the total, and use the score there as the threshold. The threshold is estimated on a
 deterministic sample of the documents (``sample_fraction``; 1.0 = all), gathered in the
-driver: ``sample_fraction`` x 12 bytes per document. Documents with score >= threshold stay; the others are dropped with reason
+driver: ``sample_fraction`` x 12 bytes per document, plus its group's name with ``group_by``.
+Documents with score >= threshold stay; the others are dropped with reason
 ``below_threshold`` and ``{"score", "threshold"}`` in the decision details. A null score is
 dropped with reason ``no_score``.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -54,6 +56,8 @@ class SelectConfig:
     group_by: str | None = None
     sample_fraction: float = 1.0
     seed: int = 0
+    #: Left out of the fingerprint at this value: runs made before ``group_by`` existed keep theirs (and resume).
+    FINGERPRINT_DEFAULTS: ClassVar[dict[str, Any]] = {"group_by": None}
 
     def __post_init__(self) -> None:
         if (self.threshold is None) == (self.top_fraction is None):
@@ -64,6 +68,13 @@ class SelectConfig:
             raise ValueError("top_fraction must be in (0, 1]")
         if not 0.0 < self.sample_fraction <= 1.0:
             raise ValueError("sample_fraction must be in (0, 1]")
+
+
+def _group_codes(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list[str]]:
+    """Each row's group as an integer code, and the group names in code order (dictionary encoding: no Python
+    object per row)."""
+    enc = pc.dictionary_encode(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+    return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64), enc.dictionary.to_pylist()
 
 
 def top_fraction_threshold(scores: np.ndarray, chars: np.ndarray, fraction: float) -> float:
@@ -97,7 +108,7 @@ class Select(GlobalStage):
         if c.lowest:  # select on -score: the machinery below keeps the highest
             score = pc.negate(score)
         out = batch.append_column("_sel_score", score).append_column("_sel_chars", batch.column("n_chars"))
-        if c.group_by:  # a null group is a group of its own, named ""
+        if c.group_by:  # a null value is a group of its own, under the same name as an empty string
             out = out.append_column("_sel_group", pc.fill_null(batch.column(c.group_by).cast(pa.string()), ""))
         return out
 
@@ -119,33 +130,55 @@ class Select(GlobalStage):
             if keys.count() == 0:
                 return {None: 0.0}
             raise ValueError(f"select_v1: the sample (sample_fraction={c.sample_fraction}) holds no document; raise it")
-        scores = sample.column("_sel_score").to_numpy(zero_copy_only=False).astype(np.float64)
-        chars = sample.column("_sel_chars").to_numpy().astype(np.float64)
-        groups = (np.asarray(sample.column("_sel_group").to_pylist(), dtype=object) if c.group_by
-                  else np.full(len(sample), None, dtype=object))
-        out: dict[str | None, float] = {}
-        for g in sorted(set(groups.tolist()), key=str):
-            m = groups == g
-            out[g] = top_fraction_threshold(scores[m], chars[m], c.top_fraction or 1.0)
-        log.info("select_v1: top %.1f%% of characters of %s%s: threshold(s) %s (from %d sampled documents)",
+        if not c.group_by:
+            out: dict[str | None, float] = {None: self._threshold_of(sample)}
+        else:
+            out = self._group_thresholds(keys, sample)
+        shown = dict(list(out.items())[:10])
+        log.info("select_v1: top %.1f%% of characters of %s%s: threshold(s) %s%s (from %d sampled documents)",
                  100 * (c.top_fraction or 1.0), c.column, f" per {c.group_by}" if c.group_by else "",
-                 {g: f"{v:.6g}" for g, v in out.items()}, len(sample))
+                 {g: f"{v:.6g}" for g, v in shown.items()}, f" and {len(out) - 10} more" if len(out) > 10 else "",
+                 len(sample))
+        return out
+
+    def _threshold_of(self, t: pa.Table) -> float:
+        scores = t.column("_sel_score").to_numpy(zero_copy_only=False).astype(np.float64)
+        return top_fraction_threshold(scores, t.column("_sel_chars").to_numpy().astype(np.float64),
+                                      self.config.top_fraction or 1.0)
+
+    def _group_thresholds(self, keys: Frame, sample: pa.Table) -> dict[str | None, float]:
+        """Each group's threshold from its sampled documents; a group the sample missed (a rare value, with
+        ``sample_fraction`` < 1) from all of its documents, gathered exactly: one odd value never fails a run."""
+        out: dict[str | None, float] = {}
+        codes, names = _group_codes(sample.column("_sel_group"))
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+        for i, g in enumerate(names):
+            out[g] = self._threshold_of(sample.take(pa.array(order[bounds[i]:bounds[i + 1]])))
+        uniques = keys.map(lambda t: pa.table({"g": pc.unique(t.column("_sel_group"))})).collect()
+        every = set(uniques.column("g").to_pylist())
+        missing = pa.array(sorted(every - set(out)), pa.string())
+        if len(missing):
+            rest = keys.map(lambda t: t.filter(pc.is_in(t.column("_sel_group"), value_set=missing))).collect()
+            for g in missing.to_pylist():
+                out[g] = self._threshold_of(rest.filter(pc.equal(rest.column("_sel_group"), g)))
+            log.info("select_v1: %d %s value(s) had no sampled document; their thresholds use all their documents",
+                     len(missing), self.config.group_by)
         return out
 
     def run_global(self, keys: Frame) -> Frame:
         thresholds = self.thresholds(keys)
         sign = -1.0 if self.config.lowest else 1.0  # decisions report the column's own values
         by_group = self.config.group_by is not None
+        group_names = pa.array([g for g in thresholds if g is not None], pa.string())
+        group_thr = np.array([thresholds[g] for g in group_names.to_pylist()], dtype=np.float64)
 
         def below(t: pa.Table) -> pa.Table:
             s = t.column("_sel_score").to_numpy(zero_copy_only=False).astype(np.float64)
-            if by_group:
-                groups = t.column("_sel_group").to_pylist()
-                missing = sorted(set(groups) - set(thresholds))
-                if missing:  # only with sample_fraction < 1: a group too small to be sampled
-                    raise ValueError(f"select_v1: no document of {self.config.group_by} {missing[:5]} is in the "
-                                     f"sample (sample_fraction={self.config.sample_fraction}); raise it")
-                thr = np.array([thresholds[g] for g in groups], dtype=np.float64)
+            if by_group:  # every group has a threshold (``_group_thresholds``): index_in finds each row's
+                idx = pc.index_in(t.column("_sel_group"), value_set=group_names)
+                idx = idx.to_numpy(zero_copy_only=False)
+                thr = group_thr[idx.astype(np.int64)]
             else:
                 thr = np.full(len(s), thresholds[None])
             null = np.isnan(s)
@@ -156,7 +189,9 @@ class Select(GlobalStage):
                 "id": t.column("id").filter(pa.array(drop)),
                 "reason": pa.array(np.where(null[drop], "no_score", self.reason), pa.string()),
                 "score": pa.array(sign * s[drop], pa.float64(), from_pandas=True),
-                "threshold": pa.array(sign * thr[drop], pa.float64()),
+                # a group (or pool) without one scored document has no finite threshold: reported as null
+                "threshold": pa.array(np.where(np.isfinite(thr[drop]), sign * thr[drop], np.nan), pa.float64(),
+                                      from_pandas=True),
             }, schema=RESULT_SCHEMA)
 
         return keys.map(below)

@@ -92,3 +92,59 @@ def test_group_by_keeps_the_top_fraction_of_each_groups_characters(tmp_path: Pat
     with pytest.raises(ValueError, match="group_by needs top_fraction"):
         from curation.stages.scoring.select import SelectConfig
         SelectConfig(column="score_r", threshold=0.5, group_by="domain")
+
+
+def test_group_by_is_left_out_of_the_fingerprint_when_unset() -> None:
+    # runs made before group_by existed keep their fingerprint, so they resume
+    from curation.pipeline import PipelineConfig
+
+    base = pipeline_dict(["x.jsonl"], "out", stages=[{"stage": "random_score_v1"},
+                                                     {"stage": "select_v1", "column": "score_random", "top_fraction": 0.3}])
+    plain = PipelineConfig.from_mapping(base).fingerprint_data()["stages"][1]
+    assert "group_by" not in plain and plain["top_fraction"] == 0.3
+    grouped = {**base, "stages": [base["stages"][0], {**base["stages"][1], "group_by": "domain"}]}
+    assert PipelineConfig.from_mapping(grouped).fingerprint_data()["stages"][1]["group_by"] == "domain"
+
+
+def test_a_rare_group_the_sample_misses_gets_its_threshold_from_all_its_documents(tmp_path: Path) -> None:
+    from curation.stats import query
+
+    # one odd domain value among many documents, a 5% sample: it is missed, and must still keep its top share
+    docs = [{**d, "id": f"a{i}", "domain": "big"} for i, d in enumerate(_docs(400))]
+    docs += [{"id": f"odd{i}", "text": ("odd words here " * (10 + i)).strip(), "domain": "odd"} for i in range(4)]
+    docs += [{"id": "nodomain", "text": "word " * 30}]
+    write_jsonl(tmp_path / "in" / "a.jsonl", docs)
+    out = tmp_path / "run"
+    stages = [{"stage": "random_score_v1", "name": "r", "seed": 5},
+              {"stage": "select_v1", "column": "score_r", "top_fraction": 0.5, "group_by": "domain",
+               "sample_fraction": 0.05, "lowest": True}]
+    run_pipeline(pipeline_dict([str(tmp_path / "in" / "*.jsonl")], out, stages=stages))
+    _, kept = query(out, "SELECT id, score_r FROM docs WHERE domain = 'odd'")
+    _, dropped = query(out, "SELECT id, CAST(json_extract_string(details, '$.score') AS DOUBLE), "
+                            "CAST(json_extract_string(details, '$.threshold') AS DOUBLE) FROM decisions "
+                            "WHERE id LIKE 'odd%'")
+    chars = {d["id"]: len(d["text"]) for d in docs if d["id"].startswith("odd")}
+    # lowest: the odd group keeps its lowest scores, at least half of its characters, by an exact threshold
+    assert sum(chars[i] for i, _ in kept) >= 0.5 * sum(chars.values()) and dropped
+    assert max(s for _, s in kept) <= dropped[0][2] < min(s for _, s, _ in dropped)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_group_by_on_ray_data_matches_the_local_run(ray_cluster: None, tmp_path: Path) -> None:
+    from curation.stats import query
+
+    docs = [{**d, "id": f"a{i}", "domain": "big"} for i, d in enumerate(_docs(300))]
+    docs += [{"id": f"odd{i}", "text": ("odd words " * (10 + i)).strip(), "domain": "odd"} for i in range(3)]
+    write_jsonl(tmp_path / "in" / "a.jsonl", docs)
+    stages = [{"stage": "random_score_v1", "name": "r", "seed": 2},
+              {"stage": "select_v1", "column": "score_r", "top_fraction": 0.4, "group_by": "domain",
+               "sample_fraction": 0.05}]
+    for kind in ("local", "ray"):
+        data = pipeline_dict([str(tmp_path / "in" / "*.jsonl")], tmp_path / kind, stages=stages, kind=kind)
+        if kind == "ray":
+            data["executor"]["global_in_driver_mb"] = 0  # the global stage on Ray Data, not in the driver
+        run_pipeline(data)
+    sql = "SELECT id, reason, details FROM decisions ORDER BY id"
+    assert query(tmp_path / "ray", sql) == query(tmp_path / "local", sql)
+    assert query(tmp_path / "ray", "SELECT count(*) FROM docs WHERE domain = 'odd'")[1][0][0] >= 1
