@@ -155,6 +155,8 @@ class Select(GlobalStage):
         bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
         for i, g in enumerate(names):
             out[g] = self._threshold_of(sample.take(pa.array(order[bounds[i]:bounds[i + 1]])))
+        if self.config.sample_fraction >= 1.0:  # the sample is every document: no group can be missing
+            return out
         uniques = keys.map(lambda t: pa.table({"g": pc.unique(t.column("_sel_group"))})).collect()
         every = set(uniques.column("g").to_pylist())
         missing = pa.array(sorted(every - set(out)), pa.string())
