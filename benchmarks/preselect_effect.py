@@ -321,6 +321,12 @@ PARAMS = {  # fixed before any evaluation (docs/preselect_effect.md); --quick sh
              # random selections keep 15% of each source (select_v1 group_by): round 4's pool-wide random 15%s
              # differed in domain mix, and so in target loss, by more than the learner's seeds
              "random_group_by": "domain", "bimodal_min_side": 2,
+             # every arm's share lands on the document boundary nearest it (select_v1 boundary: nearest): one
+             # document of the control `shuffled` is 23% of it, and round 5's random selections that drew it kept 33%
+             "boundary": "nearest",
+             # scorer k trains on the labels of parts != k and is measured on part k (cross-fitting), each class
+             # capped at 10% of the labelled documents: round 5's 21% at S = 1 drew negatives up to S = 0.87
+             "class_share": 0.1,
              # the family differs in data: the base continued family_steps on each mix (None: the pool's natural
              # mix; a source: that source at family_emphasis of the tokens, the rest in natural proportions).
              # Round 3 showed a family differing only in compute ranks 97% of documents alike once it is ordered.
@@ -334,7 +340,7 @@ PARAMS = {  # fixed before any evaluation (docs/preselect_effect.md); --quick sh
               "seq_len": 64, "batch_size": 8, "d_model": 32, "n_layer": 1, "base_steps": 40, "base_lr": 3e-3,
               "base_max_dev": None, "base_tries": 1,
               "arm_steps": 10, "arm_lr": 1e-3, "seeds": 2, "randoms": 5, "random_group_by": "domain",
-              "bimodal_min_side": 2,
+              "bimodal_min_side": 2, "boundary": "nearest", "class_share": 0.1,
               "family": [None, "python_docs", "code", "readme", "license", "changelog"], "family_steps": 10,
               "family_emphasis": 0.6,
               "family_seeds": 4, "order_seeds": 2, "label_docs": 300, "scorers": 3, "bucket": 100_000, "ml_steps": 10,
@@ -345,7 +351,7 @@ PARAMS = {  # fixed before any evaluation (docs/preselect_effect.md); --quick sh
             "seq_len": 256, "batch_size": 64, "d_model": 256, "n_layer": 6, "base_steps": 1500, "base_lr": 1e-3,
             "base_max_dev": None, "base_tries": 1,  # no CPU-scale level applies: the first base is kept, its loss reported
             "arm_steps": 800, "arm_lr": 5e-4, "seeds": 3, "randoms": 5, "random_group_by": "domain",
-            "bimodal_min_side": 2,
+            "bimodal_min_side": 2, "boundary": "nearest", "class_share": 0.1,
             "family": [None, "python_docs", "code", "readme", "license", "changelog"], "family_steps": 400,
             "family_emphasis": 0.6,
             "family_seeds": 4, "order_seeds": 2, "label_docs": 20000, "scorers": 3, "bucket": 2_000_000, "ml_steps": 400,
@@ -510,13 +516,16 @@ def experiment(run: Runner, p: dict[str, Any], out: Path, args: argparse.Namespa
     n_sc = p["scorers"]
     res["labels"] = label_stats(runs / "labels")
     try:
-        scorers = [train_scorer(run, out / f"scorer_ps{k}", ["--run", str(runs / "labels"), "--part", f"{k}/{n_sc}"], p, k + o)
-                   for k in range(n_sc)]
+        scorers = [train_scorer(run, out / f"scorer_ps{k}", ["--run", str(runs / "labels"), "--holdout-part",
+                                                             f"{k}/{n_sc}", "--max-class-share", str(p["class_share"])],
+                                p, k + o) for k in range(n_sc)]
     except CommandError as exc:  # e.g. every labelled document has S = 1: nothing to contrast them with
         said = [ln for ln in str(exc).splitlines() if ln.startswith("error:")] or str(exc).splitlines()[:1]
         raise Stopped(f"a PreSelect scorer could not be trained: {said[0]}") from None
     dclm = train_scorer(run, out / "scorer_dclm", ["--positive", str(src / "target_dev.jsonl.gz"),
                                                    "--negative", pool_shards], p, o)
+    for k, sc in enumerate(scorers):
+        sc["rank_auc"] = rank_auc(runs / "labels", Path(sc["path"]), (k, n_sc))
     res["scorers"] = {"preselect": scorers, "dclm": dclm}
 
     # -- the arms: each a curation run over the pool, scoring then keeping the same share ------
@@ -527,7 +536,7 @@ def experiment(run: Runner, p: dict[str, Any], out: Path, args: argparse.Namespa
                fraction: float = keep, group_by: str | None = None) -> None:
         d = runs / f"sel_{name}"
         sel = {"stage": "select_v1", "column": column, "top_fraction": fraction, "lowest": lowest,
-               **({"group_by": group_by} if group_by else {})}
+               "boundary": p["boundary"], **({"group_by": group_by} if group_by else {})}
         run.curate_run(f"sel_{name}", [pool_shards], [*stages, sel], d)
         selections.setdefault(arm, []).append({"name": name, "run": str(d), "ratios_from": str(d)})
 
@@ -551,7 +560,8 @@ def experiment(run: Runner, p: dict[str, Any], out: Path, args: argparse.Namespa
 
     lab = _docs(runs / "labels", ["id", "text", "domain", "n_chars", "predictive_strength"])
     s_lab = lab["predictive_strength"].astype(float)
-    thr = top_fraction_threshold(s_lab, lab["n_chars"].astype(float), min(1.0, keep * pool_chars / lab["n_chars"].sum()))
+    thr = top_fraction_threshold(s_lab, lab["n_chars"].astype(float), min(1.0, keep * pool_chars / lab["n_chars"].sum()),
+                                 p["boundary"])
     write_jsonl(src / "preselect_direct.jsonl.gz", [{"id": i, "text": t, "domain": d} for i, t, d, v in zip(
         lab["id"], lab["text"], lab["domain"], s_lab) if v >= thr])
     d = runs / "sel_preselect_direct"
@@ -679,6 +689,21 @@ def label_stats(labels: Path) -> dict[str, Any]:
             "s_hist": np.histogram(s, bins=5, range=(0, 1))[0].tolist()}
 
 
+def rank_auc(labels: Path, scorer: Path, part: tuple[int, int]) -> float:
+    """A scorer's AUC of S = 1 against every S < 1 document of its held-out part, not only the lowest-S
+    negatives it is measured on: whether it ranks the top of S above the middle (descriptive, no gate)."""
+    import fasttext
+
+    from curation.scoring.classifier import _auc, positive_probability
+    from curation.scoring.data import in_part
+
+    d = _docs(labels, ["id", "text", "predictive_strength"])
+    s = d["predictive_strength"].astype(float)
+    m = in_part(d["id"].tolist(), part) & ~np.isnan(s)
+    p = positive_probability(fasttext.load_model(str(scorer / "model.bin")), d["text"][m].tolist())
+    return _auc((s[m] >= 1.0).astype(float), p)
+
+
 def describe_selection(sel: dict[str, Any], pool_by_domain: dict[str, int]) -> dict[str, Any]:
     """Characters kept per domain, and junk retention: the known-bad control's share of the selection
     divided by its share of the pool (1 = kept like any document, 0 = all removed)."""
@@ -788,8 +813,10 @@ def report(res: dict[str, Any]) -> str:
     if "labels" in res:
         lines += [f"PreSelect labels: {res['labels']}", ""]
     if "scorers" in res:
-        lines += ["Scorers (held-out AUC): " + ", ".join(f"ps{k} {s['valid_auc']:.3f} ({s['train_docs']} train docs)"
-                                                     for k, s in enumerate(res["scorers"]["preselect"]))
+        lines += ["Scorers (held-out AUC): " + ", ".join(
+            f"ps{k} {s['valid_auc']:.3f} ({s['train_docs']} train, {s['valid_docs']} held-out docs; S = 1 against "
+            f"every S < 1 of the held-out part {s.get('rank_auc', float('nan')):.3f})"
+            for k, s in enumerate(res["scorers"]["preselect"]))
                   + f"; dclm {res['scorers']['dclm']['valid_auc']:.3f}.", ""]
     if "note" in a or not a:
         return "\n".join(lines + [a.get("note", "no analysis"), ""])

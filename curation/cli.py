@@ -388,6 +388,10 @@ def train_scorer(
     seed: int = typer.Option(0),
     part: Optional[str] = typer.Option(None, "--part", help="PreSelect: K/N trains on the K-th of N disjoint id-hash "
                                        "parts of the run's documents (N scorers, no shared label)."),
+    holdout_part: Optional[str] = typer.Option(None, "--holdout-part", help="PreSelect: K/N trains on every "
+                                               "part but K and measures AUC on part K's labels (cross-fitting)."),
+    max_class_share: Optional[float] = typer.Option(None, "--max-class-share", help="PreSelect: cap each class at "
+                                                    "this share of the labelled documents (e.g. 0.1)."),
 ) -> None:
     """Train a fastText scorer: PreSelect labels from a run (--run) or reference-vs-random (--positive/--negative)."""
     from pathlib import Path
@@ -397,8 +401,9 @@ def train_scorer(
 
     try:
         settings = FastTextSettings(epoch=epoch, lr=lr, wordNgrams=word_ngrams, dim=dim, bucket=bucket, seed=seed)
-        ts = training_set(run, positive, negative, positive_min, max_per_class, seed, part)
-        card = train_classifier(Path(out_dir), ts.positives, ts.negatives, settings, ts.data, valid_fraction)
+        ts = training_set(run, positive, negative, positive_min, max_per_class, seed, part, holdout_part,
+                          max_class_share)
+        card = train_classifier(Path(out_dir), ts.positives, ts.negatives, settings, ts.data, valid_fraction, ts.valid)
     except (CurationError, ValueError) as exc:
         _fail(exc)
     m = card["metrics"]

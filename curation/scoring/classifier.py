@@ -104,8 +104,11 @@ def positive_probability(model: Any, texts: Sequence[str]) -> np.ndarray:
 
 
 def train_classifier(out_dir: Path, positives: Sequence[str], negatives: Sequence[str], settings: FastTextSettings,
-                     data: dict[str, Any], valid_fraction: float = 0.1) -> dict[str, Any]:
-    """Train on a seeded split, evaluate on the held-out part, write ``model.bin`` and ``card.json``."""
+                     data: dict[str, Any], valid_fraction: float = 0.1,
+                     valid_set: tuple[Sequence[str], Sequence[str]] | None = None) -> dict[str, Any]:
+    """Train on a seeded split, evaluate on the held-out part, write ``model.bin`` and ``card.json``.
+    With ``valid_set`` (positives, negatives), train on every document given and evaluate on those instead
+    (``valid_fraction`` is then unused)."""
     import fasttext
 
     if not positives or not negatives:
@@ -114,9 +117,15 @@ def train_classifier(out_dir: Path, positives: Sequence[str], negatives: Sequenc
     rng = np.random.default_rng(settings.seed)
     rows = [(POSITIVE, t) for t in positives] + [(NEGATIVE, t) for t in negatives]
     order = rng.permutation(len(rows))
-    n_valid = max(2, int(round(len(rows) * valid_fraction))) if valid_fraction > 0 else 0
-    valid = [rows[i] for i in order[:n_valid]]
-    train = [rows[i] for i in order[n_valid:]]
+    if valid_set is not None:
+        valid_fraction = 0.0
+        valid = [(POSITIVE, t) for t in valid_set[0]] + [(NEGATIVE, t) for t in valid_set[1]]
+        train = [rows[i] for i in order]
+        n_valid = len(valid)
+    else:
+        n_valid = max(2, int(round(len(rows) * valid_fraction))) if valid_fraction > 0 else 0
+        valid = [rows[i] for i in order[:n_valid]]
+        train = [rows[i] for i in order[n_valid:]]
     n_pos = sum(1 for label, _ in train if label == POSITIVE)
     if n_pos == 0 or n_pos == len(train):
         # fastText would fail with "Empty vocabulary" or train a one-class model that scores

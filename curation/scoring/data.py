@@ -51,6 +51,8 @@ class TrainingSet:
     positives: list[str]
     negatives: list[str]
     data: dict[str, Any]
+    #: (positives, negatives) to measure the scorer on instead of a share of the training documents
+    valid: tuple[list[str], list[str]] | None = None
 
 
 def parse_part(spec: str | None) -> tuple[int, int] | None:
@@ -75,20 +77,51 @@ def in_part(ids: list[str], part: tuple[int, int]) -> np.ndarray:
     return np.floor(id_uniform(ids, seed=-1) * n).astype(np.int64) == k
 
 
+def _class_cap(max_per_class: int | None, max_class_share: float | None, n_scored: int) -> int | None:
+    caps = [c for c in (max_per_class, None if max_class_share is None else int(max_class_share * n_scored))
+            if c is not None]
+    return min(caps) if caps else None
+
+
 def preselect_set(run: str, positive_min: float = 1.0, max_per_class: int | None = None,
-                  part: tuple[int, int] | None = None) -> TrainingSet:
+                  part: tuple[int, int] | None = None, holdout: bool = False,
+                  max_class_share: float | None = None) -> TrainingSet:
     """PreSelect labels from a run whose documents carry ``predictive_strength``: S >= positive_min
     is positive, as many lowest-S documents are negative (``preselect_labels``). With ``part``
     (K, N), only the documents of the K-th of N disjoint id-hash parts are used: N scorers trained on
-    the N parts have no labelled document in common."""
+    the N parts have no labelled document in common. With ``holdout`` too, the scorer trains on every
+    part but K and is measured on part K's labels (cross-fitting: N scorers, each measured on labels it
+    never saw, each trained on (N-1)/N of them). ``max_class_share`` caps each class at that share of the
+    scored documents the labels are drawn from: with many documents at S = 1, the lowest-S negatives
+    otherwise reach up to S values next to 1, and the classes differ by less than a scorer can learn."""
+    if max_class_share is not None and not 0.0 < max_class_share <= 0.5:
+        raise CurationError(f"--max-class-share {max_class_share}: give a share in (0, 0.5]")
+    if holdout and part is None:
+        raise CurationError("a held-out part needs K/N")
     docs = run_documents(run, ["id", "text", "predictive_strength"])
-    s = np.array([np.nan if v is None else v for v in docs["predictive_strength"]], dtype=np.float64)
-    if part is not None:
-        s = np.where(in_part(docs["id"], part), s, np.nan)
-    pos, neg = preselect_labels(docs["id"], s, positive_min, max_per_class)
-    data = {"method": "preselect", "run": str(Path(run).resolve()), "positive_min": positive_min,
-            "scored_docs": int((~np.isnan(s)).sum()), **({"part": f"{part[0]}/{part[1]}"} if part else {})}
-    return TrainingSet([docs["text"][i] for i in pos], [docs["text"][i] for i in neg], data)
+    s_all = np.array([np.nan if v is None else v for v in docs["predictive_strength"]], dtype=np.float64)
+    inside = np.ones(len(s_all), dtype=bool) if part is None else in_part(docs["id"], part)
+
+    def labels(mask: np.ndarray) -> tuple[list[str], list[str], int]:
+        s = np.where(mask, s_all, np.nan)
+        n = int((~np.isnan(s)).sum())
+        pos, neg = preselect_labels(docs["id"], s, positive_min, _class_cap(max_per_class, max_class_share, n))
+        return [docs["text"][i] for i in pos], [docs["text"][i] for i in neg], n
+
+    data: dict[str, Any] = {"method": "preselect", "run": str(Path(run).resolve()), "positive_min": positive_min,
+                            **({"max_class_share": max_class_share} if max_class_share is not None else {})}
+    if holdout:
+        assert part is not None
+        pos, neg, n = labels(~inside)
+        vpos, vneg, vn = labels(inside)
+        if not vpos or not vneg:
+            raise CurationError(f"part {part[0]}/{part[1]} has {len(vpos)} positives and {len(vneg)} negatives: "
+                                f"nothing to measure the scorer on (fewer parts, or more labelled documents)")
+        data.update(scored_docs=n, holdout_part=f"{part[0]}/{part[1]}", holdout_scored_docs=vn)
+        return TrainingSet(pos, neg, data, valid=(vpos, vneg))
+    pos, neg, n = labels(inside)
+    data.update(scored_docs=n, **({"part": f"{part[0]}/{part[1]}"} if part else {}))
+    return TrainingSet(pos, neg, data)
 
 
 def reference_set(positive: list[str], negative: list[str], max_per_class: int | None = None,
@@ -101,14 +134,19 @@ def reference_set(positive: list[str], negative: list[str], max_per_class: int |
 
 
 def training_set(run: str | None, positive: list[str], negative: list[str], positive_min: float = 1.0,
-                 max_per_class: int | None = None, seed: int = 0, part: str | None = None) -> TrainingSet:
+                 max_per_class: int | None = None, seed: int = 0, part: str | None = None,
+                 holdout_part: str | None = None, max_class_share: float | None = None) -> TrainingSet:
     """The set ``curate train-scorer`` trains on: PreSelect (``run``) or reference-vs-random."""
     if run and (positive or negative):
         raise CurationError("give either --run (PreSelect) or --positive/--negative, not both")
-    if part is not None and not run:
-        raise CurationError("--part splits PreSelect labels: use it with --run")
+    if part is not None and holdout_part is not None:
+        raise CurationError("give --part (train on part K) or --holdout-part (train on every other part), not both")
+    if (part is not None or holdout_part is not None or max_class_share is not None) and not run:
+        raise CurationError("--part, --holdout-part and --max-class-share shape PreSelect labels: use them with --run")
     if run:
-        return preselect_set(run, positive_min, max_per_class, parse_part(part))
+        if holdout_part is not None:
+            return preselect_set(run, positive_min, max_per_class, parse_part(holdout_part), True, max_class_share)
+        return preselect_set(run, positive_min, max_per_class, parse_part(part), False, max_class_share)
     if positive and negative:
         return reference_set(positive, negative, max_per_class, seed)
     raise CurationError("give --run RUN, or both --positive and --negative")

@@ -12,6 +12,13 @@ dropped with reason ``no_score``.
 ``group_by`` (with ``top_fraction``) keeps the top share of *each group's* characters, e.g. of every
 source with ``group_by: domain``: a stratified selection that keeps the pool's proportions between groups and
 chooses only within them (a random score so selected is a random sample at the pool's domain mix).
+
+Documents are kept whole, so a share lands on a document boundary. ``boundary: include`` (the default) keeps
+the document that crosses the share; ``boundary: nearest`` leaves it out when the documents before it end at
+least as close to the share. ``nearest`` matters where one document is a large part of a group: with
+``include``, a 15% share of a source whose top document holds 23% of it keeps 23%. A group can then keep
+nothing (its top document alone lies further from the share than none), and documents tied at the boundary
+score are kept or left out together.
 """
 
 from __future__ import annotations
@@ -41,23 +48,29 @@ RESULT_SCHEMA = pa.schema([
 ])
 
 
+BOUNDARIES = ("include", "nearest")
+
+
 @dataclass(kw_only=True)
 class SelectConfig:
     """``column``: score column (e.g. ``score_preselect``). Exactly one of ``threshold`` (keep
     score >= threshold) and ``top_fraction`` (keep the top share of characters). ``lowest``:
     keep the lowest scores instead (perplexity selection keeps the lowest ``bpc_<model>``); then a
     ``threshold`` keeps score <= threshold and the top fraction is the lowest-scoring one. ``group_by``: a
-    column (e.g. ``domain``); the top fraction is then taken of each of its values' characters."""
+    column (e.g. ``domain``); the top fraction is then taken of each of its values' characters. ``boundary``
+    (with ``top_fraction``): ``include`` keeps the document that crosses the share, ``nearest`` keeps it only
+    when that ends closer to the share than leaving it out."""
 
     column: str
     lowest: bool = False
     threshold: float | None = None
     top_fraction: float | None = None
     group_by: str | None = None
+    boundary: str = "include"
     sample_fraction: float = 1.0
     seed: int = 0
-    #: Left out of the fingerprint at this value: runs made before ``group_by`` existed keep theirs (and resume).
-    FINGERPRINT_DEFAULTS: ClassVar[dict[str, Any]] = {"group_by": None}
+    #: Left out of the fingerprint at these values: runs made before the options existed keep theirs (and resume).
+    FINGERPRINT_DEFAULTS: ClassVar[dict[str, Any]] = {"group_by": None, "boundary": "include"}
 
     def __post_init__(self) -> None:
         if (self.threshold is None) == (self.top_fraction is None):
@@ -66,6 +79,10 @@ class SelectConfig:
             raise ValueError("group_by needs top_fraction (a threshold is the same for every group)")
         if self.top_fraction is not None and not 0.0 < self.top_fraction <= 1.0:
             raise ValueError("top_fraction must be in (0, 1]")
+        if self.boundary not in BOUNDARIES:
+            raise ValueError(f"boundary must be one of {list(BOUNDARIES)}, got {self.boundary!r}")
+        if self.boundary != "include" and self.top_fraction is None:
+            raise ValueError("boundary needs top_fraction (a threshold has no share to land near)")
         if not 0.0 < self.sample_fraction <= 1.0:
             raise ValueError("sample_fraction must be in (0, 1]")
 
@@ -77,16 +94,25 @@ def _group_codes(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list[s
     return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64), enc.dictionary.to_pylist()
 
 
-def top_fraction_threshold(scores: np.ndarray, chars: np.ndarray, fraction: float) -> float:
-    """The score at which documents sorted by score (descending) reach ``fraction`` of the characters."""
+def top_fraction_threshold(scores: np.ndarray, chars: np.ndarray, fraction: float, boundary: str = "include") -> float:
+    """The score at which documents sorted by score (descending) reach ``fraction`` of the characters: the
+    crossing document's (``include``), or with ``nearest`` the one before it when stopping there ends at least as
+    close to the share (+inf, keeping nothing, when that is before the first document)."""
     ok = ~np.isnan(scores)
     scores, chars = scores[ok], chars[ok]
     if len(scores) == 0:
         return float("inf")
     order = np.argsort(-scores, kind="stable")
+    ranked = scores[order]
     cum = np.cumsum(chars[order])
-    k = int(np.searchsorted(cum, fraction * cum[-1], side="left"))
-    return float(scores[order][min(k, len(order) - 1)])
+    target = fraction * cum[-1]
+    k = min(int(np.searchsorted(cum, target, side="left")), len(order) - 1)
+    if boundary == "nearest":
+        before = float(cum[k - 1]) if k > 0 else 0.0
+        # a tie with the document before cannot be split: a threshold keeps or drops both
+        if target - before <= cum[k] - target and (k == 0 or ranked[k - 1] > ranked[k]):
+            return float(ranked[k - 1]) if k > 0 else float("inf")
+    return float(ranked[k])
 
 
 @register_stage("select_v1")
@@ -144,7 +170,7 @@ class Select(GlobalStage):
     def _threshold_of(self, t: pa.Table) -> float:
         scores = t.column("_sel_score").to_numpy(zero_copy_only=False).astype(np.float64)
         return top_fraction_threshold(scores, t.column("_sel_chars").to_numpy().astype(np.float64),
-                                      self.config.top_fraction or 1.0)
+                                      self.config.top_fraction or 1.0, self.config.boundary)
 
     def _group_thresholds(self, keys: Frame, sample: pa.Table) -> dict[str | None, float]:
         """Each group's threshold from its sampled documents; a group the sample missed (a rare value, with

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from curation.errors import ConfigError
 from curation.scoring.classifier import FastTextSettings, normalise, train_classifier
@@ -53,6 +55,42 @@ def test_top_fraction_threshold_by_characters() -> None:
     assert top_fraction_threshold(scores, chars, 1.0) == 0.1
     with pytest.raises(ValueError):
         SelectConfig(column="s", threshold=0.5, top_fraction=0.1)
+
+
+def test_nearest_boundary_leaves_out_a_crossing_document_that_overshoots() -> None:
+    # a source whose second document is 23% of it: a 15% share with `include` keeps 33%
+    scores = np.array([0.9, 0.8, 0.7, 0.6])
+    chars = np.array([10.0, 23.0, 30.0, 37.0])
+    assert top_fraction_threshold(scores, chars, 0.15) == 0.8  # include: 33 of 100 characters
+    assert top_fraction_threshold(scores, chars, 0.15, "nearest") == 0.9  # 10 is nearer 15 than 33 is
+    assert top_fraction_threshold(scores, chars, 0.25, "nearest") == 0.8  # 33 is nearer 25 than 10 is
+    # before the first document: keeping nothing is nearest to 4%
+    assert top_fraction_threshold(scores, chars, 0.04, "nearest") == float("inf")
+    # a tie with the document before cannot be split: both are kept
+    assert top_fraction_threshold(np.array([0.9, 0.9, 0.5]), np.array([10.0, 23.0, 67.0]), 0.15, "nearest") == 0.9
+    with pytest.raises(ValueError, match="boundary must be one of"):
+        SelectConfig(column="s", top_fraction=0.1, boundary="closest")
+    with pytest.raises(ValueError, match="boundary needs top_fraction"):
+        SelectConfig(column="s", threshold=0.5, boundary="nearest")
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(1, 50)), min_size=1, max_size=30),
+       st.floats(0.01, 1.0))
+def test_nearest_boundary_lands_at_least_as_near_the_share_as_include(docs: list[tuple[int, int]],
+                                                                       fraction: float) -> None:
+    scores = np.array([float(s) for s, _ in docs])
+    chars = np.array([float(c) for _, c in docs])
+    target = fraction * chars.sum()
+
+    def kept(thr: float) -> float:
+        return float(chars[scores >= thr].sum())
+
+    inc, near = kept(top_fraction_threshold(scores, chars, fraction)), kept(
+        top_fraction_threshold(scores, chars, fraction, "nearest"))
+    assert inc >= target - 1e-9  # include always reaches the share
+    assert abs(near - target) <= abs(inc - target) + 1e-9
+    # nearest differs from include only by the block of documents tied at the boundary score
+    assert near <= inc
 
 
 def test_score_then_select_pipeline_records_decisions_and_histograms(scorer: Path, tmp_path: Path) -> None:

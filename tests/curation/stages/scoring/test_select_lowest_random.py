@@ -94,6 +94,32 @@ def test_group_by_keeps_the_top_fraction_of_each_groups_characters(tmp_path: Pat
         SelectConfig(column="score_r", threshold=0.5, group_by="domain")
 
 
+def test_nearest_boundary_keeps_each_group_nearer_its_share(tmp_path: Path) -> None:
+    from curation.stats import query
+
+    # a group whose top-scored document is 40% of it: a 30% share with `include` keeps at least that 40%;
+    # `nearest` keeps the documents before it only when they end nearer 30%
+    docs = [{"id": f"s{i}", "text": ("word " * n).strip(), "domain": "skewed"}
+            for i, n in enumerate([400, 50, 50, 50, 50, 100, 100, 100, 100])]
+    docs += [{**d, "id": f"e{i}", "domain": "even"} for i, d in enumerate(_docs(20))]
+    write_jsonl(tmp_path / "in" / "a.jsonl", docs)
+    chars = {d["id"]: len(d["text"]) for d in docs}
+    shares = {}
+    for boundary in ("include", "nearest"):
+        out = tmp_path / boundary
+        stages = [{"stage": "random_score_v1", "name": "r", "seed": 3},
+                  {"stage": "select_v1", "column": "score_r", "top_fraction": 0.3, "group_by": "domain",
+                   "boundary": boundary}]
+        run_pipeline(pipeline_dict([str(tmp_path / "in" / "*.jsonl")], out, stages=stages))
+        _, kept = query(out, "SELECT id, domain FROM docs")
+        shares[boundary] = {g: sum(chars[i] for i, d in kept if d == g) / sum(c for i, c in chars.items()
+                                                                                  if i[0] == g[0]) for g in ("skewed", "even")}
+    for g in ("skewed", "even"):
+        assert abs(shares["nearest"][g] - 0.3) <= abs(shares["include"][g] - 0.3) + 1e-12, (g, shares)
+    assert shares["include"]["skewed"] != shares["nearest"]["skewed"], shares  # the seed makes the big one cross
+    assert shares["nearest"]["skewed"] < shares["include"]["skewed"]
+
+
 def test_group_by_is_left_out_of_the_fingerprint_when_unset() -> None:
     # runs made before group_by existed keep their fingerprint, so they resume
     from curation.pipeline import PipelineConfig
@@ -101,7 +127,7 @@ def test_group_by_is_left_out_of_the_fingerprint_when_unset() -> None:
     base = pipeline_dict(["x.jsonl"], "out", stages=[{"stage": "random_score_v1"},
                                                      {"stage": "select_v1", "column": "score_random", "top_fraction": 0.3}])
     plain = PipelineConfig.from_mapping(base).fingerprint_data()["stages"][1]
-    assert "group_by" not in plain and plain["top_fraction"] == 0.3
+    assert "group_by" not in plain and "boundary" not in plain and plain["top_fraction"] == 0.3
     grouped = {**base, "stages": [base["stages"][0], {**base["stages"][1], "group_by": "domain"}]}
     assert PipelineConfig.from_mapping(grouped).fingerprint_data()["stages"][1]["group_by"] == "domain"
 
