@@ -4,6 +4,7 @@
 # python benchmarks/cmr_holdout.py --experiment pilot --out runs/cmr         # the seed-99 pilot that chose eps
 # python benchmarks/cmr_holdout.py --experiment round2 --out runs/cmr        # round 2: paired to R = 0, fresh seeds
 # python benchmarks/cmr_holdout.py --experiment power --out runs/cmr-power   # seeds a round would need, per schedule
+# python benchmarks/cmr_holdout.py --experiment power2 --out runs/cmr-power  # the same for a stratified stream, batch 64
 """CMR law on held-out data: the critical mixture ratio R* measured with seeds, against the law's prediction.
 
 Only the project's commands do the work (``curate run``, ``train run``, ``train eval``); the fits are
@@ -29,6 +30,9 @@ document once, the same documents for every model), never on training batches.
 * ``power``: before another round, how many seeds would it need? For each continuation schedule (peak lr,
   warmup) of ``power``, three ratios x the calibration seeds at one budget; the seed SD of dL_gen, its slope in
   R, and the seeds the gate on R*'s interval (width <= 2 x TOLERANCE) needs at that noise and slope.
+* ``power2``: the same measure for continuations whose general stream is stratified by source (python_docs,
+  readme and license each at a fixed share of the general tokens, their shares of the training text, instead
+  of one ``general`` domain whose source mix varies with the data-order seed), and with 4x larger batches.
 
 The design, gates and decision rules are fixed in docs/benchmarks.md (CMR) before the run; the
 checks in ``verdicts`` apply them. Runs already finished under ``--out`` are reused (same config).
@@ -70,7 +74,13 @@ PARAMS: dict[str, dict[str, Any]] = {
                         "eps_steps": [200, 400]},
              # the power pilot (not a round): round 1's schedule with a longer warmup, and a third of its lr
              "power": {"seeds": [0, 1, 2, 3, 4], "steps": 200, "ratios": [0.45, 0.6, 0.75],
-                       "schedules": [[1e-3, 20], [3e-4, 20]]}},
+                       "schedules": [[1e-3, 20], [3e-4, 20]]},
+             # power2 (a pilot, not a round; docs/benchmarks.md): the first two rows are power's (reused), then a
+             # general stream stratified by source, then the same with batches of 64
+             "power2": {"seeds": [0, 1, 2, 3, 4], "steps": 200, "ratios": [0.45, 0.6, 0.75],
+                        "schedules": [[1e-3, 20], [3e-4, 20], [1e-3, 20, {"stratified": True}],
+                                      [3e-4, 20, {"stratified": True}],
+                                      [3e-4, 20, {"stratified": True, "batch_size": 64}]]}},
     "quick": {"base_steps": 30, "seq_len": 64, "batch_size": 8, "d_model": 32, "max_eval_tokens": 4096,
               "seeds": [0, 1], "eps": 0.05, "step_unit": 4,
               "critical": {"steps": 8, "ratios": [0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75],
@@ -78,7 +88,10 @@ PARAMS: dict[str, dict[str, Any]] = {
               "extrapolate": {"steps": [2, 4, 8, 16], "ratios": [0.45, 0.525, 0.6, 0.675, 0.75],
                               "fit_max_steps": 8},
               "round2": {"seeds": [2, 3], "calibration_seeds": [0, 1], "eps_ratio": 0.6, "eps_steps": [8, 16]},
-              "power": {"seeds": [0, 1], "steps": 8, "ratios": [0.45, 0.6, 0.75], "schedules": [[1e-3, 2], [3e-4, 2]]}},
+              "power": {"seeds": [0, 1], "steps": 8, "ratios": [0.45, 0.6, 0.75], "schedules": [[1e-3, 2], [3e-4, 2]]},
+              "power2": {"seeds": [0, 1], "steps": 8, "ratios": [0.45, 0.6, 0.75],
+                         "schedules": [[3e-4, 2], [3e-4, 2, {"stratified": True}],
+                                       [3e-4, 2, {"stratified": True, "batch_size": 16}]]}},
 }
 # The pilot that chose eps: seed 99 is no seed of the experiments, so its runs are never reused by them.
 PILOT = {"seed": 99, "points": [(50, 0.45), (50, 0.75), (200, 0.45), (200, 0.6), (200, 0.75), (400, 0.45), (400, 0.75)]}
@@ -115,15 +128,40 @@ class Experiment:
     def __init__(self, out: Path, p: dict[str, Any], cmds: Commands) -> None:
         self.out, self.p, self.cmds = out, p, cmds
         self.cpt_config, self.runs = out / "cpt.json", out / "runs"
+        #: general sources and their shares of the general tokens, when the general stream is stratified
+        self.strata: dict[str, float] | None = None
 
-    def use_schedule(self, lr: float, warmup_steps: int) -> None:
-        """Continue with another peak lr and warmup from here on: its own config file and runs folder, so a
-        run of one schedule is never reused for another."""
-        tag = f"lr{lr:g}_w{warmup_steps}"
+    def use_schedule(self, lr: float, warmup_steps: int, stratified: bool = False,
+                     batch_size: int | None = None) -> None:
+        """Continue with another peak lr and warmup from here on (and, optionally, a general stream stratified
+        by source, another batch size): its own config file and runs folder, so a run of one schedule is never
+        reused for another."""
+        tag = f"lr{lr:g}_w{warmup_steps}" + ("_strat" if stratified else "") + (f"_b{batch_size}" if batch_size else "")
         cpt = json.loads((self.out / "cpt.json").read_text())
         cpt["schedule"] = {**cpt["schedule"], "lr": lr, "warmup_steps": warmup_steps}
+        if batch_size:
+            cpt["data"]["batch_size"] = batch_size
+        self.strata = None
+        if stratified:
+            cpt["data"]["runs"] = [str(self.stratified_corpus())]
+            chars = {d: v["chars"] for d, v in json.loads(
+                (self.out / "corpus" / "train_strat" / "manifest.json").read_text())["domains"].items()}
+            total = sum(chars[d] for d in GENERAL_SOURCES)
+            self.strata = {d: chars[d] / total for d in GENERAL_SOURCES}
         self.cpt_config, self.runs = self.out / f"cpt_{tag}.json", self.out / f"runs_{tag}"
         self.cpt_config.write_text(json.dumps(cpt))
+
+    def stratified_corpus(self) -> Path:
+        """The training split with each general document under its source's name (its ``source_domain``)."""
+        d = self.out / "corpus" / "train_strat"
+        if not (d / "manifest.json").exists():
+            pipe = self.out / "corpus_train_strat.json"
+            pipe.write_text(json.dumps({"name": "cmr_train_strat", "input": {
+                "paths": [str(self.out / "splits" / "train.jsonl.gz")], "id_field": "id", "domain_field": "source_domain"},
+                "stages": [{"stage": "text_length_v1", "min_chars": 200}], "output": {"dir": str(d)},
+                "executor": {"kind": "local"}}))
+            self.run("curation.cli", "run", str(pipe))
+        return d
 
     def run(self, *a: str) -> str:
         return self.cmds(*a)[0]
@@ -180,7 +218,9 @@ class Experiment:
         """dL_gen, dL_dom (held-out, both halves together) and per half, of one run; trained if not done."""
         run_dir = self.runs / f"T{steps}_r{ratio:g}_s{seed}"
         if not (run_dir / "eval_b.json").exists():
-            mix = json.dumps({GENERAL: round(1 - ratio, 6), DOMAIN: ratio})
+            general = ({GENERAL: round(1 - ratio, 6)} if self.strata is None
+                       else {d: round((1 - ratio) * w, 6) for d, w in self.strata.items()})
+            mix = json.dumps({**general, DOMAIN: ratio})
             self.run("training.cli", "run", str(self.cpt_config), "-o", f"steps={steps}", "-o", f"eval_every={steps}",
                      "-o", f"data.ratios={mix}", "-o", f"seed={seed}", "-o", f"data.seed={seed}",
                      "-o", f"out_dir={run_dir}")
@@ -466,36 +506,40 @@ def seeds_needed(seed_sd: float, slope_per_r: float, width: float = 2 * TOLERANC
     return float((2 * 1.96 * seed_sd / (width * slope_per_r)) ** 2)
 
 
-def power(exp: Experiment, res: dict[str, Any], t0: float) -> dict[str, Any]:
+def power(exp: Experiment, res: dict[str, Any], t0: float, name: str = "power") -> dict[str, Any]:
     """The power pilot: per continuation schedule, the noise and slope of dL_gen over three ratios, and the seeds
     gate 3 would need (unpaired: the seed SD; paired by seed: the within-seed SD, if a reference shared the
     whole offset)."""
-    q, out = exp.p["power"], exp.out
+    q, out = exp.p[name], exp.out
     rows = []
-    for lr, warmup in q["schedules"]:
-        exp.use_schedule(lr, warmup)
+    for lr, warmup, *opts in q["schedules"]:
+        opt = opts[0] if opts else {}
+        exp.use_schedule(lr, warmup, **opt)
         g = exp.grid(q["steps"], q["ratios"], q["seeds"])
         nz = noise(g)
         gen = g["gen_all"]
         slope = float((gen[-1] - gen[0]).mean() / (q["ratios"][-1] - q["ratios"][0]))
-        rows.append({"lr": lr, "warmup_steps": warmup, "d_gen": gen.tolist(), "d_dom": g["dom_all"].tolist(),
+        rows.append({"lr": lr, "warmup_steps": warmup, "stratified": bool(opt.get("stratified")),
+                     "batch_size": opt.get("batch_size", exp.p["batch_size"]),
+                     "d_gen": gen.tolist(), "d_dom": g["dom_all"].tolist(),
                      "noise": nz, "slope_gen_per_r": slope,
                      "seeds_needed": seeds_needed(nz["seed_sd_gen"], slope),
                      "seeds_needed_paired": seeds_needed(nz["within_seed_sd_gen"], slope)})
-    res["power"] = {**q, "rows": rows, "wall_s": time.time() - t0}
+    res[name] = {**q, "rows": rows, "wall_s": time.time() - t0}
     lines = [f"Power pilot: T = {q['steps']} steps, seeds {q['seeds']}, ratios {q['ratios']}; seeds needed for a 95% "
              f"interval of R* no wider than {2 * TOLERANCE:g} (gate 3).", "",
-             "| peak lr | warmup | " + " | ".join(f"dL_gen R={r:g} mean ± SD" for r in q["ratios"])
+             "| peak lr | warmup | general stream | batch | " + " | ".join(f"dL_gen R={r:g} mean ± SD" for r in q["ratios"])
              + " | slope per unit R | seed SD | within-seed SD | seeds needed | if paired |",
-             "|---|---|" + "---|" * len(q["ratios"]) + "---|---|---|---|---|"]
+             "|---|---|---|---|" + "---|" * len(q["ratios"]) + "---|---|---|---|---|"]
     for x in rows:
         gen = np.array(x["d_gen"])
-        lines.append(f"| {x['lr']:g} | {x['warmup_steps']} | "
+        lines.append(f"| {x['lr']:g} | {x['warmup_steps']} | {'by source' if x['stratified'] else 'one domain'} | "
+                     f"{x['batch_size']} | "
                      + " | ".join(f"{row.mean():+.4f} ± {row.std(ddof=1):.4f}" for row in gen)
                      + f" | {x['slope_gen_per_r']:+.4f} | {x['noise']['seed_sd_gen']:.4f} | "
                        f"{x['noise']['within_seed_sd_gen']:.4f} | {x['seeds_needed']:.0f} | {x['seeds_needed_paired']:.0f} |")
-    (out / "power.md").write_text("\n".join(lines) + "\n")
-    (out / "results_power.json").write_text(json.dumps(res, indent=1, default=str))
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    (out / f"results_{name}.json").write_text(json.dumps(res, indent=1, default=str))
     print("\n".join(lines), flush=True)
     return res
 
@@ -503,7 +547,7 @@ def power(exp: Experiment, res: dict[str, Any], t0: float) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "cmr")
-    ap.add_argument("--experiment", choices=["critical", "extrapolate", "both", "pilot", "round2", "power"],
+    ap.add_argument("--experiment", choices=["critical", "extrapolate", "both", "pilot", "round2", "power", "power2"],
                     default="both")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
@@ -524,8 +568,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         (out / "pilot.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
         return {"params": p, "pilot": rows}
-    if args.experiment == "power":
-        return power(exp, res, t0)
+    if args.experiment in ("power", "power2"):
+        return power(exp, res, t0, args.experiment)
     if args.experiment == "round2":
         t1 = time.time()
         cal = eps_rule(exp)
