@@ -5,6 +5,7 @@
 # python benchmarks/cmr_holdout.py --experiment round2 --out runs/cmr        # round 2: paired to R = 0, fresh seeds
 # python benchmarks/cmr_holdout.py --experiment power --out runs/cmr-power   # seeds a round would need, per schedule
 # python benchmarks/cmr_holdout.py --experiment power2 --out runs/cmr-power  # the same for a stratified stream, batch 64
+# python benchmarks/cmr_holdout.py --experiment round3 --out runs/cmr-power  # round 3: stratified stream, fresh seeds
 """CMR law on held-out data: the critical mixture ratio R* measured with seeds, against the law's prediction.
 
 Only the project's commands do the work (``curate run``, ``train run``, ``train eval``); the fits are
@@ -33,6 +34,8 @@ document once, the same documents for every model), never on training batches.
 * ``power2``: the same measure for continuations whose general stream is stratified by source (python_docs,
   readme and license each at a fixed share of the general tokens, their shares of the training text, instead
   of one ``general`` domain whose source mix varies with the data-order seed), and with 4x larger batches.
+* ``round3``: both experiments on fresh seeds with the stratified stream (unpaired changes, eps by round 2's rule
+  on the calibration seeds, R* bootstrapped over whole seeds).
 
 The design, gates and decision rules are fixed in docs/benchmarks.md (CMR) before the run; the
 checks in ``verdicts`` apply them. Runs already finished under ``--out`` are reused (same config).
@@ -71,7 +74,7 @@ PARAMS: dict[str, dict[str, Any]] = {
                              "fit_max_steps": 200},
              # round 2 (pre-registered in docs/benchmarks.md before it ran): fresh seeds; eps from round 1's seeds
              "round2": {"seeds": [5, 6, 7, 8, 9], "calibration_seeds": [0, 1, 2, 3, 4], "eps_ratio": 0.6,
-                        "eps_steps": [200, 400]},
+                        "eps_steps": [200, 400], "paired": True},
              # the power pilot (not a round): round 1's schedule with a longer warmup, and a third of its lr
              "power": {"seeds": [0, 1, 2, 3, 4], "steps": 200, "ratios": [0.45, 0.6, 0.75],
                        "schedules": [[1e-3, 20], [3e-4, 20]]},
@@ -80,18 +83,26 @@ PARAMS: dict[str, dict[str, Any]] = {
              "power2": {"seeds": [0, 1, 2, 3, 4], "steps": 200, "ratios": [0.45, 0.6, 0.75],
                         "schedules": [[1e-3, 20], [3e-4, 20], [1e-3, 20, {"stratified": True}],
                                       [3e-4, 20, {"stratified": True}],
-                                      [3e-4, 20, {"stratified": True, "batch_size": 64}]]}},
+                                      [3e-4, 20, {"stratified": True, "batch_size": 64}]]},
+             # round 3 (pre-registered in docs/benchmarks.md before it ran): round 1's unpaired loss changes on a
+             # general stream stratified by source (power2 cut the seed SD of dL_gen from 0.050 to 0.008 at this
+             # schedule), R* bootstrapped over whole seeds, eps by round 2's rule on the calibration seeds
+             "round3": {"seeds": [10, 11, 12, 13, 14], "calibration_seeds": [0, 1, 2, 3, 4], "eps_ratio": 0.6,
+                        "eps_steps": [200, 400], "paired": False, "schedule": [1e-3, 20, {"stratified": True}]}},
     "quick": {"base_steps": 30, "seq_len": 64, "batch_size": 8, "d_model": 32, "max_eval_tokens": 4096,
               "seeds": [0, 1], "eps": 0.05, "step_unit": 4,
               "critical": {"steps": 8, "ratios": [0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75],
                            "held_out": [0.5, 0.6, 0.7]},
               "extrapolate": {"steps": [2, 4, 8, 16], "ratios": [0.45, 0.525, 0.6, 0.675, 0.75],
                               "fit_max_steps": 8},
-              "round2": {"seeds": [2, 3], "calibration_seeds": [0, 1], "eps_ratio": 0.6, "eps_steps": [8, 16]},
+              "round2": {"seeds": [2, 3], "calibration_seeds": [0, 1], "eps_ratio": 0.6, "eps_steps": [8, 16],
+                         "paired": True},
               "power": {"seeds": [0, 1], "steps": 8, "ratios": [0.45, 0.6, 0.75], "schedules": [[1e-3, 2], [3e-4, 2]]},
               "power2": {"seeds": [0, 1], "steps": 8, "ratios": [0.45, 0.6, 0.75],
                          "schedules": [[3e-4, 2], [3e-4, 2, {"stratified": True}],
-                                       [3e-4, 2, {"stratified": True, "batch_size": 16}]]}},
+                                       [3e-4, 2, {"stratified": True, "batch_size": 16}]]},
+              "round3": {"seeds": [2, 3], "calibration_seeds": [0, 1], "eps_ratio": 0.6, "eps_steps": [8, 16],
+                         "paired": False, "schedule": [1e-3, 2, {"stratified": True}]}},
 }
 # The pilot that chose eps: seed 99 is no seed of the experiments, so its runs are never reused by them.
 PILOT = {"seed": 99, "points": [(50, 0.45), (50, 0.75), (200, 0.45), (200, 0.6), (200, 0.75), (400, 0.45), (400, 0.75)]}
@@ -282,13 +293,13 @@ def gates(r_emp: dict[str, float], ratios: list[float], nz: dict[str, float]) ->
             "ci_resolves_tolerance": r_emp["ci_high"] - r_emp["ci_low"] <= 2 * TOLERANCE}
 
 
-def eps_rule(exp: Experiment) -> dict[str, Any]:
-    """Round 2's eps, from round 1's seeds only (fixed before round 2's seeds run): the mean over the two scored
-    budgets of the seed-mean paired dL_gen at the middle ratio, rounded to 0.001 nats/byte, so that R* of the
-    calibration seeds sits mid-grid at both scored budgets."""
-    q = exp.p["round2"]
-    per_t = {t: float(exp.paired_grid(t, [q["eps_ratio"]], q["calibration_seeds"])["gen_all"].mean())
-             for t in q["eps_steps"]}
+def eps_rule(exp: Experiment, name: str = "round2") -> dict[str, Any]:
+    """A round's eps, from calibration seeds only (fixed before the round's own seeds run): the mean over the two
+    scored budgets of the seed-mean dL_gen (paired in round 2) at the middle ratio, rounded to 0.001 nats/byte, so
+    that R* of the calibration seeds sits mid-grid at both scored budgets."""
+    q = exp.p[name]
+    grid = exp.paired_grid if q["paired"] else exp.grid
+    per_t = {t: float(grid(t, [q["eps_ratio"]], q["calibration_seeds"])["gen_all"].mean()) for t in q["eps_steps"]}
     return {"eps": round(float(np.mean(list(per_t.values()))), 3), "paired_gen_at_ratio": per_t,
             "ratio": q["eps_ratio"], "seeds": q["calibration_seeds"]}
 
@@ -302,14 +313,22 @@ def reference_check(exp: Experiment, steps: int, ratios: list[float], seeds: lis
             "corr_with_reference": [float(np.corrcoef(row, ref)[0, 1]) for row in g]}
 
 
+def round_grid(exp: Experiment, steps: int, ratios: list[float], spec: dict[str, Any] | None) -> dict[str, np.ndarray]:
+    """Round 1's grid (``spec`` None), or a later round's on its seeds: paired to R = 0 (round 2) or not."""
+    if spec is None:
+        return exp.grid(steps, ratios)
+    return (exp.paired_grid if spec["paired"] else exp.grid)(steps, ratios, spec["seeds"])
+
+
 def critical(exp: Experiment, round2: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Experiment 1; with ``round2`` (its seeds and eps), on paired loss changes, R* bootstrapped over whole seeds."""
+    """Experiment 1; with ``round2`` (a later round's seeds, eps and ``paired``), R* bootstrapped over whole
+    seeds, on paired loss changes where ``paired``."""
     from training.cmr import critical_ratio_of, dml_curve, empirical_critical_ratio, fit_dml, paired_critical_ratio
 
     p, c = exp.p, exp.p["critical"]
     ratios = c["ratios"]
     seeds, eps = (p["seeds"], p["eps"]) if round2 is None else (round2["seeds"], round2["eps"])
-    g = exp.grid(c["steps"], ratios) if round2 is None else exp.paired_grid(c["steps"], ratios, seeds)
+    g = round_grid(exp, c["steps"], ratios, round2)
     nz = noise(g)
     r_emp = (empirical_critical_ratio if round2 is None else paired_critical_ratio)(
         ratios, g["gen_all"], g["dom_all"], eps)
@@ -325,14 +344,14 @@ def critical(exp: Experiment, round2: dict[str, Any] | None = None) -> dict[str,
                "held_out_dl_all_pass": all(h[k]["pass"] for h in held for k in ("gen", "dom"))}
     verdict["outcome"] = ("inconclusive (a gate failed)" if not all(gate.values()) else
                           "pass" if verdict["r_star_within_tolerance"] and verdict["held_out_dl_all_pass"] else "fail")
-    return {"steps": c["steps"], "ratios": ratios, "seeds": seeds, "eps": eps, "paired": round2 is not None,
+    return {"steps": c["steps"], "ratios": ratios, "seeds": seeds, "eps": eps, "paired": bool(round2 and round2["paired"]),
             "d_gen": g["gen_all"].tolist(), "d_dom": g["dom_all"].tolist(), "noise": nz, "r_star_emp": r_emp,
             "fit_ratios": rs[fit_idx].tolist(), "dml_fits": fits, "r_star_pred": r_pred, "held_out": held,
             "verdicts": verdict}
 
 
 def extrapolate(exp: Experiment, round2: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Experiment 2; with ``round2`` (its seeds and eps), on paired loss changes, R* bootstrapped over whole seeds."""
+    """Experiment 2; with ``round2`` (a later round's seeds, eps and ``paired``), as in ``critical``."""
     from training.cmr import (
         _fit,
         cmr_curve,
@@ -348,7 +367,7 @@ def extrapolate(exp: Experiment, round2: dict[str, Any] | None = None) -> dict[s
     p, c = exp.p, exp.p["extrapolate"]
     ratios, unit = c["ratios"], p["step_unit"]
     seeds, eps = (p["seeds"], p["eps"]) if round2 is None else (round2["seeds"], round2["eps"])
-    grids = {t: exp.grid(t, ratios) if round2 is None else exp.paired_grid(t, ratios, seeds) for t in c["steps"]}
+    grids = {t: round_grid(exp, t, ratios, round2) for t in c["steps"]}
     t_fit = [t for t in c["steps"] if t <= c["fit_max_steps"]]
     t_pred = max(c["steps"])
     rr, tt, gg, dd = [], [], [], []
@@ -387,7 +406,7 @@ def extrapolate(exp: Experiment, round2: dict[str, Any] | None = None) -> dict[s
     verdict["outcome"] = ("inconclusive (a gate failed)" if not all(gate.values()) else
                           "pass" if verdict["r_star_within_tolerance"] and verdict["held_out_dl_all_pass"] else "fail")
     return {"steps": c["steps"], "fit_steps": t_fit, "predicted_steps": t_pred, "ratios": ratios, "seeds": seeds,
-            "eps": eps, "step_unit": unit, "paired": round2 is not None,
+            "eps": eps, "step_unit": unit, "paired": bool(round2 and round2["paired"]),
             "d_gen": {t: grids[t]["gen_all"].tolist() for t in c["steps"]},
             "d_dom": {t: grids[t]["dom_all"].tolist() for t in c["steps"]},
             "noise": nz, "noise_per_budget": per_t_noise, "joint_fits": fits, "r_star_emp": r_emp, "r_star_pred": r_pred,
@@ -547,7 +566,8 @@ def power(exp: Experiment, res: dict[str, Any], t0: float, name: str = "power") 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "cmr")
-    ap.add_argument("--experiment", choices=["critical", "extrapolate", "both", "pilot", "round2", "power", "power2"],
+    ap.add_argument("--experiment", choices=["critical", "extrapolate", "both", "pilot", "round2", "round3", "power",
+                                             "power2"],
                     default="both")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
@@ -570,19 +590,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {"params": p, "pilot": rows}
     if args.experiment in ("power", "power2"):
         return power(exp, res, t0, args.experiment)
-    if args.experiment == "round2":
+    if args.experiment in ("round2", "round3"):
+        rnd = args.experiment
+        if "schedule" in p[rnd]:
+            lr, warmup, *opts = p[rnd]["schedule"]
+            exp.use_schedule(lr, warmup, **(opts[0] if opts else {}))
         t1 = time.time()
-        cal = eps_rule(exp)
+        cal = eps_rule(exp, rnd)
         res["eps_rule"] = {**cal, "wall_s": time.time() - t1}
-        print(f"round 2 eps = {cal['eps']} (rule on seeds {cal['seeds']}: {cal['paired_gen_at_ratio']})", flush=True)
-        r2 = {"seeds": p["round2"]["seeds"], "eps": cal["eps"]}
+        print(f"{rnd} eps = {cal['eps']} (rule on seeds {cal['seeds']}: {cal['paired_gen_at_ratio']})", flush=True)
+        r2 = {"seeds": p[rnd]["seeds"], "eps": cal["eps"], "paired": p[rnd]["paired"]}
         for name in ("critical", "extrapolate"):
             t1 = time.time()
             r = {"experiment": name, **(critical(exp, r2) if name == "critical" else extrapolate(exp, r2))}
             r["wall_s"] = time.time() - t1
-            plot(r, out / f"cmr_round2_{name}.png")
+            plot(r, out / f"cmr_{rnd}_{name}.png")
             res[name] = r
             print(table(r), flush=True)
+        if rnd == "round3":
+            res["wall_s"] = time.time() - t0
+            (out / "results_round3.json").write_text(json.dumps(res, indent=1, default=str))
+            (out / "table_round3.md").write_text(f"eps rule: {res['eps_rule']}\n\n"
+                                                 + "".join(table(res[k]) + "\n" for k in ("critical", "extrapolate")))
+            return res
         checks = [reference_check(exp, t, [0.45, 0.6, 0.75], sd) for sd in (p["round2"]["calibration_seeds"], r2["seeds"])
                   for t in p["round2"]["eps_steps"]]
         res["reference_check"] = checks

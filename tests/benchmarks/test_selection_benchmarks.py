@@ -180,5 +180,34 @@ def test_cmr_holdout_quick_scores_both_experiments_on_held_out_documents(tmp_pat
         d = np.array(row["d_gen"])
         assert row["slope_gen_per_r"] == pytest.approx((d[-1] - d[0]).mean() / 0.3)
     assert "seeds needed" in (tmp_path / "power.md").read_text()
+    # power2: a stratified general stream trains each source at a fixed share of the general tokens
+    p2 = mod.main(["--out", str(tmp_path), "--quick", "--experiment", "power2"])["power2"]
+    strat = [r for r in p2["rows"] if r["stratified"]]
+    assert strat and any(r["batch_size"] != mod.PARAMS["quick"]["batch_size"] for r in strat)
+    cfg = json.loads((tmp_path / "cpt_lr0.0003_w2_strat.json").read_text())
+    assert cfg["data"]["runs"] == [str(tmp_path / "corpus" / "train_strat")]
+    run_dir = tmp_path / "runs_lr0.0003_w2_strat" / f"T{p2['steps']}_r0.45_s0"
+    with open(run_dir / "log.jsonl") as fh:  # the run's first log record is its resolved config
+        mix = json.loads(fh.readline())["config"]["data"]["ratios"]
+    chars = {d: v["chars"] for d, v in json.loads((tmp_path / "corpus" / "train_strat" / "manifest.json")
+                                                 .read_text())["domains"].items()}
+    total = sum(chars[d] for d in mod.GENERAL_SOURCES)
+    assert mix["code"] == pytest.approx(0.45) and set(mix) == {"code", *mod.GENERAL_SOURCES}
+    for d in mod.GENERAL_SOURCES:
+        assert mix[d] == pytest.approx(0.55 * chars[d] / total, abs=1e-6)
+    assert exp.losses(run_dir)[mod.GENERAL]["tokens"] > 0  # evaluated on the same held-out general text
+    # round 3: unpaired changes on the stratified stream, eps from the calibration seeds only
+    r3 = mod.main(["--out", str(tmp_path), "--quick", "--experiment", "round3"])
+    q3 = mod.PARAMS["quick"]["round3"]
+    runs3 = tmp_path / "runs_lr0.001_w2_strat"
+    base = exp.losses(tmp_path / "base")[mod.GENERAL]["all"]
+    gen3 = lambda t, r, s: exp.losses(runs3 / f"T{t}_r{r:g}_s{s}")[mod.GENERAL]["all"] - base  # noqa: E731
+    want_eps = np.mean([np.mean([gen3(t, q3["eps_ratio"], s) for s in q3["calibration_seeds"]]) for t in q3["eps_steps"]])
+    assert r3["eps_rule"]["eps"] == pytest.approx(round(float(want_eps), 3))
+    c3 = r3["critical"]
+    assert not c3["paired"] and c3["seeds"] == q3["seeds"] and not set(c3["seeds"]) & set(q3["calibration_seeds"])
+    assert c3["d_gen"][0][1] == pytest.approx(gen3(c3["steps"], c3["ratios"][0], c3["seeds"][1]), abs=1e-12)
+    assert len(c3["r_star_emp"]["per_seed"]) == len(q3["seeds"])  # bootstrapped over whole seeds
+    assert (tmp_path / "cmr_round3_extrapolate.png").stat().st_size > 10_000 and (tmp_path / "table_round3.md").exists()
     # the interval of R* is ~2 x 1.96 SE / slope wide: SD 0.03, slope 0.12 per unit R -> (3.92 x 0.03 / 0.012)^2
     assert mod.seeds_needed(0.03, 0.12) == pytest.approx(96.04) and mod.seeds_needed(0.03, -0.1) == math.inf
