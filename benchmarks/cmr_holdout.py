@@ -6,6 +6,7 @@
 # python benchmarks/cmr_holdout.py --experiment power --out runs/cmr-power   # seeds a round would need, per schedule
 # python benchmarks/cmr_holdout.py --experiment power2 --out runs/cmr-power  # the same for a stratified stream, batch 64
 # python benchmarks/cmr_holdout.py --experiment round3 --out runs/cmr-power  # round 3: stratified stream, fresh seeds
+# python benchmarks/cmr_holdout.py --experiment round4 --out runs/cmr-power  # round 4: eps per scored budget
 """CMR law on held-out data: the critical mixture ratio R* measured with seeds, against the law's prediction.
 
 Only the project's commands do the work (``curate run``, ``train run``, ``train eval``); the fits are
@@ -35,7 +36,8 @@ document once, the same documents for every model), never on training batches.
   readme and license each at a fixed share of the general tokens, their shares of the training text, instead
   of one ``general`` domain whose source mix varies with the data-order seed), and with 4x larger batches.
 * ``round3``: both experiments on fresh seeds with the stratified stream (unpaired changes, eps by round 2's rule
-  on the calibration seeds, R* bootstrapped over whole seeds).
+  on the calibration seeds, R* bootstrapped over whole seeds). ``round4``: the same, each experiment's eps from the
+  calibration seeds at its own scored budget.
 
 The design, gates and decision rules are fixed in docs/benchmarks.md (CMR) before the run; the
 checks in ``verdicts`` apply them. Runs already finished under ``--out`` are reused (same config).
@@ -88,7 +90,12 @@ PARAMS: dict[str, dict[str, Any]] = {
              # general stream stratified by source (power2 cut the seed SD of dL_gen from 0.050 to 0.008 at this
              # schedule), R* bootstrapped over whole seeds, eps by round 2's rule on the calibration seeds
              "round3": {"seeds": [10, 11, 12, 13, 14], "calibration_seeds": [0, 1, 2, 3, 4], "eps_ratio": 0.6,
-                        "eps_steps": [200, 400], "paired": False, "schedule": [1e-3, 20, {"stratified": True}]}},
+                        "eps_steps": [200, 400], "paired": False, "schedule": [1e-3, 20, {"stratified": True}]},
+             # round 4 (pre-registered before it ran): round 3 with each experiment's eps from the calibration seeds at
+             # its own scored budget (round 3's mean over both put experiment 1's eps near the bottom of its grid)
+             "round4": {"seeds": [15, 16, 17, 18, 19], "calibration_seeds": [0, 1, 2, 3, 4], "eps_ratio": 0.6,
+                        "eps_steps": [200, 400], "paired": False, "schedule": [1e-3, 20, {"stratified": True}],
+                        "eps_per_budget": True}},
     "quick": {"base_steps": 30, "seq_len": 64, "batch_size": 8, "d_model": 32, "max_eval_tokens": 4096,
               "seeds": [0, 1], "eps": 0.05, "step_unit": 4,
               "critical": {"steps": 8, "ratios": [0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75],
@@ -102,7 +109,9 @@ PARAMS: dict[str, dict[str, Any]] = {
                          "schedules": [[3e-4, 2], [3e-4, 2, {"stratified": True}],
                                        [3e-4, 2, {"stratified": True, "batch_size": 16}]]},
               "round3": {"seeds": [2, 3], "calibration_seeds": [0, 1], "eps_ratio": 0.6, "eps_steps": [8, 16],
-                         "paired": False, "schedule": [1e-3, 2, {"stratified": True}]}},
+                         "paired": False, "schedule": [1e-3, 2, {"stratified": True}]},
+              "round4": {"seeds": [4, 5], "calibration_seeds": [0, 1], "eps_ratio": 0.6, "eps_steps": [8, 16],
+                         "paired": False, "schedule": [1e-3, 2, {"stratified": True}], "eps_per_budget": True}},
 }
 # The pilot that chose eps: seed 99 is no seed of the experiments, so its runs are never reused by them.
 PILOT = {"seed": 99, "points": [(50, 0.45), (50, 0.75), (200, 0.45), (200, 0.6), (200, 0.75), (400, 0.45), (400, 0.75)]}
@@ -300,8 +309,11 @@ def eps_rule(exp: Experiment, name: str = "round2") -> dict[str, Any]:
     q = exp.p[name]
     grid = exp.paired_grid if q["paired"] else exp.grid
     per_t = {t: float(grid(t, [q["eps_ratio"]], q["calibration_seeds"])["gen_all"].mean()) for t in q["eps_steps"]}
-    return {"eps": round(float(np.mean(list(per_t.values()))), 3), "paired_gen_at_ratio": per_t,
-            "ratio": q["eps_ratio"], "seeds": q["calibration_seeds"]}
+    out = {"eps": round(float(np.mean(list(per_t.values()))), 3), "paired_gen_at_ratio": per_t,
+           "ratio": q["eps_ratio"], "seeds": q["calibration_seeds"]}
+    if q.get("eps_per_budget"):  # each experiment's eps from its own scored budget (round 4)
+        out["eps_by_steps"] = {t: round(v, 3) for t, v in per_t.items()}
+    return out
 
 
 def reference_check(exp: Experiment, steps: int, ratios: list[float], seeds: list[int]) -> dict[str, Any]:
@@ -566,8 +578,8 @@ def power(exp: Experiment, res: dict[str, Any], t0: float, name: str = "power") 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "cmr")
-    ap.add_argument("--experiment", choices=["critical", "extrapolate", "both", "pilot", "round2", "round3", "power",
-                                             "power2"],
+    ap.add_argument("--experiment", choices=["critical", "extrapolate", "both", "pilot", "round2", "round3", "round4",
+                                             "power", "power2"],
                     default="both")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
@@ -590,7 +602,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {"params": p, "pilot": rows}
     if args.experiment in ("power", "power2"):
         return power(exp, res, t0, args.experiment)
-    if args.experiment in ("round2", "round3"):
+    if args.experiment in ("round2", "round3", "round4"):
         rnd = args.experiment
         if "schedule" in p[rnd]:
             lr, warmup, *opts = p[rnd]["schedule"]
@@ -602,15 +614,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         r2 = {"seeds": p[rnd]["seeds"], "eps": cal["eps"], "paired": p[rnd]["paired"]}
         for name in ("critical", "extrapolate"):
             t1 = time.time()
+            if "eps_by_steps" in cal:
+                scored = p["critical"]["steps"] if name == "critical" else max(p["extrapolate"]["steps"])
+                r2 = {**r2, "eps": cal["eps_by_steps"][scored]}
+                print(f"{rnd} {name}: eps = {r2['eps']} (calibration seeds at T = {scored})", flush=True)
             r = {"experiment": name, **(critical(exp, r2) if name == "critical" else extrapolate(exp, r2))}
             r["wall_s"] = time.time() - t1
             plot(r, out / f"cmr_{rnd}_{name}.png")
             res[name] = r
             print(table(r), flush=True)
-        if rnd == "round3":
+        if rnd != "round2":
             res["wall_s"] = time.time() - t0
-            (out / "results_round3.json").write_text(json.dumps(res, indent=1, default=str))
-            (out / "table_round3.md").write_text(f"eps rule: {res['eps_rule']}\n\n"
+            (out / f"results_{rnd}.json").write_text(json.dumps(res, indent=1, default=str))
+            (out / f"table_{rnd}.md").write_text(f"eps rule: {res['eps_rule']}\n\n"
                                                  + "".join(table(res[k]) + "\n" for k in ("critical", "extrapolate")))
             return res
         checks = [reference_check(exp, t, [0.45, 0.6, 0.75], sd) for sd in (p["round2"]["calibration_seeds"], r2["seeds"])

@@ -209,5 +209,11 @@ def test_cmr_holdout_quick_scores_both_experiments_on_held_out_documents(tmp_pat
     assert c3["d_gen"][0][1] == pytest.approx(gen3(c3["steps"], c3["ratios"][0], c3["seeds"][1]), abs=1e-12)
     assert len(c3["r_star_emp"]["per_seed"]) == len(q3["seeds"])  # bootstrapped over whole seeds
     assert (tmp_path / "cmr_round3_extrapolate.png").stat().st_size > 10_000 and (tmp_path / "table_round3.md").exists()
+    # round 4: each experiment's eps is the calibration seeds' mean at that experiment's own scored budget
+    r4 = mod.main(["--out", str(tmp_path), "--quick", "--experiment", "round4"])
+    q = mod.PARAMS["quick"]
+    for name, t in (("critical", q["critical"]["steps"]), ("extrapolate", max(q["extrapolate"]["steps"]))):
+        want = np.mean([gen3(t, q["round4"]["eps_ratio"], s) for s in q["round4"]["calibration_seeds"]])
+        assert r4[name]["eps"] == pytest.approx(round(float(want), 3)) and r4[name]["seeds"] == q["round4"]["seeds"]
     # the interval of R* is ~2 x 1.96 SE / slope wide: SD 0.03, slope 0.12 per unit R -> (3.92 x 0.03 / 0.012)^2
     assert mod.seeds_needed(0.03, 0.12) == pytest.approx(96.04) and mod.seeds_needed(0.03, -0.1) == math.inf
