@@ -317,10 +317,16 @@ PARAMS = {  # fixed before any evaluation (docs/preselect_effect.md); --quick sh
              # a base is kept once its target dev loss is at most this (nats/byte): round 3's plateaued base had
              # 2.878, rounds 1-2's bases 2.60-2.67 on test; up to base_tries seeds, else the run stops
              "base_max_dev": 2.75, "base_tries": 3,
-             "arm_steps": 300, "arm_lr": 1e-3, "seeds": 5, "randoms": 5,
+             # ten random selections (round 7): the A/A contrast is five against five, and gate 4's yardstick (the
+             # A/A detectable difference) no longer rests on two selections against three
+             "arm_steps": 300, "arm_lr": 1e-3, "seeds": 5, "randoms": 10,
              # random selections keep 15% of each source (select_v1 group_by): round 4's pool-wide random 15%s
              # differed in domain mix, and so in target loss, by more than the learner's seeds
              "random_group_by": "domain", "bimodal_min_side": 2,
+             # the screen's factor calibrated so that it flags a round whose 13 screened selections all have
+             # unimodal Gaussian seeds at most 5% of the time (0.05 / 13 per selection); round 6's fixed factor 2
+             # fires on one such selection 9-18% of the time at seed SDs of 0.015-0.02
+             "bimodal_null_quantile": 0.996,
              # every arm's share lands on the document boundary nearest it (select_v1 boundary: nearest): one
              # document of the control `shuffled` is 23% of it, and round 5's random selections that drew it kept 33%
              "boundary": "nearest",
@@ -340,7 +346,7 @@ PARAMS = {  # fixed before any evaluation (docs/preselect_effect.md); --quick sh
               "seq_len": 64, "batch_size": 8, "d_model": 32, "n_layer": 1, "base_steps": 40, "base_lr": 3e-3,
               "base_max_dev": None, "base_tries": 1,
               "arm_steps": 10, "arm_lr": 1e-3, "seeds": 2, "randoms": 5, "random_group_by": "domain",
-              "bimodal_min_side": 2, "boundary": "nearest", "class_share": 0.1,
+              "bimodal_min_side": 2, "bimodal_null_quantile": 0.996, "boundary": "nearest", "class_share": 0.1,
               "family": [None, "python_docs", "code", "readme", "license", "changelog"], "family_steps": 10,
               "family_emphasis": 0.6,
               "family_seeds": 4, "order_seeds": 2, "label_docs": 300, "scorers": 3, "bucket": 100_000, "ml_steps": 10,
@@ -351,7 +357,7 @@ PARAMS = {  # fixed before any evaluation (docs/preselect_effect.md); --quick sh
             "seq_len": 256, "batch_size": 64, "d_model": 256, "n_layer": 6, "base_steps": 1500, "base_lr": 1e-3,
             "base_max_dev": None, "base_tries": 1,  # no CPU-scale level applies: the first base is kept, its loss reported
             "arm_steps": 800, "arm_lr": 5e-4, "seeds": 3, "randoms": 5, "random_group_by": "domain",
-            "bimodal_min_side": 2, "boundary": "nearest", "class_share": 0.1,
+            "bimodal_min_side": 2, "bimodal_null_quantile": 0.996, "boundary": "nearest", "class_share": 0.1,
             "family": [None, "python_docs", "code", "readme", "license", "changelog"], "family_steps": 400,
             "family_emphasis": 0.6,
             "family_seeds": 4, "order_seeds": 2, "label_docs": 20000, "scorers": 3, "bucket": 2_000_000, "ml_steps": 400,
@@ -552,14 +558,17 @@ def experiment(run: Runner, p: dict[str, Any], out: Path, args: argparse.Namespa
         selections.setdefault("domain_matched", []).append(
             {"name": f"domain_matched{k}", "run": selections["random"][k]["run"],
              "ratios_from": selections["preselect"][k]["run"]})
-    # S is known on the labelled sample only: keep the same characters as the other arms from it
     # S is known on the labelled sample only, and a second run would not see the labels run's columns (a run
     # reads text, id and domain from its input): the top of the sample by S, as many characters as the other
     # arms keep of the pool, is picked here with select_v1's own threshold rule and run through `curate run`.
+    # S takes 16 values (15 model pairs), and a threshold cannot split a tie: rounds 4-6 kept every document
+    # at the crossing level, 1.2-2.0x the other arms' characters. Ties are broken by a hash of the id, far
+    # below the 1/15 step between S values, so the arm keeps the same share as the others.
+    from curation.stages.scoring.random_score import id_uniform
     from curation.stages.scoring.select import top_fraction_threshold
 
     lab = _docs(runs / "labels", ["id", "text", "domain", "n_chars", "predictive_strength"])
-    s_lab = lab["predictive_strength"].astype(float)
+    s_lab = lab["predictive_strength"].astype(float) + 1e-6 * id_uniform(lab["id"].tolist(), seed=7 + o)
     thr = top_fraction_threshold(s_lab, lab["n_chars"].astype(float), min(1.0, keep * pool_chars / lab["n_chars"].sum()),
                                  p["boundary"])
     write_jsonl(src / "preselect_direct.jsonl.gz", [{"id": i, "text": t, "domain": d} for i, t, d, v in zip(
@@ -749,7 +758,8 @@ def analyse(res: dict[str, Any]) -> None:
     # (the preselect contrast's SE also grows with disagreement between scorers, which is not the evaluation's)
     mde_aa = st.min_detectable_difference(aa["se"])
     min_side = res["params"]["bimodal_min_side"]
-    within = [st.seed_spread(row, min_gap=GATE_SEED_SD, min_side=min_side)
+    within = [st.seed_spread(row, min_gap=GATE_SEED_SD, min_side=min_side,
+                             null_quantile=res["params"].get("bimodal_null_quantile"))
               for arm in ("random", "preselect") for row in loss_matrix(res, arm)]
     seed_sd = float(np.sqrt(np.mean([w["sd"] ** 2 for w in within])))
     aucs = [s["valid_auc"] for s in res["scorers"]["preselect"]]

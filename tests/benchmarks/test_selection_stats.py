@@ -305,6 +305,22 @@ def test_seed_spread() -> None:
     assert one["mean"] == 3.0 and math.isnan(one["sd"]) and one["range"] == 0.0
 
 
+def test_calibrated_bimodality_screen_fires_on_gaussian_seeds_at_its_stated_rate() -> None:
+    # the fixed factor 2 fires on unimodal noise far too often; the calibrated one at 1 - quantile
+    rng = np.random.default_rng(7)
+    draws = rng.normal(2.5, 0.02, size=(4000, 5))
+    fixed = np.mean([S.seed_spread(d, min_side=2)["bimodal"] for d in draws])
+    calibrated = np.mean([S.seed_spread(d, min_side=2, null_quantile=0.99)["bimodal"] for d in draws])
+    assert fixed > 0.3 and 0.004 <= calibrated <= 0.018
+    # the same rate at any scale: the ratio is scale-free
+    assert S.gap_ratio_null(5, 2, 0.99) == S.gap_ratio_null(5, 2, 0.99) > 2.0
+    # two clear clusters are still flagged; round 6's random3 (a 2/3 split of ordinary spread) is not
+    assert S.seed_spread([2.50, 2.501, 2.502, 2.60, 2.601], min_gap=0.02, min_side=2, null_quantile=0.99)["bimodal"]
+    r3 = [2.5456, 2.5844, 2.5348, 2.5794, 2.5778]
+    assert S.seed_spread(r3, min_gap=0.02, min_side=2)["bimodal"]
+    assert not S.seed_spread(r3, min_gap=0.02, min_side=2, null_quantile=0.99)["bimodal"]
+
+
 def test_junk_retention() -> None:
     assert S.junk_retention(0.05, 0.1) == 0.5
     assert S.junk_retention(0.0, 0.1) == 0.0
