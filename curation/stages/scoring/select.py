@@ -96,8 +96,9 @@ def _group_codes(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list[s
 
 def top_fraction_threshold(scores: np.ndarray, chars: np.ndarray, fraction: float, boundary: str = "include") -> float:
     """The score at which documents sorted by score (descending) reach ``fraction`` of the characters: the
-    crossing document's (``include``), or with ``nearest`` the one before it when stopping there ends at least as
-    close to the share (+inf, keeping nothing, when that is before the first document)."""
+    crossing document's (``include``), or with ``nearest`` the score just above the crossing document's tie block
+    when stopping there ends at least as close to the share as keeping the block (+inf, keeping nothing, when
+    the block is the first)."""
     ok = ~np.isnan(scores)
     scores, chars = scores[ok], chars[ok]
     if len(scores) == 0:
@@ -108,10 +109,13 @@ def top_fraction_threshold(scores: np.ndarray, chars: np.ndarray, fraction: floa
     target = fraction * cum[-1]
     k = min(int(np.searchsorted(cum, target, side="left")), len(order) - 1)
     if boundary == "nearest":
-        before = float(cum[k - 1]) if k > 0 else 0.0
-        # a tie with the document before cannot be split: a threshold keeps or drops both
-        if target - before <= cum[k] - target and (k == 0 or ranked[k - 1] > ranked[k]):
-            return float(ranked[k - 1]) if k > 0 else float("inf")
+        # a threshold keeps or drops a tie block whole: compare the block that holds the crossing document
+        # kept (through its last member) with it dropped (up to its first member)
+        first = int(np.searchsorted(-ranked, -ranked[k], side="left"))
+        last = int(np.searchsorted(-ranked, -ranked[k], side="right")) - 1
+        before = float(cum[first - 1]) if first > 0 else 0.0
+        if target - before <= cum[last] - target:
+            return float(ranked[first - 1]) if first > 0 else float("inf")
     return float(ranked[k])
 
 

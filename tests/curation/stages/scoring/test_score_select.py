@@ -66,8 +66,12 @@ def test_nearest_boundary_leaves_out_a_crossing_document_that_overshoots() -> No
     assert top_fraction_threshold(scores, chars, 0.25, "nearest") == 0.8  # 33 is nearer 25 than 10 is
     # before the first document: keeping nothing is nearest to 4%
     assert top_fraction_threshold(scores, chars, 0.04, "nearest") == float("inf")
-    # a tie with the document before cannot be split: both are kept
-    assert top_fraction_threshold(np.array([0.9, 0.9, 0.5]), np.array([10.0, 23.0, 67.0]), 0.15, "nearest") == 0.9
+    # a tie cannot be split: the crossing document's whole tie block is kept or dropped, whichever is nearer
+    assert top_fraction_threshold(np.array([0.9, 0.9, 0.5]), np.array([10.0, 23.0, 67.0]), 0.15, "nearest") == float("inf")
+    assert top_fraction_threshold(np.array([0.9, 0.9, 0.5]), np.array([10.0, 23.0, 67.0]), 0.25, "nearest") == 0.9
+    # the tie block can reach past the crossing document: include then keeps all of it (100), nearest 10
+    tied = (np.array([0.9, 0.5, 0.5, 0.5]), np.array([10.0, 10.0, 40.0, 40.0]))
+    assert top_fraction_threshold(*tied, 0.2) == 0.5 and top_fraction_threshold(*tied, 0.2, "nearest") == 0.9
     with pytest.raises(ValueError, match="boundary must be one of"):
         SelectConfig(column="s", top_fraction=0.1, boundary="closest")
     with pytest.raises(ValueError, match="boundary needs top_fraction"):
@@ -89,8 +93,15 @@ def test_nearest_boundary_lands_at_least_as_near_the_share_as_include(docs: list
         top_fraction_threshold(scores, chars, fraction, "nearest"))
     assert inc >= target - 1e-9  # include always reaches the share
     assert abs(near - target) <= abs(inc - target) + 1e-9
-    # nearest differs from include only by the block of documents tied at the boundary score
+    # nearest differs from include only by the block of documents tied at the boundary score, and it is the
+    # nearer of the two block boundaries around the share
     assert near <= inc
+    levels = sorted(set(scores.tolist()), reverse=True)
+    ends = [0.0] + [kept(v) for v in levels]  # every share a threshold can produce
+    below = max(e for e in ends if e < target - 1e-9) if any(e < target - 1e-9 for e in ends) else None
+    above = min(e for e in ends if e >= target - 1e-9)
+    best = above if below is None or abs(above - target) < abs(below - target) else below
+    assert abs(abs(near - target) - abs(best - target)) <= 1e-9
 
 
 def test_score_then_select_pipeline_records_decisions_and_histograms(scorer: Path, tmp_path: Path) -> None:
