@@ -391,7 +391,7 @@ def train_scorer(
     holdout_part: Optional[str] = typer.Option(None, "--holdout-part", help="PreSelect: K/N trains on every "
                                                "part but K and measures AUC on part K's labels (cross-fitting)."),
     max_class_share: Optional[float] = typer.Option(None, "--max-class-share", help="PreSelect: cap each class at "
-                                                    "this share of the labelled documents (e.g. 0.1)."),
+                                                    "this share of the scored documents the labels come from (e.g. 0.1)."),
 ) -> None:
     """Train a fastText scorer: PreSelect labels from a run (--run) or reference-vs-random (--positive/--negative)."""
     from pathlib import Path

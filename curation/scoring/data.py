@@ -55,16 +55,18 @@ class TrainingSet:
     valid: tuple[list[str], list[str]] | None = None
 
 
-def parse_part(spec: str | None) -> tuple[int, int] | None:
+def parse_part(spec: str | None, option: str = "--part") -> tuple[int, int] | None:
     """``"K/N"`` -> (K, N) with 0 <= K < N: the K-th of N disjoint parts of the labelled documents."""
     if spec is None:
         return None
     try:
         k, n = (int(x) for x in spec.split("/"))
     except ValueError:
-        raise CurationError(f"--part {spec!r}: give K/N, e.g. 0/3") from None
+        raise CurationError(f"{option} {spec!r}: give K/N, e.g. 0/3") from None
     if not 0 <= k < n:
-        raise CurationError(f"--part {spec!r}: K must be in [0, N)")
+        raise CurationError(f"{option} {spec!r}: K must be in [0, N)")
+    if option == "--holdout-part" and n < 2:
+        raise CurationError(f"{option} {spec!r}: N must be at least 2 (one part held out, the others trained on)")
     return k, n
 
 
@@ -105,7 +107,11 @@ def preselect_set(run: str, positive_min: float = 1.0, max_per_class: int | None
     def labels(mask: np.ndarray) -> tuple[list[str], list[str], int]:
         s = np.where(mask, s_all, np.nan)
         n = int((~np.isnan(s)).sum())
-        pos, neg = preselect_labels(docs["id"], s, positive_min, _class_cap(max_per_class, max_class_share, n))
+        cap = _class_cap(max_per_class, max_class_share, n)
+        if cap == 0:
+            raise CurationError(f"a class cap of 0 documents ({n} scored documents; --max-class-share "
+                                f"{max_class_share}, --max-per-class {max_per_class}): raise the cap or label more")
+        pos, neg = preselect_labels(docs["id"], s, positive_min, cap)
         return [docs["text"][i] for i in pos], [docs["text"][i] for i in neg], n
 
     data: dict[str, Any] = {"method": "preselect", "run": str(Path(run).resolve()), "positive_min": positive_min,
@@ -145,7 +151,8 @@ def training_set(run: str | None, positive: list[str], negative: list[str], posi
         raise CurationError("--part, --holdout-part and --max-class-share shape PreSelect labels: use them with --run")
     if run:
         if holdout_part is not None:
-            return preselect_set(run, positive_min, max_per_class, parse_part(holdout_part), True, max_class_share)
+            return preselect_set(run, positive_min, max_per_class, parse_part(holdout_part, "--holdout-part"), True,
+                                 max_class_share)
         return preselect_set(run, positive_min, max_per_class, parse_part(part), False, max_class_share)
     if positive and negative:
         return reference_set(positive, negative, max_per_class, seed)

@@ -17,8 +17,9 @@ Documents are kept whole, so a share lands on a document boundary. ``boundary: i
 the document that crosses the share; ``boundary: nearest`` leaves it out when the documents before it end at
 least as close to the share. ``nearest`` matters where one document is a large part of a group: with
 ``include``, a 15% share of a source whose top document holds 23% of it keeps 23%. A group can then keep
-nothing (its top document alone lies further from the share than none), and documents tied at the boundary
-score are kept or left out together.
+nothing (its top document alone lies further from the share than none; a warning names it, and its decisions
+report a null threshold), and documents tied at the boundary score are kept or left out together. A score of
++inf is never left out by ``nearest`` (no threshold lies above it).
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ def top_fraction_threshold(scores: np.ndarray, chars: np.ndarray, fraction: floa
         first = int(np.searchsorted(-ranked, -ranked[k], side="left"))
         last = int(np.searchsorted(-ranked, -ranked[k], side="right")) - 1
         before = float(cum[first - 1]) if first > 0 else 0.0
-        if target - before <= cum[last] - target:
+        # keeping nothing is a threshold of +inf, which cannot drop a score of +inf: such a block stays
+        if target - before <= cum[last] - target and not (first == 0 and np.isposinf(ranked[0])):
             return float(ranked[first - 1]) if first > 0 else float("inf")
     return float(ranked[k])
 
@@ -171,10 +173,16 @@ class Select(GlobalStage):
                  len(sample))
         return out
 
-    def _threshold_of(self, t: pa.Table) -> float:
+    def _threshold_of(self, t: pa.Table, group: str | None = None) -> float:
         scores = t.column("_sel_score").to_numpy(zero_copy_only=False).astype(np.float64)
-        return top_fraction_threshold(scores, t.column("_sel_chars").to_numpy().astype(np.float64),
-                                      self.config.top_fraction or 1.0, self.config.boundary)
+        thr = top_fraction_threshold(scores, t.column("_sel_chars").to_numpy().astype(np.float64),
+                                     self.config.top_fraction or 1.0, self.config.boundary)
+        if thr == float("inf") and not np.isnan(scores).all():
+            # decisions report an infinite threshold as null, as for a group without a score: say which it is
+            log.warning("select_v1: boundary nearest keeps nothing of %s: its top-scored document alone lies "
+                        "further from the %.1f%% share than none", "the pool" if group is None else f"group {group!r}",
+                        100 * (self.config.top_fraction or 1.0))
+        return thr
 
     def _group_thresholds(self, keys: Frame, sample: pa.Table) -> dict[str | None, float]:
         """Each group's threshold from its sampled documents; a group the sample missed (a rare value, with
@@ -184,7 +192,7 @@ class Select(GlobalStage):
         order = np.argsort(codes, kind="stable")
         bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
         for i, g in enumerate(names):
-            out[g] = self._threshold_of(sample.take(pa.array(order[bounds[i]:bounds[i + 1]])))
+            out[g] = self._threshold_of(sample.take(pa.array(order[bounds[i]:bounds[i + 1]])), g)
         if self.config.sample_fraction >= 1.0:  # the sample is every document: no group can be missing
             return out
         uniques = keys.map(lambda t: pa.table({"g": pc.unique(t.column("_sel_group"))})).collect()
@@ -193,7 +201,7 @@ class Select(GlobalStage):
         if len(missing):
             rest = keys.map(lambda t: t.filter(pc.is_in(t.column("_sel_group"), value_set=missing))).collect()
             for g in missing.to_pylist():
-                out[g] = self._threshold_of(rest.filter(pc.equal(rest.column("_sel_group"), g)))
+                out[g] = self._threshold_of(rest.filter(pc.equal(rest.column("_sel_group"), g)), g)
             log.info("select_v1: %d %s value(s) had no sampled document; their thresholds use all their documents",
                      len(missing), self.config.group_by)
         return out

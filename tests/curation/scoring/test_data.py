@@ -142,3 +142,11 @@ def test_max_class_share_caps_the_classes_so_negatives_are_the_lowest_s(tmp_path
             preselect_set(run, max_class_share=bad)
     with pytest.raises(CurationError, match="use them with --run"):
         training_set(None, ["a"], ["b"], max_class_share=0.1)
+    # a cap that rounds down to 0 is named, not reported as an empty training set
+    with pytest.raises(CurationError, match="class cap of 0 documents"):
+        preselect_set(run, max_class_share=0.0005)
+    # a held-out part needs another part to train on, and a bad spec is named by its own option
+    with pytest.raises(CurationError, match="N must be at least 2"):
+        training_set(run, [], [], holdout_part="0/1")
+    with pytest.raises(CurationError, match="--holdout-part '3/3'"):
+        training_set(run, [], [], holdout_part="3/3")

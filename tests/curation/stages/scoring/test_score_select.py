@@ -72,10 +72,32 @@ def test_nearest_boundary_leaves_out_a_crossing_document_that_overshoots() -> No
     # the tie block can reach past the crossing document: include then keeps all of it (100), nearest 10
     tied = (np.array([0.9, 0.5, 0.5, 0.5]), np.array([10.0, 10.0, 40.0, 40.0]))
     assert top_fraction_threshold(*tied, 0.2) == 0.5 and top_fraction_threshold(*tied, 0.2, "nearest") == 0.9
+    # no threshold lies above +inf: a first block of +inf scores is kept, as include keeps it
+    inf = float("inf")
+    assert top_fraction_threshold(np.array([inf, 0.5]), np.array([50.0, 50.0]), 0.2, "nearest") == inf
     with pytest.raises(ValueError, match="boundary must be one of"):
         SelectConfig(column="s", top_fraction=0.1, boundary="closest")
     with pytest.raises(ValueError, match="boundary needs top_fraction"):
         SelectConfig(column="s", threshold=0.5, boundary="nearest")
+
+
+def test_nearest_boundary_that_keeps_nothing_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    import pyarrow as pa
+
+    from curation.stages.scoring.select import Select
+
+    stage = Select(SelectConfig(column="s", top_fraction=0.3, boundary="nearest"))
+    one = pa.table({"_sel_score": pa.array([0.7]), "_sel_chars": pa.array([100], pa.int64())})
+    with caplog.at_level(logging.WARNING, logger="curation.stages.scoring.select"):
+        assert stage._threshold_of(one, "solo") == float("inf")
+    assert "keeps nothing of group 'solo'" in caplog.text
+    caplog.clear()
+    unscored = pa.table({"_sel_score": pa.array([float("nan")]), "_sel_chars": pa.array([100], pa.int64())})
+    with caplog.at_level(logging.WARNING, logger="curation.stages.scoring.select"):
+        assert stage._threshold_of(unscored, "none") == float("inf")
+    assert "keeps nothing" not in caplog.text  # no scored document: nothing to keep, no warning
 
 
 @given(st.lists(st.tuples(st.integers(0, 5), st.integers(1, 50)), min_size=1, max_size=30),
