@@ -233,8 +233,8 @@ def spearman_ci(x: Sequence[float], y: Sequence[float], n_boot: int = 5000, seed
     return {"rho": rho, "ci95": ci, "n": int(n)}
 
 
-def _split(v: np.ndarray, min_side: int) -> tuple[int, float, float]:
-    """Sorted values split at their largest gap that leaves ``min_side`` on each side: (k, gap, pooled SD)."""
+def _split(v: np.ndarray, min_side: int) -> tuple[float, float]:
+    """Sorted values split at their largest gap that leaves ``min_side`` on each side: (gap, pooled SD)."""
     n = v.size
     gaps = np.diff(v)
     allowed = np.zeros(n - 1, dtype=bool)
@@ -242,7 +242,7 @@ def _split(v: np.ndarray, min_side: int) -> tuple[int, float, float]:
     k = int(np.argmax(np.where(allowed, gaps, -np.inf))) + 1
     lo, hi = v[:k], v[k:]
     ss = float(((lo - lo.mean()) ** 2).sum() + ((hi - hi.mean()) ** 2).sum())
-    return k, float(gaps[k - 1]), math.sqrt(ss / (n - 2))
+    return float(gaps[k - 1]), math.sqrt(ss / (n - 2))
 
 
 @functools.lru_cache(maxsize=64)
@@ -253,7 +253,6 @@ def gap_ratio_null(n: int, min_side: int, quantile: float, draws: int = 200_000)
     rng = np.random.default_rng(12345)
     v = np.sort(rng.standard_normal((draws, n)), axis=1)
     gaps = np.diff(v, axis=1)
-    ratios = np.empty(draws)
     lo_i, hi_i = min_side - 1, n - min_side  # allowed gap indices [lo_i, hi_i)
     g = gaps[:, lo_i:hi_i]
     k = np.argmax(g, axis=1) + lo_i + 1  # left side holds v[:, :k]
@@ -294,7 +293,7 @@ def seed_spread(losses: Sequence[float], min_gap: float = 0.0, min_side: int = 1
         raise ValueError("seed_spread needs at least one value")
     bimodal = False
     if n >= 4 and n >= 2 * min_side:
-        _, gap, pooled_sd = _split(v, min_side)
+        gap, pooled_sd = _split(v, min_side)
         factor = 2.0 if null_quantile is None else gap_ratio_null(n, min_side, null_quantile)
         bimodal = bool(gap > factor * pooled_sd and gap > min_gap)
     return {

@@ -184,13 +184,17 @@ class Experiment:
         """The training split with each general document under its source's name (its ``source_domain``)."""
         d = self.out / "corpus" / "train_strat"
         if not (d / "manifest.json").exists():
-            pipe = self.out / "corpus_train_strat.json"
-            pipe.write_text(json.dumps({"name": "cmr_train_strat", "input": {
-                "paths": [str(self.out / "splits" / "train.jsonl.gz")], "id_field": "id", "domain_field": "source_domain"},
-                "stages": [{"stage": "text_length_v1", "min_chars": 200}], "output": {"dir": str(d)},
-                "executor": {"kind": "local"}}))
-            self.run("curation.cli", "run", str(pipe))
+            self.corpus_run("train_strat", "train", "source_domain")
         return d
+
+    def corpus_run(self, name: str, split: str, domain_field: str = "domain") -> None:
+        """``curate run`` of one split (``text_length_v1``, min 200 chars) into ``corpus/<name>``."""
+        pipe = self.out / f"corpus_{name}.json"
+        pipe.write_text(json.dumps({"name": f"cmr_{name}", "input": {
+            "paths": [str(self.out / "splits" / f"{split}.jsonl.gz")], "id_field": "id", "domain_field": domain_field},
+            "stages": [{"stage": "text_length_v1", "min_chars": 200}], "output": {"dir": str(self.out / "corpus" / name)},
+            "executor": {"kind": "local"}}))
+        self.run("curation.cli", "run", str(pipe))
 
     def run(self, *a: str) -> str:
         return self.cmds(*a)[0]
@@ -202,12 +206,7 @@ class Experiment:
             (out / "splits").mkdir(parents=True, exist_ok=True)
             (out / "splits" / "sizes.json").write_text(json.dumps(write_splits(out / "splits")))
             for k in ("train", "heldout_a", "heldout_b"):
-                pipe = out / f"corpus_{k}.json"
-                pipe.write_text(json.dumps({"name": f"cmr_{k}", "input": {"paths": [str(out / "splits" / f"{k}.jsonl.gz")],
-                                            "id_field": "id", "domain_field": "domain"},
-                                            "stages": [{"stage": "text_length_v1", "min_chars": 200}],
-                                            "output": {"dir": str(out / "corpus" / k)}, "executor": {"kind": "local"}}))
-                self.run("curation.cli", "run", str(pipe))
+                self.corpus_run(k, k)
         info["split_bytes"] = json.loads((out / "splits" / "sizes.json").read_text())
         base = {"data": {"runs": [str(out / "corpus" / "train")], "ratios": {GENERAL: 1.0}, "seq_len": p["seq_len"],
                          "batch_size": p["batch_size"], "tokenizer": "bytes"},

@@ -530,8 +530,9 @@ def experiment(run: Runner, p: dict[str, Any], out: Path, args: argparse.Namespa
         raise Stopped(f"a PreSelect scorer could not be trained: {said[0]}") from None
     dclm = train_scorer(run, out / "scorer_dclm", ["--positive", str(src / "target_dev.jsonl.gz"),
                                                    "--negative", pool_shards], p, o)
+    labelled = _docs(runs / "labels", ["id", "text", "predictive_strength"])
     for k, sc in enumerate(scorers):
-        sc["rank_auc"] = rank_auc(runs / "labels", Path(sc["path"]), (k, n_sc))
+        sc["rank_auc"] = rank_auc(labelled, Path(sc["path"]), (k, n_sc))
     res["scorers"] = {"preselect": scorers, "dclm": dclm}
 
     # -- the arms: each a curation run over the pool, scoring then keeping the same share ------
@@ -698,15 +699,15 @@ def label_stats(labels: Path) -> dict[str, Any]:
             "s_hist": np.histogram(s, bins=5, range=(0, 1))[0].tolist()}
 
 
-def rank_auc(labels: Path, scorer: Path, part: tuple[int, int]) -> float:
-    """A scorer's AUC of S = 1 against every S < 1 document of its held-out part, not only the lowest-S
-    negatives it is measured on: whether it ranks the top of S above the middle (descriptive, no gate)."""
+def rank_auc(d: dict[str, np.ndarray], scorer: Path, part: tuple[int, int]) -> float:
+    """A scorer's AUC of S = 1 against every S < 1 document of its held-out part (``d``: the labels run's id,
+    text and predictive_strength), not only the lowest-S negatives it is measured on: whether it ranks the top
+    of S above the middle (descriptive, no gate)."""
     import fasttext
 
     from curation.scoring.classifier import _auc, positive_probability
     from curation.scoring.data import in_part
 
-    d = _docs(labels, ["id", "text", "predictive_strength"])
     s = d["predictive_strength"].astype(float)
     m = in_part(d["id"].tolist(), part) & ~np.isnan(s)
     p = positive_probability(fasttext.load_model(str(scorer / "model.bin")), d["text"][m].tolist())

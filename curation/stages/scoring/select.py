@@ -112,8 +112,9 @@ def top_fraction_threshold(scores: np.ndarray, chars: np.ndarray, fraction: floa
     if boundary == "nearest":
         # a threshold keeps or drops a tie block whole: compare the block that holds the crossing document
         # kept (through its last member) with it dropped (up to its first member)
-        first = int(np.searchsorted(-ranked, -ranked[k], side="left"))
-        last = int(np.searchsorted(-ranked, -ranked[k], side="right")) - 1
+        ascending = -ranked
+        first = int(np.searchsorted(ascending, ascending[k], side="left"))
+        last = int(np.searchsorted(ascending, ascending[k], side="right")) - 1
         before = float(cum[first - 1]) if first > 0 else 0.0
         # keeping nothing is a threshold of +inf, which cannot drop a score of +inf: such a block stays
         if target - before <= cum[last] - target and not (first == 0 and np.isposinf(ranked[0])):

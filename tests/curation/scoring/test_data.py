@@ -29,8 +29,6 @@ def test_run_documents_order_is_by_id_then_text_when_ids_repeat(tmp_path: Path) 
 
 def test_parts_are_disjoint_cover_everything_and_split_the_labels(tmp_path: Path) -> None:
     import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     import pytest
 
     from curation.errors import CurationError
@@ -46,16 +44,10 @@ def test_parts_are_disjoint_cover_everything_and_split_the_labels(tmp_path: Path
             parse_part(bad)
 
     # A run whose documents carry S: each part's labels come from that part's documents only.
-    rng = np.random.default_rng(0)
-    strength = rng.choice([0.0, 0.4, 1.0], size=600).tolist()
-    write_jsonl(tmp_path / "in" / "a.jsonl", [{"id": f"d{i}", "text": f"text number {i}"} for i in range(600)])
-    run_pipeline(pipeline_dict([str(tmp_path / "in" / "*.jsonl")], tmp_path / "run2", stages=[]))
-    shard = sorted((tmp_path / "run2" / "shards").glob("*.parquet"))[0]
-    t = pq.read_table(shard)
-    s_of = {f"d{i}": strength[i] for i in range(600)}
-    pq.write_table(t.append_column("predictive_strength", pa.array([s_of[i] for i in t.column("id").to_pylist()])), shard)
-    whole = preselect_set(str(tmp_path / "run2"))
-    parts = [preselect_set(str(tmp_path / "run2"), part=(k, 3)) for k in range(3)]
+    strength = np.random.default_rng(0).choice([0.0, 0.4, 1.0], size=600).tolist()
+    run = _run_with_strength(tmp_path, strength)
+    whole = preselect_set(run)
+    parts = [preselect_set(run, part=(k, 3)) for k in range(3)]
     part_texts = [set(p.positives) | set(p.negatives) for p in parts]
     assert all(not (part_texts[a] & part_texts[b]) for a in range(3) for b in range(a + 1, 3))
     assert sum(len(p.positives) for p in parts) <= len(whole.positives) and all(p.positives for p in parts)
