@@ -12,6 +12,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.conftest import REPO
 
@@ -50,6 +52,27 @@ def test_family_mix_emphasises_one_source_and_keeps_the_others_natural_proportio
     mix = mod.family_mix(natural, "c", 0.6)
     assert mix["c"] == 0.6 and math.isclose(sum(mix.values()), 1.0)
     assert math.isclose(mix["a"], 0.4 * 0.5 / 0.8) and math.isclose(mix["a"] / mix["b"], 0.5 / 0.3)
+
+
+def test_cut_document_cuts_at_a_line_break_in_the_second_half_of_the_limit() -> None:
+    mod = _load("preselect_effect")
+    assert mod.cut_document("short", 10) == "short" and mod.cut_document("x" * 50, None) == "x" * 50
+    assert mod.cut_document("one line\ntwo line\nthree", 20) == "one line\ntwo line"
+    assert mod.cut_document("a" * 30 + " tail", 20) == "a" * 20  # no break in the second half: a hard cut
+    assert mod.cut_document("ab\n" + "word " * 10, 20) == "ab\nword word word"  # the break too early: a space
+
+
+_PRESELECT = _load("preselect_effect")
+
+
+@given(text=st.text(alphabet="ab \n", max_size=300), limit=st.integers(2, 200))
+def test_cut_document_is_a_prefix_within_the_limit(text: str, limit: int) -> None:
+    cut = _PRESELECT.cut_document(text, limit)
+    if len(text) <= limit:
+        assert cut == text
+    else:  # a prefix within the limit, ending at the limit or just before a line break or space
+        assert len(cut) <= limit and text.startswith(cut)
+        assert cut == text[:limit] or text[len(cut)] in " \n"
 
 
 def test_pick_base_keeps_the_first_base_under_the_level_and_stops_when_none_is() -> None:
