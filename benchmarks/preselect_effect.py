@@ -86,9 +86,9 @@ def roff_text(src: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip()
 
 
-def site_docs(min_chars: int, limit_chars: int) -> list[dict]:
-    """Docstrings of the installed packages (site-packages), package by package in name order,
-    until ``limit_chars``: the stdlib alone has about 1 MB of docstrings."""
+def site_docs(min_chars: int, limit_chars: int, max_chars: int | None) -> list[dict]:
+    """Docstrings of the installed packages (site-packages), package by package in name order, each cut to
+    ``max_chars`` (``cut_document``), until ``limit_chars``: the stdlib alone has about 1 MB of docstrings."""
     mod = _corpus_module()
     root = Path(sysconfig.get_paths()["purelib"])
     docs, total = [], 0
@@ -98,6 +98,7 @@ def site_docs(min_chars: int, limit_chars: int) -> list[dict]:
             continue
         module = rel[:-3].replace("/", ".").removesuffix(".__init__")
         for name, doc in mod.file_docstrings(path, module, min_chars):
+            doc = cut_document(doc, max_chars)
             docs.append({"id": f"pydoc:{name}", "text": doc, "domain": "python_docs", "origin": f"site-packages/{rel}"})
             total += len(doc)
         if total >= limit_chars:
@@ -105,8 +106,9 @@ def site_docs(min_chars: int, limit_chars: int) -> list[dict]:
     return docs
 
 
-def stdlib_code(max_bytes: int, limit_chars: int) -> list[dict]:
-    """Standard-library modules (subpackages included, tests not), whole files up to ``max_bytes``."""
+def stdlib_code(max_bytes: int, limit_chars: int, max_chars: int | None) -> list[dict]:
+    """Standard-library modules (subpackages included, tests not), files up to ``max_bytes``, each cut to
+    ``max_chars`` (``cut_document``), until ``limit_chars``."""
     root = Path(sysconfig.get_paths()["stdlib"])
     docs, total = [], 0
     for path in sorted(root.rglob("*.py")):
@@ -115,7 +117,7 @@ def stdlib_code(max_bytes: int, limit_chars: int) -> list[dict]:
             continue
         if path.stat().st_size > max_bytes:
             continue
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = cut_document(path.read_text(encoding="utf-8", errors="replace"), max_chars)
         if len(text) > 500:
             docs.append({"id": f"pycode:{rel}", "text": text, "domain": "code", "origin": f"stdlib/{rel}"})
             total += len(text)
@@ -124,9 +126,10 @@ def stdlib_code(max_bytes: int, limit_chars: int) -> list[dict]:
     return docs
 
 
-def debian_docs(pattern: str, domain: str, limit_chars: int, max_chars: int = 20000) -> list[dict]:
-    """Files under /usr/share/doc matching ``pattern`` (gzipped or plain), each cut to ``max_chars``:
-    Debian ``copyright`` files are licence boilerplate, ``changelog.Debian`` files terse release notes."""
+def debian_docs(pattern: str, domain: str, limit_chars: int, max_chars: int | None) -> list[dict]:
+    """Files under /usr/share/doc matching ``pattern`` (gzipped or plain), each cut to ``max_chars``
+    (``cut_document``), until ``limit_chars``: Debian ``copyright`` files are licence boilerplate,
+    ``changelog.Debian`` files terse release notes."""
     docs, total = [], 0
     for path in sorted(Path("/usr/share/doc").glob(pattern)):
         if not path.is_file():
@@ -135,7 +138,7 @@ def debian_docs(pattern: str, domain: str, limit_chars: int, max_chars: int = 20
             raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
         except (OSError, EOFError):
             continue
-        text = raw.decode("utf-8", errors="replace").strip()[:max_chars]
+        text = cut_document(raw.decode("utf-8", errors="replace").strip(), max_chars)
         if len(text) >= 200:
             docs.append({"id": f"{domain}:{path.relative_to('/usr/share/doc').as_posix()}", "text": text,
                          "domain": domain, "origin": str(path)})
@@ -251,17 +254,18 @@ def build_sources(src: Path, p: dict[str, Any], target: Path | None) -> dict[str
     mod = _corpus_module()
     pool_chars = int(p["pool_mb"] * 1e6)
     cap = int(pool_chars * (1 - p["junk_share"]) / len(NATURAL))
-    pkg = list(mod.package_texts(200))
-    stdlib_docs = list(mod.stdlib_docs(200))
+    # every document is cut before it counts towards its source: no document may be a large part of its source
+    # (round 7: one README of 144k characters was 7.6% of the readme source and, degraded, 23% of `shuffled`)
+    top = p["doc_max_chars"]
+    pkg = [{**d, "text": cut_document(d["text"], top)} for d in mod.package_texts(200)]
+    stdlib_docs = [{**d, "text": cut_document(d["text"], top)} for d in mod.stdlib_docs(200)]
     # every reader stops at twice the share (the hash order below then picks the share from all of it)
-    raw = {"python_docs": stdlib_docs + site_docs(200, 2 * cap - sum(len(d["text"]) for d in stdlib_docs)),
-           "code": stdlib_code(60_000, 2 * cap),
-           "readme": [r for r in pkg if r["domain"] == "readme"] + debian_docs("*/README*", "readme", 2 * cap),
-           "license": [r for r in pkg if r["domain"] == "license"] + debian_docs("*/copyright", "license", 2 * cap),
-           "changelog": debian_docs("*/changelog.Debian*", "changelog", 2 * cap)}
-    # no document may be a large part of its source: one READMEs file of 144k characters would otherwise be 7%
-    # of the readme source and, degraded, 23% of the `shuffled` control (round 7)
-    raw = {dom: [{**d, "text": cut_document(d["text"], p["doc_max_chars"])} for d in docs] for dom, docs in raw.items()}
+    raw = {"python_docs": stdlib_docs + site_docs(200, 2 * cap - sum(len(d["text"]) for d in stdlib_docs), top),
+           "code": stdlib_code(60_000, 2 * cap, top),
+           "readme": [r for r in pkg if r["domain"] == "readme"] + debian_docs("*/README*", "readme", 2 * cap, top),
+           "license": [r for r in pkg if r["domain"] == "license"]
+                      + debian_docs("*/copyright", "license", 2 * cap, top),
+           "changelog": debian_docs("*/changelog.Debian*", "changelog", 2 * cap, top)}
     stats: dict[str, Any] = {"pool": {}, "general_test": {}}
     general, pools = [], {}
     for dom in NATURAL:
@@ -331,7 +335,7 @@ def last_json(stdout: str) -> Any:
 PARAMS = {  # fixed before any evaluation (docs/preselect_effect.md); --quick shrinks everything to a smoke test
     "full": {"pool_mb": 12.0, "junk_share": 0.1, "target_mb": 0.6, "family_cap": 0.05, "keep": 0.15,
              # every natural document cut to 8,000 characters at a line break (round 8): the largest document is
-             # then at most 5% of its source (round 7: 23% of `shuffled`)
+             # then a few percent of its source at most (round 7: 23% of `shuffled`)
              "doc_max_chars": 8000,
              "seq_len": 128, "batch_size": 16, "d_model": 64, "n_layer": 2, "base_steps": 1500, "base_lr": 3e-3,
              # a base is kept once its target dev loss is at most this (nats/byte): round 3's plateaued base had
@@ -358,9 +362,9 @@ PARAMS = {  # fixed before any evaluation (docs/preselect_effect.md); --quick sh
              # Round 3 showed a family differing only in compute ranks 97% of documents alike once it is ordered.
              "family": [None, "python_docs", "code", "readme", "license", "changelog"], "family_steps": 300,
              # the emphasised source at 90% of the tokens (round 8): at 60%, licences and changelogs were 0.001-0.008
-             # apart on the target and the order reproduced (tau >= 0.8) with probability 0.56-0.90 (rounds 4-7 and
-             # a pilot on round 7's base); at 90% every adjacent pair was 0.024+ apart, probability 0.99
-             # (benchmarks/preselect_family_pilot.py)
+             # apart on the target and the order would reproduce (tau >= 0.8) with probability 0.56-0.87 (rounds 4-7
+             # and a pilot on round 7's pool and base); at 90% every adjacent pair was 0.024+ apart, probability
+             # 0.99 on that pool (benchmarks/preselect_family_pilot.py)
              "family_emphasis": 0.9,
              # four seeds per model: the mean of seeds 0-1 orders the family and labels the data, seeds 2-3 check it
              "family_seeds": 4, "order_seeds": 2, "label_docs": 6000, "scorers": 3, "bucket": 2_000_000, "ml_steps": 200,
