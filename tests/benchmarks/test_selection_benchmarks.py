@@ -98,6 +98,21 @@ def test_pick_base_keeps_the_first_base_under_the_level_and_stops_when_none_is()
 
 
 @pytest.mark.slow
+def test_preselect_effect_stops_at_its_deadline_and_writes_what_finished(tmp_path: Path) -> None:
+    # the GPU scale's promise (--device cuda stops by itself at 8 minutes): past the deadline no training run
+    # starts, and the results, report and tables of what did finish are still written
+    res = _load("preselect_effect").main(["--out", str(tmp_path), "--quick", "--deadline-min", "0"])
+    assert not res["finished"] and res["stopped_at_deadline_min"] == 0
+    assert res["arms"] and all(not r["seeds"] for recs in res["arms"].values() for r in recs)
+    assert len(res["family"]) == 24 and res["labels"]["docs"] > 0  # everything before the arms finished
+    assert "nothing to compare" in res["analysis"]["note"]
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["stopped_at_deadline_min"] == 0 and saved["finished"] is False
+    assert "stopped at the deadline" in (tmp_path / "report.md").read_text()
+    assert not list((tmp_path / "train").glob("random*"))  # no arm run was started
+
+
+@pytest.mark.slow
 def test_preselect_effect_quick_runs_the_loop(tmp_path: Path) -> None:
     res = _load("preselect_effect").main(["--out", str(tmp_path), "--quick"])
     assert res["finished"], res.get("stopped")
