@@ -418,7 +418,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "preselect_effect")
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny pool, models and runs (CI)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                    help="cuda: the GPU scale (5M-parameter learner, 90 MB pool), stops by itself at 8 minutes")
+                    help="cuda: the GPU scale (5M-parameter learner, a pool of up to 90 MB: what the sources hold), "
+                         "stops by itself at 8 minutes")
     ap.add_argument("--target", type=Path, default=None, help="JSONL (text field) or folder of text: the target")
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1,
