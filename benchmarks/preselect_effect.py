@@ -106,23 +106,27 @@ def site_docs(min_chars: int, limit_chars: int, max_chars: int | None) -> list[d
     return docs
 
 
-def stdlib_code(max_bytes: int, limit_chars: int, max_chars: int | None) -> list[dict]:
-    """Standard-library modules (subpackages included, tests not), files up to ``max_bytes``, each cut to
-    ``max_chars`` (``cut_document``), until ``limit_chars``."""
-    root = Path(sysconfig.get_paths()["stdlib"])
+def stdlib_code(max_bytes: int, limit_chars: int, max_chars: int | None, site_packages: bool = False) -> list[dict]:
+    """Standard-library modules (subpackages included, tests not), then with ``site_packages`` the installed
+    packages' modules, files up to ``max_bytes``, each cut to ``max_chars`` (``cut_document``), until
+    ``limit_chars``."""
+    roots = [("stdlib", "pycode", Path(sysconfig.get_paths()["stdlib"]))]
+    if site_packages:
+        roots.append(("site-packages", "pkgcode", Path(sysconfig.get_paths()["purelib"])))
     docs, total = [], 0
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root).as_posix()
-        if any(part in rel for part in ("test", "site-packages", "idlelib", "lib2to3", "__pycache__")):
-            continue
-        if path.stat().st_size > max_bytes:
-            continue
-        text = cut_document(path.read_text(encoding="utf-8", errors="replace"), max_chars)
-        if len(text) > 500:
-            docs.append({"id": f"pycode:{rel}", "text": text, "domain": "code", "origin": f"stdlib/{rel}"})
-            total += len(text)
-        if total >= limit_chars:
-            break
+    for name, prefix, root in roots:
+        for path in sorted(root.rglob("*.py")):
+            rel = path.relative_to(root).as_posix()
+            if any(part in rel for part in ("test", "site-packages", "idlelib", "lib2to3", "__pycache__", "_vendor")):
+                continue
+            if path.stat().st_size > max_bytes:
+                continue
+            text = cut_document(path.read_text(encoding="utf-8", errors="replace"), max_chars)
+            if len(text) > 500:
+                docs.append({"id": f"{prefix}:{rel}", "text": text, "domain": "code", "origin": f"{name}/{rel}"})
+                total += len(text)
+            if total >= limit_chars:
+                return docs
     return docs
 
 
@@ -242,6 +246,32 @@ def degrade(docs: list[dict], kind: str, seed: int) -> list[dict]:
     return out
 
 
+def fill_shares(candidates: dict[str, list[dict]], cap: int, refill: bool) -> dict[str, list[dict]]:
+    """Each source's documents, in order, until its share of ``cap`` characters. With ``refill``, the characters
+    that sources short of their share lack go to the sources that have more documents, split evenly among them,
+    until the pool holds ``cap`` per source or every source has run out."""
+    pools: dict[str, list[dict]] = {}
+    rest: dict[str, list[dict]] = {}
+    for dom, docs in candidates.items():
+        total, i = 0, 0
+        while i < len(docs) and total < cap:
+            total += len(docs[i]["text"])
+            i += 1
+        pools[dom], rest[dom] = list(docs[:i]), list(docs[i:])
+    need = cap * len(pools) - sum(len(d["text"]) for pool in pools.values() for d in pool)
+    while refill and need > 0 and any(rest.values()):
+        donors = [dom for dom in pools if rest[dom]]
+        share = need / len(donors)
+        for dom in donors:
+            got = 0
+            while rest[dom] and got < min(share, need):
+                doc = rest[dom].pop(0)
+                pools[dom].append(doc)
+                got += len(doc["text"])
+            need -= got
+    return pools
+
+
 def write_jsonl(path: Path, docs: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with gzip.GzipFile(path, "wb", mtime=0) as fh:
@@ -261,25 +291,20 @@ def build_sources(src: Path, p: dict[str, Any], target: Path | None) -> dict[str
     stdlib_docs = [{**d, "text": cut_document(d["text"], top)} for d in mod.stdlib_docs(200)]
     # every reader stops at twice the share (the hash order below then picks the share from all of it)
     raw = {"python_docs": stdlib_docs + site_docs(200, 2 * cap - sum(len(d["text"]) for d in stdlib_docs), top),
-           "code": stdlib_code(60_000, 2 * cap, top),
+           "code": stdlib_code(60_000, 2 * cap, top, p.get("code_site_packages", False)),
            "readme": [r for r in pkg if r["domain"] == "readme"] + debian_docs("*/README*", "readme", 2 * cap, top),
            "license": [r for r in pkg if r["domain"] == "license"]
                       + debian_docs("*/copyright", "license", 2 * cap, top),
            "changelog": debian_docs("*/changelog.Debian*", "changelog", 2 * cap, top)}
     stats: dict[str, Any] = {"pool": {}, "general_test": {}}
-    general, pools = [], {}
+    general, candidates = [], {}
     for dom in NATURAL:
         docs = sorted(raw[dom], key=lambda d: _h(d["id"]))  # a deterministic shuffle
         held = [d for i, d in enumerate(docs) if i % 20 == 0][: max(5, cap // 20 // 2000)]
-        pool, total = [], 0
-        for d in (d for i, d in enumerate(docs) if i % 20 != 0):
-            if total >= cap:
-                break
-            pool.append(d)
-            total += len(d["text"])
-        pools[dom] = pool
+        candidates[dom] = [d for i, d in enumerate(docs) if i % 20 != 0]
         general += held
         stats["general_test"][dom] = {"docs": len(held), "chars": sum(len(d["text"]) for d in held)}
+    pools = fill_shares(candidates, cap, p.get("refill_short_sources", False))
     # the known-bad control is made from pool documents only: no degraded copy of a held-out document
     junk_cap = int(pool_chars * p["junk_share"] / len(JUNK))
     sources = {"shuffled": pools["python_docs"] + pools["readme"],
@@ -386,7 +411,10 @@ PARAMS = {  # fixed before any evaluation (docs/preselect_effect.md); --quick sh
               "cluster_eval_tokens": 5_000, "general_eval_tokens": 5_000, "deadline_min": None},
     # a lent GPU: a ~5M-parameter learner and a larger pool; stops launching runs at 8 minutes
     "gpu": {"pool_mb": 90.0, "junk_share": 0.1, "target_mb": 2.0, "family_cap": 0.05, "keep": 0.15,
-            "doc_max_chars": 8000,
+            # a 90 MB pool from what a machine has offline: documents cut at the same share of a source as the CPU
+            # scale's 8,000 characters (0.4% of 16 MB), code from the installed packages as well as the standard
+            # library, and the share a short source (READMEs: about 3.6 MB here) lacks refilled from the others
+            "doc_max_chars": 60000, "code_site_packages": True, "refill_short_sources": True,
             "seq_len": 256, "batch_size": 64, "d_model": 256, "n_layer": 6, "base_steps": 1500, "base_lr": 1e-3,
             "base_max_dev": None, "base_tries": 1,  # no CPU-scale level applies: the first base is kept, its loss reported
             "arm_steps": 800, "arm_lr": 5e-4, "seeds": 3, "randoms": 5, "random_group_by": "domain",
@@ -418,8 +446,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "preselect_effect")
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny pool, models and runs (CI)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                    help="cuda: the GPU scale (5M-parameter learner, a pool of up to 90 MB: what the sources hold), "
-                         "stops by itself at 8 minutes")
+                    help="cuda: the GPU scale (5M-parameter learner, 90 MB pool), stops by itself at 8 minutes")
     ap.add_argument("--target", type=Path, default=None, help="JSONL (text field) or folder of text: the target")
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1,

@@ -75,6 +75,34 @@ def test_cut_document_is_a_prefix_within_the_limit(text: str, limit: int) -> Non
         assert cut == text[:limit] or text[len(cut)] in " \n"
 
 
+def _docs_of(sizes: list[int], dom: str) -> list[dict]:
+    return [{"id": f"{dom}{i}", "text": "x" * n} for i, n in enumerate(sizes)]
+
+
+def test_fill_shares_fills_each_source_to_its_share_and_refills_a_short_one_from_the_others() -> None:
+    cands = {"a": _docs_of([10, 10, 10], "a"), "b": _docs_of([10], "b"), "c": _docs_of([10, 10, 10, 10], "c")}
+    plain = _PRESELECT.fill_shares(cands, 20, refill=False)
+    assert {d: [x["id"] for x in v] for d, v in plain.items()} == {"a": ["a0", "a1"], "b": ["b0"], "c": ["c0", "c1"]}
+    refilled = _PRESELECT.fill_shares(cands, 20, refill=True)  # b lacks 10: the first donor with documents gives it
+    assert {d: [x["id"] for x in v] for d, v in refilled.items()} == {"a": ["a0", "a1", "a2"], "b": ["b0"],
+                                                                      "c": ["c0", "c1"]}
+    assert [len(v) for v in cands.values()] == [3, 1, 4]  # the candidates are not consumed
+
+
+@given(sizes=st.lists(st.lists(st.integers(1, 50), max_size=8), min_size=1, max_size=4), cap=st.integers(1, 120))
+def test_fill_shares_takes_prefixes_and_refill_only_adds(sizes: list[list[int]], cap: int) -> None:
+    cands = {f"s{k}": _docs_of(v, f"s{k}") for k, v in enumerate(sizes)}
+    plain = _PRESELECT.fill_shares(cands, cap, refill=False)
+    refilled = _PRESELECT.fill_shares(cands, cap, refill=True)
+    chars = {k: [len(d["text"]) for d in v] for k, v in cands.items()}
+    for k in cands:
+        n, m = len(plain[k]), len(refilled[k])
+        assert plain[k] == cands[k][:n] and refilled[k] == cands[k][:m] and m >= n
+        assert sum(chars[k][: n - 1]) < cap and (n == len(cands[k]) or sum(chars[k][:n]) >= cap)
+    total = sum(len(d["text"]) for v in refilled.values() for d in v)
+    assert total >= min(cap * len(cands), sum(map(sum, chars.values())))
+
+
 def test_pick_base_keeps_the_first_base_under_the_level_and_stops_when_none_is() -> None:
     mod = _load("preselect_effect")
     devs = {0: 2.9, 1000: 2.7, 2000: 2.6}
