@@ -117,7 +117,8 @@ def stdlib_code(max_bytes: int, limit_chars: int, max_chars: int | None, site_pa
     for name, prefix, root in roots:
         for path in sorted(root.rglob("*.py")):
             rel = path.relative_to(root).as_posix()
-            if any(part in rel for part in ("test", "site-packages", "idlelib", "lib2to3", "__pycache__", "_vendor")):
+            if any(part in rel for part in ("test", "site-packages", "idlelib", "lib2to3", "__pycache__", "_vendor",
+                                            "vendored", "__editable__", "_pb2")):
                 continue
             if path.stat().st_size > max_bytes:
                 continue
@@ -248,28 +249,28 @@ def degrade(docs: list[dict], kind: str, seed: int) -> list[dict]:
 
 def fill_shares(candidates: dict[str, list[dict]], cap: int, refill: bool) -> dict[str, list[dict]]:
     """Each source's documents, in order, until its share of ``cap`` characters. With ``refill``, the characters
-    that sources short of their share lack go to the sources that have more documents, split evenly among them,
-    until the pool holds ``cap`` per source or every source has run out."""
-    pools: dict[str, list[dict]] = {}
-    rest: dict[str, list[dict]] = {}
+    that sources short of their share lack are offered evenly to the sources that have more documents, in turn,
+    until the pool holds ``cap`` per source (overshooting by less than one document) or every source has run out."""
+    taken: dict[str, int] = {}
     for dom, docs in candidates.items():
         total, i = 0, 0
         while i < len(docs) and total < cap:
             total += len(docs[i]["text"])
             i += 1
-        pools[dom], rest[dom] = list(docs[:i]), list(docs[i:])
-    need = cap * len(pools) - sum(len(d["text"]) for pool in pools.values() for d in pool)
-    while refill and need > 0 and any(rest.values()):
-        donors = [dom for dom in pools if rest[dom]]
+        taken[dom] = i
+    need = cap * len(candidates) - sum(len(d["text"]) for dom, i in taken.items() for d in candidates[dom][:i])
+    while refill and need > 0:
+        donors = [dom for dom in candidates if taken[dom] < len(candidates[dom])]
+        if not donors:
+            break
         share = need / len(donors)
         for dom in donors:
-            got = 0
-            while rest[dom] and got < min(share, need):
-                doc = rest[dom].pop(0)
-                pools[dom].append(doc)
-                got += len(doc["text"])
+            got, docs = 0, candidates[dom]
+            while taken[dom] < len(docs) and got < min(share, need):
+                got += len(docs[taken[dom]]["text"])
+                taken[dom] += 1
             need -= got
-    return pools
+    return {dom: list(candidates[dom][:i]) for dom, i in taken.items()}
 
 
 def write_jsonl(path: Path, docs: list[dict]) -> None:
@@ -289,13 +290,15 @@ def build_sources(src: Path, p: dict[str, Any], target: Path | None) -> dict[str
     top = p["doc_max_chars"]
     pkg = [{**d, "text": cut_document(d["text"], top)} for d in mod.package_texts(200)]
     stdlib_docs = [{**d, "text": cut_document(d["text"], top)} for d in mod.stdlib_docs(200)]
-    # every reader stops at twice the share (the hash order below then picks the share from all of it)
-    raw = {"python_docs": stdlib_docs + site_docs(200, 2 * cap - sum(len(d["text"]) for d in stdlib_docs), top),
-           "code": stdlib_code(60_000, 2 * cap, top, p.get("code_site_packages", False)),
-           "readme": [r for r in pkg if r["domain"] == "readme"] + debian_docs("*/README*", "readme", 2 * cap, top),
-           "license": [r for r in pkg if r["domain"] == "license"]
-                      + debian_docs("*/copyright", "license", 2 * cap, top),
-           "changelog": debian_docs("*/changelog.Debian*", "changelog", 2 * cap, top)}
+    # every reader stops at twice the most a source can hold (the hash order below then picks it from all of it):
+    # its share, or with refill every natural source's share, so that a refilled source is a hash-ordered sample too
+    refill = p.get("refill_short_sources", False)
+    lim = 2 * cap * (len(NATURAL) if refill else 1)
+    raw = {"python_docs": stdlib_docs + site_docs(200, lim - sum(len(d["text"]) for d in stdlib_docs), top),
+           "code": stdlib_code(60_000, lim, top, p.get("code_site_packages", False)),
+           "readme": [r for r in pkg if r["domain"] == "readme"] + debian_docs("*/README*", "readme", lim, top),
+           "license": [r for r in pkg if r["domain"] == "license"] + debian_docs("*/copyright", "license", lim, top),
+           "changelog": debian_docs("*/changelog.Debian*", "changelog", lim, top)}
     stats: dict[str, Any] = {"pool": {}, "general_test": {}}
     general, candidates = [], {}
     for dom in NATURAL:
@@ -304,7 +307,7 @@ def build_sources(src: Path, p: dict[str, Any], target: Path | None) -> dict[str
         candidates[dom] = [d for i, d in enumerate(docs) if i % 20 != 0]
         general += held
         stats["general_test"][dom] = {"docs": len(held), "chars": sum(len(d["text"]) for d in held)}
-    pools = fill_shares(candidates, cap, p.get("refill_short_sources", False))
+    pools = fill_shares(candidates, cap, refill)
     # the known-bad control is made from pool documents only: no degraded copy of a held-out document
     junk_cap = int(pool_chars * p["junk_share"] / len(JUNK))
     sources = {"shuffled": pools["python_docs"] + pools["readme"],
@@ -411,10 +414,12 @@ PARAMS = {  # fixed before any evaluation (docs/preselect_effect.md); --quick sh
               "cluster_eval_tokens": 5_000, "general_eval_tokens": 5_000, "deadline_min": None},
     # a lent GPU: a ~5M-parameter learner and a larger pool; stops launching runs at 8 minutes
     "gpu": {"pool_mb": 90.0, "junk_share": 0.1, "target_mb": 2.0, "family_cap": 0.05, "keep": 0.15,
-            # a 90 MB pool from what a machine has offline: documents cut at the same share of a source as the CPU
-            # scale's 8,000 characters (0.4% of 16 MB), code from the installed packages as well as the standard
-            # library, and the share a short source (READMEs: about 3.6 MB here) lacks refilled from the others
+            # a 90 MB pool from what a machine has offline: documents cut at 60,000 characters (0.4% of a 16 MB share,
+            # as 8,000 is of the CPU scale's 2.2 MB), code from the installed packages as well as the standard
+            # library, and the share a short source (READMEs: about 3.4 MB here) lacks refilled from the others;
+            # docstrings and code then share files, so the pool is also decontaminated against the general set
             "doc_max_chars": 60000, "code_site_packages": True, "refill_short_sources": True,
+            "decontaminate_general": True,
             "seq_len": 256, "batch_size": 64, "d_model": 256, "n_layer": 6, "base_steps": 1500, "base_lr": 1e-3,
             "base_max_dev": None, "base_tries": 1,  # no CPU-scale level applies: the first base is kept, its loss reported
             "arm_steps": 800, "arm_lr": 5e-4, "seeds": 3, "randoms": 5, "random_group_by": "domain",
@@ -446,7 +451,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "preselect_effect")
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny pool, models and runs (CI)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                    help="cuda: the GPU scale (5M-parameter learner, 90 MB pool), stops by itself at 8 minutes")
+                    help="cuda: the GPU scale (5M-parameter learner, a pool of up to 90 MB from the machine's own "
+                         "files), stops by itself at 8 minutes")
     ap.add_argument("--target", type=Path, default=None, help="JSONL (text field) or folder of text: the target")
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1,
@@ -498,7 +504,8 @@ def experiment(run: Runner, p: dict[str, Any], out: Path, args: argparse.Namespa
                {"stage": "near_dedup_v1", "threshold": 0.8,
                 # licence files are near-copies of a few templates: most of that source going is intended
                 "on_mass_removal": "warn"},
-               {"stage": "decontaminate_v1", "eval_files": [{"path": str(test_file)}]}]
+               {"stage": "decontaminate_v1", "eval_files": [{"path": str(test_file)}] + (
+                   [{"path": str(src / "general_test.jsonl.gz")}] if p.get("decontaminate_general") else [])}]
     run.curate_run("pool", [str(src / "pool" / "*.jsonl.gz")], filters, runs / "pool")
     for name in ("target_dev", "target_test", "general_test"):
         run.curate_run(name, [str(src / f"{name}.jsonl.gz")], [], runs / name)

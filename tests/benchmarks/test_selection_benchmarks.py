@@ -100,7 +100,12 @@ def test_fill_shares_takes_prefixes_and_refill_only_adds(sizes: list[list[int]],
         assert plain[k] == cands[k][:n] and refilled[k] == cands[k][:m] and m >= n
         assert sum(chars[k][: n - 1]) < cap and (n == len(cands[k]) or sum(chars[k][:n]) >= cap)
     total = sum(len(d["text"]) for v in refilled.values() for d in v)
+    plain_total = sum(len(d["text"]) for v in plain.values() for d in v)
     assert total >= min(cap * len(cands), sum(map(sum, chars.values())))
+    # refill overshoots the pool's size by less than one document, and adds nothing when no source is short
+    assert total < max(plain_total, cap * len(cands)) + max([1, *map(max, filter(None, chars.values()))])
+    if all(sum(v) >= cap for v in chars.values()):
+        assert refilled == plain
 
 
 def test_pick_base_keeps_the_first_base_under_the_level_and_stops_when_none_is() -> None:
