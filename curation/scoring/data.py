@@ -55,8 +55,9 @@ class TrainingSet:
     valid: tuple[list[str], list[str]] | None = None
 
 
-def parse_part(spec: str | None, option: str = "--part") -> tuple[int, int] | None:
-    """``"K/N"`` -> (K, N) with 0 <= K < N: the K-th of N disjoint parts of the labelled documents."""
+def parse_part(spec: str | None, option: str = "--part", min_parts: int = 1) -> tuple[int, int] | None:
+    """``"K/N"`` -> (K, N) with 0 <= K < N and N >= ``min_parts``: the K-th of N disjoint parts of the labelled
+    documents; errors name ``option``."""
     if spec is None:
         return None
     try:
@@ -65,8 +66,8 @@ def parse_part(spec: str | None, option: str = "--part") -> tuple[int, int] | No
         raise CurationError(f"{option} {spec!r}: give K/N, e.g. 0/3") from None
     if not 0 <= k < n:
         raise CurationError(f"{option} {spec!r}: K must be in [0, N)")
-    if option == "--holdout-part" and n < 2:
-        raise CurationError(f"{option} {spec!r}: N must be at least 2 (one part held out, the others trained on)")
+    if n < min_parts:
+        raise CurationError(f"{option} {spec!r}: N must be at least {min_parts}")
     return k, n
 
 
@@ -151,7 +152,7 @@ def training_set(run: str | None, positive: list[str], negative: list[str], posi
         raise CurationError("--part, --holdout-part and --max-class-share shape PreSelect labels: use them with --run")
     if run:
         if holdout_part is not None:
-            return preselect_set(run, positive_min, max_per_class, parse_part(holdout_part, "--holdout-part"), True,
+            return preselect_set(run, positive_min, max_per_class, parse_part(holdout_part, "--holdout-part", 2), True,
                                  max_class_share)
         return preselect_set(run, positive_min, max_per_class, parse_part(part), False, max_class_share)
     if positive and negative:
